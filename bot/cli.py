@@ -1,0 +1,130 @@
+"""The `steward` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from aiohttp import web
+
+from bot.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("steward")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(env_file=getattr(args, "env_file", None))
+    changes = {}
+    if getattr(args, "host", None):
+        changes["host"] = args.host
+    if getattr(args, "port", None):
+        changes["port"] = args.port
+    return settings.replace(**changes) if changes else settings
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from bot.app import build_bot, make_app
+
+    settings = _settings(args)
+
+    async def app_factory() -> web.Application:
+        bot = await build_bot(settings)
+        app = make_app(bot)
+        app.on_cleanup.append(lambda _app: bot.close())
+        mode = "安全模式" if settings.safe_mode else "明文模式"
+        state = "Redis" if settings.redis_url else "内存"
+        log.info("steward serving on http://%s:%s/wechat (%s, state: %s)", settings.host, settings.port, mode, state)
+        return app
+
+    web.run_app(app_factory(), host=settings.host, port=settings.port, print=None, access_log=None)
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> None:
+    from storage import migrate
+    from storage.db import Database
+
+    settings = _settings(args)
+
+    async def run() -> None:
+        db = Database(settings.database_url)
+        try:
+            await migrate.upgrade(db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+    print("数据库结构已是最新。")
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    from bot.chat import run_chat
+
+    asyncio.run(run_chat(_settings(args), args.openid, args.url))
+
+
+def cmd_menu_push(args: argparse.Namespace) -> None:
+    from bot.menu import push_menu
+
+    settings = _settings(args)
+    print(asyncio.run(push_menu(settings)))
+
+
+def cmd_fake_wechat(args: argparse.Namespace) -> None:
+    from bot import fake_wechat
+
+    fake_wechat.main(["--host", args.host or "127.0.0.1", "--port", str(args.port or 8081)])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="steward", description="民需管家 Needs Steward")
+    parser.add_argument("--env-file", help="a KEY=VALUE settings file (default: .env if present)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the bot (creates/upgrades the SQLite schema on first start)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply every migration").set_defaults(func=cmd_db_upgrade)
+
+    chat = sub.add_parser("chat", help="chat with the bot in this terminal")
+    chat.add_argument("--openid", default="o_demo_resident")
+    chat.add_argument("--url", help="a running bot (default: start one in-process with a fake WeChat API)")
+    chat.set_defaults(func=cmd_chat)
+
+    menu = sub.add_parser("menu", help="the Official Account custom menu")
+    menu_sub = menu.add_subparsers(dest="menu_command", required=True)
+    menu_sub.add_parser("push", help="create the custom menu through the WeChat API").set_defaults(func=cmd_menu_push)
+
+    fake = sub.add_parser("fake-wechat", help="run the fake WeChat API server (demos, benchmarks)")
+    fake.add_argument("--host")
+    fake.add_argument("--port", type=int)
+    fake.set_defaults(func=cmd_fake_wechat)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ConfigError as exc:
+        print(f"配置错误：{exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # start-up failures read as one sentence, not a traceback
+        from bot.app import SchemaOutOfDate
+
+        if isinstance(exc, SchemaOutOfDate | OSError):
+            print(f"无法启动：{exc}", file=sys.stderr)
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

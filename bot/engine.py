@@ -1,0 +1,368 @@
+"""The conversation engine: routers, the context a handler sees, and the dispatch order.
+
+Each handler module exports one Router. A router registers keyword commands, menu CLICK keys, events,
+flow steps (conversation states) and free-text fallbacks; the engine asks them in this order:
+
+1. `取消`/`退出` (leave any flow) and global commands such as `菜单` — even mid-flow;
+2. events (follow, menu clicks, scans) — a menu click starts its flow even mid-flow;
+3. the resident's current flow step;
+4. keyword commands (`反映`, `反映 楼道灯坏了`, `分流 <编号> B 12-10`);
+5. fallbacks (e.g. free text that looks like a need);
+6. a short hint.
+
+A handler is `async def step(ctx) -> str`: it reads ctx.text, calls storage operations and returns the reply.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bot.config import Settings
+from bot.protocol import InboundMessage
+from storage.clock import Clock
+from storage.db import Database
+from storage.kv import KeyValueStore
+from storage.residents import Resident, touch_resident
+from storage.roles import Role, RoleGrant, active_grants
+from storage.state import FlowState, StateStore
+
+log = logging.getLogger("steward.engine")
+
+Handler = Callable[["Context"], Awaitable[str | None]]
+AfterReply = Callable[["Context", str], Awaitable[str]]
+
+CANCEL_WORDS = {"取消", "退出", "cancel", "q"}
+UNKNOWN_HINT = "没太明白您的意思。回复「菜单」查看全部服务，或直接描述您要反映的问题。"
+ERROR_REPLY = "抱歉，系统开小差了，您刚才的操作没有保存，请稍后再试一次。"
+
+
+@dataclass(frozen=True)
+class Route:
+    handler: Handler
+    roles: frozenset[Role] = frozenset()
+    bound: bool = False  # needs a bound resident (room and phone on file)
+    args: bool = False  # keyword may be followed by text: "反映 楼道灯坏了"
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class MenuEntry:
+    order: int
+    label: str
+    route: Route
+    key: str  # the custom-menu CLICK key that starts the same flow
+
+
+class Router:
+    """One per handler module. `name` prefixes its flow steps; `title` names the flow to residents."""
+
+    def __init__(self, name: str, title: str = "") -> None:
+        self.name = name
+        self.title = title or name
+        self.commands: dict[str, Route] = {}
+        self.global_commands: dict[str, Route] = {}
+        self.clicks: dict[str, Route] = {}
+        self.events: dict[str, Route] = {}
+        self.states: dict[str, Route] = {}
+        self.fallbacks: list[Route] = []
+        self.menu_entries: list[MenuEntry] = []
+        self.unbound: Handler | None = None
+
+    def _route(self, fn: Handler, roles: Iterable[Role] | Role | None, bound: bool, args: bool, label: str) -> Route:
+        if isinstance(roles, Role):
+            roles = [roles]
+        return Route(fn, frozenset(roles or ()), bound, args, label)
+
+    def command(
+        self, *words: str, roles: Iterable[Role] | Role | None = None, bound: bool = False, args: bool = False,
+        everywhere: bool = False,
+    ) -> Callable[[Handler], Handler]:
+        """Keyword commands. `everywhere=True` also works mid-flow (菜单, 帮助)."""
+
+        def register(fn: Handler) -> Handler:
+            table = self.global_commands if everywhere else self.commands
+            for word in words:
+                table[word.lower()] = self._route(fn, roles, bound, args, words[0])
+            return fn
+
+        return register
+
+    def click(self, *keys: str, roles=None, bound: bool = False) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            for key in keys:
+                self.clicks[key] = self._route(fn, roles, bound, False, key)
+            return fn
+
+        return register
+
+    def event(self, *events: str) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            for name in events:
+                self.events[name] = Route(fn)
+            return fn
+
+        return register
+
+    def state(self, step: str, roles=None, bound: bool = False) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            self.states[self.step(step)] = self._route(fn, roles, bound, False, step)
+            return fn
+
+        return register
+
+    def step(self, step: str) -> str:
+        return f"{self.name}.{step}"
+
+    def fallback(self, roles=None, bound: bool = False) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            self.fallbacks.append(self._route(fn, roles, bound, False, "fallback"))
+            return fn
+
+        return register
+
+    def menu(
+        self, order: int, label: str, key: str, roles=None, bound: bool = False
+    ) -> Callable[[Handler], Handler]:
+        """An entry of the numbered main menu and of the custom menu (CLICK key)."""
+
+        def register(fn: Handler) -> Handler:
+            route = self._route(fn, roles, bound, False, label)
+            self.menu_entries.append(MenuEntry(order, label, route, key))
+            self.clicks[key] = route
+            return fn
+
+        return register
+
+    def on_unbound(self, fn: Handler) -> Handler:
+        """The handler that takes over when an unbound resident starts a flow that needs binding."""
+        self.unbound = fn
+        return fn
+
+
+class Context:
+    """What a handler sees: the message, the resident, their roles, the flow state, storage and the clock."""
+
+    def __init__(
+        self,
+        msg: InboundMessage,
+        resident: Resident,
+        state: FlowState | None,
+        engine: Engine,
+    ) -> None:
+        self.msg = msg
+        self.resident = resident
+        self.state = state
+        self.engine = engine
+        self.db: Database = engine.db
+        self.clock: Clock = engine.clock
+        self.settings: Settings = engine.settings
+        self.services: dict[str, Any] = engine.services
+        self.command_word: str = ""
+        self._roles: list[RoleGrant] | None = None
+        self._next: FlowState | None = None
+        self._clear = False
+
+    @property
+    def text(self) -> str:
+        return self.msg.text
+
+    @property
+    def args(self) -> str:
+        """The text after the command word: "反映 楼道灯坏了" → "楼道灯坏了"."""
+        return self.msg.text[len(self.command_word) :].strip(" :：,，") if self.command_word else ""
+
+    @property
+    def data(self) -> dict:
+        return self.state.data if self.state else {}
+
+    @property
+    def now(self):
+        return self.clock.now()
+
+    async def roles(self) -> list[RoleGrant]:
+        if self._roles is None:
+            self._roles = await active_grants(self.db, self.resident.id) if self.resident.id else []
+        return self._roles
+
+    async def has_role(self, *roles: Role) -> bool:
+        wanted = {r.value for r in roles}
+        return any(g.role in wanted for g in await self.roles())
+
+    def ask(self, question: str, step: str, **data: Any) -> str:
+        """Ask a question and wait for the answer at `step` ("flow.step"). Data of the same flow is kept."""
+        keep = self.state.data if self.state and self.state.flow == step.split(".", 1)[0] else {}
+        self._next = FlowState(step, {**keep, **data, "_q": question})
+        self._clear = False
+        return question
+
+    def retry(self, hint: str) -> str:
+        """A wrong answer: a short hint, then the same question again."""
+        question = self.data.get("_q", "")
+        if self.state:
+            self._next = self.state
+        return f"{hint}\n\n{question}" if question else hint
+
+    def done(self, text: str) -> str:
+        """The flow is finished (or left): forget the state."""
+        self._next = None
+        self._clear = True
+        return text
+
+
+class Engine:
+    def __init__(
+        self,
+        routers: Iterable[Router],
+        db: Database,
+        kv: KeyValueStore,
+        clock: Clock,
+        settings: Settings,
+        services: dict[str, Any] | None = None,
+    ) -> None:
+        self.routers = list(routers)
+        self.db = db
+        self.kv = kv
+        self.states = StateStore(kv)
+        self.clock = clock
+        self.settings = settings
+        self.services = services if services is not None else {}
+        self.after_reply: list[AfterReply] = []
+        self.global_commands: dict[str, Route] = {}
+        self.commands: dict[str, Route] = {}
+        self.clicks: dict[str, Route] = {}
+        self.events: dict[str, Route] = {}
+        self.states_table: dict[str, Route] = {}
+        self.fallbacks: list[Route] = []
+        self.menu_entries: list[MenuEntry] = []
+        self.flow_titles: dict[str, str] = {}
+        self.unbound: Handler | None = None
+        for router in self.routers:
+            self._include(router)
+        self.menu_entries.sort(key=lambda e: e.order)
+
+    @staticmethod
+    def collect_menu(routers: Iterable[Router]) -> list[MenuEntry]:
+        return sorted((e for r in routers for e in r.menu_entries), key=lambda e: e.order)
+
+    def _include(self, router: Router) -> None:
+        for table, extra in (
+            (self.global_commands, router.global_commands),
+            (self.commands, router.commands),
+            (self.clicks, router.clicks),
+            (self.events, router.events),
+            (self.states_table, router.states),
+        ):
+            clash = set(table) & set(extra)
+            if clash:
+                raise ValueError(f"router {router.name!r} registers {sorted(clash)} again")
+            table.update(extra)
+        self.fallbacks.extend(router.fallbacks)
+        self.menu_entries.extend(router.menu_entries)
+        self.flow_titles[router.name] = router.title
+        if router.unbound:
+            self.unbound = router.unbound
+
+    def flow_title(self, state: FlowState) -> str:
+        return self.flow_titles.get(state.flow, state.flow)
+
+    async def handle(self, msg: InboundMessage) -> str:
+        """One message in, one reply out (empty: nothing to say)."""
+        now = self.clock.now()
+        if msg.event == "unsubscribe":
+            resident = Resident(openid=msg.openid, created_at=now)
+        else:
+            resident = await touch_resident(self.db, msg.openid, now)
+        state = await self.states.load(msg.openid)
+        notice = ""
+        if state and state.expired():
+            notice = f"（您在「{self.flow_title(state)}」中停留超过30分钟，已自动退出。）\n"
+            await self.states.clear(msg.openid)
+            state = None
+        ctx = Context(msg, resident, state, self)
+        try:
+            reply = await self.dispatch(ctx)
+        except Exception:
+            log.exception("handler failed for message %s", msg.dedup_key)
+            return ERROR_REPLY
+        if ctx._next is not None:
+            await self.states.save(msg.openid, ctx._next)
+        elif ctx._clear and state is not None:
+            await self.states.clear(msg.openid)
+        reply = notice + (reply or "") if (reply or notice) else ""
+        for hook in self.after_reply:
+            reply = await hook(ctx, reply)
+        return reply.strip()
+
+    async def dispatch(self, ctx: Context) -> str | None:
+        msg = ctx.msg
+        word = msg.text.lower()
+        if msg.type in ("text", "voice") and word in CANCEL_WORDS:
+            return self._cancel(ctx)
+        if msg.type in ("text", "voice") and word in self.global_commands:
+            ctx.command_word = msg.text
+            return await self.run(ctx, self.global_commands[word])
+        if msg.type == "event":
+            return await self._event(ctx)
+        if ctx.state is not None:
+            route = self.states_table.get(ctx.state.name)
+            if route is not None:
+                return await self.run(ctx, route)
+            ctx.done("")  # a step that no longer exists (after an upgrade): start afresh
+            ctx.state = None
+        if msg.type in ("text", "voice") and msg.text:
+            route, ctx.command_word = self._match_command(msg.text)
+            if route is not None:
+                return await self.run(ctx, route)
+        for route in self.fallbacks:
+            reply = await self.run(ctx, route, quiet=True)
+            if reply:
+                return reply
+        if msg.type in ("text", "voice"):
+            return UNKNOWN_HINT
+        return None
+
+    def _match_command(self, text: str) -> tuple[Route | None, str]:
+        lowered = text.lower()
+        route = self.commands.get(lowered)
+        if route is not None:
+            return route, text
+        # Longest keyword first, so "我要反映 …" is not read as "我要 …".
+        for word in sorted(self.commands, key=len, reverse=True):
+            if lowered.startswith(word) and self.commands[word].args:
+                return self.commands[word], text[: len(word)]
+        return None, ""
+
+    def _cancel(self, ctx: Context) -> str:
+        if ctx.state is None:
+            return ctx.done("当前没有进行中的操作。回复「菜单」查看全部服务。")
+        title = self.flow_title(ctx.state)
+        return ctx.done(f"已退出「{title}」，刚才填写的内容没有保存。回复「菜单」查看全部服务。")
+
+    async def _event(self, ctx: Context) -> str | None:
+        msg = ctx.msg
+        if msg.event == "click" and msg.event_key in self.clicks:
+            if ctx.state is not None:
+                ctx.done("")
+                ctx.state = None
+            return await self.run(ctx, self.clicks[msg.event_key])
+        route = self.events.get(msg.event or "")
+        if route is not None:
+            return await self.run(ctx, route)
+        return None
+
+    async def run(self, ctx: Context, route: Route, quiet: bool = False) -> str | None:
+        if route.roles and not await ctx.has_role(*route.roles):
+            if quiet:
+                return None
+            who = "、".join(sorted(r.label for r in route.roles))
+            return f"抱歉，「{route.label}」仅限{who}使用。如需开通请联系社区。"
+        if route.bound and not ctx.resident.is_bound:
+            if quiet:
+                return None
+            if self.unbound is not None:
+                return await self.unbound(ctx)
+            return "请先绑定您的住址信息后再使用此功能。"
+        return await route.handler(ctx)

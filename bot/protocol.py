@@ -1,0 +1,184 @@
+"""WeChat's callback protocol as plain functions: signatures, AES, parsing, replies. No I/O here.
+
+wechatpy does the parsing, reply rendering and AES; signature checks are done here so that they compare
+in constant time (wechatpy compares with !=).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from dataclasses import dataclass, field
+
+from wechatpy.crypto import PrpCrypto, WeChatCrypto
+from wechatpy.exceptions import InvalidAppIdException
+from wechatpy.parser import parse_message
+from wechatpy.replies import TextReply
+
+MAX_CLOCK_SKEW = 300  # seconds a callback's timestamp may be off from ours
+MAX_BODY = 64 * 1024
+
+# Message types the bot can do nothing with get a polite reply instead of silence.
+UNUSABLE_TYPES = {"video", "shortvideo", "link", "file", "miniprogrampage"}
+_HOSTILE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+_FULLWIDTH = str.maketrans("０１２３４５６７８９　", "0123456789 ")
+
+
+class BadRequest(Exception):
+    """The body is not a WeChat message we accept (answer 400)."""
+
+
+class Forbidden(Exception):
+    """The request is not from WeChat: bad signature or stale timestamp (answer 403)."""
+
+
+def sign(*parts: str) -> str:
+    return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
+
+
+def signature_ok(expected_parts: tuple[str, ...], given: str | None) -> bool:
+    return bool(given) and hmac.compare_digest(sign(*expected_parts), given.lower())
+
+
+def check_request(token: str, query, now: float | None = None) -> None:
+    """Verify `signature` and the timestamp's freshness; raise Forbidden otherwise."""
+    timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
+    if not signature_ok((token, timestamp, nonce), query.get("signature")):
+        raise Forbidden("bad signature")
+    if not timestamp.isdigit() or abs((now or time.time()) - int(timestamp)) > MAX_CLOCK_SKEW:
+        raise Forbidden("stale timestamp")
+
+
+@dataclass(frozen=True)
+class Location:
+    latitude: float
+    longitude: float
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A message or event from a resident, independent of wechatpy's classes."""
+
+    openid: str
+    account: str
+    type: str  # text, image, voice, location, link, video, shortvideo, event, ...
+    create_time: int
+    text: str = ""
+    msg_id: str | None = None
+    event: str | None = None  # subscribe, unsubscribe, click, scan, view, location, ...
+    event_key: str | None = None  # CLICK key, or the QR scene without "qrscene_"
+    pic_url: str | None = None
+    media_id: str | None = None
+    location: Location | None = None
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def dedup_key(self) -> str:
+        if self.msg_id:
+            return "id:" + self.msg_id
+        return f"ev:{self.openid}:{self.create_time}:{self.event or ''}:{self.event_key or ''}"
+
+
+def normalise_text(text: str) -> str:
+    """Residents type full-width digits and spaces on Chinese keyboards; treat them as ASCII."""
+    return text.translate(_FULLWIDTH).strip()
+
+
+def parse_inbound(xml: bytes | str) -> InboundMessage:
+    body = xml.encode() if isinstance(xml, str) else xml
+    if _HOSTILE.search(body):
+        raise BadRequest("DTD or entity declarations are not accepted")
+    try:
+        message = parse_message(body.decode("utf-8"))
+    except Exception as exc:  # expat errors, missing MsgType, bad encodings: all the sender's fault
+        raise BadRequest(f"unreadable message: {type(exc).__name__}") from exc
+    if message is None:
+        raise BadRequest("empty message")
+    raw = message._data
+    openid = raw.get("FromUserName")
+    if not openid or not isinstance(openid, str):
+        raise BadRequest("no FromUserName")
+    try:
+        create_time = int(raw.get("CreateTime") or 0)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest("CreateTime is not a number") from exc
+    msg_type = str(raw.get("MsgType", "")).lower()
+    common = dict(
+        openid=openid,
+        account=str(raw.get("ToUserName") or ""),
+        create_time=create_time,
+        msg_id=str(raw["MsgId"]) if raw.get("MsgId") else None,
+        raw=raw,
+    )
+    if msg_type == "text":
+        return InboundMessage(type="text", text=normalise_text(str(raw.get("Content") or "")), **common)
+    if msg_type == "voice":
+        # With voice recognition on, WeChat sends the words; the bot treats them as typed text.
+        words = normalise_text(str(raw.get("Recognition") or "")).rstrip("。！？!?")
+        return InboundMessage(type="voice", text=words, media_id=raw.get("MediaId"), **common)
+    if msg_type == "image":
+        return InboundMessage(type="image", pic_url=raw.get("PicUrl"), media_id=raw.get("MediaId"), **common)
+    if msg_type == "location":
+        try:
+            where = Location(float(raw.get("Location_X")), float(raw.get("Location_Y")), raw.get("Label") or "")
+        except (TypeError, ValueError) as exc:
+            raise BadRequest("location without coordinates") from exc
+        return InboundMessage(type="location", location=where, **common)
+    if msg_type == "event":
+        event = str(raw.get("Event") or "").lower()
+        key = raw.get("EventKey")
+        key = str(key) if key is not None else None
+        if event in ("subscribe_scan", "subscribe_scan_product"):
+            event = "subscribe"  # wechatpy splits these out; for us a scan-to-follow is a follow with a scene
+        if event == "subscribe" and key and key.startswith("qrscene_"):
+            key = key[len("qrscene_") :]
+        location = None
+        if event == "location":
+            try:
+                location = Location(float(raw.get("Latitude")), float(raw.get("Longitude")))
+            except (TypeError, ValueError):
+                location = None
+        return InboundMessage(type="event", event=event, event_key=key or None, location=location, **common)
+    return InboundMessage(type=msg_type or "unknown", **common)
+
+
+def render_text_reply(to_openid: str, from_account: str, text: str, now: int | None = None) -> str:
+    reply = TextReply(content=text, target=to_openid, source=from_account)
+    reply.time = now or int(time.time())
+    return reply.render()
+
+
+class SafeMode:
+    """AES (安全模式) for one account: decrypt requests, encrypt replies."""
+
+    def __init__(self, token: str, aes_key: str, appid: str) -> None:
+        self.token = token
+        self.appid = appid
+        self._crypto = WeChatCrypto(token, aes_key, appid)
+        self._key = self._crypto.key
+
+    def decrypt(self, body: bytes, query) -> bytes:
+        if _HOSTILE.search(body):
+            raise BadRequest("DTD or entity declarations are not accepted")
+        match = re.search(rb"<Encrypt>\s*<!\[CDATA\[([A-Za-z0-9+/=\s]+)\]\]>\s*</Encrypt>", body) or re.search(
+            rb"<Encrypt>([A-Za-z0-9+/=\s]+)</Encrypt>", body
+        )
+        if not match:
+            raise BadRequest("safe-mode request without <Encrypt>")
+        encrypted = match.group(1).decode().strip()
+        parts = (self.token, query.get("timestamp", ""), query.get("nonce", ""), encrypted)
+        if not signature_ok(parts, query.get("msg_signature")):
+            raise Forbidden("bad msg_signature")
+        try:
+            plain = PrpCrypto(self._key).decrypt(encrypted, self.appid)
+        except InvalidAppIdException as exc:
+            raise Forbidden("message for another appid") from exc
+        except Exception as exc:
+            raise BadRequest("cannot decrypt") from exc
+        return plain if isinstance(plain, bytes) else plain.encode()
+
+    def encrypt(self, reply_xml: str, nonce: str, timestamp: str | None = None) -> str:
+        return self._crypto.encrypt_message(reply_xml, nonce, timestamp or str(int(time.time())))

@@ -1,0 +1,46 @@
+"""Schema migrations (Alembic) run from inside the async app: `steward db upgrade`, and `serve` on start.
+
+Feature migrations branch from the base revision and are applied together as "heads", so features that
+were built side by side need no shared ordering.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from storage.db import Database
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def alembic_config(url: str = "sqlite:///autogen.db") -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url)
+    return cfg
+
+
+async def upgrade(db: Database) -> None:
+    def run(sync_conn) -> None:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = sync_conn
+        command.upgrade(cfg, "heads")
+
+    async with db.engine.begin() as conn:
+        await conn.run_sync(run)
+
+
+async def is_current(db: Database) -> bool:
+    """True when the database is at every head (nothing to upgrade)."""
+    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+    def current(sync_conn) -> set[str]:
+        return set(MigrationContext.configure(sync_conn).get_current_heads())
+
+    async with db.engine.connect() as conn:
+        return await conn.run_sync(current) == heads

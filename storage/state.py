@@ -1,0 +1,54 @@
+"""Conversation state: where each resident is in a flow, kept in the KeyValueStore (Redis or memory).
+
+A flow step expires after 30 idle minutes. The key itself lives longer, so a resident who comes back
+after that is told which flow was left instead of having their answer misread by another flow.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from storage.kv import KeyValueStore
+
+IDLE_LIMIT = 30 * 60
+REMEMBER_EXPIRED = 24 * 3600
+
+
+@dataclass
+class FlowState:
+    name: str  # "<router>.<step>", e.g. "bind.room"
+    data: dict = field(default_factory=dict)
+    touched: float = field(default_factory=time.time)
+
+    @property
+    def flow(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    def expired(self, now: float | None = None) -> bool:
+        return (now or time.time()) - self.touched > IDLE_LIMIT
+
+
+class StateStore:
+    def __init__(self, kv: KeyValueStore) -> None:
+        self.kv = kv
+
+    @staticmethod
+    def _key(openid: str) -> str:
+        return "state:" + openid
+
+    async def load(self, openid: str) -> FlowState | None:
+        raw = await self.kv.get(self._key(openid))
+        if not raw:
+            return None
+        item = json.loads(raw)
+        return FlowState(item["n"], item.get("d") or {}, item.get("t") or 0.0)
+
+    async def save(self, openid: str, state: FlowState) -> None:
+        state.touched = time.time()
+        raw = json.dumps({"n": state.name, "d": state.data, "t": state.touched}, ensure_ascii=False)
+        await self.kv.set(self._key(openid), raw, ttl=IDLE_LIMIT + REMEMBER_EXPIRED)
+
+    async def clear(self, openid: str) -> None:
+        await self.kv.delete(self._key(openid))

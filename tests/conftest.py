@@ -1,0 +1,167 @@
+"""Shared fixtures. Every test that takes `backend` runs on the embedded defaults (SQLite + memory) and,
+where STEWARD_TEST_DATABASE_URL / STEWARD_TEST_REDIS_URL are set, again on PostgreSQL + Redis.
+
+A service named by those variables but unreachable is an error, never a skip: CI must prove both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import shutil
+import uuid
+from zoneinfo import ZoneInfo
+
+import pytest
+from aiohttp import web
+
+from bot.app import build_bot, make_app
+from bot.config import Settings
+from bot.fake_wechat import FakeWeChat
+from bot.simulator import Phone
+from storage import migrate
+from storage.clock import FrozenClock
+from storage.db import Database
+from storage.kv import MemoryStore, RedisStore
+from storage.tables import metadata
+
+PG_URL = os.environ.get("STEWARD_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("STEWARD_TEST_REDIS_URL")
+BACKENDS = ["embedded"] + (["services"] if PG_URL or REDIS_URL else [])
+TZ = ZoneInfo("Asia/Shanghai")
+RUN_ID = uuid.uuid4().hex[:8]
+
+
+def _pg_async_url(url: str) -> str:
+    return "postgresql+asyncpg://" + url.split("://", 1)[1] if "+asyncpg" not in url else url
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> str:
+    """Migrate once; each test gets a copy of the file (fast, and proves the migrations too)."""
+    path = tmp_path_factory.mktemp("db") / "template.db"
+
+    async def make() -> None:
+        db = Database(f"sqlite+aiosqlite:///{path}")
+        await migrate.upgrade(db)
+        await db.dispose()
+
+    asyncio.run(make())
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def pg_schema() -> str | None:
+    """One schema per test run, so parallel runs on one server never meet."""
+    if not PG_URL:
+        yield None
+        return
+    schema = f"steward_test_{RUN_ID}"
+    url = _pg_async_url(PG_URL)
+
+    async def setup() -> None:
+        admin = Database(url)
+        async with admin.engine.begin() as conn:
+            await conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        await admin.dispose()
+        db = Database(url, schema=schema)
+        await migrate.upgrade(db)
+        await db.dispose()
+
+    try:
+        asyncio.run(setup())
+    except OSError as exc:
+        pytest.exit(f"STEWARD_TEST_DATABASE_URL is set but PostgreSQL is unreachable: {exc}", returncode=3)
+    yield schema
+
+    async def teardown() -> None:
+        admin = Database(url)
+        async with admin.engine.begin() as conn:
+            await conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        await admin.dispose()
+
+    asyncio.run(teardown())
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def db(backend, tmp_path, sqlite_template, pg_schema):
+    if backend == "services" and PG_URL:
+        database = Database(_pg_async_url(PG_URL), schema=pg_schema)
+        tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+        async with database.engine.begin() as conn:
+            await conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+    else:
+        path = tmp_path / "steward.db"
+        shutil.copy(sqlite_template, path)
+        database = Database(f"sqlite+aiosqlite:///{path}")
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def kv(backend):
+    if backend == "services" and REDIS_URL:
+        store = RedisStore(REDIS_URL, prefix=f"steward-test:{RUN_ID}:{uuid.uuid4().hex[:6]}:")
+        if not await store.ping():
+            pytest.exit("STEWARD_TEST_REDIS_URL is set but Redis is unreachable", returncode=3)
+        yield store
+        keys = [k async for k in store.client.scan_iter(match=store.prefix + "*", count=500)]
+        if keys:
+            await store.client.delete(*keys)
+        await store.close()
+    else:
+        store = MemoryStore()
+        yield store
+        await store.close()
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    # A Friday morning in the district: a working day, inside office hours.
+    return FrozenClock(dt.datetime(2026, 11, 27, 9, 30, tzinfo=TZ))
+
+
+@pytest.fixture
+async def fake_wechat():
+    fake = FakeWeChat(Settings.wechat_appid, Settings.wechat_secret)
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+def settings(fake_wechat) -> Settings:
+    return Settings(wechat_token="stewardtest", wechat_api_base=fake_wechat.base_url)
+
+
+async def start_bot(settings, db, kv, clock, **kwargs):
+    bot = await build_bot(settings, db=db, kv=kv, clock=clock, upgrade_schema=False, **kwargs)
+    runner = web.AppRunner(make_app(bot))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    return bot, runner, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def bot_server(settings, db, kv, clock):
+    bot, runner, url = await start_bot(settings, db, kv, clock)
+    yield bot, url
+    await bot.gateway.drain(5)
+    await bot.wechat.close()
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def phone(bot_server, settings):
+    _bot, url = bot_server
+    p = Phone(url, settings)
+    yield p
+    await p.close()
