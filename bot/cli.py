@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import sys
 
@@ -13,8 +14,11 @@ from bot.config import ConfigError, Settings, load_settings
 
 log = logging.getLogger("steward")
 
+# Each feature's commands live in its own module with `register(subparsers)`; list them here.
+FEATURE_COMMANDS: list[str] = []
 
-def _settings(args: argparse.Namespace) -> Settings:
+
+def settings_from(args: argparse.Namespace) -> Settings:
     settings = load_settings(env_file=getattr(args, "env_file", None))
     changes = {}
     if getattr(args, "host", None):
@@ -27,7 +31,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> None:
     from bot.app import build_bot, make_app
 
-    settings = _settings(args)
+    settings = settings_from(args)
 
     async def app_factory() -> web.Application:
         bot = await build_bot(settings)
@@ -45,7 +49,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> None:
     from storage import migrate
     from storage.db import Database
 
-    settings = _settings(args)
+    settings = settings_from(args)
 
     async def run() -> None:
         db = Database(settings.database_url)
@@ -61,13 +65,13 @@ def cmd_db_upgrade(args: argparse.Namespace) -> None:
 def cmd_chat(args: argparse.Namespace) -> None:
     from bot.chat import run_chat
 
-    asyncio.run(run_chat(_settings(args), args.openid, args.url))
+    asyncio.run(run_chat(settings_from(args), args.openid, args.url))
 
 
 def cmd_menu_push(args: argparse.Namespace) -> None:
     from bot.menu import push_menu
 
-    settings = _settings(args)
+    settings = settings_from(args)
     print(asyncio.run(push_menu(settings)))
 
 
@@ -104,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--host")
     fake.add_argument("--port", type=int)
     fake.set_defaults(func=cmd_fake_wechat)
+
+    for module in FEATURE_COMMANDS:
+        importlib.import_module(module).register(sub)
     return parser
 
 

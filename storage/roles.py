@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
+from dataclasses import dataclass
 
 from sqlmodel import Field, SQLModel, select
 
@@ -89,3 +90,28 @@ async def active_grants(db: Database, resident_id: int) -> list[RoleGrant]:
     async with db.read() as session:
         query = select(RoleGrant).where(RoleGrant.resident_id == resident_id, RoleGrant.revoked_at.is_(None))
         return list((await session.exec(query)).all())
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What part of the organisation a resident may act on, by role (ids of buildings, grids, ...)."""
+
+    grants: tuple[RoleGrant, ...]
+
+    def ids(self, role: Role) -> set[int]:
+        return {g.scope_id for g in self.grants if g.role == role.value and g.scope_id is not None}
+
+    def has(self, role: Role) -> bool:
+        return any(g.role == role.value for g in self.grants)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.has(Role.ADMIN)
+
+    @property
+    def is_staff(self) -> bool:
+        return any(self.has(r) for r in (Role.COMMUNITY_STAFF, Role.DISTRICT_STAFF, Role.ADMIN))
+
+
+async def scope_of(db: Database, resident_id: int) -> Scope:
+    return Scope(tuple(await active_grants(db, resident_id)))
