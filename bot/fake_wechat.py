@@ -1,0 +1,376 @@
+"""A fake WeChat API server for tests, the chat simulator and benchmarks.
+
+It answers like WeChat does (tokens that expire and get superseded, errcodes, literal \\uXXXX text),
+records every accepted call cheaply, and fails on request. Run it alone with
+`python -m bot.fake_wechat --port 8081`; other processes read what it recorded from GET /_fake/sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import math
+import re
+import secrets
+import signal
+import time
+from collections import Counter, deque
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from bot.config import Settings
+
+ERRMSG = {
+    -1: "system error",
+    40001: "invalid credential, access_token is invalid or not latest",
+    40002: "invalid grant_type",
+    40003: "invalid openid",
+    40008: "invalid message type",
+    40013: "invalid appid",
+    40016: "invalid button size",
+    40037: "invalid template_id",
+    40125: "invalid appsecret",
+    41001: "access_token missing",
+    42001: "access_token expired",
+    43004: "require subscribe",
+    44004: "empty content",
+    45015: "response out of time limit or subscription is canceled",
+    45047: "out of response count limit",
+    46003: "menu no exist",
+    47001: "data format error",
+}
+
+KINDS = ("token", "text", "template", "menu", "menu_get")
+
+_OK = b'{"errcode":0,"errmsg":"ok"}'
+# An escape sequence \uXXXX that is not itself an escaped backslash followed by "u".
+_UNICODE_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u")
+
+
+@dataclass
+class _Rule:
+    action: str  # "errcode" | "http" | "delay"
+    value: float
+    remaining: int
+    kinds: frozenset[str] | None  # None: every API call
+
+    def matches(self, kind: str) -> bool:
+        return self.remaining > 0 and (self.kinds is None or kind in self.kinds)
+
+
+def _error(errcode: int) -> web.Response:
+    return web.json_response({"errcode": errcode, "errmsg": ERRMSG.get(errcode, "error")})
+
+
+def _ok(**extra: Any) -> web.Response:
+    if not extra:
+        return web.Response(body=_OK, content_type="application/json")
+    return web.json_response({"errcode": 0, "errmsg": "ok", **extra})
+
+
+class FakeWeChat:
+    def __init__(
+        self,
+        appid: str = Settings.wechat_appid,
+        secret: str = Settings.wechat_secret,
+        *,
+        token_ttl: float = 7200,
+        old_token_grace: float = 300.0,
+        max_recorded: int = 200_000,
+    ) -> None:
+        """old_token_grace: how long a token keeps working after a newer one is issued (WeChat: 5 minutes).
+
+        max_recorded bounds `.sent` (oldest dropped); `.counts` keeps counting past it.
+        """
+        self.appid = appid
+        self.secret = secret
+        self.token_ttl = token_ttl
+        self.old_token_grace = old_token_grace
+        self.sent: deque[dict[str, Any]] = deque(maxlen=max_recorded)
+        self.counts: Counter[str] = Counter()
+        self.token_requests = 0
+        self.menu: dict[str, Any] | None = None
+        self.base_url: str | None = None
+        # token -> [expires_at, usable_until] on the monotonic clock.
+        self._tokens: dict[str, list[float]] = {}
+        self._rules: list[_Rule] = []
+        self._unsubscribed: set[str] = set()
+        self._closed_windows: set[str] = set()
+        self._msgids = itertools.count(1_000_000)
+        self._runner: web.AppRunner | None = None
+        self.app = web.Application()
+        self.app.add_routes(
+            [
+                web.get("/cgi-bin/token", self._token),
+                web.post("/cgi-bin/message/custom/send", self._custom_send),
+                web.post("/cgi-bin/message/template/send", self._template_send),
+                web.post("/cgi-bin/menu/create", self._menu_create),
+                web.get("/cgi-bin/menu/get", self._menu_get),
+                web.get("/_fake/sent", self._fake_sent),
+                web.post("/_fake/clear", self._fake_clear),
+            ]
+        )
+
+    # -- control ------------------------------------------------------------------------------
+
+    def fail_next(self, errcode: int, times: int = 1, kinds: Collection[str] = ("text",)) -> None:
+        """Answer the next `times` calls of these kinds (see KINDS) with WeChat's error JSON for errcode."""
+        self._add_rule("errcode", errcode, times, kinds)
+
+    def fail_http(self, status: int = 502, times: int = 1, kinds: Collection[str] | None = None) -> None:
+        """Answer the next `times` calls (of these kinds; default any) with a bare HTTP error status."""
+        self._add_rule("http", status, times, kinds)
+
+    def delay_next(self, seconds: float, times: int = 1, kinds: Collection[str] | None = None) -> None:
+        """Hold the next `times` calls this long before handling them (they still take effect)."""
+        self._add_rule("delay", seconds, times, kinds)
+
+    def _add_rule(self, action: str, value: float, times: int, kinds: Collection[str] | None) -> None:
+        unknown = set(kinds or ()) - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown call kinds {sorted(unknown)}; known: {KINDS}")
+        self._rules.append(_Rule(action, value, times, frozenset(kinds) if kinds is not None else None))
+
+    def set_unsubscribed(self, openid: str, unsubscribed: bool = True) -> None:
+        """Text and template messages to this user fail with 43004."""
+        (self._unsubscribed.add if unsubscribed else self._unsubscribed.discard)(openid)
+
+    def close_window(self, openid: str, closed: bool = True) -> None:
+        """Customer-service text to this user fails with 45015 (no message from them in 48 h)."""
+        (self._closed_windows.add if closed else self._closed_windows.discard)(openid)
+
+    def expire_tokens(self) -> None:
+        """Every token issued so far now answers 42001."""
+        for state in self._tokens.values():
+            state[0] = -math.inf
+
+    def revoke_tokens(self) -> None:
+        """Every token issued so far now answers 40001, as after someone else fetched a new one."""
+        self._tokens.clear()
+
+    def clear(self) -> None:
+        """Forget recorded calls and counters; tokens, rules and per-user settings stay."""
+        self.sent.clear()
+        self.counts.clear()
+        self.token_requests = 0
+
+    def texts_to(self, openid: str) -> list[str]:
+        return [e["text"] for e in self.sent if e["kind"] == "text" and e["openid"] == openid]
+
+    def templates_to(self, openid: str) -> list[dict[str, Any]]:
+        return [e for e in self.sent if e["kind"] == "template" and e["openid"] == openid]
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Listen on host:port (0: the OS picks) and return the base URL."""
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        bound = self._runner.addresses[0][1]
+        self.base_url = f"http://[{host}]:{bound}" if ":" in host else f"http://{host}:{bound}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- request handling ---------------------------------------------------------------------
+
+    async def _injected(self, kind: str) -> web.Response | None:
+        if not self._rules:
+            return None
+        delayed = False
+        answer = None
+        for rule in self._rules:
+            if not rule.matches(kind) or (rule.action == "delay" and delayed):
+                continue
+            rule.remaining -= 1
+            if rule.action == "delay":
+                delayed = True
+                await asyncio.sleep(rule.value)
+                continue
+            answer = _error(int(rule.value)) if rule.action == "errcode" else web.Response(status=int(rule.value))
+            break
+        self._rules = [r for r in self._rules if r.remaining > 0]
+        return answer
+
+    def _check_token(self, request: web.Request) -> web.Response | None:
+        token = request.query.get("access_token")
+        if not token:
+            return _error(41001)
+        state = self._tokens.get(token)
+        now = time.monotonic()
+        if state is None or now > state[1]:
+            return _error(40001)
+        if now >= state[0]:
+            return _error(42001)
+        return None
+
+    async def _refuse(self, kind: str, request: web.Request) -> web.Response | None:
+        # Called after the body is read, so a delayed call still takes effect when the client gives up waiting.
+        injected = await self._injected(kind)
+        return injected if injected is not None else self._check_token(request)
+
+    @staticmethod
+    async def _json_body(request: web.Request) -> dict[str, Any] | None:
+        try:
+            text = (await request.read()).decode("utf-8")
+            if "\\u" in text:
+                # WeChat does not decode \uXXXX escapes: the user would see them as typed characters.
+                text = _UNICODE_ESCAPE.sub(r"\1\\\\u", text)
+            body = json.loads(text)
+        except ValueError:
+            return None
+        return body if isinstance(body, dict) else None
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        self.sent.append(entry)
+        self.counts[entry["kind"]] += 1
+
+    async def _token(self, request: web.Request) -> web.Response:
+        self.token_requests += 1
+        if (injected := await self._injected("token")) is not None:
+            return injected
+        query = request.query
+        if query.get("grant_type") != "client_credential":
+            return _error(40002)
+        if query.get("appid") != self.appid:
+            return _error(40013)
+        if query.get("secret") != self.secret:
+            return _error(40125)
+        now = time.monotonic()
+        cutoff = now + self.old_token_grace
+        # A new token puts every older one on notice; those past their grace are forgotten (→ 40001).
+        self._tokens = {t: [s[0], min(s[1], cutoff)] for t, s in self._tokens.items() if s[1] > now}
+        token = secrets.token_urlsafe(48)
+        self._tokens[token] = [now + self.token_ttl, math.inf]
+        expires_in = int(self.token_ttl) if float(self.token_ttl).is_integer() else self.token_ttl
+        return web.json_response({"access_token": token, "expires_in": expires_in})
+
+    async def _custom_send(self, request: web.Request) -> web.Response:
+        body = await self._json_body(request)
+        if (refused := await self._refuse("text", request)) is not None:
+            return refused
+        if body is None:
+            return _error(47001)
+        openid = body.get("touser")
+        if not isinstance(openid, str) or not openid:
+            return _error(40003)
+        if body.get("msgtype") != "text":
+            return _error(40008)
+        text = body.get("text")
+        content = text.get("content") if isinstance(text, dict) else None
+        if not isinstance(content, str) or not content:
+            return _error(44004)
+        if openid in self._unsubscribed:
+            return _error(43004)
+        if openid in self._closed_windows:
+            return _error(45015)
+        self._record({"kind": "text", "openid": openid, "text": content, "timestamp": time.time()})
+        return _ok()
+
+    async def _template_send(self, request: web.Request) -> web.Response:
+        body = await self._json_body(request)
+        if (refused := await self._refuse("template", request)) is not None:
+            return refused
+        if body is None:
+            return _error(47001)
+        openid, template_id, data = body.get("touser"), body.get("template_id"), body.get("data")
+        if not isinstance(openid, str) or not openid:
+            return _error(40003)
+        if not isinstance(template_id, str) or not template_id:
+            return _error(40037)
+        if not isinstance(data, dict) or not all(isinstance(v, dict) and "value" in v for v in data.values()):
+            return _error(47001)
+        if openid in self._unsubscribed:
+            return _error(43004)
+        self._record(
+            {
+                "kind": "template",
+                "openid": openid,
+                "template_id": template_id,
+                "data": {key: value["value"] for key, value in data.items()},
+                "url": body.get("url"),
+                "timestamp": time.time(),
+            }
+        )
+        return _ok(msgid=next(self._msgids))
+
+    async def _menu_create(self, request: web.Request) -> web.Response:
+        body = await self._json_body(request)
+        if (refused := await self._refuse("menu", request)) is not None:
+            return refused
+        if body is None:
+            return _error(47001)
+        buttons = body.get("button")
+        if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
+            return _error(40016)
+        self.menu = body
+        self._record({"kind": "menu", "openid": None, "menu": body, "timestamp": time.time()})
+        return _ok()
+
+    async def _menu_get(self, request: web.Request) -> web.Response:
+        if (refused := await self._refuse("menu_get", request)) is not None:
+            return refused
+        if self.menu is None:
+            return _error(46003)
+        return web.json_response({"menu": self.menu})
+
+    async def _fake_sent(self, request: web.Request) -> web.Response:
+        """Recorded calls, filtered by ?kind= and ?openid=, the last ?limit= of them; totals always."""
+        kind, openid = request.query.get("kind"), request.query.get("openid")
+        entries = [
+            e for e in self.sent if (kind is None or e["kind"] == kind) and (openid is None or e["openid"] == openid)
+        ]
+        limit = request.query.get("limit")
+        if limit is not None and limit.isdigit():
+            entries = entries[len(entries) - int(limit) :] if int(limit) else []
+        return web.json_response(
+            {
+                "total": sum(self.counts.values()),
+                "counts": dict(self.counts),
+                "token_requests": self.token_requests,
+                "sent": entries,
+            },
+            dumps=lambda obj: json.dumps(obj, ensure_ascii=False),
+        )
+
+    async def _fake_clear(self, request: web.Request) -> web.Response:
+        self.clear()
+        return web.json_response({"ok": True})
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    fake = FakeWeChat(args.appid, args.secret, token_ttl=args.token_ttl)
+    print(await fake.start(args.host, args.port), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await fake.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bot.fake_wechat", description="Run the fake WeChat API server.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 lets the OS pick; the base URL is printed")
+    parser.add_argument("--appid", default=Settings.wechat_appid)
+    parser.add_argument("--secret", default=Settings.wechat_secret)
+    parser.add_argument("--token-ttl", type=float, default=7200)
+    asyncio.run(_serve(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
