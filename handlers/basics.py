@@ -1,23 +1,25 @@
-"""Follow/unfollow and messages that arrive outside any flow (a photo, a location)."""
+"""Unfollow and messages that arrive outside any flow (a photo, a location).
+
+Following greets the resident and hands over to the binding flow (handlers/binding.py), which offers binding
+and, with a building's QR scene (qrscene_<building code>), asks for the room straight away.
+"""
 
 from __future__ import annotations
 
 from bot.engine import Context, Router
+from handlers import binding
 from storage.residents import set_subscribed
 
 router = Router("basics", "基础")
 
-WELCOME = (
-    "您好，欢迎关注民需管家服务站！\n"
-    "在这里可以反映身边的问题、预约每月17日的社区议事、兑换志愿积分。\n"
-    "回复「菜单」查看全部服务。"
-)
+# What a new follower without a building's QR scene sees: the greeting and the offer to bind.
+WELCOME = binding.GREETING + "\n" + binding.OFFER
 
 
 @router.event("subscribe")
 async def followed(ctx: Context) -> str:
     await set_subscribed(ctx.db, ctx.msg.openid, True, ctx.now)
-    return WELCOME
+    return await binding.welcome(ctx)
 
 
 @router.event("unsubscribe")

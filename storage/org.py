@@ -5,7 +5,12 @@ Codes are stable identifiers used in imports, QR scenes (qrscene_<building code>
 
 from __future__ import annotations
 
-from sqlmodel import Field, SQLModel
+from dataclasses import dataclass
+
+from sqlalchemy import func
+from sqlmodel import Field, SQLModel, col, select
+
+from storage.db import Database
 
 
 class Street(SQLModel, table=True):
@@ -51,3 +56,134 @@ class Department(SQLModel, table=True):
     code: str = Field(max_length=32, unique=True)
     name: str = Field(max_length=64)
     kind: str = Field(default="district", max_length=16)  # district | enterprise | social
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Operations (reads). The organisation is written only by storage.imports (`steward import org`).
+
+
+class OrgError(ValueError):
+    """A refusal about the organisation; `reason` is Chinese and fit to show to the person who asked."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+SEARCH_LIMIT = 8  # at most this many communities offered as numbered choices
+BUILDING_PAGE = 8  # buildings per page in the binding flow
+_NAME_SUFFIXES = ("社区居委会", "居委会", "社区")
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def search_communities(db: Database, text: str, limit: int = SEARCH_LIMIT) -> list[Community]:
+    """Communities whose name contains `text` ("大海" finds 大海阳社区) or whose code is `text`.
+
+    Exact names come first, then shorter names. Returns at most `limit` + 1 rows, so a caller can tell
+    "more than `limit` matched" (ask for a longer name) from "exactly these".
+    """
+    words = "".join(text.split())[:32]
+    core = words
+    for suffix in _NAME_SUFFIXES:
+        if core.endswith(suffix) and len(core) > len(suffix):
+            core = core[: -len(suffix)]
+            break
+    if not core:
+        return []
+    pattern = f"%{_like_escape(core)}%"
+    query = (
+        select(Community)
+        .where(col(Community.name).like(pattern, escape="\\") | (Community.code == words.upper()))
+        .order_by((Community.name != words), func.length(Community.name), Community.code)
+        .limit(limit + 1)
+    )
+    async with db.read() as s:
+        return list((await s.exec(query)).all())
+
+
+@dataclass(frozen=True)
+class BuildingPage:
+    buildings: list[Building]
+    page: int  # 0-based
+    pages: int
+    total: int
+
+
+async def list_buildings(db: Database, community_id: int, page: int = 0, size: int = BUILDING_PAGE) -> BuildingPage:
+    """One page of a community's buildings, in natural code order (B2 before B10)."""
+    async with db.read() as s:
+        counting = select(func.count()).select_from(Building).where(Building.community_id == community_id)
+        total = (await s.exec(counting)).one()
+        pages = max(1, -(-total // size))
+        page = page % pages
+        query = (
+            select(Building)
+            .where(Building.community_id == community_id)
+            .order_by(func.length(Building.code), Building.code)
+            .offset(page * size)
+            .limit(size)
+        )
+        rows = list((await s.exec(query)).all())
+    return BuildingPage(rows, page, pages, total)
+
+
+async def find_building_in_community(db: Database, community_id: int, text: str) -> Building | None:
+    """A building of the community named or coded as typed ("1号楼", "B0101")."""
+    words = "".join(text.split())[:64]
+    if not words:
+        return None
+    query = select(Building).where(
+        Building.community_id == community_id, (Building.name == words) | (Building.code == words.upper())
+    )
+    async with db.read() as s:
+        return (await s.exec(query.limit(1))).first()
+
+
+async def building_by_code(db: Database, code: str) -> Building | None:
+    async with db.read() as s:
+        return (await s.exec(select(Building).where(Building.code == code.strip().upper()))).first()
+
+
+async def community_by_code(db: Database, code: str) -> Community | None:
+    async with db.read() as s:
+        return (await s.exec(select(Community).where(Community.code == code.strip().upper()))).first()
+
+
+async def get_community(db: Database, community_id: int) -> Community | None:
+    async with db.read() as s:
+        return await s.get(Community, community_id)
+
+
+async def get_building(db: Database, building_id: int) -> Building | None:
+    async with db.read() as s:
+        return await s.get(Building, building_id)
+
+
+# The table behind each scope type of a role grant (see storage.roles.ROLE_SCOPE).
+SCOPE_TABLES: dict[str, type[SQLModel]] = {
+    "building": Building,
+    "grid": Grid,
+    "community": Community,
+    "department": Department,
+}
+SCOPE_LABELS = {"building": "楼栋", "grid": "网格", "community": "社区", "department": "部门/单位", "district": "全区"}
+
+
+async def unit_by_code(db: Database, scope_type: str, code: str):
+    """The building, grid, community or department with this code (None when there is none)."""
+    table = SCOPE_TABLES[scope_type]
+    async with db.read() as s:
+        return (await s.exec(select(table).where(table.code == code.strip().upper()))).first()
+
+
+async def unit_names(db: Database, scope_type: str, ids: set[int]) -> dict[int, tuple[str, str]]:
+    """{id: (code, name)} of buildings/grids/communities/departments, for showing grants."""
+    if scope_type not in SCOPE_TABLES or not ids:
+        return {}
+    table = SCOPE_TABLES[scope_type]
+    async with db.read() as s:
+        rows = (await s.exec(select(table).where(col(table.id).in_(sorted(ids))))).all()
+    return {r.id: (r.code, r.name) for r in rows}

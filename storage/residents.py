@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+from dataclasses import dataclass
 
-from sqlmodel import Field, SQLModel, select
+from sqlalchemy import UniqueConstraint
+from sqlmodel import Field, SQLModel, col, select
 
 from storage.db import Database
 
@@ -18,6 +21,8 @@ class Resident(SQLModel, table=True):
     building_id: int | None = Field(default=None, foreign_key="building.id", index=True)
     room: str | None = Field(default=None, max_length=16)
     subscribed: bool = Field(default=True)
+    # Opt-in to consultation (阳光17议) notices; residents switch it in 我的信息. Column added by 0003_org.
+    notify_consultation: bool = Field(default=True)
     bound_at: dt.datetime | None = None
     # Start of WeChat's 48-hour customer-service window: the resident's latest message.
     last_contact_at: dt.datetime | None = Field(default=None, index=True)
@@ -26,6 +31,27 @@ class Resident(SQLModel, table=True):
     @property
     def is_bound(self) -> bool:
         return self.bound_at is not None
+
+
+class RosterEntry(SQLModel, table=True):
+    """住户花名册: a resident the community registered (`steward import residents`), perhaps not on WeChat yet.
+
+    Keyed by phone + building. When someone binds with the same phone and building, the entry is linked to
+    their Resident row (resident_id), which tells staff the WeChat user is the person the community knows.
+    """
+
+    __tablename__ = "resident_roster"
+    __table_args__ = (UniqueConstraint("phone", "building_id", name="uq_roster_phone_building"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    phone: str = Field(max_length=20, index=True)
+    name: str = Field(max_length=32)
+    building_id: int = Field(foreign_key="building.id", index=True)
+    community_id: int = Field(foreign_key="community.id", index=True)
+    room: str = Field(max_length=16)
+    resident_id: int | None = Field(default=None, foreign_key="resident.id", index=True)
+    imported_at: dt.datetime
+    linked_at: dt.datetime | None = None
 
 
 def mask_phone(phone: str | None) -> str:
@@ -71,3 +97,208 @@ async def set_subscribed(db: Database, openid: str, subscribed: bool, now: dt.da
         row.subscribed = subscribed
         session.add(row)
     return row
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Binding: validation and the operations that change a resident's details.
+
+
+class BindingError(ValueError):
+    """A refused binding or change; `reason` is Chinese and shown to the resident as the hint."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_PHONE = re.compile(r"1[3-9]\d{9}")
+# 301 / 301室 / 2单元301 / 1-2-301 / A-1201: digits and letters in up to three dash-separated parts.
+_ROOM = re.compile(r"(\d{1,3}单元)?[0-9A-Za-z]{1,6}(-[0-9A-Za-z]{1,6}){0,2}")
+ROOM_MAX = 16
+NAME_MAX = 20
+
+
+def clean_phone(text: str) -> str:
+    """A mainland mobile number (11 digits, 1[3-9]…); spaces, dashes and +86 are dropped."""
+    digits = re.sub(r"[\s\-－—()（）]", "", text or "")
+    if digits.startswith("+86"):
+        digits = digits[3:]
+    elif digits.startswith("86") and len(digits) == 13:
+        digits = digits[2:]
+    if not _PHONE.fullmatch(digits):
+        raise BindingError("手机号格式不对，请输入11位手机号，如 13800138000。")
+    return digits
+
+
+def clean_room(text: str) -> str:
+    """A room as residents write it: 301, 301室, 2单元301, 1-2-301."""
+    room = re.sub(r"\s", "", text or "").replace("－", "-").replace("—", "-")
+    room = room.removesuffix("室").removesuffix("号")
+    if not room or len(room) > ROOM_MAX or not _ROOM.fullmatch(room):
+        raise BindingError("房号格式不对，请按“单元-楼层房号”填写，如 2单元301、1-2-301 或 301。")
+    return room.upper()
+
+
+def clean_name(text: str) -> str:
+    """A person's name: 1 to 20 characters, not only digits, no line breaks or symbols of markup."""
+    name = " ".join((text or "").split())
+    if not name or len(name) > NAME_MAX:
+        raise BindingError(f"姓名需为1到{NAME_MAX}个字，请重新输入。")
+    if name.isdigit() or any(ch in name for ch in "<>{}[]\\/@#$%^&*=|"):
+        raise BindingError("姓名里不能只有数字或含特殊符号，请输入您的真实姓名。")
+    return name
+
+
+@dataclass(frozen=True)
+class BindResult:
+    resident: Resident
+    on_roster: bool  # the community's roster (花名册) knows this phone at this building
+
+
+async def bind_resident(
+    db: Database,
+    openid: str,
+    community_id: int,
+    building_id: int,
+    room: str,
+    name: str,
+    phone: str,
+    now: dt.datetime,
+) -> BindResult:
+    """Bind (or re-bind) a resident to a building and room with their name and phone.
+
+    Every value is validated here (BindingError with a Chinese reason); the building must belong to the
+    community. A roster entry with the same phone and building is linked to the resident.
+    """
+    from storage.org import Building  # the organisation module imports nothing from here
+
+    room, name, phone = clean_room(room), clean_name(name), clean_phone(phone)
+    async with db.write() as s:
+        building = await s.get(Building, building_id)
+        if building is None or building.community_id != community_id:
+            raise BindingError("所选楼栋不在该社区，请重新选择。")
+        row = (await s.exec(select(Resident).where(Resident.openid == openid).with_for_update())).first()
+        if row is None:
+            row = Resident(openid=openid, created_at=now, last_contact_at=now)
+        row.community_id, row.building_id = community_id, building_id
+        row.room, row.name, row.phone = room, name, phone
+        row.bound_at = row.bound_at or now
+        s.add(row)
+        await s.flush()
+        on_roster = await _link_roster(s, row, now)
+    return BindResult(row, on_roster)
+
+
+async def _link_roster(session, resident: Resident, now: dt.datetime) -> bool:
+    query = select(RosterEntry).where(
+        RosterEntry.phone == resident.phone, RosterEntry.building_id == resident.building_id
+    )
+    entry = (await session.exec(query)).first()
+    if entry is None:
+        return False
+    if entry.resident_id != resident.id:
+        entry.resident_id, entry.linked_at = resident.id, now
+        session.add(entry)
+    return True
+
+
+async def update_resident_details(
+    db: Database,
+    openid: str,
+    now: dt.datetime,
+    *,
+    room: str | None = None,
+    name: str | None = None,
+    phone: str | None = None,
+) -> Resident:
+    """Change a bound resident's room, name or phone (each validated). A new building goes through
+    `bind_resident`, which also re-checks the community."""
+    async with db.write() as s:
+        row = (await s.exec(select(Resident).where(Resident.openid == openid).with_for_update())).first()
+        if row is None or not row.is_bound:
+            raise BindingError("您还没有绑定住址，请先回复「绑定」。")
+        if room is not None:
+            row.room = clean_room(room)
+        if name is not None:
+            row.name = clean_name(name)
+        if phone is not None:
+            row.phone = clean_phone(phone)
+        s.add(row)
+        await s.flush()
+        await _link_roster(s, row, now)
+    return row
+
+
+async def set_notify_consultation(db: Database, openid: str, on: bool) -> Resident:
+    """Switch the resident's consultation (阳光17议) notices on or off."""
+    async with db.write() as s:
+        row = (await s.exec(select(Resident).where(Resident.openid == openid))).first()
+        if row is None:
+            raise BindingError("没有找到您的信息，请先回复「绑定」。")
+        row.notify_consultation = on
+        s.add(row)
+    return row
+
+
+LOOKUP_LIMIT = 10
+
+
+@dataclass(frozen=True)
+class ResidentRecord:
+    """One hit of a staff lookup: a WeChat resident or a roster entry not (yet) on WeChat."""
+
+    name: str
+    phone: str
+    community_id: int
+    building_id: int
+    room: str
+    on_wechat: bool
+
+
+async def residents_by_phone(db: Database, phone: str, community_ids: set[int] | None) -> list[ResidentRecord]:
+    """Bound residents and roster entries with this phone, limited to `community_ids` (None: everywhere).
+
+    At most LOOKUP_LIMIT records; roster entries already linked to a shown resident are not repeated.
+    """
+    phone = clean_phone(phone)
+    if community_ids is not None and not community_ids:
+        return []
+    bound = select(Resident).where(Resident.phone == phone, col(Resident.bound_at).is_not(None))
+    roster = select(RosterEntry).where(RosterEntry.phone == phone)
+    if community_ids is not None:
+        bound = bound.where(col(Resident.community_id).in_(sorted(community_ids)))
+        roster = roster.where(col(RosterEntry.community_id).in_(sorted(community_ids)))
+    async with db.read() as s:
+        people = (await s.exec(bound.order_by(Resident.id).limit(LOOKUP_LIMIT))).all()
+        entries = (await s.exec(roster.order_by(RosterEntry.id).limit(LOOKUP_LIMIT))).all()
+    found = [
+        ResidentRecord(r.name or "", r.phone or "", r.community_id, r.building_id, r.room or "", True) for r in people
+    ]
+    shown = {r.id for r in people}
+    found += [
+        ResidentRecord(e.name, e.phone, e.community_id, e.building_id, e.room, e.resident_id is not None)
+        for e in entries
+        if e.resident_id not in shown
+    ]
+    return found[:LOOKUP_LIMIT]
+
+
+async def find_residents_by_phone(db: Database, phone: str, limit: int = 5) -> list[Resident]:
+    """Residents (WeChat users) with this phone; used by `steward role grant --phone`."""
+    async with db.read() as s:
+        query = select(Resident).where(Resident.phone == clean_phone(phone)).order_by(Resident.id).limit(limit)
+        return list((await s.exec(query)).all())
+
+
+async def lookup_residents(db: Database, staff_id: int, phone: str, now: dt.datetime) -> list[ResidentRecord]:
+    """居民查询 by staff: residents with this phone in the communities the staff member serves (an admin:
+    everywhere). Looking up personal data is a staff action, so it writes an audit row (phone masked)."""
+    from storage.roles import audit_entry, communities_staffed, scope_of
+
+    phone = clean_phone(phone)
+    scope = await scope_of(db, staff_id)
+    communities = None if scope.is_admin else await communities_staffed(db, staff_id)
+    found = await residents_by_phone(db, phone, communities)
+    async with db.write() as s:
+        s.add(audit_entry(now, f"resident:{staff_id}", "resident_lookup", "phone", mask_phone(phone), found=len(found)))
+    return found

@@ -7,7 +7,7 @@ import enum
 import json
 from dataclasses import dataclass
 
-from sqlmodel import Field, SQLModel, select
+from sqlmodel import Field, SQLModel, col, select
 
 from storage.db import Database
 
@@ -115,3 +115,193 @@ class Scope:
 
 async def scope_of(db: Database, resident_id: int) -> Scope:
     return Scope(tuple(await active_grants(db, resident_id)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Granting and revoking roles (every change with its audit row, in the same transaction), and the scope
+# helpers other features use to keep each role inside its own part of the organisation:
+#
+#   buildings_led_by(db, rid)     ids of the buildings a 楼片长 leads
+#   grids_of_worker(db, rid)      ids of the grids a 网格员 works
+#   buildings_in_reach(db, rid)   buildings led + every building of the grids worked
+#   communities_staffed(db, rid)  ids of the communities a 社区工作人员 staffs
+#   departments_of(db, rid)       ids of the departments/units of 区级部门工作人员 and 单位成员
+#   scope_of(db, rid).is_admin    the district-wide admin (no scope)
+
+
+class RoleError(ValueError):
+    """A refused grant or revoke; `reason` is Chinese."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_role(text: str) -> Role:
+    """"community_staff" or its label "社区工作人员"."""
+    wanted = (text or "").strip()
+    for role in Role:
+        if wanted.lower() == role.value or wanted == role.label:
+            return role
+    names = "、".join(f"{r.value}（{r.label}）" for r in Role)
+    raise RoleError(f"没有角色「{wanted}」。可用角色：{names}")
+
+
+async def _scope_id(session, role: Role, scope_code: str | None) -> int | None:
+    from storage.org import SCOPE_LABELS, SCOPE_TABLES
+
+    scope_type = ROLE_SCOPE[role]
+    code = (scope_code or "").strip().upper()
+    if scope_type == "district":
+        if code:
+            raise RoleError(f"{role.label}的范围是全区，不需要填写范围编码。")
+        return None
+    label = SCOPE_LABELS[scope_type]
+    if not code:
+        raise RoleError(f"{role.label}需要指定{label}编码。")
+    table = SCOPE_TABLES[scope_type]
+    unit = (await session.exec(select(table).where(table.code == code))).first()
+    if unit is None:
+        raise RoleError(f"没有编码为 {code} 的{label}（{role.label}的范围必须是{label}）。")
+    return unit.id
+
+
+async def _locked_resident(session, resident_id: int):
+    from storage.residents import Resident
+
+    row = (await session.exec(select(Resident).where(Resident.id == resident_id).with_for_update())).first()
+    if row is None:
+        raise RoleError("没有找到这位居民。")
+    return row
+
+
+def _active(resident_id: int, role: Role, scope_id: int | None):
+    query = select(RoleGrant).where(
+        RoleGrant.resident_id == resident_id, RoleGrant.role == role.value, col(RoleGrant.revoked_at).is_(None)
+    )
+    return query.where(col(RoleGrant.scope_id).is_(None) if scope_id is None else RoleGrant.scope_id == scope_id)
+
+
+async def grant_role(
+    db: Database, resident_id: int, role: Role, scope_code: str | None, actor: str, now: dt.datetime
+) -> RoleGrant:
+    """Give a resident a role over a part of the organisation named by its code.
+
+    The scope must be of the role's type (ROLE_SCOPE): a building code for 楼片长, a grid code for 网格员,
+    a community code for 社区工作人员, a department code for 区级部门工作人员 and 单位成员, none for 管理员.
+    Granting what the resident already has returns the existing grant and writes nothing (idempotent).
+    """
+    async with db.write() as s:
+        await _locked_resident(s, resident_id)
+        scope_id = await _scope_id(s, role, scope_code)
+        existing = (await s.exec(_active(resident_id, role, scope_id))).first()
+        if existing is not None:
+            return existing
+        row = RoleGrant(
+            resident_id=resident_id,
+            role=role.value,
+            scope_type=ROLE_SCOPE[role],
+            scope_id=scope_id,
+            granted_by=actor[:64],
+            granted_at=now,
+        )
+        s.add(row)
+        await s.flush()
+        s.add(audit_entry(now, actor, "role_grant", "resident", resident_id, role=role.value, scope=scope_code or ""))
+    return row
+
+
+async def revoke_role(
+    db: Database, resident_id: int, role: Role, scope_code: str | None, actor: str, now: dt.datetime
+) -> RoleGrant:
+    """End an active grant (the row stays, with revoked_at). Refuses when there is no such grant."""
+    async with db.write() as s:
+        await _locked_resident(s, resident_id)
+        scope_id = await _scope_id(s, role, scope_code)
+        row = (await s.exec(_active(resident_id, role, scope_id))).first()
+        if row is None:
+            raise RoleError(f"这位居民没有该范围的{role.label}角色，无需撤销。")
+        row.revoked_at = now
+        s.add(row)
+        s.add(audit_entry(now, actor, "role_revoke", "resident", resident_id, role=role.value, scope=scope_code or ""))
+    return row
+
+
+async def _scope_ids(db: Database, resident_id: int, *roles: Role) -> set[int]:
+    wanted = [r.value for r in roles]
+    query = select(RoleGrant.scope_id).where(
+        RoleGrant.resident_id == resident_id,
+        col(RoleGrant.role).in_(wanted),
+        col(RoleGrant.revoked_at).is_(None),
+        col(RoleGrant.scope_id).is_not(None),
+    )
+    async with db.read() as s:
+        return set((await s.exec(query)).all())
+
+
+async def buildings_led_by(db: Database, resident_id: int) -> set[int]:
+    return await _scope_ids(db, resident_id, Role.BUILDING_LEADER)
+
+
+async def grids_of_worker(db: Database, resident_id: int) -> set[int]:
+    return await _scope_ids(db, resident_id, Role.GRID_WORKER)
+
+
+async def communities_staffed(db: Database, resident_id: int) -> set[int]:
+    return await _scope_ids(db, resident_id, Role.COMMUNITY_STAFF)
+
+
+async def departments_of(db: Database, resident_id: int) -> set[int]:
+    return await _scope_ids(db, resident_id, Role.DISTRICT_STAFF, Role.UNIT_MEMBER)
+
+
+async def buildings_in_reach(db: Database, resident_id: int) -> set[int]:
+    """Buildings a 楼片长 leads plus every building in the grids a 网格员 works."""
+    from storage.org import Building
+
+    led = await buildings_led_by(db, resident_id)
+    grids = await grids_of_worker(db, resident_id)
+    if grids:
+        async with db.read() as s:
+            led |= set((await s.exec(select(Building.id).where(col(Building.grid_id).in_(sorted(grids))))).all())
+    return led
+
+
+@dataclass(frozen=True)
+class GrantView:
+    """A grant as people read it: 社区工作人员 · 大海阳社区（C0101）."""
+
+    grant: RoleGrant
+    role_label: str
+    scope_text: str
+
+
+async def describe_grants(db: Database, grants: list[RoleGrant]) -> list[GrantView]:
+    from storage.org import unit_names
+
+    names: dict[str, dict[int, tuple[str, str]]] = {}
+    for scope_type in {g.scope_type for g in grants}:
+        ids = {g.scope_id for g in grants if g.scope_type == scope_type and g.scope_id is not None}
+        names[scope_type] = await unit_names(db, scope_type, ids)
+    views = []
+    for g in grants:
+        label = Role(g.role).label if g.role in Role._value2member_map_ else g.role
+        if g.scope_id is None:
+            text = "全区"
+        else:
+            code, name = names.get(g.scope_type, {}).get(g.scope_id, ("?", "已删除"))
+            text = f"{name}（{code}）"
+        views.append(GrantView(g, label, text))
+    return views
+
+
+GRANT_LIST_LIMIT = 200
+
+
+async def list_active_grants(db: Database, role: Role | None = None, limit: int = GRANT_LIST_LIMIT) -> list[RoleGrant]:
+    """Active grants, oldest first, at most `limit` (the CLI pages with --limit)."""
+    query = select(RoleGrant).where(col(RoleGrant.revoked_at).is_(None))
+    if role is not None:
+        query = query.where(RoleGrant.role == role.value)
+    async with db.read() as s:
+        return list((await s.exec(query.order_by(RoleGrant.id).limit(limit))).all())

@@ -93,9 +93,10 @@ def backend(request) -> str:
 async def db(backend, tmp_path, sqlite_template, pg_schema):
     if backend == "services" and PG_URL:
         database = Database(_pg_async_url(PG_URL), schema=pg_schema)
-        tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+        # DELETE beats TRUNCATE by far on a few dozen near-empty tables (TRUNCATE rewrites each file).
         async with database.engine.begin() as conn:
-            await conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+            for table in reversed(metadata.sorted_tables):
+                await conn.exec_driver_sql(f'DELETE FROM "{table.name}"')
     else:
         path = tmp_path / "steward.db"
         shutil.copy(sqlite_template, path)

@@ -1,0 +1,194 @@
+"""`steward import …`, `steward role …`, `steward demo-data`: the organisation, residents and roles."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from pathlib import Path
+
+from bot.config import Settings
+from storage import migrate
+from storage.clock import Clock
+from storage.db import Database
+from storage.demo import demo_guide, load_demo
+from storage.imports import IMPORTERS
+from storage.residents import BindingError, Resident, find_resident, find_residents_by_phone, mask_phone
+from storage.roles import ROLE_SCOPE, Role, RoleError, describe_grants, grant_role, list_active_grants, parse_role
+
+IMPORT_HELP = """CSV 文件（UTF-8，首行为表头，列顺序不限）：
+
+  org        street_code,street_name,community_code,community_name,grid_code,grid_name,building_code,building_name
+             每行一栋楼；grid_* 与 building_* 可留空，表示只登记社区（或网格）。
+  departments department_code,department_name,kind     （kind：district / enterprise / social，默认 district）
+  residents  openid,name,phone,building_code,room      （openid 可留空：先登记到住户花名册，
+             居民用同一手机号和楼栋在公众号绑定时自动关联）
+
+编码为 1-32 位字母、数字、-、_。先检查每一行，任何一行有误则全部不导入，并列出每个错误行的行号与原因；
+同一文件重复导入不会产生重复数据（按编码更新）。请先导入 org，再导入 residents。"""
+
+ROLE_HELP = "范围（--scope）：" + "；".join(
+    f"{r.value}（{r.label}）→ {ROLE_SCOPE[r]} 编码" if ROLE_SCOPE[r] != "district" else f"{r.value}（{r.label}）→ 不填"
+    for r in Role
+)
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no user name in some containers
+        return "cli:unknown"
+
+
+async def _open(settings: Settings) -> Database:
+    db = Database(settings.database_url)
+    if settings.is_sqlite:
+        await migrate.upgrade(db)
+    elif not await migrate.is_current(db):
+        await db.dispose()
+        raise SystemExit("数据库结构不是最新，请先运行 steward db upgrade。")
+    return db
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from bot.cli import settings_from
+
+    return settings_from(args)
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    path = Path(args.file)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"无法读取 {path}：{exc}") from exc
+    settings = _settings(args)
+
+    async def run():
+        db = await _open(settings)
+        try:
+            return await IMPORTERS[args.kind](db, text, _actor(), Clock(settings.timezone).now())
+        finally:
+            await db.dispose()
+
+    report = asyncio.run(run())
+    print(report.summary())
+    if not report.ok:
+        sys.exit(1)
+
+
+async def _find_person(db: Database, args: argparse.Namespace) -> Resident:
+    if args.openid:
+        person = await find_resident(db, args.openid)
+        if person is None:
+            raise RoleError(f"没有 openid 为 {args.openid} 的居民（需先关注公众号或通过 import residents 导入）。")
+        return person
+    try:
+        people = await find_residents_by_phone(db, args.phone)
+    except BindingError as exc:
+        raise RoleError(exc.reason) from exc
+    if not people:
+        raise RoleError(f"没有手机号为 {mask_phone(args.phone)} 的居民。")
+    if len(people) > 1:
+        raise RoleError(f"手机号 {mask_phone(args.phone)} 对应 {len(people)} 位居民，请改用 --openid。")
+    return people[0]
+
+
+def cmd_role_change(args: argparse.Namespace) -> None:
+    from storage.roles import revoke_role
+
+    settings = _settings(args)
+
+    async def run() -> str:
+        db = await _open(settings)
+        try:
+            role = parse_role(args.role)
+            person = await _find_person(db, args)
+            now = Clock(settings.timezone).now()
+            who = f"{person.name or '未填姓名'}（{mask_phone(person.phone)}）"
+            if args.role_command == "grant":
+                await grant_role(db, person.id, role, args.scope, _actor(), now)
+                return f"已授予 {who}：{role.label} {args.scope or '全区'}"
+            await revoke_role(db, person.id, role, args.scope, _actor(), now)
+            return f"已撤销 {who}：{role.label} {args.scope or '全区'}"
+        finally:
+            await db.dispose()
+
+    try:
+        print(asyncio.run(run()))
+    except RoleError as exc:
+        print(exc.reason, file=sys.stderr)
+        sys.exit(1)
+
+
+def cmd_role_list(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+
+    async def run() -> list[str]:
+        db = await _open(settings)
+        try:
+            role = parse_role(args.role) if args.role else None
+            grants = await list_active_grants(db, role, limit=args.limit)
+            views = await describe_grants(db, grants)
+            lines = []
+            async with db.read() as s:
+                for view in views:
+                    person = await s.get(Resident, view.grant.resident_id)
+                    lines.append(
+                        f"{person.openid:<24} {person.name or '未填姓名':<8} {mask_phone(person.phone)}  "
+                        f"{view.role_label} · {view.scope_text}"
+                    )
+            return lines or ["（暂无角色）"]
+        finally:
+            await db.dispose()
+
+    try:
+        print("\n".join(asyncio.run(run())))
+    except RoleError as exc:
+        print(exc.reason, file=sys.stderr)
+        sys.exit(1)
+
+
+def cmd_demo_data(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+
+    async def run() -> None:
+        db = await _open(settings)
+        try:
+            summary = await load_demo(db, Clock(settings.timezone).now())
+        finally:
+            await db.dispose()
+        for report in summary.reports:
+            print(f"{report.kind}: {report.summary()}")
+
+    asyncio.run(run())
+    print(demo_guide())
+
+
+def register(sub) -> None:
+    imp = sub.add_parser(
+        "import", help="import the organisation, departments or residents from CSV",
+        description=IMPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    imp.add_argument("kind", choices=sorted(IMPORTERS), help="org | departments | residents")
+    imp.add_argument("file", help="the CSV file")
+    imp.set_defaults(func=cmd_import)
+
+    role = sub.add_parser("role", help="grant, revoke or list staff roles", description=ROLE_HELP)
+    role_sub = role.add_subparsers(dest="role_command", required=True)
+    for name, text in (("grant", "grant a role"), ("revoke", "revoke a role")):
+        p = role_sub.add_parser(name, help=text, description=ROLE_HELP)
+        who = p.add_mutually_exclusive_group(required=True)
+        who.add_argument("--openid")
+        who.add_argument("--phone")
+        p.add_argument("--role", required=True, help=", ".join(r.value for r in Role))
+        p.add_argument("--scope", help="building / grid / community / department code (none for admin)")
+        p.set_defaults(func=cmd_role_change)
+    listing = role_sub.add_parser("list", help="active grants")
+    listing.add_argument("--role")
+    listing.add_argument("--limit", type=int, default=200)
+    listing.set_defaults(func=cmd_role_list)
+
+    demo = sub.add_parser("demo-data", help="load a demo district (idempotent) and print codes and demo openids")
+    demo.set_defaults(func=cmd_demo_data)

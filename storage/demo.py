@@ -1,0 +1,111 @@
+"""`steward demo-data`: a realistic demo district to try the bot with, loaded through the ordinary imports and
+role grants (so it is idempotent and audited like real data).
+
+2 streets, 4 communities, 2 grids each, 3 buildings per grid (B0101 … B0406), 5 departments/units, and
+people with fixed openids (o_demo_staff_1, o_demo_leader_1, …) to use with `steward chat --openid`.
+The default chat openid `o_demo_resident` is left unbound, so a person can try binding.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from sqlmodel import select
+
+from storage.db import Database
+from storage.imports import ImportReport, import_departments, import_org, import_residents
+from storage.residents import Resident
+from storage.roles import Role, grant_role
+
+STREETS = {"S01": "向阳街道", "S02": "东山街道"}
+# community code: (name, street code)
+COMMUNITIES = {
+    "C01": ("大海阳社区", "S01"),
+    "C02": ("西南河社区", "S01"),
+    "C03": ("南山社区", "S02"),
+    "C04": ("金沙滩社区", "S02"),
+}
+DEPARTMENTS = [
+    ("D-ZJ", "区住房和城乡建设局", "district"),
+    ("D-MZ", "区民政局", "district"),
+    ("D-RS", "区人力资源和社会保障局", "district"),
+    ("U-WY", "阳光物业服务有限公司", "enterprise"),
+    ("U-ZY", "芝罘志愿服务协会", "social"),
+]
+# openid, name, phone, building, room, role, scope
+PEOPLE = [
+    ("o_demo_admin", "管理员老王", "13900000001", "B0101", "1-1-101", Role.ADMIN, None),
+    ("o_demo_staff_1", "李社工", "13900000002", "B0102", "1-2-202", Role.COMMUNITY_STAFF, "C01"),
+    ("o_demo_staff_2", "赵社工", "13900000003", "B0301", "2-1-301", Role.COMMUNITY_STAFF, "C03"),
+    ("o_demo_grid_1", "孙网格员", "13900000004", "B0103", "1-3-402", Role.GRID_WORKER, "G0101"),
+    ("o_demo_leader_1", "周楼长", "13900000005", "B0101", "2-3-501", Role.BUILDING_LEADER, "B0101"),
+    ("o_demo_leader_2", "吴楼长", "13900000006", "B0302", "1-1-102", Role.BUILDING_LEADER, "B0302"),
+    ("o_demo_district_1", "郑科长", "13900000007", "B0201", "3-2-602", Role.DISTRICT_STAFF, "D-ZJ"),
+    ("o_demo_unit_1", "冯经理", "13900000008", "B0401", "1-1-201", Role.UNIT_MEMBER, "U-WY"),
+    ("o_demo_resident_2", "陈阿姨", "13900000009", "B0101", "2单元301", None, None),
+]
+# On the roster but not on WeChat yet: binding with this phone at B0101 links them.
+ROSTER_ONLY = [("钱大爷", "13900000010", "B0101", "3单元602")]
+
+
+def org_csv() -> str:
+    lines = ["street_code,street_name,community_code,community_name,grid_code,grid_name,building_code,building_name"]
+    for number, (code, (name, street)) in enumerate(COMMUNITIES.items(), 1):
+        for grid in (1, 2):
+            grid_code = f"G{number:02d}{grid:02d}"
+            for building in range(3 * grid - 2, 3 * grid + 1):
+                lines.append(
+                    f"{street},{STREETS[street]},{code},{name},{grid_code},第{grid}网格,"
+                    f"B{number:02d}{building:02d},{building}号楼"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def departments_csv() -> str:
+    return "department_code,department_name,kind\n" + "".join(f"{c},{n},{k}\n" for c, n, k in DEPARTMENTS)
+
+
+def residents_csv() -> str:
+    rows = ["openid,name,phone,building_code,room"]
+    rows += [f"{o},{n},{p},{b},{r}" for o, n, p, b, r, _role, _scope in PEOPLE]
+    rows += [f",{n},{p},{b},{r}" for n, p, b, r in ROSTER_ONLY]
+    return "\n".join(rows) + "\n"
+
+
+@dataclass
+class DemoSummary:
+    reports: list[ImportReport] = field(default_factory=list)
+    grants: int = 0
+
+
+async def load_demo(db: Database, now: dt.datetime, actor: str = "cli:demo-data") -> DemoSummary:
+    summary = DemoSummary()
+    for importer, text in ((import_org, org_csv()), (import_departments, departments_csv()),
+                           (import_residents, residents_csv())):
+        report = await importer(db, text, actor, now)
+        if not report.ok:  # the demo files are fixed; a failure means the code broke them
+            raise RuntimeError(report.summary())
+        summary.reports.append(report)
+    async with db.read() as s:
+        ids = {r.openid: r.id for r in (await s.exec(select(Resident).where(Resident.openid.like("o_demo_%")))).all()}
+    for openid, *_rest, role, scope in PEOPLE:
+        if role is not None:
+            await grant_role(db, ids[openid], role, scope, actor, now)
+            summary.grants += 1
+    return summary
+
+
+def demo_guide() -> str:
+    """What to print after loading: codes a person can try in `steward chat`."""
+    lines = ["演示数据已就绪（可重复运行）。", "", "社区与楼栋编码（扫码关注可在 steward chat 中输入 /follow B0101）："]
+    for number, (code, (name, street)) in enumerate(COMMUNITIES.items(), 1):
+        lines.append(f"  {STREETS[street]} {name}（{code}）：楼栋 B{number:02d}01 … B{number:02d}06，"
+                     f"网格 G{number:02d}01、G{number:02d}02")
+    lines += ["", "部门/单位：" + "、".join(f"{n}（{c}）" for c, n, _k in DEPARTMENTS)]
+    lines += ["", "演示账号（steward chat --openid …）："]
+    for openid, name, _p, building, room, role, scope in PEOPLE:
+        what = f"{role.label}{'·' + scope if scope else ''}" if role else "已绑定居民"
+        lines.append(f"  {openid:<20} {name}，{what}，住 {building} {room}")
+    lines.append("  o_demo_resident      未绑定（steward chat 的默认身份），可体验绑定流程")
+    return "\n".join(lines)
