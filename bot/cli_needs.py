@@ -1,0 +1,200 @@
+"""`steward needs list|show`: the needs ledger (台账) outside chat, for staff and audits.
+
+  steward needs list [--community 代码或名称] [--status reported,...] [--overdue] [--json|--csv] [--limit N]
+  steward needs show <编号>
+
+Contact phone numbers are masked here as everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import datetime as dt
+import io
+import json
+import sys
+
+from storage.clock import Clock, local
+from storage.db import Database
+from storage.needs import (
+    NeedStatus,
+    community_ids_by_code,
+    find_need,
+    list_needs,
+    names_for,
+    timeline,
+)
+from storage.residents import mask_phone
+from storage.taxonomy import Tier
+
+COLUMNS = ("编号", "状态", "社区", "楼栋", "分类", "分级", "内容", "联系人", "反映人数", "负责人", "承办部门",
+           "受理时间", "答复期限", "办结期限", "已办天数", "逾期", "评价")
+MAX_LIMIT = 5000
+PAGE = 500
+
+
+def _fmt(moment: dt.datetime | None) -> str:
+    return local(moment).strftime("%Y-%m-%d %H:%M") if moment else ""
+
+
+async def ledger_rows(
+    db: Database,
+    now: dt.datetime,
+    *,
+    community: str | None = None,
+    statuses: list[str] | None = None,
+    overdue: bool = False,
+    limit: int = MAX_LIMIT,
+) -> list[dict[str, str]]:
+    """The ledger as rows of display strings (oldest first), at most `limit`."""
+    wanted = None
+    if statuses:
+        try:
+            wanted = {NeedStatus(s.strip()) for s in statuses if s.strip()}
+        except ValueError as exc:
+            choices = ", ".join(s.value for s in NeedStatus)
+            raise SystemExit(f"未知状态：{exc}（可选：{choices}）") from None
+    communities = None
+    if community:
+        communities = await community_ids_by_code(db, community)
+        if not communities:
+            raise SystemExit(f"没有找到社区：{community}")
+    rows: list[dict[str, str]] = []
+    page = 1
+    while len(rows) < min(limit, MAX_LIMIT):
+        result = await list_needs(db, page=page, size=PAGE, statuses=wanted, community_ids=communities,
+                                  overdue_at=now if overdue else None)
+        if not result.needs:
+            break
+        names = await names_for(db, result.needs)
+        for need in result.needs:
+            late = need.is_open and (
+                (need.resolve_by is not None and need.resolve_by < now)
+                or (need.responded_at is None and need.respond_by is not None and need.respond_by < now)
+            )
+            rows.append({
+                "编号": need.ticket,
+                "状态": need.state.label,
+                "社区": names["community"].get(need.community_id, ""),
+                "楼栋": " ".join(x for x in (names["building"].get(need.building_id or 0, ""), need.room or "") if x),
+                "分类": need.item_code,
+                "分级": Tier(need.tier).label + ("" if need.triaged_at else "(建议)"),
+                "内容": need.text,
+                "联系人": f"{need.contact_name or ''} {mask_phone(need.contact_phone)}".strip(),
+                "反映人数": str(need.supporters),
+                "负责人": names["resident"].get(need.assignee_id or 0, ""),
+                "承办部门": names["department"].get(need.department_id or 0, ""),
+                "受理时间": _fmt(need.created_at),
+                "答复期限": _fmt(need.respond_by),
+                "办结期限": _fmt(need.resolve_by),
+                "已办天数": str(((need.resolved_at or now) - need.created_at).days),
+                "逾期": "是" if late else "",
+                "评价": need.rating or "",
+            })
+            if len(rows) >= limit:
+                break
+        if page >= result.pages:
+            break
+        page += 1
+    return rows
+
+
+def render(rows: list[dict[str, str]], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(rows, ensure_ascii=False, indent=1)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue()
+    if not rows:
+        return "没有符合条件的诉求。"
+    short = ("编号", "状态", "社区", "分类", "分级", "办结期限", "逾期", "评价", "内容")
+    lines = ["\t".join(short)]
+    for row in rows:
+        lines.append("\t".join(row[c][:20] for c in short))
+    lines.append(f"共 {len(rows)} 条")
+    return "\n".join(lines)
+
+
+async def show_text(db: Database, ticket: str, now: dt.datetime) -> str:
+    need = await find_need(db, ticket)
+    if need is None:
+        return f"没有找到编号为 {ticket} 的诉求。"
+    names = await names_for(db, [need])
+    lines = [
+        f"编号：{need.ticket}",
+        f"状态：{need.state.label}",
+        f"社区：{names['community'].get(need.community_id, '')}"
+        f" {names['building'].get(need.building_id or 0, '')} {need.room or ''}".rstrip(),
+        f"分类：{need.item_code} {need.category}",
+        f"分级：{Tier(need.tier).label}{'' if need.triaged_at else '（建议）'}",
+        f"内容：{need.text}",
+        f"联系人：{need.contact_name or ''} {mask_phone(need.contact_phone)}",
+        f"反映人数：{need.supporters}",
+        f"负责人：{names['resident'].get(need.assignee_id or 0, '')}",
+        f"承办部门：{names['department'].get(need.department_id or 0, '')}",
+        f"受理：{_fmt(need.created_at)}  答复期限：{_fmt(need.respond_by)}  首次答复：{_fmt(need.responded_at)}",
+        f"办结期限：{_fmt(need.resolve_by)}  办结：{_fmt(need.resolved_at)}",
+        f"评价：{need.rating or ''} {need.rating_comment or ''}".rstrip(),
+        f"重办次数：{need.rework_count}",
+        "时间线：",
+    ]
+    for event in await timeline(db, need.id, public_only=False, limit=200):
+        flag = "" if event.public else "（内部）"
+        lines.append(f"  {_fmt(event.at)} {event.actor_label} {event.kind}{flag} {event.note}")
+    return "\n".join(lines)
+
+
+def _database(args: argparse.Namespace) -> tuple[Database, Clock]:
+    from bot.cli import settings_from
+
+    settings = settings_from(args)
+    return Database(settings.database_url), Clock(settings.timezone)
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    db, clock = _database(args)
+
+    async def run() -> str:
+        try:
+            rows = await ledger_rows(db, clock.now(), community=args.community,
+                                     statuses=args.status.split(",") if args.status else None,
+                                     overdue=args.overdue, limit=args.limit)
+            return render(rows, "json" if args.json else "csv" if args.csv else "table")
+        finally:
+            await db.dispose()
+
+    sys.stdout.write(asyncio.run(run()) + "\n")
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    db, clock = _database(args)
+
+    async def run() -> str:
+        try:
+            return await show_text(db, args.ticket, clock.now())
+        finally:
+            await db.dispose()
+
+    sys.stdout.write(asyncio.run(run()) + "\n")
+
+
+def register(subparsers) -> None:
+    needs = subparsers.add_parser("needs", help="诉求台账 (the needs ledger)")
+    sub = needs.add_subparsers(dest="needs_command", required=True)
+    ls = sub.add_parser("list", help="list needs")
+    ls.add_argument("--community", help="社区代码或名称")
+    ls.add_argument("--status", help="状态，逗号分隔：" + ",".join(s.value for s in NeedStatus))
+    ls.add_argument("--overdue", action="store_true", help="只看逾期未答复或未办结的")
+    ls.add_argument("--limit", type=int, default=MAX_LIMIT)
+    fmt = ls.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
+    ls.set_defaults(func=cmd_list)
+    show = sub.add_parser("show", help="one need with its whole timeline")
+    show.add_argument("ticket")
+    show.set_defaults(func=cmd_show)

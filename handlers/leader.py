@@ -1,0 +1,200 @@
+"""Building leaders (楼片长) and grid workers (网格员): 代报 on behalf of a resident, 楼栋诉求 for their area.
+
+代报 flow: who (room, phone, or 姓名+手机号 for someone not bound) → [pick among matches / the building] → the
+text (pasted or forwarded) → the proposed sub-item (1 是 / 2 选择) → summary → 1 提交.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlmodel import col, or_, select
+
+from bot.engine import Context, Router
+from handlers.needs import category_menu, summary_line_text
+from storage.classifier import default_classifier
+from storage.needs import OPEN_STATUSES, NeedError, file_on_behalf, list_needs, promise_text, summary_line
+from storage.org import Building
+from storage.residents import Resident, mask_phone
+from storage.roles import Role, scope_of
+from storage.taxonomy import load_taxonomy
+
+router = Router("leader", "代报诉求")
+
+LEADERS = (Role.BUILDING_LEADER, Role.GRID_WORKER)
+PHONE_RE = re.compile(r"1\d{10}")
+ROOM_RE = re.compile(r"^(?:(\S+?号楼)\s*)?(\d{2,5}(?:室)?)$")
+ASK_WHO = "代哪位居民反映？请回复：\n· 房号，如「1号楼 101」\n· 手机号\n· 未绑定的居民：「姓名 手机号」"
+ASK_TEXT = "请粘贴或输入居民反映的问题："
+MAX_MATCHES = 8
+
+
+async def _buildings(ctx: Context) -> list[Building]:
+    scope = await scope_of(ctx.db, ctx.resident.id)
+    async with ctx.db.read() as s:
+        query = select(Building).where(or_(
+            col(Building.id).in_(sorted(scope.ids(Role.BUILDING_LEADER)) or [-1]),
+            col(Building.grid_id).in_(sorted(scope.ids(Role.GRID_WORKER)) or [-1]),
+        )).order_by(Building.id).limit(200)
+        return list((await s.exec(query)).all())
+
+
+@router.command("代报", "代为反映", roles=LEADERS)
+async def start(ctx: Context) -> str:
+    return ctx.ask(ASK_WHO, router.step("who"))
+
+
+@router.state("who", roles=LEADERS)
+async def who_step(ctx: Context) -> str:
+    buildings = await _buildings(ctx)
+    ids = [b.id for b in buildings]
+    text = ctx.text.strip()
+    phone_match = PHONE_RE.search(text)
+    async with ctx.db.read() as s:
+        query = select(Resident).where(col(Resident.building_id).in_(ids or [-1]), Resident.bound_at.is_not(None))
+        if phone_match:
+            query = query.where(Resident.phone == phone_match.group())
+        else:
+            room = ROOM_RE.match(text)
+            if room is None:
+                return ctx.retry("请回复房号（如 1号楼 101）、手机号，或「姓名 手机号」。")
+            query = query.where(Resident.room == room.group(2).removesuffix("室"))
+            if room.group(1):
+                named = [b.id for b in buildings if b.name == room.group(1)]
+                query = query.where(col(Resident.building_id).in_(named or [-1]))
+        matches = list((await s.exec(query.order_by(Resident.id).limit(MAX_MATCHES))).all())
+    if len(matches) == 1:
+        return _ask_text(ctx, matches[0], buildings)
+    if len(matches) > 1:
+        names = {b.id: b.name for b in buildings}
+        lines = ["找到多位居民，请选择："] + [
+            f"{n}. {names.get(r.building_id, '')} {r.room or ''} {r.name or '未留名'} {mask_phone(r.phone)}"
+            for n, r in enumerate(matches, 1)
+        ]
+        return ctx.ask("\n".join(lines), router.step("match"), matches={str(n): r.id for n, r in enumerate(matches, 1)})
+    if phone_match:
+        name = text.replace(phone_match.group(), "").strip()
+        if not name:
+            return ctx.retry("您负责的楼栋里没有绑定这个手机号的居民。未绑定的居民请回复「姓名 手机号」。")
+        data = {"contact_name": name[:32], "contact_phone": phone_match.group()}
+        if len(buildings) == 1:
+            return ctx.ask("居民住几室？（不清楚回复「跳过」）", router.step("room"), building=buildings[0].id, **data)
+        menu = "\n".join(f"{n}. {b.name}" for n, b in enumerate(buildings[:20], 1))
+        return ctx.ask(f"居民住哪栋楼？\n{menu}", router.step("building"),
+                       buildings={str(n): b.id for n, b in enumerate(buildings[:20], 1)}, **data)
+    return ctx.retry("您负责的楼栋里没有找到这个房号的已绑定居民。")
+
+
+def _ask_text(ctx: Context, resident: Resident, buildings: list[Building]) -> str:
+    name = {b.id: b.name for b in buildings}.get(resident.building_id, "")
+    who = f"{name} {resident.room or ''} {resident.name or '未留名'}（{mask_phone(resident.phone)}）"
+    return ctx.ask(f"为 {who} 代报。\n{ASK_TEXT}", router.step("text"), subject=resident.id, who=who)
+
+
+@router.state("match", roles=LEADERS)
+async def match_step(ctx: Context) -> str:
+    resident_id = ctx.data.get("matches", {}).get(ctx.text)
+    if resident_id is None:
+        return ctx.retry("请回复列表中的序号。")
+    async with ctx.db.read() as s:
+        resident = await s.get(Resident, resident_id)
+    return _ask_text(ctx, resident, await _buildings(ctx))
+
+
+@router.state("building", roles=LEADERS)
+async def building_step(ctx: Context) -> str:
+    building_id = ctx.data.get("buildings", {}).get(ctx.text)
+    if building_id is None:
+        return ctx.retry("请回复列表中的序号。")
+    return ctx.ask("居民住几室？（不清楚回复「跳过」）", router.step("room"), building=building_id)
+
+
+@router.state("room", roles=LEADERS)
+async def room_step(ctx: Context) -> str:
+    room = None if ctx.text in ("跳过", "不清楚") else ctx.text.strip()[:16]
+    who = f"{ctx.data['contact_name']}（{mask_phone(ctx.data['contact_phone'])}）"
+    return ctx.ask(f"为 {who} 代报。\n{ASK_TEXT}", router.step("text"), room=room, who=who)
+
+
+@router.state("text", roles=LEADERS)
+async def text_step(ctx: Context) -> str:
+    text = ctx.text.strip()
+    if len(text) < 4:
+        return ctx.retry("再多写几个字：在哪里、什么问题。")
+    if len(text) > 500:
+        return ctx.retry("内容太长了，请精简到500字以内。")
+    item = default_classifier().propose(text)
+    if item is None:
+        return ctx.ask(category_menu("请选择问题大类："), router.step("category"), text=text)
+    return ctx.ask(f"问题类别：「{item.category} · {item.name}」\n1. 对\n2. 不对，我来选", router.step("item"),
+                   text=text, code=item.code)
+
+
+@router.state("item", roles=LEADERS)
+async def item_step(ctx: Context) -> str:
+    if ctx.text == "1":
+        return _ask_confirm(ctx, ctx.data["code"])
+    if ctx.text == "2":
+        return ctx.ask(category_menu("请选择问题大类："), router.step("category"))
+    return ctx.retry("请回复 1 或 2。")
+
+
+@router.state("category", roles=LEADERS)
+async def category_step(ctx: Context) -> str:
+    categories = list(load_taxonomy().by_category().items())
+    if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= len(categories):
+        return ctx.retry(f"请回复 1-{len(categories)} 的数字。")
+    name, items = categories[int(ctx.text) - 1]
+    lines = [f"「{name}」下请选择："] + [f"{n}. {item.name}" for n, item in enumerate(items, 1)]
+    return ctx.ask("\n".join(lines), router.step("subitem"), category=int(ctx.text) - 1)
+
+
+@router.state("subitem", roles=LEADERS)
+async def subitem_step(ctx: Context) -> str:
+    items = list(load_taxonomy().by_category().values())[ctx.data["category"]]
+    if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= len(items):
+        return ctx.retry(f"请回复 1-{len(items)} 的数字。")
+    return _ask_confirm(ctx, items[int(ctx.text) - 1].code)
+
+
+def _ask_confirm(ctx: Context, code: str) -> str:
+    item = load_taxonomy().item(code)
+    text = (f"请确认代报：\n居民：{ctx.data['who']}\n内容：{summary_line_text(ctx.data['text'], 60)}\n"
+            f"类别：{item.category} · {item.name}\n1. 确认提交\n2. 不提交")
+    return ctx.ask(text, router.step("confirm"), code=code)
+
+
+@router.state("confirm", roles=LEADERS)
+async def confirm_step(ctx: Context) -> str:
+    if ctx.text == "2":
+        return ctx.done("好的，没有提交。")
+    if ctx.text != "1":
+        return ctx.retry("请回复 1 提交，或 2 不提交。")
+    d = ctx.data
+    try:
+        need = await file_on_behalf(
+            ctx.db, ctx.resident.id, d["text"], d["code"], ctx.now, subject_id=d.get("subject"),
+            contact_name=d.get("contact_name"), contact_phone=d.get("contact_phone"),
+            building_id=d.get("building"), room=d.get("room"),
+        )
+    except NeedError as exc:
+        return ctx.done(exc.reason)
+    told = "已通知居民本人，" if need.reporter_id else ""
+    return ctx.done(f"已代报！诉求编号：{need.ticket}\n社区将{promise_text(need)}。\n{told}进展也会通知您。")
+
+
+@router.command("楼栋诉求", "片区诉求", roles=LEADERS, args=True)
+async def area_needs(ctx: Context) -> str:
+    scope = await scope_of(ctx.db, ctx.resident.id)
+    page_no = int(ctx.args) if ctx.args.isdigit() else 1
+    page = await list_needs(ctx.db, statuses=OPEN_STATUSES, building_ids=scope.ids(Role.BUILDING_LEADER),
+                            grid_ids=scope.ids(Role.GRID_WORKER), page=page_no, newest_first=True)
+    if not page.total:
+        return "您负责的楼栋目前没有未办结的诉求。"
+    lines = [f"未办结诉求 {page.total} 条（第{page.page}/{page.pages}页）："]
+    for need in page.needs:
+        lines.append(f"{need.ticket} {summary_line(need, 10)}｜{need.state.label}")
+    lines.append("回复「进度 编号」看详情。")
+    if page.page < page.pages:
+        lines.append(f"回复「楼栋诉求 {page.page + 1}」看下一页。")
+    return "\n".join(lines)

@@ -1,0 +1,337 @@
+"""Residents report needs (反映问题), follow them (进度) and rate the result (评价).
+
+Report flow: text → the proposed sub-item (1 是 / 2 重新选择 → category → sub-item) → a similar open need nearby
+is offered instead (1 附议 / 2 仍然新建) → photo / location (optional, 「跳过」) → summary → 1 提交.
+"""
+
+from __future__ import annotations
+
+from bot.engine import Context, Router
+from handlers.staff import staff_detail
+from storage.classifier import default_classifier
+from storage.clock import local
+from storage.needs import (
+    RATINGS,
+    Attachments,
+    Need,
+    NeedError,
+    can_oversee,
+    find_duplicate,
+    find_need,
+    format_time,
+    is_follower,
+    list_needs,
+    normalise_ticket,
+    promise_text,
+    rate_need,
+    report_need,
+    second_need,
+    summary_line,
+    timeline,
+)
+from storage.org import Building
+from storage.roles import scope_of
+from storage.taxonomy import load_taxonomy
+
+router = Router("need", "反映问题")
+
+ASK_TEXT = "请用一两句话描述您要反映的问题，例如：3单元楼道灯坏了好几天。"
+SKIP_WORDS = {"跳过", "没有", "不用", "好了", "完成", "无", "继续"}
+NOT_FOUND = "没有找到编号为 {ticket} 的诉求，请核对编号。回复「进度」查看您的诉求。"
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+@router.menu(10, "反映问题", key="NEED_REPORT", bound=True)
+@router.command("反映", "报事", "我要反映", "反映问题", bound=True, args=True)
+async def start(ctx: Context) -> str:
+    if ctx.args:
+        return await _got_text(ctx, ctx.args)
+    return ctx.ask(ASK_TEXT, router.step("text"))
+
+
+@router.state("text")
+async def text_step(ctx: Context) -> str:
+    if ctx.msg.type not in ("text", "voice") or not ctx.text:
+        return ctx.retry("请先用文字（或语音）描述问题，照片和位置下一步再发。")
+    return await _got_text(ctx, ctx.text)
+
+
+async def _got_text(ctx: Context, text: str) -> str:
+    text = text.strip()
+    if len(text) < 4:
+        return ctx.ask("再多说几个字吧，比如在哪里、什么问题。\n\n" + ASK_TEXT, router.step("text"))
+    if len(text) > 500:
+        return ctx.ask("内容太长了，请精简到500字以内。\n\n" + ASK_TEXT, router.step("text"))
+    item = default_classifier().propose(text)
+    if item is None:
+        return ctx.ask(category_menu("没能判断问题类别，请选择："), router.step("category"), text=text)
+    return ctx.ask(
+        f"您反映的问题属于「{item.category} · {item.name}」吗？\n1. 是\n2. 不是，我来选", router.step("item"),
+        text=text, code=item.code,
+    )
+
+
+def category_menu(head: str) -> str:
+    names = list(load_taxonomy().by_category())
+    return "\n".join([head, *(f"{n}. {name}" for n, name in enumerate(names, 1))])
+
+
+@router.state("item")
+async def item_step(ctx: Context) -> str:
+    if ctx.text == "1":
+        return await _check_duplicate(ctx, ctx.data["code"])
+    if ctx.text == "2":
+        return ctx.ask(category_menu("请选择问题大类："), router.step("category"))
+    return ctx.retry("请回复 1 或 2。")
+
+
+@router.state("category")
+async def category_step(ctx: Context) -> str:
+    categories = list(load_taxonomy().by_category().items())
+    if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= len(categories):
+        return ctx.retry(f"请回复 1-{len(categories)} 的数字。")
+    name, items = categories[int(ctx.text) - 1]
+    lines = [f"「{name}」下请选择具体问题："] + [f"{n}. {item.name}" for n, item in enumerate(items, 1)]
+    lines.append("0. 返回大类")
+    return ctx.ask("\n".join(lines), router.step("subitem"), category=int(ctx.text) - 1)
+
+
+@router.state("subitem")
+async def subitem_step(ctx: Context) -> str:
+    items = list(load_taxonomy().by_category().values())[ctx.data["category"]]
+    if ctx.text == "0":
+        return ctx.ask(category_menu("请选择问题大类："), router.step("category"))
+    if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= len(items):
+        return ctx.retry(f"请回复 0-{len(items)} 的数字。")
+    return await _check_duplicate(ctx, items[int(ctx.text) - 1].code)
+
+
+async def _check_duplicate(ctx: Context, code: str) -> str:
+    resident = ctx.resident
+    building = await _building(ctx, resident.building_id)
+    twin = await find_duplicate(ctx.db, code, resident.building_id, building.grid_id if building else None,
+                                ctx.data["text"], ctx.now)
+    if twin is not None and not await is_follower(ctx.db, twin.id, resident.id):
+        question = (
+            f"附近已有居民反映了相同的问题：\n{twin.ticket}「{summary_line(twin, 24)}」\n"
+            f"状态：{twin.state.label}，已有{twin.supporters}位居民反映\n"
+            "1. 附议（一起跟进，有进展同时通知您）\n2. 仍然新建"
+        )
+        return ctx.ask(question, router.step("duplicate"), code=code, twin=twin.ticket)
+    return _ask_attach(ctx, code=code)
+
+
+@router.state("duplicate")
+async def duplicate_step(ctx: Context) -> str:
+    if ctx.text == "1":
+        try:
+            need = await second_need(ctx.db, ctx.data["twin"], ctx.resident.id, ctx.now)
+        except NeedError as exc:
+            return ctx.done(exc.reason)
+        return ctx.done(
+            f"已附议诉求 {need.ticket}，目前共{need.supporters}位居民反映。\n"
+            f"有进展会通知您，也可回复「进度 {need.ticket}」查看。"
+        )
+    if ctx.text == "2":
+        return _ask_attach(ctx)
+    return ctx.retry("请回复 1 或 2。")
+
+
+def _ask_attach(ctx: Context, **data) -> str:
+    return ctx.ask(
+        "如有现场照片或位置，请现在发送（可都发）。\n发完或没有，请回复「跳过」。", router.step("attach"), **data
+    )
+
+
+@router.state("attach")
+async def attach_step(ctx: Context) -> str:
+    msg = ctx.msg
+    if msg.type == "image" and msg.pic_url:
+        return ctx.ask("已收到照片。还可以发送位置，或回复「好了」继续。", router.step("attach"), photo=msg.pic_url)
+    if msg.type == "location" and msg.location:
+        loc = msg.location
+        return ctx.ask(
+            "已收到位置。还可以发送照片，或回复「好了」继续。", router.step("attach"),
+            lat=loc.latitude, lng=loc.longitude, place=loc.label[:128],
+        )
+    if ctx.text in SKIP_WORDS:
+        return await _ask_confirm(ctx)
+    return ctx.retry("请发送照片或位置，没有请回复「跳过」。")
+
+
+async def _ask_confirm(ctx: Context) -> str:
+    data = ctx.data
+    item = load_taxonomy().item(data["code"])
+    resident = ctx.resident
+    building = await _building(ctx, resident.building_id)
+    where = f"{building.name if building else ''} {resident.room or ''}".strip() or "未填写"
+    extras = [w for w, key in (("照片", "photo"), ("位置", "lat")) if data.get(key)]
+    lines = [
+        "请确认您要反映的问题：",
+        f"内容：{summary_line_text(data['text'], 60)}",
+        f"类别：{item.category} · {item.name}",
+        f"地址：{where}",
+        f"附件：{'、'.join(extras) if extras else '无'}",
+        "1. 确认提交\n2. 不提交",
+    ]
+    return ctx.ask("\n".join(lines), router.step("confirm"))
+
+
+def summary_line_text(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@router.state("confirm")
+async def confirm_step(ctx: Context) -> str:
+    if ctx.text == "2":
+        return ctx.done("好的，没有提交。需要时随时回复「反映」。")
+    if ctx.text != "1":
+        return ctx.retry("请回复 1 提交，或 2 不提交。")
+    data = ctx.data
+    attachments = Attachments(data.get("photo"), data.get("lat"), data.get("lng"), data.get("place") or None)
+    try:
+        need = await report_need(ctx.db, ctx.resident.id, data["text"], data["code"], ctx.now, attachments)
+    except NeedError as exc:
+        return ctx.done(exc.reason)
+    return ctx.done(
+        f"已提交！诉求编号：{need.ticket}\n"
+        f"社区将{promise_text(need)}。\n"
+        f"回复「进度 {need.ticket}」随时查看办理情况。"
+    )
+
+
+async def _building(ctx: Context, building_id: int | None) -> Building | None:
+    if building_id is None:
+        return None
+    async with ctx.db.read() as s:
+        return await s.get(Building, building_id)
+
+
+@router.state("offer")
+async def offer_step(ctx: Context) -> str:
+    if ctx.text == "1":
+        text = ctx.data["text"]
+        ctx.done("")
+        ctx.state = None
+        if not ctx.resident.is_bound:
+            if ctx.engine.unbound is not None:
+                return await ctx.engine.unbound(ctx)
+            return "请先绑定您的住址信息后再反映问题。"
+        return await _got_text(ctx, text)
+    if ctx.text == "2":
+        return ctx.done("好的。回复「菜单」查看全部服务。")
+    return ctx.retry("请回复 1 或 2。")
+
+
+@router.fallback()
+async def looks_like_a_need(ctx: Context) -> str | None:
+    """Free text that reads like a need: offer to file it."""
+    if ctx.msg.type not in ("text", "voice") or not ctx.text:
+        return None
+    if not default_classifier().looks_like_need(ctx.text):
+        return None
+    return ctx.ask("您是要反映这个问题吗？\n1. 是，帮我登记\n2. 不是", router.step("offer"), text=ctx.text[:500])
+
+
+# ---------------------------------------------------------------------------------------------- follow up
+
+
+@router.command("进度", "我的诉求", "查进度", args=True)
+async def progress(ctx: Context) -> str:
+    arg = ctx.args
+    if arg and normalise_ticket(arg):
+        return await _detail(ctx, arg)
+    page = int(arg) if arg.isdigit() else 1
+    result = await list_needs(ctx.db, follower_id=ctx.resident.id, page=page, newest_first=True)
+    if not result.total:
+        return "您还没有反映过问题。回复「反映」即可登记。"
+    lines = [f"您的诉求（共{result.total}条，第{result.page}/{result.pages}页）："]
+    for need in result.needs:
+        lines.append(f"{need.ticket} {summary_line(need, 10)}\n  {need.state.label}"
+                     + (f"：{summary_line_text(need.latest_note, 16)}" if need.latest_note else ""))
+    lines.append("回复「进度 编号」看详情。")
+    if result.page < result.pages:
+        lines.append(f"回复「进度 {result.page + 1}」看下一页。")
+    return "\n".join(lines)
+
+
+async def _detail(ctx: Context, ticket: str) -> str:
+    need = await find_need(ctx.db, ticket)
+    normal = normalise_ticket(ticket)
+    if need is None:
+        return NOT_FOUND.format(ticket=normal)
+    if not await is_follower(ctx.db, need.id, ctx.resident.id):
+        scope = await scope_of(ctx.db, ctx.resident.id)
+        if not can_oversee(scope, need, ctx.resident.id):
+            return NOT_FOUND.format(ticket=normal)  # never reveal that someone else's need exists
+        return await staff_detail(ctx, need)
+    return await public_detail(ctx, need)
+
+
+async def public_detail(ctx: Context, need: Need) -> str:
+    lines = [f"诉求 {need.ticket}", f"内容：{summary_line(need, 40)}", f"状态：{need.state.label}"]
+    if need.is_open and need.resolve_by:
+        lines.append(f"预计办结：{format_time(need.resolve_by)}前")
+    elif need.is_open and need.respond_by and not need.responded_at:
+        lines.append(promise_text(need))
+    lines.append("办理记录：")
+    for event in await timeline(ctx.db, need.id, limit=8):
+        at = local(event.at)
+        lines.append(f"{at.month}-{at.day:02d} {at.hour:02d}:{at.minute:02d} {summary_line_text(event.note, 40)}")
+    if need.state.value == "resolved" and need.reporter_id == ctx.resident.id:
+        lines.append(f"请回复「评价 {need.ticket}」评价办理结果。")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- rating
+
+
+@router.command("评价", args=True)
+async def rate_start(ctx: Context) -> str:
+    parts = ctx.args.split(maxsplit=2)
+    if not parts or not normalise_ticket(parts[0]):
+        return "请回复「评价 编号」，例如：评价 20261127-0001"
+    ticket = normalise_ticket(parts[0])
+    need = await find_need(ctx.db, ticket)
+    if need is None or not await is_follower(ctx.db, need.id, ctx.resident.id):
+        return NOT_FOUND.format(ticket=ticket)
+    if len(parts) >= 2 and parts[1] in RATINGS:  # one line: 评价 <编号> 不满意 灯还是不亮
+        return await _rate(ctx, ticket, parts[1], parts[2] if len(parts) > 2 else None)
+    if need.state.value != "resolved":
+        return f"诉求 {ticket} 当前「{need.state.label}」，办结后才能评价。"
+    menu = "\n".join(f"{n}. {r}" for n, r in enumerate(RATINGS, 1))
+    return ctx.ask(f"诉求 {ticket}「{summary_line(need, 16)}」\n您对办理结果：\n{menu}",
+                   router.step("rating"), ticket=ticket)
+
+
+@router.state("rating")
+async def rating_step(ctx: Context) -> str:
+    choice = ctx.text
+    if choice.isdigit() and 1 <= int(choice) <= len(RATINGS):
+        choice = RATINGS[int(choice) - 1]
+    if choice not in RATINGS:
+        return ctx.retry("请回复 1、2 或 3。")
+    hint = "还有什么想说的？直接回复；没有请回复「跳过」。"
+    if choice == "不满意":
+        hint = "请简单说说哪里不满意，我们会转给工作人员重新办理（或回复「跳过」）。"
+    return ctx.ask(hint, router.step("comment"), rating=choice)
+
+
+@router.state("comment")
+async def comment_step(ctx: Context) -> str:
+    comment = None if ctx.text in SKIP_WORDS else ctx.text
+    return await _rate(ctx, ctx.data["ticket"], ctx.data["rating"], comment)
+
+
+async def _rate(ctx: Context, ticket: str, rating: str, comment: str | None) -> str:
+    try:
+        need = await rate_need(ctx.db, ctx.resident.id, ticket, rating, ctx.now, comment)
+    except NeedError as exc:
+        return ctx.done(exc.reason)
+    if need.state.value == "reopened":
+        due = f"，新的办理期限：{format_time(need.resolve_by)}前" if need.resolve_by else ""
+        return ctx.done(f"收到您的评价。诉求 {need.ticket} 已重新交办{due}。\n办结后会再请您评价。")
+    return ctx.done(f"谢谢您的评价（{rating}）！诉求 {need.ticket} 已归档。")
+

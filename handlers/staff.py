@@ -1,0 +1,313 @@
+"""Staff triage and handling (精细分流): 待分流 with a guided flow, and one-line forms for fast work.
+
+One-line forms (编号 = ticket number):
+  分流 <编号> A|B|C [月-日] [延期理由]   改类 <编号> <子项代码>     指派 <编号> <手机号或姓名>
+  上报区级 <编号> <部门代码>             合并 <编号> <目标编号>     驳回 <编号> <理由>
+  进展 <编号> <文字>                     办结 <编号> <文字>         区级待办 (district staff)
+"""
+
+from __future__ import annotations
+
+from sqlmodel import select
+
+from bot.engine import Context, Router
+from storage.clock import local
+from storage.needs import (
+    Need,
+    NeedError,
+    NeedStatus,
+    assign_need,
+    escalate_need,
+    find_need,
+    format_time,
+    list_needs,
+    merge_need,
+    names_for,
+    parse_deadline,
+    post_progress,
+    reclassify_need,
+    reject_need,
+    resolve_need,
+    summary_line,
+    timeline,
+    triage_need,
+)
+from storage.org import Department
+from storage.residents import mask_phone
+from storage.roles import Role, scope_of
+from storage.taxonomy import Tier, load_taxonomy
+
+router = Router("staff", "诉求分流")
+
+MANAGERS = (Role.COMMUNITY_STAFF, Role.ADMIN)
+HANDLERS = (Role.COMMUNITY_STAFF, Role.DISTRICT_STAFF, Role.GRID_WORKER, Role.ADMIN)
+NEW_STATUSES = frozenset({NeedStatus.REPORTED, NeedStatus.REOPENED})
+DEPT_STATUSES = frozenset({NeedStatus.ESCALATED, NeedStatus.IN_PROGRESS})
+PAGE = 8
+
+
+def _age(ctx: Context, need: Need) -> str:
+    hours = int((ctx.now - need.created_at).total_seconds() // 3600)
+    return f"{hours}小时前" if hours < 48 else f"{hours // 24}天前"
+
+
+async def staff_detail(ctx: Context, need: Need) -> str:
+    """The staff view of one need: who raised it (masked), where, tier, deadlines, the whole timeline."""
+    names = await names_for(ctx.db, [need])
+    item = load_taxonomy().get(need.item_code)
+    where = " ".join(x for x in (names["building"].get(need.building_id or 0, ""), need.room or "") if x)
+    lines = [
+        f"诉求 {need.ticket}（{need.state.label}）",
+        f"内容：{summary_line(need, 60)}",
+        f"分类：{item.label if item else need.item_code}  分级：{_tier_label(need)}",
+        f"地址：{names['community'].get(need.community_id, '')} {where}".rstrip(),
+        f"联系人：{need.contact_name or '未留名'} {mask_phone(need.contact_phone)}",
+        f"反映人数：{need.supporters}",
+    ]
+    if need.assignee_id:
+        lines.append(f"负责人：{names['resident'].get(need.assignee_id, '')}")
+    if need.department_id:
+        lines.append(f"承办部门：{names['department'].get(need.department_id, '')}")
+    if need.resolve_by and need.is_open:
+        lines.append(f"办结期限：{format_time(need.resolve_by)}")
+    if need.photo_url or need.latitude is not None:
+        lines.append("附件：" + "、".join(x for x, ok in (("照片", need.photo_url), ("位置", need.latitude)) if ok))
+    for event in await timeline(ctx.db, need.id, public_only=False, limit=5):
+        at = local(event.at)
+        lines.append(f"{at.month}-{at.day:02d} {at.hour:02d}:{at.minute:02d} {event.actor_label} {event.note[:30]}")
+    return "\n".join(lines)
+
+
+def _tier_label(need: Need) -> str:
+    label = Tier(need.tier).label
+    return label if need.triaged_at else f"{label}（建议）"
+
+
+def _line(ctx: Context, n: int, need: Need) -> str:
+    extra = f" 👥{need.supporters}" if need.supporters > 1 else ""
+    again = "【重办】" if need.state is NeedStatus.REOPENED else ""
+    return f"{n}. {again}{need.ticket} {summary_line(need, 12)}{extra}（{_age(ctx, need)}）"
+
+
+# ---------------------------------------------------------------------------------------------- 待分流
+
+
+@router.command("待分流", roles=MANAGERS, args=True)
+async def inbox(ctx: Context) -> str:
+    scope = await scope_of(ctx.db, ctx.resident.id)
+    page_no = int(ctx.args) if ctx.args.isdigit() else 1
+    communities = None if scope.is_admin else scope.ids(Role.COMMUNITY_STAFF)
+    page = await list_needs(ctx.db, statuses=NEW_STATUSES, community_ids=communities, page=page_no, size=PAGE)
+    if not page.total:
+        return ctx.done("暂无待分流的诉求。")
+    lines = [f"待分流 {page.total} 条（第{page.page}/{page.pages}页）："]
+    lines += [_line(ctx, page.offset + n, need) for n, need in enumerate(page.needs, 1)]
+    lines.append("回复序号开始分流" + (f"；「待分流 {page.page + 1}」下一页" if page.page < page.pages else "") + "。")
+    tickets = {str(page.offset + n): need.ticket for n, need in enumerate(page.needs, 1)}
+    return ctx.ask("\n".join(lines), router.step("pick"), tickets=tickets)
+
+
+@router.state("pick", roles=MANAGERS)
+async def pick(ctx: Context) -> str:
+    ticket = ctx.data.get("tickets", {}).get(ctx.text)
+    if ticket is None:
+        # Not a listed number: read it as a fresh message (a one-line form such as 办结 <编号> …).
+        ctx.done("")
+        ctx.state = None
+        return await ctx.engine.dispatch(ctx)
+    need = await find_need(ctx.db, ticket)
+    if need is None:
+        return ctx.retry("这条诉求找不到了，请换一条。")
+    question = (
+        await staff_detail(ctx, need)
+        + "\n请选择：\n1. A 立行立办\n2. B 限时办理\n3. C 定期办理\n4. 上报区级\n5. 驳回"
+    )
+    return ctx.ask(question, router.step("tier"), ticket=ticket)
+
+
+@router.state("tier", roles=MANAGERS)
+async def tier_step(ctx: Context) -> str:
+    ticket = ctx.data["ticket"]
+    if ctx.text in ("1", "3"):
+        return await _do(ctx, triage_need(ctx.db, ctx.resident.id, ticket, "A" if ctx.text == "1" else "C", ctx.now))
+    if ctx.text == "2":
+        return ctx.ask("请回复办结期限（月-日，如 12-10），或回复「默认」（7个工作日）：", router.step("deadline"))
+    if ctx.text == "4":
+        async with ctx.db.read() as s:
+            depts = list((await s.exec(select(Department).where(Department.kind == "district")
+                                       .order_by(Department.id).limit(20))).all())
+        if not depts:
+            return ctx.done("还没有登记区级部门，请联系管理员。")
+        menu = "\n".join(f"{n}. {d.name}" for n, d in enumerate(depts, 1))
+        return ctx.ask(f"上报到哪个部门？\n{menu}", router.step("department"),
+                       depts={str(n): d.code for n, d in enumerate(depts, 1)})
+    if ctx.text == "5":
+        return ctx.ask("请写明驳回理由，以及居民可以去哪里办理：", router.step("reason"))
+    return ctx.retry("请回复 1-5。")
+
+
+@router.state("deadline", roles=MANAGERS)
+async def deadline_step(ctx: Context) -> str:
+    deadline = None
+    if ctx.text not in ("默认", "跳过"):
+        try:
+            deadline = parse_deadline(ctx.text.split()[0], ctx.now)
+        except NeedError as exc:
+            return ctx.retry(exc.reason)
+    reason = " ".join(ctx.text.split()[1:]) or None
+    try:
+        need = await triage_need(ctx.db, ctx.resident.id, ctx.data["ticket"], "B", ctx.now, deadline, reason)
+    except NeedError as exc:
+        return ctx.retry(exc.reason + "\n（格式：月-日 延期理由）")
+    return ctx.done(_triaged_reply(need))
+
+
+@router.state("department", roles=MANAGERS)
+async def department_step(ctx: Context) -> str:
+    code = ctx.data.get("depts", {}).get(ctx.text)
+    if code is None:
+        return ctx.retry("请回复列表中的序号。")
+    return await _do(ctx, escalate_need(ctx.db, ctx.resident.id, ctx.data["ticket"], code, ctx.now))
+
+
+@router.state("reason", roles=MANAGERS)
+async def reason_step(ctx: Context) -> str:
+    try:
+        need = await reject_need(ctx.db, ctx.resident.id, ctx.data["ticket"], ctx.text, ctx.now)
+    except NeedError as exc:
+        return ctx.retry(exc.reason)
+    return ctx.done(f"已驳回 {need.ticket}，理由已告知居民。")
+
+
+def _triaged_reply(need: Need) -> str:
+    text = f"已分流 {need.ticket}：{Tier(need.tier).label}"
+    if need.resolve_by:
+        text += f"，办结期限 {format_time(need.resolve_by)}"
+    return text + f"。\n可继续：指派 {need.ticket} 姓名/手机号"
+
+
+async def _do(ctx: Context, action) -> str:
+    """Run a storage operation; its refusal reason becomes the reply."""
+    try:
+        need = await action
+    except NeedError as exc:
+        return ctx.done(exc.reason)
+    if isinstance(need, tuple):
+        need, person = need
+        who = f"{person.name or '未留名'}（{mask_phone(person.phone)}）"
+        return ctx.done(f"已指派 {need.ticket} 给 {who}，已通知对方。")
+    if need.state is NeedStatus.ESCALATED:
+        return ctx.done(f"已上报区级：{need.ticket}，区级部门会收到待办。")
+    if need.state is NeedStatus.TRIAGED:
+        return ctx.done(_triaged_reply(need))
+    return ctx.done(f"已完成：{need.ticket} 当前「{need.state.label}」。")
+
+
+# ---------------------------------------------------------------------------------------------- one-liners
+
+
+def _split(ctx: Context, usage: str, parts: int) -> list[str]:
+    pieces = ctx.args.split(maxsplit=parts - 1)
+    if len(pieces) < parts:
+        raise NeedError(f"格式：{usage}")
+    return pieces
+
+
+@router.command("分流", roles=MANAGERS, args=True)
+async def triage_line(ctx: Context) -> str:
+    usage = "分流 <编号> A|B|C [月-日] [延期理由]"
+    try:
+        ticket, rest = _split(ctx, usage, 2)
+        pieces = rest.split(maxsplit=2)
+        tier = pieces[0]
+        deadline = parse_deadline(pieces[1], ctx.now) if len(pieces) > 1 else None
+        reason = pieces[2] if len(pieces) > 2 else None
+        need = await triage_need(ctx.db, ctx.resident.id, ticket, tier, ctx.now, deadline, reason)
+    except NeedError as exc:
+        return exc.reason
+    return _triaged_reply(need)
+
+
+@router.command("改类", roles=MANAGERS, args=True)
+async def reclassify_line(ctx: Context) -> str:
+    try:
+        ticket, code = _split(ctx, "改类 <编号> <子项代码，如 JZ-05>", 2)
+        need = await reclassify_need(ctx.db, ctx.resident.id, ticket, code, ctx.now)
+    except NeedError as exc:
+        return exc.reason
+    return f"已将 {need.ticket} 改为 {load_taxonomy().item(need.item_code).label}。"
+
+
+@router.command("指派", roles=MANAGERS, args=True)
+async def assign_line(ctx: Context) -> str:
+    try:
+        ticket, who = _split(ctx, "指派 <编号> <手机号或姓名>", 2)
+    except NeedError as exc:
+        return exc.reason
+    return await _do(ctx, assign_need(ctx.db, ctx.resident.id, ticket, who, ctx.now))
+
+
+@router.command("上报区级", roles=MANAGERS, args=True)
+async def escalate_line(ctx: Context) -> str:
+    try:
+        ticket, code = _split(ctx, "上报区级 <编号> <部门代码>", 2)
+    except NeedError as exc:
+        return exc.reason
+    return await _do(ctx, escalate_need(ctx.db, ctx.resident.id, ticket, code, ctx.now))
+
+
+@router.command("合并", roles=MANAGERS, args=True)
+async def merge_line(ctx: Context) -> str:
+    try:
+        ticket, target = _split(ctx, "合并 <编号> <目标编号>", 2)
+        need = await merge_need(ctx.db, ctx.resident.id, ticket, target, ctx.now)
+    except NeedError as exc:
+        return exc.reason
+    return f"已将 {need.ticket} 合并到 {target}，其关注居民会一并收到后续进展。"
+
+
+@router.command("驳回", roles=MANAGERS, args=True)
+async def reject_line(ctx: Context) -> str:
+    try:
+        ticket, reason = _split(ctx, "驳回 <编号> <理由>", 2)
+        need = await reject_need(ctx.db, ctx.resident.id, ticket, reason, ctx.now)
+    except NeedError as exc:
+        return exc.reason
+    return f"已驳回 {need.ticket}，理由已告知居民。"
+
+
+@router.command("进展", roles=HANDLERS, args=True)
+async def progress_line(ctx: Context) -> str:
+    try:
+        ticket, note = _split(ctx, "进展 <编号> <进展内容>", 2)
+        need = await post_progress(ctx.db, ctx.resident.id, ticket, note, ctx.now)
+    except NeedError as exc:
+        return exc.reason
+    return f"已登记 {need.ticket} 的进展，已通知关注的居民。"
+
+
+@router.command("办结", roles=HANDLERS, args=True)
+async def resolve_line(ctx: Context) -> str:
+    try:
+        ticket, note = _split(ctx, "办结 <编号> <办理结果>", 2)
+        need = await resolve_need(ctx.db, ctx.resident.id, ticket, note, ctx.now)
+    except NeedError as exc:
+        return exc.reason
+    return f"已办结 {need.ticket}，已请居民评价。"
+
+
+@router.command("区级待办", roles=(Role.DISTRICT_STAFF,), args=True)
+async def department_inbox(ctx: Context) -> str:
+    scope = await scope_of(ctx.db, ctx.resident.id)
+    page_no = int(ctx.args) if ctx.args.isdigit() else 1
+    page = await list_needs(ctx.db, statuses=DEPT_STATUSES, department_ids=scope.ids(Role.DISTRICT_STAFF),
+                            page=page_no, size=PAGE)
+    if not page.total:
+        return "暂无上报到本部门的待办诉求。"
+    lines = [f"区级待办 {page.total} 条（第{page.page}/{page.pages}页）："]
+    lines += [_line(ctx, page.offset + n, need) for n, need in enumerate(page.needs, 1)]
+    lines.append("回复「进度 编号」看详情，「进展/办结 编号 内容」办理。")
+    if page.page < page.pages:
+        lines.append(f"回复「区级待办 {page.page + 1}」看下一页。")
+    return "\n".join(lines)
+

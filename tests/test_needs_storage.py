@@ -1,0 +1,173 @@
+"""The needs operations on their own: ticket numbers under concurrency, one notice per follower per event,
+the state machine's refusals, working-day clocks, and the ledger CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+
+import pytest
+from sqlmodel import select
+
+from bot.cli_needs import ledger_rows, render, show_text
+from storage import workdays
+from storage.needs import (
+    NeedError,
+    assign_need,
+    file_on_behalf,
+    find_need,
+    mark_supervised,
+    merge_need,
+    post_progress,
+    rate_need,
+    reject_need,
+    report_need,
+    resolve_need,
+    second_need,
+    triage_need,
+)
+from storage.outbox import OutboxMessage
+from storage.roles import Role
+from tests.factories import grant, make_district, make_resident
+
+TZ = workdays.TZ
+
+
+async def _town(db):
+    d = await make_district(db)
+    staff = await make_resident(db, "o_staff", d.buildings["B1"], name="社工小周", phone="13700000000")
+    await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
+    return d, staff
+
+
+async def test_thirty_concurrent_reports_get_thirty_distinct_consecutive_tickets(db, clock):
+    d = await make_district(db)
+    residents = [await make_resident(db, f"o_r{i}", d.buildings["B1"], room=str(100 + i)) for i in range(30)]
+    needs = await asyncio.gather(*(
+        report_need(db, r.id, f"楼道灯坏了 {i}", "JZ-05", clock.now()) for i, r in enumerate(residents)
+    ))
+    tickets = sorted(n.ticket for n in needs)
+    assert tickets == [f"20261127-{i:04d}" for i in range(1, 31)]
+    clock.advance(days=1)  # the sequence starts again each day
+    nxt = await report_need(db, residents[0].id, "垃圾桶满了", "JZ-02", clock.now())
+    assert nxt.ticket == "20261128-0001"
+
+
+async def test_each_event_writes_one_notice_per_follower_except_the_actor(db, clock):
+    d, staff = await _town(db)
+    reporter = await make_resident(db, "o_a", d.buildings["B1"])
+    neighbours = [await make_resident(db, f"o_n{i}", d.buildings["B1"], room=f"20{i}") for i in range(2)]
+    need = await report_need(db, reporter.id, "楼道灯坏了", "JZ-05", clock.now())
+    for n in neighbours:
+        await second_need(db, need.ticket, n.id, clock.now())
+    with pytest.raises(NeedError, match="已经在关注"):
+        await second_need(db, need.ticket, neighbours[0].id, clock.now())
+    await triage_need(db, staff.id, need.ticket, "A", clock.now())
+    await post_progress(db, staff.id, need.ticket, "电工下午到", clock.now())
+
+    async with db.read() as s:
+        rows = list((await s.exec(select(OutboxMessage))).all())
+    assert len(rows) == 2 * 3  # two public events × three followers; seconding notifies nobody
+    assert len({r.idempotency_key for r in rows}) == len(rows)
+    for follower in (reporter, *neighbours):
+        keys = [r.idempotency_key for r in rows if r.resident_id == follower.id]
+        assert len(keys) == 2 and all(k.startswith(f"need:{need.id}:ev:") and k.endswith(f":r:{follower.id}")
+                                      for k in keys)
+    assert (await find_need(db, need.ticket)).supporters == 3
+
+
+async def test_the_state_machine_refuses_out_of_order_steps_with_a_reason(db, clock):
+    d, staff = await _town(db)
+    resident = await make_resident(db, "o_x", d.buildings["B1"])
+    need = await report_need(db, resident.id, "楼道灯坏了", "JZ-05", clock.now())
+    with pytest.raises(NeedError, match="还没有分流定级"):
+        await assign_need(db, staff.id, need.ticket, "社工小周", clock.now())
+    with pytest.raises(NeedError, match="不能评价"):
+        await rate_need(db, resident.id, need.ticket, "满意", clock.now())
+    with pytest.raises(NeedError, match="最长15个工作日"):
+        await triage_need(db, staff.id, need.ticket, "B", clock.now(), dt.date(2027, 1, 30), "材料待采购")
+    await reject_need(db, staff.id, need.ticket, "属于个人家中电路，请联系物业有偿维修", clock.now())
+    with pytest.raises(NeedError, match=r"未受理.*不能办结"):
+        await resolve_need(db, staff.id, need.ticket, "已修", clock.now())
+    row = await find_need(db, need.ticket)
+    assert row.status == "rejected" and "个人家中电路" in row.latest_note
+
+
+async def test_merge_moves_followers_and_tells_them_where_to_look(db, clock):
+    d, staff = await _town(db)
+    a = await make_resident(db, "o_ma", d.buildings["B1"])
+    b = await make_resident(db, "o_mb", d.buildings["B2"])
+    keep = await report_need(db, a.id, "小区门口垃圾桶满了", "JZ-02", clock.now())
+    dup = await report_need(db, b.id, "门口垃圾没人收", "JZ-02", clock.now())
+    merged = await merge_need(db, staff.id, dup.ticket, keep.ticket, clock.now())
+    assert merged.status == "merged" and merged.merged_into_id == keep.id
+    assert (await find_need(db, keep.ticket)).supporters == 2
+    await triage_need(db, staff.id, keep.ticket, "A", clock.now())
+    async with db.read() as s:
+        b_notices = list((await s.exec(select(OutboxMessage).where(OutboxMessage.resident_id == b.id))).all())
+    assert keep.ticket in b_notices[0].text and "合并" in b_notices[0].text
+    assert len(b_notices) == 2  # the merge notice, then the kept need's triage
+
+
+async def test_a_grid_worker_files_for_an_unbound_resident_and_rates_for_them(db, clock):
+    d, staff = await _town(db)
+    worker = await make_resident(db, "o_grid", d.buildings["B3"], name="网格员小王", phone="13600000000")
+    await grant(db, worker, Role.GRID_WORKER, d.grids["G2"].id)
+    with pytest.raises(NeedError, match="不在您负责的范围"):
+        await file_on_behalf(db, worker.id, "楼道灯坏了", "JZ-05", clock.now(), contact_name="孙奶奶",
+                             contact_phone="13511112222", building_id=d.buildings["B1"].id)
+    need = await file_on_behalf(db, worker.id, "独居老人需要定期探访", "YL-02", clock.now(),
+                                contact_name="孙奶奶", contact_phone="13511112222", building_id=d.buildings["B3"].id)
+    await triage_need(db, staff.id, need.ticket, "A", clock.now())
+    _, person = await assign_need(db, staff.id, need.ticket, "13600000000", clock.now())
+    assert person.id == worker.id
+    await resolve_need(db, worker.id, need.ticket, "已建立每周探访", clock.now())
+    rated = await rate_need(db, worker.id, need.ticket, "满意", clock.now())
+    assert rated.status == "rated"
+
+
+async def test_supervision_stamps_are_taken_once(db, clock):
+    d = await make_district(db)
+    resident = await make_resident(db, "o_s", d.buildings["B1"])
+    need = await report_need(db, resident.id, "楼道灯坏了", "JZ-05", clock.now())
+    results = await asyncio.gather(*(mark_supervised(db, need.id, "reminded", clock.now()) for _ in range(5)))
+    assert sorted(results) == [False, False, False, False, True]
+
+
+def test_working_days_follow_the_official_calendar_and_fall_back_to_weekends():
+    assert not workdays.is_working_day(dt.date(2026, 10, 1))  # National Day
+    assert workdays.is_working_day(dt.date(2026, 11, 27))  # a Friday
+    assert not workdays.is_working_day(dt.date(2026, 11, 28))
+    assert workdays.add_working_days(dt.date(2026, 9, 30), 1) > dt.date(2026, 10, 7)
+    friday_late = dt.datetime(2026, 11, 27, 17, 0, tzinfo=TZ)
+    assert workdays.add_working_hours(friday_late, 2) == dt.datetime(2026, 11, 30, 10, 30, tzinfo=TZ)
+    lunch = dt.datetime(2026, 11, 27, 11, 0, tzinfo=TZ)
+    assert workdays.add_working_hours(lunch, 2) == dt.datetime(2026, 11, 27, 14, 30, tzinfo=TZ)
+    assert workdays.working_days_between(dt.date(2026, 11, 27), dt.date(2026, 12, 8)) == 7
+    # Beyond the package's years: Monday–Friday, no holidays.
+    assert not workdays.calendar_knows(dt.date(2031, 1, 1))
+    assert workdays.is_working_day(dt.date(2031, 1, 1))  # a Wednesday (a holiday in reality)
+    assert not workdays.is_working_day(dt.date(2031, 1, 4))
+
+
+async def test_the_ledger_lists_filters_and_shows_a_need(db, clock):
+    d, staff = await _town(db)
+    resident = await make_resident(db, "o_l", d.buildings["B1"], phone="13812345678")
+    late = await report_need(db, resident.id, "楼道灯坏了", "JZ-05", clock.now())
+    fresh = await report_need(db, resident.id, "想申请家庭医生上门", "YJ-01", clock.now())
+    await triage_need(db, staff.id, fresh.ticket, "B", clock.now())
+    clock.advance(hours=5)  # the A-tier need passed its 2-working-hour response time
+
+    rows = await ledger_rows(db, clock.now(), community="C1")
+    assert [r["编号"] for r in rows] == [late.ticket, fresh.ticket]
+    assert rows[0]["逾期"] == "是" and rows[1]["逾期"] == ""
+    overdue = await ledger_rows(db, clock.now(), overdue=True)
+    assert [r["编号"] for r in overdue] == [late.ticket]
+    assert [r["编号"] for r in await ledger_rows(db, clock.now(), statuses=["triaged"])] == [fresh.ticket]
+    as_json = json.loads(render(rows, "json"))
+    assert as_json[0]["联系人"].endswith("138****5678")
+    as_csv = render(rows, "csv")
+    assert "13812345678" not in as_csv and late.ticket in as_csv
+    shown = await show_text(db, fresh.ticket, clock.now())
+    assert "限时办理" in shown and "triaged" in shown and "138****5678" in shown
