@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from bot.config import Settings
-from bot.engine import Engine
+from bot.engine import ERROR_REPLY, Engine
 from bot.protocol import (
     MAX_BODY,
     UNUSABLE_TYPES,
@@ -134,6 +134,12 @@ class Gateway:
             await self.kv.set(key, LATE, SEEN_TTL)
             task.add_done_callback(lambda t: self._send_late(msg.openid, t))
             return ""
+        except Exception:
+            # Storage unreachable before a handler even ran (the engine catches handler errors itself):
+            # tell the resident, and forget the key so a later delivery of this message is tried afresh.
+            log.exception("message %s not handled", msg.dedup_key)
+            await self._forget(key)
+            return ERROR_REPLY
         await self.kv.set(key, text or "", SEEN_TTL)
         return text
 
@@ -157,8 +163,17 @@ class Gateway:
         except LockTimeout:
             return BUSY_REPLY
 
+    async def _forget(self, key: str) -> None:
+        try:
+            await self.kv.delete(key)
+        except Exception:  # the store itself is down: the key expires on its own
+            log.warning("could not clear dedup key %s", key)
+
     def _send_late(self, openid: str, task: asyncio.Task) -> None:
-        if task.cancelled() or task.exception() is not None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            log.error("late step for %s failed", openid[-6:], exc_info=task.exception())
             return
         text = task.result()
         if text:

@@ -1,0 +1,105 @@
+"""Settings: sensible defaults, one clear sentence naming a bad setting, a .env file under the real environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.config import DEFAULT_DATABASE_URL, OFFICIAL_API_BASE, ConfigError, load_settings
+
+AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+
+
+def load(tmp_path, **env):
+    """Settings from exactly these variables; the working directory's .env never leaks in."""
+    return load_settings({f"STEWARD_{k}": v for k, v in env.items()} | {"STEWARD_ENV_FILE": str(tmp_path / "none")})
+
+
+def test_with_nothing_set_the_bot_runs_on_embedded_defaults(tmp_path):
+    s = load(tmp_path)
+    assert (s.host, s.port, s.timezone) == ("127.0.0.1", 8080, "Asia/Shanghai")
+    assert s.database_url == DEFAULT_DATABASE_URL and s.is_sqlite
+    assert s.redis_url is None
+    assert s.wechat_api_base == OFFICIAL_API_BASE
+    assert not s.safe_mode
+
+
+def test_real_settings_are_read_and_urls_get_async_drivers(tmp_path):
+    s = load(
+        tmp_path,
+        WECHAT_TOKEN="districtToken1",
+        WECHAT_APPID="wx1234567890abcdef",
+        WECHAT_SECRET="s3cret",
+        WECHAT_AES_KEY=AES_KEY,
+        WECHAT_API_BASE="http://127.0.0.1:8081/",
+        DATABASE_URL="postgresql://steward@db:5432/steward",
+        REDIS_URL="redis://cache:6379/1",
+        PORT="9000",
+        TIMEZONE="Asia/Urumqi",
+    )
+    assert s.safe_mode and s.wechat_aes_key == AES_KEY
+    assert (s.wechat_token, s.wechat_appid, s.wechat_secret) == ("districtToken1", "wx1234567890abcdef", "s3cret")
+    assert s.wechat_api_base == "http://127.0.0.1:8081"
+    assert s.database_url == "postgresql+asyncpg://steward@db:5432/steward" and not s.is_sqlite
+    assert load(tmp_path, DATABASE_URL="sqlite:///data/steward.db").database_url == "sqlite+aiosqlite:///data/steward.db"
+    assert (s.redis_url, s.port, s.timezone) == ("redis://cache:6379/1", 9000, "Asia/Urumqi")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PORT", "eighty"),
+        ("PORT", "0"),
+        ("PORT", "70000"),
+        ("WECHAT_AES_KEY", "tooshort"),
+        ("WECHAT_AES_KEY", "!" * 43),
+        ("DATABASE_URL", "mysql://root@localhost/steward"),
+        ("REDIS_URL", "localhost:6379"),
+        ("TIMEZONE", "Mars/Olympus_Mons"),
+        ("WECHAT_API_BASE", "api.weixin.qq.com"),
+        ("WECHAT_TOKEN", "has spaces!"),
+    ],
+)
+def test_a_bad_setting_stops_start_up_with_one_sentence_naming_it(tmp_path, name, value):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, **{name: value})
+    message = str(caught.value)
+    assert f"STEWARD_{name}" in message
+    assert "\n" not in message and message.endswith(".")
+
+
+def test_an_empty_value_counts_as_unset(tmp_path):
+    assert load(tmp_path, PORT="", REDIS_URL="  ").port == 8080
+
+
+def test_a_dotenv_file_is_read_and_the_real_environment_wins(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "# district test account\n"
+        "STEWARD_PORT=9100\n"
+        "export STEWARD_WECHAT_TOKEN='fileToken'\n"
+        'STEWARD_TIMEZONE="Asia/Shanghai"\n'
+        "\n",
+        encoding="utf-8",
+    )
+    from_file = load_settings({}, env_file=env_file)
+    assert (from_file.port, from_file.wechat_token) == (9100, "fileToken")
+    overridden = load_settings({"STEWARD_PORT": "9200"}, env_file=env_file)
+    assert (overridden.port, overridden.wechat_token) == (9200, "fileToken")
+    by_variable = load_settings({"STEWARD_ENV_FILE": str(env_file)})
+    assert by_variable.port == 9100
+
+
+def test_a_broken_dotenv_file_or_a_missing_one_named_explicitly_is_a_config_error(tmp_path):
+    env_file = tmp_path / "steward.env"
+    env_file.write_text("STEWARD_PORT 9100\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="line 1"):
+        load_settings({}, env_file=env_file)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings({}, env_file=tmp_path / "nope.env")
+    with pytest.raises(ConfigError, match="STEWARD_PORT"):
+        load_settings({}, env_file=_write(tmp_path / "bad.env", "STEWARD_PORT=http"))
+
+
+def _write(path, text):
+    path.write_text(text + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,128 @@
+"""The key-value store and the conversation-state store, on memory and on Redis (the `kv` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from storage.kv import LockTimeout, MemoryStore
+from storage.state import IDLE_LIMIT, FlowState, StateStore
+
+
+async def test_set_get_delete_and_ttl(kv):
+    assert await kv.get("k") is None
+    await kv.set("k", "值")
+    assert await kv.get("k") == "值"
+    assert await kv.ttl("k") is None  # no expiry asked for
+    await kv.set("k", "新值", ttl=60)
+    assert await kv.get("k") == "新值"
+    assert 55 < await kv.ttl("k") <= 60
+    await kv.delete("k", "never-set")
+    assert await kv.get("k") is None
+    assert await kv.ttl("k") is None
+
+
+async def test_a_key_with_a_ttl_disappears_after_it(kv):
+    await kv.set("short", "x", ttl=0.05)
+    assert await kv.get("short") == "x"
+    await asyncio.sleep(0.12)
+    assert await kv.get("short") is None
+    assert await kv.set_if_absent("short", "y", ttl=10)  # free again
+
+
+async def test_set_if_absent_claims_a_key_once(kv):
+    assert await kv.set_if_absent("claim", "first", ttl=30)
+    assert not await kv.set_if_absent("claim", "second", ttl=30)
+    assert await kv.get("claim") == "first"
+    results = await asyncio.gather(*(kv.set_if_absent("race", str(i), ttl=30) for i in range(20)))
+    assert results.count(True) == 1
+
+
+async def test_incr_counts_and_keeps_its_first_ttl(kv):
+    assert await kv.incr("n", ttl=60) == 1
+    assert await kv.incr("n", ttl=1) == 2  # the window does not restart
+    assert await kv.incr("n", ttl=1) == 3
+    assert await kv.ttl("n") > 30
+    await asyncio.gather(*(kv.incr("m", ttl=60) for _ in range(10)))
+    assert await kv.get("m") == "10"
+
+
+async def test_a_lock_is_exclusive_while_held(kv):
+    inside, overlaps = 0, 0
+
+    async def worker() -> None:
+        nonlocal inside, overlaps
+        async with kv.lock("resident:o_lock", timeout=5, wait=5):
+            inside += 1
+            overlaps = max(overlaps, inside)
+            await asyncio.sleep(0.01)
+            inside -= 1
+
+    await asyncio.gather(*(worker() for _ in range(8)))
+    assert overlaps == 1
+
+
+async def test_waiting_too_long_for_a_lock_raises_lock_timeout(kv):
+    async with kv.lock("busy", timeout=5, wait=1):
+        started = time.monotonic()
+        with pytest.raises(LockTimeout):
+            async with kv.lock("busy", timeout=5, wait=0.1):
+                pytest.fail("entered a held lock")
+        assert time.monotonic() - started < 1
+        async with kv.lock("other", timeout=5, wait=0.1):  # other names are independent
+            pass
+    async with kv.lock("busy", timeout=5, wait=0.1):  # released on exit
+        pass
+
+
+async def test_a_lock_released_after_an_error_can_be_taken_again(kv):
+    with pytest.raises(RuntimeError):
+        async with kv.lock("boom", timeout=5, wait=0.1):
+            raise RuntimeError("handler failed")
+    async with kv.lock("boom", timeout=5, wait=0.1):
+        pass
+
+
+async def test_ping(kv):
+    assert await kv.ping() is True
+
+
+async def test_the_memory_store_does_not_keep_idle_locks_or_expired_keys():
+    store = MemoryStore()
+    for i in range(50):
+        async with store.lock(f"resident:{i}"):
+            pass
+    assert store._locks == {}
+    for i in range(MemoryStore._SWEEP_EVERY):
+        await store.set(f"gone:{i}", "x", ttl=0.001)
+    await asyncio.sleep(0.01)
+    for i in range(MemoryStore._SWEEP_EVERY):
+        await store.set(f"kept:{i}", "x", ttl=60)
+    assert not any(k.startswith("gone:") for k in store._data)
+
+
+# -- conversation state -----------------------------------------------------------------------------------------
+
+
+async def test_flow_state_round_trips_with_chinese_data(kv):
+    states = StateStore(kv)
+    assert await states.load("o_state") is None
+    await states.save("o_state", FlowState("bind.room", {"community": "大海阳社区", "n": 3}))
+    loaded = await states.load("o_state")
+    assert (loaded.name, loaded.flow, loaded.data) == ("bind.room", "bind", {"community": "大海阳社区", "n": 3})
+    assert not loaded.expired()
+    assert loaded.expired(now=loaded.touched + IDLE_LIMIT + 1)
+    # The key outlives the idle limit, so a returning resident can be told which flow was left.
+    assert await kv.ttl("state:o_state") > IDLE_LIMIT
+    await states.clear("o_state")
+    assert await states.load("o_state") is None
+
+
+async def test_state_is_per_resident(kv):
+    states = StateStore(kv)
+    await states.save("o_a", FlowState("needs.text"))
+    await states.save("o_b", FlowState("points.pick"))
+    assert (await states.load("o_a")).name == "needs.text"
+    assert (await states.load("o_b")).name == "points.pick"

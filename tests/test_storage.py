@@ -1,0 +1,109 @@
+"""The storage base on SQLite and PostgreSQL: migrations, residents' last contact, write transactions."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+from sqlalchemy import inspect
+from sqlmodel import select
+
+from storage import migrate
+from storage.db import Database
+from storage.residents import CONTACT_REFRESH, Resident, find_resident, touch_resident
+
+
+async def test_migrations_bring_a_fresh_database_to_every_head(db):
+    assert await migrate.is_current(db)
+
+    def tables(sync_conn) -> set[str]:
+        return set(inspect(sync_conn).get_table_names())
+
+    async with db.engine.connect() as conn:
+        names = await conn.run_sync(tables)
+    assert {"resident", "alembic_version"} <= names
+    await migrate.upgrade(db)  # running it again changes nothing
+    assert await migrate.is_current(db)
+
+
+async def test_an_empty_sqlite_file_is_behind_until_upgraded(tmp_path):
+    fresh = Database(f"sqlite+aiosqlite:///{tmp_path}/fresh.db")
+    try:
+        assert not await migrate.is_current(fresh)
+        await migrate.upgrade(fresh)
+        assert await migrate.is_current(fresh)
+    finally:
+        await fresh.dispose()
+
+
+async def test_first_contact_creates_the_resident_and_opens_the_window(db, clock):
+    assert await find_resident(db, "o_first") is None
+    resident = await touch_resident(db, "o_first", clock.now())
+    assert resident.id is not None
+    stored = await find_resident(db, "o_first")
+    assert stored.last_contact_at == clock.now()
+    assert stored.created_at == clock.now()
+    assert stored.subscribed and not stored.is_bound
+
+
+async def test_last_contact_is_refreshed_at_most_once_a_minute(db, clock):
+    first = clock.now()
+    await touch_resident(db, "o_chatty", first)
+    clock.advance(seconds=30)
+    await touch_resident(db, "o_chatty", clock.now())
+    assert (await find_resident(db, "o_chatty")).last_contact_at == first  # no write within the minute
+    clock.advance(seconds=31)
+    later = clock.now()
+    assert later - first > CONTACT_REFRESH
+    returned = await touch_resident(db, "o_chatty", later)
+    assert returned.last_contact_at == later
+    assert (await find_resident(db, "o_chatty")).last_contact_at == later
+
+
+async def test_a_write_that_fails_halfway_leaves_nothing_behind(db, clock):
+    with pytest.raises(RuntimeError):
+        async with db.write() as s:
+            s.add(Resident(openid="o_half", created_at=clock.now()))
+            await s.flush()
+            raise RuntimeError("the second half failed")
+    assert await find_resident(db, "o_half") is None
+    async with db.write() as s:
+        s.add(Resident(openid="o_whole", created_at=clock.now()))
+    assert await find_resident(db, "o_whole") is not None
+
+
+async def test_the_unique_openid_is_enforced_and_the_failed_write_is_rolled_back(db, clock):
+    await touch_resident(db, "o_unique", clock.now())
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        async with db.write() as s:
+            s.add(Resident(openid="o_other", created_at=clock.now()))
+            s.add(Resident(openid="o_unique", created_at=clock.now()))
+    assert await find_resident(db, "o_other") is None
+
+
+async def test_concurrent_writers_do_not_lose_updates(db, clock):
+    await touch_resident(db, "o_counter", clock.now())
+
+    async def bump(i: int) -> None:
+        async with db.write() as s:
+            query = select(Resident).where(Resident.openid == "o_counter")
+            if not db.is_sqlite:
+                query = query.with_for_update()
+            row = (await s.exec(query)).one()
+            row.room = str(int(row.room or 0) + 1)
+            s.add(row)
+
+    await asyncio.gather(*(bump(i) for i in range(10)))
+    assert (await find_resident(db, "o_counter")).room == "10"
+
+
+async def test_datetimes_come_back_timezone_aware(db, clock):
+    await touch_resident(db, "o_tz", clock.now())
+    stored = await find_resident(db, "o_tz")
+    assert stored.last_contact_at.tzinfo is not None
+    assert stored.last_contact_at.astimezone(dt.UTC) == clock.now().astimezone(dt.UTC)
+
+
+async def test_ping_answers_for_a_working_database(db):
+    assert await db.ping()
