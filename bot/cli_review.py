@@ -1,0 +1,212 @@
+"""`steward review|survey|project`: the year-end review, the satisfaction survey and service projects outside chat.
+
+  steward review open --community C1 [--year 2026] [--days 7]
+  steward review close <id>
+  steward review show <id>
+  steward review export <id> --csv
+  steward survey start --per-community N [--seed S]
+  steward survey verify <id>
+  steward survey report <id>
+  steward project list --community C1 [--status published]
+  steward project show <id>
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import getpass
+import secrets
+import sys
+
+from sqlmodel import col, select
+
+from storage.clock import Clock, local
+from storage.db import Database
+from storage.org import Community
+from storage.projects import (
+    STATUS_LABELS,
+    Project,
+    ProjectError,
+    agreement_of,
+    deadline_text,
+    get_project,
+    project_card,
+    unit_names,
+    updates_of,
+)
+from storage.review import ReviewError, close_review, export_csv, open_review, result_text, review_view, tally
+from storage.survey import SurveyError, start_survey, survey_report, verify_sample
+
+MAX_LIST = 200
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:
+        return "cli:unknown"
+
+
+async def _community(db: Database, code: str) -> Community:
+    async with db.read() as s:
+        row = (await s.exec(select(Community).where((Community.code == code) | (Community.name == code)))).first()
+    if row is None:
+        raise SystemExit(f"没有找到社区：{code}")
+    return row
+
+
+async def review_open(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    community = await _community(db, args.community)
+    year = args.year or local(now).year
+    closes = local(now).replace(hour=18, minute=0, second=0, microsecond=0) + dt.timedelta(days=args.days)
+    view = await open_review(db, community_id=community.id, year=year, closes_at=closes, actor=_actor(), now=now)
+    lines = [f"评议已开启：编号 {view.review.id}，{view.community}{year}年度，{len(view.projects)}个项目，"
+             f"截止 {local(closes):%Y-%m-%d %H:%M}"]
+    lines += [f"  {n}. [{p.id}] {p.title}" for n, p in enumerate(view.projects, 1)]
+    return "\n".join(lines)
+
+
+async def review_close(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    rows = await close_review(db, args.id, actor=_actor(), now=now)
+    view = await review_view(db, args.id)
+    return result_text(view.community, view.review, rows, limit=len(rows))
+
+
+async def review_show(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    view = await review_view(db, args.id)
+    if view is None:
+        raise SystemExit(f"没有编号为 {args.id} 的评议。")
+    r = view.review
+    rows = await tally(db, r.id)
+    if rows:
+        return result_text(view.community, r, rows, limit=len(rows))
+    head = f"评议 {r.id}：{view.community}{r.year}年度，进行中，截止 {local(r.closes_at):%Y-%m-%d %H:%M}"
+    return "\n".join([head] + [f"  [{p.id}] {p.title}" for p in view.projects])
+
+
+async def review_export(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    return (await export_csv(db, args.id)).rstrip("\n")
+
+
+async def survey_start(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    seed = args.seed if args.seed is not None else secrets.randbits(32)
+    survey, size = await start_survey(db, per_community=args.per_community, seed=seed, actor=_actor(), now=now)
+    return (f"问卷 {survey.id} 已发出：每社区抽 {args.per_community} 人（按网格分层），共 {size} 人，"
+            f"随机种子 {seed}。\n核对抽样：steward survey verify {survey.id}")
+
+
+async def survey_verify(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    if await verify_sample(db, args.id):
+        return f"问卷 {args.id} 的样本与随机种子重新抽取的结果一致。"
+    raise SystemExit(f"问卷 {args.id} 的样本与随机种子重新抽取的结果不一致！")
+
+
+async def survey_show(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    communities, grids = await survey_report(db, args.id)
+    if not communities:
+        raise SystemExit(f"问卷 {args.id} 没有样本。")
+
+    def score(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f}"
+
+    lines = ["社区/网格,抽样,已答,总体评分,网格评分"]
+    for c in communities:
+        lines.append(f"{c.name},{c.invited},{c.answered},{score(c.overall)},{score(c.grid)}")
+        for g in grids.get(c.name, []):
+            lines.append(f"  {g.name},{g.invited},{g.answered},{score(g.overall)},{score(g.grid)}")
+    return "\n".join(lines)
+
+
+async def project_list(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    community = await _community(db, args.community)
+    query = select(Project).where(Project.community_id == community.id)
+    if args.status:
+        query = query.where(Project.status == args.status)
+    async with db.read() as s:
+        rows = list((await s.exec(query.order_by(col(Project.id)).limit(MAX_LIST))).all())
+    names = await unit_names(db, [p.unit_id for p in rows if p.unit_id])
+    lines = ["编号,名称,状态,承接单位,期限"]
+    lines += [f"{p.id},{p.title},{STATUS_LABELS[p.status]},{names.get(p.unit_id, '')},{p.deadline}" for p in rows]
+    return "\n".join(lines)
+
+
+async def project_show(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    project = await get_project(db, args.id)
+    if project is None:
+        raise SystemExit(f"没有编号为 {args.id} 的项目。")
+    names = await unit_names(db, [project.unit_id] if project.unit_id else [])
+    lines = [project_card(project, names.get(project.unit_id))]
+    agreement = await agreement_of(db, project.id)
+    if agreement:
+        how = "接单" if agreement.via == "claim" else "指派"
+        lines.append(f"服务项目书：{how}于 {local(agreement.signed_at):%Y-%m-%d %H:%M}，"
+                     f"期限 {deadline_text(agreement.deadline)}")
+    for u in await updates_of(db, project.id, limit=20):
+        lines.append(f"  {local(u.at):%Y-%m-%d %H:%M} [{u.kind}] {u.text}")
+    return "\n".join(lines)
+
+
+async def run_command(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    """Run the parsed command against a database (the tests call this with theirs)."""
+    try:
+        return await args.action(db, now, args)
+    except (ReviewError, SurveyError, ProjectError) as exc:
+        raise SystemExit(exc.reason) from None
+
+
+def _run(args: argparse.Namespace) -> None:
+    from bot.cli import settings_from
+
+    settings = settings_from(args)
+    db, clock = Database(settings.database_url), Clock(settings.timezone)
+
+    async def go() -> str:
+        try:
+            return await run_command(db, clock.now(), args)
+        finally:
+            await db.dispose()
+
+    sys.stdout.write(asyncio.run(go()) + "\n")
+
+
+def register(subparsers) -> None:
+    review = subparsers.add_parser("review", help="年度项目评议 (the year-end project review)")
+    sub = review.add_subparsers(dest="review_command", required=True)
+    p = sub.add_parser("open", help="open the review of a community's completed projects")
+    p.add_argument("--community", required=True, help="社区代码或名称")
+    p.add_argument("--year", type=int)
+    p.add_argument("--days", type=int, default=7)
+    p.set_defaults(func=_run, action=review_open)
+    for name, action, text in (("close", review_close, "close and freeze the tally"),
+                               ("show", review_show, "status or result")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("id", type=int)
+        p.set_defaults(func=_run, action=action)
+    p = sub.add_parser("export", help="the frozen tally as CSV")
+    p.add_argument("id", type=int)
+    p.add_argument("--csv", action="store_true", default=True)
+    p.set_defaults(func=_run, action=review_export)
+
+    survey = subparsers.add_parser("survey", help="随机抽样满意度问卷 (the random-sample survey)")
+    sub = survey.add_subparsers(dest="survey_command", required=True)
+    p = sub.add_parser("start", help="draw the sample and invite it")
+    p.add_argument("--per-community", type=int, required=True)
+    p.add_argument("--seed", type=int, help="default: a fresh random seed, printed")
+    p.set_defaults(func=_run, action=survey_start)
+    for name, action, text in (("verify", survey_verify, "redraw from the seed and compare"),
+                               ("report", survey_show, "scores per community and grid")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("id", type=int)
+        p.set_defaults(func=_run, action=action)
+
+    project = subparsers.add_parser("project", help="服务项目 (service projects)")
+    sub = project.add_subparsers(dest="project_command", required=True)
+    p = sub.add_parser("list", help="a community's projects")
+    p.add_argument("--community", required=True)
+    p.add_argument("--status", choices=sorted(STATUS_LABELS))
+    p.set_defaults(func=_run, action=project_list)
+    p = sub.add_parser("show", help="one project with its agreement and updates")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=_run, action=project_show)

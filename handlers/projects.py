@@ -1,0 +1,272 @@
+"""Service projects in chat: residents `项目`; units `可接项目`, `接单`, `项目进展`, `项目完成`, `我的项目`;
+community staff `新建项目` (from needs or an accepted topic), `发布项目`, `指派项目`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from bot.engine import Context, Router
+from storage.clock import local
+from storage.projects import (
+    PAGE,
+    ProjectError,
+    ProjectStatus,
+    assign_project,
+    claim_project,
+    community_projects,
+    complete_project,
+    create_project,
+    deadline_text,
+    get_project,
+    open_projects,
+    parse_deadline,
+    parse_number,
+    post_progress,
+    project_card,
+    publish_project,
+    unit_names,
+    unit_projects,
+    updates_of,
+)
+from storage.roles import Role, scope_of
+
+router = Router("projects", "服务项目")
+
+SPLIT = re.compile(r"[\s,，、;；]+")
+
+
+def _actor(ctx: Context) -> str:
+    return f"resident:{ctx.resident.id}"
+
+
+async def _units(ctx: Context) -> list[int]:
+    return sorted(g.scope_id for g in await ctx.roles() if g.role == Role.UNIT_MEMBER.value and g.scope_id)
+
+
+async def _staff_community(ctx: Context) -> int | None:
+    ids = sorted(g.scope_id for g in await ctx.roles() if g.role == Role.COMMUNITY_STAFF.value and g.scope_id)
+    return ids[0] if ids else None
+
+
+def _number_and_text(args: str) -> tuple[int | None, str]:
+    head, _, rest = args.strip().partition(" ")
+    return parse_number(head), rest.strip()
+
+
+# ---------------------------------------------------------------------------------------------- everyone
+
+
+@router.menu(50, "服务项目", key="PROJECTS", bound=True)
+@router.command("项目", "服务项目", bound=True, args=True)
+async def list_or_show(ctx: Context) -> str:
+    number = parse_number(ctx.args) if ctx.args else None
+    if number is not None:
+        return await _show(ctx, number)
+    staff_of = await _staff_community(ctx)
+    community_id = ctx.resident.community_id
+    rows, total = await community_projects(ctx.db, community_id, include_drafts=staff_of == community_id)
+    if not rows:
+        return "本社区暂时还没有服务项目。您反映的问题被立项后，我们会第一时间告诉您。"
+    names = await unit_names(ctx.db, [p.unit_id for p in rows if p.unit_id])
+    lines = [f"本社区服务项目（共{total}个）："]
+    for p in rows:
+        unit = f"·{names[p.unit_id]}" if p.unit_id else ""
+        lines.append(f"【{p.id}】{p.title[:14]}（{p.status_label}{unit}）")
+    if total > len(rows):
+        lines.append(f"仅显示最新{PAGE}个。")
+    lines.append("回复「项目 编号」查看详情和进展。")
+    return "\n".join(lines)
+
+
+async def _show(ctx: Context, number: int) -> str:
+    project = await get_project(ctx.db, number)
+    units = await _units(ctx)
+    visible = project is not None and (
+        project.community_id == ctx.resident.community_id
+        or project.unit_id in units
+        or (project.status == ProjectStatus.PUBLISHED and units)
+    )
+    if not visible or (project.status == ProjectStatus.DRAFT and await _staff_community(ctx) != project.community_id):
+        return f"没有找到编号为 {number} 的服务项目。回复「项目」查看本社区的项目。"
+    names = await unit_names(ctx.db, [project.unit_id] if project.unit_id else [])
+    lines = [project_card(project, names.get(project.unit_id))]
+    for u in await updates_of(ctx.db, project.id, limit=3):
+        lines.append(f"· {local(u.at):%m-%d} {u.text[:30]}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- units
+
+
+@router.command("可接项目", roles=Role.UNIT_MEMBER, args=True)
+async def claimable(ctx: Context) -> str:
+    page = int(ctx.args) if ctx.args.isdigit() and int(ctx.args) > 0 else 1
+    rows, total = await open_projects(ctx.db, offset=(page - 1) * 3, limit=3)
+    if not rows:
+        return "目前没有待接单的服务项目。有新项目发布时会通知您。"
+    parts = [f"待接单项目（第{page}页，共{total}个）："]
+    parts += [project_card(p) for p in rows]
+    if page * 3 < total:
+        parts.append(f"回复「可接项目 {page + 1}」看下一页。")
+    parts.append("回复「接单 编号」承接项目。")
+    return "\n".join(parts)
+
+
+@router.command("接单", roles=Role.UNIT_MEMBER, args=True)
+async def claim(ctx: Context) -> str:
+    number = parse_number(ctx.args)
+    if number is None:
+        return "请在「接单」后附上项目编号，如「接单 12」。回复「可接项目」查看。"
+    units = await _units(ctx)
+    try:
+        agreement = await claim_project(ctx.db, number, resident_id=ctx.resident.id, unit_id=units[0], now=ctx.now)
+    except ProjectError as exc:
+        return exc.reason
+    project = await get_project(ctx.db, number)
+    return (
+        f"接单成功！【服务项目书】\n项目：{project.title}\n内容：{agreement.content[:60]}\n"
+        f"措施：{agreement.measures[:60]}\n期限：{deadline_text(agreement.deadline)}\n"
+        f"请按期实施，回复「项目进展 {number} 内容」报告进展，完成后回复「项目完成 {number} 情况」。"
+    )
+
+
+@router.command("我的项目", roles=Role.UNIT_MEMBER)
+async def mine(ctx: Context) -> str:
+    rows = await unit_projects(ctx.db, await _units(ctx))
+    if not rows:
+        return "本单位目前没有实施中的项目。回复「可接项目」看看。"
+    lines = ["本单位承接的项目："]
+    lines += [f"【{p.id}】{p.title[:14]}（{p.status_label}，{deadline_text(p.deadline)}前）" for p in rows]
+    return "\n".join(lines)
+
+
+@router.command("项目进展", roles=Role.UNIT_MEMBER, args=True)
+async def progress(ctx: Context) -> str:
+    number, text = _number_and_text(ctx.args)
+    if number is None or not text:
+        return "格式：项目进展 编号 内容，如「项目进展 12 已完成材料采购」。"
+    try:
+        await post_progress(ctx.db, number, resident_id=ctx.resident.id, text=text, now=ctx.now)
+    except ProjectError as exc:
+        return exc.reason
+    return "进展已登记，已推送给反映该问题的居民。"
+
+
+@router.command("项目完成", roles=Role.UNIT_MEMBER, args=True)
+async def complete(ctx: Context) -> str:
+    number, text = _number_and_text(ctx.args)
+    if number is None or not text:
+        return "格式：项目完成 编号 完成情况，如「项目完成 12 10盏路灯已全部安装」。"
+    try:
+        project = await complete_project(ctx.db, number, resident_id=ctx.resident.id, text=text, now=ctx.now)
+    except ProjectError as exc:
+        return exc.reason
+    return f"项目「{project.title}」已标记完成，相关诉求已办结，居民将对结果进行评价。感谢您的付出！"
+
+
+# ---------------------------------------------------------------------------------------------- staff
+
+
+@router.command("新建项目", roles=Role.COMMUNITY_STAFF)
+async def new_project(ctx: Context) -> str:
+    return ctx.ask(
+        "新建服务项目（第1/5步）\n请输入项目来源的诉求编号，多个用空格分隔；\n来自议事议题请回复「议题 编号」。",
+        router.step("source"),
+    )
+
+
+@router.state("source", roles=Role.COMMUNITY_STAFF)
+async def source(ctx: Context) -> str:
+    text = ctx.text.strip()
+    if text.startswith("议题"):
+        topic = parse_number(text.removeprefix("议题"))
+        if topic is None:
+            return ctx.retry("议题编号应为数字，如「议题 3」。")
+        return ctx.ask("第2/5步：请输入项目名称（64字以内）：", router.step("title"), tickets=[], topic=topic)
+    tickets = [t for t in SPLIT.split(text) if t]
+    if not tickets:
+        return ctx.retry("请输入诉求编号，如 20261127-0001。")
+    return ctx.ask("第2/5步：请输入项目名称（64字以内）：", router.step("title"), tickets=tickets, topic=None)
+
+
+@router.state("title", roles=Role.COMMUNITY_STAFF)
+async def title(ctx: Context) -> str:
+    if not 2 <= len(ctx.text.strip()) <= 64:
+        return ctx.retry("项目名称需在2到64字之间。")
+    return ctx.ask("第3/5步：请输入项目内容（做什么、为谁做）：", router.step("content"), title=ctx.text.strip())
+
+
+@router.state("content", roles=Role.COMMUNITY_STAFF)
+async def content(ctx: Context) -> str:
+    if not 2 <= len(ctx.text.strip()) <= 1000:
+        return ctx.retry("项目内容需在2到1000字之间。")
+    return ctx.ask("第4/5步：请输入实施措施（怎么做）：", router.step("measures"), content=ctx.text.strip())
+
+
+@router.state("measures", roles=Role.COMMUNITY_STAFF)
+async def measures(ctx: Context) -> str:
+    if not 2 <= len(ctx.text.strip()) <= 1000:
+        return ctx.retry("实施措施需在2到1000字之间。")
+    return ctx.ask("第5/5步：请输入完成期限，如 12-31：", router.step("deadline"), measures=ctx.text.strip())
+
+
+@router.state("deadline", roles=Role.COMMUNITY_STAFF)
+async def deadline(ctx: Context) -> str:
+    day = parse_deadline(ctx.text, local(ctx.now).date())
+    if day is None:
+        return ctx.retry("日期格式不对或已过去，请输入如 12-31 或 2027-03-31。")
+    d = ctx.data
+    source_text = f"议题 {d['topic']}" if d.get("topic") else "诉求 " + "、".join(d["tickets"][:5])
+    summary = (
+        f"请确认：\n名称：{d['title']}\n来源：{source_text}\n内容：{d['content'][:40]}\n"
+        f"措施：{d['measures'][:40]}\n期限：{deadline_text(day)}\n回复 1 保存为草稿，回复「取消」放弃。"
+    )
+    return ctx.ask(summary, router.step("confirm"), deadline=day.isoformat())
+
+
+@router.state("confirm", roles=Role.COMMUNITY_STAFF)
+async def confirm(ctx: Context) -> str:
+    if ctx.text != "1":
+        return ctx.retry("请回复 1 确认，或回复「取消」。")
+    d = ctx.data
+    try:
+        project = await create_project(
+            ctx.db, community_id=await _staff_community(ctx), title=d["title"], content=d["content"],
+            measures=d["measures"], deadline=dt.date.fromisoformat(d["deadline"]), actor=_actor(ctx), now=ctx.now,
+            scope=await scope_of(ctx.db, ctx.resident.id), need_tickets=d["tickets"], topic_id=d.get("topic"),
+        )
+    except ProjectError as exc:
+        return ctx.done(f"{exc.reason}\n请回复「新建项目」重新填写。")
+    return ctx.done(
+        f"项目草稿已保存，编号 {project.id}。\n回复「发布项目 {project.id}」向各单位发布；"
+        f"或「指派项目 {project.id} 单位代码」直接指派。"
+    )
+
+
+@router.command("发布项目", roles=Role.COMMUNITY_STAFF, args=True)
+async def publish(ctx: Context) -> str:
+    number = parse_number(ctx.args)
+    if number is None:
+        return "请在「发布项目」后附上项目编号，如「发布项目 12」。"
+    try:
+        project, count = await publish_project(ctx.db, number, actor=_actor(ctx), now=ctx.now,
+                                               scope=await scope_of(ctx.db, ctx.resident.id))
+    except ProjectError as exc:
+        return exc.reason
+    return f"项目「{project.title}」已发布，已通知{count}人（各单位成员和反映该问题的居民）。"
+
+
+@router.command("指派项目", roles=Role.COMMUNITY_STAFF, args=True)
+async def assign(ctx: Context) -> str:
+    number, code = _number_and_text(ctx.args)
+    if number is None or not code:
+        return "格式：指派项目 编号 单位代码，如「指派项目 12 D-JS」。"
+    try:
+        agreement = await assign_project(ctx.db, number, code, actor=_actor(ctx), now=ctx.now,
+                                         scope=await scope_of(ctx.db, ctx.resident.id))
+    except ProjectError as exc:
+        return exc.reason
+    names = await unit_names(ctx.db, [agreement.unit_id])
+    return f"已将项目 {number} 指派给{names[agreement.unit_id]}，服务项目书已生成并通知该单位。"
+

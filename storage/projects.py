@@ -1,0 +1,623 @@
+"""Service projects (服务项目): 群众点单—社区下单—单位接单.
+
+Staff turn needs (or a consultation topic) into a project; publishing it tells the units and the residents whose
+needs it answers; the first valid claim by a unit wins and becomes the project agreement (服务项目书); the unit
+posts progress, pushed to the followers of the project's needs; completion resolves those needs.
+
+Life of a project: draft → published → claimed → in_progress → completed (staff may also assign a draft or a
+published project straight to a unit: → claimed). Every change goes through an operation here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import UniqueConstraint, func, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Field, SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage import consultation, needs
+from storage.clock import local
+from storage.db import Database
+from storage.org import Community, Department
+from storage.outbox import OutboxMessage, OutboxStatus
+from storage.roles import Role, RoleGrant, Scope, audit_entry
+
+
+class ProjectStatus:
+    DRAFT = "draft"
+    PUBLISHED = "published"
+    CLAIMED = "claimed"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+
+
+STATUS_LABELS = {
+    ProjectStatus.DRAFT: "待发布",
+    ProjectStatus.PUBLISHED: "待接单",
+    ProjectStatus.CLAIMED: "已接单",
+    ProjectStatus.IN_PROGRESS: "实施中",
+    ProjectStatus.COMPLETED: "已完成",
+}
+
+MAX_NEEDS_PER_PROJECT = 20
+PAGE = 8  # list lengths in chat
+NOTICE_BATCH = 500  # outbox rows written per INSERT
+
+
+class Project(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    community_id: int = Field(foreign_key="community.id", index=True)
+    title: str = Field(max_length=64)
+    content: str = Field(max_length=1000)
+    measures: str = Field(max_length=1000)
+    deadline: dt.date
+    topic_id: int | None = Field(default=None, index=True)  # a consultation topic (plain id, no FK)
+    status: str = Field(default=ProjectStatus.DRAFT, max_length=16, index=True)
+    unit_id: int | None = Field(default=None, foreign_key="department.id", index=True)
+    created_by: str = Field(max_length=64)
+    created_at: dt.datetime
+    published_at: dt.datetime | None = None
+    claimed_at: dt.datetime | None = None
+    completed_at: dt.datetime | None = None
+    completion_note: str | None = Field(default=None, max_length=500)
+
+    @property
+    def status_label(self) -> str:
+        return STATUS_LABELS.get(self.status, self.status)
+
+
+class ProjectNeed(SQLModel, table=True):
+    """The needs a project answers. need_id is a plain id so this feature's schema stands on its own."""
+
+    __tablename__ = "project_need"
+    __table_args__ = (UniqueConstraint("project_id", "need_id", name="uq_project_need"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    need_id: int = Field(index=True)
+
+
+class ProjectAgreement(SQLModel, table=True):
+    """服务项目书: what the unit committed to, frozen at the moment it took the project. One per project."""
+
+    __tablename__ = "project_agreement"
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", unique=True)
+    unit_id: int = Field(foreign_key="department.id", index=True)
+    content: str = Field(max_length=1000)
+    measures: str = Field(max_length=1000)
+    deadline: dt.date
+    via: str = Field(max_length=16)  # claim | assign
+    signed_by: str = Field(max_length=64)  # "resident:<id>" or "cli:<user>"
+    signed_at: dt.datetime
+
+
+class ProjectUpdate(SQLModel, table=True):
+    """A progress note, a milestone or the completion report; append-only."""
+
+    __tablename__ = "project_update"
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    kind: str = Field(max_length=16)  # progress | milestone | completed
+    text: str = Field(max_length=500)
+    actor: str = Field(max_length=64)
+    at: dt.datetime
+
+
+class ProjectError(Exception):
+    """A refusal with a reason a resident or staff member can read."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shared helpers (also used by storage/review.py and storage/survey.py)
+
+
+def dialect_insert(session: AsyncSession, table):
+    """INSERT with ON CONFLICT support for the session's database (SQLite or PostgreSQL)."""
+    name = session.bind.dialect.name
+    return (postgresql.insert if name == "postgresql" else sqlite.insert)(table)
+
+
+@dataclass(frozen=True)
+class Notice:
+    resident_id: int
+    kind: str
+    text: str
+    key: str  # idempotency key: the same notice written twice is one row
+
+
+async def queue_notices(session: AsyncSession, notices: Iterable[Notice], now: dt.datetime) -> int:
+    """Add outbox rows in the caller's transaction, in batches; a key seen before is skipped. Returns rows given."""
+    batch: list[dict] = []
+    total = 0
+
+    async def flush() -> None:
+        if batch:
+            stmt = dialect_insert(session, OutboxMessage.__table__).values(batch)
+            await session.exec(stmt.on_conflict_do_nothing(index_elements=["idempotency_key"]))
+            batch.clear()
+
+    for n in notices:
+        batch.append(
+            {
+                "idempotency_key": n.key[:128],
+                "resident_id": n.resident_id,
+                "kind": n.kind,
+                "text": n.text,
+                "payload": "{}",
+                "status": OutboxStatus.PENDING,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+        )
+        total += 1
+        if len(batch) >= NOTICE_BATCH:
+            await flush()
+    await flush()
+    return total
+
+
+def can_manage_community(scope: Scope | None, community_id: int) -> bool:
+    """Community staff of that community, or an admin. `None` is a trusted caller (the CLI)."""
+    return scope is None or scope.is_admin or community_id in scope.ids(Role.COMMUNITY_STAFF)
+
+
+async def staff_resident_ids(session: AsyncSession, community_id: int) -> list[int]:
+    query = select(RoleGrant.resident_id).where(
+        RoleGrant.role == Role.COMMUNITY_STAFF.value,
+        RoleGrant.scope_id == community_id,
+        RoleGrant.revoked_at.is_(None),
+    )
+    return sorted(set((await session.exec(query)).all()))
+
+
+def parse_number(text: str) -> int | None:
+    """"12", "#12", "XM12", "项目12" → 12."""
+    text = text.strip().upper().lstrip("#").removeprefix("XM").removeprefix("项目").strip()
+    return int(text) if text.isdigit() and len(text) < 10 else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Needs and topics: the seams to storage/needs.py and storage/consultation.py
+
+
+async def _linked_needs(session: AsyncSession, community_id: int, tickets: Sequence[str]) -> list[int]:
+    """Ids of the open needs of the community named by these ticket numbers; a refusal names the wrong one."""
+    ids = []
+    for ticket in tickets:
+        normal = needs.normalise_ticket(ticket)
+        need = (await session.exec(select(needs.Need).where(needs.Need.ticket == normal))).first() if normal else None
+        if need is None or need.community_id != community_id:
+            raise ProjectError(f"没有找到本社区编号为 {ticket} 的诉求。")
+        if need.state not in needs.OPEN_STATUSES:
+            raise ProjectError(f"诉求 {need.ticket} 当前「{need.state.label}」，不能再纳入项目。")
+        ids.append(need.id)
+    return sorted(set(ids))
+
+
+async def _accepted_topic(session: AsyncSession, community_id: int, topic_id: int) -> consultation.Topic:
+    topic = await session.get(consultation.Topic, topic_id)
+    meeting = await session.get(consultation.ConsultationSession, topic.session_id) if topic else None
+    if topic is None or meeting is None or meeting.community_id != community_id:
+        raise ProjectError(f"没有找到本社区编号为 {topic_id} 的议事议题。")
+    if topic.outcome != consultation.Outcome.ACCEPTED:
+        raise ProjectError(f"议题「{topic.title[:16]}」尚未被议事会采纳为服务项目。")
+    taken = (await session.exec(select(Project.id).where(Project.topic_id == topic_id))).first()
+    if taken is not None:
+        raise ProjectError(f"该议题已立项（项目编号{taken}）。")
+    return topic
+
+
+async def need_follower_ids(session: AsyncSession, need_ids: Sequence[int]) -> list[int]:
+    """Residents following any of these needs (reporters and seconders)."""
+    if not need_ids:
+        return []
+    query = select(needs.NeedFollower.resident_id).where(col(needs.NeedFollower.need_id).in_(list(need_ids)))
+    return sorted(set((await session.exec(query)).all()))
+
+
+async def _resolve_needs(session: AsyncSession, need_ids: Sequence[int], actor: str, note: str, now: dt.datetime):
+    for need_id in need_ids:
+        await needs.resolve_from_project(session, need_id, actor, note, now)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading
+
+
+async def get_project(db: Database, project_id: int) -> Project | None:
+    async with db.read() as s:
+        return await s.get(Project, project_id)
+
+
+async def project_need_ids(db: Database, project_id: int) -> list[int]:
+    async with db.read() as s:
+        query = select(ProjectNeed.need_id).where(ProjectNeed.project_id == project_id).order_by(ProjectNeed.need_id)
+        return list((await s.exec(query)).all())
+
+
+async def community_projects(
+    db: Database, community_id: int, *, include_drafts: bool = False, offset: int = 0, limit: int = PAGE
+) -> tuple[list[Project], int]:
+    """A page of a community's projects, newest first, and how many there are."""
+    async with db.read() as s:
+        where = [Project.community_id == community_id]
+        if not include_drafts:
+            where.append(Project.status != ProjectStatus.DRAFT)
+        total = (await s.exec(select(func.count()).select_from(Project).where(*where))).one()
+        query = select(Project).where(*where).order_by(col(Project.id).desc()).offset(offset).limit(limit)
+        return list((await s.exec(query)).all()), total
+
+
+async def open_projects(db: Database, *, offset: int = 0, limit: int = PAGE) -> tuple[list[Project], int]:
+    """Published projects waiting for a unit, oldest first."""
+    async with db.read() as s:
+        where = Project.status == ProjectStatus.PUBLISHED
+        total = (await s.exec(select(func.count()).select_from(Project).where(where))).one()
+        query = select(Project).where(where).order_by(col(Project.published_at), col(Project.id))
+        return list((await s.exec(query.offset(offset).limit(limit))).all()), total
+
+
+async def unit_projects(db: Database, unit_ids: Iterable[int], *, limit: int = PAGE) -> list[Project]:
+    ids = list(unit_ids)
+    if not ids:
+        return []
+    async with db.read() as s:
+        query = (
+            select(Project)
+            .where(col(Project.unit_id).in_(ids), Project.status != ProjectStatus.COMPLETED)
+            .order_by(col(Project.deadline), col(Project.id))
+            .limit(limit)
+        )
+        return list((await s.exec(query)).all())
+
+
+async def agreement_of(db: Database, project_id: int) -> ProjectAgreement | None:
+    async with db.read() as s:
+        return (await s.exec(select(ProjectAgreement).where(ProjectAgreement.project_id == project_id))).first()
+
+
+async def updates_of(db: Database, project_id: int, limit: int = 5) -> list[ProjectUpdate]:
+    """The latest updates, newest first."""
+    async with db.read() as s:
+        query = (
+            select(ProjectUpdate)
+            .where(ProjectUpdate.project_id == project_id)
+            .order_by(col(ProjectUpdate.id).desc())
+            .limit(limit)
+        )
+        return list((await s.exec(query)).all())
+
+
+async def unit_by_code(db: Database, code: str) -> Department | None:
+    async with db.read() as s:
+        return (await s.exec(select(Department).where(Department.code == code.strip().upper()))).first()
+
+
+async def unit_names(db: Database, ids: Iterable[int]) -> dict[int, str]:
+    ids = list(set(ids))
+    if not ids:
+        return {}
+    async with db.read() as s:
+        rows = (await s.exec(select(Department).where(col(Department.id).in_(ids)))).all()
+        return {d.id: d.name for d in rows}
+
+
+def deadline_text(day: dt.date) -> str:
+    return f"{day.year}年{day.month}月{day.day}日"
+
+
+def parse_deadline(text: str, today: dt.date) -> dt.date | None:
+    """"12-31", "2026-12-31", "12月31日" → a date not in the past (a bare month-day rolls to next year)."""
+    t = text.strip().replace("月", "-").replace("日", "").replace("/", "-").replace(".", "-").replace("年", "-")
+    parts = [p for p in t.split("-") if p]
+    try:
+        if len(parts) == 3:
+            day = dt.date(int(parts[0]), int(parts[1]), int(parts[2]))
+        elif len(parts) == 2:
+            day = dt.date(today.year, int(parts[0]), int(parts[1]))
+            if day < today:
+                day = day.replace(year=today.year + 1)
+        else:
+            return None
+    except ValueError:
+        return None
+    return day if day >= today else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Changing
+
+
+async def create_project(
+    db: Database,
+    *,
+    community_id: int,
+    title: str,
+    content: str,
+    measures: str,
+    deadline: dt.date,
+    actor: str,
+    now: dt.datetime,
+    scope: Scope | None = None,
+    need_tickets: Sequence[str] = (),
+    topic_id: int | None = None,
+) -> Project:
+    """A draft project from needs of the community and/or an accepted consultation topic."""
+    title, content, measures = title.strip(), content.strip(), measures.strip()
+    if not can_manage_community(scope, community_id):
+        raise ProjectError("只能为本社区创建服务项目。")
+    if not title or len(title) > 64:
+        raise ProjectError("项目名称需在1到64个字之间。")
+    if not content or not measures:
+        raise ProjectError("请填写项目内容和实施措施。")
+    if len(content) > 1000 or len(measures) > 1000:
+        raise ProjectError("项目内容和措施各不超过1000字。")
+    if deadline < local(now).date():
+        raise ProjectError("完成期限不能早于今天。")
+    if len(need_tickets) > MAX_NEEDS_PER_PROJECT:
+        raise ProjectError(f"一个项目最多关联{MAX_NEEDS_PER_PROJECT}条诉求。")
+    if not need_tickets and topic_id is None:
+        raise ProjectError("项目需来自至少一条诉求或一个议事议题。")
+    async with db.write() as s:
+        if await s.get(Community, community_id) is None:
+            raise ProjectError("没有这个社区。")
+        need_ids = await _linked_needs(s, community_id, need_tickets)
+        if topic_id is not None:
+            topic = await _accepted_topic(s, community_id, topic_id)
+            if topic.need_id is not None and topic.need_id not in need_ids:
+                need_ids.append(topic.need_id)
+        project = Project(
+            community_id=community_id,
+            title=title,
+            content=content,
+            measures=measures,
+            deadline=deadline,
+            topic_id=topic_id,
+            created_by=actor,
+            created_at=now,
+        )
+        s.add(project)
+        await s.flush()
+        for need_id in need_ids:
+            s.add(ProjectNeed(project_id=project.id, need_id=need_id))
+        s.add(audit_entry(now, actor, "project.create", "project", project.id, title=title, needs=need_ids,
+                          topic=topic_id))
+    return project
+
+
+async def publish_project(db: Database, project_id: int, *, actor: str, now: dt.datetime,
+                          scope: Scope | None = None) -> tuple[Project, int]:
+    """Draft → published. Tells every unit member and the residents whose needs it answers. Returns (project,
+    number of notices)."""
+    async with db.write() as s:
+        project = await s.get(Project, project_id, with_for_update=True)
+        if project is None or not can_manage_community(scope, project.community_id):
+            raise ProjectError("没有找到这个项目，或不在您的管辖范围。")
+        if project.status != ProjectStatus.DRAFT:
+            raise ProjectError(f"项目当前状态为「{project.status_label}」，不能再发布。")
+        project.status = ProjectStatus.PUBLISHED
+        project.published_at = now
+        s.add(project)
+        community = await s.get(Community, project.community_id)
+        units_text = (
+            f"【新服务项目待接单】{community.name}：{project.title}\n"
+            f"完成期限：{deadline_text(project.deadline)}\n"
+            f"回复「接单 {project.id}」承接，回复「可接项目」查看详情。"
+        )
+        members_q = select(RoleGrant.resident_id).where(
+            RoleGrant.role == Role.UNIT_MEMBER.value, RoleGrant.revoked_at.is_(None)
+        )
+        members = sorted(set((await s.exec(members_q)).all()))
+        need_ids = list((await s.exec(select(ProjectNeed.need_id).where(ProjectNeed.project_id == project.id))).all())
+        followers = await need_follower_ids(s, need_ids)
+        residents_text = (
+            f"您反映的问题已列入社区服务项目「{project.title}」，"
+            f"正在征集承接单位，计划{deadline_text(project.deadline)}前完成。我们会持续告诉您进展。"
+        )
+        notices = [Notice(r, "project_published", units_text, f"project:{project.id}:published:unit:{r}")
+                   for r in members]
+        notices += [Notice(r, "project_published", residents_text, f"project:{project.id}:published:resident:{r}")
+                    for r in followers]
+        count = await queue_notices(s, notices, now)
+        s.add(audit_entry(now, actor, "project.publish", "project", project.id, notified=count))
+    return project, count
+
+
+async def _unit_member_of(session: AsyncSession, resident_id: int, unit_id: int) -> bool:
+    query = select(RoleGrant.id).where(
+        RoleGrant.resident_id == resident_id,
+        RoleGrant.role == Role.UNIT_MEMBER.value,
+        RoleGrant.scope_id == unit_id,
+        RoleGrant.revoked_at.is_(None),
+    )
+    return (await s_first(session, query)) is not None
+
+
+async def s_first(session: AsyncSession, query):
+    return (await session.exec(query)).first()
+
+
+async def _take(
+    session: AsyncSession, project_id: int, unit_id: int, actor: str, via: str, now: dt.datetime,
+    allowed: Sequence[str],
+) -> Project:
+    """The conditional UPDATE that decides who gets a project: exactly one caller sees rowcount 1."""
+    result = await session.exec(
+        update(Project)
+        .where(col(Project.id) == project_id, col(Project.status).in_(list(allowed)))
+        .values(status=ProjectStatus.CLAIMED, unit_id=unit_id, claimed_at=now)
+    )
+    if result.rowcount != 1:
+        current = await session.get(Project, project_id)
+        if current is None:
+            raise ProjectError("没有找到这个项目。")
+        if current.unit_id == unit_id:
+            raise ProjectError("该项目已由贵单位承接，回复「我的项目」查看。")
+        if current.unit_id is not None:
+            raise ProjectError("手慢了，该项目已由其他单位承接。回复「可接项目」看看别的项目。")
+        raise ProjectError(f"项目当前状态为「{current.status_label}」，暂不能承接。")
+    project = await session.get(Project, project_id, populate_existing=True)
+    session.add(
+        ProjectAgreement(
+            project_id=project_id,
+            unit_id=unit_id,
+            content=project.content,
+            measures=project.measures,
+            deadline=project.deadline,
+            via=via,
+            signed_by=actor,
+            signed_at=now,
+        )
+    )
+    return project
+
+
+async def _tell_followers(session: AsyncSession, project: Project, kind: str, text: str, tag: str,
+                          now: dt.datetime) -> int:
+    need_ids = list(
+        (await session.exec(select(ProjectNeed.need_id).where(ProjectNeed.project_id == project.id))).all()
+    )
+    followers = await need_follower_ids(session, need_ids)
+    notices = [Notice(r, kind, text, f"project:{project.id}:{tag}:{r}") for r in followers]
+    return await queue_notices(session, notices, now)
+
+
+async def claim_project(db: Database, project_id: int, *, resident_id: int, unit_id: int,
+                        now: dt.datetime) -> ProjectAgreement:
+    """接单: the first valid claim wins and becomes the agreement; a later one is refused with the reason."""
+    actor = f"resident:{resident_id}"
+    async with db.write() as s:
+        if not await _unit_member_of(s, resident_id, unit_id):
+            raise ProjectError("您不是该单位的成员，不能代表单位接单。")
+        project = await _take(s, project_id, unit_id, actor, "claim", now, [ProjectStatus.PUBLISHED])
+        unit = await s.get(Department, unit_id)
+        text = f"好消息：服务项目「{project.title}」已由{unit.name}承接，计划{deadline_text(project.deadline)}前完成。"
+        await _tell_followers(s, project, "project_claimed", text, "claimed", now)
+        staff_text = f"服务项目「{project.title}」（编号{project.id}）已由{unit.name}接单。"
+        staff = await staff_resident_ids(s, project.community_id)
+        await queue_notices(s, [Notice(r, "project_claimed", staff_text, f"project:{project.id}:claimed:staff:{r}")
+                                for r in staff], now)
+        s.add(audit_entry(now, actor, "project.claim", "project", project.id, unit=unit.code))
+        await s.flush()
+        agreement = (await s.exec(select(ProjectAgreement).where(ProjectAgreement.project_id == project_id))).one()
+    return agreement
+
+
+async def assign_project(db: Database, project_id: int, unit_code: str, *, actor: str, now: dt.datetime,
+                         scope: Scope | None = None) -> ProjectAgreement:
+    """指派: staff give a draft or published project straight to a unit."""
+    async with db.write() as s:
+        project = await s.get(Project, project_id)
+        if project is None or not can_manage_community(scope, project.community_id):
+            raise ProjectError("没有找到这个项目，或不在您的管辖范围。")
+        unit = (await s.exec(select(Department).where(Department.code == unit_code.strip().upper()))).first()
+        if unit is None:
+            raise ProjectError(f"没有代码为「{unit_code}」的单位。")
+        project = await _take(s, project_id, unit.id, actor, "assign", now,
+                              [ProjectStatus.DRAFT, ProjectStatus.PUBLISHED])
+        if project.published_at is None:
+            project.published_at = now
+            s.add(project)
+        members_q = select(RoleGrant.resident_id).where(
+            RoleGrant.role == Role.UNIT_MEMBER.value, RoleGrant.scope_id == unit.id, RoleGrant.revoked_at.is_(None)
+        )
+        members = sorted(set((await s.exec(members_q)).all()))
+        unit_text = (
+            f"【项目指派】社区将服务项目「{project.title}」（编号{project.id}）指派给{unit.name}，"
+            f"期限{deadline_text(project.deadline)}。回复「项目进展 {project.id} 内容」报告进展。"
+        )
+        await queue_notices(s, [Notice(r, "project_assigned", unit_text, f"project:{project.id}:assigned:unit:{r}")
+                                for r in members], now)
+        text = f"服务项目「{project.title}」已由{unit.name}承接，计划{deadline_text(project.deadline)}前完成。"
+        await _tell_followers(s, project, "project_claimed", text, "claimed", now)
+        s.add(audit_entry(now, actor, "project.assign", "project", project.id, unit=unit.code))
+        await s.flush()
+        agreement = (await s.exec(select(ProjectAgreement).where(ProjectAgreement.project_id == project_id))).one()
+    return agreement
+
+
+async def _own_project(s: AsyncSession, project_id: int, resident_id: int) -> Project:
+    project = await s.get(Project, project_id, with_for_update=True)
+    if project is None or project.unit_id is None or not await _unit_member_of(s, resident_id, project.unit_id):
+        raise ProjectError("没有找到您单位承接的这个项目。")
+    return project
+
+
+async def post_progress(db: Database, project_id: int, *, resident_id: int, text: str, now: dt.datetime,
+                        milestone: bool = False) -> ProjectUpdate:
+    """项目进展: the unit reports; the residents who asked are told."""
+    text = text.strip()
+    if not text or len(text) > 500:
+        raise ProjectError("进展内容需在1到500字之间。")
+    actor = f"resident:{resident_id}"
+    async with db.write() as s:
+        project = await _own_project(s, project_id, resident_id)
+        if project.status not in (ProjectStatus.CLAIMED, ProjectStatus.IN_PROGRESS):
+            raise ProjectError(f"项目当前状态为「{project.status_label}」，不能再报告进展。")
+        project.status = ProjectStatus.IN_PROGRESS
+        s.add(project)
+        entry = ProjectUpdate(project_id=project.id, kind="milestone" if milestone else "progress", text=text,
+                              actor=actor, at=now)
+        s.add(entry)
+        await s.flush()
+        notice = f"【项目进展】{project.title}\n{text}"
+        await _tell_followers(s, project, "project_progress", notice, f"update:{entry.id}", now)
+        s.add(audit_entry(now, actor, "project.progress", "project", project.id, update=entry.id))
+    return entry
+
+
+async def complete_project(db: Database, project_id: int, *, resident_id: int | None, text: str, now: dt.datetime,
+                           actor: str | None = None, scope: Scope | None = None) -> Project:
+    """项目完成: by the unit (resident_id) or staff/CLI (actor). Linked needs become resolved, which asks their
+    residents to rate the result."""
+    text = text.strip()
+    if not text or len(text) > 500:
+        raise ProjectError("完成情况需在1到500字之间。")
+    actor = actor or f"resident:{resident_id}"
+    async with db.write() as s:
+        if resident_id is not None:
+            project = await _own_project(s, project_id, resident_id)
+        else:
+            project = await s.get(Project, project_id, with_for_update=True)
+            if project is None or not can_manage_community(scope, project.community_id):
+                raise ProjectError("没有找到这个项目，或不在您的管辖范围。")
+        result = await s.exec(
+            update(Project)
+            .where(col(Project.id) == project.id,
+                   col(Project.status).in_([ProjectStatus.CLAIMED, ProjectStatus.IN_PROGRESS]))
+            .values(status=ProjectStatus.COMPLETED, completed_at=now, completion_note=text)
+        )
+        if result.rowcount != 1:
+            raise ProjectError(f"项目当前状态为「{project.status_label}」，不能标记完成。")
+        project = await s.get(Project, project.id, populate_existing=True)
+        entry = ProjectUpdate(project_id=project.id, kind="completed", text=text, actor=actor, at=now)
+        s.add(entry)
+        need_ids = list((await s.exec(select(ProjectNeed.need_id).where(ProjectNeed.project_id == project.id))).all())
+        await _resolve_needs(s, need_ids, actor, f"服务项目「{project.title}」已完成：{text}", now)
+        s.add(audit_entry(now, actor, "project.complete", "project", project.id, needs=need_ids))
+    return project
+
+
+def project_card(project: Project, unit_name: str | None = None) -> str:
+    lines = [
+        f"【{project.id}】{project.title}（{project.status_label}）",
+        f"内容：{project.content[:60]}",
+        f"措施：{project.measures[:60]}",
+        f"期限：{deadline_text(project.deadline)}",
+    ]
+    if unit_name:
+        lines.append(f"承接单位：{unit_name}")
+    return "\n".join(lines)
+

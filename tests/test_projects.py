@@ -1,0 +1,227 @@
+"""Service projects: 群众点单—社区下单—单位接单, and the residents who asked hear about it."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+from sqlmodel import func, select
+
+from storage import needs
+from storage.org import Department
+from storage.outbox import OutboxMessage
+from storage.projects import (
+    Project,
+    ProjectAgreement,
+    ProjectError,
+    ProjectStatus,
+    claim_project,
+    create_project,
+    publish_project,
+)
+from storage.roles import AuditLog, Role, scope_of
+from tests.factories import grant, make_district, make_resident
+
+
+async def add_unit(db, code, name, kind):
+    unit = Department(code=code, name=name, kind=kind)
+    async with db.write() as s:
+        s.add(unit)
+    return unit
+
+
+async def outbox_for(db, resident_id, kind):
+    async with db.read() as s:
+        query = select(OutboxMessage.text).where(OutboxMessage.resident_id == resident_id, OutboxMessage.kind == kind)
+        return list((await s.exec(query)).all())
+
+
+@pytest.fixture
+async def world(db):
+    d = await make_district(db)
+    staff = await make_resident(db, "o_staff", d.buildings["B1"], name="李社工")
+    await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
+    wuye = await add_unit(db, "E-WY", "安居物业公司", "enterprise")
+    yigong = await add_unit(db, "S-YG", "阳光义工协会", "social")
+    m1 = await make_resident(db, "o_wuye", name="王经理")
+    await grant(db, m1, Role.UNIT_MEMBER, wuye.id)
+    m2 = await make_resident(db, "o_yigong", name="赵会长")
+    await grant(db, m2, Role.UNIT_MEMBER, yigong.id)
+    return d, staff, wuye, yigong, m1, m2
+
+
+async def a_published_project(db, clock, d, staff, tickets=()):
+    if not tickets:
+        reporter = await make_resident(db, f"o_rep{len(tickets)}", d.buildings["B2"])
+        need = await needs.report_need(db, reporter.id, "2号楼楼道灯坏了好几天了", "JZ-05", clock.now())
+        tickets = [need.ticket]
+    project = await create_project(
+        db, community_id=d.communities["C1"].id, title="楼道照明改造", content="更换2号楼楼道灯",
+        measures="采购LED灯具并安装", deadline=dt.date(2026, 12, 31), actor="cli:test", now=clock.now(),
+        need_tickets=tickets,
+    )
+    await publish_project(db, project.id, actor="cli:test", now=clock.now())
+    return project
+
+
+async def test_a_claim_race_between_two_units_has_exactly_one_winner(db, clock, world):
+    d, staff, wuye, yigong, m1, m2 = world
+    project = await a_published_project(db, clock, d, staff)
+
+    async def attempt(member, unit):
+        try:
+            return await claim_project(db, project.id, resident_id=member.id, unit_id=unit.id, now=clock.now())
+        except ProjectError as exc:
+            return unit.id, exc.reason
+
+    # Each unit's claim sent ten times (impatient taps, retries), all at once.
+    results = await asyncio.gather(*(attempt(m, u) for _ in range(10) for m, u in ((m1, wuye), (m2, yigong))))
+    winners = [r for r in results if isinstance(r, ProjectAgreement)]
+    assert len(winners) == 1
+    refusals = [r for r in results if isinstance(r, tuple)]
+    assert len(refusals) == 19
+    assert all("已由其他单位承接" in reason for unit_id, reason in refusals if unit_id != winners[0].unit_id)
+    assert all("已由贵单位承接" in reason for unit_id, reason in refusals if unit_id == winners[0].unit_id)
+    async with db.read() as s:
+        assert (await s.exec(select(func.count()).select_from(ProjectAgreement))).one() == 1
+        row = await s.get(Project, project.id)
+    assert row.status == ProjectStatus.CLAIMED and row.unit_id == winners[0].unit_id
+
+
+async def test_two_units_send_the_claim_at_once_through_chat_one_is_told_it_is_taken(db, clock, world, phone):
+    d, staff, *_ = world
+    project = await a_published_project(db, clock, d, staff)
+    replies = await asyncio.gather(phone.text("o_wuye", f"接单 {project.id}"),
+                                   phone.text("o_yigong", f"接单 {project.id}"))
+    texts = sorted(r.text for r in replies)
+    assert sum("接单成功" in t for t in texts) == 1
+    assert sum("已由其他单位承接" in t for t in texts) == 1
+
+
+async def test_from_a_residents_need_to_a_completed_project_the_resident_hears_every_step(db, clock, world, phone):
+    d, _staff, _wuye, _yigong, m1, m2 = world
+    resident = await make_resident(db, "o_resident", d.buildings["B2"], room="502")
+    need = await needs.report_need(db, resident.id, "2号楼楼道灯坏了，晚上看不见路", "JZ-05", clock.now())
+
+    assert "第1/5步" in (await phone.text("o_staff", "新建项目")).text
+    assert "第2/5步" in (await phone.text("o_staff", need.ticket)).text
+    await phone.text("o_staff", "楼道照明改造")
+    await phone.text("o_staff", "为2号楼更换楼道灯")
+    assert "第5/5步" in (await phone.text("o_staff", "采购LED声控灯并安装")).text
+    assert "日期格式不对" in (await phone.text("o_staff", "明天")).text
+    summary = (await phone.text("o_staff", "12-31")).text
+    assert "2026年12月31日" in summary and need.ticket in summary
+    reply = (await phone.text("o_staff", "1")).text
+    number = int(reply.split("编号 ")[1].split("。")[0])
+
+    assert "仅限社区工作人员" in (await phone.text("o_resident", f"发布项目 {number}")).text
+    assert "已发布" in (await phone.text("o_staff", f"发布项目 {number}")).text
+    assert any("接单" in t for t in await outbox_for(db, m1.id, "project_published"))
+    assert any("接单" in t for t in await outbox_for(db, m2.id, "project_published"))
+    assert any("楼道照明改造" in t for t in await outbox_for(db, resident.id, "project_published"))
+
+    listing = (await phone.text("o_wuye", "可接项目")).text
+    assert f"【{number}】楼道照明改造" in listing
+    claimed = (await phone.text("o_wuye", f"接单 {number}")).text
+    assert "服务项目书" in claimed and "采购LED声控灯并安装" in claimed
+    assert "已由其他单位承接" in (await phone.text("o_yigong", f"接单 {number}")).text
+    assert any("安居物业公司" in t for t in await outbox_for(db, resident.id, "project_claimed"))
+
+    assert "没有找到您单位承接" in (await phone.text("o_yigong", f"项目进展 {number} 我们也来了")).text
+    assert "进展已登记" in (await phone.text("o_wuye", f"项目进展 {number} 灯具已到货，周三安装")).text
+    assert any("灯具已到货" in t for t in await outbox_for(db, resident.id, "project_progress"))
+
+    mine = (await phone.text("o_resident", "项目")).text
+    assert f"【{number}】楼道照明改造（实施中·安居物业公司）" in mine
+    detail = (await phone.text("o_resident", f"项目 {number}")).text
+    assert "灯具已到货" in detail
+
+    done = (await phone.text("o_wuye", f"项目完成 {number} 12盏声控灯已全部安装")).text
+    assert "已标记完成" in done
+    assert (await needs.find_need(db, need.ticket)).status == needs.NeedStatus.RESOLVED
+    async with db.read() as s:
+        rate_asks = (await s.exec(select(OutboxMessage.text).where(OutboxMessage.resident_id == resident.id,
+                                                                   OutboxMessage.kind == "need_update"))).all()
+        audit = set((await s.exec(select(AuditLog.action))).all())
+    assert any("评价" in t and "12盏声控灯" in t for t in rate_asks)
+    assert {"project.create", "project.publish", "project.claim", "project.progress", "project.complete"} <= audit
+    assert "不能标记完成" in (await phone.text("o_wuye", f"项目完成 {number} 再来一次")).text
+    assert "已完成" in (await phone.text("o_resident", "项目")).text
+
+
+async def test_staff_assign_a_project_directly_and_only_within_their_community(db, clock, world, phone):
+    d, _staff, wuye, _yigong, m1, _m2 = world
+    reporter = await make_resident(db, "o_rep", d.buildings["B1"])
+    need = await needs.report_need(db, reporter.id, "1号楼单元门坏了关不上", "JZ-05", clock.now())
+    project = await create_project(
+        db, community_id=d.communities["C1"].id, title="单元门维修", content="修好1号楼单元门", measures="更换门禁",
+        deadline=dt.date(2026, 12, 15), actor="cli:test", now=clock.now(), need_tickets=[need.ticket],
+    )
+    other = await make_resident(db, "o_c2_staff", d.buildings["B4"])
+    await grant(db, other, Role.COMMUNITY_STAFF, d.communities["C2"].id)
+    assert "不在您的管辖范围" in (await phone.text("o_c2_staff", f"指派项目 {project.id} E-WY")).text
+    assert "没有代码为" in (await phone.text("o_staff", f"指派项目 {project.id} NOPE")).text
+    assert "安居物业公司" in (await phone.text("o_staff", f"指派项目 {project.id} e-wy")).text
+    assert any("指派" in t for t in await outbox_for(db, m1.id, "project_assigned"))
+    with pytest.raises(ProjectError, match="已由贵单位承接"):
+        await claim_project(db, project.id, resident_id=m1.id, unit_id=wuye.id, now=clock.now())
+    with pytest.raises(ProjectError, match="不能再发布"):
+        await publish_project(db, project.id, actor="cli:test", now=clock.now())
+
+
+async def test_a_project_only_takes_open_needs_of_its_own_community(db, clock, world):
+    d, staff, *_ = world
+    far = await make_resident(db, "o_far", d.buildings["B4"])
+    far_need = await needs.report_need(db, far.id, "8号楼电梯停运三天了", "JZ-05", clock.now())
+    with pytest.raises(ProjectError, match="没有找到本社区编号"):
+        await create_project(
+            db, community_id=d.communities["C1"].id, title="电梯", content="修电梯", measures="维保",
+            deadline=dt.date(2026, 12, 31), actor="x", now=clock.now(), need_tickets=[far_need.ticket],
+            scope=await scope_of(db, staff.id),
+        )
+    with pytest.raises(ProjectError, match="只能为本社区"):
+        await create_project(
+            db, community_id=d.communities["C2"].id, title="电梯", content="修电梯", measures="维保",
+            deadline=dt.date(2026, 12, 31), actor="x", now=clock.now(), need_tickets=[far_need.ticket],
+            scope=await scope_of(db, staff.id),
+        )
+
+
+async def test_staff_turn_a_topic_the_consultation_accepted_into_a_project_in_chat(db, clock, world, phone):
+    from storage.consultation import ConsultationSession, Outcome, Topic
+
+    d, _staff, *_ = world
+    proposer = await make_resident(db, "o_proposer", d.buildings["B3"])
+    need = await needs.report_need(db, proposer.id, "小区没有老年人活动的地方", "WJ-01", clock.now())
+    now = clock.now()
+    async with db.write() as s:
+        meeting = ConsultationSession(
+            community_id=d.communities["C1"].id, month="2026-11", starts_at=now - dt.timedelta(days=10), venue="活动室",
+            capacity=30, reserved_seats=5, registration_opens_at=now - dt.timedelta(days=20),
+            topic_cutoff_at=now - dt.timedelta(days=13), status="held", created_at=now, updated_at=now,
+        )
+        s.add(meeting)
+        await s.flush()
+        accepted = Topic(session_id=meeting.id, proposer_id=proposer.id, title="建设老年活动室", need_id=need.id,
+                         outcome=Outcome.ACCEPTED, created_at=now)
+        pending = Topic(session_id=meeting.id, proposer_id=proposer.id, title="增设快递柜", created_at=now)
+        s.add_all([accepted, pending])
+    await phone.text("o_staff", "新建项目")
+    await phone.text("o_staff", f"议题 {pending.id}")
+    for answer in ("增设快递柜", "在小区门口增设快递柜", "联系快递企业", "12-31"):
+        await phone.text("o_staff", answer)
+    assert "尚未被议事会采纳" in (await phone.text("o_staff", "1")).text
+
+    await phone.text("o_staff", "新建项目")
+    await phone.text("o_staff", f"议题 {accepted.id}")
+    for answer in ("老年活动室", "改造闲置用房为老年活动室", "社会组织运营", "2027-03-31"):
+        await phone.text("o_staff", answer)
+    reply = (await phone.text("o_staff", "1")).text
+    number = int(reply.split("编号 ")[1].split("。")[0])
+    await phone.text("o_staff", f"发布项目 {number}")
+    # The topic's need is linked: its reporter hears about the project.
+    assert any("老年活动室" in t for t in await outbox_for(db, proposer.id, "project_published"))
+    with pytest.raises(ProjectError, match="该议题已立项"):
+        await create_project(db, community_id=d.communities["C1"].id, title="再来", content="重复", measures="重复",
+                             deadline=dt.date(2027, 1, 1), actor="x", now=clock.now(), topic_id=accepted.id)
