@@ -1,0 +1,370 @@
+"""志愿积分: balance and history, the rewards catalogue, redemptions, donations; staff fulfil codes and credit hours.
+
+Every change goes through storage.points / storage.rewards; this module only holds the conversation.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from bot.engine import Context, Router
+from handlers.activities import list_activities
+from storage import points as pts
+from storage import rewards as rw
+from storage.clock import local
+from storage.residents import BindingError, Resident, clean_phone, find_residents_by_phone, mask_phone
+from storage.roles import Role, scope_of
+
+router = Router("points", "志愿积分")
+STAFF = [Role.COMMUNITY_STAFF, Role.ADMIN]
+PAGE = 8
+
+HOME_CHOICES = "请回复数字：\n1. 积分明细\n2. 兑换礼品\n3. 我的兑换\n4. 捐赠积分\n5. 志愿活动"
+
+
+def entry_line(entry: pts.PointsEntry) -> str:
+    sign = "+" if entry.amount > 0 else ""
+    return f"{local(entry.created_at):%m-%d} {sign}{entry.amount} {entry.reason[:14]}"
+
+
+def masked_name(name: str | None) -> str:
+    return (name[0] + "*" * max(1, len(name) - 1)) if name else "居民"
+
+
+# ---------------------------------------------------------------- balance
+
+
+@router.menu(40, "志愿积分", key="POINTS", bound=True)
+@router.command("积分", "我的积分", "志愿积分", bound=True)
+async def home(ctx: Context) -> str:
+    s = await pts.summary(ctx.db, ctx.resident.id, ctx.now)
+    lines = [
+        f"【志愿积分】余额 {s.balance} 分",
+        f"今年服务 {pts.hours_text(s.half_hours_this_year)} 小时，累计 {pts.hours_text(s.served_half_hours)} 小时",
+    ]
+    if s.recent:
+        lines.append("最近记录：")
+        lines += [entry_line(e) for e in s.recent]
+    else:
+        lines.append("还没有积分记录，参加志愿活动即可获得积分。")
+    return ctx.ask("\n".join(lines) + "\n\n" + HOME_CHOICES, router.step("home"))
+
+
+@router.state("home", bound=True)
+async def home_choice(ctx: Context) -> str:
+    choice = ctx.text.strip()
+    if choice == "1":
+        return await _detail(ctx, 0)
+    if choice == "2":
+        return await _catalogue(ctx)
+    if choice == "3":
+        return await _mine(ctx)
+    if choice == "4":
+        return _donate_start(ctx)
+    if choice == "5":
+        return await list_activities(ctx)
+    if not choice.isdigit():
+        return await _elsewhere(ctx)
+    return ctx.retry("请回复1到5之间的数字。")
+
+
+async def _elsewhere(ctx: Context) -> str | None:
+    """Not an answer to this menu (a keyword such as 「我的兑换」): leave it and handle the message afresh."""
+    ctx.done("")
+    ctx.state = None
+    return await ctx.engine.dispatch(ctx)
+
+
+@router.command("积分明细", bound=True)
+async def detail(ctx: Context) -> str:
+    return await _detail(ctx, 0)
+
+
+async def _detail(ctx: Context, page: int) -> str:
+    rows, more = await pts.entries_page(ctx.db, ctx.resident.id, page, PAGE)
+    if not rows:
+        return ctx.done("还没有积分记录。" if page == 0 else "没有更多记录了。")
+    lines = [f"【积分明细】第{page + 1}页"] + [entry_line(e) for e in rows]
+    if more:
+        return ctx.ask("\n".join(lines) + "\n\n回复 1 看下一页，回复「取消」结束。", router.step("detail"), page=page)
+    return ctx.done("\n".join(lines) + "\n（已是最后一页）")
+
+
+@router.state("detail", bound=True)
+async def detail_next(ctx: Context) -> str:
+    if ctx.text.strip() != "1":
+        return await _elsewhere(ctx) if not ctx.text.strip().isdigit() else ctx.retry("回复 1 看下一页。")
+    return await _detail(ctx, int(ctx.data.get("page", 0)) + 1)
+
+
+# ---------------------------------------------------------------- redeeming
+
+
+@router.command("兑换", "积分兑换", "兑换礼品", bound=True)
+async def catalogue(ctx: Context) -> str:
+    return await _catalogue(ctx)
+
+
+async def _catalogue(ctx: Context) -> str:
+    items = await rw.catalogue(ctx.db, ctx.resident.community_id, limit=10)
+    if not items:
+        return ctx.done("本社区暂未上架兑换项目，敬请期待。")
+    balance = await pts.balance_of(ctx.db, ctx.resident.id)
+    lines = [f"【积分兑换】您有 {balance} 分（✓ 为可兑换）"]
+    for i, item in enumerate(items, 1):
+        if item.stock <= 0:
+            mark = "（已兑完）"
+        elif item.price <= balance:
+            mark = " ✓"
+        else:
+            mark = ""
+        unit = "名额" if item.kind == rw.RewardKind.SERVICE else "剩"
+        lines.append(f"{i}. {item.name[:12]} {item.price}分 {unit}{item.stock}{mark}")
+    lines.append("回复序号兑换。")
+    return ctx.ask("\n".join(lines), router.step("pick"), items=[r.id for r in items])
+
+
+@router.state("pick", bound=True)
+async def pick(ctx: Context) -> str:
+    ids = ctx.data.get("items") or []
+    if not ctx.text.isdigit():
+        return await _elsewhere(ctx)
+    if not 1 <= int(ctx.text) <= len(ids):
+        return ctx.retry(f"请回复1到{len(ids)}之间的序号。")
+    reward_id = ids[int(ctx.text) - 1]
+    items = {r.id: r for r in await rw.catalogue(ctx.db, ctx.resident.community_id)}
+    item = items.get(reward_id)
+    if item is None:
+        return ctx.done("这个项目已下架，请回复「兑换」重新查看。")
+    balance = await pts.balance_of(ctx.db, ctx.resident.id)
+    if item.stock <= 0:
+        return ctx.retry(f"「{item.name}」已经兑完了，请选择其他项目。")
+    if balance < item.price:
+        return ctx.retry(f"积分不足：「{item.name}」需要 {item.price} 分，您有 {balance} 分。")
+    question = (
+        f"兑换「{item.name}」，需 {item.price} 分，兑换后余额 {balance - item.price} 分。\n"
+        f"{item.description[:40]}\n".replace("\n\n", "\n")
+        + "1. 确认兑换\n2. 不兑换了"
+    )
+    return ctx.ask(question, router.step("confirm"), reward=reward_id, token=uuid.uuid4().hex[:16])
+
+
+@router.state("confirm", bound=True)
+async def confirm(ctx: Context) -> str:
+    if ctx.text == "2":
+        return ctx.done("好的，没有兑换。回复「兑换」可重新选择。")
+    if ctx.text != "1":
+        return ctx.retry("请回复 1 确认兑换，或 2 不兑换。")
+    key = f"chat:{ctx.resident.id}:{ctx.data.get('token')}"
+    try:
+        done = await rw.redeem(ctx.db, ctx.resident, int(ctx.data["reward"]), key, ctx.now)
+    except pts.PointsRefused as exc:
+        return ctx.done(exc.reason)
+    return ctx.done(
+        f"兑换成功！「{done.reward.name}」\n取货码：{done.redemption.pickup_code}\n"
+        f"请于{rw.pickup_deadline(done.redemption)}到社区服务站出示取货码领取。\n"
+        f"剩余积分 {done.balance} 分。回复「我的兑换」可查看或取消。"
+    )
+
+
+# ---------------------------------------------------------------- my redemptions
+
+
+@router.command("我的兑换", bound=True)
+async def mine(ctx: Context) -> str:
+    return await _mine(ctx)
+
+
+async def _mine(ctx: Context) -> str:
+    rows = await rw.my_redemptions(ctx.db, ctx.resident.id, limit=PAGE)
+    if not rows:
+        return ctx.done("您还没有兑换记录。回复「兑换」看看能换什么。")
+    lines = ["【我的兑换】"]
+    open_ids = []
+    for redemption, reward in rows:
+        label = rw.STATUS_LABELS.get(redemption.status, redemption.status)
+        if redemption.status == rw.RedemptionStatus.RESERVED:
+            open_ids.append(redemption.id)
+            lines.append(f"{len(open_ids)}. {reward.name[:10]} 取货码{redemption.pickup_code} {label}")
+        else:
+            lines.append(f"· {reward.name[:10]} {local(redemption.created_at):%m-%d} {label}")
+    if not open_ids:
+        return ctx.done("\n".join(lines))
+    lines.append("回复序号可取消该兑换（积分退回）。")
+    return ctx.ask("\n".join(lines), router.step("mine"), open=open_ids)
+
+
+@router.state("mine", bound=True)
+async def mine_pick(ctx: Context) -> str:
+    ids = ctx.data.get("open") or []
+    if not ctx.text.isdigit():
+        return await _elsewhere(ctx)
+    if not 1 <= int(ctx.text) <= len(ids):
+        return ctx.retry(f"请回复1到{len(ids)}之间的序号，或回复「取消」结束。")
+    return ctx.ask("确定取消这次兑换吗？积分将退回。\n1. 确定取消\n2. 保留", router.step("cancel"),
+                   redemption=ids[int(ctx.text) - 1])
+
+
+@router.state("cancel", bound=True)
+async def cancel_confirm(ctx: Context) -> str:
+    if ctx.text == "2":
+        return ctx.done("好的，兑换已保留。")
+    if ctx.text != "1":
+        return ctx.retry("请回复 1 确定取消，或 2 保留。")
+    try:
+        redemption = await rw.cancel_redemption(ctx.db, int(ctx.data["redemption"]), ctx.resident, ctx.now)
+    except pts.PointsRefused as exc:
+        return ctx.done(exc.reason)
+    balance = await pts.balance_of(ctx.db, ctx.resident.id)
+    return ctx.done(f"已取消，{redemption.price} 分已退回，当前余额 {balance} 分。")
+
+
+# ---------------------------------------------------------------- donating
+
+
+@router.command("捐赠积分", "积分捐赠", bound=True)
+async def donate_start(ctx: Context) -> str:
+    return _donate_start(ctx)
+
+
+def _donate_start(ctx: Context) -> str:
+    return ctx.ask("把积分捐给谁？\n1. 社区公益基金（用于帮扶困难居民）\n2. 指定的本社区居民", router.step("donate_to"))
+
+
+@router.state("donate_to", bound=True)
+async def donate_to(ctx: Context) -> str:
+    if ctx.text == "1":
+        return ctx.ask("请输入捐赠的积分数：", router.step("donate_amount"), to=None)
+    if ctx.text == "2":
+        return ctx.ask("请输入对方绑定的手机号：", router.step("donate_phone"))
+    return ctx.retry("请回复 1 或 2。")
+
+
+@router.state("donate_phone", bound=True)
+async def donate_phone(ctx: Context) -> str:
+    try:
+        phone = clean_phone(ctx.text)
+    except BindingError as exc:
+        return ctx.retry(exc.reason)
+    people = [
+        p for p in await find_residents_by_phone(ctx.db, phone)
+        if p.is_bound and p.community_id == ctx.resident.community_id and p.id != ctx.resident.id
+    ]
+    if not people:
+        return ctx.retry("本社区没有找到用这个手机号绑定的居民（不能捐给自己）。")
+    who = people[0]
+    return ctx.ask(f"对方：{masked_name(who.name)}（{mask_phone(who.phone)}）\n请输入捐赠的积分数：",
+                   router.step("donate_amount"), to=who.id)
+
+
+@router.state("donate_amount", bound=True)
+async def donate_amount(ctx: Context) -> str:
+    if not ctx.text.isdigit() or int(ctx.text) <= 0:
+        return ctx.retry("请输入正整数，如 20。")
+    amount = int(ctx.text)
+    balance = await pts.balance_of(ctx.db, ctx.resident.id)
+    if amount > balance:
+        return ctx.retry(f"您的余额是 {balance} 分，请输入不超过余额的数。")
+    target = "社区公益基金" if ctx.data.get("to") is None else "这位居民"
+    return ctx.ask(f"确认把 {amount} 积分捐给{target}吗？捐出后不能撤回。\n1. 确认捐赠\n2. 不捐了",
+                   router.step("donate_confirm"), amount=amount, token=uuid.uuid4().hex[:16])
+
+
+@router.state("donate_confirm", bound=True)
+async def donate_confirm(ctx: Context) -> str:
+    if ctx.text == "2":
+        return ctx.done("好的，没有捐赠。")
+    if ctx.text != "1":
+        return ctx.retry("请回复 1 确认，或 2 不捐了。")
+    to_resident = None
+    if ctx.data.get("to") is not None:
+        async with ctx.db.read() as s:
+            to_resident = await s.get(Resident, int(ctx.data["to"]))
+    try:
+        done = await pts.donate(ctx.db, ctx.resident, int(ctx.data["amount"]), ctx.now,
+                                key=f"chat:{ctx.resident.id}:{ctx.data.get('token')}", to_resident=to_resident)
+    except pts.PointsRefused as exc:
+        return ctx.done(exc.reason)
+    return ctx.done(f"感谢您的爱心！已捐出 {done.amount} 积分，当前余额 {done.balance} 分。")
+
+
+# ---------------------------------------------------------------- staff
+
+
+@router.command("核销", roles=STAFF, args=True)
+async def fulfil(ctx: Context) -> str:
+    code = rw.normalise_code(ctx.args)
+    if not code:
+        return ctx.ask("请输入居民出示的取货码：", router.step("fulfil"))
+    return await _fulfil(ctx, code)
+
+
+@router.state("fulfil", roles=STAFF)
+async def fulfil_code(ctx: Context) -> str:
+    code = rw.normalise_code(ctx.text)
+    if not 4 <= len(code) <= 8:
+        return ctx.retry("取货码是6位字母数字，如 K7M2QX。")
+    return await _fulfil(ctx, code)
+
+
+async def _fulfil(ctx: Context, code: str) -> str:
+    scope = await scope_of(ctx.db, ctx.resident.id)
+    try:
+        done = await rw.fulfil_by_code(ctx.db, scope, f"resident:{ctx.resident.id}", code, ctx.now)
+    except pts.PointsRefused as exc:
+        return ctx.done(exc.reason)
+    return ctx.done(
+        f"核销成功：「{done.reward.name}」\n居民：{masked_name(done.resident.name)}（{mask_phone(done.resident.phone)}）\n"
+        "请把物品交给居民（服务类请登记预约时间）。"
+    )
+
+
+_AWARD = re.compile(r"^(\S+)\s+(\d+(?:\.5)?)\s*(?:小时|h|H)?\s+(.+)$")
+
+
+@router.command("补录积分", roles=STAFF, args=True)
+async def award(ctx: Context) -> str:
+    usage = "格式：补录积分 手机号 小时 理由\n例如：补录积分 13800138000 2 协助独居老人就医\n（小时按半小时计，如 1.5）"
+    match = _AWARD.match(ctx.args)
+    if not match:
+        return ctx.done(usage)
+    try:
+        phone = clean_phone(match.group(1))
+    except BindingError as exc:
+        return ctx.done(exc.reason)
+    half_hours = round(float(match.group(2)) * 2)
+    scope = await scope_of(ctx.db, ctx.resident.id)
+    found = await find_residents_by_phone(ctx.db, phone)
+    people = [p for p in found if p.is_bound and pts.manages(scope, p.community_id)]
+    if not people:
+        return ctx.done("本社区没有用这个手机号绑定的居民。")
+    who = people[0]
+    points = pts.current_policy().points_for(half_hours)
+    reason = match.group(3).strip()[:60]
+    return ctx.ask(
+        f"为 {masked_name(who.name)}（{mask_phone(who.phone)}）补录 {pts.hours_text(half_hours)} 小时，"
+        f"约 {points} 积分。\n"
+        f"理由：{reason}\n1. 确认补录\n2. 不补录",
+        router.step("award"), resident=who.id, half_hours=half_hours, reason=reason, token=uuid.uuid4().hex[:16],
+    )
+
+
+@router.state("award", roles=STAFF)
+async def award_confirm(ctx: Context) -> str:
+    if ctx.text == "2":
+        return ctx.done("好的，没有补录。")
+    if ctx.text != "1":
+        return ctx.retry("请回复 1 确认，或 2 不补录。")
+    async with ctx.db.read() as s:
+        who = await s.get(Resident, int(ctx.data["resident"]))
+    scope = await scope_of(ctx.db, ctx.resident.id)
+    try:
+        credit = await pts.award_hours(
+            ctx.db, scope, f"resident:{ctx.resident.id}", who, int(ctx.data["half_hours"]), ctx.data["reason"],
+            ctx.now, key=f"award:{ctx.resident.id}:{ctx.data.get('token')}",
+        )
+    except pts.PointsRefused as exc:
+        return ctx.done(exc.reason)
+    capped = "（已达积分上限，超出部分未计入）" if credit.capped else ""
+    return ctx.done(f"已补录 {pts.hours_text(credit.half_hours)} 小时，积分 +{credit.points}{capped}，已通知居民。")
