@@ -1,0 +1,140 @@
+"""`steward consultation create|edit|list`: a community's standing arrangements and its sessions."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+
+from sqlmodel import select
+
+from bot.config import Settings
+from storage import consultation as cs
+from storage import migrate
+from storage.clock import Clock, local
+from storage.db import Database
+from storage.org import Community
+
+DEFAULT_OPTIONS = (
+    ("--time", "start_time", str, "开始时间 HH:MM"),
+    ("--venue", "venue", str, "地点"),
+    ("--capacity", "capacity", int, "总名额"),
+    ("--reserved", "reserved_seats", int, "预留名额（党组织、居委会、单位）"),
+    ("--duration", "duration_minutes", int, "时长（分钟）"),
+    ("--opens-day", "registration_opens_day", int, "报名开放日（当月几号，9:00 开放）"),
+    ("--cutoff-day", "topic_cutoff_day", int, "议题截止日（当月几号，当天24点截止）"),
+)
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no user name in some containers
+        return "cli:unknown"
+
+
+async def _open(settings: Settings) -> Database:
+    db = Database(settings.database_url)
+    if settings.is_sqlite:
+        await migrate.upgrade(db)
+    elif not await migrate.is_current(db):
+        await db.dispose()
+        raise SystemExit("数据库结构不是最新，请先运行 steward db upgrade。")
+    return db
+
+
+async def _community(db: Database, code: str) -> Community:
+    async with db.read() as s:
+        row = (await s.exec(select(Community).where(Community.code == code))).first()
+    if row is None:
+        raise SystemExit(f"没有编码为 {code} 的社区。")
+    return row
+
+
+def _changes(args: argparse.Namespace, names: set[str] | None = None) -> dict:
+    out = {}
+    for _flag, name, _type, _help in DEFAULT_OPTIONS:
+        value = getattr(args, name, None)
+        if value is not None and (names is None or name in names):
+            out[name] = value
+    return out
+
+
+async def create(settings: Settings, args: argparse.Namespace, clock: Clock) -> str:
+    db = await _open(settings)
+    try:
+        community = await _community(db, args.community)
+        now = clock.now()
+        changes = _changes(args)
+        if changes or await cs.get_defaults(db, community.id) is None:
+            await cs.set_defaults(db, community.id, now, _actor(), **changes)
+        made = await cs.create_upcoming_sessions_for(db, community.id, now, months=args.months)
+        sessions = await cs.list_sessions(db, community.id, limit=args.months + 1)
+        lines = [f"{community.name}：新建 {made} 场议事。"] + [_line(s) for s in sessions]
+        return "\n".join(lines)
+    finally:
+        await db.dispose()
+
+
+async def edit(settings: Settings, args: argparse.Namespace, clock: Clock) -> str:
+    db = await _open(settings)
+    try:
+        changes = {k: v for k, v in {"venue": args.venue, "capacity": args.capacity,
+                                     "reserved_seats": args.reserved_seats,
+                                     "duration_minutes": args.duration_minutes}.items() if v is not None}
+        if not changes:
+            return "没有要修改的内容（--venue / --capacity / --reserved / --duration）。"
+        session = await cs.edit_session(db, args.session, None, clock.now(), _actor(), **changes)
+        return "已修改：" + _line(session)
+    finally:
+        await db.dispose()
+
+
+async def list_all(settings: Settings, args: argparse.Namespace) -> str:
+    db = await _open(settings)
+    try:
+        community_id = (await _community(db, args.community)).id if args.community else None
+        sessions = await cs.list_sessions(db, community_id, limit=args.limit)
+        return "\n".join(_line(s) for s in sessions) or "还没有议事场次。"
+    finally:
+        await db.dispose()
+
+
+def _line(s: cs.ConsultationSession) -> str:
+    status = {"scheduled": "已安排", "cancelled": "已取消", "held": "已召开"}.get(s.status, s.status)
+    return (f"#{s.id} {s.month} {local(s.starts_at):%m-%d %H:%M} {s.venue} 名额{s.seats}(+预留{s.reserved_seats}) "
+            f"报名{local(s.registration_opens_at):%m-%d} 议题截止{local(s.topic_cutoff_at):%m-%d} {status}")
+
+
+def _run(coro) -> None:
+    try:
+        print(asyncio.run(coro))
+    except cs.ConsultationError as exc:
+        raise SystemExit(f"未完成：{exc.reason}") from exc
+
+
+def register(sub) -> None:
+    from bot.cli import settings_from
+
+    parser = sub.add_parser("consultation", help="阳光17议：社区议事的默认安排与场次")
+    commands = parser.add_subparsers(dest="consultation_command", required=True)
+
+    p = commands.add_parser("create", help="设置社区默认安排，并建好本月（17日未过）与后续月份的场次")
+    p.add_argument("community", help="社区编码")
+    p.add_argument("--months", type=int, default=1, help="提前建几个月（默认1）")
+    for flag, name, kind, text in DEFAULT_OPTIONS:
+        p.add_argument(flag, dest=name, type=kind, help=text)
+    p.set_defaults(func=lambda a: _run(create(settings_from(a), a, Clock(settings_from(a).timezone))))
+
+    p = commands.add_parser("edit", help="修改一场议事（地点、名额、预留、时长）")
+    p.add_argument("session", type=int, help="场次编号（见 list）")
+    p.add_argument("--venue")
+    p.add_argument("--capacity", type=int)
+    p.add_argument("--reserved", dest="reserved_seats", type=int)
+    p.add_argument("--duration", dest="duration_minutes", type=int)
+    p.set_defaults(func=lambda a: _run(edit(settings_from(a), a, Clock(settings_from(a).timezone))))
+
+    p = commands.add_parser("list", help="列出议事场次")
+    p.add_argument("--community", help="社区编码")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=lambda a: _run(list_all(settings_from(a), a)))
