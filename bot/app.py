@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -10,12 +12,15 @@ from aiohttp import web
 from bot.config import Settings
 from bot.engine import Engine
 from bot.gateway import Gateway
-from bot.wechat_api import WeChatAPIError, WeChatClient
+from bot.push import Sender, show_waiting_notices
+from bot.wechat_api import WeChatClient
 from handlers import ROUTERS
 from storage import migrate
 from storage.clock import Clock
 from storage.db import Database
 from storage.kv import KeyValueStore, open_store
+from storage.outbox import notify_now
+from storage.residents import find_resident
 
 log = logging.getLogger("steward")
 
@@ -61,20 +66,35 @@ async def build_bot(
     kv = kv or open_store(settings.redis_url, settings.redis_prefix)
     clock = clock or Clock(settings.timezone)
     wechat = WeChatClient(settings.wechat_appid, settings.wechat_secret, settings.wechat_api_base, kv)
-    services: dict = {"wechat": wechat, "kv": kv}
+    sender = Sender.from_settings(settings, db, kv, wechat, clock)
+    services: dict = {"wechat": wechat, "kv": kv, "sender": sender}
     engine = Engine(ROUTERS, db, kv, clock, settings, services)
 
+    engine.after_reply.append(show_waiting_notices)
+
     async def late_reply(openid: str, text: str) -> None:
-        try:
-            await wechat.send_text(openid, text)
-        except WeChatAPIError as exc:
-            log.warning("late reply to %s not delivered: %s", openid[-6:], exc)
+        # Through the outbox, like every push: sent once, rate-limited, retried, or shown at the next message.
+        resident = await find_resident(db, openid)
+        if resident is None or resident.id is None:
+            log.warning("late reply to …%s dropped: no such resident", openid[-6:])
+            return
+        now = clock.now()
+        await notify_now(db, resident.id, "reply", text, f"late:{resident.id}:{uuid.uuid4().hex}", now)
+        await sender.drain(max_batches=1)  # now, whether or not a scheduler runs in this process
 
     gateway = Gateway(settings, engine, kv, db, late_reply, reply_deadline=reply_deadline)
     return Bot(settings, db, kv, clock, wechat, engine, gateway, services)
 
 
 BOT_KEY = web.AppKey("bot", Bot)
+
+
+async def warm_up() -> None:
+    """Load the word segmenter before the first resident needs it: its ~2 s start-up must not eat into
+    WeChat's 5-second window on the first report after a restart."""
+    from storage.classifier import default_classifier
+
+    await asyncio.get_running_loop().run_in_executor(None, default_classifier().warm_up)
 
 
 def make_app(bot: Bot) -> web.Application:

@@ -15,7 +15,14 @@ from bot.config import ConfigError, Settings, load_settings
 log = logging.getLogger("steward")
 
 # Each feature's commands live in its own module with `register(subparsers)`; list them here.
-FEATURE_COMMANDS: list[str] = []
+FEATURE_COMMANDS = [
+    "bot.cli_org",
+    "bot.cli_needs",
+    "bot.cli_push",
+    "bot.cli_consultation",
+    "bot.cli_points",
+    "bot.cli_review",
+]
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -29,13 +36,19 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from bot.app import build_bot, make_app
+    from bot.app import build_bot, make_app, warm_up
 
     settings = settings_from(args)
 
     async def app_factory() -> web.Application:
         bot = await build_bot(settings)
+        await warm_up()
         app = make_app(bot)
+        if not args.no_scheduler:
+            from bot.cli_push import start_scheduler
+
+            runner = start_scheduler(bot)
+            app.on_cleanup.append(lambda _app: runner.stop())
         app.on_cleanup.append(lambda _app: bot.close())
         mode = "安全模式" if settings.safe_mode else "明文模式"
         state = "Redis" if settings.redis_url else "内存"
@@ -89,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the bot (creates/upgrades the SQLite schema on first start)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--no-scheduler", action="store_true", help="run the jobs in a separate `steward scheduler`")
     serve.set_defaults(func=cmd_serve)
 
     db = sub.add_parser("db", help="database schema")
@@ -116,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Alembic announces its plugins at INFO on import; a start-up error must stay one sentence.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

@@ -1,5 +1,23 @@
 """Every flow's router, in the order the engine consults them. Nothing else wires flows."""
 
-from handlers import basics, menu
+from handlers import (
+    activities,
+    basics,
+    binding,
+    broadcast,
+    consultation,
+    leader,
+    menu,
+    needs,
+    points,
+    projects,
+    review,
+    staff,
+    survey,
+)
 
-ROUTERS = [menu.router, basics.router]
+ROUTERS = [menu.router, basics.router, binding.router]
+ROUTERS += [needs.router, leader.router, staff.router]
+ROUTERS += [projects.router, review.router, survey.router]
+ROUTERS += [consultation.router, broadcast.router]
+ROUTERS += [points.router, activities.router]

@@ -1,14 +1,32 @@
 """The outbox: every notification is a row written in the same transaction as the change that caused it.
 
 A sender (bot/push) drains it; the idempotency key makes writing the same notification twice a no-op.
+The operations here are the only way rows change state:
+
+    notify()            pending          (in the caller's transaction)
+    claim_due()         pending → sending          (committed before any API call; see bot/push)
+    finish()            sending → sent | pending (retry) | waiting | failed
+    recover_stale()     sending (lease expired) → unknown     (never re-sent: at-most-once)
+    take_waiting()      waiting → shown      (the resident's next message shows them)
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import weakref
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Index
-from sqlmodel import Field, SQLModel
+from sqlalchemy import Index, event, func, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Field, SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.db import Database
 
 
 class OutboxStatus:
@@ -19,11 +37,21 @@ class OutboxStatus:
     SHOWN = "shown"  # delivered in a passive reply ("您有 N 条新消息")
     FAILED = "failed"  # gave up after the retry limit; staff can see it
     CANCELLED = "cancelled"
+    # The sender died between claiming the row and recording the answer: it may or may not have reached the
+    # resident. Never re-sent automatically (a duplicate is worse than a gap); staff review it.
+    UNKNOWN = "unknown"
+
+
+# Rows staff must look at ("投递失败"): shown by `steward outbox status` and the morning digest.
+NEEDS_REVIEW = (OutboxStatus.FAILED, OutboxStatus.UNKNOWN)
 
 
 class OutboxMessage(SQLModel, table=True):
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_resident_status", "resident_id", "status"),  # 0004_push
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     idempotency_key: str = Field(max_length=128, unique=True)
@@ -33,8 +61,295 @@ class OutboxMessage(SQLModel, table=True):
     payload: str = Field(default="{}")  # JSON: template fields, links
     status: str = Field(default=OutboxStatus.PENDING, max_length=16)
     attempts: int = 0
+    # pending: when to try; sending: when the claim's lease runs out.
     next_attempt_at: dt.datetime
     last_error: str | None = Field(default=None, max_length=255)
     channel: str | None = Field(default=None, max_length=16)  # text | template | reply
     created_at: dt.datetime
     sent_at: dt.datetime | None = None
+    claimed_by: str | None = Field(default=None, max_length=32)  # the sender holding a sending row (0004_push)
+
+
+# -- prompt drain: an in-process wake-up after a commit that wrote notifications ----------------------------
+#
+# Only a hint for senders in this process (others find the rows on their next tick), so a module-level
+# registry is fine here: losing a wake-up costs a few seconds, never a message.
+
+_wakers: weakref.WeakSet = weakref.WeakSet()
+
+
+class OutboxWaker:
+    """Register one with `add_waker`; `.event` is set after any local commit that wrote outbox rows."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.event = asyncio.Event()
+
+    def wake(self) -> None:
+        self.event.set()
+
+
+def add_waker(waker: OutboxWaker) -> None:
+    _wakers.add(waker)
+
+
+def _wake_all(_session: Any = None) -> None:
+    for waker in list(_wakers):
+        waker.wake()
+
+
+def _wake_after_commit(session: AsyncSession) -> None:
+    sync = session.sync_session
+    if not sync.info.get("outbox_wake"):
+        sync.info["outbox_wake"] = True
+        event.listen(sync, "after_commit", _wake_all, once=True)
+
+
+# -- writing ------------------------------------------------------------------------------------------------
+
+
+async def notify(
+    session: AsyncSession,
+    resident_id: int,
+    kind: str,
+    text: str,
+    key: str,
+    now: dt.datetime,
+    payload: dict[str, Any] | None = None,
+) -> bool:
+    """Queue a notification inside the caller's transaction. False if `key` was already queued (a no-op).
+
+    `payload` may carry `template` (WeChat template fields, e.g. {"first": .., "keyword1": ..}) and `url`.
+    """
+    values = dict(
+        idempotency_key=key[:128],
+        resident_id=resident_id,
+        kind=kind[:32],
+        text=text,
+        payload=json.dumps(payload or {}, ensure_ascii=False),
+        status=OutboxStatus.PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(OutboxMessage).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    result = await session.exec(stmt)
+    _wake_after_commit(session)
+    return bool(result.rowcount)
+
+
+async def notify_now(
+    db: Database, resident_id: int, kind: str, text: str, key: str, now: dt.datetime, payload: dict | None = None
+) -> bool:
+    """notify() in a transaction of its own, for notices that follow no other change (late replies)."""
+    async with db.write() as session:
+        return await notify(session, resident_id, kind, text, key, now, payload)
+
+
+# -- the sender's side ----------------------------------------------------------------------------------------
+
+
+async def claim_due(
+    db: Database, now: dt.datetime, limit: int, claimer: str, lease: dt.timedelta
+) -> list[OutboxMessage]:
+    """Mark up to `limit` due pending rows as sending (lease until now + lease) for `claimer`, and commit.
+
+    Concurrent senders never claim the same row: PostgreSQL skips rows another claimer has locked;
+    SQLite serialises write transactions (BEGIN IMMEDIATE).
+    """
+    async with db.write() as session:
+        query = (
+            select(OutboxMessage.id)
+            .where(OutboxMessage.status == OutboxStatus.PENDING, OutboxMessage.next_attempt_at <= now)
+            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+            .limit(limit)
+        )
+        if not db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        ids = list((await session.exec(query)).all())
+        if not ids:
+            return []
+        await session.exec(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.id).in_(ids), OutboxMessage.status == OutboxStatus.PENDING)
+            .values(status=OutboxStatus.SENDING, claimed_by=claimer, next_attempt_at=now + lease)
+        )
+        rows = (
+            await session.exec(
+                select(OutboxMessage)
+                .where(col(OutboxMessage.id).in_(ids), OutboxMessage.claimed_by == claimer)
+                .order_by(OutboxMessage.id)
+            )
+        ).all()
+        return [row for row in rows if row.status == OutboxStatus.SENDING]
+
+
+@dataclass
+class Outcome:
+    """What the sender learnt about one claimed row."""
+
+    id: int
+    status: str  # sent | pending | waiting | failed
+    channel: str | None = None
+    error: str | None = None
+    next_attempt_at: dt.datetime | None = None
+    attempted: bool = True  # False: the API was not called (e.g. no channel): attempts unchanged
+
+
+async def finish(db: Database, claimer: str, outcomes: Sequence[Outcome], now: dt.datetime) -> int:
+    """Record the outcomes of one claim in one transaction. Only rows still claimed by `claimer` change
+    (a row another process recovered as `unknown` becomes `sent` if we did send it). Returns rows changed.
+
+    Outcomes that write the same values share one UPDATE (a drained batch is mostly "sent by text")."""
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for o in outcomes:
+        error = o.error[:255] if o.error else None
+        groups[(o.status, o.channel, error, o.next_attempt_at, o.attempted)].append(o.id)
+    changed = 0
+    async with db.write() as session:
+        for (status, channel, error, next_attempt_at, attempted), ids in groups.items():
+            values: dict[str, Any] = {"status": status, "last_error": error}
+            if channel:
+                values["channel"] = channel
+            if attempted:
+                values["attempts"] = OutboxMessage.attempts + 1
+            if status == OutboxStatus.SENT:
+                values["sent_at"] = now
+            if next_attempt_at is not None:
+                values["next_attempt_at"] = next_attempt_at
+            if status != OutboxStatus.SENDING:
+                values["claimed_by"] = None
+            allowed = [OutboxStatus.SENDING] + ([OutboxStatus.UNKNOWN] if status == OutboxStatus.SENT else [])
+            for start in range(0, len(ids), 500):
+                result = await session.exec(
+                    update(OutboxMessage)
+                    .where(
+                        col(OutboxMessage.id).in_(ids[start : start + 500]),
+                        OutboxMessage.claimed_by == claimer,
+                        col(OutboxMessage.status).in_(allowed),
+                    )
+                    .values(**values)
+                )
+                changed += result.rowcount or 0
+    return changed
+
+
+async def recover_stale(db: Database, now: dt.datetime, limit: int = 500) -> int:
+    """Sending rows whose lease ran out (their sender died): mark them unknown for staff review.
+
+    They are NOT made pending again: the dead sender may have delivered them and WeChat has no idempotency key
+    for customer-service messages, so re-sending could deliver twice. At most once; a gap is flagged instead.
+    """
+    async with db.write() as session:
+        ids = list(
+            (
+                await session.exec(
+                    select(OutboxMessage.id)
+                    .where(OutboxMessage.status == OutboxStatus.SENDING, OutboxMessage.next_attempt_at < now)
+                    .limit(limit)
+                )
+            ).all()
+        )
+        if not ids:
+            return 0
+        result = await session.exec(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.id).in_(ids), OutboxMessage.status == OutboxStatus.SENDING)
+            .values(status=OutboxStatus.UNKNOWN, last_error="发送进程中断，无法确认是否送达，需人工核对")
+        )
+        return result.rowcount or 0
+
+
+async def text_sends_since(db: Database, windows: dict[int, dt.datetime]) -> dict[int, int]:
+    """Customer-service texts already sent to each resident since their window opened {resident_id: start}."""
+    if not windows:
+        return {}
+    async with db.read() as session:
+        rows = (
+            await session.exec(
+                select(OutboxMessage.resident_id, OutboxMessage.sent_at).where(
+                    col(OutboxMessage.resident_id).in_(list(windows)),
+                    OutboxMessage.channel == "text",
+                    OutboxMessage.status == OutboxStatus.SENT,
+                    OutboxMessage.sent_at >= min(windows.values()),
+                )
+            )
+        ).all()
+    counts = dict.fromkeys(windows, 0)
+    for resident_id, sent_at in rows:
+        if sent_at >= windows[resident_id]:
+            counts[resident_id] += 1
+    return counts
+
+
+# -- the resident's next message ------------------------------------------------------------------------------
+
+
+async def count_waiting(db: Database, resident_id: int) -> int:
+    async with db.read() as session:
+        return (
+            await session.exec(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.resident_id == resident_id, OutboxMessage.status == OutboxStatus.WAITING)
+            )
+        ).one()
+
+
+async def take_waiting(db: Database, resident_id: int, now: dt.datetime, limit: int = 3) -> tuple[list[str], int]:
+    """The oldest `limit` waiting notices, marked shown (so they are shown once), and how many were waiting."""
+    async with db.write() as session:
+        total = (
+            await session.exec(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.resident_id == resident_id, OutboxMessage.status == OutboxStatus.WAITING)
+            )
+        ).one()
+        if not total:
+            return [], 0
+        query = (
+            select(OutboxMessage)
+            .where(OutboxMessage.resident_id == resident_id, OutboxMessage.status == OutboxStatus.WAITING)
+            .order_by(OutboxMessage.created_at, OutboxMessage.id)
+            .limit(limit)
+        )
+        if not db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        rows = list((await session.exec(query)).all())
+        texts = []
+        for row in rows:
+            result = await session.exec(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == row.id, OutboxMessage.status == OutboxStatus.WAITING)
+                .values(status=OutboxStatus.SHOWN, channel="reply", sent_at=now)
+            )
+            if result.rowcount:
+                texts.append(row.text)
+        return texts, total
+
+
+# -- staff views ---------------------------------------------------------------------------------------------
+
+
+async def status_counts(db: Database) -> dict[str, int]:
+    async with db.read() as session:
+        rows = (
+            await session.exec(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))
+        ).all()
+    return {status: count for status, count in rows}
+
+
+async def needing_review(
+    db: Database, limit: int = 20, offset: int = 0, resident_ids: Iterable[int] | None = None
+) -> list[OutboxMessage]:
+    """Failed and unknown rows (newest first), a page at a time; optionally only for these residents."""
+    async with db.read() as session:
+        query = select(OutboxMessage).where(col(OutboxMessage.status).in_(NEEDS_REVIEW))
+        if resident_ids is not None:
+            query = query.where(col(OutboxMessage.resident_id).in_(list(resident_ids)))
+        query = query.order_by(col(OutboxMessage.created_at).desc(), col(OutboxMessage.id).desc())
+        return list((await session.exec(query.offset(offset).limit(limit))).all())
+

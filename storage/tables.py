@@ -2,6 +2,21 @@
 
 from sqlmodel import SQLModel
 
-from storage import org, outbox, residents, roles  # noqa: F401
+from storage import (  # noqa: F401
+    activities,
+    broadcast,
+    consultation,
+    need_clocks,
+    needs,
+    org,
+    outbox,
+    points,
+    projects,
+    residents,
+    review,
+    rewards,
+    roles,
+    survey,
+)
 
 metadata = SQLModel.metadata

@@ -36,7 +36,8 @@ async def make_district(db: Database) -> District:
             d.grids[code] = Grid(code=code, name=name, community_id=d.communities[comm].id)
             s.add(d.grids[code])
         await s.flush()
-        for code, name, grid in (("B1", "1号楼", "G1"), ("B2", "2号楼", "G1"), ("B3", "3号楼", "G2"), ("B4", "8号楼", "G3")):
+        buildings = (("B1", "1号楼", "G1"), ("B2", "2号楼", "G1"), ("B3", "3号楼", "G2"), ("B4", "8号楼", "G3"))
+        for code, name, grid in buildings:
             g = d.grids[grid]
             d.buildings[code] = Building(code=code, name=name, grid_id=g.id, community_id=g.community_id)
             s.add(d.buildings[code])

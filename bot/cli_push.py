@@ -1,0 +1,102 @@
+"""`steward scheduler` (the jobs in a process of their own) and `steward outbox status` (what is stuck)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+from typing import Any
+
+from storage.clock import local
+
+
+def start_scheduler(bot: Any):
+    """Start the job runner inside a running event loop (serve, or the scheduler command)."""
+    import scheduler  # noqa: F401  (registers every job)
+    from scheduler.runner import SchedulerRunner, job_context
+
+    runner = SchedulerRunner(job_context(bot))
+    runner.start()
+    return runner
+
+
+def cmd_scheduler(args: argparse.Namespace) -> None:
+    from bot.app import build_bot
+    from bot.cli import settings_from
+
+    settings = settings_from(args)
+
+    async def run() -> None:
+        bot = await build_bot(settings)
+        runner = start_scheduler(bot)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        print(f"调度器已启动（{'Redis 选主' if settings.redis_url else '单进程'}），按 Ctrl+C 停止。", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await runner.stop()
+            await bot.close()
+
+    asyncio.run(run())
+
+
+STATUS_WORDS = {
+    "pending": "待发送",
+    "sending": "发送中",
+    "sent": "已发送",
+    "waiting": "待用户留言时显示",
+    "shown": "已在回复中显示",
+    "failed": "发送失败",
+    "unknown": "结果未知（需核对）",
+    "cancelled": "已取消",
+}
+
+
+async def outbox_report(db: Any, limit: int = 20, offset: int = 0) -> str:
+    """Counts by status, then a page of the rows staff must review (failed / unknown)."""
+    from storage.outbox import needing_review, status_counts
+
+    counts = await status_counts(db)
+    rows = await needing_review(db, limit=limit, offset=offset)
+    lines = ["消息发送情况："]
+    lines += [f"  {STATUS_WORDS.get(s, s)}：{n}" for s, n in sorted(counts.items())] or ["  （暂无消息）"]
+    if rows:
+        lines.append(f"需要人工核对的消息（第 {offset + 1}–{offset + len(rows)} 条）：")
+        for row in rows:
+            when = local(row.created_at).strftime("%m-%d %H:%M")
+            lines.append(f"  #{row.id} {when} 居民{row.resident_id} {row.kind} {STATUS_WORDS.get(row.status)}："
+                         f"{row.last_error or ''}")
+    return "\n".join(lines)
+
+
+def cmd_outbox_status(args: argparse.Namespace) -> None:
+    from bot.cli import settings_from
+    from storage.db import Database
+
+    settings = settings_from(args)
+
+    async def run() -> str:
+        db = Database(settings.database_url)
+        try:
+            return await outbox_report(db, args.limit, args.offset)
+        finally:
+            await db.dispose()
+
+    print(asyncio.run(run()))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    sched = sub.add_parser("scheduler", help="run the scheduled jobs alone (with `serve --no-scheduler`)")
+    sched.set_defaults(func=cmd_scheduler)
+
+    outbox = sub.add_parser("outbox", help="the notification outbox")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True)
+    status = outbox_sub.add_parser("status", help="counts by status, and failed/unknown rows for review")
+    status.add_argument("--limit", type=int, default=20)
+    status.add_argument("--offset", type=int, default=0)
+    status.set_defaults(func=cmd_outbox_status)

@@ -1,0 +1,324 @@
+"""The push channel: drains the outbox through the async WeChat client.
+
+For each due row, in order per resident:
+
+1. a customer-service text while the resident's 48-hour window is open (their last message, see
+   `Resident.last_contact_at`) and fewer than `cs_per_window` texts went out in that window;
+2. otherwise a template message, when a template id is configured for the row's kind (`STEWARD_TEMPLATES`);
+3. otherwise the row waits (status `waiting`) and the resident sees it at their next message
+   ("您有 N 条新消息", `show_waiting_notices`).
+
+WeChat's answers: 40001/42001 are handled inside the client (refresh once, retry once); 45015 (window closed)
+and 45047 (too many texts) fall back to 2/3; -1, HTTP 5xx and timeouts are retried with exponential backoff and
+jitter, then the row is `failed` (staff see it: `steward outbox status`, the morning digest); 43004 marks the
+resident unsubscribed and the row waits for their return. Every API call first takes a grant from the global
+rate limit (storage/ratelimit), shared by all processes.
+
+Crash protocol — what "sent once" means here:
+
+* CLAIM. A batch of due rows is set to `sending` with `claimed_by` = this sender and a lease
+  (`next_attempt_at` = now + lease), and that transaction COMMITS before any API call is made.
+* SEND. The API calls are made. No new call starts after half the lease has passed (the rest go back to pending).
+* FINISH. The answers are recorded in one transaction (sent / pending with backoff / waiting / failed), only for
+  rows still claimed by this sender.
+* RECOVER. A `sending` row whose lease has run out belongs to a sender that died between CLAIM and FINISH. It may
+  have been delivered (the call returned but the commit never happened) or not. WeChat custom messages carry no
+  idempotency key, so re-sending could deliver twice. Such rows are marked `unknown` and are NEVER re-sent
+  automatically: delivery is at most once, and a possible gap is made visible to staff for review. At most one
+  claimed batch per killed sender ends up `unknown`.
+* A `sent` row is never claimed again (only `pending` rows are claimed), so a sent row is never sent twice.
+
+One honest exception, by WeChat's design: a timeout is retried, and a request that timed out may still have
+been delivered; only then can a resident see a message twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import random
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import col, select
+
+from bot.wechat_api import OUT_OF_WINDOW, TOO_MANY_CS, USER_UNSUBSCRIBED, WeChatAPIError, WeChatClient
+from storage.clock import Clock, local
+from storage.db import Database
+from storage.kv import KeyValueStore
+from storage.outbox import (
+    OutboxMessage,
+    OutboxStatus,
+    Outcome,
+    claim_due,
+    finish,
+    recover_stale,
+    take_waiting,
+    text_sends_since,
+)
+from storage.ratelimit import RateLimiter
+from storage.residents import Resident, set_subscribed
+
+log = logging.getLogger("steward.push")
+
+WINDOW = dt.timedelta(hours=48)
+KEYWORD_LIMIT = 20  # WeChat template keyword values: at most 20 characters
+OTHER_FIELD_LIMIT = 60
+
+# How a notification kind is named in a template message ("通知类型").
+KIND_LABELS = {
+    "progress": "办理进度",
+    "need_update": "办理进度",
+    "need_assigned": "新派单",
+    "reply": "消息回复",
+    "remind": "办理提醒",
+    "chase": "督办通知",
+    "report": "督办上报",
+    "feedback": "进展反馈",
+    "rating": "满意度评价",
+    "digest": "每日汇总",
+}
+
+
+@dataclass(frozen=True)
+class PushPolicy:
+    batch: int = 100  # rows per claim: the most that can end up `unknown` if this process is killed
+    concurrency: int = 16  # residents served at once
+    lease: dt.timedelta = dt.timedelta(minutes=2)
+    max_attempts: int = 6  # transient failures before a row is failed
+    backoff_base: float = 10.0  # seconds; doubles per attempt, with jitter
+    backoff_max: float = 3600.0
+    cs_per_window: int = 5  # customer-service texts per 48-hour window
+
+
+def _cut(value: str, limit: int) -> str:
+    value = " ".join(value.split())
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def template_fields(row: OutboxMessage, tz: str) -> tuple[dict[str, str], str | None]:
+    """Template data for a row: the payload's `template` fields, or defaults from its text; all cut short."""
+    payload = json.loads(row.payload or "{}")
+    fields: dict[str, str] = payload.get("template") or {}
+    if not fields:
+        first_line = next((line for line in row.text.splitlines() if line.strip()), row.text)
+        fields = {
+            "first": first_line,
+            "keyword1": first_line,
+            "keyword2": KIND_LABELS.get(row.kind, "服务通知"),
+            "keyword3": local(row.created_at, tz).strftime("%m月%d日 %H:%M"),
+            "remark": "回复任意消息查看详情",
+        }
+    limits = {k: KEYWORD_LIMIT if k.startswith("keyword") else OTHER_FIELD_LIMIT for k in fields}
+    return {k: _cut(str(v), limits[k]) for k, v in fields.items()}, payload.get("url")
+
+
+class Sender:
+    def __init__(
+        self,
+        db: Database,
+        kv: KeyValueStore,
+        wechat: WeChatClient,
+        clock: Clock,
+        *,
+        templates: dict[str, str] | None = None,
+        send_rate: int = 200,
+        policy: PushPolicy | None = None,
+        timezone: str = "Asia/Shanghai",
+        name: str | None = None,
+    ) -> None:
+        self.db = db
+        self.wechat = wechat
+        self.clock = clock
+        self.templates = templates or {}
+        self.policy = policy or PushPolicy()
+        self.limiter = RateLimiter(kv, send_rate)
+        self.tz = timezone
+        self.name = name or uuid.uuid4().hex[:16]
+
+    @classmethod
+    def from_settings(cls, settings: Any, db: Database, kv: KeyValueStore, wechat: WeChatClient, clock: Clock,
+                      **kwargs: Any) -> Sender:
+        return cls(db, kv, wechat, clock, templates=settings.templates, send_rate=settings.send_rate,
+                   timezone=settings.timezone, **kwargs)
+
+    # -- draining -----------------------------------------------------------------------------
+
+    async def drain(self, max_batches: int = 20) -> int:
+        """Recover stale claims, then send due rows batch by batch (bounded). Returns rows handled."""
+        await recover_stale(self.db, self.clock.now())
+        handled = 0
+        for _ in range(max_batches):
+            done = await self.drain_batch()
+            handled += done
+            if done < self.policy.batch:
+                break
+        return handled
+
+    async def drain_batch(self) -> int:
+        now = self.clock.now()
+        rows = await claim_due(self.db, now, self.policy.batch, self.name, self.policy.lease)  # CLAIM (committed)
+        if not rows:
+            return 0
+        outcomes = await self._send_all(rows, now)  # SEND
+        await finish(self.db, self.name, outcomes, self.clock.now())  # FINISH
+        return len(rows)
+
+    async def _send_all(self, rows: list[OutboxMessage], now: dt.datetime) -> list[Outcome]:
+        residents = await self._residents({r.resident_id for r in rows})
+        windows = {
+            rid: r.last_contact_at
+            for rid, r in residents.items()
+            if r.subscribed and r.last_contact_at is not None and now - r.last_contact_at < WINDOW
+        }
+        texts_used = await text_sends_since(self.db, windows)
+        by_resident: dict[int, list[OutboxMessage]] = defaultdict(list)
+        for row in rows:
+            by_resident[row.resident_id].append(row)
+        gate = asyncio.Semaphore(self.policy.concurrency)
+        stop_at = time.monotonic() + self.policy.lease.total_seconds() / 2
+        outcomes: list[Outcome] = []
+
+        async def serve(resident_id: int, queue: list[OutboxMessage]) -> None:
+            async with gate:
+                resident = residents.get(resident_id)
+                for row in queue:
+                    if time.monotonic() > stop_at:
+                        outcomes.append(Outcome(row.id, OutboxStatus.PENDING, next_attempt_at=now, attempted=False))
+                        continue
+                    outcomes.append(await self._deliver(row, resident, resident_id in windows, texts_used, now))
+
+        await asyncio.gather(*(serve(rid, queue) for rid, queue in by_resident.items()))
+        return outcomes
+
+    async def _residents(self, ids: set[int]) -> dict[int, Resident]:
+        async with self.db.read() as session:
+            rows = (await session.exec(select(Resident).where(col(Resident.id).in_(list(ids))))).all()
+        return {r.id: r for r in rows}
+
+    async def _deliver(
+        self, row: OutboxMessage, resident: Resident | None, window_open: bool, texts_used: dict[int, int],
+        now: dt.datetime,
+    ) -> Outcome:
+        if resident is None:
+            return Outcome(row.id, OutboxStatus.FAILED, error="收件人不存在", attempted=False)
+        if not resident.subscribed:
+            return Outcome(row.id, OutboxStatus.WAITING, error="已取消关注", attempted=False)
+        fallback_reason = None
+        if window_open and texts_used.get(resident.id, 0) < self.policy.cs_per_window:
+            texts_used[resident.id] = texts_used.get(resident.id, 0) + 1
+            try:
+                await self.limiter.acquire()
+                await self.wechat.send_text(resident.openid, row.text)
+                return Outcome(row.id, OutboxStatus.SENT, channel="text")
+            except WeChatAPIError as exc:
+                if exc.errcode not in (OUT_OF_WINDOW, TOO_MANY_CS):
+                    return await self._failure(row, resident, exc, now)
+                # The window is shut (or its quota spent) whatever our count said: no more texts this batch.
+                texts_used[resident.id] = self.policy.cs_per_window
+                fallback_reason = f"客服消息不可用({exc.errcode})"
+        template_id = self.templates.get(row.kind)
+        if template_id:
+            data, url = template_fields(row, self.tz)
+            try:
+                await self.limiter.acquire()
+                await self.wechat.send_template(resident.openid, template_id, data, url)
+                return Outcome(row.id, OutboxStatus.SENT, channel="template")
+            except WeChatAPIError as exc:
+                return await self._failure(row, resident, exc, now)
+        return Outcome(
+            row.id, OutboxStatus.WAITING, error=fallback_reason or "不在48小时内且无模板，待用户下次留言时显示",
+            attempted=fallback_reason is not None,
+        )
+
+    async def _failure(self, row: OutboxMessage, resident: Resident, exc: WeChatAPIError, now: dt.datetime) -> Outcome:
+        error = f"{exc.errcode}: {exc.errmsg}"
+        if exc.errcode == USER_UNSUBSCRIBED:
+            await set_subscribed(self.db, resident.openid, False, now)
+            resident.subscribed = False
+            return Outcome(row.id, OutboxStatus.WAITING, error=error)
+        if not exc.transient:
+            log.warning("outbox row %s failed for good: %s", row.id, error)
+            return Outcome(row.id, OutboxStatus.FAILED, error=error)
+        attempts = row.attempts + 1
+        if attempts >= self.policy.max_attempts:
+            log.warning("outbox row %s failed after %s attempts: %s", row.id, attempts, error)
+            return Outcome(row.id, OutboxStatus.FAILED, error=f"重试{attempts}次仍失败 {error}")
+        return Outcome(row.id, OutboxStatus.PENDING, error=error, next_attempt_at=now + self.backoff(attempts))
+
+    def backoff(self, attempts: int) -> dt.timedelta:
+        """Exponential backoff with full jitter in its upper half: base·2^(n-1) · U(0.5, 1], capped."""
+        ceiling = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** (attempts - 1))
+        return dt.timedelta(seconds=ceiling * random.uniform(0.5, 1.0))
+
+
+# -- the resident's next message ------------------------------------------------------------------------------
+
+SHOW_AT_ONCE = 3
+
+
+async def show_waiting_notices(ctx: Any, reply: str) -> str:
+    """Engine after_reply hook: add the resident's waiting notices to the reply, once each."""
+    resident = ctx.resident
+    if resident.id is None or ctx.msg.event == "unsubscribe":
+        return reply
+    texts, total = await take_waiting(ctx.db, resident.id, ctx.now, limit=SHOW_AT_ONCE)
+    if not texts:
+        return reply
+    lines = [f"📬 您有 {total} 条新消息："]
+    lines += [f"{i}. {text}" for i, text in enumerate(texts, 1)]
+    if total > len(texts):
+        lines.append(f"（还有 {total - len(texts)} 条，下次回复时继续显示）")
+    notices = "\n".join(lines)
+    return f"{reply}\n\n{notices}" if reply else notices
+
+
+# -- a sender on its own: `python -m bot.push` (operations, the crash test, the benchmark) ---------------------
+
+
+async def _drain_until_empty(args: Any) -> int:
+    from storage.kv import open_store
+
+    db = Database(args.database_url, schema=args.schema)
+    kv = open_store(args.redis_url)
+    wechat = WeChatClient(args.appid, args.secret, args.api_base, kv)
+    policy = PushPolicy(batch=args.batch, concurrency=args.concurrency, cs_per_window=args.cs_per_window)
+    sender = Sender(db, kv, wechat, Clock(), send_rate=args.rate, policy=policy)
+    total = 0
+    try:
+        while done := await sender.drain(max_batches=1000):
+            total += done
+    finally:
+        await wechat.close()
+        await kv.close()
+        await db.dispose()
+    return total
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    from bot.config import Settings
+
+    parser = argparse.ArgumentParser(prog="python -m bot.push", description="Drain the outbox once, then exit.")
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--schema", help="PostgreSQL search_path (tests)")
+    parser.add_argument("--redis-url")
+    parser.add_argument("--api-base", required=True)
+    parser.add_argument("--appid", default=Settings.wechat_appid)
+    parser.add_argument("--secret", default=Settings.wechat_secret)
+    parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=PushPolicy.batch)
+    parser.add_argument("--concurrency", type=int, default=PushPolicy.concurrency)
+    parser.add_argument("--cs-per-window", type=int, default=PushPolicy.cs_per_window)
+    args = parser.parse_args(argv)
+    print(f"drained {asyncio.run(_drain_until_empty(args))}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
