@@ -12,7 +12,7 @@ import textwrap
 
 from aiohttp import web
 
-from bot.app import build_bot, make_app
+from bot.app import build_bot, make_app, warm_up
 from bot.config import Settings
 from bot.fake_wechat import FakeWeChat
 from bot.simulator import Phone
@@ -58,7 +58,8 @@ async def run_chat(settings: Settings, openid: str, url: str | None, lines=None)
         fake = FakeWeChat(settings.wechat_appid, settings.wechat_secret)
         settings = settings.replace(wechat_api_base=await fake.start())
         bot = await build_bot(settings)
-        runner = web.AppRunner(make_app(bot))
+        await warm_up()
+        runner = web.AppRunner(make_app(bot), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -25,7 +25,7 @@ from bot.protocol import InboundMessage
 from storage.clock import Clock
 from storage.db import Database
 from storage.kv import KeyValueStore
-from storage.residents import Resident, touch_resident
+from storage.residents import Resident, ResidentDirectory
 from storage.roles import Role, RoleGrant, active_grants
 from storage.state import FlowState, StateStore
 
@@ -226,6 +226,7 @@ class Engine:
         self.db = db
         self.kv = kv
         self.states = StateStore(kv)
+        self.residents = ResidentDirectory(db, kv)
         self.clock = clock
         self.settings = settings
         self.services = services if services is not None else {}
@@ -274,7 +275,7 @@ class Engine:
         if msg.event == "unsubscribe":
             resident = Resident(openid=msg.openid, created_at=now)
         else:
-            resident = await touch_resident(self.db, msg.openid, now)
+            resident = await self.residents.touch(msg.openid, now)
         state = await self.states.load(msg.openid)
         notice = ""
         if state and state.expired():

@@ -8,11 +8,30 @@ reads stay deferred so they never wait for writers (WAL mode).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+# Tables whose committed changes other layers want to hear about (e.g. to drop a cached copy), with the
+# function that names the changed row. Filled by the table modules through `watch`.
+_WATCHED: dict[str, Callable[[Any], str]] = {}
+Changes = dict[str, set[str]]
+
+
+def watch(table: str, key: Callable[[Any], str]) -> None:
+    _WATCHED[table] = key
+
+
+@event.listens_for(Session, "after_flush")
+def _collect_changes(session: Session, _flush_context) -> None:
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        name = getattr(obj, "__tablename__", None)
+        if name in _WATCHED:
+            session.info.setdefault("changes", {}).setdefault(name, set()).add(_WATCHED[name](obj))
 
 
 class Database:
@@ -32,6 +51,8 @@ class Database:
         self._writer = self.engine.execution_options(steward_write=True)
         self._read_sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(self._writer, class_=AsyncSession, expire_on_commit=False)
+        # Called after a write transaction commits, with the watched rows it changed.
+        self.on_commit: list[Callable[[Changes], Awaitable[None]]] = []
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -45,6 +66,10 @@ class Database:
         async with self._write_sessions() as session:
             async with session.begin():
                 yield session
+            changes = session.info.pop("changes", None)
+            if changes:
+                for hook in self.on_commit:
+                    await hook(changes)
 
     async def ping(self) -> bool:
         try:

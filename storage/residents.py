@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from dataclasses import dataclass
 
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel, col, select
 
-from storage.db import Database
+from storage.db import Database, watch
+from storage.kv import KeyValueStore
 
 
 class Resident(SQLModel, table=True):
@@ -87,6 +89,50 @@ async def touch_resident(db: Database, openid: str, now: dt.datetime, resident: 
             row.last_contact_at = now
         session.add(row)
     return row
+
+
+watch("resident", lambda row: row.openid)
+
+
+class ResidentDirectory:
+    """Residents by openid for the gateway's hot path, with a short-lived copy in the key-value store.
+
+    Every message needs its sender's row; reading it from the database each time made the database the
+    bottleneck. A copy lives `TTL` seconds in the store (Redis: shared by all workers) and is dropped as
+    soon as any transaction that changed the row commits (Database.on_commit), so a binding or a staff
+    edit is seen at the next message. The TTL bounds staleness from writers in other processes without a
+    store (e.g. a CLI import on the embedded defaults).
+    """
+
+    TTL = 60.0
+
+    def __init__(self, db: Database, kv: KeyValueStore) -> None:
+        self.db = db
+        self.kv = kv
+        db.on_commit.append(self._forget)
+
+    @staticmethod
+    def _key(openid: str) -> str:
+        return "resident:" + openid
+
+    async def _forget(self, changes: dict[str, set[str]]) -> None:
+        openids = changes.get("resident")
+        if openids:
+            await self.kv.delete(*(self._key(o) for o in openids))
+
+    async def get(self, openid: str) -> Resident | None:
+        cached = await self.kv.get(self._key(openid))
+        if cached:
+            return Resident.model_validate(json.loads(cached))
+        row = await find_resident(self.db, openid)
+        if row is not None:
+            await self.kv.set(self._key(openid), row.model_dump_json(), ttl=self.TTL)
+        return row
+
+    async def touch(self, openid: str, now: dt.datetime) -> Resident:
+        row = await touch_resident(self.db, openid, now, await self.get(openid))
+        await self.kv.set(self._key(openid), row.model_dump_json(), ttl=self.TTL)
+        return row
 
 
 async def set_subscribed(db: Database, openid: str, subscribed: bool, now: dt.datetime) -> Resident:

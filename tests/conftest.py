@@ -97,6 +97,12 @@ async def db(backend, tmp_path, sqlite_template, pg_schema):
         async with database.engine.begin() as conn:
             for table in reversed(metadata.sorted_tables):
                 await conn.exec_driver_sql(f'DELETE FROM "{table.name}"')
+            # Ids start at 1 again, as on a fresh SQLite copy.
+            sequences = await conn.exec_driver_sql(
+                "SELECT sequence_name FROM information_schema.sequences WHERE sequence_schema = current_schema()"
+            )
+            for (name,) in sequences.all():
+                await conn.exec_driver_sql(f'ALTER SEQUENCE "{name}" RESTART')
     else:
         path = tmp_path / "steward.db"
         shutil.copy(sqlite_template, path)

@@ -285,10 +285,10 @@ async def test_with_the_database_down_the_resident_is_asked_to_retry_and_a_redel
     rig = await make_rig()
     engine = rig.bot.gateway.engine
     broken = Database(f"sqlite+aiosqlite:///{tmp_path}/missing/dir/x.db")
-    working, engine.db = engine.db, broken
+    working, engine.db, engine.residents.db = engine.db, broken, broken
     answer = await rig.phone.text("o_dbdown", "计数", msg_id=900400)
     assert (answer.status, answer.text) == (200, ERROR_REPLY)
-    engine.db = working
+    engine.db = engine.residents.db = working
     await broken.dispose()
     again = await rig.phone.text("o_dbdown", "计数", msg_id=900400)
     assert again.text == "这是第1次处理。"
