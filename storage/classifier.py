@@ -10,8 +10,18 @@ Scoring is keyword based, driven entirely by taxonomy.toml so staff can improve 
   so the more specific phrase decides;
 * a match that cuts through a jieba word counts for less (停电 inside 不让停电动车 is about 电动车).
 
+On top of the keywords sits a small learned model: a multinomial naive Bayes over character 1–2-grams,
+trained when first needed (≈0.1 s) from ``data/training_messages.tsv`` (real resident messages with
+their sub-item, which staff can extend) plus every keyword and example phrase of the taxonomy, so a
+sub-item added to the TOML is known to the model at once. It catches wordings no keyword list
+foresaw. Its posterior, flattened (temperature ``MODEL_TEMPERATURE``) and scaled by
+``MODEL_WEIGHT``, is added to the keyword score: a keyword hit still usually decides, the model breaks
+ties and fills in when no keyword matched. Weights were chosen by 5-fold cross-validation on the
+training messages only (see bench/classify.py).
+
 jieba (≈1 s to load its dictionary) is only initialised when a message actually contains a keyword,
-so callers that never classify, and messages like "你好" or "菜单", never pay for it.
+so callers that never classify, and messages like "你好" or "菜单", never pay for it; the learned
+model needs no segmentation.
 """
 
 from __future__ import annotations
@@ -22,16 +32,18 @@ import math
 import re
 import threading
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from storage.taxonomy import SubItem, Taxonomy, load_taxonomy
+from storage.taxonomy import SubItem, Taxonomy, TaxonomyError, load_taxonomy
 
 if TYPE_CHECKING:
     import jieba
 
-__all__ = ["Match", "NeedClassifier", "default_classifier", "looks_like_need"]
+__all__ = ["Match", "NaiveBayes", "NeedClassifier", "default_classifier", "looks_like_need", "read_training"]
 
 STRONG_WEIGHT = 3.0
 WEAK_WEIGHT = 1.0
@@ -41,13 +53,102 @@ MISALIGNED_FACTOR = 0.6
 # One strong two-character keyword, or a few weak ones, is enough to propose a sub-item; a lone weak
 # word ("楼道", "老人") is not.
 DEFAULT_MIN_SCORE = 1.5
+# The learned model: Laplace/Lidstone smoothing, the temperature that flattens its (over-confident)
+# posterior, and the weight of that posterior next to the keyword score. With weight 4 the model alone
+# reaches DEFAULT_MIN_SCORE only when its flattened posterior for one sub-item is ≥ 0.375, i.e. it
+# is very sure. Chosen by cross-validation on the training messages (bench/classify.py --tune).
+MODEL_ALPHA = 0.1
+MODEL_TEMPERATURE = 10.0
+MODEL_WEIGHT = 4.0
+# Below this, a sub-item backed by the model alone is not listed at all: greetings ("你好", "菜单")
+# spread the posterior thinly and stay under it, so rank() has nothing to offer for them.
+MODEL_FLOOR = 0.5
+TRAINING_FILE = "training_messages.tsv"
 
 _SPACE_RE = re.compile(r"\s+")
+_DIGITS_RE = re.compile(r"\d+")
+_NON_WORD_RE = re.compile(r"[^\w]")
 
 
 def normalise(text: str) -> str:
     """Full-width → half-width, lower case, no whitespace: how both keywords and messages are compared."""
     return _SPACE_RE.sub("", unicodedata.normalize("NFKC", text).lower())
+
+
+def features(text: str) -> list[str]:
+    """The learned model's view of a message: character 1- and 2-grams, digits folded (3号楼 ≈ 12号楼),
+    punctuation dropped."""
+    chars = _NON_WORD_RE.sub("", _DIGITS_RE.sub("0", normalise(text)))
+    return list(chars) + [chars[i : i + 2] for i in range(len(chars) - 1)]
+
+
+def read_training(path: Path | None = None) -> list[tuple[str, str]]:
+    """(code, text) rows of a training file: a ``code<TAB>text`` header, then one message a line;
+    blank lines and lines starting with # are skipped. The packaged file when ``path`` is None."""
+    resource = resources.files("storage") / "data" / TRAINING_FILE if path is None else Path(path)
+    source = str(resource)
+    try:
+        text = resource.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TaxonomyError(f"{source}: cannot read training messages: {exc}") from exc
+    rows: list[tuple[str, str]] = []
+    header = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        if not header:
+            if line.split("\t") != ["code", "text"]:
+                raise TaxonomyError(f"{source}:{number}: expected the header 'code<TAB>text'")
+            header = True
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+            raise TaxonomyError(f"{source}:{number}: expected 'code<TAB>message'")
+        rows.append((parts[0].strip().upper(), parts[1].strip()))
+    return rows
+
+
+class NaiveBayes:
+    """Multinomial naive Bayes over ``features``; plain Python, trains in well under a second.
+
+    Stored sparsely: per class the log-probability of an unseen-in-class feature (``base``), and per
+    feature only the classes that saw it, as the log-ratio over that base.
+    """
+
+    def __init__(self, classes: Sequence[str], documents: Iterable[tuple[str, str]], alpha: float = MODEL_ALPHA):
+        self.classes = tuple(classes)
+        position = {code: n for n, code in enumerate(self.classes)}
+        counts: dict[str, dict[int, int]] = {}
+        totals = [0] * len(self.classes)
+        docs = [0] * len(self.classes)
+        for code, text in documents:
+            c = position[code]
+            docs[c] += 1
+            for feature in features(text):
+                per_class = counts.setdefault(feature, {})
+                per_class[c] = per_class.get(c, 0) + 1
+                totals[c] += 1
+        vocabulary = len(counts)
+        n_docs = sum(docs)
+        self._prior = [math.log((d + 1) / (n_docs + len(docs))) for d in docs]
+        self._base = [math.log(alpha / (t + alpha * vocabulary)) for t in totals]
+        self._boost = {
+            feature: tuple((c, math.log((n + alpha) / alpha)) for c, n in per_class.items())
+            for feature, per_class in counts.items()
+        }
+
+    def posterior(self, text: str, temperature: float = 1.0) -> list[float]:
+        """P(class | text) per class, in ``classes`` order; ``temperature`` > 1 flattens it.
+        Features never seen in training are ignored; a text with none gets the class priors."""
+        known = [self._boost[f] for f in features(text) if f in self._boost]
+        scores = [prior + base * len(known) for prior, base in zip(self._prior, self._base, strict=True)]
+        for boosts in known:
+            for c, boost in boosts:
+                scores[c] += boost
+        top = max(scores)
+        weights = [math.exp((score - top) / temperature) for score in scores]
+        total = sum(weights)
+        return [w / total for w in weights]
 
 
 def length_factor(length: int) -> float:
@@ -88,12 +189,24 @@ class NeedClassifier:
         *,
         min_score: float = DEFAULT_MIN_SCORE,
         segment: bool = True,
+        training: str | Path | Sequence[tuple[str, str]] | None = None,
+        model_weight: float = MODEL_WEIGHT,
+        model_temperature: float = MODEL_TEMPERATURE,
     ) -> None:
         """``segment=False`` skips jieba entirely (substring matching only, no 1 s load); the
-        benchmark reports both, so what segmentation adds stays visible."""
+        benchmark reports both, so what segmentation adds stays visible.
+
+        ``training`` is a training file or (code, text) rows; by default the packaged file.
+        ``model_weight=0`` turns the learned model off (keywords only). Training rows whose code is
+        not in the taxonomy are refused with a TaxonomyError when the model is first built.
+        """
         self.taxonomy = taxonomy if taxonomy is not None else load_taxonomy()
         self.min_score = min_score
         self.segment = segment
+        self.model_weight = model_weight
+        self.model_temperature = model_temperature
+        self._training = training
+        self._model: NaiveBayes | None = None
         self._items = self.taxonomy.items
         self._by_first_char = _index(self._items)
         self._need_words = tuple(normalise(w) for w in self.taxonomy.need_words)
@@ -102,7 +215,7 @@ class NeedClassifier:
         self._lock = threading.Lock()
 
     def rank(self, text: str, k: int = 3) -> list[tuple[SubItem, float]]:
-        """Up to ``k`` sub-items with a positive score, best first (ties in taxonomy order)."""
+        """Up to ``k`` sub-items that scored, best first (ties in taxonomy order)."""
         return [(m.item, m.score) for m in self.explain(text)[:k]]
 
     def propose(self, text: str) -> SubItem | None:
@@ -123,11 +236,23 @@ class NeedClassifier:
         return bool(best) and best[0].score >= self.min_score
 
     def explain(self, text: str) -> list[Match]:
-        """Every sub-item with a positive score, best first, with the keywords that matched."""
-        norm = normalise(text)
+        """Every sub-item that scored, best first, with the keywords that matched: those with a
+        keyword hit, and those the learned model alone backs with at least ``MODEL_FLOOR``. The
+        score is the keyword score plus ``model_weight`` × the model's flattened posterior."""
+        scores, found = self._keyword_scores(normalise(text))
+        if self.model_weight:
+            posterior = self.learned_model().posterior(text, self.model_temperature)
+            for index, p in enumerate(posterior):
+                extra = self.model_weight * p
+                if index in scores or extra >= MODEL_FLOOR:
+                    scores[index] = scores.get(index, 0.0) + extra
+        order = sorted(scores, key=lambda i: (-scores[i], i))
+        return [Match(self._items[i], round(scores[i], 4), tuple(found.get(i, ()))) for i in order]
+
+    def _keyword_scores(self, norm: str) -> tuple[dict[int, float], dict[int, list[str]]]:
         spans = _unshadowed(_find(norm, self._by_first_char))
         if not spans:
-            return []
+            return {}, {}
         boundaries = self._boundaries(norm) if self.segment else None
         best_factor: dict[_Keyword, float] = {}
         for start, end, keyword in spans:
@@ -140,13 +265,58 @@ class NeedClassifier:
             for index, weight in keyword.postings:
                 scores[index] = scores.get(index, 0.0) + weight * factor
                 found.setdefault(index, []).append(keyword.word)
-        order = sorted(scores, key=lambda i: (-scores[i], i))
-        return [Match(self._items[i], round(scores[i], 4), tuple(found[i])) for i in order]
+        return scores, found
+
+    def retrained(
+        self,
+        training: str | Path | Sequence[tuple[str, str]],
+        *,
+        model_weight: float | None = None,
+        model_temperature: float | None = None,
+    ) -> NeedClassifier:
+        """The same taxonomy and keywords with other training messages (or weights), sharing the
+        loaded jieba: for cross-validation and for trying an extended training file."""
+        other = NeedClassifier(
+            self.taxonomy,
+            min_score=self.min_score,
+            segment=self.segment,
+            training=training,
+            model_weight=self.model_weight if model_weight is None else model_weight,
+            model_temperature=self.model_temperature if model_temperature is None else model_temperature,
+        )
+        other._tokenizer = self._tokenizer
+        return other
 
     def warm_up(self) -> None:
-        """Load jieba now (≈1 s) instead of on the first message that needs it."""
+        """Load jieba now (≈1 s) and train the model (≈0.1 s) instead of on the first message."""
+        if self.model_weight:
+            self.learned_model()
         if self.segment:
             self._segmenter()
+
+    def learned_model(self) -> NaiveBayes:
+        """The trained naive Bayes (trained on first use, once)."""
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._train()
+        return self._model
+
+    def _train(self) -> NaiveBayes:
+        source = self._training
+        if source is None:
+            rows = read_training()
+        elif isinstance(source, str | Path):
+            rows = read_training(Path(source))
+        else:
+            rows = list(source)
+        known = {item.code for item in self._items}
+        unknown = sorted({code for code, _ in rows} - known)
+        if unknown:
+            raise TaxonomyError(f"training messages use codes not in the taxonomy: {', '.join(unknown)}")
+        # The taxonomy's own words are training documents too, so a new sub-item is known at once.
+        phrases = [(item.code, p) for item in self._items for p in (*item.strong, *item.weak, *item.examples)]
+        return NaiveBayes([item.code for item in self._items], [*rows, *phrases])
 
     def _boundaries(self, norm: str) -> set[int]:
         offsets = {0}

@@ -11,16 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from storage.classifier import NeedClassifier, default_classifier, looks_like_need
+from storage.classifier import NeedClassifier, default_classifier, looks_like_need, read_training
 from storage.taxonomy import TIME_UNITS, Taxonomy, TaxonomyError, Tier, load_taxonomy
 
 LABELLED = Path(__file__).parent / "data" / "needs_labelled.tsv"
 
-# The brief's target on held-out messages, and the floor the current keywords actually reach
-# (bench/classify.py measured 77.7% / 92.0% on the 264 test messages). The target is not met;
-# see test_test_split_meets_target.
+# The brief's target on held-out messages, and the floors below what keywords + the learned model
+# reach (bench/classify.py: 89.8% / 98.9% on the 264 test messages; keywords alone 77.7% / 92.0%).
 TARGET_TOP1, TARGET_TOP3 = 0.85, 0.95
-FLOOR_TOP1, FLOOR_TOP3 = 0.75, 0.90
+FLOOR_TOP1, FLOOR_TOP3 = 0.88, 0.98
 
 
 def packaged_text() -> str:
@@ -251,8 +250,83 @@ def test_test_split_accuracy_does_not_regress() -> None:
     assert top3 >= FLOOR_TOP3, f"top-3 {top3:.1%}"
 
 
-@pytest.mark.xfail(strict=True, reason="held-out accuracy is 77.7% top-1 / 92.0% top-3, below the target")
 def test_test_split_meets_target() -> None:
     top1, top3 = accuracy(default_classifier(), "test")
     assert top1 >= TARGET_TOP1, f"top-1 {top1:.1%}"
     assert top3 >= TARGET_TOP3, f"top-3 {top3:.1%}"
+
+
+def test_keywords_alone_stay_below_the_combined_classifier() -> None:
+    keywords = accuracy(NeedClassifier(model_weight=0), "test")
+    combined = accuracy(default_classifier(), "test")
+    assert keywords[0] < combined[0] and keywords[1] < combined[1], (keywords, combined)
+
+
+# ---------------------------------------------------------------------------------------------- learned model
+
+
+def test_training_file_holds_the_dev_messages_and_never_a_test_one() -> None:
+    training = read_training()
+    rows = labelled()
+    assert sorted(training) == sorted((code, text) for code, text, split in rows if split == "dev")
+    held_out = {text for _, text, split in rows if split == "test"}
+    assert not held_out & {text for _, text in training}
+
+
+def test_model_turns_a_weak_keyword_guess_into_a_proposal() -> None:
+    # 没给钱 alone is only a weak hint of 欠薪; the messages staff filed under TJ-04 make it sure.
+    text = "公司三个月没给钱了"
+    assert NeedClassifier(model_weight=0).propose(text) is None
+    proposed = default_classifier().propose(text)
+    assert proposed is not None and proposed.code == "TJ-04"
+
+
+def test_staff_extend_the_training_messages_and_the_model_learns_a_new_wording(tmp_path: Path) -> None:
+    text = "车胎扎了哪里能补胎"
+    assert NeedClassifier().propose(text) is None  # only 车 matches, a weak hint of 停车
+    extended = tmp_path / "training.tsv"
+    staff_rows = ("小区里有没有补胎的师傅", "自行车胎扎了去哪补胎", "想找个补胎的师傅", "电动车补胎哪里有")
+    extended.write_text(
+        "# 加了几条真实留言\ncode\ttext\n"
+        + "".join(f"PB-04\t{line}\n" for line in staff_rows)
+        + "".join(f"{code}\t{line}\n" for code, line in read_training()),
+        encoding="utf-8",
+    )
+    learned = NeedClassifier(training=extended)
+    proposed = learned.propose(text)
+    assert proposed is not None and proposed.code == "PB-04"
+    assert learned.explain(text)[0].keywords == ()  # no PB-04 keyword matched: the model decided
+
+
+def test_training_rows_with_an_unknown_code_or_a_bad_line_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(TaxonomyError, match="not in the taxonomy: XX-09"):
+        NeedClassifier(training=[("XX-09", "随便说说")]).rank("公司没给钱")
+    bad = tmp_path / "training.tsv"
+    bad.write_text("code\ttext\nJZ-05 楼道灯坏了\n", encoding="utf-8")
+    with pytest.raises(TaxonomyError, match=r"training.tsv:2: expected 'code<TAB>message'"):
+        read_training(bad)
+    bad.write_text("编号\t内容\n", encoding="utf-8")
+    with pytest.raises(TaxonomyError, match="expected the header"):
+        read_training(bad)
+
+
+def test_a_new_sub_item_without_training_messages_is_still_proposed_by_its_keywords(tmp_path: Path) -> None:
+    extended = tmp_path / "taxonomy.toml"
+    extended.write_text(
+        packaged_text() + '\n[[categories]]\ncode_prefix = "ZZ"\nname = "试点事项"\n\n'
+        '[[categories.items]]\ncode = "ZZ-01"\nname = "共享工具间"\nexamples = ["借工具"]\n'
+        'default_tier = "C"\nstrong = ["工具间", "借梯子"]\n',
+        encoding="utf-8",
+    )
+    taxonomy = load_taxonomy(extended)
+    # The model has never seen a ZZ-01 message, only its keywords and example: it must not drown them.
+    classifier = NeedClassifier(taxonomy)
+    assert classifier.propose("社区的工具间能借梯子吗") == taxonomy.item("ZZ-01")
+    assert classifier.propose("3号楼楼道灯坏了一个星期了") == taxonomy.item("JZ-05")
+
+
+def test_small_talk_gets_no_ranking_even_from_the_model() -> None:
+    classifier = default_classifier()
+    for text in ("谢谢", "菜单", "你好", "在吗", "今天天气不错"):
+        assert classifier.rank(text) == [], text
+        assert classifier.propose(text) is None, text
