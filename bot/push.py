@@ -57,8 +57,9 @@ from storage.outbox import (
     Outcome,
     claim_due,
     finish,
+    forget_none_waiting,
     recover_stale,
-    take_waiting,
+    take_waiting_cached,
     text_sends_since,
 )
 from storage.ratelimit import RateLimiter
@@ -133,6 +134,7 @@ class Sender:
         name: str | None = None,
     ) -> None:
         self.db = db
+        self.kv = kv
         self.wechat = wechat
         self.clock = clock
         self.templates = templates or {}
@@ -167,6 +169,8 @@ class Sender:
             return 0
         outcomes = await self._send_all(rows, now)  # SEND
         await finish(self.db, self.name, outcomes, self.clock.now())  # FINISH
+        now_waiting = {o.id for o in outcomes if o.status == OutboxStatus.WAITING}
+        await forget_none_waiting(self.kv, (r.resident_id for r in rows if r.id in now_waiting))
         return len(rows)
 
     async def _send_all(self, rows: list[OutboxMessage], now: dt.datetime) -> list[Outcome]:
@@ -267,7 +271,7 @@ async def show_waiting_notices(ctx: Any, reply: str) -> str:
     resident = ctx.resident
     if resident.id is None or ctx.msg.event == "unsubscribe":
         return reply
-    texts, total = await take_waiting(ctx.db, resident.id, ctx.now, limit=SHOW_AT_ONCE)
+    texts, total = await take_waiting_cached(ctx.db, ctx.engine.kv, resident.id, ctx.now, limit=SHOW_AT_ONCE)
     if not texts:
         return reply
     lines = [f"📬 您有 {total} 条新消息："]

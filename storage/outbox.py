@@ -27,6 +27,7 @@ from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.db import Database
+from storage.kv import KeyValueStore
 
 
 class OutboxStatus:
@@ -296,6 +297,43 @@ async def count_waiting(db: Database, resident_id: int) -> int:
                 .where(OutboxMessage.resident_id == resident_id, OutboxMessage.status == OutboxStatus.WAITING)
             )
         ).one()
+
+
+# "This resident has no waiting notices", kept in the key-value store so an ordinary message costs no
+# database work for notices. Only the sender makes a row `waiting`, and it drops the flag when it does;
+# a lost flag (Redis restart) only means one count query.
+NONE_WAITING_TTL = 300.0
+
+
+def _none_waiting_key(resident_id: int) -> str:
+    return f"notices:none:{resident_id}"
+
+
+async def forget_none_waiting(kv: KeyValueStore, resident_ids: Iterable[int]) -> None:
+    keys = [_none_waiting_key(r) for r in set(resident_ids)]
+    if keys:
+        await kv.delete(*keys)
+
+
+async def take_waiting_cached(
+    db: Database, kv: KeyValueStore, resident_id: int, now: dt.datetime, limit: int = 3
+) -> tuple[list[str], int]:
+    """take_waiting, skipping the database while the store says nothing waits for this resident."""
+    key = _none_waiting_key(resident_id)
+    if await kv.get(key):
+        return [], 0
+    async with db.read() as session:
+        waiting = (
+            await session.exec(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.resident_id == resident_id, OutboxMessage.status == OutboxStatus.WAITING)
+            )
+        ).one()
+    if not waiting:
+        await kv.set(key, "1", ttl=NONE_WAITING_TTL)
+        return [], 0
+    return await take_waiting(db, resident_id, now, limit)
 
 
 async def take_waiting(db: Database, resident_id: int, now: dt.datetime, limit: int = 3) -> tuple[list[str], int]:
