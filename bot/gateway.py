@@ -128,12 +128,14 @@ class Gateway:
         task = asyncio.create_task(self._handle(msg))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        try:
-            text = await asyncio.wait_for(asyncio.shield(task), max(0.05, deadline - time.monotonic()))
-        except TimeoutError:
+        # asyncio.wait leaves the task running past the deadline (no cancel, no shield needed).
+        done, _ = await asyncio.wait((task,), timeout=max(0.05, deadline - time.monotonic()))
+        if not done:
             await self.kv.set(key, LATE, SEEN_TTL)
             task.add_done_callback(lambda t: self._send_late(msg.openid, t))
             return ""
+        try:
+            text = task.result()
         except Exception:
             # Storage unreachable before a handler even ran (the engine catches handler errors itself):
             # tell the resident, and forget the key so a later delivery of this message is tried afresh.

@@ -102,11 +102,16 @@ class MemoryStore:
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str, timeout: float = 30.0, wait: float = 10.0) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(name, asyncio.Lock())
-        try:
-            await asyncio.wait_for(lock.acquire(), wait)
-        except TimeoutError as exc:
-            raise LockTimeout(name) from exc
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        if lock.locked():  # only a contended lock pays for a timed wait
+            try:
+                await asyncio.wait_for(lock.acquire(), wait)
+            except TimeoutError as exc:
+                raise LockTimeout(name) from exc
+        else:
+            await lock.acquire()
         try:
             yield
         finally:

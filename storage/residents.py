@@ -94,6 +94,53 @@ async def touch_resident(db: Database, openid: str, now: dt.datetime, resident: 
 watch("resident", lambda row: row.openid)
 
 
+@dataclass(slots=True)
+class ResidentSnapshot:
+    """A resident's row as read at the start of a message: what handlers see as `ctx.resident`.
+
+    A plain copy (not an ORM object) so the hot path can keep it in the key-value store cheaply; change a
+    resident only through the operations in this module.
+    """
+
+    id: int | None
+    openid: str
+    name: str | None = None
+    phone: str | None = None
+    community_id: int | None = None
+    building_id: int | None = None
+    room: str | None = None
+    subscribed: bool = True
+    notify_consultation: bool = True
+    bound_at: dt.datetime | None = None
+    last_contact_at: dt.datetime | None = None
+    created_at: dt.datetime | None = None
+
+    _TIMES = ("bound_at", "last_contact_at", "created_at")
+
+    @property
+    def is_bound(self) -> bool:
+        return self.bound_at is not None
+
+    @classmethod
+    def of(cls, row: Resident) -> ResidentSnapshot:
+        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__ if not name.startswith("_")})
+
+    def to_json(self) -> str:
+        values = {name: getattr(self, name) for name in self.__dataclass_fields__ if not name.startswith("_")}
+        for name in self._TIMES:
+            if values[name] is not None:
+                values[name] = values[name].isoformat()
+        return json.dumps(values, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, raw: str) -> ResidentSnapshot:
+        values = json.loads(raw)
+        for name in cls._TIMES:
+            if values.get(name):
+                values[name] = dt.datetime.fromisoformat(values[name])
+        return cls(**values)
+
+
 class ResidentDirectory:
     """Residents by openid for the gateway's hot path, with a short-lived copy in the key-value store.
 
@@ -120,19 +167,25 @@ class ResidentDirectory:
         if openids:
             await self.kv.delete(*(self._key(o) for o in openids))
 
-    async def get(self, openid: str) -> Resident | None:
+    async def get(self, openid: str) -> ResidentSnapshot | None:
         cached = await self.kv.get(self._key(openid))
         if cached:
-            return Resident.model_validate(json.loads(cached))
+            return ResidentSnapshot.from_json(cached)
         row = await find_resident(self.db, openid)
-        if row is not None:
-            await self.kv.set(self._key(openid), row.model_dump_json(), ttl=self.TTL)
-        return row
+        if row is None:
+            return None
+        snapshot = ResidentSnapshot.of(row)
+        await self.kv.set(self._key(openid), snapshot.to_json(), ttl=self.TTL)
+        return snapshot
 
-    async def touch(self, openid: str, now: dt.datetime) -> Resident:
-        row = await touch_resident(self.db, openid, now, await self.get(openid))
-        await self.kv.set(self._key(openid), row.model_dump_json(), ttl=self.TTL)
-        return row
+    async def touch(self, openid: str, now: dt.datetime) -> ResidentSnapshot:
+        """The sender of a message, created on first contact; the 48-hour window's start refreshed."""
+        known = await self.get(openid)
+        if known is not None and known.last_contact_at and now - known.last_contact_at < CONTACT_REFRESH:
+            return known
+        snapshot = ResidentSnapshot.of(await touch_resident(self.db, openid, now))
+        await self.kv.set(self._key(openid), snapshot.to_json(), ttl=self.TTL)
+        return snapshot
 
 
 async def set_subscribed(db: Database, openid: str, subscribed: bool, now: dt.datetime) -> Resident:
