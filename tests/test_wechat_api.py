@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from bot.wechat_api import (
     WeChatClient,
     WeChatTransientError,
 )
-from storage.kv import KeyValueStore, MemoryStore, RedisStore
+from storage.kv import KeyValueStore, MemoryStore
 
 pytestmark = pytest.mark.asyncio
 
@@ -44,22 +42,10 @@ async def fake() -> AsyncIterator[FakeWeChat]:
     await server.stop()
 
 
-@pytest_asyncio.fixture(params=["memory", "redis"])
-async def shared_store(request: pytest.FixtureRequest) -> AsyncIterator[KeyValueStore]:
-    """One store seen by several clients, as all worker processes see one Redis."""
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    url = os.environ.get("STEWARD_TEST_REDIS_URL")
-    if not url:
-        pytest.skip("set STEWARD_TEST_REDIS_URL to run the shared-token tests against Redis")
-    prefix = f"steward-test-{uuid.uuid4().hex}:"
-    store = RedisStore(url, prefix)
-    yield store
-    keys = [key async for key in store.client.scan_iter(match=prefix + "*")]
-    if keys:
-        await store.client.delete(*keys)
-    await store.close()
+@pytest_asyncio.fixture
+async def shared_store(kv: KeyValueStore) -> AsyncIterator[KeyValueStore]:
+    """One store seen by several clients, as all worker processes see one Redis (memory on the embedded run)."""
+    yield kv
 
 
 def make_client(fake: FakeWeChat, store: KeyValueStore | None = None, **kwargs) -> WeChatClient:
