@@ -12,6 +12,7 @@ from storage.classifier import default_classifier
 from storage.clock import local
 from storage.needs import (
     RATINGS,
+    SUBMITTED_NOTE,
     Attachments,
     Need,
     NeedError,
@@ -197,7 +198,7 @@ async def confirm_step(ctx: Context) -> str:
         return ctx.done(exc.reason)
     return ctx.done(
         f"已提交！诉求编号：{need.ticket}\n"
-        f"社区将{promise_text(need)}。\n"
+        f"社区{promise_text(need)}您。\n"
         f"回复「进度 {need.ticket}」随时查看办理情况。"
     )
 
@@ -249,8 +250,9 @@ async def progress(ctx: Context) -> str:
         return "您还没有反映过问题。回复「反映」即可登记。"
     lines = [f"您的诉求（共{result.total}条，第{result.page}/{result.pages}页）："]
     for need in result.needs:
+        note = need.latest_note if need.latest_note != SUBMITTED_NOTE else ""
         lines.append(f"{need.ticket} {summary_line(need, 10)}\n  {need.state.label}"
-                     + (f"：{summary_line_text(need.latest_note, 16)}" if need.latest_note else ""))
+                     + (f"：{summary_line_text(note, 16)}" if note else ""))
     lines.append("回复「进度 编号」看详情。")
     if result.page < result.pages:
         lines.append(f"回复「进度 {result.page + 1}」看下一页。")

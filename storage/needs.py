@@ -275,6 +275,9 @@ def feedback_due(taxonomy: Taxonomy, tier: str, since: dt.datetime) -> dt.dateti
     return None
 
 
+SUBMITTED_NOTE = "诉求已提交"  # the first timeline note; it only repeats the state
+
+
 def promise_text(need: Need) -> str:
     """The tier's promise in plain words, for the resident."""
     if need.respond_by is None:
@@ -562,7 +565,7 @@ async def report_need(
             attachments=attachments or Attachments(),
         )
         await _record(s, need, now, "reported", actor_id=resident.id, actor_label="居民",
-                      from_status=None, note="诉求已提交")
+                      from_status=None, note=SUBMITTED_NOTE)
     return need
 
 

@@ -97,6 +97,12 @@ class Redemption(SQLModel, table=True):
     closed_by: str | None = Field(default=None, max_length=64)
 
 
+def _pickup_deadline(now: dt.datetime, hold_hours: int) -> dt.datetime:
+    """The hold, stretched to the end of that day: residents are told a date, not 05:10 in the morning."""
+    end = (now + dt.timedelta(hours=hold_hours)).astimezone(now.tzinfo)
+    return end.replace(hour=23, minute=59, second=0, microsecond=0)
+
+
 def new_code(length: int = CODE_LENGTH) -> str:
     return "".join(secrets.choice(CODE_ALPHABET) for _ in range(length))
 
@@ -208,7 +214,7 @@ async def _redeem_once(
         reward = await s.get(Reward, reward_id)
         if reward is None or not reward.active or reward.community_id != resident.community_id:
             raise PointsRefused("没有找到这个兑换项目，可能已下架。")
-        expires = now + dt.timedelta(hours=policy.redemption_hold_hours) if policy.redemption_hold_hours else None
+        expires = _pickup_deadline(now, policy.redemption_hold_hours) if policy.redemption_hold_hours else None
         claimed = await s.exec(
             insert_for(s, Redemption)
             .values(
@@ -387,4 +393,4 @@ async def expire_unclaimed(db: Database, now: dt.datetime, *, batch: int = 200) 
 def pickup_deadline(redemption: Redemption) -> str:
     if redemption.expires_at is None:
         return "长期有效"
-    return local(redemption.expires_at).strftime("%m月%d日 %H:%M 前")
+    return local(redemption.expires_at).strftime("%m月%d日前")
