@@ -243,6 +243,11 @@ class Engine:
         for router in self.routers:
             self._include(router)
         self.menu_entries.sort(key=lambda e: e.order)
+        # Keywords that take text after them, longest first so "我要反映 …" is not read as "我要 …".
+        self._with_args = {
+            id(table): sorted((w for w, r in table.items() if r.args), key=len, reverse=True)
+            for table in (self.global_commands, self.commands)
+        }
 
     @staticmethod
     def collect_menu(routers: Iterable[Router]) -> list[MenuEntry]:
@@ -302,9 +307,17 @@ class Engine:
         word = msg.text.lower()
         if msg.type in ("text", "voice") and word in CANCEL_WORDS:
             return self._cancel(ctx)
-        if msg.type in ("text", "voice") and word in self.global_commands:
-            ctx.command_word = msg.text
-            return await self.run(ctx, self.global_commands[word])
+        if msg.type in ("text", "voice") and msg.text:
+            route, command_word = self._match_command(self.global_commands, msg.text)
+            # A command that works everywhere (菜单, a staff one-line form) leaves the current flow. Mid-flow, one
+            # the sender may not use is not theirs to call: their text goes to their flow as an answer.
+            allowed = route is not None and (not route.roles or await ctx.has_role(*route.roles))
+            if route is not None and (allowed or ctx.state is None):
+                if ctx.state is not None:
+                    ctx.done("")
+                    ctx.state = None
+                ctx.command_word = command_word
+                return await self.run(ctx, route)
         if msg.type == "event":
             return await self._event(ctx)
         if ctx.state is not None:
@@ -314,7 +327,7 @@ class Engine:
             ctx.done("")  # a step that no longer exists (after an upgrade): start afresh
             ctx.state = None
         if msg.type in ("text", "voice") and msg.text:
-            route, ctx.command_word = self._match_command(msg.text)
+            route, ctx.command_word = self._match_command(self.commands, msg.text)
             if route is not None:
                 return await self.run(ctx, route)
         for route in self.fallbacks:
@@ -325,15 +338,14 @@ class Engine:
             return UNKNOWN_HINT
         return None
 
-    def _match_command(self, text: str) -> tuple[Route | None, str]:
+    def _match_command(self, table: dict[str, Route], text: str) -> tuple[Route | None, str]:
         lowered = text.lower()
-        route = self.commands.get(lowered)
+        route = table.get(lowered)
         if route is not None:
             return route, text
-        # Longest keyword first, so "我要反映 …" is not read as "我要 …".
-        for word in sorted(self.commands, key=len, reverse=True):
-            if lowered.startswith(word) and self.commands[word].args:
-                return self.commands[word], text[: len(word)]
+        for word in self._with_args[id(table)]:
+            if lowered.startswith(word):
+                return table[word], text[: len(word)]
         return None, ""
 
     def _cancel(self, ctx: Context) -> str:

@@ -213,7 +213,7 @@ def _split(ctx: Context, usage: str, parts: int) -> list[str]:
     return pieces
 
 
-@router.command("分流", roles=MANAGERS, args=True)
+@router.command("分流", roles=MANAGERS, args=True, everywhere=True)
 async def triage_line(ctx: Context) -> str:
     usage = "分流 <编号> A|B|C [月-日] [延期理由]"
     try:
@@ -228,7 +228,7 @@ async def triage_line(ctx: Context) -> str:
     return _triaged_reply(need)
 
 
-@router.command("改类", roles=MANAGERS, args=True)
+@router.command("改类", roles=MANAGERS, args=True, everywhere=True)
 async def reclassify_line(ctx: Context) -> str:
     try:
         ticket, code = _split(ctx, "改类 <编号> <子项代码，如 JZ-05>", 2)
@@ -238,7 +238,7 @@ async def reclassify_line(ctx: Context) -> str:
     return f"已将 {need.ticket} 改为 {load_taxonomy().item(need.item_code).label}。"
 
 
-@router.command("指派", roles=MANAGERS, args=True)
+@router.command("指派", roles=MANAGERS, args=True, everywhere=True)
 async def assign_line(ctx: Context) -> str:
     try:
         ticket, who = _split(ctx, "指派 <编号> <手机号或姓名>", 2)
@@ -247,7 +247,7 @@ async def assign_line(ctx: Context) -> str:
     return await _do(ctx, assign_need(ctx.db, ctx.resident.id, ticket, who, ctx.now))
 
 
-@router.command("上报区级", roles=MANAGERS, args=True)
+@router.command("上报区级", roles=MANAGERS, args=True, everywhere=True)
 async def escalate_line(ctx: Context) -> str:
     try:
         ticket, code = _split(ctx, "上报区级 <编号> <部门代码>", 2)
@@ -256,7 +256,7 @@ async def escalate_line(ctx: Context) -> str:
     return await _do(ctx, escalate_need(ctx.db, ctx.resident.id, ticket, code, ctx.now))
 
 
-@router.command("合并", roles=MANAGERS, args=True)
+@router.command("合并", roles=MANAGERS, args=True, everywhere=True)
 async def merge_line(ctx: Context) -> str:
     try:
         ticket, target = _split(ctx, "合并 <编号> <目标编号>", 2)
@@ -266,7 +266,7 @@ async def merge_line(ctx: Context) -> str:
     return f"已将 {need.ticket} 合并到 {target}，其关注居民会一并收到后续进展。"
 
 
-@router.command("驳回", roles=MANAGERS, args=True)
+@router.command("驳回", roles=MANAGERS, args=True, everywhere=True)
 async def reject_line(ctx: Context) -> str:
     try:
         ticket, reason = _split(ctx, "驳回 <编号> <理由>", 2)
@@ -276,7 +276,7 @@ async def reject_line(ctx: Context) -> str:
     return f"已驳回 {need.ticket}，理由已告知居民。"
 
 
-@router.command("进展", roles=HANDLERS, args=True)
+@router.command("进展", roles=HANDLERS, args=True, everywhere=True)
 async def progress_line(ctx: Context) -> str:
     try:
         ticket, note = _split(ctx, "进展 <编号> <进展内容>", 2)
@@ -286,7 +286,7 @@ async def progress_line(ctx: Context) -> str:
     return f"已登记 {need.ticket} 的进展，已通知关注的居民。"
 
 
-@router.command("办结", roles=HANDLERS, args=True)
+@router.command("办结", roles=HANDLERS, args=True, everywhere=True)
 async def resolve_line(ctx: Context) -> str:
     try:
         ticket, note = _split(ctx, "办结 <编号> <办理结果>", 2)

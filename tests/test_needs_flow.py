@@ -218,3 +218,25 @@ async def test_a_leader_files_for_someone_not_yet_bound_by_name_and_phone(db, ph
     need = await find_need(db, "20261127-0001")
     assert (need.reporter_id, need.contact_name, need.room) == (None, "孙奶奶", "302")
     assert need.building_id == d.buildings["B2"].id
+
+
+async def test_a_staff_one_line_form_works_mid_flow_and_a_residents_look_alike_text_stays_an_answer(db, phone, clock):
+    d = await make_district(db)
+    resident = await make_resident(db, "o_mid_res", d.buildings["B1"])
+    staff = await make_resident(db, "o_mid_staff", d.buildings["B2"], name="李社工")
+    await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
+    need = await report_need(db, resident.id, "楼道灯坏了", "JZ-05", clock.now())
+
+    await phone.text("o_mid_staff", "待分流")
+    await phone.text("o_mid_staff", "1")
+    asks_deadline = (await phone.text("o_mid_staff", "2")).text
+    assert "期限" in asks_deadline
+    done = (await phone.text("o_mid_staff", f"分流 {need.ticket} A")).text
+    assert done.startswith(f"已分流 {need.ticket}")
+    assert (await find_need(db, need.ticket)).tier == "A"
+    # The guided flow was left: the next message is not read as a deadline.
+    assert "请回复办结期限" not in (await phone.text("o_mid_staff", "12-10")).text
+
+    await phone.text("o_mid_res", "反映")
+    described = (await phone.text("o_mid_res", "分流 处的井盖松了")).text
+    assert "仅限" not in described and "属于" in described
