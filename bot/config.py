@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 OFFICIAL_API_BASE = "https://api.weixin.qq.com"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///steward.db"
 PREFIX = "STEWARD_"
+_HHMM = r"([01]\d|2[0-3]):[0-5]\d"
 
 
 class ConfigError(Exception):
@@ -39,6 +40,8 @@ class Settings:
     # Sends per second across all workers, so a big push never trips WeChat's limits.
     send_rate: int = 200
     redis_prefix: str = "steward:"
+    # Non-urgent broadcasts and reminders written in this window go out when it ends ("off" for none).
+    quiet_hours: str = "21:00-08:00"
 
     @property
     def safe_mode(self) -> bool:
@@ -161,6 +164,11 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     templates = get("TEMPLATES")
     if templates:
         values["templates"] = _parse_templates(templates)
+    quiet = get("QUIET_HOURS")
+    if quiet:
+        if not (quiet.lower() in ("off", "none") or re.fullmatch(rf"{_HHMM}-{_HHMM}", quiet)):
+            raise ConfigError("STEWARD_QUIET_HOURS must look like 21:00-08:00 (or off).")
+        values["quiet_hours"] = quiet
     prefix = get("REDIS_PREFIX")
     if prefix:
         values["redis_prefix"] = prefix

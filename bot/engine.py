@@ -225,7 +225,7 @@ class Engine:
         self.routers = list(routers)
         self.db = db
         self.kv = kv
-        self.states = StateStore(kv)
+        self.states = StateStore(kv, clock)
         self.residents = ResidentDirectory(db, kv)
         self.clock = clock
         self.settings = settings
@@ -283,7 +283,7 @@ class Engine:
             resident = await self.residents.touch(msg.openid, now)
         state = await self.states.load(msg.openid)
         notice = ""
-        if state and state.expired():
+        if state and state.expired(self.states.now()):
             notice = f"（您在「{self.flow_title(state)}」中停留超过30分钟，已自动退出。）\n"
             await self.states.clear(msg.openid)
             state = None

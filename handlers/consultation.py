@@ -8,6 +8,7 @@ import re
 
 from bot.engine import Context, Router
 from storage import consultation as cs
+from storage.broadcast import QuietHours
 from storage.clock import local
 from storage.residents import mask_phone, set_notify_consultation
 from storage.roles import Role, scope_of
@@ -142,7 +143,8 @@ async def cancel_confirm(ctx: Context) -> str:
     if ctx.text != "1":
         return ctx.retry("请回复1或2。")
     try:
-        await cs.cancel_booking(ctx.db, int(ctx.data["session_id"]), ctx.resident.id, ctx.now)
+        await cs.cancel_booking(ctx.db, int(ctx.data["session_id"]), ctx.resident.id, ctx.now,
+                                QuietHours.parse(ctx.settings.quiet_hours))
     except cs.ConsultationError as exc:
         return ctx.done(exc.reason)
     return ctx.done("已取消预约，座位将让给候补的居民。欢迎下次参加！")
@@ -295,7 +297,8 @@ async def settings_value(ctx: Context) -> str:
     scope = await scope_of(ctx.db, ctx.resident.id)
     try:
         session = await cs.edit_session(ctx.db, int(ctx.data["session_id"]), scope, ctx.now,
-                                        f"resident:{ctx.resident.id}", **{name: value})
+                                        f"resident:{ctx.resident.id}", QuietHours.parse(ctx.settings.quiet_hours),
+                                        **{name: value})
     except cs.ConsultationError as exc:
         return ctx.retry(exc.reason)
     return ctx.done(f"已修改。地点：{session.venue}；可预约名额{session.seats}个。")

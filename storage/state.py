@@ -10,6 +10,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from storage.clock import Clock
 from storage.kv import KeyValueStore
 
 IDLE_LIMIT = 30 * 60
@@ -31,8 +32,13 @@ class FlowState:
 
 
 class StateStore:
-    def __init__(self, kv: KeyValueStore) -> None:
+    def __init__(self, kv: KeyValueStore, clock: Clock | None = None) -> None:
         self.kv = kv
+        self.clock = clock
+
+    def now(self) -> float:
+        """Seconds on the injectable clock (tests move it), else wall-clock time."""
+        return self.clock.now().timestamp() if self.clock else time.time()
 
     @staticmethod
     def _key(openid: str) -> str:
@@ -46,7 +52,7 @@ class StateStore:
         return FlowState(item["n"], item.get("d") or {}, item.get("t") or 0.0)
 
     async def save(self, openid: str, state: FlowState) -> None:
-        state.touched = time.time()
+        state.touched = self.now()
         raw = json.dumps({"n": state.name, "d": state.data, "t": state.touched}, ensure_ascii=False)
         await self.kv.set(self._key(openid), raw, ttl=IDLE_LIMIT + REMEMBER_EXPIRED)
 

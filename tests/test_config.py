@@ -103,3 +103,10 @@ def test_a_broken_dotenv_file_or_a_missing_one_named_explicitly_is_a_config_erro
 def _write(path, text):
     path.write_text(text + "\n", encoding="utf-8")
     return path
+
+
+def test_quiet_hours_are_read_and_a_bad_window_is_named():
+    assert load_settings({"STEWARD_QUIET_HOURS": "22:00-07:30"}, env_file="/dev/null").quiet_hours == "22:00-07:30"
+    assert load_settings({"STEWARD_QUIET_HOURS": "off"}, env_file="/dev/null").quiet_hours == "off"
+    with pytest.raises(ConfigError, match="STEWARD_QUIET_HOURS"):
+        load_settings({"STEWARD_QUIET_HOURS": "9pm-8am"}, env_file="/dev/null")

@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-import storage.state as state_module
 from bot.engine import UNKNOWN_HINT, Context, Engine, Router
 from bot.simulator import Phone
 from handlers import basics, menu
@@ -98,33 +97,19 @@ async def test_a_wrong_answer_gets_a_hint_and_the_same_question_and_answers_so_f
     assert await resident("o_retry", "3") == UNKNOWN_HINT  # the flow is over
 
 
-async def test_after_30_idle_minutes_the_flow_expires_and_the_resident_is_told(resident, monkeypatch):
+async def test_after_30_idle_minutes_the_flow_expires_and_the_resident_is_told(resident, clock):
     await resident("o_idle", "预约")
     await resident("o_idle", "1")
-    real_time = time.time
-
-    class HalfAnHourLater:
-        @staticmethod
-        def time() -> float:
-            return real_time() + 31 * 60
-
-    monkeypatch.setattr(state_module, "time", HalfAnHourLater)
+    clock.advance(minutes=31)
     reply = await resident("o_idle", "2")
     assert reply.startswith("（您在「议事预约」中停留超过30分钟，已自动退出。）")
     assert UNKNOWN_HINT in reply  # "2" is not taken as the number of people
     assert "已为您预约" not in reply
 
 
-async def test_a_flow_step_within_30_minutes_continues(resident, monkeypatch):
+async def test_a_flow_step_within_30_minutes_continues(resident, clock):
     await resident("o_awhile", "预约")
-    real_time = time.time
-
-    class TwentyMinutesLater:
-        @staticmethod
-        def time() -> float:
-            return real_time() + 20 * 60
-
-    monkeypatch.setattr(state_module, "time", TwentyMinutesLater)
+    clock.advance(minutes=20)
     assert await resident("o_awhile", "1") == PEOPLE_QUESTION
 
 
