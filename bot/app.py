@@ -27,7 +27,7 @@ log = logging.getLogger("steward")
 
 
 class SchemaOutOfDate(Exception):
-    pass
+    """PostgreSQL is behind the code's migrations; `serve` refuses rather than run on an old schema."""
 
 
 @dataclass

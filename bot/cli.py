@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"配置错误：{exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:  # Ctrl+C is how an operator stops serve or chat: no traceback
+        sys.exit(130)
     except Exception as exc:  # start-up failures read as one sentence, not a traceback
         from bot.app import SchemaOutOfDate
 

@@ -1,6 +1,6 @@
 """A fake WeChat API server for tests, the chat simulator and benchmarks.
 
-It answers like WeChat does (tokens that expire and get superseded, errcodes, literal \\uXXXX text),
+It answers like WeChat does (tokens that expire and get superseded, errcodes, literal \\u-escaped text),
 records every accepted call cheaply, and fails on request. Run it alone with
 `python -m bot.fake_wechat --port 8081`; other processes read what it recorded from GET /_fake/sent.
 """
@@ -49,7 +49,7 @@ ERRMSG = {
 KINDS = ("token", "text", "template", "menu", "menu_get")
 
 _OK = b'{"errcode":0,"errmsg":"ok"}'
-# An escape sequence \uXXXX that is not itself an escaped backslash followed by "u".
+# A \u escape (four hex digits) that is not itself an escaped backslash followed by "u".
 _UNICODE_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u")
 
 
@@ -224,7 +224,7 @@ class FakeWeChat:
         try:
             text = (await request.read()).decode("utf-8")
             if "\\u" in text:
-                # WeChat does not decode \uXXXX escapes: the user would see them as typed characters.
+                # WeChat does not decode \u escapes: the user would see them as typed characters.
                 text = _UNICODE_ESCAPE.sub(r"\1\\\\u", text)
             body = json.loads(text)
         except ValueError:

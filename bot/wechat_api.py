@@ -152,7 +152,7 @@ class WeChatClient:
     async def _request(
         self, method: str, path: str, params: dict[str, str], payload: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        # WeChat shows \uXXXX escapes literally, so Chinese must go out as real UTF-8.
+        # WeChat shows \u escapes literally, so Chinese must go out as real UTF-8.
         body = None if payload is None else json.dumps(payload, ensure_ascii=False).encode("utf-8")
         try:
             async with self._http().request(
