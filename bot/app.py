@@ -63,7 +63,7 @@ async def build_bot(
     if upgrade_schema:
         await migrate.upgrade(db)
     elif not await migrate.is_current(db):
-        raise SchemaOutOfDate("the database schema is out of date; run `steward db upgrade` first.")
+        raise SchemaOutOfDate("数据库结构不是最新，请先运行 steward db upgrade。")
     kv = kv or open_store(settings.redis_url, settings.redis_prefix)
     clock = clock or Clock(settings.timezone)
     wechat = WeChatClient(settings.wechat_appid, settings.wechat_secret, settings.wechat_api_base, kv)

@@ -130,8 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Alembic announces its plugins at INFO on import; a start-up error must stay one sentence.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # Alembic and APScheduler narrate every migration step and every job tick at INFO: an operator's
+    # terminal (and a start-up error, which must stay one sentence) is not the place for that.
+    for noisy in ("alembic", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

@@ -79,7 +79,7 @@ async def touch_resident(db: Database, openid: str, now: dt.datetime, resident: 
     """Record that the resident just wrote to us (opens the 48-hour window); create them on first contact."""
     if resident is None:
         resident = await find_resident(db, openid)
-    if resident is not None and resident.last_contact_at and now - resident.last_contact_at < CONTACT_REFRESH:
+    if resident is not None and _contact_is_fresh(resident, now):
         return resident
     async with db.write() as session:
         row = (await session.exec(select(Resident).where(Resident.openid == openid))).first()
@@ -87,8 +87,15 @@ async def touch_resident(db: Database, openid: str, now: dt.datetime, resident: 
             row = Resident(openid=openid, created_at=now, last_contact_at=now)
         else:
             row.last_contact_at = now
+            # Only followers can write to an Official Account: someone imported before they followed, or
+            # whose follow event was missed, is subscribed the moment they write.
+            row.subscribed = True
         session.add(row)
     return row
+
+
+def _contact_is_fresh(resident: Resident | ResidentSnapshot, now: dt.datetime) -> bool:
+    return bool(resident.subscribed and resident.last_contact_at and now - resident.last_contact_at < CONTACT_REFRESH)
 
 
 watch("resident", lambda row: row.openid)
@@ -181,7 +188,7 @@ class ResidentDirectory:
     async def touch(self, openid: str, now: dt.datetime) -> ResidentSnapshot:
         """The sender of a message, created on first contact; the 48-hour window's start refreshed."""
         known = await self.get(openid)
-        if known is not None and known.last_contact_at and now - known.last_contact_at < CONTACT_REFRESH:
+        if known is not None and _contact_is_fresh(known, now):
             return known
         snapshot = ResidentSnapshot.of(await touch_resident(self.db, openid, now))
         await self.kv.set(self._key(openid), snapshot.to_json(), ttl=self.TTL)

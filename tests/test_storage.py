@@ -107,3 +107,18 @@ async def test_datetimes_come_back_timezone_aware(db, clock):
 
 async def test_ping_answers_for_a_working_database(db):
     assert await db.ping()
+
+
+async def test_a_resident_imported_before_following_is_subscribed_once_they_write(db, kv, clock):
+    from storage.residents import ResidentDirectory
+
+    now = clock.now()
+    async with db.write() as s:
+        s.add(Resident(openid="o_imported", created_at=now, subscribed=False))
+    directory = ResidentDirectory(db, kv)
+    assert (await directory.get("o_imported")).subscribed is False
+
+    seen = await directory.touch("o_imported", now)
+
+    assert seen.subscribed is True and seen.last_contact_at == now
+    assert (await find_resident(db, "o_imported")).subscribed is True
