@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import getpass
 
-from sqlmodel import select
-
+from bot.cli_common import cli_actor, cli_clock, cli_settings, community_by_code, database, run
 from bot.config import Settings
 from storage import consultation as cs
-from storage import migrate
 from storage.clock import Clock, local
-from storage.db import Database
-from storage.org import Community
 
 DEFAULT_OPTIONS = (
     ("--time", "start_time", str, "开始时间 HH:MM"),
@@ -26,31 +20,6 @@ DEFAULT_OPTIONS = (
 )
 
 
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # no user name in some containers
-        return "cli:unknown"
-
-
-async def _open(settings: Settings) -> Database:
-    db = Database(settings.database_url)
-    if settings.is_sqlite:
-        await migrate.upgrade(db)
-    elif not await migrate.is_current(db):
-        await db.dispose()
-        raise SystemExit("数据库结构不是最新，请先运行 steward db upgrade。")
-    return db
-
-
-async def _community(db: Database, code: str) -> Community:
-    async with db.read() as s:
-        row = (await s.exec(select(Community).where(Community.code == code))).first()
-    if row is None:
-        raise SystemExit(f"没有编码为 {code} 的社区。")
-    return row
-
-
 def _changes(args: argparse.Namespace, names: set[str] | None = None) -> dict:
     out = {}
     for _flag, name, _type, _help in DEFAULT_OPTIONS:
@@ -61,43 +30,34 @@ def _changes(args: argparse.Namespace, names: set[str] | None = None) -> dict:
 
 
 async def create(settings: Settings, args: argparse.Namespace, clock: Clock) -> str:
-    db = await _open(settings)
-    try:
-        community = await _community(db, args.community)
+    async with database(settings) as db:
+        community = await community_by_code(db, args.community)
         now = clock.now()
         changes = _changes(args)
         if changes or await cs.get_defaults(db, community.id) is None:
-            await cs.set_defaults(db, community.id, now, _actor(), **changes)
+            await cs.set_defaults(db, community.id, now, cli_actor(), **changes)
         made = await cs.create_upcoming_sessions_for(db, community.id, now, months=args.months)
         sessions = await cs.list_sessions(db, community.id, limit=args.months + 1)
         lines = [f"{community.name}：新建 {made} 场议事。"] + [_line(s) for s in sessions]
         return "\n".join(lines)
-    finally:
-        await db.dispose()
 
 
 async def edit(settings: Settings, args: argparse.Namespace, clock: Clock) -> str:
-    db = await _open(settings)
-    try:
+    async with database(settings) as db:
         changes = {k: v for k, v in {"venue": args.venue, "capacity": args.capacity,
                                      "reserved_seats": args.reserved_seats,
                                      "duration_minutes": args.duration_minutes}.items() if v is not None}
         if not changes:
             return "没有要修改的内容（--venue / --capacity / --reserved / --duration）。"
-        session = await cs.edit_session(db, args.session, None, clock.now(), _actor(), **changes)
+        session = await cs.edit_session(db, args.session, None, clock.now(), cli_actor(), **changes)
         return "已修改：" + _line(session)
-    finally:
-        await db.dispose()
 
 
 async def list_all(settings: Settings, args: argparse.Namespace) -> str:
-    db = await _open(settings)
-    try:
-        community_id = (await _community(db, args.community)).id if args.community else None
+    async with database(settings) as db:
+        community_id = (await community_by_code(db, args.community)).id if args.community else None
         sessions = await cs.list_sessions(db, community_id, limit=args.limit)
         return "\n".join(_line(s) for s in sessions) or "还没有议事场次。"
-    finally:
-        await db.dispose()
 
 
 def _line(s: cs.ConsultationSession) -> str:
@@ -107,15 +67,10 @@ def _line(s: cs.ConsultationSession) -> str:
 
 
 def _run(coro) -> None:
-    try:
-        print(asyncio.run(coro))
-    except cs.ConsultationError as exc:
-        raise SystemExit(f"未完成：{exc.reason}") from exc
+    run(coro, refusals=(cs.ConsultationError,), prefix="未完成：")
 
 
 def register(sub) -> None:
-    from bot.cli import settings_from
-
     parser = sub.add_parser("consultation", help="阳光17议：社区议事的默认安排与场次")
     commands = parser.add_subparsers(dest="consultation_command", required=True)
 
@@ -124,7 +79,7 @@ def register(sub) -> None:
     p.add_argument("--months", type=int, default=1, help="提前建几个月（默认1）")
     for flag, name, kind, text in DEFAULT_OPTIONS:
         p.add_argument(flag, dest=name, type=kind, help=text)
-    p.set_defaults(func=lambda a: _run(create(settings_from(a), a, Clock(settings_from(a).timezone))))
+    p.set_defaults(func=lambda a: _run(create(cli_settings(a), a, cli_clock(cli_settings(a)))))
 
     p = commands.add_parser("edit", help="修改一场议事（地点、名额、预留、时长）")
     p.add_argument("session", type=int, help="场次编号（见 list）")
@@ -132,9 +87,9 @@ def register(sub) -> None:
     p.add_argument("--capacity", type=int)
     p.add_argument("--reserved", dest="reserved_seats", type=int)
     p.add_argument("--duration", dest="duration_minutes", type=int)
-    p.set_defaults(func=lambda a: _run(edit(settings_from(a), a, Clock(settings_from(a).timezone))))
+    p.set_defaults(func=lambda a: _run(edit(cli_settings(a), a, cli_clock(cli_settings(a)))))
 
     p = commands.add_parser("list", help="列出议事场次")
     p.add_argument("--community", help="社区编码")
     p.add_argument("--limit", type=int, default=20)
-    p.set_defaults(func=lambda a: _run(list_all(settings_from(a), a)))
+    p.set_defaults(func=lambda a: _run(list_all(cli_settings(a), a)))

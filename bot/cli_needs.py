@@ -9,14 +9,13 @@ Contact phone numbers are masked here as everywhere.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import datetime as dt
 import io
 import json
-import sys
 
-from storage.clock import Clock, local
+from bot.cli_common import cli_clock, cli_settings, database, run
+from storage.clock import local
 from storage.db import Database
 from storage.needs import (
     NeedStatus,
@@ -149,38 +148,27 @@ async def show_text(db: Database, ticket: str, now: dt.datetime) -> str:
     return "\n".join(lines)
 
 
-def _database(args: argparse.Namespace) -> tuple[Database, Clock]:
-    from bot.cli import settings_from
-
-    settings = settings_from(args)
-    return Database(settings.database_url), Clock(settings.timezone)
-
-
 def cmd_list(args: argparse.Namespace) -> None:
-    db, clock = _database(args)
+    settings = cli_settings(args)
 
-    async def run() -> str:
-        try:
-            rows = await ledger_rows(db, clock.now(), community=args.community,
+    async def listing() -> str:
+        async with database(settings) as db:
+            rows = await ledger_rows(db, cli_clock(settings).now(), community=args.community,
                                      statuses=args.status.split(",") if args.status else None,
                                      overdue=args.overdue, limit=args.limit)
             return render(rows, "json" if args.json else "csv" if args.csv else "table")
-        finally:
-            await db.dispose()
 
-    sys.stdout.write(asyncio.run(run()) + "\n")
+    run(listing())
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    db, clock = _database(args)
+    settings = cli_settings(args)
 
-    async def run() -> str:
-        try:
-            return await show_text(db, args.ticket, clock.now())
-        finally:
-            await db.dispose()
+    async def show() -> str:
+        async with database(settings) as db:
+            return await show_text(db, args.ticket, cli_clock(settings).now())
 
-    sys.stdout.write(asyncio.run(run()) + "\n")
+    run(show())
 
 
 def register(subparsers) -> None:

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import sys
 from pathlib import Path
 
-from bot.config import Settings
-from storage import migrate
-from storage.clock import Clock
+from bot.cli_common import cli_actor, cli_clock, cli_settings, database, run
 from storage.db import Database
 from storage.demo import demo_guide, load_demo
 from storage.imports import IMPORTERS
@@ -34,45 +31,19 @@ ROLE_HELP = "范围（--scope）：" + "；".join(
 )
 
 
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # no user name in some containers
-        return "cli:unknown"
-
-
-async def _open(settings: Settings) -> Database:
-    db = Database(settings.database_url)
-    if settings.is_sqlite:
-        await migrate.upgrade(db)
-    elif not await migrate.is_current(db):
-        await db.dispose()
-        raise SystemExit("数据库结构不是最新，请先运行 steward db upgrade。")
-    return db
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    from bot.cli import settings_from
-
-    return settings_from(args)
-
-
 def cmd_import(args: argparse.Namespace) -> None:
     path = Path(args.file)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise SystemExit(f"无法读取 {path}：{exc}") from exc
-    settings = _settings(args)
+    settings = cli_settings(args)
 
-    async def run():
-        db = await _open(settings)
-        try:
-            return await IMPORTERS[args.kind](db, text, _actor(), Clock(settings.timezone).now())
-        finally:
-            await db.dispose()
+    async def import_file():
+        async with database(settings) as db:
+            return await IMPORTERS[args.kind](db, text, cli_actor(), cli_clock(settings).now())
 
-    report = asyncio.run(run())
+    report = asyncio.run(import_file())
     print(report.summary())
     if not report.ok:
         sys.exit(1)
@@ -98,36 +69,28 @@ async def _find_person(db: Database, args: argparse.Namespace) -> Resident:
 def cmd_role_change(args: argparse.Namespace) -> None:
     from storage.roles import revoke_role
 
-    settings = _settings(args)
+    settings = cli_settings(args)
 
-    async def run() -> str:
-        db = await _open(settings)
-        try:
+    async def change() -> str:
+        async with database(settings) as db:
             role = parse_role(args.role)
             person = await _find_person(db, args)
-            now = Clock(settings.timezone).now()
+            now = cli_clock(settings).now()
             who = f"{person.name or '未填姓名'}（{mask_phone(person.phone)}）"
             if args.role_command == "grant":
-                await grant_role(db, person.id, role, args.scope, _actor(), now)
+                await grant_role(db, person.id, role, args.scope, cli_actor(), now)
                 return f"已授予 {who}：{role.label} {args.scope or '全区'}"
-            await revoke_role(db, person.id, role, args.scope, _actor(), now)
+            await revoke_role(db, person.id, role, args.scope, cli_actor(), now)
             return f"已撤销 {who}：{role.label} {args.scope or '全区'}"
-        finally:
-            await db.dispose()
 
-    try:
-        print(asyncio.run(run()))
-    except RoleError as exc:
-        print(exc.reason, file=sys.stderr)
-        sys.exit(1)
+    run(change(), refusals=(RoleError,))
 
 
 def cmd_role_list(args: argparse.Namespace) -> None:
-    settings = _settings(args)
+    settings = cli_settings(args)
 
-    async def run() -> list[str]:
-        db = await _open(settings)
-        try:
+    async def listing() -> str:
+        async with database(settings) as db:
             role = parse_role(args.role) if args.role else None
             grants = await list_active_grants(db, role, limit=args.limit)
             views = await describe_grants(db, grants)
@@ -139,30 +102,21 @@ def cmd_role_list(args: argparse.Namespace) -> None:
                         f"{person.openid:<24} {person.name or '未填姓名':<8} {mask_phone(person.phone)}  "
                         f"{view.role_label} · {view.scope_text}"
                     )
-            return lines or ["（暂无角色）"]
-        finally:
-            await db.dispose()
+            return "\n".join(lines or ["（暂无角色）"])
 
-    try:
-        print("\n".join(asyncio.run(run())))
-    except RoleError as exc:
-        print(exc.reason, file=sys.stderr)
-        sys.exit(1)
+    run(listing(), refusals=(RoleError,))
 
 
 def cmd_demo_data(args: argparse.Namespace) -> None:
-    settings = _settings(args)
+    settings = cli_settings(args)
 
-    async def run() -> None:
-        db = await _open(settings)
-        try:
-            summary = await load_demo(db, Clock(settings.timezone).now())
-        finally:
-            await db.dispose()
+    async def load() -> None:
+        async with database(settings) as db:
+            summary = await load_demo(db, cli_clock(settings).now())
         for report in summary.reports:
             print(f"{report.kind}: {report.summary()}")
 
-    asyncio.run(run())
+    asyncio.run(load())
     print(demo_guide())
 
 

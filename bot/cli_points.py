@@ -3,61 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import getpass
-import sys
 
-from sqlmodel import select
-
+from bot.cli_common import cli_actor, cli_clock, cli_settings, community_by_code, database, run
 from bot.config import Settings
 from storage import activities as act
-from storage import migrate
 from storage import points as pts
 from storage import rewards as rw
 from storage.clock import Clock
-from storage.db import Database
-from storage.org import Community
 from storage.roles import Role, RoleGrant, Scope
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # no user name in some containers
-        return "cli:unknown"
-
 
 # The command line runs with the operator's authority over every community, and says so in the audit log.
 CLI_SCOPE = Scope((RoleGrant(resident_id=0, role=Role.ADMIN.value, scope_type="district", scope_id=None,
                              granted_by="cli", granted_at=Clock().now()),))
 
 
-async def _open(settings: Settings) -> Database:
-    db = Database(settings.database_url)
-    if settings.is_sqlite:
-        await migrate.upgrade(db)
-    elif not await migrate.is_current(db):
-        await db.dispose()
-        raise SystemExit("数据库结构不是最新，请先运行 steward db upgrade。")
-    return db
-
-
-async def _community(db: Database, code: str) -> Community:
-    async with db.read() as s:
-        row = (await s.exec(select(Community).where(Community.code == code))).first()
-    if row is None:
-        raise SystemExit(f"没有编码为 {code} 的社区。")
-    return row
-
-
 async def audit(settings: Settings, out=print) -> int:
     """Prints every account whose balance differs from its ledger; exit status 1 when there is one."""
-    db = await _open(settings)
-    try:
+    async with database(settings) as db:
         found = await pts.audit_points(db)
         total = await pts.count_accounts(db)
-    finally:
-        await db.dispose()
     if not found:
         out(f"积分核对通过：{total} 个账户的余额都等于流水合计。")
         return 0
@@ -70,27 +34,19 @@ async def audit(settings: Settings, out=print) -> int:
 
 
 async def catalogue_add(settings: Settings, args: argparse.Namespace, out=print) -> None:
-    db = await _open(settings)
-    try:
-        community = await _community(db, args.community)
+    async with database(settings) as db:
+        community = await community_by_code(db, args.community)
         reward = await rw.add_reward(
-            db, CLI_SCOPE, _actor(), community.id, args.name, args.price, args.stock, Clock(settings.timezone).now(),
+            db, CLI_SCOPE, cli_actor(), community.id, args.name, args.price, args.stock, cli_clock(settings).now(),
             kind=args.kind, description=args.description or "",
         )
-    except pts.PointsRefused as exc:
-        raise SystemExit(exc.reason) from exc
-    finally:
-        await db.dispose()
     out(f"已上架 #{reward.id}「{reward.name}」{reward.price} 分，库存 {reward.stock}（{community.name}）。")
 
 
 async def catalogue_list(settings: Settings, args: argparse.Namespace, out=print) -> None:
-    db = await _open(settings)
-    try:
-        community = await _community(db, args.community)
+    async with database(settings) as db:
+        community = await community_by_code(db, args.community)
         items = await rw.catalogue(db, community.id)
-    finally:
-        await db.dispose()
     if not items:
         out(f"{community.name}还没有兑换项目。")
     for r in items:
@@ -98,23 +54,15 @@ async def catalogue_list(settings: Settings, args: argparse.Namespace, out=print
 
 
 async def catalogue_restock(settings: Settings, args: argparse.Namespace, out=print) -> None:
-    db = await _open(settings)
-    try:
-        reward = await rw.restock(db, CLI_SCOPE, _actor(), args.reward, args.add, Clock(settings.timezone).now())
-    except pts.PointsRefused as exc:
-        raise SystemExit(exc.reason) from exc
-    finally:
-        await db.dispose()
+    async with database(settings) as db:
+        reward = await rw.restock(db, CLI_SCOPE, cli_actor(), args.reward, args.add, cli_clock(settings).now())
     out(f"#{reward.id}「{reward.name}」现有库存 {reward.stock}。")
 
 
 async def activity_list(settings: Settings, args: argparse.Namespace, out=print) -> None:
-    db = await _open(settings)
-    try:
-        community = await _community(db, args.community)
-        items = await act.upcoming(db, community.id, None, Clock(settings.timezone).now(), limit=50)
-    finally:
-        await db.dispose()
+    async with database(settings) as db:
+        community = await community_by_code(db, args.community)
+        items = await act.upcoming(db, community.id, None, cli_clock(settings).now(), limit=50)
     if not items:
         out(f"{community.name}近期没有志愿活动。")
     for i in items:
@@ -131,18 +79,14 @@ def show_policy(out=print) -> None:
 
 
 def _run(coro) -> None:
-    result = asyncio.run(coro)
-    if isinstance(result, int) and result:
-        sys.exit(result)
+    run(coro, refusals=(pts.PointsRefused,))
 
 
 def register(sub) -> None:
-    from bot.cli import settings_from
-
     points = sub.add_parser("points", help="志愿积分：核对账目、兑换目录、当前规则")
     commands = points.add_subparsers(dest="points_command", required=True)
     commands.add_parser("audit", help="核对每个账户的余额是否等于流水合计（不一致时退出码为1）").set_defaults(
-        func=lambda a: _run(audit(settings_from(a)))
+        func=lambda a: _run(audit(cli_settings(a)))
     )
     policy = commands.add_parser("policy", help="显示当前积分规则（STEWARD_POINTS_*）")
     policy.set_defaults(func=lambda a: show_policy())
@@ -156,17 +100,17 @@ def register(sub) -> None:
     p.add_argument("--stock", type=int, required=True, help="库存（物品）或名额（服务）")
     p.add_argument("--kind", choices=sorted(rw.KIND_LABELS), default=rw.RewardKind.GOODS)
     p.add_argument("--description")
-    p.set_defaults(func=lambda a: _run(catalogue_add(settings_from(a), a)))
+    p.set_defaults(func=lambda a: _run(catalogue_add(cli_settings(a), a)))
     p = cat_sub.add_parser("list", help="列出社区的兑换项目")
     p.add_argument("--community", required=True)
-    p.set_defaults(func=lambda a: _run(catalogue_list(settings_from(a), a)))
+    p.set_defaults(func=lambda a: _run(catalogue_list(cli_settings(a), a)))
     p = cat_sub.add_parser("restock", help="补充库存或名额")
     p.add_argument("--reward", type=int, required=True)
     p.add_argument("--add", type=int, required=True)
-    p.set_defaults(func=lambda a: _run(catalogue_restock(settings_from(a), a)))
+    p.set_defaults(func=lambda a: _run(catalogue_restock(cli_settings(a), a)))
 
     activity = sub.add_parser("activity", help="志愿活动")
     activity_sub = activity.add_subparsers(dest="activity_command", required=True)
     p = activity_sub.add_parser("list", help="列出社区近期的志愿活动（含签到码、签退码）")
     p.add_argument("--community", required=True)
-    p.set_defaults(func=lambda a: _run(activity_list(settings_from(a), a)))
+    p.set_defaults(func=lambda a: _run(activity_list(cli_settings(a), a)))

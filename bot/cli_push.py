@@ -8,6 +8,7 @@ import contextlib
 import signal
 from typing import Any
 
+from bot.cli_common import cli_settings, database, run
 from storage.clock import local
 
 
@@ -23,9 +24,8 @@ def start_scheduler(bot: Any):
 
 def cmd_scheduler(args: argparse.Namespace) -> None:
     from bot.app import build_bot
-    from bot.cli import settings_from
 
-    settings = settings_from(args)
+    settings = cli_settings(args)
 
     async def run() -> None:
         bot = await build_bot(settings)
@@ -75,19 +75,13 @@ async def outbox_report(db: Any, limit: int = 20, offset: int = 0) -> str:
 
 
 def cmd_outbox_status(args: argparse.Namespace) -> None:
-    from bot.cli import settings_from
-    from storage.db import Database
+    settings = cli_settings(args)
 
-    settings = settings_from(args)
-
-    async def run() -> str:
-        db = Database(settings.database_url)
-        try:
+    async def report() -> str:
+        async with database(settings) as db:
             return await outbox_report(db, args.limit, args.offset)
-        finally:
-            await db.dispose()
 
-    print(asyncio.run(run()))
+    run(report())
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -14,17 +14,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
-import getpass
 import secrets
-import sys
 
 from sqlmodel import col, select
 
-from storage.clock import Clock, local
+from bot.cli_common import cli_actor, cli_clock, cli_settings, community_by_code, database, run
+from storage.clock import local
 from storage.db import Database
-from storage.org import Community
 from storage.projects import (
     STATUS_LABELS,
     Project,
@@ -42,26 +39,11 @@ from storage.survey import SurveyError, start_survey, survey_report, verify_samp
 MAX_LIST = 200
 
 
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:
-        return "cli:unknown"
-
-
-async def _community(db: Database, code: str) -> Community:
-    async with db.read() as s:
-        row = (await s.exec(select(Community).where((Community.code == code) | (Community.name == code)))).first()
-    if row is None:
-        raise SystemExit(f"没有找到社区：{code}")
-    return row
-
-
 async def review_open(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
-    community = await _community(db, args.community)
+    community = await community_by_code(db, args.community, or_name=True)
     year = args.year or local(now).year
     closes = local(now).replace(hour=18, minute=0, second=0, microsecond=0) + dt.timedelta(days=args.days)
-    view = await open_review(db, community_id=community.id, year=year, closes_at=closes, actor=_actor(), now=now)
+    view = await open_review(db, community_id=community.id, year=year, closes_at=closes, actor=cli_actor(), now=now)
     lines = [f"评议已开启：编号 {view.review.id}，{view.community}{year}年度，{len(view.projects)}个项目，"
              f"截止 {local(closes):%Y-%m-%d %H:%M}"]
     lines += [f"  {n}. [{p.id}] {p.title}" for n, p in enumerate(view.projects, 1)]
@@ -69,7 +51,7 @@ async def review_open(db: Database, now: dt.datetime, args: argparse.Namespace) 
 
 
 async def review_close(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
-    rows = await close_review(db, args.id, actor=_actor(), now=now)
+    rows = await close_review(db, args.id, actor=cli_actor(), now=now)
     view = await review_view(db, args.id)
     return result_text(view.community, view.review, rows, limit=len(rows))
 
@@ -92,7 +74,7 @@ async def review_export(db: Database, now: dt.datetime, args: argparse.Namespace
 
 async def survey_start(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
     seed = args.seed if args.seed is not None else secrets.randbits(32)
-    survey, size = await start_survey(db, per_community=args.per_community, seed=seed, actor=_actor(), now=now)
+    survey, size = await start_survey(db, per_community=args.per_community, seed=seed, actor=cli_actor(), now=now)
     return (f"问卷 {survey.id} 已发出：每社区抽 {args.per_community} 人（按网格分层），共 {size} 人，"
             f"随机种子 {seed}。\n核对抽样：steward survey verify {survey.id}")
 
@@ -120,7 +102,7 @@ async def survey_show(db: Database, now: dt.datetime, args: argparse.Namespace) 
 
 
 async def project_list(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
-    community = await _community(db, args.community)
+    community = await community_by_code(db, args.community, or_name=True)
     query = select(Project).where(Project.community_id == community.id)
     if args.status:
         query = query.where(Project.status == args.status)
@@ -157,18 +139,13 @@ async def run_command(db: Database, now: dt.datetime, args: argparse.Namespace) 
 
 
 def _run(args: argparse.Namespace) -> None:
-    from bot.cli import settings_from
-
-    settings = settings_from(args)
-    db, clock = Database(settings.database_url), Clock(settings.timezone)
+    settings = cli_settings(args)
 
     async def go() -> str:
-        try:
-            return await run_command(db, clock.now(), args)
-        finally:
-            await db.dispose()
+        async with database(settings) as db:
+            return await run_command(db, cli_clock(settings).now(), args)
 
-    sys.stdout.write(asyncio.run(go()) + "\n")
+    run(go())
 
 
 def register(subparsers) -> None:

@@ -309,6 +309,8 @@ class Engine:
             return self._cancel(ctx)
         if msg.type in ("text", "voice") and msg.text:
             route, command_word = self._match_command(self.global_commands, msg.text)
+            if route is not None and len(self._match_command(self.commands, msg.text)[1]) > len(command_word):
+                route = None  # a longer keyword names another command: "指派项目 …" is not "指派 …"
             # A command that works everywhere (菜单, a staff one-line form) leaves the current flow. Mid-flow, one
             # the sender may not use is not theirs to call: their text goes to their flow as an answer.
             allowed = route is not None and (not route.roles or await ctx.has_role(*route.roles))

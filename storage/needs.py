@@ -333,6 +333,24 @@ def _check(need: Need, action: str) -> None:
         raise NeedError(f"诉求 {need.ticket} 当前状态是「{need.state.label}」，不能{name}。")
 
 
+async def _load_managed(s, scope: Scope, ticket: str, action: str) -> Need:
+    """The need, locked, for a community-staff action (`can_manage`) its status allows."""
+    need = await _load(s, ticket)
+    if not can_manage(scope, need):
+        raise NeedError(f"诉求 {need.ticket} 不在您负责的社区。")
+    _check(need, action)
+    return need
+
+
+async def _load_handled(s, scope: Scope, actor_id: int, ticket: str, action: str) -> Need:
+    """The need, locked, for a handler's action (`can_handle`) its status allows."""
+    need = await _load(s, ticket)
+    if not can_handle(scope, need, actor_id):
+        raise NeedError(f"诉求 {need.ticket} 不在您负责的范围内。")
+    _check(need, action)
+    return need
+
+
 def can_manage(scope: Scope, need: Need) -> bool:
     """Triage, assign, escalate, merge, reject: the need's community staff (or an admin)."""
     return scope.is_admin or need.community_id in scope.ids(Role.COMMUNITY_STAFF)
@@ -762,10 +780,7 @@ async def reclassify_need(db: Database, actor_id: int, ticket: str, item_code: s
         raise NeedError(f"没有分类代码 {item_code}，代码形如 JZ-05。")
     scope = await scope_of(db, actor_id)
     async with db.write() as s:
-        need = await _load(s, ticket)
-        if not can_manage(scope, need):
-            raise NeedError(f"诉求 {need.ticket} 不在您负责的社区。")
-        _check(need, "reclassify")
+        need = await _load_managed(s, scope, ticket, "reclassify")
         before_code = need.item_code
         need.item_code, need.category = item.code, item.category
         if need.triaged_at is None:
@@ -841,10 +856,7 @@ async def escalate_need(db: Database, actor_id: int, ticket: str, department_cod
     """上报区级: hand the need to a district department; its staff then see it in 区级待办."""
     scope = await scope_of(db, actor_id)
     async with db.write() as s:
-        need = await _load(s, ticket)
-        if not can_manage(scope, need):
-            raise NeedError(f"诉求 {need.ticket} 不在您负责的社区。")
-        _check(need, "escalate")
+        need = await _load_managed(s, scope, ticket, "escalate")
         dept = (await s.exec(select(Department).where(Department.code == department_code.strip().upper()))).first()
         if dept is None or dept.kind != "district":
             raise NeedError(f"没有代码为 {department_code} 的区级部门。")
@@ -880,10 +892,7 @@ async def reject_need(db: Database, actor_id: int, ticket: str, reason: str, now
         raise NeedError("驳回需要写明理由，以及居民可以去哪里办理。")
     scope = await scope_of(db, actor_id)
     async with db.write() as s:
-        need = await _load(s, ticket)
-        if not can_manage(scope, need):
-            raise NeedError(f"诉求 {need.ticket} 不在您负责的社区。")
-        _check(need, "reject")
+        need = await _load_managed(s, scope, ticket, "reject")
         before = need.status
         need.status = S.REJECTED.value
         need.resolve_by = need.respond_by = None
@@ -933,10 +942,7 @@ async def post_progress(db: Database, actor_id: int, ticket: str, note: str, now
         raise NeedError("请写上进展内容，例如：进展 20261127-0001 已联系物业，明天上午维修。")
     scope = await scope_of(db, actor_id)
     async with db.write() as s:
-        need = await _load(s, ticket)
-        if not can_handle(scope, need, actor_id):
-            raise NeedError(f"诉求 {need.ticket} 不在您负责的范围内。")
-        _check(need, "progress")
+        need = await _load_handled(s, scope, actor_id, ticket, "progress")
         before = need.status
         if need.state is not S.ESCALATED:
             need.status = S.IN_PROGRESS.value
@@ -954,10 +960,7 @@ async def resolve_need(db: Database, actor_id: int, ticket: str, note: str, now:
         raise NeedError("办结需要写明办理结果，例如：办结 20261127-0001 已更换楼道灯。")
     scope = await scope_of(db, actor_id)
     async with db.write() as s:
-        need = await _load(s, ticket)
-        if not can_handle(scope, need, actor_id):
-            raise NeedError(f"诉求 {need.ticket} 不在您负责的范围内。")
-        _check(need, "resolve")
+        need = await _load_handled(s, scope, actor_id, ticket, "resolve")
         before = need.status
         need.status = S.RESOLVED.value
         need.resolved_at, need.rate_by = now, now + RATE_WINDOW

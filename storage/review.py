@@ -233,15 +233,7 @@ async def check_receipt(db: Database, code: str) -> ReceiptCheck | None:
 async def tally(db: Database, review_id: int) -> list[TallyRow]:
     """The frozen tally (empty until the review is closed)."""
     async with db.read() as s:
-        query = (
-            select(Project, ReviewTally)
-            .join(ReviewTally, col(ReviewTally.project_id) == col(Project.id))
-            .join(ReviewItem, (col(ReviewItem.project_id) == col(Project.id))
-                  & (col(ReviewItem.review_id) == col(ReviewTally.review_id)))
-            .where(ReviewTally.review_id == review_id)
-            .order_by(col(ReviewItem.position))
-        )
-        return [TallyRow(p, t) for p, t in (await s.exec(query)).all()]
+        return await _tally_in(s, review_id)
 
 
 async def export_csv(db: Database, review_id: int) -> str:
