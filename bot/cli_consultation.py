@@ -1,13 +1,17 @@
-"""`steward consultation create|edit|list`: a community's standing arrangements and its sessions."""
+"""`steward consultation create|edit|list|move|cancel`: a community's standing arrangements and its sessions."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 
 from bot.cli_common import cli_actor, cli_clock, cli_settings, community_by_code, database, run
 from bot.config import Settings
 from storage import consultation as cs
 from storage.clock import Clock, local
+from storage.db import Database
+
+TIME_FORMAT = "%Y-%m-%d %H:%M"
 
 DEFAULT_OPTIONS = (
     ("--time", "start_time", str, "开始时间 HH:MM"),
@@ -70,6 +74,52 @@ def _run(coro) -> None:
     run(coro, refusals=(cs.ConsultationError,), prefix="未完成：")
 
 
+def parse_local_time(text: str, now: dt.datetime) -> dt.datetime:
+    """"2026-12-18 14:30" in the district's time zone (that of `now`); SystemExit with a sentence otherwise."""
+    try:
+        naive = dt.datetime.strptime(" ".join((text or "").split()), TIME_FORMAT)
+    except ValueError:
+        raise SystemExit(f"时间「{text}」的格式不对，请写成 YYYY-MM-DD HH:MM，例如 2026-12-18 14:30。") from None
+    return naive.replace(tzinfo=now.tzinfo)
+
+
+def _told(view: cs.SessionView | None, what: str) -> str:
+    if view is None or not (view.booked or view.waitlisted):
+        return "这场议事还没有人预约，无需通知。"
+    return f"已预约 {view.booked} 人、候补 {view.waitlisted} 人，{what}已排队发送给他们。"
+
+
+async def move(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    starts_at = parse_local_time(args.to, now)
+    session = await cs.move_session(db, args.session, starts_at, None, now, cli_actor())
+    return f"已改期：{_line(session)}\n{_told(await cs.session_view(db, session.id), '改期通知')}"
+
+
+async def cancel(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    session = await cs.cancel_session(db, args.session, args.reason or "", None, now, cli_actor())
+    told = _told(await cs.session_view(db, session.id), "取消通知")
+    return f"已取消：{_line(session)}\n原因：{session.cancel_reason}\n{told}"
+
+
+async def run_on(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    """Run a parsed `move`/`cancel` against a database (the tests call this with theirs); a refusal is one
+    sentence in a SystemExit (exit status 1)."""
+    try:
+        return await args.action(db, now, args)
+    except cs.ConsultationError as exc:
+        raise SystemExit(f"未完成：{exc.reason}") from None
+
+
+def _with_database(args: argparse.Namespace) -> None:
+    settings = cli_settings(args)
+
+    async def go() -> str:
+        async with database(settings) as db:
+            return await run_on(db, cli_clock(settings).now(), args)
+
+    run(go())
+
+
 def register(sub) -> None:
     parser = sub.add_parser("consultation", help="阳光17议：社区议事的默认安排与场次")
     commands = parser.add_subparsers(dest="consultation_command", required=True)
@@ -93,3 +143,13 @@ def register(sub) -> None:
     p.add_argument("--community", help="社区编码")
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=lambda a: _run(list_all(cli_settings(a), a)))
+
+    p = commands.add_parser("move", help="改期：一场议事换到新的时间，已预约和候补的居民都会收到通知")
+    p.add_argument("session", type=int, help="场次编号（见 list）")
+    p.add_argument("--to", required=True, help="新的开始时间 \"YYYY-MM-DD HH:MM\"")
+    p.set_defaults(func=_with_database, action=move)
+
+    p = commands.add_parser("cancel", help="取消一场议事（须说明原因），已预约和候补的居民都会收到通知")
+    p.add_argument("session", type=int, help="场次编号（见 list）")
+    p.add_argument("--reason", required=True, help="取消原因（会告诉居民）")
+    p.set_defaults(func=_with_database, action=cancel)

@@ -1,15 +1,19 @@
-"""`steward points audit|catalogue|policy` and `steward activity list`: the time bank from the command line."""
+"""`steward points audit|catalogue|policy` and `steward activity list|publish`: the time bank from the command line."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import math
 
 from bot.cli_common import cli_actor, cli_clock, cli_settings, community_by_code, database, run
+from bot.cli_consultation import parse_local_time
 from bot.config import Settings
 from storage import activities as act
 from storage import points as pts
 from storage import rewards as rw
 from storage.clock import Clock
+from storage.db import Database
 from storage.roles import Role, RoleGrant, Scope
 
 # The command line runs with the operator's authority over every community, and says so in the audit log.
@@ -71,6 +75,53 @@ async def activity_list(settings: Settings, args: argparse.Namespace, out=print)
             f"签到码 {a.checkin_code} 签退码 {a.checkout_code}")
 
 
+def half_hours_of(text: str, flag: str) -> int:
+    """"2" or "1.5" hours as half-hour steps; SystemExit with a sentence for anything else."""
+    try:
+        steps = float(text) * 2
+    except (TypeError, ValueError):
+        steps = -1.0
+    if not math.isfinite(steps) or steps < 1 or steps != int(steps):
+        raise SystemExit(f"{flag} 填小时数，按半小时计，例如 2 或 1.5（现在是「{text}」）。")
+    return int(steps)
+
+
+async def activity_publish(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    community = await community_by_code(db, args.community)
+    starts_at = parse_local_time(args.start, now)
+    duration = half_hours_of(args.hours, "--hours")
+    credited = half_hours_of(args.points_hours, "--points-hours") if args.points_hours is not None else duration
+    a = await act.publish_activity(
+        db, CLI_SCOPE, cli_actor(), community.id, title=args.title, place=args.place, starts_at=starts_at,
+        ends_at=starts_at + dt.timedelta(minutes=30 * duration), capacity=args.capacity, half_hours=credited,
+        now=now, project_ref=args.project or "",
+    )
+    points = pts.policy_from_env().points_for(a.half_hours)
+    return (f"已发布志愿活动 #{a.id}「{a.title}」（{community.name}）\n"
+            f"时间：{act.when_text(a)}  地点：{a.place}\n"
+            f"名额 {a.capacity} 人，每人记 {pts.hours_text(a.half_hours)} 小时（{points} 积分）\n"
+            f"签到码：{a.checkin_code}  签退码：{a.checkout_code}")
+
+
+async def run_on(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    """Run a parsed `activity publish` against a database (the tests call this with theirs); a refusal is one
+    sentence in a SystemExit (exit status 1)."""
+    try:
+        return await args.action(db, now, args)
+    except pts.PointsRefused as exc:
+        raise SystemExit(f"未完成：{exc.reason}") from None
+
+
+def _with_database(args: argparse.Namespace) -> None:
+    settings = cli_settings(args)
+
+    async def go() -> str:
+        async with database(settings) as db:
+            return await run_on(db, cli_clock(settings).now(), args)
+
+    run(go())
+
+
 def show_policy(out=print) -> None:
     policy = pts.policy_from_env()
     for name, (attr, _kind) in pts.ENV_FIELDS.items():
@@ -114,3 +165,13 @@ def register(sub) -> None:
     p = activity_sub.add_parser("list", help="列出社区近期的志愿活动（含签到码、签退码）")
     p.add_argument("--community", required=True)
     p.set_defaults(func=lambda a: _run(activity_list(cli_settings(a), a)))
+    p = activity_sub.add_parser("publish", help="发布一项志愿活动，打印活动编号和签到码、签退码")
+    p.add_argument("--community", required=True, help="社区编码")
+    p.add_argument("--title", required=True, help="活动名称")
+    p.add_argument("--place", required=True, help="地点")
+    p.add_argument("--start", required=True, help="开始时间 \"YYYY-MM-DD HH:MM\"")
+    p.add_argument("--hours", required=True, help="活动时长（小时，按半小时计，如 2 或 1.5）")
+    p.add_argument("--capacity", type=int, required=True, help="名额")
+    p.add_argument("--points-hours", dest="points_hours", help="每人记录的服务时长（小时，默认同 --hours）")
+    p.add_argument("--project", help="关联的服务项目编号（可选）")
+    p.set_defaults(func=_with_database, action=activity_publish)

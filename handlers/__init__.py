@@ -6,6 +6,7 @@ from handlers import (
     binding,
     broadcast,
     consultation,
+    deliveries,
     leader,
     menu,
     needs,
@@ -21,3 +22,4 @@ ROUTERS += [needs.router, leader.router, staff.router]
 ROUTERS += [projects.router, review.router, survey.router]
 ROUTERS += [consultation.router, broadcast.router]
 ROUTERS += [points.router, activities.router]
+ROUTERS += [deliveries.router]

@@ -391,3 +391,94 @@ async def needing_review(
         query = query.order_by(col(OutboxMessage.created_at).desc(), col(OutboxMessage.id).desc())
         return list((await session.exec(query.offset(offset).limit(limit))).all())
 
+
+
+# -- staff acknowledging failed deliveries ("投递失败") ------------------------------------------------------
+#
+# A row staff have looked at (phoned the resident, told them in person, decided it no longer matters) leaves the
+# review list as `cancelled`: it is never sent, and broadcast progress counts it as settled. Its last_error is
+# kept, and the audit row records who reviewed it, when, and what it was (failed / unknown).
+
+REVIEW_PAGE_MAX = 50
+
+
+class OutboxReviewError(Exception):
+    """A refused acknowledgement; `reason` is Chinese."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """A row to review, with the resident it was for (the phone unmasked: mask it to show it)."""
+
+    message: OutboxMessage
+    resident_name: str | None
+    resident_phone: str | None
+    community_id: int | None
+
+
+def _review_query(query, community_ids: Iterable[int] | None):
+    from storage.residents import Resident
+
+    query = query.join(Resident, Resident.id == OutboxMessage.resident_id).where(
+        col(OutboxMessage.status).in_(NEEDS_REVIEW)
+    )
+    if community_ids is not None:
+        query = query.where(col(Resident.community_id).in_(sorted(community_ids)))
+    return query
+
+
+async def review_page(
+    db: Database, community_ids: Iterable[int] | None, limit: int = 5, offset: int = 0
+) -> tuple[list[ReviewItem], int]:
+    """A page of the failed and unknown rows of residents of these communities (None: all), newest first,
+    and how many there are in all. An empty set of communities sees nothing."""
+    from storage.residents import Resident
+
+    if community_ids is not None:
+        community_ids = set(community_ids)
+        if not community_ids:
+            return [], 0
+    limit = max(1, min(limit, REVIEW_PAGE_MAX))
+    async with db.read() as session:
+        total = (await session.exec(_review_query(select(func.count()).select_from(OutboxMessage),
+                                                  community_ids))).one()
+        query = _review_query(select(OutboxMessage, Resident.name, Resident.phone, Resident.community_id),
+                              community_ids)
+        query = query.order_by(col(OutboxMessage.created_at).desc(), col(OutboxMessage.id).desc())
+        rows = (await session.exec(query.offset(max(0, offset)).limit(limit))).all()
+    return [ReviewItem(message, name, phone, community) for message, name, phone, community in rows], int(total)
+
+
+async def mark_reviewed(
+    db: Database, message_id: int, community_ids: Iterable[int] | None, actor: str, now: dt.datetime
+) -> OutboxMessage:
+    """Staff have dealt with a failed or unknown row: it leaves the review list (status cancelled, last_error
+    kept), with an audit row in the same transaction. `community_ids` None: any community (an admin)."""
+    from storage.residents import Resident
+    from storage.roles import audit_entry
+
+    async with db.write() as session:
+        row = await session.get(OutboxMessage, message_id, with_for_update=True)
+        if row is None:
+            raise OutboxReviewError("没有找到这条消息。")
+        resident = await session.get(Resident, row.resident_id)
+        if community_ids is not None and (resident is None or resident.community_id not in set(community_ids)):
+            raise OutboxReviewError("这条消息的收件人不在您负责的社区。")
+        if row.status not in NEEDS_REVIEW:
+            raise OutboxReviewError("这条消息已经处理过了。")
+        previous = row.status
+        result = await session.exec(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id, col(OutboxMessage.status).in_(NEEDS_REVIEW))
+            .values(status=OutboxStatus.CANCELLED, claimed_by=None)
+        )
+        if not result.rowcount:
+            raise OutboxReviewError("这条消息已经处理过了。")
+        session.add(audit_entry(now, actor, "outbox.review", "outbox", message_id, previous_status=previous,
+                                resident_id=row.resident_id, kind=row.kind, last_error=row.last_error or ""))
+        await session.refresh(row)
+        return row

@@ -1,0 +1,134 @@
+"""投递失败: community staff see the notices that could not reach residents of their community (failed, or
+cut off mid-send so nobody knows), newest first, a page at a time, and mark each one handled once they have
+told the resident another way. Admins see every community."""
+
+from __future__ import annotations
+
+import re
+
+from bot.engine import Context, Router
+from storage import outbox as ob
+from storage.clock import local
+from storage.residents import mask_phone
+from storage.roles import Role, Scope
+
+router = Router("delivery", "投递失败")
+STAFF = (Role.COMMUNITY_STAFF, Role.ADMIN)
+PAGE = 4
+
+KIND_LABELS = {
+    "need_update": "诉求进展",
+    "need_assigned": "诉求指派",
+    "need_escalated": "诉求上报",
+    "need_rework": "诉求退回重办",
+    "remind": "办理提醒",
+    "chase": "督办提醒",
+    "report": "超期报告",
+    "feedback": "诉求反馈",
+    "rating": "评价提醒",
+    "digest": "每日汇总",
+    "consultation": "议事通知",
+    "broadcast": "社区广播",
+    "broadcast_progress": "广播进度",
+    "activity": "志愿活动",
+    "points": "志愿积分",
+    "reply": "延迟回复",
+}
+
+# WeChat error codes as staff would say them (bot/push records "<errcode>: <errmsg>").
+ERROR_WORDS = {
+    "-1": "微信系统繁忙",
+    "40003": "收件人微信号无效",
+    "40037": "模板编号无效，请检查模板配置",
+    "43004": "居民已取消关注公众号",
+    "43101": "居民拒收了这类模板消息",
+    "45009": "超出微信每日发送上限",
+    "45015": "超过48小时未互动，无法发客服消息",
+    "45047": "客服消息条数已用完",
+}
+
+
+def plain_reason(status: str, error: str | None) -> str:
+    if status == ob.OutboxStatus.UNKNOWN:
+        return "发送中断，不能确定是否送达"
+    error = error or ""
+    if "收件人不存在" in error:
+        return "收件人账号不存在"
+    retried = re.match(r"重试(\d+)次仍失败", error)
+    if retried:
+        return f"微信接口多次无响应，重试{retried.group(1)}次后放弃"
+    code = re.match(r"(-?\d+):", error)
+    if code:
+        return ERROR_WORDS.get(code.group(1), f"微信拒绝发送（错误码{code.group(1)}）")
+    return error[:20] or "原因未记录"
+
+
+def _excerpt(text: str, width: int = 16) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+async def _reach(ctx: Context) -> set[int] | None:
+    """The communities whose residents' rows this staff member may see; None for an admin (all)."""
+    scope = Scope(tuple(await ctx.roles()))
+    return None if scope.is_admin else scope.ids(Role.COMMUNITY_STAFF)
+
+
+def _item_lines(number: int, item: ob.ReviewItem) -> list[str]:
+    m = item.message
+    who = f"{item.resident_name or '居民'} {mask_phone(item.resident_phone)}"
+    head = "发送失败" if m.status == ob.OutboxStatus.FAILED else "未确认送达"
+    return [
+        f"{number}. {who}｜{KIND_LABELS.get(m.kind, '通知')}｜{local(m.created_at):%m-%d %H:%M}",
+        f"   「{_excerpt(m.text)}」",
+        f"   {head}：{plain_reason(m.status, m.last_error)}",
+    ]
+
+
+async def _show(ctx: Context, offset: int, before: str = "") -> str:
+    items, total = await ob.review_page(ctx.db, await _reach(ctx), PAGE, offset)
+    if total and not items:  # past the last page (or others handled its rows): back to the first page
+        offset = 0
+        items, total = await ob.review_page(ctx.db, await _reach(ctx), PAGE, offset)
+    if not total:
+        return ctx.done(f"{before}目前没有投递失败的消息。".strip())
+    lines = [before] if before else []
+    lines.append(f"【投递失败】共 {total} 条，第 {offset + 1}–{offset + len(items)} 条（最新在前）：")
+    for number, item in enumerate(items, offset + 1):
+        lines += _item_lines(number, item)
+    lines.append("已另行告知居民的，回复序号标记为已处理。")
+    if offset + len(items) < total:
+        lines.append("0. 下一页")
+    elif offset:
+        lines.append("0. 回到第一页")
+    ids = [item.message.id for item in items]
+    return ctx.ask("\n".join(lines), router.step("list"), offset=offset, ids=ids)
+
+
+@router.command("投递失败", "发送失败", "消息发送失败", roles=STAFF)
+async def start(ctx: Context) -> str:
+    return await _show(ctx, 0)
+
+
+@router.command("已处理", roles=STAFF, args=True)
+async def handled_outside_list(ctx: Context) -> str:
+    return "请先回复「投递失败」查看列表，再回复序号标记已处理。"
+
+
+@router.state("list", roles=STAFF)
+async def pick(ctx: Context) -> str:
+    offset, ids = int(ctx.data.get("offset", 0)), list(ctx.data.get("ids", []))
+    text = ctx.text.strip()
+    if text == "0":  # past the last page, _show starts again from the first
+        return await _show(ctx, offset + PAGE)
+    match = re.fullmatch(r"(?:已处理)?\s*(\d+)", text)
+    number = int(match.group(1)) if match else 0
+    if not offset < number <= offset + len(ids):
+        return ctx.retry(f"请回复 {offset + 1} 到 {offset + len(ids)} 之间的序号，或「取消」退出。")
+    try:
+        row = await ob.mark_reviewed(ctx.db, ids[number - offset - 1], await _reach(ctx),
+                                     f"resident:{ctx.resident.id}", ctx.now)
+    except ob.OutboxReviewError as exc:
+        return await _show(ctx, offset, f"第 {number} 条：{exc.reason}")
+    label = KIND_LABELS.get(row.kind, "通知")
+    return await _show(ctx, offset, f"已将第 {number} 条（{label}）标记为已处理。")
