@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import re
 
-from sqlmodel import col, or_, select
-
 from bot.engine import Context, Router
 from handlers.needs import category_menu, summary_line_text
 from storage.classifier import default_classifier
 from storage.needs import OPEN_STATUSES, NeedError, file_on_behalf, list_needs, promise_text, summary_line
-from storage.org import Building
-from storage.residents import Resident, mask_phone
+from storage.org import Building, buildings_in_reach_of
+from storage.residents import Resident, bound_residents_in_buildings, get_resident, mask_phone
 from storage.roles import Role, scope_of
 from storage.taxonomy import load_taxonomy
 
@@ -29,16 +27,6 @@ ASK_TEXT = "请粘贴或输入居民反映的问题："
 MAX_MATCHES = 8
 
 
-async def _buildings(ctx: Context) -> list[Building]:
-    scope = await scope_of(ctx.db, ctx.resident.id)
-    async with ctx.db.read() as s:
-        query = select(Building).where(or_(
-            col(Building.id).in_(sorted(scope.ids(Role.BUILDING_LEADER)) or [-1]),
-            col(Building.grid_id).in_(sorted(scope.ids(Role.GRID_WORKER)) or [-1]),
-        )).order_by(Building.id).limit(200)
-        return list((await s.exec(query)).all())
-
-
 @router.command("代报", "代为反映", roles=LEADERS)
 async def start(ctx: Context) -> str:
     return ctx.ask(ASK_WHO, router.step("who"))
@@ -46,23 +34,20 @@ async def start(ctx: Context) -> str:
 
 @router.state("who", roles=LEADERS)
 async def who_step(ctx: Context) -> str:
-    buildings = await _buildings(ctx)
+    buildings = await buildings_in_reach_of(ctx.db, ctx.resident.id)
     ids = [b.id for b in buildings]
     text = ctx.text.strip()
     phone_match = PHONE_RE.search(text)
-    async with ctx.db.read() as s:
-        query = select(Resident).where(col(Resident.building_id).in_(ids or [-1]), Resident.bound_at.is_not(None))
-        if phone_match:
-            query = query.where(Resident.phone == phone_match.group())
-        else:
-            room = ROOM_RE.match(text)
-            if room is None:
-                return ctx.retry("请回复房号（如 1号楼 101）、手机号，或「姓名 手机号」。")
-            query = query.where(Resident.room == room.group(2).removesuffix("室"))
-            if room.group(1):
-                named = [b.id for b in buildings if b.name == room.group(1)]
-                query = query.where(col(Resident.building_id).in_(named or [-1]))
-        matches = list((await s.exec(query.order_by(Resident.id).limit(MAX_MATCHES))).all())
+    if phone_match:
+        matches = await bound_residents_in_buildings(ctx.db, ids, phone=phone_match.group(), limit=MAX_MATCHES)
+    else:
+        room = ROOM_RE.match(text)
+        if room is None:
+            return ctx.retry("请回复房号（如 1号楼 101）、手机号，或「姓名 手机号」。")
+        if room.group(1):
+            ids = [b.id for b in buildings if b.name == room.group(1)]
+        matches = await bound_residents_in_buildings(ctx.db, ids, room=room.group(2).removesuffix("室"),
+                                                     limit=MAX_MATCHES)
     if len(matches) == 1:
         return _ask_text(ctx, matches[0], buildings)
     if len(matches) > 1:
@@ -96,9 +81,8 @@ async def match_step(ctx: Context) -> str:
     resident_id = ctx.data.get("matches", {}).get(ctx.text)
     if resident_id is None:
         return ctx.retry("请回复列表中的序号。")
-    async with ctx.db.read() as s:
-        resident = await s.get(Resident, resident_id)
-    return _ask_text(ctx, resident, await _buildings(ctx))
+    resident = await get_resident(ctx.db, resident_id)
+    return _ask_text(ctx, resident, await buildings_in_reach_of(ctx.db, ctx.resident.id))
 
 
 @router.state("building", roles=LEADERS)

@@ -30,7 +30,7 @@ from storage.needs import (
     summary_line,
     timeline,
 )
-from storage.org import Building
+from storage.org import Building, get_building
 from storage.roles import scope_of
 from storage.taxonomy import load_taxonomy
 
@@ -204,10 +204,7 @@ async def confirm_step(ctx: Context) -> str:
 
 
 async def _building(ctx: Context, building_id: int | None) -> Building | None:
-    if building_id is None:
-        return None
-    async with ctx.db.read() as s:
-        return await s.get(Building, building_id)
+    return None if building_id is None else await get_building(ctx.db, building_id)
 
 
 @router.state("offer")

@@ -13,7 +13,7 @@ from handlers.activities import list_activities
 from storage import points as pts
 from storage import rewards as rw
 from storage.clock import local
-from storage.residents import BindingError, Resident, clean_phone, find_residents_by_phone, mask_phone
+from storage.residents import BindingError, clean_phone, find_residents_by_phone, get_resident, mask_phone
 from storage.roles import Role, scope_of
 
 router = Router("points", "志愿积分")
@@ -279,8 +279,7 @@ async def donate_confirm(ctx: Context) -> str:
         return ctx.retry("请回复 1 确认，或 2 不捐了。")
     to_resident = None
     if ctx.data.get("to") is not None:
-        async with ctx.db.read() as s:
-            to_resident = await s.get(Resident, int(ctx.data["to"]))
+        to_resident = await get_resident(ctx.db, int(ctx.data["to"]))
     try:
         done = await pts.donate(ctx.db, ctx.resident, int(ctx.data["amount"]), ctx.now,
                                 key=f"chat:{ctx.resident.id}:{ctx.data.get('token')}", to_resident=to_resident)
@@ -356,8 +355,7 @@ async def award_confirm(ctx: Context) -> str:
         return ctx.done("好的，没有补录。")
     if ctx.text != "1":
         return ctx.retry("请回复 1 确认，或 2 不补录。")
-    async with ctx.db.read() as s:
-        who = await s.get(Resident, int(ctx.data["resident"]))
+    who = await get_resident(ctx.db, int(ctx.data["resident"]))
     scope = await scope_of(ctx.db, ctx.resident.id)
     try:
         credit = await pts.award_hours(

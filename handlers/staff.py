@@ -8,8 +8,6 @@ One-line forms (编号 = ticket number):
 
 from __future__ import annotations
 
-from sqlmodel import select
-
 from bot.engine import Context, Router
 from storage.clock import local
 from storage.needs import (
@@ -32,7 +30,7 @@ from storage.needs import (
     timeline,
     triage_need,
 )
-from storage.org import Department
+from storage.org import district_departments
 from storage.residents import mask_phone
 from storage.roles import Role, scope_of
 from storage.taxonomy import Tier, load_taxonomy
@@ -133,9 +131,7 @@ async def tier_step(ctx: Context) -> str:
     if ctx.text == "2":
         return ctx.ask("请回复办结期限（月-日，如 12-10），或回复「默认」（7个工作日）：", router.step("deadline"))
     if ctx.text == "4":
-        async with ctx.db.read() as s:
-            depts = list((await s.exec(select(Department).where(Department.kind == "district")
-                                       .order_by(Department.id).limit(20))).all())
+        depts = await district_departments(ctx.db)
         if not depts:
             return ctx.done("还没有登记区级部门，请联系管理员。")
         menu = "\n".join(f"{n}. {d.name}" for n, d in enumerate(depts, 1))

@@ -396,6 +396,33 @@ async def find_residents_by_phone(db: Database, phone: str, limit: int = 5) -> l
         return list((await s.exec(query)).all())
 
 
+async def get_resident(db: Database, resident_id: int) -> Resident | None:
+    """The resident with this id (None when there is none); callers have already checked their scope."""
+    async with db.read() as s:
+        return await s.get(Resident, resident_id)
+
+
+async def bound_residents_in_buildings(
+    db: Database, building_ids: set[int] | list[int], *, phone: str | None = None, room: str | None = None,
+    limit: int = 8,
+) -> list[Resident]:
+    """Bound residents of these buildings (a 楼片长's / 网格员's reach) with this phone and/or room, in id order.
+
+    Only the given buildings are searched, so a leader finds no one outside their own; at most `limit` rows.
+    """
+    if not building_ids:
+        return []
+    query = select(Resident).where(
+        col(Resident.building_id).in_(sorted(building_ids)), col(Resident.bound_at).is_not(None)
+    )
+    if phone is not None:
+        query = query.where(Resident.phone == phone)
+    if room is not None:
+        query = query.where(Resident.room == room)
+    async with db.read() as s:
+        return list((await s.exec(query.order_by(Resident.id).limit(limit))).all())
+
+
 async def lookup_residents(db: Database, staff_id: int, phone: str, now: dt.datetime) -> list[ResidentRecord]:
     """居民查询 by staff: residents with this phone in the communities the staff member serves (an admin:
     everywhere). Looking up personal data is a staff action, so it writes an audit row (phone masked)."""
