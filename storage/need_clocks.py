@@ -300,7 +300,8 @@ async def community_digest(db: Database, community_id: int, now: dt.datetime) ->
 def digest_text(name: str, day: dt.date, c: dict[str, int]) -> str:
     return (f"【每日汇总】{name} {day.month}月{day.day}日\n"
             f"1. 待分流的新诉求：{c['new']}件\n2. 今天到期：{c['due_today']}件\n"
-            f"3. 已超期：{c['overdue']}件\n4. 消息发送失败：{c['failed']}条")
+            f"3. 已超期：{c['overdue']}件\n4. 消息发送失败：{c['failed']}条"
+            + ("（回复「投递失败」查看）" if c["failed"] else ""))
 
 
 async def morning_digest(db: Database, now: dt.datetime, after: dt.time = DIGEST_AFTER, limit: int = 100) -> int:
