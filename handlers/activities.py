@@ -230,7 +230,8 @@ async def publish_confirm(ctx: Context) -> str:
         return ctx.done(exc.reason)
     return ctx.done(
         f"已发布，活动编号 {a.id}。\n签到码：{a.checkin_code}\n签退码：{a.checkout_code}\n"
-        f"请在现场出示。活动后回复「确认时长 {a.id}」为到场志愿者记录时长。"
+        f"请在现场出示。活动后回复「确认时长 {a.id}」为到场志愿者记录时长。\n"
+        f"如需取消，回复「取消活动 {a.id} 理由」。"
     )
 
 
@@ -278,3 +279,59 @@ async def confirm_hours_choice(ctx: Context) -> str:
         f"已确认 {result.credited} 人，每人 +{result.points_each} 积分，已通知志愿者。"
         + (f"\n{result.skipped} 人未完成签到签退，未记录。" if result.skipped else "")
     )
+
+
+# ---------------------------------------------------------------- staff: cancel an activity
+
+
+@router.command("取消活动", roles=STAFF, args=True)
+async def cancel_activity(ctx: Context) -> str:
+    number, reason = [*ctx.args.split(maxsplit=1), "", ""][:2]
+    if not number.isdigit():
+        return ctx.done("格式：取消活动 活动编号 理由\n例如：取消活动 12 暴雨预警，改期另行通知")
+    scope = await scope_of(ctx.db, ctx.resident.id)
+    try:
+        preview = await act.cancel_preview(ctx.db, scope, int(number), ctx.now)
+    except pts.PointsRefused as exc:
+        return ctx.done(exc.reason)
+    if len(reason.strip()) < 2:
+        return ctx.ask(f"将取消「{preview.activity.title}」。请说明原因（会告知报名的居民）：",
+                       router.step("cancel_reason"), activity=preview.activity.id)
+    return _cancel_question(ctx, preview, reason.strip())
+
+
+@router.state("cancel_reason", roles=STAFF)
+async def cancel_activity_reason(ctx: Context) -> str:
+    if len(ctx.text.strip()) < 2:
+        return ctx.retry("请写明取消原因，如「暴雨预警」。")
+    scope = await scope_of(ctx.db, ctx.resident.id)
+    try:
+        preview = await act.cancel_preview(ctx.db, scope, int(ctx.data["activity"]), ctx.now)
+    except pts.PointsRefused as exc:
+        return ctx.done(exc.reason)
+    return _cancel_question(ctx, preview, ctx.text.strip())
+
+
+def _cancel_question(ctx: Context, preview: act.CancelPreview, reason: str) -> str:
+    a = preview.activity
+    question = (
+        f"将取消志愿活动「{a.title}」\n时间：{act.when_text(a)}\n原因：{reason[:60]}\n"
+        f"已报名 {preview.signed} 人、候补 {preview.waitlisted} 人，都会收到通知。\n1. 确认取消\n2. 不取消"
+    )
+    return ctx.ask(question, router.step("cancel_activity"), activity=a.id, reason=reason[:100])
+
+
+@router.state("cancel_activity", roles=STAFF)
+async def cancel_activity_confirm(ctx: Context) -> str:
+    if ctx.text == "2":
+        return ctx.done("好的，活动照常进行。")
+    if ctx.text != "1":
+        return ctx.retry("请回复 1 确认取消，或 2 不取消。")
+    scope = await scope_of(ctx.db, ctx.resident.id)
+    try:
+        done = await act.cancel_activity(
+            ctx.db, scope, f"resident:{ctx.resident.id}", int(ctx.data["activity"]), ctx.data["reason"], ctx.now
+        )
+    except pts.PointsRefused as exc:
+        return ctx.done(exc.reason)
+    return ctx.done(f"「{done.activity.title}」已取消，已通知 {done.notified} 位报名和候补的居民。")

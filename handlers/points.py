@@ -366,3 +366,61 @@ async def award_confirm(ctx: Context) -> str:
         return ctx.done(exc.reason)
     capped = "（已达积分上限，超出部分未计入）" if credit.capped else ""
     return ctx.done(f"已补录 {pts.hours_text(credit.half_hours)} 小时，积分 +{credit.points}{capped}，已通知居民。")
+
+
+@router.command("取消兑换", roles=STAFF, args=True)
+async def staff_cancel(ctx: Context) -> str:
+    code, reason = [*ctx.args.split(maxsplit=1), "", ""][:2]
+    code = rw.normalise_code(code)
+    if not 4 <= len(code) <= 8:
+        return ctx.done("格式：取消兑换 取货码 理由\n例如：取消兑换 K7M2QX 物品已损坏")
+    scope = await scope_of(ctx.db, ctx.resident.id)
+    try:
+        found = await rw.find_by_code(ctx.db, scope, code)
+    except pts.PointsRefused as exc:
+        return ctx.done(exc.reason)
+    if found.redemption.status != rw.RedemptionStatus.RESERVED:
+        label = rw.STATUS_LABELS.get(found.redemption.status, "已失效")
+        return ctx.done(f"这个取货码{label}，不能再取消。")
+    if len(reason.strip()) < 2:
+        return ctx.ask(f"将取消「{found.reward.name}」的兑换。请说明原因（会告知居民）：",
+                       router.step("staff_cancel_reason"), code=code)
+    return _staff_cancel_question(ctx, found, reason.strip())
+
+
+@router.state("staff_cancel_reason", roles=STAFF)
+async def staff_cancel_reason(ctx: Context) -> str:
+    if len(ctx.text.strip()) < 2:
+        return ctx.retry("请写明取消原因，如「物品已损坏」。")
+    scope = await scope_of(ctx.db, ctx.resident.id)
+    try:
+        found = await rw.find_by_code(ctx.db, scope, ctx.data["code"])
+    except pts.PointsRefused as exc:
+        return ctx.done(exc.reason)
+    return _staff_cancel_question(ctx, found, ctx.text.strip())
+
+
+def _staff_cancel_question(ctx: Context, found: rw.Found, reason: str) -> str:
+    who = found.resident
+    question = (
+        f"取消兑换「{found.reward.name}」（取货码{found.redemption.pickup_code}）\n"
+        f"居民：{masked_name(who.name)}（{mask_phone(who.phone)}）\n原因：{reason[:60]}\n"
+        f"{found.redemption.price} 积分将退回居民，库存放回。\n1. 确认取消\n2. 不取消"
+    )
+    return ctx.ask(question, router.step("staff_cancel"), code=found.redemption.pickup_code, reason=reason[:60])
+
+
+@router.state("staff_cancel", roles=STAFF)
+async def staff_cancel_confirm(ctx: Context) -> str:
+    if ctx.text == "2":
+        return ctx.done("好的，兑换保留。")
+    if ctx.text != "1":
+        return ctx.retry("请回复 1 确认取消，或 2 不取消。")
+    scope = await scope_of(ctx.db, ctx.resident.id)
+    try:
+        done = await rw.cancel_by_code(
+            ctx.db, scope, f"resident:{ctx.resident.id}", ctx.data["code"], ctx.data["reason"], ctx.now
+        )
+    except pts.PointsRefused as exc:
+        return ctx.done(exc.reason)
+    return ctx.done(f"已取消「{done.reward.name}」的兑换，{done.redemption.price} 积分已退回居民，并已通知。")

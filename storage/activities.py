@@ -264,6 +264,8 @@ async def cancel_signup(db: Database, activity_id: int, resident: Resident, now:
         ).first()
         if row is None or row.status == SignupStatus.CANCELLED:
             raise PointsRefused("您没有报名这个活动。")
+        if activity.status != ActivityStatus.OPEN:
+            raise PointsRefused("这个活动已由社区取消，无需再取消报名。")
         if activity.starts_at <= now:
             raise PointsRefused("活动已经开始，不能取消报名了。如不能到场，请联系组织者。")
         was_signed = row.status == SignupStatus.SIGNED
@@ -309,8 +311,10 @@ async def _check(db: Database, resident: Resident, code: str, now: dt.datetime, 
     word = "签退" if out else "签到"
     async with db.write() as s:
         activity = (await s.exec(select(Activity).where(column == code))).first()
-        if activity is None or activity.status != ActivityStatus.OPEN:
+        if activity is None:
             raise PointsRefused(f"{word}码不对，请核对组织者出示的{word}码。")
+        if activity.status != ActivityStatus.OPEN:
+            raise PointsRefused(f"「{activity.title}」已取消，不能{word}。")
         row = (
             await s.exec(
                 select(ActivitySignup).where(
@@ -380,6 +384,8 @@ async def confirm_attendance(
         activity = await _lock_activity(s, activity_id)
         if activity is None or not manages(scope, activity.community_id):
             raise PointsRefused("没有找到这个活动（只能确认本社区的活动）。")
+        if activity.status != ActivityStatus.OPEN:
+            raise PointsRefused("这个活动已取消，不能确认时长。")
         if now < activity.starts_at:
             raise PointsRefused("活动还没开始，结束后再确认时长。")
         rows = list(
@@ -420,3 +426,109 @@ async def confirm_attendance(
             credited += 1
         s.add(audit_entry(now, actor, "activity.confirm", "activity", activity.id, credited=credited, skipped=skipped))
         return Confirmed(activity, credited, points_each, skipped, already)
+
+
+# ---------------------------------------------------------------------------------------------- cancelling
+
+CANCEL_BATCH = 200  # sign-ups read per query while telling everyone
+
+
+@dataclass
+class CancelPreview:
+    activity: Activity
+    signed: int
+    waitlisted: int
+
+
+@dataclass
+class Cancelled:
+    activity: Activity
+    notified: int  # signed-up and waitlisted residents told
+
+
+async def _cancel_refusal(s, scope: Scope, activity: Activity | None, now: dt.datetime) -> Activity:
+    """The rules for 取消活动, checked by the preview and again under the lock."""
+    if activity is None or not manages(scope, activity.community_id):
+        raise PointsRefused("没有找到这个活动（只能取消本社区的活动）。")
+    if activity.status == ActivityStatus.CANCELLED:
+        raise PointsRefused(f"「{activity.title}」已经取消过了。")
+    confirmed = (
+        await s.exec(
+            select(func.count()).where(
+                ActivitySignup.activity_id == activity.id, col(ActivitySignup.confirmed_at).is_not(None)
+            )
+        )
+    ).one()
+    if confirmed:
+        raise PointsRefused(f"「{activity.title}」已确认过志愿者的服务时长，不能取消。")
+    if activity.starts_at <= now:
+        raise PointsRefused(f"「{activity.title}」已经开始，不能取消了。")
+    return activity
+
+
+async def _counts(s, activity_id: int) -> dict[str, int]:
+    rows = await s.exec(
+        select(ActivitySignup.status, func.count())
+        .where(ActivitySignup.activity_id == activity_id)
+        .group_by(ActivitySignup.status)
+    )
+    return {status: int(n) for status, n in rows.all()}
+
+
+async def cancel_preview(db: Database, scope: Scope, activity_id: int, now: dt.datetime) -> CancelPreview:
+    """What 取消活动 would do (who will be told); refuses exactly as `cancel_activity` would."""
+    async with db.read() as s:
+        activity = await _cancel_refusal(s, scope, await s.get(Activity, activity_id), now)
+        counts = await _counts(s, activity_id)
+    return CancelPreview(activity, counts.get(SignupStatus.SIGNED, 0), counts.get(SignupStatus.WAITLIST, 0))
+
+
+async def cancel_activity(
+    db: Database, scope: Scope, actor: str, activity_id: int, reason: str, now: dt.datetime
+) -> Cancelled:
+    """取消活动: community staff (or an admin) call off an activity before it starts, with a reason.
+
+    In one transaction: the activity is marked cancelled (it leaves the lists; sign-up and check-in refuse it),
+    everyone signed up or waitlisted gets one notice with the reason, and the audit row is written.
+    """
+    reason = " ".join(reason.split())[:100]
+    if len(reason) < 2:
+        raise PointsRefused("请写明取消的原因（会告知报名的居民）。")
+    async with db.write() as s:
+        activity = await _cancel_refusal(s, scope, await _lock_activity(s, activity_id), now)
+        done = await s.exec(
+            update(Activity)
+            .where(Activity.id == activity_id, Activity.status == ActivityStatus.OPEN)
+            .values(status=ActivityStatus.CANCELLED)
+        )
+        if done.rowcount != 1:
+            raise PointsRefused(f"「{activity.title}」刚刚已被取消。")
+        activity.status = ActivityStatus.CANCELLED
+        text = (
+            f"【活动取消】您报名的志愿活动「{activity.title}」（{when_text(activity)}，{activity.place}）已取消。\n"
+            f"原因：{reason}\n给您带来不便，敬请谅解。回复「志愿活动」看看其他活动。"
+        )
+        notified, last_id = 0, 0
+        while True:  # every sign-up, a batch at a time
+            batch = list(
+                (
+                    await s.exec(
+                        select(ActivitySignup.id, ActivitySignup.resident_id)
+                        .where(
+                            ActivitySignup.activity_id == activity_id,
+                            col(ActivitySignup.status).in_([SignupStatus.SIGNED, SignupStatus.WAITLIST]),
+                            ActivitySignup.id > last_id,
+                        )
+                        .order_by(ActivitySignup.id)
+                        .limit(CANCEL_BATCH)
+                    )
+                ).all()
+            )
+            for signup_id, resident_id in batch:
+                if await notify(s, resident_id, "activity", text, f"activity:{activity_id}:cancelled:{signup_id}", now):
+                    notified += 1
+            if len(batch) < CANCEL_BATCH:
+                break
+            last_id = batch[-1][0]
+        s.add(audit_entry(now, actor, "activity.cancel", "activity", activity_id, reason=reason, notified=notified))
+        return Cancelled(activity, notified)

@@ -330,6 +330,54 @@ async def cancel_redemption(
 
 
 @dataclass
+class Found:
+    redemption: Redemption
+    reward: Reward
+    resident: Resident
+
+
+async def find_by_code(db: Database, scope: Scope, code: str) -> Found:
+    """Staff look up a pickup code of their community (before 核销 or 取消兑换)."""
+    code = normalise_code(code)
+    async with db.read() as s:
+        redemption = (await s.exec(select(Redemption).where(Redemption.pickup_code == code))).first()
+        if redemption is None or not manages(scope, redemption.community_id):
+            raise PointsRefused("没有找到这个取货码，请核对后重试。")
+        reward = await s.get(Reward, redemption.reward_id)
+        return Found(redemption, reward, await s.get(Resident, redemption.resident_id))
+
+
+async def cancel_by_code(
+    db: Database, scope: Scope, actor: str, code: str, reason: str, now: dt.datetime
+) -> Found:
+    """取消兑换 by staff: an unfulfilled redemption of their community, by pickup code, with a reason.
+
+    Stock back and points refunded once (as `cancel_redemption`), the resident told once, audited.
+    """
+    code = normalise_code(code)
+    reason = " ".join(reason.split())[:60]
+    if len(reason) < 2:
+        raise PointsRefused("请写明取消的原因（会告知居民）。")
+    async with db.write() as s:
+        redemption = (await s.exec(select(Redemption).where(Redemption.pickup_code == code))).first()
+        if redemption is None or not manages(scope, redemption.community_id):
+            raise PointsRefused("没有找到这个取货码，请核对后重试。")
+        if redemption.status != RedemptionStatus.RESERVED:
+            raise PointsRefused(f"这个取货码{STATUS_LABELS.get(redemption.status, '已失效')}，不能再取消。")
+        reward = await s.get(Reward, redemption.reward_id)
+        if not await _close(s, redemption, RedemptionStatus.CANCELLED, actor, now, f"社区取消兑换「{reward.name}」"):
+            raise PointsRefused("这个取货码刚刚已被处理，不能再取消。")
+        s.add(audit_entry(now, actor, "redemption.cancel", "redemption", redemption.id, code=code, reason=reason))
+        await notify(
+            s, redemption.resident_id, "points",
+            f"您兑换的「{reward.name}」（取货码{code}）已由社区取消，{redemption.price} 积分已退回。\n原因：{reason}",
+            f"points:redemption:{redemption.id}:cancelled", now,
+        )
+        await s.refresh(redemption)
+        return Found(redemption, reward, await s.get(Resident, redemption.resident_id))
+
+
+@dataclass
 class Fulfilled:
     redemption: Redemption
     reward: Reward
