@@ -1,7 +1,8 @@
 """Building leaders (楼片长) and grid workers (网格员): 代报 on behalf of a resident, 楼栋诉求 for their area.
 
 代报 flow: who (room, phone, or 姓名+手机号 for someone not bound) → [pick among matches / the building] → the
-text (pasted or forwarded) → the proposed sub-item (1 是 / 2 选择) → summary → 1 提交.
+text (pasted or forwarded) → the proposed sub-item (1 是 / 2 选择) → a similar open need nearby is offered
+instead (1 代为附议 / 2 仍然新建) → summary → 1 提交.
 """
 
 from __future__ import annotations
@@ -11,8 +12,18 @@ import re
 from bot.engine import Context, Router
 from handlers.needs import category_menu, summary_line_text
 from storage.classifier import default_classifier
-from storage.needs import OPEN_STATUSES, NeedError, file_on_behalf, list_needs, promise_text, summary_line
-from storage.org import Building, buildings_in_reach_of
+from storage.needs import (
+    OPEN_STATUSES,
+    NeedError,
+    file_on_behalf,
+    find_duplicate,
+    is_follower,
+    list_needs,
+    promise_text,
+    second_on_behalf,
+    summary_line,
+)
+from storage.org import Building, buildings_in_reach_of, get_building
 from storage.residents import Resident, bound_residents_in_buildings, get_resident, mask_phone
 from storage.roles import Role, scope_of
 from storage.taxonomy import load_taxonomy
@@ -117,7 +128,7 @@ async def text_step(ctx: Context) -> str:
 @router.state("item", roles=LEADERS)
 async def item_step(ctx: Context) -> str:
     if ctx.text == "1":
-        return _ask_confirm(ctx, ctx.data["code"])
+        return await _check_duplicate(ctx, ctx.data["code"])
     if ctx.text == "2":
         return ctx.ask(category_menu("请选择问题大类："), router.step("category"))
     return ctx.retry("请回复 1 或 2。")
@@ -138,7 +149,45 @@ async def subitem_step(ctx: Context) -> str:
     items = list(load_taxonomy().by_category().values())[ctx.data["category"]]
     if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= len(items):
         return ctx.retry(f"请回复 1-{len(items)} 的数字。")
-    return _ask_confirm(ctx, items[int(ctx.text) - 1].code)
+    return await _check_duplicate(ctx, items[int(ctx.text) - 1].code)
+
+
+async def _check_duplicate(ctx: Context, code: str) -> str:
+    """The same check residents get: an open need of the same sub-item nearby is offered for seconding."""
+    d = ctx.data
+    subject = await get_resident(ctx.db, d["subject"]) if d.get("subject") else None
+    building_id = subject.building_id if subject else d.get("building")
+    building = await get_building(ctx.db, building_id) if building_id else None
+    twin = await find_duplicate(ctx.db, code, building_id, building.grid_id if building else None, d["text"], ctx.now)
+    if twin is None or (subject is not None and await is_follower(ctx.db, twin.id, subject.id)):
+        return _ask_confirm(ctx, code)
+    question = (
+        f"附近已有相同的问题：\n{twin.ticket}「{summary_line(twin, 24)}」\n"
+        f"状态：{twin.state.label}，已有{twin.supporters}位居民反映\n"
+        "1. 代居民附议（一起跟进，有进展通知居民和您）\n2. 仍然新建"
+    )
+    return ctx.ask(question, router.step("duplicate"), code=code, twin=twin.ticket)
+
+
+@router.state("duplicate", roles=LEADERS)
+async def duplicate_step(ctx: Context) -> str:
+    if ctx.text == "2":
+        return _ask_confirm(ctx, ctx.data["code"])
+    if ctx.text != "1":
+        return ctx.retry("请回复 1 附议，或 2 仍然新建。")
+    d = ctx.data
+    try:
+        need = await second_on_behalf(
+            ctx.db, ctx.resident.id, d["twin"], ctx.now, subject_id=d.get("subject"), building_id=d.get("building"),
+            contact_name=d.get("contact_name"), contact_phone=d.get("contact_phone"),
+        )
+    except NeedError as exc:
+        return ctx.done(exc.reason)
+    told = "已通知居民本人，" if d.get("subject") else ""
+    return ctx.done(
+        f"已代 {d['who']} 附议诉求 {need.ticket}，目前共{need.supporters}位居民反映。\n"
+        f"{told}进展也会通知您，回复「进度 {need.ticket}」查看。"
+    )
 
 
 def _ask_confirm(ctx: Context, code: str) -> str:

@@ -1,5 +1,10 @@
 """Staff triage and handling (精细分流): 待分流 with a guided flow, and one-line forms for fast work.
 
+Guided: 待分流 → a need → 1 A / 2 B / 3 C / 4 上报区级 / 5 驳回 / 6 改类 / 7 指派 / 8 合并.
+  改类: category → sub-item (then back to the tier choice).  指派: a numbered list of the community's grid
+  workers and staff, or a phone/name.  合并: a numbered list of open needs of the same sub-item, or a ticket →
+  confirm.  `改类 <编号>`, `指派 <编号>`, `合并 <编号>` alone start the same guided steps.
+
 One-line forms (编号 = ticket number):
   分流 <编号> A|B|C [月-日] [延期理由]   改类 <编号> <子项代码>     指派 <编号> <手机号或姓名>
   上报区级 <编号> <部门代码>             合并 <编号> <目标编号>     驳回 <编号> <理由>
@@ -15,12 +20,16 @@ from storage.needs import (
     NeedError,
     NeedStatus,
     assign_need,
+    assignable_people,
     escalate_need,
     find_need,
     format_time,
     list_needs,
+    management_refusal,
+    merge_candidates,
     merge_need,
     names_for,
+    normalise_ticket,
     parse_deadline,
     post_progress,
     reclassify_need,
@@ -42,6 +51,8 @@ HANDLERS = (Role.COMMUNITY_STAFF, Role.DISTRICT_STAFF, Role.GRID_WORKER, Role.AD
 NEW_STATUSES = frozenset({NeedStatus.REPORTED, NeedStatus.REOPENED})
 DEPT_STATUSES = frozenset({NeedStatus.ESCALATED, NeedStatus.IN_PROGRESS})
 PAGE = 8
+PEOPLE_MENU = 9  # people listed for 指派; anyone else by phone or name
+TIER_CHOICES = "请选择：\n1. A 立行立办  2. B 限时办理\n3. C 定期办理  4. 上报区级\n5. 驳回  6. 改类\n7. 指派  8. 合并"
 
 
 def _age(ctx: Context, need: Need) -> str:
@@ -116,11 +127,12 @@ async def pick(ctx: Context) -> str:
     need = await find_need(ctx.db, ticket)
     if need is None:
         return ctx.retry("这条诉求找不到了，请换一条。")
-    question = (
-        await staff_detail(ctx, need)
-        + "\n请选择：\n1. A 立行立办\n2. B 限时办理\n3. C 定期办理\n4. 上报区级\n5. 驳回"
-    )
-    return ctx.ask(question, router.step("tier"), ticket=ticket)
+    return await _ask_tier(ctx, need)
+
+
+async def _ask_tier(ctx: Context, need: Need) -> str:
+    question = await staff_detail(ctx, need) + "\n" + TIER_CHOICES
+    return ctx.ask(question, router.step("tier"), ticket=need.ticket)
 
 
 @router.state("tier", roles=MANAGERS)
@@ -139,7 +151,9 @@ async def tier_step(ctx: Context) -> str:
                        depts={str(n): d.code for n, d in enumerate(depts, 1)})
     if ctx.text == "5":
         return ctx.ask("请写明驳回理由，以及居民可以去哪里办理：", router.step("reason"))
-    return ctx.retry("请回复 1-5。")
+    if ctx.text in GUIDED:
+        return await _start_guided(ctx, ticket, GUIDED[ctx.text], from_triage=True)
+    return ctx.retry("请回复 1-8。")
 
 
 @router.state("deadline", roles=MANAGERS)
@@ -179,7 +193,7 @@ def _triaged_reply(need: Need) -> str:
     text = f"已分流 {need.ticket}：{Tier(need.tier).label}"
     if need.resolve_by:
         text += f"，办结期限 {format_time(need.resolve_by)}"
-    return text + f"。\n可继续：指派 {need.ticket} 姓名/手机号"
+    return text + f"。\n可继续：「指派 {need.ticket}」从名单中选人"
 
 
 async def _do(ctx: Context, action) -> str:
@@ -197,6 +211,157 @@ async def _do(ctx: Context, action) -> str:
     if need.state is NeedStatus.TRIAGED:
         return ctx.done(_triaged_reply(need))
     return ctx.done(f"已完成：{need.ticket} 当前「{need.state.label}」。")
+
+
+# ------------------------------------------------------------------------------------ guided 改类 / 指派 / 合并
+
+GUIDED = {"6": "reclassify", "7": "assign", "8": "merge"}
+
+
+async def _start_guided(ctx: Context, ticket: str, action: str, from_triage: bool = False) -> str:
+    """Open the guided steps of `action` on a need, if this staff member may do it now."""
+    need = await find_need(ctx.db, ticket)
+    if need is None:
+        return ctx.done(f"没有找到编号为 {normalise_ticket(ticket) or ticket} 的诉求，请核对编号。")
+    refusal = management_refusal(await scope_of(ctx.db, ctx.resident.id), need, action)
+    if refusal is not None:
+        return ctx.retry(refusal) if from_triage else ctx.done(refusal)
+    if action == "reclassify":
+        return _ask_category(ctx, need, from_triage)
+    if action == "assign":
+        return await _ask_assignee(ctx, need)
+    return await _ask_target(ctx, need)
+
+
+async def _still_allowed(ctx: Context, ticket: str, action: str, reason: str) -> str:
+    """After a refusal mid-flow: re-ask if the need may still take the action, else leave with the reason."""
+    need = await find_need(ctx.db, ticket)
+    if need is None or management_refusal(await scope_of(ctx.db, ctx.resident.id), need, action):
+        return ctx.done(reason)
+    return ctx.retry(reason)
+
+
+def _categories() -> list[tuple[str, tuple]]:
+    return list(load_taxonomy().by_category().items())
+
+
+def _ask_category(ctx: Context, need: Need, from_triage: bool) -> str:
+    item = load_taxonomy().get(need.item_code)
+    now_as = f"{item.category} · {item.name}" if item else need.item_code
+    lines = [f"{need.ticket} 现为「{now_as}」。", "改为哪一大类？"]
+    lines += [f"{n}. {name}" for n, (name, _) in enumerate(_categories(), 1)]
+    return ctx.ask("\n".join(lines), router.step("re_category"), ticket=need.ticket, back=from_triage)
+
+
+@router.state("re_category", roles=MANAGERS)
+async def re_category_step(ctx: Context) -> str:
+    categories = _categories()
+    if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= len(categories):
+        return ctx.retry(f"请回复 1-{len(categories)} 的数字。")
+    name, items = categories[int(ctx.text) - 1]
+    lines = [f"「{name}」下请选择子项："] + [f"{n}. {item.name}" for n, item in enumerate(items, 1)]
+    lines.append("0. 返回大类")
+    return ctx.ask("\n".join(lines), router.step("re_item"), category=int(ctx.text) - 1)
+
+
+@router.state("re_item", roles=MANAGERS)
+async def re_item_step(ctx: Context) -> str:
+    categories = _categories()
+    items = categories[ctx.data["category"]][1]
+    if ctx.text == "0":
+        lines = ["改为哪一大类？"] + [f"{n}. {name}" for n, (name, _) in enumerate(categories, 1)]
+        return ctx.ask("\n".join(lines), router.step("re_category"))
+    if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= len(items):
+        return ctx.retry(f"请回复 0-{len(items)} 的数字。")
+    item = items[int(ctx.text) - 1]
+    ticket = ctx.data["ticket"]
+    current = await find_need(ctx.db, ticket)
+    if current is not None and current.item_code == item.code:
+        return ctx.retry(f"{ticket} 已经是「{item.name}」，请选其他子项，或回复「取消」。")
+    try:
+        need = await reclassify_need(ctx.db, ctx.resident.id, ticket, item.code, ctx.now)
+    except NeedError as exc:
+        return ctx.done(exc.reason)
+    done = f"已将 {need.ticket} 改为「{item.category} · {item.name}」。"
+    if ctx.data.get("back") and need.state in NEW_STATUSES:  # 改类 before 分流: carry on triaging
+        return ctx.ask(f"{done}\n接着分流{need.ticket}，{TIER_CHOICES}", router.step("tier"), ticket=need.ticket)
+    return ctx.done(done)
+
+
+async def _ask_assignee(ctx: Context, need: Need) -> str:
+    people = await assignable_people(ctx.db, need.community_id)
+    if not people:
+        return ctx.done("本社区还没有登记网格员或工作人员，请联系管理员开通。")
+    people.sort(key=lambda p: p[1] != Role.GRID_WORKER.label)  # grid workers first
+    shown = people[:PEOPLE_MENU]
+    lines = [f"把 {need.ticket}「{summary_line(need, 12)}」指派给谁？"]
+    lines += [f"{n}. {r.name or '未留名'}（{label}）{mask_phone(r.phone)}" for n, (r, label) in enumerate(shown, 1)]
+    others = f"；其余{len(people) - len(shown)}位" if len(people) > len(shown) else "，或"
+    lines.append(f"回复序号{others}请直接回复手机号或姓名。")
+    people_map = {str(n): r.id for n, (r, _) in enumerate(shown, 1)}
+    return ctx.ask("\n".join(lines), router.step("assignee"), ticket=need.ticket, people=people_map)
+
+
+@router.state("assignee", roles=MANAGERS)
+async def assignee_step(ctx: Context) -> str:
+    ticket = ctx.data["ticket"]
+    person_id = ctx.data.get("people", {}).get(ctx.text)
+    if person_id is None and ((ctx.text.isdigit() and len(ctx.text) < 11) or not ctx.text.strip()):
+        return ctx.retry("请回复列表中的序号，或对方的手机号、姓名。")
+    try:
+        need, person = await assign_need(ctx.db, ctx.resident.id, ticket, ctx.text, ctx.now, person_id=person_id)
+    except NeedError as exc:
+        return await _still_allowed(ctx, ticket, "assign", exc.reason)
+    return ctx.done(f"已指派 {need.ticket} 给 {person.name or '未留名'}（{mask_phone(person.phone)}），已通知对方。")
+
+
+async def _ask_target(ctx: Context, need: Need) -> str:
+    twins = await merge_candidates(ctx.db, need)
+    lines = [f"把 {need.ticket}「{summary_line(need, 12)}」合并到哪条诉求？"]
+    if twins:
+        lines.append("本社区同类未办结诉求：")
+        lines += [f"{n}. {t.ticket} {summary_line(t, 12)}（{t.supporters}人）" for n, t in enumerate(twins, 1)]
+        lines.append("回复序号，或直接回复目标编号。")
+    else:
+        lines.append("本社区暂无同类未办结诉求，请直接回复目标编号：")
+    targets = {str(n): t.ticket for n, t in enumerate(twins, 1)}
+    return ctx.ask("\n".join(lines), router.step("target"), ticket=need.ticket, targets=targets)
+
+
+@router.state("target", roles=MANAGERS)
+async def target_step(ctx: Context) -> str:
+    ticket = ctx.data["ticket"]
+    target_ticket = ctx.data.get("targets", {}).get(ctx.text) or normalise_ticket(ctx.text)
+    if target_ticket is None:
+        listed = "列表中的序号，或" if ctx.data.get("targets") else ""
+        return ctx.retry(f"请回复{listed}目标诉求编号（如 20261127-0001）。")
+    need, target = await find_need(ctx.db, ticket), await find_need(ctx.db, target_ticket)
+    if need is None:
+        return ctx.done("这条诉求找不到了。")
+    if target is None or target.community_id != need.community_id:
+        return ctx.retry(f"本社区没有编号为 {target_ticket} 的诉求，请核对。")
+    if target.id == need.id:
+        return ctx.retry("不能把诉求合并到它自己，请换一条。")
+    if not target.is_open:
+        return ctx.retry(f"{target.ticket} 已「{target.state.label}」，请合并到仍在办理的诉求。")
+    question = (
+        f"确认合并？\n{need.ticket}「{summary_line(need, 16)}」\n→ 并入 {target.ticket}「{summary_line(target, 16)}」\n"
+        f"关注 {need.ticket} 的居民将改为接收 {target.ticket} 的进展。\n1. 确认合并\n2. 不合并"
+    )
+    return ctx.ask(question, router.step("merge_confirm"), target=target.ticket)
+
+
+@router.state("merge_confirm", roles=MANAGERS)
+async def merge_confirm_step(ctx: Context) -> str:
+    if ctx.text == "2":
+        return ctx.done("好的，没有合并。")
+    if ctx.text != "1":
+        return ctx.retry("请回复 1 确认合并，或 2 不合并。")
+    try:
+        need = await merge_need(ctx.db, ctx.resident.id, ctx.data["ticket"], ctx.data["target"], ctx.now)
+    except NeedError as exc:
+        return ctx.done(exc.reason)
+    return ctx.done(f"已将 {need.ticket} 合并到 {ctx.data['target']}，其关注居民会一并收到后续进展。")
 
 
 # ---------------------------------------------------------------------------------------------- one-liners
@@ -226,8 +391,10 @@ async def triage_line(ctx: Context) -> str:
 
 @router.command("改类", roles=MANAGERS, args=True, everywhere=True)
 async def reclassify_line(ctx: Context) -> str:
+    if len(ctx.args.split()) == 1:
+        return await _start_guided(ctx, ctx.args, "reclassify")
     try:
-        ticket, code = _split(ctx, "改类 <编号> <子项代码，如 JZ-05>", 2)
+        ticket, code = _split(ctx, "改类 <编号> <子项代码，如 JZ-05>（只写编号可逐步选择）", 2)
         need = await reclassify_need(ctx.db, ctx.resident.id, ticket, code, ctx.now)
     except NeedError as exc:
         return exc.reason
@@ -236,8 +403,10 @@ async def reclassify_line(ctx: Context) -> str:
 
 @router.command("指派", roles=MANAGERS, args=True, everywhere=True)
 async def assign_line(ctx: Context) -> str:
+    if len(ctx.args.split()) == 1:
+        return await _start_guided(ctx, ctx.args, "assign")
     try:
-        ticket, who = _split(ctx, "指派 <编号> <手机号或姓名>", 2)
+        ticket, who = _split(ctx, "指派 <编号> <手机号或姓名>（只写编号可从名单选择）", 2)
     except NeedError as exc:
         return exc.reason
     return await _do(ctx, assign_need(ctx.db, ctx.resident.id, ticket, who, ctx.now))
@@ -254,8 +423,10 @@ async def escalate_line(ctx: Context) -> str:
 
 @router.command("合并", roles=MANAGERS, args=True, everywhere=True)
 async def merge_line(ctx: Context) -> str:
+    if len(ctx.args.split()) == 1:
+        return await _start_guided(ctx, ctx.args, "merge")
     try:
-        ticket, target = _split(ctx, "合并 <编号> <目标编号>", 2)
+        ticket, target = _split(ctx, "合并 <编号> <目标编号>（只写编号可从同类诉求中选）", 2)
         need = await merge_need(ctx.db, ctx.resident.id, ticket, target, ctx.now)
     except NeedError as exc:
         return exc.reason

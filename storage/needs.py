@@ -122,6 +122,8 @@ MAX_NOTE = 200
 PAGE_SIZE = 8
 STAFF_NOTICE_LIMIT = 20  # at most this many staff are told of one escalation or rework
 TICKET_RE = re.compile(r"^(\d{8})-?(\d{4,})$")
+NOT_TRIAGED = "诉求 {ticket} 还没有分流定级，请先「分流 {ticket} A/B/C」。"
+MERGE_CANDIDATES = 5  # open needs of the same sub-item offered as merge targets
 
 
 class NeedError(Exception):
@@ -354,6 +356,22 @@ async def _load_handled(s, scope: Scope, actor_id: int, ticket: str, action: str
 def can_manage(scope: Scope, need: Need) -> bool:
     """Triage, assign, escalate, merge, reject: the need's community staff (or an admin)."""
     return scope.is_admin or need.community_id in scope.ids(Role.COMMUNITY_STAFF)
+
+
+def management_refusal(scope: Scope, need: Need, action: str) -> str | None:
+    """Why a community-staff `action` ("reclassify", "assign", "merge", …) cannot start on this need, or None.
+
+    Guided flows ask before their first question, so nobody walks three steps to a refusal; the operation
+    itself checks again under the row lock."""
+    if not can_manage(scope, need):
+        return f"诉求 {need.ticket} 不在您负责的社区。"
+    if action == "assign" and need.state is S.REPORTED:
+        return NOT_TRIAGED.format(ticket=need.ticket)
+    try:
+        _check(need, action)
+    except NeedError as exc:
+        return exc.reason
+    return None
 
 
 def can_handle(scope: Scope, need: Need, actor_id: int) -> bool:
@@ -696,6 +714,67 @@ async def second_need(db: Database, ticket: str, resident_id: int, now: dt.datet
     return need
 
 
+async def second_on_behalf(
+    db: Database,
+    filer_id: int,
+    ticket: str,
+    now: dt.datetime,
+    *,
+    subject_id: int | None = None,
+    building_id: int | None = None,
+    contact_name: str | None = None,
+    contact_phone: str | None = None,
+) -> Need:
+    """代报 of a duplicate: a building leader (their buildings) or grid worker (their grids) seconds an open need
+    for a resident instead of filing a new ticket.
+
+    Either `subject_id` (a bound resident: they follow the need and are told) or a contact (name + phone) with the
+    building. The count staff see goes up by one; the leader follows the need too.
+    """
+    scope = await scope_of(db, filer_id)
+    try:
+        async with db.write() as s:
+            subject = await s.get(Resident, subject_id) if subject_id else None
+            if subject_id and (subject is None or not subject.is_bound):
+                raise NeedError("这位居民还没有绑定住址，请改用「姓名 手机号」代报。")
+            if subject is not None:
+                building_id = subject.building_id
+            elif not (contact_name and contact_phone):
+                raise NeedError("代报未绑定的居民，需要填写姓名和手机号。")
+            building = await s.get(Building, building_id) if building_id else None
+            if building is None:
+                raise NeedError("请先确定居民所在的楼栋。")
+            led = building.id in scope.ids(Role.BUILDING_LEADER)
+            if not led and building.grid_id not in scope.ids(Role.GRID_WORKER):
+                raise NeedError(f"{building.name}不在您负责的范围内，不能代报。")
+            need = await _load(s, ticket)
+            _check(need, "second")
+            if need.community_id != building.community_id:
+                raise NeedError(f"诉求 {need.ticket} 不在这位居民的社区，不能附议。")
+            followers = set(await _followers(s, need.id))
+            if subject is not None:
+                if subject.id in followers:
+                    raise NeedError(f"这位居民已经在关注诉求 {need.ticket}，有进展会通知他/她。")
+                s.add(NeedFollower(need_id=need.id, resident_id=subject.id, role="seconder", created_at=now))
+            if filer_id not in followers and (subject is None or subject.id != filer_id):
+                s.add(NeedFollower(need_id=need.id, resident_id=filer_id, role="filer", created_at=now))
+            need.supporters += 1
+            role = "楼片长" if led else "网格员"
+            event = await _record(s, need, now, "seconded", actor_id=filer_id, actor_label=role,
+                                  from_status=need.status, public=False,
+                                  note=f"{role}代一位居民附议了这个问题", subject=subject.id if subject else None)
+            if subject is not None and subject.id != filer_id:
+                text = (f"【代为附议】{role}已代您附议诉求 {need.ticket}\n内容：{summary_line(need)}\n"
+                        f"状态：{need.state.label}\n有进展会通知您，回复「进度 {need.ticket}」查看。")
+                _outbox(s, need, event, subject.id, "need_update", text, now)
+            s.add(audit_entry(now, _actor(filer_id), "need.second_on_behalf", "need", need.ticket,
+                              subject=subject.id if subject else None,
+                              phone=mask_phone(subject.phone if subject else contact_phone)))
+    except IntegrityError:
+        raise NeedError("这位居民已经在关注这条诉求，有进展会通知他/她。") from None
+    return need
+
+
 # ---------------------------------------------------------------------------------------------- staff
 
 
@@ -817,8 +896,11 @@ async def assignable_people(db: Database, community_id: int) -> list[tuple[Resid
     return list(seen.values())
 
 
-async def assign_need(db: Database, actor_id: int, ticket: str, who: str, now: dt.datetime) -> tuple[Need, Resident]:
-    """指派 to a grid worker or staff member of the need's community, named by phone or name."""
+async def assign_need(
+    db: Database, actor_id: int, ticket: str, who: str, now: dt.datetime, *, person_id: int | None = None
+) -> tuple[Need, Resident]:
+    """指派 to a grid worker or staff member of the need's community, named by phone or name (or, from a numbered
+    list in chat, by `person_id`)."""
     scope = await scope_of(db, actor_id)
     async with db.read() as s:
         peek = await _load(s, ticket, lock=False)
@@ -826,7 +908,7 @@ async def assign_need(db: Database, actor_id: int, ticket: str, who: str, now: d
         raise NeedError(f"诉求 {peek.ticket} 不在您负责的社区。")
     who = who.strip()
     people = [(r, label) for r, label in await assignable_people(db, peek.community_id)
-              if who and (r.phone == who or r.name == who)]
+              if (r.id == person_id if person_id is not None else who and (r.phone == who or r.name == who))]
     if not people:
         raise NeedError(f"本社区没有叫「{who}」的网格员或工作人员，请核对姓名或手机号。")
     if len(people) > 1:
@@ -835,7 +917,7 @@ async def assign_need(db: Database, actor_id: int, ticket: str, who: str, now: d
     async with db.write() as s:
         need = await _load(s, ticket)
         if need.state is S.REPORTED:
-            raise NeedError(f"诉求 {need.ticket} 还没有分流定级，请先「分流 {need.ticket} A/B/C」。")
+            raise NeedError(NOT_TRIAGED.format(ticket=need.ticket))
         _check(need, "assign")
         before = need.status
         need.assignee_id = person.id
@@ -1055,6 +1137,23 @@ async def find_need(db: Database, ticket: str) -> Need | None:
         return None
     async with db.read() as s:
         return (await s.exec(select(Need).where(Need.ticket == normal))).first()
+
+
+async def merge_candidates(db: Database, need: Need, limit: int = MERGE_CANDIDATES) -> list[Need]:
+    """Open needs of the same sub-item in the same community, newest first: where a duplicate may be merged."""
+    query = (
+        select(Need)
+        .where(
+            Need.community_id == need.community_id,
+            Need.item_code == need.item_code,
+            Need.id != need.id,
+            col(Need.status).in_([s.value for s in OPEN_STATUSES]),
+        )
+        .order_by(Need.id.desc())
+        .limit(limit)
+    )
+    async with db.read() as s:
+        return list((await s.exec(query)).all())
 
 
 async def is_follower(db: Database, need_id: int, resident_id: int) -> bool:
