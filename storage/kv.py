@@ -43,12 +43,16 @@ class KeyValueStore(Protocol):
 class MemoryStore:
     """In-process store. Expired keys are dropped lazily on read and by a bounded sweep on write."""
 
-    _SWEEP_EVERY = 1024
+    _SWEEP_EVERY = 1024  # an expired key is gone within this many writes (while the store is small)
+    _SWEEP_STEP = 64  # every this many writes...
+    _SWEEP_BATCH = 256  # ...this many keys are checked: four per write, more than the one a write can add
 
     def __init__(self) -> None:
         self._data: dict[str, tuple[str, float | None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._writes = 0
+        self._sweep_keys: list[str] = []
+        self._sweep_at = 0
 
     def _alive(self, key: str) -> tuple[str, float | None] | None:
         item = self._data.get(key)
@@ -60,12 +64,20 @@ class MemoryStore:
         return item
 
     def _sweep(self) -> None:
+        """Check the next few keys of a snapshot of the key list (taken afresh when used up), so no write pays
+        for a scan of the whole store: with a 10-minute dedup key per message that scan grew with the traffic."""
         self._writes += 1
-        if self._writes % self._SWEEP_EVERY:
+        if self._writes % self._SWEEP_STEP:
             return
-        now = time.monotonic()
-        for key in [k for k, (_, exp) in self._data.items() if exp is not None and exp <= now]:
-            del self._data[key]
+        if self._sweep_at >= len(self._sweep_keys):
+            self._sweep_keys, self._sweep_at = list(self._data), 0
+        end = self._sweep_at + self._SWEEP_BATCH
+        now, data = time.monotonic(), self._data
+        for key in self._sweep_keys[self._sweep_at : end]:
+            item = data.get(key)
+            if item is not None and item[1] is not None and item[1] <= now:
+                del data[key]
+        self._sweep_at = end
 
     async def get(self, key: str) -> str | None:
         item = self._alive(key)
