@@ -3,11 +3,12 @@
 Working days follow the State Council's published calendar through the `chinese_calendar` package: public
 holidays are off, make-up working days (调休上班, often a Saturday or Sunday) are on.
 
-The package only knows the years it was released with (2004 up to the year of its latest release). For a
-date outside that range these functions fall back to **weekends only** (Monday–Friday working, no
-holidays) and log a warning once per year: deadlines stay computable, but they will be a little early
-around a holiday until the package is upgraded (`pip install -U chinese-calendar`). `calendar_knows(day)`
-tells whether a date is covered.
+The package only knows the years it was released with (2004 up to the year of its latest release). Staff
+add a newly published year (or correct a date) in `storage/data/calendar.toml` (or the file named by
+STEWARD_CALENDAR_FILE); its entries win over the package. For a date neither knows these functions fall
+back to **weekends only** (Monday–Friday working, no holidays) and log a warning once per year: deadlines
+stay computable, but they will be a little early around a holiday until the year is added.
+`calendar_knows(day)` tells whether a date is covered.
 
 Office hours are 09:00–12:00 and 13:30–17:30 (7 working hours a day), district time (Asia/Shanghai).
 "2 hours in working time" (`add_working_hours`) counts only minutes inside office hours on working days, so a
@@ -17,7 +18,12 @@ need reported on Friday at 17:00 is due at 10:30 on the next working day.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import chinese_calendar
@@ -35,10 +41,47 @@ OFFICE_CLOSE = OFFICE_HOURS[-1][1]
 _MAX_DAYS_WALK = 3660
 
 _warned_years: set[int] = set()
+CALENDAR_FILE = Path(__file__).parent / "data" / "calendar.toml"
+
+
+@dataclass(frozen=True)
+class CalendarAdditions:
+    """Staff's additions to the official calendar: days off and make-up working days."""
+
+    holidays: dict[dt.date, str]
+    workdays: dict[dt.date, str]
+
+    @property
+    def years(self) -> set[int]:
+        return {d.year for d in (*self.holidays, *self.workdays)}
+
+
+def read_additions(path: Path) -> CalendarAdditions:
+    """Parse a calendar file; a bad date names the file and the entry."""
+    data = tomllib.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    parsed: dict[str, dict[dt.date, str]] = {}
+    for section in ("holidays", "workdays"):
+        parsed[section] = {}
+        for key, name in (data.get(section) or {}).items():
+            try:
+                parsed[section][dt.date.fromisoformat(key)] = str(name)
+            except ValueError as exc:
+                raise ValueError(f"{path}: [{section}] {key!r} is not a YYYY-MM-DD date") from exc
+    clash = set(parsed["holidays"]) & set(parsed["workdays"])
+    if clash:
+        raise ValueError(f"{path}: {sorted(clash)[0]} is listed both as a holiday and as a working day")
+    return CalendarAdditions(parsed["holidays"], parsed["workdays"])
+
+
+@functools.cache
+def additions() -> CalendarAdditions:
+    return read_additions(Path(os.environ.get("STEWARD_CALENDAR_FILE") or CALENDAR_FILE))
 
 
 def calendar_knows(day: dt.date) -> bool:
-    """Whether the installed holiday calendar covers this date (otherwise weekends-only is used)."""
+    """Whether the holiday calendar (package or staff additions) covers this date's year."""
+    if day.year in additions().years:
+        return True
     try:
         chinese_calendar.is_workday(day)
     except NotImplementedError:
@@ -50,10 +93,16 @@ def is_working_day(day: dt.date | dt.datetime) -> bool:
     """A working day on the official calendar (make-up working days count; holidays do not)."""
     if isinstance(day, dt.datetime):
         day = _local(day).date()
+    extra = additions()
+    if day in extra.holidays:
+        return False
+    if day in extra.workdays:
+        return True
     try:
         return bool(chinese_calendar.is_workday(day))
     except NotImplementedError:
-        if day.year not in _warned_years:
+        # A year staff added (its holidays listed above): the rest of it follows the week, silently.
+        if day.year not in _warned_years and day.year not in extra.years:
             _warned_years.add(day.year)
             log.warning("holiday calendar has no data for %s: counting weekends only", day.year)
         return day.weekday() < 5

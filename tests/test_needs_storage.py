@@ -171,3 +171,32 @@ async def test_the_ledger_lists_filters_and_shows_a_need(db, clock):
     assert "13812345678" not in as_csv and late.ticket in as_csv
     shown = await show_text(db, fresh.ticket, clock.now())
     assert "限时办理" in shown and "triaged" in shown and "138****5678" in shown
+
+
+def test_staff_add_a_newly_published_holiday_year_and_correct_a_known_date(tmp_path, monkeypatch):
+    import datetime as dt
+
+    from storage import workdays
+
+    path = tmp_path / "calendar.toml"
+    path.write_text('[holidays]\n"2027-01-01" = "元旦"\n"2026-11-30" = "测试更正"\n'
+                    '[workdays]\n"2027-01-02" = "调休上班"\n', encoding="utf-8")
+    monkeypatch.setenv("STEWARD_CALENDAR_FILE", str(path))
+    workdays.additions.cache_clear()
+    try:
+        assert not workdays.is_working_day(dt.date(2027, 1, 1))  # a Friday, but 元旦
+        assert workdays.is_working_day(dt.date(2027, 1, 2))  # a Saturday worked in lieu
+        assert workdays.is_working_day(dt.date(2027, 1, 4))  # an ordinary Monday of the added year
+        assert not workdays.is_working_day(dt.date(2026, 11, 30))  # the correction wins over the package
+        assert workdays.is_working_day(dt.date(2026, 12, 1))  # the rest of a known year is the package's
+        assert not workdays.is_working_day(dt.date(2026, 10, 1))  # 国庆 from the package
+        assert workdays.calendar_knows(dt.date(2027, 6, 1))
+        assert workdays.add_working_days(dt.date(2026, 12, 31), 1) == dt.date(2027, 1, 2)
+
+        path.write_text('[holidays]\n"2027-13-01" = "x"\n', encoding="utf-8")
+        workdays.additions.cache_clear()
+        with pytest.raises(ValueError, match="2027-13-01"):
+            workdays.additions()
+    finally:
+        monkeypatch.delenv("STEWARD_CALENDAR_FILE")
+        workdays.additions.cache_clear()
