@@ -13,6 +13,8 @@ One-line forms (编号 = ticket number):
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from bot.engine import Context, Router
 from storage.clock import local
 from storage.needs import (
@@ -374,6 +376,21 @@ def _split(ctx: Context, usage: str, parts: int) -> list[str]:
     return pieces
 
 
+async def _one_line(
+    ctx: Context,
+    usage: str,
+    act: Callable[[str, str], Awaitable[Need]],
+    reply: Callable[[Need, str], str],
+) -> str:
+    """A one-line form `<命令> <编号> <内容>`: run the storage operation, answer with its result or its reason."""
+    try:
+        ticket, rest = _split(ctx, usage, 2)
+        need = await act(ticket, rest)
+    except NeedError as exc:
+        return exc.reason
+    return reply(need, rest)
+
+
 @router.command("分流", roles=MANAGERS, args=True, everywhere=True)
 async def triage_line(ctx: Context) -> str:
     usage = "分流 <编号> A|B|C [月-日] [延期理由]"
@@ -393,12 +410,11 @@ async def triage_line(ctx: Context) -> str:
 async def reclassify_line(ctx: Context) -> str:
     if len(ctx.args.split()) == 1:
         return await _start_guided(ctx, ctx.args, "reclassify")
-    try:
-        ticket, code = _split(ctx, "改类 <编号> <子项代码，如 JZ-05>（只写编号可逐步选择）", 2)
-        need = await reclassify_need(ctx.db, ctx.resident.id, ticket, code, ctx.now)
-    except NeedError as exc:
-        return exc.reason
-    return f"已将 {need.ticket} 改为 {load_taxonomy().item(need.item_code).label}。"
+    return await _one_line(
+        ctx, "改类 <编号> <子项代码，如 JZ-05>（只写编号可逐步选择）",
+        lambda ticket, code: reclassify_need(ctx.db, ctx.resident.id, ticket, code, ctx.now),
+        lambda need, _code: f"已将 {need.ticket} 改为 {load_taxonomy().item(need.item_code).label}。",
+    )
 
 
 @router.command("指派", roles=MANAGERS, args=True, everywhere=True)
@@ -425,42 +441,38 @@ async def escalate_line(ctx: Context) -> str:
 async def merge_line(ctx: Context) -> str:
     if len(ctx.args.split()) == 1:
         return await _start_guided(ctx, ctx.args, "merge")
-    try:
-        ticket, target = _split(ctx, "合并 <编号> <目标编号>（只写编号可从同类诉求中选）", 2)
-        need = await merge_need(ctx.db, ctx.resident.id, ticket, target, ctx.now)
-    except NeedError as exc:
-        return exc.reason
-    return f"已将 {need.ticket} 合并到 {target}，其关注居民会一并收到后续进展。"
+    return await _one_line(
+        ctx, "合并 <编号> <目标编号>（只写编号可从同类诉求中选）",
+        lambda ticket, target: merge_need(ctx.db, ctx.resident.id, ticket, target, ctx.now),
+        lambda need, target: f"已将 {need.ticket} 合并到 {target}，其关注居民会一并收到后续进展。",
+    )
 
 
 @router.command("驳回", roles=MANAGERS, args=True, everywhere=True)
 async def reject_line(ctx: Context) -> str:
-    try:
-        ticket, reason = _split(ctx, "驳回 <编号> <理由>", 2)
-        need = await reject_need(ctx.db, ctx.resident.id, ticket, reason, ctx.now)
-    except NeedError as exc:
-        return exc.reason
-    return f"已驳回 {need.ticket}，理由已告知居民。"
+    return await _one_line(
+        ctx, "驳回 <编号> <理由>",
+        lambda ticket, reason: reject_need(ctx.db, ctx.resident.id, ticket, reason, ctx.now),
+        lambda need, _reason: f"已驳回 {need.ticket}，理由已告知居民。",
+    )
 
 
 @router.command("进展", roles=HANDLERS, args=True, everywhere=True)
 async def progress_line(ctx: Context) -> str:
-    try:
-        ticket, note = _split(ctx, "进展 <编号> <进展内容>", 2)
-        need = await post_progress(ctx.db, ctx.resident.id, ticket, note, ctx.now)
-    except NeedError as exc:
-        return exc.reason
-    return f"已登记 {need.ticket} 的进展，已通知关注的居民。"
+    return await _one_line(
+        ctx, "进展 <编号> <进展内容>",
+        lambda ticket, note: post_progress(ctx.db, ctx.resident.id, ticket, note, ctx.now),
+        lambda need, _note: f"已登记 {need.ticket} 的进展，已通知关注的居民。",
+    )
 
 
 @router.command("办结", roles=HANDLERS, args=True, everywhere=True)
 async def resolve_line(ctx: Context) -> str:
-    try:
-        ticket, note = _split(ctx, "办结 <编号> <办理结果>", 2)
-        need = await resolve_need(ctx.db, ctx.resident.id, ticket, note, ctx.now)
-    except NeedError as exc:
-        return exc.reason
-    return f"已办结 {need.ticket}，已请居民评价。"
+    return await _one_line(
+        ctx, "办结 <编号> <办理结果>",
+        lambda ticket, note: resolve_need(ctx.db, ctx.resident.id, ticket, note, ctx.now),
+        lambda need, _note: f"已办结 {need.ticket}，已请居民评价。",
+    )
 
 
 @router.command("区级待办", roles=(Role.DISTRICT_STAFF,), args=True)

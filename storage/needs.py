@@ -783,15 +783,16 @@ def parse_deadline(text: str, now: dt.datetime) -> dt.date:
     value = text.strip().replace("月", "-").replace("日", "").replace("/", "-").replace(".", "-")
     parts = value.split("-")
     today = local(now).date()
+    invalid = NeedError(f"「{text}」不是有效日期，请写成 月-日，例如 12-10。")
+    if len(parts) not in (2, 3):
+        raise invalid
     try:
         if len(parts) == 3:
             return dt.date(int(parts[0]), int(parts[1]), int(parts[2]))
-        if len(parts) == 2:
-            day = dt.date(today.year, int(parts[0]), int(parts[1]))
-            return day if day >= today else day.replace(year=today.year + 1)
-    except ValueError:
-        pass
-    raise NeedError(f"「{text}」不是有效日期，请写成 月-日，例如 12-10。")
+        day = dt.date(today.year, int(parts[0]), int(parts[1]))
+    except ValueError as exc:
+        raise invalid from exc
+    return day if day >= today else day.replace(year=today.year + 1)
 
 
 async def triage_need(
