@@ -1,13 +1,17 @@
-"""`steward import …`, `steward role …`, `steward demo-data`: the organisation, residents and roles."""
+"""`steward import …`, `steward role …`, `steward demo-data`, `steward residents …`: the organisation, residents
+(and their bindings awaiting verification) and roles."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import sys
 from pathlib import Path
 
-from bot.cli_common import cli_actor, cli_clock, cli_settings, database, run
+from bot.cli_common import cli_actor, cli_clock, cli_settings, community_by_code, database, run
+from storage.claims import ClaimError, confirm_claim, pending_claims, reject_claim
+from storage.clock import local
 from storage.db import Database
 from storage.demo import demo_guide, load_demo
 from storage.imports import IMPORTERS
@@ -120,7 +124,77 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
     print(demo_guide())
 
 
+CLAIMS_HELP = """绑定核实（待核实）：居民绑定时用的手机号已被其他微信账号绑定，或花名册中该手机号的住户已关联其他账号，
+绑定不会直接生效，而是等社区工作人员核实。
+
+  steward residents claims [--community C]   待核实列表（手机号打码）
+  steward residents confirm <编号>            确认：绑定转给申请人，原账号解除绑定；双方都会收到通知
+  steward residents reject <编号>             驳回：一切不变；申请人会收到通知"""
+
+
+async def claims_list(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    reach = None
+    if args.community:
+        reach = {(await community_by_code(db, args.community, or_name=True)).id}
+    views, total = await pending_claims(db, reach, limit=args.limit)
+    if not total:
+        return "（没有待核实的绑定）"
+    lines = [f"待核实绑定共 {total} 条" + (f"，显示前 {len(views)} 条" if len(views) < total else "") + "："]
+    for v in views:
+        c = v.claim
+        parts = [f"#{c.id}", f"{local(c.created_at):%Y-%m-%d %H:%M}", f"{v.community_name} {v.building_name} {c.room}",
+                 f"{c.name} {mask_phone(c.phone)}"]
+        if v.roster_name:
+            parts.append(f"花名册：{v.roster_name} {v.roster_room or ''}".rstrip())
+        parts.append("现绑定：" + ("；".join(v.holders) or "已无"))
+        lines.append("  ".join(parts))
+    return "\n".join(lines)
+
+
+async def claims_decide(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    if args.residents_command == "confirm":
+        done = await confirm_claim(db, args.id, None, cli_actor(), now)
+        c = done.claim
+        lost = f"，原绑定账号 {len(done.released)} 个已解除" if done.released else ""
+        return f"已确认 #{c.id}：{c.name}（{mask_phone(c.phone)}）已绑定{lost}；已通知。"
+    done = await reject_claim(db, args.id, None, cli_actor(), now)
+    return f"已驳回 #{done.claim.id}：登记信息未变；已通知申请人。"
+
+
+async def residents_run(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    """Run a parsed `steward residents …` against a database (the tests call this with theirs)."""
+    try:
+        return await args.action(db, now, args)
+    except ClaimError as exc:
+        raise SystemExit(exc.reason) from None
+
+
+def cmd_residents(args: argparse.Namespace) -> None:
+    settings = cli_settings(args)
+
+    async def go() -> str:
+        async with database(settings) as db:
+            return await residents_run(db, cli_clock(settings).now(), args)
+
+    run(go())
+
+
 def register(sub) -> None:
+    residents = sub.add_parser(
+        "residents", help="bindings awaiting verification (绑定核实): list, confirm, reject",
+        description=CLAIMS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    residents_sub = residents.add_subparsers(dest="residents_command", required=True)
+    claims = residents_sub.add_parser("claims", help="pending claims (phones masked)")
+    claims.add_argument("--community", help="社区代码或名称")
+    claims.add_argument("--limit", type=int, default=200)
+    claims.set_defaults(func=cmd_residents, action=claims_list)
+    decisions = (("confirm", "confirm: the binding moves to the claimant"), ("reject", "reject: nothing changes"))
+    for name, text in decisions:
+        p = residents_sub.add_parser(name, help=text)
+        p.add_argument("id", type=int, help="the claim's number (#) from `steward residents claims`")
+        p.set_defaults(func=cmd_residents, action=claims_decide)
+
     imp = sub.add_parser(
         "import", help="import the organisation, departments or residents from CSV",
         description=IMPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,

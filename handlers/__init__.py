@@ -5,6 +5,7 @@ from handlers import (
     basics,
     binding,
     broadcast,
+    claims,
     consultation,
     deliveries,
     leader,
@@ -17,7 +18,7 @@ from handlers import (
     survey,
 )
 
-ROUTERS = [menu.router, basics.router, binding.router]
+ROUTERS = [menu.router, basics.router, binding.router, claims.router]
 ROUTERS += [needs.router, leader.router, staff.router]
 ROUTERS += [projects.router, review.router, survey.router]
 ROUTERS += [consultation.router, broadcast.router]

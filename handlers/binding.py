@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from bot.engine import Context, Router
+from storage.claims import pending_claim_of
 from storage.org import (
     SEARCH_LIMIT,
     building_by_code,
@@ -61,6 +62,17 @@ CONFIRM = (
 )
 BOUND = "绑定成功！{community} {building} {room}。"
 ON_ROSTER = "已与社区登记的住户信息核对一致。"
+# The phone (or the roster entry) is another account's: nothing is taken over, staff check it (storage/claims.py).
+PENDING = (
+    "已提交：{where}。\n"
+    "您的绑定需由社区工作人员核实确认后生效，您填写的信息已保存，核实结果会通知您。\n"
+    "如有疑问请联系社区。"
+)
+PENDING_PHONE = (
+    "新手机号 {phone} 需由社区工作人员核实确认后生效，核实结果会通知您。\n"
+    "在此之前仍使用原手机号 {old}。"
+)
+WAITING = "您提交的绑定（{where}）正在等待社区工作人员核实，结果会通知您。"
 BOUND_NEXT = "回复「菜单」查看全部服务。"
 RESUMING = "现在继续您刚才的操作："
 PICK_NUMBER = "请回复列表中的数字。"
@@ -142,7 +154,16 @@ def _resume_of(ctx: Context) -> dict | None:
 
 @router.on_unbound
 async def needs_binding(ctx: Context) -> str:
-    return await _start(ctx, NEEDS_BINDING, resume=_resume_of(ctx))
+    return await _start(ctx, await _waiting(ctx, NEEDS_BINDING), resume=_resume_of(ctx))
+
+
+async def _waiting(ctx: Context, intro: str) -> str:
+    """The intro, after a reminder that the resident's earlier binding still waits for staff (if it does)."""
+    view = await pending_claim_of(ctx.db, ctx.resident.id) if ctx.resident.id else None
+    if view is None:
+        return intro
+    where = f"{view.community_name} {view.building_name} {view.claim.room}"
+    return WAITING.format(where=where) + "\n重新填写将替代这次申请。"
 
 
 async def _start(ctx: Context, intro: str = "", resume: dict | None = None, keep_person: bool = False) -> str:
@@ -292,6 +313,9 @@ async def confirm(ctx: Context) -> str | None:
         )
     except BindingError as exc:
         return await _start(ctx, exc.reason, resume=data.get("resume"))
+    if result.pending:
+        where = f"{data['community_name']} {data['building_name']} {result.claim.room}"
+        return ctx.done(PENDING.format(where=where))
     lines = [BOUND.format(community=data["community_name"], building=data["building_name"], room=result.resident.room)]
     if result.on_roster:
         lines.append(ON_ROSTER)
@@ -329,9 +353,14 @@ def _info_text(ctx: Context, where: str) -> str:
 @router.command("我的信息", "绑定", "绑定住址", "修改信息")
 async def my_info(ctx: Context) -> str:
     if not ctx.resident.is_bound:
-        return await _start(ctx, "您还没有绑定住址。")
+        return await _start(ctx, await _waiting(ctx, "您还没有绑定住址。"))
     ctx.state = None
-    return ctx.ask(_info_text(ctx, await _where(ctx)), STEP_INFO)
+    text = _info_text(ctx, await _where(ctx))
+    view = await pending_claim_of(ctx.db, ctx.resident.id)
+    if view is not None:
+        waiting = f"待社区核实：{view.building_name} {view.claim.room} {mask_phone(view.claim.phone)}"
+        text = text.replace("\n\n如需修改", f"\n{waiting}\n\n如需修改", 1)
+    return ctx.ask(text, STEP_INFO)
 
 
 EDITS = {"1": ("room", ASK_ROOM), "2": ("name", ASK_NAME), "3": ("phone", ASK_PHONE)}
@@ -359,9 +388,12 @@ async def edit(ctx: Context) -> str:
     if field not in ("room", "name", "phone"):
         return ctx.done("请重新回复「我的信息」。")
     try:
-        row = await update_resident_details(ctx.db, ctx.msg.openid, ctx.now, **{field: ctx.text})
+        result = await update_resident_details(ctx.db, ctx.msg.openid, ctx.now, **{field: ctx.text})
     except BindingError as exc:
         return ctx.retry(exc.reason)
+    row = result.resident
+    if result.pending:
+        return ctx.done(PENDING_PHONE.format(phone=mask_phone(result.claim.phone), old=mask_phone(row.phone)))
     shown = {"room": f"房号：{row.room}", "name": f"姓名：{row.name}", "phone": f"手机：{mask_phone(row.phone)}"}
     return ctx.done(f"已修改。{shown[field]}")
 

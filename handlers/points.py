@@ -42,6 +42,7 @@ async def home(ctx: Context) -> str:
     lines = [
         f"【志愿积分】余额 {s.balance} 分",
         f"今年服务 {pts.hours_text(s.half_hours_this_year)} 小时，累计 {pts.hours_text(s.served_half_hours)} 小时",
+        f"我的积分码：{await pts.share_code_of(ctx.db, ctx.resident.id, ctx.now)}（邻居给您捐积分时用）",
     ]
     if s.recent:
         lines.append("最近记录：")
@@ -229,33 +230,32 @@ async def donate_start(ctx: Context) -> str:
 
 
 def _donate_start(ctx: Context) -> str:
-    return ctx.ask("把积分捐给谁？\n1. 社区公益基金（用于帮扶困难居民）\n2. 指定的本社区居民", router.step("donate_to"))
+    return ctx.ask("把积分捐给谁？\n1. 社区公益基金（用于帮扶困难居民）\n2. 本社区的一位居民（需对方的积分码）",
+                   router.step("donate_to"))
+
+
+ASK_SHARE_CODE = "请输入对方的积分码（6位，对方在「积分」页可以看到）："
 
 
 @router.state("donate_to", bound=True)
 async def donate_to(ctx: Context) -> str:
     if ctx.text == "1":
-        return ctx.ask("请输入捐赠的积分数：", router.step("donate_amount"), to=None)
+        return ctx.ask("请输入捐赠的积分数：", router.step("donate_amount"), to=None, code=None)
     if ctx.text == "2":
-        return ctx.ask("请输入对方绑定的手机号：", router.step("donate_phone"))
+        return ctx.ask(ASK_SHARE_CODE, router.step("donate_code"))
     return ctx.retry("请回复 1 或 2。")
 
 
-@router.state("donate_phone", bound=True)
-async def donate_phone(ctx: Context) -> str:
+# The recipient is named by the 积分码 they shared, never by phone number, and no reply says anything about who
+# holds a code: the giver learns nothing they did not already know.
+@router.state("donate_code", bound=True)
+async def donate_code(ctx: Context) -> str:
     try:
-        phone = clean_phone(ctx.text)
-    except BindingError as exc:
+        who = await pts.recipient_by_code(ctx.db, ctx.text, ctx.resident)
+    except pts.PointsRefused as exc:
         return ctx.retry(exc.reason)
-    people = [
-        p for p in await find_residents_by_phone(ctx.db, phone)
-        if p.is_bound and p.community_id == ctx.resident.community_id and p.id != ctx.resident.id
-    ]
-    if not people:
-        return ctx.retry("本社区没有找到用这个手机号绑定的居民（不能捐给自己）。")
-    who = people[0]
-    return ctx.ask(f"对方：{masked_name(who.name)}（{mask_phone(who.phone)}）\n请输入捐赠的积分数：",
-                   router.step("donate_amount"), to=who.id)
+    code = pts.normalise_share_code(ctx.text)
+    return ctx.ask(f"积分码 {code} 有效。\n请输入捐赠的积分数：", router.step("donate_amount"), to=who.id, code=code)
 
 
 @router.state("donate_amount", bound=True)
@@ -266,7 +266,7 @@ async def donate_amount(ctx: Context) -> str:
     balance = await pts.balance_of(ctx.db, ctx.resident.id)
     if amount > balance:
         return ctx.retry(f"您的余额是 {balance} 分，请输入不超过余额的数。")
-    target = "社区公益基金" if ctx.data.get("to") is None else "这位居民"
+    target = "社区公益基金" if ctx.data.get("to") is None else f"积分码 {ctx.data.get('code')} 的居民"
     return ctx.ask(f"确认把 {amount} 积分捐给{target}吗？捐出后不能撤回。\n1. 确认捐赠\n2. 不捐了",
                    router.step("donate_confirm"), amount=amount, token=uuid.uuid4().hex[:16])
 
@@ -278,9 +278,9 @@ async def donate_confirm(ctx: Context) -> str:
     if ctx.text != "1":
         return ctx.retry("请回复 1 确认，或 2 不捐了。")
     to_resident = None
-    if ctx.data.get("to") is not None:
-        to_resident = await get_resident(ctx.db, int(ctx.data["to"]))
     try:
+        if ctx.data.get("to") is not None:  # the code again: its holder may have moved away meanwhile
+            to_resident = await pts.recipient_by_code(ctx.db, ctx.data.get("code") or "", ctx.resident)
         done = await pts.donate(ctx.db, ctx.resident, int(ctx.data["amount"]), ctx.now,
                                 key=f"chat:{ctx.resident.id}:{ctx.data.get('token')}", to_resident=to_resident)
     except pts.PointsRefused as exc:

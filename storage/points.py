@@ -17,11 +17,13 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import os
+import secrets
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from sqlalchemy import CheckConstraint, Index, func, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -128,6 +130,19 @@ class PointsAccount(SQLModel, table=True):
     balance: int = 0
     served_half_hours: int = 0  # all confirmed service, for the "hours before first redemption" policy
     expiry_checked_at: dt.datetime | None = None
+    created_at: dt.datetime
+
+
+class PointsShareCode(SQLModel, table=True):
+    """积分码: what a resident shows a neighbour who wants to give them points, so giving never goes by phone
+    number (which would tell the giver whether a number is bound, and whose it is). Issued the first time the
+    resident opens 积分; it never changes. Its own table (0011_claims), so that revision needs only the base."""
+
+    __tablename__ = "points_share_code"
+
+    id: int | None = Field(default=None, primary_key=True)
+    resident_id: int = Field(foreign_key="resident.id", unique=True)
+    code: str = Field(max_length=8, unique=True)
     created_at: dt.datetime
 
 
@@ -429,6 +444,57 @@ async def entries_page(db: Database, resident_id: int, page: int = 0, size: int 
 
 FUND = "fund"
 
+# 积分码: a resident gives points to a neighbour by the code the neighbour shows them, never by phone number, so
+# giving tells nobody whether a number is bound or whose it is. No 0/O, 1/I/L: read aloud, never misread.
+SHARE_CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+SHARE_CODE_LENGTH = 6
+BAD_SHARE_CODE = "积分码是6位字母和数字（如 K7M2QX），请向对方核对后重新输入。"
+UNKNOWN_SHARE_CODE = "没有找到这个积分码（只能捐给本社区居民），请向对方核对后重新输入。"
+
+
+def normalise_share_code(text: str) -> str:
+    return "".join(ch for ch in (text or "").upper() if ch.isalnum())
+
+
+async def share_code_of(db: Database, resident_id: int, now: dt.datetime) -> str:
+    """The resident's 积分码, issued (with their account) the first time it is asked for; it never changes."""
+    query = select(PointsShareCode.code).where(PointsShareCode.resident_id == resident_id)
+    async with db.read() as s:
+        code = (await s.exec(query)).first()
+    if code:
+        return code
+    for _attempt in range(5):
+        candidate = "".join(secrets.choice(SHARE_CODE_ALPHABET) for _ in range(SHARE_CODE_LENGTH))
+        try:
+            async with db.write() as s:
+                # The resident's own second request at once does nothing; another resident's code raises.
+                stmt = insert_for(s, PointsShareCode).values(resident_id=resident_id, code=candidate, created_at=now)
+                await s.exec(stmt.on_conflict_do_nothing(index_elements=["resident_id"]))
+                code = (await s.exec(query)).one()
+            return code
+        except IntegrityError:  # the code is another resident's: draw again
+            continue
+    raise PointsRefused("暂时无法生成积分码，请稍后再试。")
+
+
+async def recipient_by_code(db: Database, code: str, donor) -> Resident:
+    """The bound resident of the donor's community whose 积分码 this is. The refusal says nothing about who holds
+    a code (another community's code reads exactly like an unknown one)."""
+    code = normalise_share_code(code)
+    if len(code) != SHARE_CODE_LENGTH:
+        raise PointsRefused(BAD_SHARE_CODE)
+    async with db.read() as s:
+        query = (
+            select(Resident).join(PointsShareCode, PointsShareCode.resident_id == Resident.id)
+            .where(PointsShareCode.code == code)
+        )
+        person = (await s.exec(query)).first()
+    if person is not None and person.id == donor.id:
+        raise PointsRefused("这是您自己的积分码，不能捐给自己。")
+    if person is None or not person.is_bound or person.community_id != donor.community_id:
+        raise PointsRefused(UNKNOWN_SHARE_CODE)
+    return person
+
 
 @dataclass
 class Donation:
@@ -472,6 +538,8 @@ async def donate(
         raise PointsRefused("请先绑定住址后再捐赠积分。")
     if to_resident is not None and to_resident.id == donor.id:
         raise PointsRefused("不能捐赠给自己。")
+    if to_resident is not None and (not to_resident.is_bound or to_resident.community_id != donor.community_id):
+        raise PointsRefused("只能捐给本社区已绑定的居民。")
     async with db.write() as s:
         donor_account = await ensure_account(s, now, resident_id=donor.id, lock=False)
         if to_resident is not None:

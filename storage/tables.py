@@ -5,6 +5,7 @@ from sqlmodel import SQLModel
 from storage import (  # noqa: F401
     activities,
     broadcast,
+    claims,
     consultation,
     need_clocks,
     needs,

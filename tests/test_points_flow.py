@@ -8,7 +8,7 @@ import re
 from sqlmodel import select
 
 from storage import rewards as rw
-from storage.points import PointsPolicy, audit_points, balance_of, credit_service, fund_balance
+from storage.points import PointsPolicy, audit_points, balance_of, credit_service, fund_balance, share_code_of
 from storage.roles import AuditLog, Role, scope_of
 from tests.factories import grant, make_district, make_resident
 
@@ -116,7 +116,7 @@ async def test_resident_donates_to_the_community_fund_and_to_a_neighbour_with_co
     d, _staff, _rice, _haircut = await world(db, clock)
     me = await make_resident(db, "o_me", d.buildings["B1"], phone="13800000001")
     neighbour = await make_resident(db, "o_nb", d.buildings["B3"], name="赵大爷", phone="13800000002")
-    await make_resident(db, "o_far", d.buildings["B4"], phone="13800000003")  # another community
+    far = await make_resident(db, "o_far", d.buildings["B4"], phone="13800000003")  # another community
     await earn(db, me, 150, clock, "seed")
 
     await phone.text("o_me", "捐赠积分")
@@ -128,10 +128,13 @@ async def test_resident_donates_to_the_community_fund_and_to_a_neighbour_with_co
 
     await phone.text("o_me", "捐赠积分")
     await phone.text("o_me", "2")
-    assert "本社区没有找到" in (await phone.text("o_me", "13800000003")).text
-    found = (await phone.text("o_me", "13800000002")).text
-    assert "赵*" in found and "138****0002" in found and "13800000002" not in found
-    await phone.text("o_me", "40")
+    assert "积分码是6位" in (await phone.text("o_me", "13800000002")).text  # a phone number names nobody
+    far_code = await share_code_of(db, far.id, clock.now())
+    assert "没有找到这个积分码" in (await phone.text("o_me", far_code)).text  # another community's
+    code = await share_code_of(db, neighbour.id, clock.now())
+    found = (await phone.text("o_me", code.lower())).text
+    assert f"积分码 {code} 有效" in found and "赵" not in found and "138****0002" not in found
+    assert f"捐给积分码 {code} 的居民" in (await phone.text("o_me", "40")).text
     assert "已捐出 40 积分" in (await phone.text("o_me", "1")).text
 
     await phone.text("o_me", "捐赠积分")
