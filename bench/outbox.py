@@ -3,6 +3,7 @@ send-rate limit, and time a due-scan over M needs.
 
     python bench/outbox.py                      # 100,000 notifications at 2,000/s, 1,000,000 needs, SQLite
     python bench/outbox.py --rows 10000 --needs 100000
+    python bench/outbox.py --rows 5000 --needs 10000 --latency 0.05 --rate 200   # WeChat-like round trips
     STEWARD_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/bench python bench/outbox.py
 
 Prints: the baseline (the fake API's raw throughput with a bare aiohttp client, no outbox), time to drain,
@@ -44,9 +45,9 @@ CHUNK = 10_000
 REPO = Path(__file__).resolve().parent.parent
 
 
-async def start_fake() -> tuple[asyncio.subprocess.Process, str]:
+async def start_fake(latency: float = 0.0) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot.fake_wechat", "--port", "0",
-                                                stdout=subprocess.PIPE, cwd=REPO)
+                                                "--latency", str(latency), stdout=subprocess.PIPE, cwd=REPO)
     return proc, (await proc.stdout.readline()).decode().strip()
 
 
@@ -136,7 +137,7 @@ async def main(args: argparse.Namespace) -> None:
     db = Database(db_url)
     await migrate.upgrade(db)
     now = dt.datetime.now(dt.UTC)
-    fake, base = await start_fake()
+    fake, base = await start_fake(args.latency)
     try:
         base_rate = await baseline(base, min(args.rows, 20_000))
         print(f"baseline: fake WeChat API, bare aiohttp, {min(args.rows, 20_000)} sends: {base_rate:,.0f}/s")
@@ -164,7 +165,7 @@ async def main(args: argparse.Namespace) -> None:
             sent = (await s.exec(select(func.count()).where(OutboxMessage.status == OutboxStatus.SENT))).one()
         per_second = Counter(int(e["timestamp"]) for e in stats["sent"])
         print(f"drained {total:,} rows in {elapsed:.1f} s = {total / elapsed:,.0f}/s (limit {args.rate:,}/s); "
-              f"busiest second {max(per_second.values()):,} sends")
+              f"busiest second {max(per_second.values()):,} sends; claims of {args.batch} rows")
         print(f"fake API received {stats['counts'].get('text', 0):,} texts, {len(pairs):,} distinct, "
               f"duplicates {sum(c - 1 for c in pairs.values())}; rows marked sent {sent:,}")
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -190,6 +191,8 @@ if __name__ == "__main__":
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--rate", type=int, default=2_000)
     parser.add_argument("--needs", type=int, default=1_000_000)
-    parser.add_argument("--batch", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=PushPolicy.batch, help="rows per claim (the sender's default)")
+    parser.add_argument("--concurrency", type=int, default=PushPolicy.concurrency)
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="seconds the fake API takes per message (the real API's round trip is tens of ms)")
     asyncio.run(main(parser.parse_args()))

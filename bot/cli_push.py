@@ -1,4 +1,5 @@
-"""`steward scheduler` (the jobs in a process of their own) and `steward outbox status` (what is stuck)."""
+"""`steward scheduler` (the jobs in a process of their own), `steward outbox status` (what is stuck) and
+`steward outbox resend|drop <id>` (staff decide about a failed or unknown delivery, as 投递失败 does in chat)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import contextlib
 import signal
 from typing import Any
 
-from bot.cli_common import cli_settings, database, run
+from bot.cli_common import cli_actor, cli_clock, cli_settings, database, run
 from storage.clock import local
 
 
@@ -71,6 +72,7 @@ async def outbox_report(db: Any, limit: int = 20, offset: int = 0) -> str:
             when = local(row.created_at).strftime("%m-%d %H:%M")
             lines.append(f"  #{row.id} {when} 居民{row.resident_id} {row.kind} {STATUS_WORDS.get(row.status)}："
                          f"{row.last_error or ''}")
+        lines.append("逐条处理：steward outbox resend <编号>（重发）或 steward outbox drop <编号>（放弃）。")
     return "\n".join(lines)
 
 
@@ -84,6 +86,30 @@ def cmd_outbox_status(args: argparse.Namespace) -> None:
     run(report())
 
 
+async def outbox_decide(db: Any, now: Any, args: argparse.Namespace) -> str:
+    """`resend`/`drop` one failed or unknown row (any community: the command line acts as an admin), audited as
+    cli:<user>. A refusal is an OutboxReviewError (one line on stderr, exit status 1)."""
+    from storage.outbox import give_up, resend
+
+    if args.outbox_command == "resend":
+        row = await resend(db, args.id, None, cli_actor(), now)
+        return f"#{row.id} 已重新排队发送（居民{row.resident_id} {row.kind}）。"
+    row = await give_up(db, args.id, None, cli_actor(), now)
+    return f"#{row.id} 已放弃发送，标记为已处理（居民{row.resident_id} {row.kind}）。"
+
+
+def cmd_outbox_decide(args: argparse.Namespace) -> None:
+    from storage.outbox import OutboxReviewError
+
+    settings = cli_settings(args)
+
+    async def decide() -> str:
+        async with database(settings) as db:
+            return await outbox_decide(db, cli_clock(settings).now(), args)
+
+    run(decide(), refusals=(OutboxReviewError,), prefix="未完成：")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     sched = sub.add_parser("scheduler", help="run the scheduled jobs alone (with `serve --no-scheduler`)")
     sched.set_defaults(func=cmd_scheduler)
@@ -94,3 +120,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     status.add_argument("--limit", type=int, default=20)
     status.add_argument("--offset", type=int, default=0)
     status.set_defaults(func=cmd_outbox_status)
+    resend = outbox_sub.add_parser("resend", help="send a failed/unknown row once more (staff judge it undelivered)")
+    resend.add_argument("id", type=int, help="the row's number (#id in `steward outbox status`)")
+    resend.set_defaults(func=cmd_outbox_decide)
+    drop = outbox_sub.add_parser("drop", help="give up on a failed/unknown row (the resident was told another way)")
+    drop.add_argument("id", type=int, help="the row's number (#id in `steward outbox status`)")
+    drop.set_defaults(func=cmd_outbox_decide)

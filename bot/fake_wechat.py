@@ -81,6 +81,7 @@ class FakeWeChat:
         secret: str = Settings.wechat_secret,
         *,
         token_ttl: float = 7200,
+        latency: float = 0.0,
         old_token_grace: float = 300.0,
         max_recorded: int = 200_000,
     ) -> None:
@@ -91,6 +92,7 @@ class FakeWeChat:
         self.appid = appid
         self.secret = secret
         self.token_ttl = token_ttl
+        self.latency = latency  # seconds every message call takes, like the real API's round trip (benchmarks)
         self.old_token_grace = old_token_grace
         self.sent: deque[dict[str, Any]] = deque(maxlen=max_recorded)
         self.counts: Counter[str] = Counter()
@@ -130,6 +132,10 @@ class FakeWeChat:
     def delay_next(self, seconds: float, times: int = 1, kinds: Collection[str] | None = None) -> None:
         """Hold the next `times` calls this long before handling them (they still take effect)."""
         self._add_rule("delay", seconds, times, kinds)
+
+    def stop_failing(self) -> None:
+        """Forget the rules not used up yet (fail_next, fail_http, delay_next); calls held now still finish."""
+        self._rules = []
 
     def _add_rule(self, action: str, value: float, times: int, kinds: Collection[str] | None) -> None:
         unknown = set(kinds or ()) - set(KINDS)
@@ -216,6 +222,8 @@ class FakeWeChat:
 
     async def _refuse(self, kind: str, request: web.Request) -> web.Response | None:
         # Called after the body is read, so a delayed call still takes effect when the client gives up waiting.
+        if self.latency:
+            await asyncio.sleep(self.latency)
         injected = await self._injected(kind)
         return injected if injected is not None else self._check_token(request)
 
@@ -349,7 +357,7 @@ class FakeWeChat:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    fake = FakeWeChat(args.appid, args.secret, token_ttl=args.token_ttl)
+    fake = FakeWeChat(args.appid, args.secret, token_ttl=args.token_ttl, latency=args.latency)
     print(await fake.start(args.host, args.port), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -369,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--appid", default=Settings.wechat_appid)
     parser.add_argument("--secret", default=Settings.wechat_secret)
     parser.add_argument("--token-ttl", type=float, default=7200)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds each message call takes (benchmarks)")
     asyncio.run(_serve(parser.parse_args(argv)))
 
 

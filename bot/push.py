@@ -20,12 +20,17 @@ Crash protocol — what "sent once" means here:
   (`next_attempt_at` = now + lease), and that transaction COMMITS before any API call is made.
 * SEND. The API calls are made. No new call starts after half the lease has passed (the rest go back to pending).
 * FINISH. The answers are recorded in one transaction (sent / pending with backoff / waiting / failed), only for
-  rows still claimed by this sender.
+  rows still claimed by this sender. When the drain goes on, the same transaction claims the next batch.
+* ONE CLAIM IN FLIGHT. A sender holds at most one claimed batch at any moment: every caller of `drain` in a
+  process (the prompt wake-up after a commit, the periodic tick, late replies) takes its turn on one lock, and the
+  next batch is claimed only in the commit that finishes the previous one. A batch is small (`PushPolicy.batch`,
+  `STEWARD_SEND_BATCH`, default 20, never more than two seconds' sends at `STEWARD_SEND_RATE`).
 * RECOVER. A `sending` row whose lease has run out belongs to a sender that died between CLAIM and FINISH. It may
   have been delivered (the call returned but the commit never happened) or not. WeChat custom messages carry no
   idempotency key, so re-sending could deliver twice. Such rows are marked `unknown` and are NEVER re-sent
-  automatically: delivery is at most once, and a possible gap is made visible to staff for review. At most one
-  claimed batch per killed sender ends up `unknown`.
+  automatically: delivery is at most once, and a possible gap is made visible to staff for review. So a killed
+  sender process leaves at most one small batch `unknown`; staff resend (重发) or give up on (放弃) each one
+  (`投递失败` in chat, `steward outbox resend|drop`).
 * A `sent` row is never claimed again (only `pending` rows are claimed), so a sent row is never sent twice.
 
 One honest exception, by WeChat's design: a timeout is retried, and a request that timed out may still have
@@ -45,8 +50,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlmodel import col, select
-
 from bot.wechat_api import OUT_OF_WINDOW, TOO_MANY_CS, USER_UNSUBSCRIBED, WeChatAPIError, WeChatClient
 from storage.clock import Clock, local
 from storage.db import Database
@@ -58,9 +61,9 @@ from storage.outbox import (
     claim_due,
     finish,
     forget_none_waiting,
+    recipients,
     recover_stale,
     take_waiting_cached,
-    text_sends_since,
 )
 from storage.ratelimit import RateLimiter
 from storage.residents import Resident, set_subscribed
@@ -86,10 +89,19 @@ KIND_LABELS = {
 }
 
 
+DEFAULT_BATCH = 20
+
+
+def claim_size(batch: int, send_rate: int) -> int:
+    """Rows per claim: `batch`, but never more than two seconds' sends at the rate limit, so a batch is done
+    (and recorded) within a second or two and a killed sender strands few rows."""
+    return max(1, min(batch, 2 * send_rate))
+
+
 @dataclass(frozen=True)
 class PushPolicy:
-    batch: int = 100  # rows per claim: the most that can end up `unknown` if this process is killed
-    concurrency: int = 16  # residents served at once
+    batch: int = DEFAULT_BATCH  # rows per claim: the most that can end up `unknown` if this process is killed
+    concurrency: int = DEFAULT_BATCH  # residents served at once: a whole batch in one round trip
     lease: dt.timedelta = dt.timedelta(minutes=2)
     max_attempts: int = 6  # transient failures before a row is failed
     backoff_base: float = 10.0  # seconds; doubles per attempt, with jitter
@@ -142,45 +154,67 @@ class Sender:
         self.limiter = RateLimiter(kv, send_rate)
         self.tz = timezone
         self.name = name or uuid.uuid4().hex[:16]
+        # Held from CLAIM to FINISH: callers draining this sender at once take turns (see the crash protocol).
+        self._in_flight = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, settings: Any, db: Database, kv: KeyValueStore, wechat: WeChatClient, clock: Clock,
                       **kwargs: Any) -> Sender:
+        batch = claim_size(settings.send_batch, settings.send_rate)
+        kwargs.setdefault("policy", PushPolicy(batch=batch, concurrency=min(batch, 64)))
         return cls(db, kv, wechat, clock, templates=settings.templates, send_rate=settings.send_rate,
                    timezone=settings.timezone, **kwargs)
 
     # -- draining -----------------------------------------------------------------------------
 
     async def drain(self, max_batches: int = 20) -> int:
-        """Recover stale claims, then send due rows batch by batch (bounded). Returns rows handled."""
+        """Recover stale claims, then send due rows batch by batch (bounded). Returns rows handled.
+
+        One claim in flight: a concurrent caller waits for this drain to finish, then drains what is left."""
         await recover_stale(self.db, self.clock.now())
-        handled = 0
-        for _ in range(max_batches):
-            done = await self.drain_batch()
-            handled += done
-            if done < self.policy.batch:
-                break
+        batch, handled = self.policy.batch, 0
+        async with self._in_flight:
+            rows = await claim_due(self.db, self.clock.now(), batch, self.name, self.policy.lease)  # CLAIM
+            for n in range(max_batches):
+                if not rows:
+                    break
+                handled += len(rows)
+                outcomes = await self._send_all(rows, self.clock.now())  # SEND
+                if len(rows) < batch or n == max_batches - 1:
+                    await finish(self.db, self.name, outcomes, self.clock.now())  # FINISH
+                    following = []
+                else:  # FINISH this batch and CLAIM the next in one commit: never two claims held
+                    following = await claim_due(self.db, self.clock.now(), batch, self.name, self.policy.lease,
+                                                record=outcomes)
+                await self._forget_none_waiting(rows, outcomes)
+                rows = following
         return handled
 
     async def drain_batch(self) -> int:
-        now = self.clock.now()
-        rows = await claim_due(self.db, now, self.policy.batch, self.name, self.policy.lease)  # CLAIM (committed)
-        if not rows:
-            return 0
-        outcomes = await self._send_all(rows, now)  # SEND
-        await finish(self.db, self.name, outcomes, self.clock.now())  # FINISH
+        """One batch: claim, send, finish (no recovery). Returns rows handled."""
+        async with self._in_flight:
+            now = self.clock.now()
+            rows = await claim_due(self.db, now, self.policy.batch, self.name, self.policy.lease)  # CLAIM
+            if not rows:
+                return 0
+            outcomes = await self._send_all(rows, now)  # SEND
+            await finish(self.db, self.name, outcomes, self.clock.now())  # FINISH
+            await self._forget_none_waiting(rows, outcomes)
+            return len(rows)
+
+    async def _forget_none_waiting(self, rows: list[OutboxMessage], outcomes: list[Outcome]) -> None:
         now_waiting = {o.id for o in outcomes if o.status == OutboxStatus.WAITING}
         await forget_none_waiting(self.kv, (r.resident_id for r in rows if r.id in now_waiting))
-        return len(rows)
 
     async def _send_all(self, rows: list[OutboxMessage], now: dt.datetime) -> list[Outcome]:
-        residents = await self._residents({r.resident_id for r in rows})
+        found = await recipients(self.db, {r.resident_id for r in rows})
+        residents = {rid: resident for rid, (resident, _texts) in found.items()}
         windows = {
             rid: r.last_contact_at
             for rid, r in residents.items()
             if r.subscribed and r.last_contact_at is not None and now - r.last_contact_at < WINDOW
         }
-        texts_used = await text_sends_since(self.db, windows)
+        texts_used = {rid: found[rid][1] for rid in windows}  # texts already sent in each open window
         by_resident: dict[int, list[OutboxMessage]] = defaultdict(list)
         for row in rows:
             by_resident[row.resident_id].append(row)
@@ -199,11 +233,6 @@ class Sender:
 
         await asyncio.gather(*(serve(rid, queue) for rid, queue in by_resident.items()))
         return outcomes
-
-    async def _residents(self, ids: set[int]) -> dict[int, Resident]:
-        async with self.db.read() as session:
-            rows = (await session.exec(select(Resident).where(col(Resident.id).in_(list(ids))))).all()
-        return {r.id: r for r in rows}
 
     async def _deliver(
         self, row: OutboxMessage, resident: Resident | None, window_open: bool, texts_used: dict[int, int],
@@ -293,10 +322,17 @@ async def _drain_until_empty(args: Any) -> int:
     wechat = WeChatClient(args.appid, args.secret, args.api_base, kv)
     policy = PushPolicy(batch=args.batch, concurrency=args.concurrency, cs_per_window=args.cs_per_window)
     sender = Sender(db, kv, wechat, Clock(), send_rate=args.rate, policy=policy)
-    total = 0
-    try:
+
+    async def until_empty() -> int:
+        total = 0
         while done := await sender.drain(max_batches=1000):
             total += done
+        return total
+
+    try:
+        # --drains N: N callers on this one sender at once, as in a server process (the prompt wake-up after a
+        # commit, the periodic tick, late replies).
+        total = sum(await asyncio.gather(*(until_empty() for _ in range(args.drains))))
     finally:
         await wechat.close()
         await kv.close()
@@ -320,6 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=PushPolicy.batch)
     parser.add_argument("--concurrency", type=int, default=PushPolicy.concurrency)
     parser.add_argument("--cs-per-window", type=int, default=PushPolicy.cs_per_window)
+    parser.add_argument("--drains", type=int, default=1, help="callers draining this sender at once (as a server)")
     args = parser.parse_args(argv)
     print(f"drained {asyncio.run(_drain_until_empty(args))}", flush=True)
 

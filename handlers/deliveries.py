@@ -1,6 +1,7 @@
 """投递失败: community staff see the notices that could not reach residents of their community (failed, or
-cut off mid-send so nobody knows), newest first, a page at a time, and mark each one handled once they have
-told the resident another way. Admins see every community."""
+cut off mid-send so nobody knows), newest first, a page at a time, and decide for each one: 1. 重发 (send it
+once more: they judge it never arrived) or 2. 放弃 (they told the resident another way). Admins see every
+community. The rules (scope, who decided first, the audit row) are storage.outbox.resend / give_up."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ KIND_LABELS = {
     "broadcast_progress": "广播进度",
     "activity": "志愿活动",
     "points": "志愿积分",
+    "binding": "绑定核实",
     "reply": "延迟回复",
 }
 
@@ -92,17 +94,17 @@ async def _show(ctx: Context, offset: int, before: str = "") -> str:
         items, total = await ob.review_page(ctx.db, await _reach(ctx), PAGE, offset)
     if not total:
         return ctx.done(f"{before}目前没有投递失败的消息。".strip())
-    lines = [before] if before else []
-    lines.append(f"【投递失败】共 {total} 条，第 {offset + 1}–{offset + len(items)} 条（最新在前）：")
+    lines = [f"【投递失败】共 {total} 条，第 {offset + 1}–{offset + len(items)} 条（最新在前）："]
     for number, item in enumerate(items, offset + 1):
         lines += _item_lines(number, item)
-    lines.append("已另行告知居民的，回复序号标记为已处理。")
+    lines.append("回复序号，选择重发或放弃。")
     if offset + len(items) < total:
         lines.append("0. 下一页")
     elif offset:
         lines.append("0. 回到第一页")
     ids = [item.message.id for item in items]
-    return ctx.ask("\n".join(lines), router.step("list"), offset=offset, ids=ids)
+    question = ctx.ask("\n".join(lines), router.step("list"), offset=offset, ids=ids)
+    return f"{before}\n{question}" if before else question  # a wrong answer repeats the list, not `before`
 
 
 @router.command("投递失败", "发送失败", "消息发送失败", roles=STAFF)
@@ -112,7 +114,23 @@ async def start(ctx: Context) -> str:
 
 @router.command("已处理", roles=STAFF, args=True)
 async def handled_outside_list(ctx: Context) -> str:
-    return "请先回复「投递失败」查看列表，再回复序号标记已处理。"
+    return "请先回复「投递失败」查看列表，再回复序号选择重发或放弃。"
+
+
+# The two decisions, by number or by word ("已处理" is the word staff used before they could resend).
+CHOICES = {"1": "resend", "重发": "resend", "2": "give_up", "放弃": "give_up", "已处理": "give_up"}
+
+
+def _choice_question(number: int, item: ob.ReviewItem) -> str:
+    m = item.message
+    _head, _quote, reason = _item_lines(number, item)
+    who = f"{item.resident_name or '居民'} {mask_phone(item.resident_phone)}"
+    lines = [f"第 {number} 条：{who}｜{KIND_LABELS.get(m.kind, '通知')}｜{local(m.created_at):%m-%d %H:%M}",
+             f"「{_excerpt(m.text, 60)}」", reason.strip()]
+    if m.status == ob.OutboxStatus.UNKNOWN:
+        lines.append("注意：这条可能已经送达，重发后居民可能收到两次。")
+    lines += ["请选择：", "1. 重发（再发送一次）", "2. 放弃（已另行告知居民，不再发送）"]
+    return "\n".join(lines)
 
 
 @router.state("list", roles=STAFF)
@@ -121,14 +139,37 @@ async def pick(ctx: Context) -> str:
     text = ctx.text.strip()
     if text == "0":  # past the last page, _show starts again from the first
         return await _show(ctx, offset + PAGE)
-    match = re.fullmatch(r"(?:已处理)?\s*(\d+)", text)
-    number = int(match.group(1)) if match else 0
+    match = re.fullmatch(r"(重发|放弃|已处理)?\s*(\d+)", text)
+    number = int(match.group(2)) if match else 0
     if not offset < number <= offset + len(ids):
+        if len(ids) == 1:
+            return ctx.retry(f"请回复序号 {offset + 1}，或「取消」退出。")
         return ctx.retry(f"请回复 {offset + 1} 到 {offset + len(ids)} 之间的序号，或「取消」退出。")
+    message_id = ids[number - offset - 1]
+    if match.group(1):  # "重发 2" / "放弃 2": the choice in one line
+        return await _decide(ctx, CHOICES[match.group(1)], number, message_id, offset)
+    item = await ob.review_item(ctx.db, message_id, await _reach(ctx))
+    if item is None:  # a colleague was quicker
+        return await _show(ctx, offset, f"第 {number} 条：这条消息已经处理过了。")
+    return ctx.ask(_choice_question(number, item), router.step("choice"), picked=message_id, number=number)
+
+
+@router.state("choice", roles=STAFF)
+async def choose(ctx: Context) -> str:
+    choice = CHOICES.get(ctx.text.strip())
+    if choice is None:
+        return ctx.retry("请回复 1 重发，或 2 放弃；「取消」退出。")
+    return await _decide(ctx, choice, int(ctx.data["number"]), int(ctx.data["picked"]),
+                         int(ctx.data.get("offset", 0)))
+
+
+async def _decide(ctx: Context, choice: str, number: int, message_id: int, offset: int) -> str:
+    decide = ob.resend if choice == "resend" else ob.give_up
     try:
-        row = await ob.mark_reviewed(ctx.db, ids[number - offset - 1], await _reach(ctx),
-                                     f"resident:{ctx.resident.id}", ctx.now)
+        row = await decide(ctx.db, message_id, await _reach(ctx), f"resident:{ctx.resident.id}", ctx.now)
     except ob.OutboxReviewError as exc:
         return await _show(ctx, offset, f"第 {number} 条：{exc.reason}")
     label = KIND_LABELS.get(row.kind, "通知")
-    return await _show(ctx, offset, f"已将第 {number} 条（{label}）标记为已处理。")
+    if choice == "resend":
+        return await _show(ctx, offset, f"已将第 {number} 条（{label}）重新排队发送。")
+    return await _show(ctx, offset, f"已将第 {number} 条（{label}）标记为已处理，不再发送。")

@@ -6,8 +6,10 @@ The operations here are the only way rows change state:
     notify()            pending          (in the caller's transaction)
     claim_due()         pending → sending          (committed before any API call; see bot/push)
     finish()            sending → sent | pending (retry) | waiting | failed
-    recover_stale()     sending (lease expired) → unknown     (never re-sent: at-most-once)
+    recover_stale()     sending (lease expired) → unknown     (never re-sent automatically: at-most-once)
     take_waiting()      waiting → shown      (the resident's next message shows them)
+    resend()            failed | unknown → pending    (staff judged it undelivered: sent once more; audited)
+    give_up()           failed | unknown → cancelled  (staff told the resident another way; audited)
 """
 
 from __future__ import annotations
@@ -153,38 +155,44 @@ async def notify_now(
 
 
 async def claim_due(
-    db: Database, now: dt.datetime, limit: int, claimer: str, lease: dt.timedelta
+    db: Database, now: dt.datetime, limit: int, claimer: str, lease: dt.timedelta,
+    record: Sequence[Outcome] = (),
 ) -> list[OutboxMessage]:
     """Mark up to `limit` due pending rows as sending (lease until now + lease) for `claimer`, and commit.
+
+    `record`: the outcomes of this claimer's previous claim, recorded (as `finish` does) in the same transaction,
+    so a sender going batch after batch never holds two claims, and pays one commit per batch, not two.
 
     Concurrent senders never claim the same row: PostgreSQL skips rows another claimer has locked;
     SQLite serialises write transactions (BEGIN IMMEDIATE).
     """
+    due = (
+        select(OutboxMessage.id)
+        .where(OutboxMessage.status == OutboxStatus.PENDING, OutboxMessage.next_attempt_at <= now)
+        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+        .limit(limit)
+    )
     async with db.write() as session:
-        query = (
-            select(OutboxMessage.id)
-            .where(OutboxMessage.status == OutboxStatus.PENDING, OutboxMessage.next_attempt_at <= now)
-            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
-            .limit(limit)
-        )
-        if not db.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
-        ids = list((await session.exec(query)).all())
-        if not ids:
-            return []
-        await session.exec(
+        if record:
+            await _record(session, claimer, record, now)
+        if db.is_sqlite:
+            chosen = col(OutboxMessage.id).in_(due)  # one statement: SQLite evaluates the subquery once
+        else:
+            # Lock the ids first: PostgreSQL may re-run a LIMIT … SKIP LOCKED subquery inside an UPDATE and so
+            # claim more than `limit` rows.
+            ids = list((await session.exec(due.with_for_update(skip_locked=True))).all())
+            if not ids:
+                return []
+            chosen = col(OutboxMessage.id).in_(ids)
+        claim = (
             update(OutboxMessage)
-            .where(col(OutboxMessage.id).in_(ids), OutboxMessage.status == OutboxStatus.PENDING)
+            .where(chosen, OutboxMessage.status == OutboxStatus.PENDING)
             .values(status=OutboxStatus.SENDING, claimed_by=claimer, next_attempt_at=now + lease)
+            .returning(OutboxMessage)
+            .execution_options(synchronize_session=False)
         )
-        rows = (
-            await session.exec(
-                select(OutboxMessage)
-                .where(col(OutboxMessage.id).in_(ids), OutboxMessage.claimed_by == claimer)
-                .order_by(OutboxMessage.id)
-            )
-        ).all()
-        return [row for row in rows if row.status == OutboxStatus.SENDING]
+        rows = list((await session.exec(claim)).scalars().all())
+    return sorted(rows, key=lambda row: row.id)
 
 
 @dataclass
@@ -201,39 +209,43 @@ class Outcome:
 
 async def finish(db: Database, claimer: str, outcomes: Sequence[Outcome], now: dt.datetime) -> int:
     """Record the outcomes of one claim in one transaction. Only rows still claimed by `claimer` change
-    (a row another process recovered as `unknown` becomes `sent` if we did send it). Returns rows changed.
+    (a row another process recovered as `unknown` becomes `sent` if we did send it). Returns rows changed."""
+    async with db.write() as session:
+        return await _record(session, claimer, outcomes, now)
 
-    Outcomes that write the same values share one UPDATE (a drained batch is mostly "sent by text")."""
+
+async def _record(session: AsyncSession, claimer: str, outcomes: Sequence[Outcome], now: dt.datetime) -> int:
+    """finish() inside the caller's transaction. Outcomes that write the same values share one UPDATE (a drained
+    batch is mostly "sent by text")."""
     groups: dict[tuple, list[int]] = defaultdict(list)
     for o in outcomes:
         error = o.error[:255] if o.error else None
         groups[(o.status, o.channel, error, o.next_attempt_at, o.attempted)].append(o.id)
     changed = 0
-    async with db.write() as session:
-        for (status, channel, error, next_attempt_at, attempted), ids in groups.items():
-            values: dict[str, Any] = {"status": status, "last_error": error}
-            if channel:
-                values["channel"] = channel
-            if attempted:
-                values["attempts"] = OutboxMessage.attempts + 1
-            if status == OutboxStatus.SENT:
-                values["sent_at"] = now
-            if next_attempt_at is not None:
-                values["next_attempt_at"] = next_attempt_at
-            if status != OutboxStatus.SENDING:
-                values["claimed_by"] = None
-            allowed = [OutboxStatus.SENDING] + ([OutboxStatus.UNKNOWN] if status == OutboxStatus.SENT else [])
-            for start in range(0, len(ids), 500):
-                result = await session.exec(
-                    update(OutboxMessage)
-                    .where(
-                        col(OutboxMessage.id).in_(ids[start : start + 500]),
-                        OutboxMessage.claimed_by == claimer,
-                        col(OutboxMessage.status).in_(allowed),
-                    )
-                    .values(**values)
+    for (status, channel, error, next_attempt_at, attempted), ids in groups.items():
+        values: dict[str, Any] = {"status": status, "last_error": error}
+        if channel:
+            values["channel"] = channel
+        if attempted:
+            values["attempts"] = OutboxMessage.attempts + 1
+        if status == OutboxStatus.SENT:
+            values["sent_at"] = now
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+        if status != OutboxStatus.SENDING:
+            values["claimed_by"] = None
+        allowed = [OutboxStatus.SENDING] + ([OutboxStatus.UNKNOWN] if status == OutboxStatus.SENT else [])
+        for start in range(0, len(ids), 500):
+            result = await session.exec(
+                update(OutboxMessage)
+                .where(
+                    col(OutboxMessage.id).in_(ids[start : start + 500]),
+                    OutboxMessage.claimed_by == claimer,
+                    col(OutboxMessage.status).in_(allowed),
                 )
-                changed += result.rowcount or 0
+                .values(**values)
+            )
+            changed += result.rowcount or 0
     return changed
 
 
@@ -263,26 +275,29 @@ async def recover_stale(db: Database, now: dt.datetime, limit: int = 500) -> int
         return result.rowcount or 0
 
 
-async def text_sends_since(db: Database, windows: dict[int, dt.datetime]) -> dict[int, int]:
-    """Customer-service texts already sent to each resident since their window opened {resident_id: start}."""
-    if not windows:
+async def recipients(db: Database, resident_ids: Iterable[int]) -> dict[int, tuple[Any, int]]:
+    """{resident_id: (Resident, customer-service texts sent to them since their last message)}, in one query:
+    what the sender needs to pick a channel for a batch (see bot/push)."""
+    from storage.residents import Resident
+
+    ids = sorted(set(resident_ids))
+    if not ids:
         return {}
+    texts_in_window = (
+        select(func.count())
+        .select_from(OutboxMessage)
+        .where(
+            OutboxMessage.resident_id == Resident.id,
+            OutboxMessage.status == OutboxStatus.SENT,
+            OutboxMessage.channel == "text",
+            OutboxMessage.sent_at >= Resident.last_contact_at,
+        )
+        .correlate(Resident)
+        .scalar_subquery()
+    )
     async with db.read() as session:
-        rows = (
-            await session.exec(
-                select(OutboxMessage.resident_id, OutboxMessage.sent_at).where(
-                    col(OutboxMessage.resident_id).in_(list(windows)),
-                    OutboxMessage.channel == "text",
-                    OutboxMessage.status == OutboxStatus.SENT,
-                    OutboxMessage.sent_at >= min(windows.values()),
-                )
-            )
-        ).all()
-    counts = dict.fromkeys(windows, 0)
-    for resident_id, sent_at in rows:
-        if sent_at >= windows[resident_id]:
-            counts[resident_id] += 1
-    return counts
+        rows = (await session.exec(select(Resident, texts_in_window).where(col(Resident.id).in_(ids)))).all()
+    return {resident.id: (resident, int(count or 0)) for resident, count in rows}
 
 
 # -- the resident's next message ------------------------------------------------------------------------------
@@ -393,11 +408,20 @@ async def needing_review(
 
 
 
-# -- staff acknowledging failed deliveries ("投递失败") ------------------------------------------------------
+# -- staff deciding about failed deliveries ("投递失败", `steward outbox resend|drop`) ------------------------------
 #
-# A row staff have looked at (phoned the resident, told them in person, decided it no longer matters) leaves the
-# review list as `cancelled`: it is never sent, and broadcast progress counts it as settled. Its last_error is
-# kept, and the audit row records who reviewed it, when, and what it was (failed / unknown).
+# A failed or unknown row waits for staff, who decide one of two things:
+#
+# * RESEND (重发): they judge it did not arrive. It goes back to `pending`, due now, with a fresh retry budget
+#   (attempts 0, last_error cleared; the audit row keeps what it was), unclaimed, and the sender sends it once
+#   more like any due row. It keeps its idempotency key: it is the same notification, still written once. For
+#   an `unknown` row this is the one way it is ever sent again, and only because someone chose so (it may have
+#   arrived the first time: the chat says so before asking).
+# * GIVE UP (放弃, "reviewed"): they told the resident another way, or it no longer matters. It leaves the review
+#   list as `cancelled`: never sent, and broadcast progress counts it as settled. Its last_error is kept.
+#
+# Each decision is one transaction with its audit row; a row already decided (a second tap, a colleague) is
+# refused, so two staff cannot both resend it.
 
 REVIEW_PAGE_MAX = 50
 
@@ -453,11 +477,23 @@ async def review_page(
     return [ReviewItem(message, name, phone, community) for message, name, phone, community in rows], int(total)
 
 
-async def mark_reviewed(
-    db: Database, message_id: int, community_ids: Iterable[int] | None, actor: str, now: dt.datetime
+async def review_item(db: Database, message_id: int, community_ids: Iterable[int] | None) -> ReviewItem | None:
+    """One row still waiting for a decision, if its resident is in these communities (None: any)."""
+    from storage.residents import Resident
+
+    if community_ids is not None and not set(community_ids):
+        return None
+    query = _review_query(select(OutboxMessage, Resident.name, Resident.phone, Resident.community_id),
+                          community_ids).where(OutboxMessage.id == message_id)
+    async with db.read() as session:
+        found = (await session.exec(query)).first()
+    return ReviewItem(*found) if found else None
+
+
+async def _decide(
+    db: Database, message_id: int, community_ids: Iterable[int] | None, actor: str, now: dt.datetime,
+    action: str, values: dict[str, Any], wake: bool = False,
 ) -> OutboxMessage:
-    """Staff have dealt with a failed or unknown row: it leaves the review list (status cancelled, last_error
-    kept), with an audit row in the same transaction. `community_ids` None: any community (an admin)."""
     from storage.residents import Resident
     from storage.roles import audit_entry
 
@@ -470,15 +506,40 @@ async def mark_reviewed(
             raise OutboxReviewError("这条消息的收件人不在您负责的社区。")
         if row.status not in NEEDS_REVIEW:
             raise OutboxReviewError("这条消息已经处理过了。")
-        previous = row.status
+        previous = {"previous_status": row.status, "attempts": row.attempts, "last_error": row.last_error or ""}
         result = await session.exec(
             update(OutboxMessage)
             .where(OutboxMessage.id == message_id, col(OutboxMessage.status).in_(NEEDS_REVIEW))
-            .values(status=OutboxStatus.CANCELLED, claimed_by=None)
+            .values(**values)
         )
         if not result.rowcount:
             raise OutboxReviewError("这条消息已经处理过了。")
-        session.add(audit_entry(now, actor, "outbox.review", "outbox", message_id, previous_status=previous,
-                                resident_id=row.resident_id, kind=row.kind, last_error=row.last_error or ""))
+        session.add(audit_entry(now, actor, action, "outbox", message_id, resident_id=row.resident_id,
+                                kind=row.kind, **previous))
+        if wake:
+            _wake_after_commit(session)
         await session.refresh(row)
         return row
+
+
+async def resend(
+    db: Database, message_id: int, community_ids: Iterable[int] | None, actor: str, now: dt.datetime
+) -> OutboxMessage:
+    """Staff judge a failed or unknown row undelivered: back to pending, due now, attempts 0, so the sender sends
+    it once more (audit `outbox.resend`). `community_ids` None: any community (an admin, the command line)."""
+    return await _decide(
+        db, message_id, community_ids, actor, now, "outbox.resend",
+        dict(status=OutboxStatus.PENDING, attempts=0, next_attempt_at=now, last_error=None, claimed_by=None,
+             channel=None, sent_at=None),
+        wake=True,
+    )
+
+
+async def give_up(
+    db: Database, message_id: int, community_ids: Iterable[int] | None, actor: str, now: dt.datetime
+) -> OutboxMessage:
+    """Staff have dealt with a failed or unknown row another way: it leaves the review list (status cancelled,
+    last_error kept), audit `outbox.review`. `community_ids` None: any community (an admin, the command line)."""
+    return await _decide(db, message_id, community_ids, actor, now, "outbox.review",
+                         dict(status=OutboxStatus.CANCELLED, claimed_by=None))
+
