@@ -57,14 +57,14 @@ async def build_bot(
     reply_deadline: float = 4.0,
     upgrade_schema: bool | None = None,
 ) -> Bot:
-    db = db or Database(settings.database_url)
+    db = db or Database(settings.database_url, limits=settings.database_limits)
     if upgrade_schema is None:
         upgrade_schema = settings.is_sqlite
     if upgrade_schema:
         await migrate.upgrade(db)
     elif not await migrate.is_current(db):
         raise SchemaOutOfDate("数据库结构不是最新，请先运行 steward db upgrade。")
-    kv = kv or open_store(settings.redis_url, settings.redis_prefix)
+    kv = kv or open_store(settings.redis_url, settings.redis_prefix, settings.redis_limits)
     clock = clock or Clock(settings.timezone)
     wechat = WeChatClient(settings.wechat_appid, settings.wechat_secret, settings.wechat_api_base, kv)
     sender = Sender.from_settings(settings, db, kv, wechat, clock)
@@ -73,18 +73,57 @@ async def build_bot(
 
     engine.after_reply.append(show_waiting_notices)
 
+    drains = _CoalescedDrain(sender)
+
     async def late_reply(openid: str, text: str) -> None:
         # Through the outbox, like every push: sent once, rate-limited, retried, or shown at the next message.
-        resident = await find_resident(db, openid)
-        if resident is None or resident.id is None:
-            log.warning("late reply to …%s dropped: no such resident", openid[-6:])
-            return
-        now = clock.now()
-        await notify_now(db, resident.id, "reply", text, f"late:{resident.id}:{uuid.uuid4().hex}", now)
-        await sender.drain(max_batches=1)  # now, whether or not a scheduler runs in this process
+        try:
+            resident = await find_resident(db, openid)
+            if resident is not None and resident.id is not None:
+                now = clock.now()
+                await notify_now(db, resident.id, "reply", text, f"late:{resident.id}:{uuid.uuid4().hex}", now)
+                await drains.request()  # now, whether or not a scheduler runs in this process
+                return
+            reason = "no resident row"
+        except Exception as exc:
+            reason = str(exc)
+        # The database is what failed (or never saw this first-time sender): the resident, who was answered
+        # `success`, must still hear what happened. They wrote seconds ago, so the customer-service window is
+        # open; send it directly.
+        log.warning("late reply to …%s bypasses the outbox: %s", openid[-6:], reason)
+        try:
+            await wechat.send_text(openid, text)
+        except Exception:
+            log.exception("late reply to …%s could not be sent", openid[-6:])
 
     gateway = Gateway(settings, engine, kv, db, late_reply, reply_deadline=reply_deadline)
     return Bot(settings, db, kv, clock, wechat, engine, gateway, services)
+
+
+class _CoalescedDrain:
+    """One prompt outbox drain at a time, however many late replies ask for one: a burst past the reply
+    deadline must not start a drain (and take a database connection) per message. A request made while a
+    drain runs is served by that drain's next round."""
+
+    def __init__(self, sender: Sender) -> None:
+        self.sender = sender
+        self._wanted = False
+        self._running = False
+
+    async def request(self) -> None:
+        self._wanted = True
+        if self._running:
+            return
+        self._running = True
+        try:
+            while self._wanted:
+                self._wanted = False
+                try:
+                    await self.sender.drain(max_batches=5)
+                except Exception as exc:  # the rows are written: the scheduler's drain sends them
+                    log.warning("prompt drain after a late reply failed: %s", exc)
+        finally:
+            self._running = False
 
 
 BOT_KEY = web.AppKey("bot", Bot)

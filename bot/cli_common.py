@@ -41,7 +41,7 @@ def cli_clock(settings: Settings) -> Clock:
 
 async def open_database(settings: Settings) -> Database:
     """The database, its schema brought up to date on SQLite; elsewhere refused unless already current."""
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, limits=settings.database_limits)
     if settings.is_sqlite:
         await migrate.upgrade(db)
     elif not await migrate.is_current(db):

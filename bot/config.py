@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from storage.db import DatabaseLimits
+from storage.kv import RedisLimits
 
 OFFICIAL_API_BASE = "https://api.weixin.qq.com"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///steward.db"
@@ -39,9 +43,32 @@ class Settings:
     templates: dict[str, str] = field(default_factory=dict)
     # Sends per second across all workers, so a big push never trips WeChat's limits.
     send_rate: int = 200
+    # Rows a sender claims at once: the most a sender killed mid-send leaves `unknown` for staff (bot/push).
+    send_batch: int = 20
     redis_prefix: str = "steward:"
     # Non-urgent broadcasts and reminders written in this window go out when it ends ("off" for none).
     quiet_hours: str = "21:00-08:00"
+    # How long the bot waits for Redis and PostgreSQL (see "Running it for real" in the README): every bound
+    # is well under WeChat's 5 s, so an outage or a burst is answered, never left hanging.
+    redis_pool_size: int = RedisLimits.pool_size
+    redis_pool_wait: float = RedisLimits.pool_wait
+    redis_timeout: float = RedisLimits.timeout
+    db_pool_size: int = DatabaseLimits.pool_size
+    db_max_overflow: int = DatabaseLimits.max_overflow
+    db_pool_wait: float = DatabaseLimits.pool_wait
+    db_connect_timeout: float = DatabaseLimits.connect_timeout
+    db_command_timeout: float = DatabaseLimits.command_timeout
+
+    @property
+    def redis_limits(self) -> RedisLimits:
+        return RedisLimits(pool_size=self.redis_pool_size, pool_wait=self.redis_pool_wait, timeout=self.redis_timeout)
+
+    @property
+    def database_limits(self) -> DatabaseLimits:
+        return DatabaseLimits(
+            pool_size=self.db_pool_size, max_overflow=self.db_max_overflow, pool_wait=self.db_pool_wait,
+            connect_timeout=self.db_connect_timeout, command_timeout=self.db_command_timeout,
+        )
 
     @property
     def safe_mode(self) -> bool:
@@ -55,6 +82,39 @@ class Settings:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)
         return Settings(**values)
+
+
+# The public dev defaults above, with the word an operator knows each by (the Official Account admin's names).
+_PUBLIC_DEFAULTS = (("wechat_token", "STEWARD_WECHAT_TOKEN", "令牌（Token）"),
+                    ("wechat_appid", "STEWARD_WECHAT_APPID", "AppID"),
+                    ("wechat_secret", "STEWARD_WECHAT_SECRET", "AppSecret"))
+_LOOPBACK_NAMES = {"localhost", "localhost.", "ip6-localhost", "ip6-loopback"}
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 (also as [::1] or ::ffff:127.x.x.x) and localhost: reachable from this machine only."""
+    name = host.strip().lower()
+    if name in _LOOPBACK_NAMES:
+        return True
+    try:
+        address = ipaddress.ip_address(name.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return False  # any other host name may resolve to a public address
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def check_public_serving(settings: Settings) -> None:
+    """Refuse (ConfigError) to serve beyond loopback with the public dev token, AppID or secret: anyone who read
+    the README could sign callbacks as WeChat (the token) or pass for the account at the API (AppID/secret)."""
+    if is_loopback(settings.host):
+        return
+    defaults = Settings()
+    public = [(env, word) for attr, env, word in _PUBLIC_DEFAULTS if getattr(settings, attr) == getattr(defaults, attr)]
+    if public:
+        names = "、".join(env for env, _word in public)
+        words = "、".join(word for _env, word in public)
+        raise ConfigError(f"{names} 仍是公开的默认值，不能在 {settings.host} 上对外服务；请设置自己的{words}。")
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -145,7 +205,8 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     host = get("HOST")
     if host:
         values["host"] = host
-    for name, attr, low, high in (("PORT", "port", 1, 65535), ("SEND_RATE", "send_rate", 1, 100000)):
+    for name, attr, low, high in (("PORT", "port", 1, 65535), ("SEND_RATE", "send_rate", 1, 100000),
+                                  ("SEND_BATCH", "send_batch", 1, 1000)):
         raw = get(name)
         if raw is None:
             continue
@@ -169,6 +230,25 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         if not (quiet.lower() in ("off", "none") or re.fullmatch(rf"{_HHMM}-{_HHMM}", quiet)):
             raise ConfigError("STEWARD_QUIET_HOURS must look like 21:00-08:00 (or off).")
         values["quiet_hours"] = quiet
+    for name, low, high in (("REDIS_POOL_SIZE", 1, 10000), ("DB_POOL_SIZE", 1, 1000), ("DB_MAX_OVERFLOW", 0, 1000)):
+        raw = get(name)
+        if raw is None:
+            continue
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            raise ConfigError(f"STEWARD_{name} must be a whole number from {low} to {high}.")
+        values[name.lower()] = int(raw)
+    # Seconds; capped below WeChat's 5-second window, which they exist to protect.
+    for name in ("REDIS_POOL_WAIT", "REDIS_TIMEOUT", "DB_POOL_WAIT", "DB_CONNECT_TIMEOUT", "DB_COMMAND_TIMEOUT"):
+        raw = get(name)
+        if raw is None:
+            continue
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = -1.0
+        if not 0.05 <= seconds <= 4.0:
+            raise ConfigError(f"STEWARD_{name} must be a number of seconds from 0.05 to 4.")
+        values[name.lower()] = seconds
     prefix = get("REDIS_PREFIX")
     if prefix:
         values["redis_prefix"] = prefix

@@ -23,8 +23,8 @@ from typing import Any
 from bot.config import Settings
 from bot.protocol import InboundMessage
 from storage.clock import Clock
-from storage.db import Database
-from storage.kv import KeyValueStore
+from storage.db import CommitUnknown, Database, count_commits, is_unavailable
+from storage.kv import KeyValueStore, StoreUnavailable
 from storage.residents import Resident, ResidentDirectory
 from storage.roles import Role, RoleGrant, active_grants
 from storage.state import FlowState, StateStore
@@ -37,6 +37,31 @@ AfterReply = Callable[["Context", str], Awaitable[str]]
 CANCEL_WORDS = {"取消", "退出", "cancel", "q"}
 UNKNOWN_HINT = "没太明白您的意思。回复「菜单」查看全部服务，或直接描述您要反映的问题。"
 ERROR_REPLY = "抱歉，系统开小差了，您刚才的操作没有保存，请稍后再试一次。"
+# Redis or the database is away: nothing of the message was done.
+BUSY_REPLY = "系统繁忙，您刚才的消息没有处理，请稍后再发。"
+# The change committed, then something after it failed: the resident must not be told it was lost.
+SAVED_BUT_REPLY = "您刚才的操作已保存，但系统随后开小差，后面的提示没能显示。回复「菜单」继续。"
+# The database stopped answering during COMMIT: we do not know, so we say so and tell how to find out.
+UNSURE_REPLY = "系统繁忙，暂时无法确认您刚才的操作是否已保存。请过几分钟回复「菜单」查看（如「我的诉求」），确认没有再重发。"
+
+
+class NotDone(str):
+    """A reply saying the message was not carried out (busy, error): the gateway tells a resident who was
+    already answered `success` by push that it must be sent again."""
+
+
+def outage(exc: BaseException) -> bool:
+    """Redis or the database could not be reached in time (as opposed to a bug)."""
+    return isinstance(exc, StoreUnavailable) or is_unavailable(exc)
+
+
+def failure_reply(exc: BaseException, committed: bool) -> str:
+    """What to tell a resident when handling their message raised, true to what the database holds."""
+    if isinstance(exc, CommitUnknown):
+        return UNSURE_REPLY
+    if committed:
+        return SAVED_BUT_REPLY
+    return NotDone(BUSY_REPLY if outage(exc) else ERROR_REPLY)
 
 
 @dataclass(frozen=True)
@@ -275,32 +300,58 @@ class Engine:
         return self.flow_titles.get(state.flow, state.flow)
 
     async def handle(self, msg: InboundMessage) -> str:
-        """One message in, one reply out (empty: nothing to say)."""
+        """One message in, one reply out (empty: nothing to say).
+
+        The resident's flow state is taken (read and removed) before the step runs and written back after
+        it, so a step whose outcome could not be recorded (Redis gone after a commit) is never run twice by
+        a stale state: the resident at worst leaves the flow, told the truth about what was saved.
+        Outage errors before the step propagate: the gateway answers them with a busy text.
+        """
+        commits = count_commits()
         now = self.clock.now()
         if msg.event == "unsubscribe":
             resident = Resident(openid=msg.openid, created_at=now)
         else:
             resident = await self.residents.touch(msg.openid, now)
-        state = await self.states.load(msg.openid)
+        state = await self.states.take(msg.openid)
         notice = ""
         if state and state.expired(self.states.now()):
             notice = f"（您在「{self.flow_title(state)}」中停留超过30分钟，已自动退出。）\n"
-            await self.states.clear(msg.openid)
             state = None
         ctx = Context(msg, resident, state, self)
         try:
             reply = await self.dispatch(ctx)
-        except Exception:
-            log.exception("handler failed for message %s", msg.dedup_key)
-            return ERROR_REPLY
-        if ctx._next is not None:
-            await self.states.save(msg.openid, ctx._next)
-        elif ctx._clear and state is not None:
-            await self.states.clear(msg.openid)
+        except Exception as exc:
+            if outage(exc):
+                log.warning("message %s not handled: %s", msg.dedup_key, exc)
+            else:
+                log.exception("handler failed for message %s", msg.dedup_key)
+            if not commits[0] and state is not None:
+                await self._put_back(msg.openid, state)  # nothing changed: the same question stands
+            return failure_reply(exc, committed=bool(commits[0]))
+        try:
+            if ctx._next is not None:
+                await self.states.save(msg.openid, ctx._next)
+            elif not ctx._clear and state is not None:
+                await self.states.save(msg.openid, state)
+        except StoreUnavailable as exc:
+            log.warning("flow state of message %s not saved: %s", msg.dedup_key, exc)
+            if not commits[0]:
+                return NotDone(BUSY_REPLY)
+            # Committed: the reply is true. The flow ends here (its state was taken), so nothing repeats it.
         reply = notice + (reply or "") if (reply or notice) else ""
         for hook in self.after_reply:
-            reply = await hook(ctx, reply)
+            try:
+                reply = await hook(ctx, reply)
+            except Exception as exc:  # extras (waiting notices) must never cost the reply itself
+                log.warning("after-reply hook failed for message %s: %s", msg.dedup_key, exc)
         return reply.strip()
+
+    async def _put_back(self, openid: str, state: FlowState) -> None:
+        try:
+            await self.states.save(openid, state)
+        except StoreUnavailable:
+            pass
 
     async def dispatch(self, ctx: Context) -> str | None:
         msg = ctx.msg

@@ -3,11 +3,16 @@
 WeChat waits 5 s for an answer and retries the same message up to 3 times. A message is handled once:
 the first delivery claims its key; a retry waits for that reply and gets the same one. A handler still
 running after `reply_deadline` is answered with `success` and its reply goes out later by push.
+
+When Redis or the database is away every request is still answered within the deadline, never with a 500:
+a polite busy text when the message could not be taken on, or `success` and a later push. A step that fails
+after `success` went out is followed by a push saying it was not saved and should be sent again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -16,9 +21,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from bot.config import Settings
-from bot.engine import ERROR_REPLY, Engine
+from bot.engine import BUSY_REPLY, Engine, NotDone, failure_reply
 from bot.protocol import (
     MAX_BODY,
+    MAX_CLOCK_SKEW,
     UNUSABLE_TYPES,
     BadRequest,
     Forbidden,
@@ -29,7 +35,7 @@ from bot.protocol import (
     render_text_reply,
 )
 from storage.db import Database
-from storage.kv import KeyValueStore, LockTimeout
+from storage.kv import KeyValueStore, LockTimeout, StoreUnavailable
 
 log = logging.getLogger("steward.gateway")
 
@@ -37,7 +43,9 @@ SEEN_TTL = 10 * 60  # WeChat's retries come within ~15 s; keep replies well past
 PENDING = "\x00pending"
 LATE = "\x00late"  # the reply went (or goes) out by push; a retry answers "success"
 UNUSABLE_REPLY = "暂时无法处理这类消息（视频、链接、文件等）。请发送文字、语音、图片或位置，回复「菜单」查看服务。"
-BUSY_REPLY = "您的上一条消息还在处理中，请稍等片刻再发送。"
+WAIT_REPLY = "您的上一条消息还在处理中，请稍等片刻再发送。"
+LOCK_TTL = 10.0  # a per-resident lock outlives a crashed holder by at most this; renewed while held
+LATE_FAILED = "抱歉，您刚才发送的「{text}」因系统繁忙没有保存，请再发送一次。"
 
 LateReply = Callable[[str, str], Awaitable[None]]
 
@@ -79,8 +87,12 @@ class Gateway:
         return web.Response(text=request.query.get("echostr", ""))
 
     async def health(self, _request: web.Request) -> web.Response:
-        database = await self.db.ping()
-        redis = await self.kv.ping() if self.settings.redis_url else None
+        """Answers within a second, whatever hangs: each check has its own short timeout."""
+
+        async def redis_ok() -> bool | None:
+            return await self.kv.ping() if self.settings.redis_url else None
+
+        database, redis = await asyncio.gather(self.db.ping(timeout=0.8), _within(redis_ok(), 0.8))
         ok = database and redis is not False
         body = {"database": "ok" if database else "unreachable", "redis": _redis_word(redis)}
         return web.json_response(body, status=200 if ok else 503)
@@ -112,6 +124,10 @@ class Gateway:
             log.info("rejected callback: %s", exc)
             return web.Response(status=400, text="bad request")
 
+        if not encrypted:
+            refused = await self._bind_signature(request.query, body)
+            if refused is not None:
+                return refused
         text = await self._reply_once(msg, started)
         if not text:
             return web.Response(text="success")
@@ -120,29 +136,47 @@ class Gateway:
             reply_xml = self.safe.encrypt(reply_xml, request.query.get("nonce") or uuid.uuid4().hex[:10])
         return web.Response(text=reply_xml, content_type="application/xml")
 
+    async def _bind_signature(self, query, body: bytes) -> web.Response | None:
+        """Plain mode signs only the query string, not the body: a signed URL seen anywhere (a proxy's log)
+        could carry any body for five minutes. Tie each (timestamp, nonce, signature) to the first body sent
+        with it; WeChat's own retry of that body still passes and gets its stored reply."""
+        digest = hashlib.sha1(body).hexdigest()
+        key = "sig:{}:{}:{}".format(query.get("timestamp", ""), query.get("nonce", ""), query.get("signature", ""))
+        try:
+            if await self.kv.set_if_absent(key, digest, MAX_CLOCK_SKEW * 2 + 60):
+                return None
+            if await self.kv.get(key) == digest:
+                return None
+        except StoreUnavailable:
+            return None  # the message's own dedup step answers "busy" without handling anything
+        log.warning("refused a plain-mode callback: its signature was already used with another body")
+        return web.Response(status=403, text="forbidden")
+
     async def _reply_once(self, msg: InboundMessage, started: float) -> str:
         key = "seen:" + msg.dedup_key
         deadline = started + self.reply_deadline
-        if not await self.kv.set_if_absent(key, PENDING, SEEN_TTL):
-            return await self._await_first_reply(key, deadline)
+        try:
+            claimed = await self.kv.set_if_absent(key, PENDING, SEEN_TTL)
+            if not claimed:
+                return await self._await_first_reply(key, deadline)
+        except StoreUnavailable as exc:
+            # Without the dedup key a WeChat retry could run the step twice: take nothing on.
+            log.warning("message %s refused, state store away: %s", msg.dedup_key, exc)
+            return BUSY_REPLY
         task = asyncio.create_task(self._handle(msg))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         # asyncio.wait leaves the task running past the deadline (no cancel, no shield needed).
         done, _ = await asyncio.wait((task,), timeout=max(0.05, deadline - time.monotonic()))
         if not done:
-            await self.kv.set(key, LATE, SEEN_TTL)
-            task.add_done_callback(lambda t: self._send_late(msg.openid, t))
+            task.add_done_callback(lambda t: self._send_late(msg, t))
+            await self._remember(key, LATE)
             return ""
-        try:
-            text = task.result()
-        except Exception:
-            # Storage unreachable before a handler even ran (the engine catches handler errors itself):
-            # tell the resident, and forget the key so a later delivery of this message is tried afresh.
-            log.exception("message %s not handled", msg.dedup_key)
-            await self._forget(key)
-            return ERROR_REPLY
-        await self.kv.set(key, text or "", SEEN_TTL)
+        text = task.result()  # _handle never raises
+        if isinstance(text, NotDone):
+            await self._forget(key)  # a later delivery of this message is tried afresh
+        else:
+            await self._remember(key, text or "")
         return text
 
     async def _await_first_reply(self, key: str, deadline: float) -> str:
@@ -160,10 +194,21 @@ class Gateway:
             return UNUSABLE_REPLY
         try:
             # Two messages from one resident never run a flow step at once.
-            async with self.kv.lock("resident:" + msg.openid, timeout=60, wait=30):
+            async with self.kv.lock("resident:" + msg.openid, timeout=LOCK_TTL, wait=30):
                 return await self.engine.handle(msg)
         except LockTimeout:
-            return BUSY_REPLY
+            return NotDone(WAIT_REPLY)
+        except Exception as exc:
+            # Storage unreachable before a step ran (the engine answers for errors inside a step itself).
+            log.warning("message %s not handled: %s", msg.dedup_key, exc, exc_info=not isinstance(
+                exc, StoreUnavailable))
+            return failure_reply(exc, committed=False)
+
+    async def _remember(self, key: str, value: str) -> None:
+        try:
+            await self.kv.set(key, value, SEEN_TTL)
+        except StoreUnavailable:  # the reply stands; a retry (rare once answered) finds no key and is busy
+            log.warning("could not record the reply under %s", key)
 
     async def _forget(self, key: str) -> None:
         try:
@@ -171,15 +216,16 @@ class Gateway:
         except Exception:  # the store itself is down: the key expires on its own
             log.warning("could not clear dedup key %s", key)
 
-    def _send_late(self, openid: str, task: asyncio.Task) -> None:
+    def _send_late(self, msg: InboundMessage, task: asyncio.Task) -> None:
         if task.cancelled():
             return
-        if task.exception() is not None:
-            log.error("late step for %s failed", openid[-6:], exc_info=task.exception())
-            return
-        text = task.result()
+        text = task.result()  # _handle never raises
+        if isinstance(text, NotDone):
+            # The resident was answered `success`: they believe it went through. Say it did not.
+            snippet = msg.text if len(msg.text) <= 20 else msg.text[:19] + "…"
+            text = LATE_FAILED.format(text=snippet) if snippet else str(text)
         if text:
-            late = asyncio.create_task(self.late_reply(openid, text))
+            late = asyncio.create_task(self.late_reply(msg.openid, text))
             self._background.add(late)
             late.add_done_callback(self._background.discard)
 
@@ -201,6 +247,14 @@ async def _read_bounded(request: web.Request) -> bytes | None:
         if size > MAX_BODY:
             return None
         chunks.append(chunk)
+
+
+async def _within(aw: Awaitable[bool | None], seconds: float) -> bool | None:
+    try:
+        async with asyncio.timeout(seconds):
+            return await aw
+    except Exception:
+        return False
 
 
 def _redis_word(state: bool | None) -> str:

@@ -7,14 +7,20 @@ reads stay deferred so they never wait for writers (WAL mode).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+log = logging.getLogger("steward.db")
 
 # Tables whose committed changes other layers want to hear about (e.g. to drop a cached copy), with the
 # function that names the changed row. Filled by the table modules through `watch`.
@@ -34,19 +40,64 @@ def _collect_changes(session: Session, _flush_context) -> None:
             session.info.setdefault("changes", {}).setdefault(name, set()).add(_WATCHED[name](obj))
 
 
+class DatabaseUnavailable(Exception):
+    """The database did not answer in time (down, frozen, or every pooled connection busy too long)."""
+
+
+class CommitUnknown(DatabaseUnavailable):
+    """The database stopped answering during COMMIT: the change may or may not have been saved."""
+
+
+@dataclass(frozen=True)
+class DatabaseLimits:
+    """How long the bot waits for PostgreSQL. Each bound is well under WeChat's 5 s: a hung server costs a
+    resident a polite "busy" reply (or a push saying the step was not saved), never a silent loss."""
+
+    pool_size: int = 10
+    max_overflow: int = 20
+    pool_wait: float = 3.0  # seconds to wait for a pooled connection (a burst queues; the gateway's 4 s still holds)
+    connect_timeout: float = 2.0
+    command_timeout: float = 3.0  # one statement; the server is also told to stop after this long
+
+
+# How many write transactions committed in this task (and tasks it starts): lets the conversation engine tell
+# "nothing was saved" from "saved, but a later step failed" after an error.
+_commits: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("steward_commits", default=None)
+
+
+def count_commits() -> list[int]:
+    """Start counting this task's commits; returns the counter (a one-element list)."""
+    counter = [0]
+    _commits.set(counter)
+    return counter
+
+
 class Database:
-    def __init__(self, url: str, *, echo: bool = False, schema: str | None = None) -> None:
+    def __init__(
+        self, url: str, *, echo: bool = False, schema: str | None = None, limits: DatabaseLimits | None = None
+    ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.limits = limits = limits or DatabaseLimits()
+        # Parameters never reach a log line or an exception's text: they carry phones, names and rooms.
         if self.is_sqlite:
             self.engine: AsyncEngine = create_async_engine(
-                url, echo=echo, connect_args={"timeout": 30}, pool_size=5, max_overflow=10
+                url, echo=echo, connect_args={"timeout": 30}, pool_size=5, max_overflow=10, hide_parameters=True
             )
             _make_sqlite_transactions_explicit(self.engine)
         else:
-            connect_args = {"server_settings": {"search_path": schema}} if schema else {}
+            server_settings = {"statement_timeout": str(int(limits.command_timeout * 1000))}
+            if schema:
+                server_settings["search_path"] = schema
+            connect_args = {
+                "server_settings": server_settings,
+                "timeout": limits.connect_timeout,
+                "command_timeout": limits.command_timeout,
+            }
             self.engine = create_async_engine(
-                url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=connect_args
+                url, echo=echo, pool_size=limits.pool_size, max_overflow=limits.max_overflow,
+                pool_timeout=limits.pool_wait, pool_pre_ping=True, connect_args=connect_args,
+                hide_parameters=True,
             )
         self._writer = self.engine.execution_options(steward_write=True)
         self._read_sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
@@ -62,25 +113,79 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        What runs after the commit (cache invalidation hooks) cannot undo it, so it never raises: a change
+        that committed is reported as saved whatever fails afterwards."""
         async with self._write_sessions() as session:
-            async with session.begin():
+            transaction = await session.begin()
+            try:
                 yield session
+            except BaseException:
+                await _quietly(transaction.rollback())
+                raise
+            try:
+                await transaction.commit()
+            except BaseException as exc:
+                if _lost_contact(exc):
+                    raise CommitUnknown(str(exc) or type(exc).__name__) from exc
+                raise
+            counter = _commits.get()
+            if counter is not None:
+                counter[0] += 1
             changes = session.info.pop("changes", None)
             if changes:
                 for hook in self.on_commit:
-                    await hook(changes)
+                    try:
+                        await hook(changes)
+                    except Exception:
+                        log.warning("after-commit hook %s failed; its cache entries expire on their own",
+                                    getattr(hook, "__qualname__", hook), exc_info=True)
 
-    async def ping(self) -> bool:
+    async def ping(self, timeout: float = 1.0) -> bool:
         try:
-            async with self.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+            async with asyncio.timeout(timeout):
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
             return True
         except Exception:
             return False
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """An error that says the database could not be reached or did not answer in time (not a bug, not a
+    constraint): the gateway answers such a step with "busy" instead of an error."""
+    return isinstance(exc, DatabaseUnavailable) or _lost_contact(exc)
+
+
+def _lost_contact(exc: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, PoolTimeout | TimeoutError | ConnectionError | OSError):
+            return True
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True
+        name = type(exc).__name__
+        if name in ("QueryCanceledError", "ConnectionDoesNotExistError", "InterfaceError", "CannotConnectNowError",
+                    "ConnectionFailureError", "AdminShutdownError", "InternalClientError"):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+async def _quietly(aw: Awaitable[Any]) -> None:
+    try:
+        async with asyncio.timeout(2):
+            await aw
+    except Exception:
+        pass
 
 
 def _make_sqlite_transactions_explicit(engine: AsyncEngine) -> None:

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Protocol
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+log = logging.getLogger("steward.kv")
+T = TypeVar("T")
 
 
 class LockTimeout(Exception):
@@ -20,6 +26,8 @@ class LockTimeout(Exception):
 
 class KeyValueStore(Protocol):
     async def get(self, key: str) -> str | None: ...
+
+    async def getdel(self, key: str) -> str | None: ...
 
     async def set(self, key: str, value: str, ttl: float | None = None) -> None: ...
 
@@ -83,6 +91,11 @@ class MemoryStore:
         item = self._alive(key)
         return item[0] if item else None
 
+    async def getdel(self, key: str) -> str | None:
+        item = self._alive(key)
+        self._data.pop(key, None)
+        return item[0] if item else None
+
     async def set(self, key: str, value: str, ttl: float | None = None) -> None:
         self._sweep()
         self._data[key] = (value, time.monotonic() + ttl if ttl else None)
@@ -139,16 +152,67 @@ class MemoryStore:
         self._data.clear()
 
 
+class StoreUnavailable(Exception):
+    """Redis did not answer in time (cut, frozen, restarting, or its pool is exhausted for too long)."""
+
+
+# Compare-and-renew / compare-and-delete: a lock is extended or released only by the holder of its token.
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') and 1 or 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class RedisLimits:
+    """How long the bot waits for Redis. Every bound is well under WeChat's 5 s, so an outage costs a resident
+    a polite "busy" reply, never a dropped request."""
+
+    pool_size: int = 100  # connections per worker process
+    pool_wait: float = 2.0  # seconds a call waits for a free connection before giving up (a burst queues)
+    timeout: float = 1.0  # connect and command timeout, seconds
+    cooldown: float = 0.5  # after a failure, calls fail at once this long (one probe goes through)
+
+
 class RedisStore:
-    """Redis-backed store; every key is prefixed so several deployments (or test runs) can share a server."""
+    """Redis-backed store; every key is prefixed so several deployments (or test runs) can share a server.
 
-    def __init__(self, url: str, prefix: str = "steward:") -> None:
+    Calls wait (bounded) for a pooled connection instead of failing when a burst takes them all, and fail
+    fast with StoreUnavailable while Redis is away: after a failure only one probe call at a time goes out
+    until Redis answers again, so a frozen server does not hold every request for a full timeout.
+    """
+
+    def __init__(self, url: str, prefix: str = "steward:", limits: RedisLimits | None = None) -> None:
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
 
-        self._redis = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
+        self.limits = limits or RedisLimits()
+        # One quick retry on a broken connection (Redis restarted under a pooled socket); none on a timeout,
+        # which would only double the wait.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            decode_responses=True,
+            max_connections=self.limits.pool_size,
+            timeout=self.limits.pool_wait,
+            socket_timeout=self.limits.timeout,
+            socket_connect_timeout=self.limits.timeout,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
+        self._redis = aioredis.Redis(connection_pool=pool)
         self.prefix = prefix
+        self._down_until = 0.0
+        self._probing = False
+        self._renew = self._redis.register_script(_RENEW)
+        self._release = self._redis.register_script(_RELEASE)
+        self._local_locks: dict[str, asyncio.Lock] = {}
+        self._pending_releases: dict[str, str] = {}  # lock key → token whose release failed; retried
+        self._release_retry: asyncio.Task | None = None
 
     @property
     def client(self):  # the raw client, for Lua scripts and pipelines in storage/
@@ -157,52 +221,154 @@ class RedisStore:
     def key(self, key: str) -> str:
         return self.prefix + key
 
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Run one Redis round trip within the limits; StoreUnavailable if Redis is away."""
+        from redis.exceptions import RedisError
+
+        probe = False
+        if time.monotonic() < self._down_until:
+            if self._probing:
+                raise StoreUnavailable("redis is unavailable")
+            self._probing = probe = True
+        try:
+            async with asyncio.timeout(self.limits.pool_wait + self.limits.timeout + 0.5):
+                result = await make()
+        except (RedisError, OSError, TimeoutError) as exc:
+            # "No connection available" is a burst, not an outage: it must not stop the other calls.
+            if "No connection available" not in str(exc):
+                self._down_until = time.monotonic() + self.limits.cooldown
+            raise StoreUnavailable(f"redis: {exc or type(exc).__name__}") from exc
+        finally:
+            if probe:
+                self._probing = False
+        if probe or self._down_until:
+            self._down_until = 0.0
+        return result
+
     async def get(self, key: str) -> str | None:
-        return await self._redis.get(self.key(key))
+        return await self._call(lambda: self._redis.get(self.key(key)))
+
+    async def getdel(self, key: str) -> str | None:
+        return await self._call(lambda: self._redis.getdel(self.key(key)))
 
     async def set(self, key: str, value: str, ttl: float | None = None) -> None:
-        await self._redis.set(self.key(key), value, px=int(ttl * 1000) if ttl else None)
+        await self._call(lambda: self._redis.set(self.key(key), value, px=int(ttl * 1000) if ttl else None))
 
     async def set_if_absent(self, key: str, value: str, ttl: float) -> bool:
-        return bool(await self._redis.set(self.key(key), value, px=int(ttl * 1000), nx=True))
+        return bool(await self._call(lambda: self._redis.set(self.key(key), value, px=int(ttl * 1000), nx=True)))
 
     async def delete(self, *keys: str) -> None:
         if keys:
-            await self._redis.delete(*(self.key(k) for k in keys))
+            await self._call(lambda: self._redis.delete(*(self.key(k) for k in keys)))
 
     async def incr(self, key: str, ttl: float) -> int:
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.incr(self.key(key))
-        pipe.pexpire(self.key(key), int(ttl * 1000), nx=True)
-        value, _ = await pipe.execute()
-        return int(value)
+        async def run() -> int:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.incr(self.key(key))
+            pipe.pexpire(self.key(key), int(ttl * 1000), nx=True)
+            value, _ = await pipe.execute()
+            return int(value)
+
+        return await self._call(run)
 
     async def ttl(self, key: str) -> float | None:
-        ms = await self._redis.pttl(self.key(key))
+        ms = await self._call(lambda: self._redis.pttl(self.key(key)))
         return ms / 1000 if ms and ms > 0 else None
 
     @contextlib.asynccontextmanager
-    async def lock(self, name: str, timeout: float = 30.0, wait: float = 10.0) -> AsyncIterator[None]:
-        from redis.exceptions import LockError
+    async def lock(self, name: str, timeout: float = 10.0, wait: float = 10.0) -> AsyncIterator[None]:
+        """A lock shared by every worker. It lives `timeout` seconds and is renewed while held, so a holder
+        that crashed frees it within `timeout`, and one whose step runs long (a slow database) keeps it.
 
-        lock = self._redis.lock(self.key("lock:" + name), timeout=timeout, blocking_timeout=wait, sleep=0.01)
-        if not await lock.acquire():
-            raise LockTimeout(name)
+        Callers in this process queue on a local lock first: one waiter per name polls Redis, not hundreds.
+        A failed release (Redis away) is retried in the background instead of failing the finished step.
+        """
+        deadline = time.monotonic() + wait
+        local = self._local_locks.get(name)
+        if local is None:
+            local = self._local_locks[name] = asyncio.Lock()
         try:
-            yield
+            if local.locked():
+                try:
+                    async with asyncio.timeout(wait):
+                        await local.acquire()
+                except TimeoutError as exc:
+                    raise LockTimeout(name) from exc
+            else:
+                await local.acquire()
+            try:
+                key, token = self.key("lock:" + name), uuid.uuid4().hex
+                ttl_ms = int(timeout * 1000)
+                await self._take(name, key, token, ttl_ms, deadline)
+                renewer = asyncio.create_task(self._keep(key, token, ttl_ms, timeout / 3))
+                try:
+                    yield
+                finally:
+                    renewer.cancel()
+                    await self._let_go(key, token)
+            finally:
+                local.release()
         finally:
-            with contextlib.suppress(LockError):
-                await lock.release()
+            if not local.locked() and not getattr(local, "_waiters", None):
+                self._local_locks.pop(name, None)
+
+    async def _take(self, name: str, key: str, token: str, ttl_ms: int, deadline: float) -> None:
+        pause = 0.005
+        while True:
+            if await self._call(lambda: self._redis.set(key, token, px=ttl_ms, nx=True)):
+                return
+            if time.monotonic() + pause > deadline:
+                raise LockTimeout(name)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    async def _keep(self, key: str, token: str, ttl_ms: int, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                # Re-takes the key if it vanished (Redis restarted empty) and nobody else holds it.
+                if not await self._call(lambda: self._renew(keys=[key], args=[token, ttl_ms])):
+                    log.warning("lock %s was taken by another holder while held", key)
+            except StoreUnavailable:
+                pass  # Redis is away: nobody else can take the lock either; try again next beat
+
+    async def _let_go(self, key: str, token: str) -> None:
+        try:
+            await self._call(lambda: self._release(keys=[key], args=[token]))
+        except StoreUnavailable:
+            self._pending_releases[key] = token
+            if self._release_retry is None or self._release_retry.done():
+                self._release_retry = asyncio.create_task(self._retry_releases())
+
+    async def _retry_releases(self) -> None:
+        """Release locks whose holders finished while Redis was away, as soon as it is back, so the
+        residents behind them are not kept waiting for the locks to expire."""
+        give_up = time.monotonic() + 120
+        while self._pending_releases and time.monotonic() < give_up:
+            await asyncio.sleep(0.2)
+            for key, token in list(self._pending_releases.items()):
+                try:
+                    await self._call(lambda k=key, t=token: self._release(keys=[k], args=[t]))
+                except StoreUnavailable:
+                    break
+                self._pending_releases.pop(key, None)
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._redis.ping())
+            async with asyncio.timeout(self.limits.timeout):
+                return bool(await self._redis.ping())
         except Exception:
             return False
 
     async def close(self) -> None:
+        if self._release_retry is not None:
+            self._release_retry.cancel()
         await self._redis.aclose()
 
 
-def open_store(redis_url: str | None, prefix: str = "steward:") -> KeyValueStore:
-    return RedisStore(redis_url, prefix) if redis_url else MemoryStore()
+def open_store(redis_url: str | None, prefix: str = "steward:", limits: RedisLimits | None = None) -> KeyValueStore:
+    return RedisStore(redis_url, prefix, limits) if redis_url else MemoryStore()

@@ -51,6 +51,14 @@ class StateStore:
         item = json.loads(raw)
         return FlowState(item["n"], item.get("d") or {}, item.get("t") or 0.0)
 
+    async def take(self, openid: str) -> FlowState | None:
+        """Read and remove in one step: the caller writes back whatever state follows."""
+        raw = await self.kv.getdel(self._key(openid))
+        if not raw:
+            return None
+        item = json.loads(raw)
+        return FlowState(item["n"], item.get("d") or {}, item.get("t") or 0.0)
+
     async def save(self, openid: str, state: FlowState) -> None:
         state.touched = self.now()
         raw = json.dumps({"n": state.name, "d": state.data, "t": state.touched}, ensure_ascii=False)
