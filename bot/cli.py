@@ -10,7 +10,8 @@ import sys
 
 from aiohttp import web
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, Settings, check_public_serving, load_settings
+from bot.logging_setup import configure_logging
 
 log = logging.getLogger("steward")
 
@@ -36,9 +37,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from bot.app import build_bot, make_app, warm_up
-
     settings = settings_from(args)
+    check_public_serving(settings)  # before anything is imported, opened or bound
+
+    from bot.app import build_bot, make_app, warm_up
 
     async def app_factory() -> web.Application:
         bot = await build_bot(settings)
@@ -129,11 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Alembic and APScheduler narrate every migration step and every job tick at INFO: an operator's
-    # terminal (and a start-up error, which must stay one sentence) is not the place for that.
-    for noisy in ("alembic", "apscheduler"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging()  # INFO to stderr, phone numbers masked in every line
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

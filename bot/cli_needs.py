@@ -9,14 +9,13 @@ Contact phone numbers are masked here as everywhere.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
-import io
 import json
 
 from bot.cli_common import cli_clock, cli_settings, database, run
 from storage.clock import local
 from storage.db import Database
+from storage.exports import csv_text, dict_rows
 from storage.needs import (
     NeedStatus,
     community_ids_by_code,
@@ -103,12 +102,8 @@ async def ledger_rows(
 def render(rows: list[dict[str, str]], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(rows, ensure_ascii=False, indent=1)
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-        return out.getvalue()
+    if fmt == "csv":  # formula-like cells defused, UTF-8 BOM for Excel/WPS
+        return csv_text(dict_rows(rows, COLUMNS), header=COLUMNS)
     if not rows:
         return "没有符合条件的诉求。"
     short = ("编号", "状态", "社区", "分类", "分级", "办结期限", "逾期", "评价", "内容")
@@ -148,15 +143,21 @@ async def show_text(db: Database, ticket: str, now: dt.datetime) -> str:
     return "\n".join(lines)
 
 
+async def list_text(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    """`steward needs list …` against a database (the tests call this with theirs)."""
+    rows = await ledger_rows(db, now, community=args.community,
+                             statuses=args.status.split(",") if args.status else None,
+                             overdue=args.overdue, limit=args.limit)
+    # print() ends the last line: the CSV's own last \r\n would leave an empty row
+    return render(rows, "json" if args.json else "csv" if args.csv else "table").rstrip("\n")
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     settings = cli_settings(args)
 
     async def listing() -> str:
         async with database(settings) as db:
-            rows = await ledger_rows(db, cli_clock(settings).now(), community=args.community,
-                                     statuses=args.status.split(",") if args.status else None,
-                                     overdue=args.overdue, limit=args.limit)
-            return render(rows, "json" if args.json else "csv" if args.csv else "table")
+            return await list_text(db, cli_clock(settings).now(), args)
 
     run(listing())
 

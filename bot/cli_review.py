@@ -22,6 +22,7 @@ from sqlmodel import col, select
 from bot.cli_common import cli_actor, cli_clock, cli_settings, community_by_code, database, run
 from storage.clock import local
 from storage.db import Database
+from storage.exports import csv_text
 from storage.projects import (
     STATUS_LABELS,
     Project,
@@ -69,7 +70,7 @@ async def review_show(db: Database, now: dt.datetime, args: argparse.Namespace) 
 
 
 async def review_export(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
-    return (await export_csv(db, args.id)).rstrip("\n")
+    return (await export_csv(db, args.id)).rstrip("\n")  # print() ends the last line (\r + \n, like the others)
 
 
 async def survey_start(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
@@ -91,14 +92,13 @@ async def survey_show(db: Database, now: dt.datetime, args: argparse.Namespace) 
         raise SystemExit(f"问卷 {args.id} 没有样本。")
 
     def score(x: float | None) -> str:
-        return "-" if x is None else f"{x:.2f}"
+        return "" if x is None else f"{x:.2f}"  # no answers yet: an empty cell
 
-    lines = ["社区/网格,抽样,已答,总体评分,网格评分"]
+    rows = []
     for c in communities:
-        lines.append(f"{c.name},{c.invited},{c.answered},{score(c.overall)},{score(c.grid)}")
-        for g in grids.get(c.name, []):
-            lines.append(f"  {g.name},{g.invited},{g.answered},{score(g.overall)},{score(g.grid)}")
-    return "\n".join(lines)
+        rows.append([c.name, c.invited, c.answered, score(c.overall), score(c.grid)])
+        rows += [["  " + g.name, g.invited, g.answered, score(g.overall), score(g.grid)] for g in grids.get(c.name, [])]
+    return csv_text(rows, ["社区/网格", "抽样", "已答", "总体评分", "网格评分"]).rstrip("\n")
 
 
 async def project_list(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
@@ -109,9 +109,8 @@ async def project_list(db: Database, now: dt.datetime, args: argparse.Namespace)
     async with db.read() as s:
         rows = list((await s.exec(query.order_by(col(Project.id)).limit(MAX_LIST))).all())
     names = await unit_names(db, [p.unit_id for p in rows if p.unit_id])
-    lines = ["编号,名称,状态,承接单位,期限"]
-    lines += [f"{p.id},{p.title},{STATUS_LABELS[p.status]},{names.get(p.unit_id, '')},{p.deadline}" for p in rows]
-    return "\n".join(lines)
+    cells = [[p.id, p.title, STATUS_LABELS[p.status], names.get(p.unit_id, ""), p.deadline] for p in rows]
+    return csv_text(cells, ["编号", "名称", "状态", "承接单位", "期限"]).rstrip("\n")
 
 
 async def project_show(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:

@@ -10,9 +10,7 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import secrets
 from dataclasses import dataclass
 
@@ -22,6 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.clock import local
 from storage.db import Database
+from storage.exports import csv_text
 from storage.org import Community
 from storage.projects import (
     Notice,
@@ -243,17 +242,16 @@ async def export_csv(db: Database, review_id: int) -> str:
     if view.review.status != ReviewStatus.CLOSED:
         raise ReviewError("评议尚未结束，结束后才能导出结果。")
     rows = await tally(db, review_id)
-    out = io.StringIO()
-    w = csv.writer(out)
-    w.writerow(["评议编号", "社区", "年度", "项目编号", "项目名称", "满意", "基本满意", "不满意", "有效票", "满意率",
-                "参评人数", "可参评人数", "参与率"])
+    header = ["评议编号", "社区", "年度", "项目编号", "项目名称", "满意", "基本满意", "不满意", "有效票", "满意率",
+              "参评人数", "可参评人数", "参与率"]
     turnout = (view.review.voters or 0) / view.review.eligible if view.review.eligible else 0.0
+    cells = []
     for row in rows:
         t = row.tally
-        w.writerow([view.review.id, view.community, view.review.year, row.project.id, row.project.title,
-                    t.satisfied, t.basic, t.unsatisfied, t.total, percent(t.rate),
-                    view.review.voters, view.review.eligible, percent(turnout)])
-    return out.getvalue()
+        cells.append([view.review.id, view.community, view.review.year, row.project.id, row.project.title,
+                      t.satisfied, t.basic, t.unsatisfied, t.total, percent(t.rate),
+                      view.review.voters, view.review.eligible, percent(turnout)])
+    return csv_text(cells, header)  # formula-like titles defused, UTF-8 BOM for Excel/WPS
 
 
 # ---------------------------------------------------------------------------------------------------------------

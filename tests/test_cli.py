@@ -114,3 +114,28 @@ async def test_menu_push_creates_the_custom_menu_at_wechat(tmp_path, fake_wechat
     assert "已创建自定义菜单" in out
     keys = [b["key"] for top in fake_wechat.menu["button"] for b in top.get("sub_button", [top])]
     assert keys == [e.key for e in entries][: len(keys)]
+
+
+async def test_serve_on_a_public_address_with_the_dev_token_refuses_in_one_sentence_before_binding(tmp_path):
+    port = free_port()
+    with socket.socket() as taken:  # were serve to bind (or open its database) first, it would say something else
+        taken.bind(("0.0.0.0", port))
+        started = time.monotonic()
+        code, out, err = await steward("serve", "--host", "0.0.0.0", "--port", str(port), cwd=tmp_path,
+                                       env=clean_env(WECHAT_APPID="wx1234567890abcdef", WECHAT_SECRET="s3cret"),
+                                       timeout=10)
+    assert code == 2
+    assert err.strip() == ("配置错误：STEWARD_WECHAT_TOKEN 仍是公开的默认值，不能在 0.0.0.0 上对外服务；"
+                           "请设置自己的令牌（Token）。")
+    assert out == ""
+    assert time.monotonic() - started < 10
+    assert not (tmp_path / "steward.db").exists()  # nothing was opened
+
+
+async def test_serve_on_a_public_address_from_the_environment_names_the_placeholder_secret(tmp_path):
+    code, _out, err = await steward("serve", cwd=tmp_path, timeout=10, env=clean_env(
+        HOST="10.1.2.3", WECHAT_TOKEN="districtToken1", WECHAT_APPID="wx1234567890abcdef"))
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "STEWARD_WECHAT_SECRET" in lines[0] and "10.1.2.3" in lines[0]
+    assert "STEWARD_WECHAT_TOKEN" not in lines[0]

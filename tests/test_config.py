@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from bot.config import DEFAULT_DATABASE_URL, OFFICIAL_API_BASE, ConfigError, load_settings
+from bot.config import (
+    DEFAULT_DATABASE_URL,
+    OFFICIAL_API_BASE,
+    ConfigError,
+    Settings,
+    check_public_serving,
+    load_settings,
+)
 
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 
@@ -110,3 +117,43 @@ def test_quiet_hours_are_read_and_a_bad_window_is_named():
     assert load_settings({"STEWARD_QUIET_HOURS": "off"}, env_file="/dev/null").quiet_hours == "off"
     with pytest.raises(ConfigError, match="STEWARD_QUIET_HOURS"):
         load_settings({"STEWARD_QUIET_HOURS": "9pm-8am"}, env_file="/dev/null")
+
+
+# -- serving beyond this machine with the public dev defaults ------------------------------------------------
+
+REAL = {"wechat_token": "districtToken1", "wechat_appid": "wx1234567890abcdef", "wechat_secret": "s3cret"}
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "localhost", "LOCALHOST", "::1", "[::1]",
+                                  "::ffff:127.0.0.1"])
+def test_on_loopback_the_dev_defaults_are_fine(host):
+    check_public_serving(Settings(host=host))  # the README's first line: a demo on this machine only
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.5", "192.168.1.20", "steward.example.org", "128.0.0.1"])
+def test_beyond_loopback_the_public_dev_token_is_refused_in_one_sentence_naming_it(host):
+    with pytest.raises(ConfigError) as caught:
+        check_public_serving(Settings(host=host, wechat_appid=REAL["wechat_appid"], wechat_secret="s3cret"))
+    message = str(caught.value)
+    assert message == (f"STEWARD_WECHAT_TOKEN 仍是公开的默认值，不能在 {host} 上对外服务；"
+                       "请设置自己的令牌（Token）。")
+
+
+@pytest.mark.parametrize(("attr", "name"), [("wechat_appid", "STEWARD_WECHAT_APPID"),
+                                            ("wechat_secret", "STEWARD_WECHAT_SECRET")])
+def test_beyond_loopback_the_placeholder_appid_or_secret_is_refused_too(attr, name):
+    placeholder = getattr(Settings(), attr)
+    with pytest.raises(ConfigError) as caught:
+        check_public_serving(Settings(host="0.0.0.0", **(REAL | {attr: placeholder})))
+    message = str(caught.value)
+    assert message.startswith(f"{name} 仍是公开的默认值") and "\n" not in message
+    assert [n for n in ("TOKEN", "APPID", "SECRET") if f"STEWARD_WECHAT_{n}" in message] == [name.rsplit("_", 1)[1]]
+
+
+def test_beyond_loopback_every_default_left_is_named_and_real_settings_pass():
+    with pytest.raises(ConfigError) as caught:
+        check_public_serving(Settings(host="0.0.0.0"))
+    message = str(caught.value)
+    for name in ("STEWARD_WECHAT_TOKEN", "STEWARD_WECHAT_APPID", "STEWARD_WECHAT_SECRET"):
+        assert name in message
+    check_public_serving(Settings(host="0.0.0.0", **REAL))

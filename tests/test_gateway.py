@@ -19,6 +19,7 @@ from bot.simulator import Phone, message_xml
 from handlers import ROUTERS
 from storage.db import Database
 from storage.kv import RedisStore
+from storage.residents import find_resident
 from tests.conftest import start_bot
 
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
@@ -269,6 +270,39 @@ async def test_malformed_or_hostile_xml_is_a_400_never_a_500(make_rig, kind):
     rig = await make_rig()
     answer = await rig.phone.post_xml(HOSTILE[kind])  # signed, and encrypted in safe mode
     assert answer.status == 400
+
+
+def deeply_nested(depth: int, field: str = "Content") -> str:
+    """A signed-looking text message `计数` with `depth` elements nested inside `field`."""
+    inner = "<a>" * depth + "计数" + "</a>" * depth
+    return message_xml("o_deep", "text", {"MsgId": 990000 + depth}).replace(
+        "</xml>", f"<{field}>{inner}</{field}></xml>"
+    )
+
+
+@pytest.mark.parametrize("depth", [5, 50, 6000])  # 6,000 levels (42 KB) made str() of the parsed dict recurse: a 500
+@pytest.mark.parametrize("field", ["Content", "Extra"])
+async def test_a_signed_body_nested_deeper_than_wechat_ever_sends_is_a_400_and_nothing_runs(
+    make_rig, db, depth, field
+):
+    rig = await make_rig()
+    answer = await rig.phone.post_xml(deeply_nested(depth, field))  # signed, and encrypted in safe mode
+    assert answer.status == 400
+    assert rig.probe.calls == Counter()
+    assert await find_resident(db, "o_deep") is None  # the engine never saw it (it records every sender)
+    assert (await rig.phone.text("o_deep", "计数")).text == "这是第1次处理。"  # and the gateway is fine
+
+
+async def test_a_body_100000_levels_deep_is_refused_without_being_parsed(make_rig, db):
+    rig = await make_rig()
+    started = time.monotonic()
+    answer = await rig.phone.post_xml(deeply_nested(100_000))  # 700 KB: over the body limit before any parsing
+    assert answer.status == 413
+    assert time.monotonic() - started < 2
+    unclosed = message_xml("o_deep", "text", {"MsgId": 1}).replace("</xml>", "<Content>" + "<a>" * 14_000)
+    assert (await rig.phone.post_xml(unclosed)).status == 400  # as deep as 64 KiB allows, never closed
+    assert rig.probe.calls == Counter()
+    assert await find_resident(db, "o_deep") is None
 
 
 async def test_an_entity_declaration_around_the_encrypted_envelope_is_a_400(make_rig):

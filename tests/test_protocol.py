@@ -215,6 +215,49 @@ def test_garbage_and_entity_declarations_are_bad_requests(body):
         parse_inbound(body)
 
 
+def nested_in(field: str, depth: int, msg_type: str = "text") -> bytes:
+    """A text message whose `field` holds `depth` nested elements (the last one around a command word)."""
+    inner = "<a>" * depth + "菜单" + "</a>" * depth
+    return (f"<xml><ToUserName>gh</ToUserName><FromUserName>o_deep</FromUserName><CreateTime>1800000000</CreateTime>"
+            f"<MsgType>{msg_type}</MsgType><MsgId>7</MsgId><{field}>{inner}</{field}></xml>").encode()
+
+
+@pytest.mark.parametrize("depth", [1, 5, 50, 100_000])
+def test_elements_inside_a_text_field_are_refused_quickly_at_any_depth(depth):
+    started = time.perf_counter()
+    with pytest.raises(BadRequest, match="inside <Content>"):
+        parse_inbound(nested_in("Content", depth))
+    assert time.perf_counter() - started < 0.5  # refused at the first element, not after building 100,000 levels
+
+
+@pytest.mark.parametrize("depth", [4, 50, 100_000])
+def test_nesting_deeper_than_wechat_ever_sends_is_refused_quickly(depth):
+    # <xml><Extra><a>… : an unknown container is allowed up to WeChat's own depth of 5, never beyond.
+    started = time.perf_counter()
+    with pytest.raises(BadRequest, match="nested deeper than 5"):
+        parse_inbound(nested_in("Extra", depth))
+    assert time.perf_counter() - started < 0.5
+
+
+def test_wechats_own_deepest_callbacks_still_parse():
+    photo_menu = (  # a photo-menu event: <xml><SendPicsInfo><PicList><item><PicMd5Sum>, 5 levels
+        "<xml><ToUserName>gh</ToUserName><FromUserName>o_pic</FromUserName><CreateTime>1800000000</CreateTime>"
+        "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[pic_weixin]]></Event><EventKey>PHOTO</EventKey>"
+        "<SendPicsInfo><Count>2</Count><PicList><item><PicMd5Sum>aaa</PicMd5Sum></item>"
+        "<item><PicMd5Sum>bbb</PicMd5Sum></item></PicList></SendPicsInfo></xml>"
+    )
+    msg = parse_inbound(photo_menu)
+    assert (msg.type, msg.event, msg.event_key) == ("event", "pic_weixin", "PHOTO")
+    assert msg.raw["SendPicsInfo"]["PicList"]["item"] == [{"PicMd5Sum": "aaa"}, {"PicMd5Sum": "bbb"}]
+    assert parse_inbound(nested_in("Extra", 3)).text == ""  # 5 levels in an unknown container: fine
+
+
+def test_a_text_field_sent_twice_is_refused():
+    twice = xml("text", Content="菜单", MsgId=8).replace("</xml>", "<Content>积分</Content></xml>")
+    with pytest.raises(BadRequest, match="twice"):
+        parse_inbound(twice)
+
+
 # -- through the gateway ------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,71 @@
+"""Logging for every `steward` command: INFO lines on stderr, and no line carries a full phone number.
+
+`configure_logging()` is what `steward …` runs first; `install_phone_mask(handler)` puts the mask on any other
+handler (a test's, a log shipper's). The mask works on the record itself — the message merged with its args,
+the exception text (every chained exception's message included) and the stack — so whatever fails, with
+whatever in its message, reaches the handler as 138****5678.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# A mainland mobile (1[3-9] and 9 more digits, optionally written 3-4-4 with spaces or hyphens, optionally after
+# +86/0086/86) that is not part of a longer run of digits: a 13-digit timestamp or a message id stays whole.
+_PHONE = re.compile(r"(?<![0-9])((?:(?:\+|00)?86[ -]?)?1[3-9][0-9])[ -]?[0-9]{4}[ -]?([0-9]{4})(?![0-9])")
+_EXCEPTION_FORMATTER = logging.Formatter()
+
+
+def mask_phones(text: str) -> str:
+    """Every mobile number in `text` as 138****5678 (the same shape as storage.residents.mask_phone)."""
+    return _PHONE.sub(r"\1****\2", text)
+
+
+class PhoneMaskFilter(logging.Filter):
+    """A handler filter that masks phone numbers in the message, its args, the exception text and the stack.
+
+    The args are merged into the message (and cleared) so that no handler formats the raw values again; a record
+    whose args do not fit its format still has both masked (logging's own error report prints them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a format/args mismatch: keep both, masked, for logging's error report
+            record.msg = mask_phones(str(record.msg))
+            if record.args:
+                record.args = _masked_args(record.args)
+        else:
+            record.msg, record.args = mask_phones(message), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _EXCEPTION_FORMATTER.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_phones(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_phones(record.stack_info)
+        return True
+
+
+def _masked_args(args):
+    if isinstance(args, dict):
+        return {key: mask_phones(str(value)) for key, value in args.items()}
+    return tuple(mask_phones(str(value)) for value in args)
+
+
+def install_phone_mask(*handlers: logging.Handler) -> None:
+    """Mask phone numbers in what these handlers (default: the root logger's) write; installing twice is a no-op."""
+    for handler in handlers or tuple(logging.getLogger().handlers):
+        if not any(isinstance(f, PhoneMaskFilter) for f in handler.filters):
+            handler.addFilter(PhoneMaskFilter())
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """The `steward` command's logging: INFO lines on stderr, phone numbers masked, chatty libraries quiet."""
+    logging.basicConfig(level=level, format=FORMAT)
+    # Alembic and APScheduler narrate every migration step and every job tick at INFO: an operator's
+    # terminal (and a start-up error, which must stay one sentence) is not the place for that.
+    for noisy in ("alembic", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    install_phone_mask()
