@@ -62,6 +62,7 @@ class Tally:
     other_status: int = 0
     late: int = 0  # no answer within WeChat's 5 s
     busy: int = 0
+    error: int = 0
     unsure: int = 0
     success_only: int = 0
 
@@ -106,8 +107,10 @@ class Load:
             reply = answer.text
             for ticket in TICKET.findall(reply):
                 r.told.add(ticket)
-            if reply in (BUSY_REPLY, ERROR_REPLY):
+            if reply == BUSY_REPLY:
                 tally.busy += 1
+            elif reply == ERROR_REPLY:
+                tally.error += 1
             elif reply in (UNSURE_REPLY, SAVED_BUT_REPLY):
                 tally.unsure += 1
             elif reply == "":
@@ -198,7 +201,7 @@ async def _read_back(db_url: str) -> dict[str, list[tuple[str, str]]]:
 
     db = Database(db_url)
     async with db.read() as s:
-        rows = (await s.exec(select(Row.openid, Need.ticket, Need.text).join(Need, Need.resident_id == Row.id))).all()
+        rows = (await s.exec(select(Row.openid, Need.ticket, Need.text).join(Need, Need.reporter_id == Row.id))).all()
     await db.dispose()
     saved: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for openid, ticket, text in rows:
@@ -212,6 +215,7 @@ async def main() -> None:
     parser.add_argument("--fault-seconds", type=float, default=10.0)
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/steward_fault")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--logs", help="a folder for the workers' and the scheduler's logs (default: discarded)")
     args = parser.parse_args()
 
     base, name = args.database_url.rsplit("/", 1)
@@ -233,19 +237,28 @@ async def main() -> None:
         await r.delete(*keys)
     await r.aclose()
 
-    subprocess.run([*_steward(), "db", "upgrade"], env=_env(args.database_url, args.redis_url, fake.base_url),
+    subprocess.run([*_steward(), "db", "upgrade"],  # noqa: ASYNC221 (set-up, before any load) env=_env(args.database_url, args.redis_url, fake.base_url),
                    check=True, cwd=REPO, capture_output=True)
     residents = await _seed("postgresql+asyncpg://" + args.database_url.split("://", 1)[1], args.residents)
 
     ports = [_free_port(), _free_port()]
     procs = []
-    for port in ports:
-        procs.append(subprocess.Popen([*_steward(), "serve", "--no-scheduler"], cwd=REPO,
+
+    def log_file(name: str):
+        if not args.logs:
+            return subprocess.DEVNULL
+        Path(args.logs).mkdir(parents=True, exist_ok=True)
+        return open(Path(args.logs) / f"{name}.log", "w")
+
+    for n, port in enumerate(ports, 1):
+        out = log_file(f"worker{n}")
+        procs.append(subprocess.Popen([*_steward(), "serve", "--no-scheduler"], cwd=REPO,  # noqa: ASYNC220
                                       env=_env(db_via_proxy, redis_via_proxy, fake.base_url, port),
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    procs.append(subprocess.Popen([*_steward(), "scheduler"], cwd=REPO,
+                                      stdout=out, stderr=subprocess.STDOUT))
+    out = log_file("scheduler")
+    procs.append(subprocess.Popen([*_steward(), "scheduler"], cwd=REPO,  # noqa: ASYNC220
                                   env=_env(db_via_proxy, redis_via_proxy, fake.base_url),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                                  stdout=out, stderr=subprocess.STDOUT))
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     try:
         for url in urls:
@@ -300,13 +313,14 @@ async def main() -> None:
         dupes += sum(n - 1 for n in Counter(text for _, text in rows).values() if n > 1)
     total = Tally()
     print()
-    print(f"{'phase':<24}{'sent':>7}{'500s':>6}{'>5 s':>6}{'busy':>6}{'unsure':>7}{'success':>8}")
-    for phase, t in load.tallies.items():
-        print(f"{phase:<24}{t.sent:>7}{t.http_500:>6}{t.late:>6}{t.busy:>6}{t.unsure:>7}{t.success_only:>8}")
-        for name in ("sent", "http_500", "late", "busy", "unsure", "success_only", "other_status"):
-            setattr(total, name, getattr(total, name) + getattr(t, name))
-    print(f"{'total':<24}{total.sent:>7}{total.http_500:>6}{total.late:>6}{total.busy:>6}{total.unsure:>7}"
-          f"{total.success_only:>8}")
+    columns = ("sent", "http_500", "late", "busy", "error", "unsure", "success_only")
+    print(f"{'phase':<24}{'sent':>7}{'500s':>6}{'>5 s':>6}{'busy':>6}{'error':>6}{'unsure':>7}{'success':>8}")
+    for phase, t in [*load.tallies.items(), ("total", total)]:
+        if phase == "total":
+            for name in (*columns, "other_status"):
+                setattr(total, name, sum(getattr(x, name) for x in load.tallies.values()))
+        print(f"{phase:<24}{t.sent:>7}{t.http_500:>6}{t.late:>6}{t.busy:>6}{t.error:>6}{t.unsure:>7}"
+              f"{t.success_only:>8}")
     reports = sum(len(v) for v in saved.values())
     print()
     print(f"reports saved: {reports} from {args.residents} residents ({sum(r.reported for r in residents)} started)")
@@ -317,7 +331,7 @@ async def main() -> None:
     for phase, seconds in recoveries.items():
         shown = f"{seconds:.1f} s" if seconds is not None else "not within 30 s"
         print(f"every resident answered normally after {phase} ended: {shown}")
-    bad = total.http_500 + total.late + lost + wrong_owner + silent + dupes
+    bad = total.http_500 + total.late + total.error + lost + wrong_owner + silent + dupes
     slow = [p for p, s in recoveries.items() if s is None or s > 10]
     print("TARGET MET" if not bad and not slow else "TARGET MISSED")
 

@@ -42,7 +42,9 @@ BUSY_REPLY = "系统繁忙，您刚才的消息没有处理，请稍后再发。
 # The change committed, then something after it failed: the resident must not be told it was lost.
 SAVED_BUT_REPLY = "您刚才的操作已保存，但系统随后开小差，后面的提示没能显示。回复「菜单」继续。"
 # The database stopped answering during COMMIT: we do not know, so we say so and tell how to find out.
-UNSURE_REPLY = "系统繁忙，暂时无法确认您刚才的操作是否已保存。请过几分钟回复「菜单」查看（如「我的诉求」），确认没有再重发。"
+UNSURE_REPLY = (
+    "系统繁忙，暂时无法确认您刚才的操作是否已保存。请过几分钟回复「菜单」查看（如「我的诉求」），确认没有再重发。"
+)
 
 
 class NotDone(str):

@@ -50,10 +50,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from bot.wechat_api import OUT_OF_WINDOW, TOO_MANY_CS, USER_UNSUBSCRIBED, WeChatAPIError, WeChatClient
 from storage.clock import Clock, local
 from storage.db import Database
-from storage.kv import KeyValueStore
+from storage.kv import KeyValueStore, StoreUnavailable
 from storage.outbox import (
     OutboxMessage,
     OutboxStatus,
@@ -71,6 +73,7 @@ from storage.residents import Resident, set_subscribed
 log = logging.getLogger("steward.push")
 
 WINDOW = dt.timedelta(hours=48)
+REDIS_RETRY = dt.timedelta(seconds=5)  # a row not sent because Redis was away is tried again this soon
 KEYWORD_LIMIT = 20  # WeChat template keyword values: at most 20 characters
 OTHER_FIELD_LIMIT = 60
 
@@ -204,7 +207,11 @@ class Sender:
 
     async def _forget_none_waiting(self, rows: list[OutboxMessage], outcomes: list[Outcome]) -> None:
         now_waiting = {o.id for o in outcomes if o.status == OutboxStatus.WAITING}
-        await forget_none_waiting(self.kv, (r.resident_id for r in rows if r.id in now_waiting))
+        try:
+            await forget_none_waiting(self.kv, (r.resident_id for r in rows if r.id in now_waiting))
+        except (StoreUnavailable, RedisError) as exc:
+            # Never raise here: the next batch may already be claimed. A stale flag expires within minutes.
+            log.warning("could not drop the no-waiting-notices flags: %s", exc)
 
     async def _send_all(self, rows: list[OutboxMessage], now: dt.datetime) -> list[Outcome]:
         found = await recipients(self.db, {r.resident_id for r in rows})
@@ -235,6 +242,18 @@ class Sender:
         return outcomes
 
     async def _deliver(
+        self, row: OutboxMessage, resident: Resident | None, window_open: bool, texts_used: dict[int, int],
+        now: dt.datetime,
+    ) -> Outcome:
+        try:
+            return await self._deliver_one(row, resident, window_open, texts_used, now)
+        except (StoreUnavailable, RedisError) as exc:
+            # Redis (rate limit, access token) failed before any call to WeChat: nothing went out, so the row
+            # goes back to pending rather than stay claimed and end up `unknown`.
+            return Outcome(row.id, OutboxStatus.PENDING, error=f"Redis 不可用，稍后重试：{exc}"[:120],
+                           next_attempt_at=now + REDIS_RETRY, attempted=False)
+
+    async def _deliver_one(
         self, row: OutboxMessage, resident: Resident | None, window_open: bool, texts_used: dict[int, int],
         now: dt.datetime,
     ) -> Outcome:

@@ -23,6 +23,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from scheduler.registry import JOBS, Job, JobContext
+from storage.kv import StoreUnavailable
 from storage.outbox import OutboxWaker, add_waker
 
 log = logging.getLogger("steward.scheduler")
@@ -61,13 +62,19 @@ class SchedulerRunner:
     async def elect(self) -> bool:
         """Keep or take the leadership; True if this runner leads now."""
         kv, ttl = self.ctx.kv, self.leader_ttl
-        if self._renew is not None:
-            kept = await self._renew(keys=[kv.key(LEADER_KEY)], args=[self.instance, int(ttl * 1000)])
-        else:
-            kept = await kv.get(LEADER_KEY) == self.instance
-            if kept:
-                await kv.set(LEADER_KEY, self.instance, ttl)
-        leader = bool(kept) or await kv.set_if_absent(LEADER_KEY, self.instance, ttl)
+        try:
+            if self._renew is not None:
+                kept = await self._renew(keys=[kv.key(LEADER_KEY)], args=[self.instance, int(ttl * 1000)])
+            else:
+                kept = await kv.get(LEADER_KEY) == self.instance
+                if kept:
+                    await kv.set(LEADER_KEY, self.instance, ttl)
+            leader = bool(kept) or await kv.set_if_absent(LEADER_KEY, self.instance, ttl)
+        except Exception as exc:  # Redis away: nobody can prove leadership, so nobody runs jobs until it is back
+            if self.is_leader:
+                log.warning("scheduler %s cannot renew its leadership: %s", self.instance, exc)
+            self.is_leader = False
+            return False
         if leader != self.is_leader:
             log.info("scheduler %s %s the leadership", self.instance, "took" if leader else "lost")
         self.is_leader = leader
@@ -85,7 +92,11 @@ class SchedulerRunner:
         if not await self.elect():
             return None
         slot = int(time.time() // job.every_seconds)
-        if not await self.ctx.kv.set_if_absent(f"job:{job.name}:{slot}", self.instance, job.every_seconds * 2):
+        try:
+            claimed = await self.ctx.kv.set_if_absent(f"job:{job.name}:{slot}", self.instance, job.every_seconds * 2)
+        except StoreUnavailable:
+            return None  # the next tick tries again
+        if not claimed:
             return None
         try:
             handled = await job.run(self.ctx)

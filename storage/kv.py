@@ -319,7 +319,14 @@ class RedisStore:
     async def _take(self, name: str, key: str, token: str, ttl_ms: int, deadline: float) -> None:
         pause = 0.005
         while True:
-            if await self._call(lambda: self._redis.set(key, token, px=ttl_ms, nx=True)):
+            try:
+                taken = await self._call(lambda: self._redis.set(key, token, px=ttl_ms, nx=True))
+            except StoreUnavailable:
+                # The SET may have reached Redis with its answer lost: release our token once Redis is back,
+                # or this resident would wait out the lock's whole life.
+                self._release_later(key, token)
+                raise
+            if taken:
                 return
             if time.monotonic() + pause > deadline:
                 raise LockTimeout(name)
@@ -340,9 +347,12 @@ class RedisStore:
         try:
             await self._call(lambda: self._release(keys=[key], args=[token]))
         except StoreUnavailable:
-            self._pending_releases[key] = token
-            if self._release_retry is None or self._release_retry.done():
-                self._release_retry = asyncio.create_task(self._retry_releases())
+            self._release_later(key, token)
+
+    def _release_later(self, key: str, token: str) -> None:
+        self._pending_releases[key] = token
+        if self._release_retry is None or self._release_retry.done():
+            self._release_retry = asyncio.create_task(self._retry_releases())
 
     async def _retry_releases(self) -> None:
         """Release locks whose holders finished while Redis was away, as soon as it is back, so the

@@ -243,8 +243,9 @@ async def test_a_step_that_fails_after_success_was_sent_is_followed_by_a_push(ri
         rig.pg.freeze()
         answer, took = await _timed(phone.text("o_li", "1"))
         assert (answer.status, answer.text) == (200, "") and took < 1.0  # `success`: WeChat shows nothing yet
-        deadline = time.monotonic() + 8
-        while not fake_wechat.texts_to("o_li") and time.monotonic() < deadline:
+        for _ in range(80):  # the failing step ends when the frozen query times out (1 s), then the push goes
+            if fake_wechat.texts_to("o_li"):
+                break
             await asyncio.sleep(0.1)
         assert fake_wechat.texts_to("o_li") == [LATE_FAILED.format(text="1")]
         rig.pg.restore()
@@ -286,12 +287,13 @@ async def test_a_report_that_committed_is_reported_saved_though_redis_dies_right
 # -- 3. recovery -----------------------------------------------------------------------------------------------
 
 
-def _probe_router(gate: asyncio.Event, log: list[str]) -> Router:
+def _probe_router(gate: asyncio.Event, log: list[str], started: asyncio.Event) -> Router:
     router = Router("faultprobe", "测试")
 
     @router.command("长步骤")
     async def long_step(ctx: Context) -> str:
         log.append("start")
+        started.set()
         await gate.wait()
         log.append("end")
         return "长步骤完成。"
@@ -305,19 +307,20 @@ def _probe_router(gate: asyncio.Event, log: list[str]) -> Router:
 
 
 async def test_a_lock_held_when_redis_was_cut_frees_within_seconds_of_its_return(rig):
-    gate, log = asyncio.Event(), []
-    _bot, url = await rig.bot(routers=[_probe_router(gate, log)])
+    gate, log, started = asyncio.Event(), [], asyncio.Event()
+    _bot, url = await rig.bot(routers=[_probe_router(gate, log, started)])
     phone = Phone(url, rig.settings)
     try:
         held = asyncio.create_task(phone.text("o_lock", "长步骤"))
-        while "start" not in log:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(started.wait(), 5)
         rig.redis.cut()
         gate.set()  # the step ends while Redis is away: its lock cannot be released now
         assert (await held).text in ("长步骤完成。", "")
         rig.redis.restore()
         back = time.monotonic()
-        while (await phone.text("o_lock", "短步骤")).text != "短步骤完成。":
+        for _ in range(100):
+            if (await phone.text("o_lock", "短步骤")).text == "短步骤完成。":
+                break
             await asyncio.sleep(0.1)
         assert time.monotonic() - back < 3  # not the lock's full life, let alone a minute
     finally:
@@ -326,14 +329,13 @@ async def test_a_lock_held_when_redis_was_cut_frees_within_seconds_of_its_return
 
 async def test_two_workers_never_run_one_residents_steps_at_once_even_past_the_lock_life(rig, monkeypatch):
     monkeypatch.setattr(gateway_module, "LOCK_TTL", 0.6)  # a step (a hung query) outlives the lock's life
-    gate, log = asyncio.Event(), []
-    _a, url_a = await rig.bot(routers=[_probe_router(gate, log)], own_store=True)
-    _b, url_b = await rig.bot(routers=[_probe_router(gate, log)], own_store=True)
+    gate, log, started = asyncio.Event(), [], asyncio.Event()
+    _a, url_a = await rig.bot(routers=[_probe_router(gate, log, started)], own_store=True)
+    _b, url_b = await rig.bot(routers=[_probe_router(gate, log, started)], own_store=True)
     phone_a, phone_b = Phone(url_a, rig.settings), Phone(url_b, rig.settings)
     try:
         first = asyncio.create_task(phone_a.text("o_two", "长步骤"))
-        while "start" not in log:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(started.wait(), 5)
         second = asyncio.create_task(phone_b.text("o_two", "短步骤"))
         await asyncio.sleep(2.0)  # three lock lives
         assert log == ["start"]  # worker B waits: the lock is renewed while A's step runs
@@ -363,3 +365,31 @@ async def test_a_signed_query_string_carries_one_body_only(rig):
         assert forged.status == 403
     finally:
         await phone.close()
+
+
+# -- pushes while Redis is away --------------------------------------------------------------------------------
+
+
+async def test_pushes_drained_while_redis_is_away_wait_and_go_out_once_when_it_returns(rig, fake_wechat, clock):
+    from storage.outbox import OutboxMessage, OutboxStatus, notify_now
+
+    bot, _url = await rig.bot()
+    resident = await _reporter(rig)
+    for n in range(3):
+        await notify_now(rig.truth, resident.id, "reply", f"第{n + 1}条通知", f"fault-push:{n}", clock.now())
+    fake_wechat.sent.clear()
+    rig.redis.cut()  # the rate limit and the access token live in Redis: nothing can be sent
+    await bot.services["sender"].drain()
+
+    async def statuses() -> list[str]:
+        async with rig.truth.read() as s:
+            return list((await s.exec(select(OutboxMessage.status).order_by(OutboxMessage.id))).all())
+
+    assert await statuses() == [OutboxStatus.PENDING] * 3  # not `sending`, never `unknown`: nothing went out
+    assert fake_wechat.texts_to("o_li") == []
+    rig.redis.restore()
+    clock.advance(seconds=10)  # past the short retry
+    await asyncio.sleep(0.4)
+    await bot.services["sender"].drain()
+    assert await statuses() == [OutboxStatus.SENT] * 3
+    assert sorted(fake_wechat.texts_to("o_li")) == ["第1条通知", "第2条通知", "第3条通知"]
