@@ -36,9 +36,9 @@ sys.path.insert(0, str(REPO))
 import aiohttp  # noqa: E402
 
 from bot.config import Settings  # noqa: E402
-from bot.engine import BUSY_REPLY, ERROR_REPLY, SAVED_BUT_REPLY, UNSURE_REPLY  # noqa: E402
 from bot.fake_wechat import FakeWeChat  # noqa: E402
 from bot.simulator import Phone  # noqa: E402
+from handlers.framework import BUSY_REPLY, ERROR_REPLY, SAVED_BUT_REPLY, UNSURE_REPLY  # noqa: E402
 from tests.tcpproxy import TcpProxy  # noqa: E402
 
 TOKEN = "faultbench"

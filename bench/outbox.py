@@ -89,7 +89,7 @@ async def fill_outbox(db: Database, rows: int, now: dt.datetime) -> None:
         end = min(rows, start + CHUNK)
         async with db.write() as s:
             await s.exec(insert(OutboxMessage), params=[
-                {"idempotency_key": f"bench:{i}", "resident_id": first + i, "kind": "progress",
+                {"idempotency_key": f"bench:{i}", "resident_id": first + i, "kind": "need_update",
                  "text": f"您的诉求有新进展（第{i}号）", "payload": "{}", "status": "pending", "attempts": 0,
                  "next_attempt_at": now, "created_at": now} for i in range(start, end)])
 

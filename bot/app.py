@@ -10,17 +10,17 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from bot.config import Settings
-from bot.engine import Engine
+from bot.config import Settings, use_settings
 from bot.gateway import Gateway
 from bot.push import Sender, show_waiting_notices
 from bot.wechat_api import WeChatClient
 from handlers import ROUTERS
+from handlers.framework import Engine
 from storage import migrate
 from storage.clock import Clock
 from storage.db import Database
 from storage.kv import KeyValueStore, open_store
-from storage.outbox import notify_now
+from storage.outbox import NoticeKind, enqueue
 from storage.residents import find_resident
 
 log = logging.getLogger("steward")
@@ -57,6 +57,9 @@ async def build_bot(
     reply_deadline: float = 4.0,
     upgrade_schema: bool | None = None,
 ) -> Bot:
+    # The bot's settings are the process's: storage's working-day calendar and the default points policy (which
+    # the scheduler's jobs use) read them there, so they always agree with what the handlers see.
+    use_settings(settings)
     db = db or Database(settings.database_url, limits=settings.database_limits)
     if upgrade_schema is None:
         upgrade_schema = settings.is_sqlite
@@ -81,7 +84,9 @@ async def build_bot(
             resident = await find_resident(db, openid)
             if resident is not None and resident.id is not None:
                 now = clock.now()
-                await notify_now(db, resident.id, "reply", text, f"late:{resident.id}:{uuid.uuid4().hex}", now)
+                async with db.write() as s:  # urgent: the resident is waiting for this answer, even at night
+                    await enqueue(s, NoticeKind.REPLY, text, [(resident.id, f"late:{resident.id}:{uuid.uuid4().hex}")],
+                                  now)
                 await drains.request()  # now, whether or not a scheduler runs in this process
                 return
             reason = "no resident row"

@@ -10,7 +10,7 @@ import sys
 
 from aiohttp import web
 
-from bot.config import ConfigError, Settings, check_public_serving, load_settings
+from bot.config import ConfigError, Settings, check_public_serving, load_settings, use_settings
 from bot.logging_setup import configure_logging
 
 log = logging.getLogger("steward")
@@ -27,13 +27,18 @@ FEATURE_COMMANDS = [
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    """The settings of this `steward` run (environment over --env-file / .env, then --host/--port), installed as
+    the process's: storage reads the points policy and the calendar file from them."""
     settings = load_settings(env_file=getattr(args, "env_file", None))
     changes = {}
     if getattr(args, "host", None):
         changes["host"] = args.host
     if getattr(args, "port", None):
         changes["port"] = args.port
-    return settings.replace(**changes) if changes else settings
+    if changes:
+        settings = settings.replace(**changes)
+    use_settings(settings)
+    return settings
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
+from dataclasses import fields
 
 from bot.cli_common import cli_actor, cli_clock, cli_settings, community_by_code, database, run
 from bot.cli_consultation import parse_local_time
-from bot.config import Settings
+from bot.config import Settings, env_name
 from storage import activities as act
 from storage import points as pts
 from storage import rewards as rw
@@ -96,7 +97,7 @@ async def activity_publish(db: Database, now: dt.datetime, args: argparse.Namesp
         ends_at=starts_at + dt.timedelta(minutes=30 * duration), capacity=args.capacity, half_hours=credited,
         now=now, project_ref=args.project or "",
     )
-    points = pts.policy_from_env().points_for(a.half_hours)
+    points = pts.current_policy().points_for(a.half_hours)  # the settings `steward` read (cli_settings)
     return (f"已发布志愿活动 #{a.id}「{a.title}」（{community.name}）\n"
             f"时间：{act.when_text(a)}  地点：{a.place}\n"
             f"名额 {a.capacity} 人，每人记 {pts.hours_text(a.half_hours)} 小时（{points} 积分）\n"
@@ -122,11 +123,12 @@ def _with_database(args: argparse.Namespace) -> None:
     run(go())
 
 
-def show_policy(out=print) -> None:
-    policy = pts.policy_from_env()
-    for name, (attr, _kind) in pts.ENV_FIELDS.items():
-        value = getattr(policy, attr)
-        out(f"{name}={'' if value is None else value}")
+def show_policy(settings: Settings, out=print) -> None:
+    """Every STEWARD_POINTS_* setting as the process reads it (environment over .env over the defaults)."""
+    for f in fields(settings):
+        if f.name.startswith("points_"):
+            value = getattr(settings, f.name)
+            out(f"{env_name(f.name)}={'' if value is None else value}")
 
 
 def _run(coro) -> None:
@@ -140,7 +142,7 @@ def register(sub) -> None:
         func=lambda a: _run(audit(cli_settings(a)))
     )
     policy = commands.add_parser("policy", help="显示当前积分规则（STEWARD_POINTS_*）")
-    policy.set_defaults(func=lambda a: show_policy())
+    policy.set_defaults(func=lambda a: show_policy(cli_settings(a)))
 
     cat = commands.add_parser("catalogue", help="兑换目录")
     cat_sub = cat.add_subparsers(dest="catalogue_command", required=True)

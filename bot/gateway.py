@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from bot.config import Settings
-from bot.engine import BUSY_REPLY, Engine, NotDone, failure_reply
 from bot.protocol import (
     MAX_BODY,
     MAX_CLOCK_SKEW,
@@ -34,6 +33,7 @@ from bot.protocol import (
     parse_inbound,
     render_text_reply,
 )
+from handlers.framework import BUSY_REPLY, Engine, NotDone, failure_reply
 from storage.db import Database
 from storage.kv import KeyValueStore, LockTimeout, StoreUnavailable
 

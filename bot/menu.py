@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.config import Settings
-from bot.engine import Engine, MenuEntry
+from handlers.framework import Engine, MenuEntry
 
 MAX_TOP = 3  # WeChat: at most 3 top-level buttons, 5 sub-buttons each
 MAX_SUB = 5

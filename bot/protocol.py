@@ -11,12 +11,13 @@ import hashlib
 import hmac
 import re
 import time
-from dataclasses import dataclass, field
 from xml.parsers import expat
 
 from wechatpy.crypto import PrpCrypto, WeChatCrypto
 from wechatpy.exceptions import InvalidAppIdException
 from wechatpy.replies import TextReply
+
+from handlers.message import InboundMessage, Location
 
 MAX_CLOCK_SKEW = 300  # seconds a callback's timestamp may be off from ours
 MAX_BODY = 64 * 1024
@@ -59,37 +60,6 @@ def check_request(token: str, query, now: float | None = None) -> None:
         raise Forbidden("bad signature")
     if not timestamp.isdigit() or abs((now or time.time()) - int(timestamp)) > MAX_CLOCK_SKEW:
         raise Forbidden("stale timestamp")
-
-
-@dataclass(frozen=True)
-class Location:
-    latitude: float
-    longitude: float
-    label: str = ""
-
-
-@dataclass(frozen=True)
-class InboundMessage:
-    """A message or event from a resident, independent of wechatpy's classes."""
-
-    openid: str
-    account: str
-    type: str  # text, image, voice, location, link, video, shortvideo, event, ...
-    create_time: int
-    text: str = ""
-    msg_id: str | None = None
-    event: str | None = None  # subscribe, unsubscribe, click, scan, view, location, ...
-    event_key: str | None = None  # CLICK key, or the QR scene without "qrscene_"
-    pic_url: str | None = None
-    media_id: str | None = None
-    location: Location | None = None
-    raw: dict = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def dedup_key(self) -> str:
-        if self.msg_id:
-            return "id:" + self.msg_id
-        return f"ev:{self.openid}:{self.create_time}:{self.event or ''}:{self.event_key or ''}"
 
 
 def normalise_text(text: str) -> str:

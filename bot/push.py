@@ -17,7 +17,8 @@ rate limit (storage/ratelimit), shared by all processes.
 Crash protocol — what "sent once" means here:
 
 * CLAIM. A batch of due rows is set to `sending` with `claimed_by` = this sender and a lease
-  (`next_attempt_at` = now + lease), and that transaction COMMITS before any API call is made.
+  (`next_attempt_at` = now + lease), and that transaction COMMITS before any API call is made. Urgent rows are
+  claimed first and come back first (by priority, then id: `storage.outbox.claim_due`), so they start first.
 * SEND. The API calls are made. No new call starts after half the lease has passed (the rest go back to pending).
 * FINISH. The answers are recorded in one transaction (sent / pending with backoff / waiting / failed), only for
   rows still claimed by this sender. When the drain goes on, the same transaction claims the next batch.
@@ -57,6 +58,7 @@ from storage.clock import Clock, local
 from storage.db import Database
 from storage.kv import KeyValueStore, StoreUnavailable
 from storage.outbox import (
+    NoticeKind,
     OutboxMessage,
     OutboxStatus,
     Outcome,
@@ -76,21 +78,6 @@ WINDOW = dt.timedelta(hours=48)
 REDIS_RETRY = dt.timedelta(seconds=5)  # a row not sent because Redis was away is tried again this soon
 KEYWORD_LIMIT = 20  # WeChat template keyword values: at most 20 characters
 OTHER_FIELD_LIMIT = 60
-
-# How a notification kind is named in a template message ("通知类型").
-KIND_LABELS = {
-    "progress": "办理进度",
-    "need_update": "办理进度",
-    "need_assigned": "新派单",
-    "reply": "消息回复",
-    "remind": "办理提醒",
-    "chase": "督办通知",
-    "report": "督办上报",
-    "feedback": "进展反馈",
-    "rating": "满意度评价",
-    "digest": "每日汇总",
-}
-
 
 DEFAULT_BATCH = 20
 
@@ -126,7 +113,7 @@ def template_fields(row: OutboxMessage, tz: str) -> tuple[dict[str, str], str | 
         fields = {
             "first": first_line,
             "keyword1": first_line,
-            "keyword2": KIND_LABELS.get(row.kind, "服务通知"),
+            "keyword2": NoticeKind.label_of(row.kind, "服务通知"),  # how the kind is named (通知类型)
             "keyword3": local(row.created_at, tz).strftime("%m月%d日 %H:%M"),
             "remark": "回复任意消息查看详情",
         }

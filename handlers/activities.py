@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from bot.engine import Context, Router
+from handlers.framework import Context, Router
 from storage import activities as act
 from storage import points as pts
 from storage.clock import local
@@ -39,9 +39,7 @@ async def list_activities(ctx: Context) -> str:
 async def pick(ctx: Context) -> str:
     ids = ctx.data.get("ids") or []
     if not ctx.text.isdigit():  # not a choice from the list (「签到 K7M2QX」, 「积分」): handle it afresh
-        ctx.done("")
-        ctx.state = None
-        return await ctx.engine.dispatch(ctx)
+        return await ctx.handle_afresh()
     if not 1 <= int(ctx.text) <= len(ids):
         return ctx.retry(f"请回复1到{len(ids)}之间的序号。")
     activity_id = ids[int(ctx.text) - 1]
@@ -50,7 +48,7 @@ async def pick(ctx: Context) -> str:
     if item is None:
         return ctx.done("这个活动已结束或取消。回复「志愿活动」重新查看。")
     a = item.activity
-    points = pts.current_policy().points_for(a.half_hours)
+    points = ctx.settings.points_policy.points_for(a.half_hours)
     lines = [
         f"【{a.title}】",
         f"时间：{act.when_text(a)}",
@@ -204,7 +202,7 @@ async def publish_hours(ctx: Context) -> str:
         return ctx.retry("请输入 0.5 到 24 之间、按半小时计的数，如 2 或 1.5。")
     d = ctx.data
     start, end = dt.datetime.fromisoformat(d["starts"]), dt.datetime.fromisoformat(d["ends"])
-    points = pts.current_policy().points_for(half)
+    points = ctx.settings.points_policy.points_for(half)
     summary = (
         f"请确认：\n{d['title']}\n时间：{start:%m月%d日 %H:%M}-{end:%H:%M}\n地点：{d['place']}\n"
         f"人数：{d['capacity']}，每人 {pts.hours_text(half)} 小时（{points} 积分）\n1. 发布\n2. 不发布"
@@ -250,7 +248,7 @@ async def confirm_hours(ctx: Context) -> str:
     ready = [p for p in people if p.signup.checked_in_at and p.signup.checked_out_at and not p.signup.confirmed_at]
     done = sum(1 for p in people if p.signup.confirmed_at)
     missing = len(people) - len(ready) - done
-    points = pts.current_policy().points_for(activity.half_hours)
+    points = ctx.settings.points_policy.points_for(activity.half_hours)
     lines = [f"「{activity.title}」报名 {len(people)} 人", f"已签到签退待确认：{len(ready)} 人"]
     lines += [f"· {p.resident.name or '居民'}" for p in ready[:10]]
     if len(ready) > 10:
@@ -271,7 +269,8 @@ async def confirm_hours_choice(ctx: Context) -> str:
     scope = await scope_of(ctx.db, ctx.resident.id)
     try:
         result = await act.confirm_attendance(
-            ctx.db, scope, f"resident:{ctx.resident.id}", int(ctx.data["activity"]), ctx.now
+            ctx.db, scope, f"resident:{ctx.resident.id}", int(ctx.data["activity"]), ctx.now,
+            policy=ctx.settings.points_policy,
         )
     except pts.PointsRefused as exc:
         return ctx.done(exc.reason)

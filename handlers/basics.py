@@ -6,8 +6,8 @@ and, with a building's QR scene (qrscene_<building code>), asks for the room str
 
 from __future__ import annotations
 
-from bot.engine import Context, Router
 from handlers import binding
+from handlers.framework import Context, Router
 from storage.residents import set_subscribed
 
 router = Router("basics", "基础")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from bot.engine import Context, Router
+from handlers.framework import Context, Router
 from storage.claims import pending_claim_of
 from storage.org import (
     SEARCH_LIMIT,
@@ -108,7 +108,7 @@ async def _scene_building(ctx: Context, intro: str) -> str | None:
     if building is None:
         return None
     community = await get_community(ctx.db, building.community_id)
-    ctx.state = None  # a fresh binding
+    ctx.start_over()  # a fresh binding
     question = ctx.ask(
         ASK_ROOM, STEP_ROOM, community_id=community.id, community_name=community.name,
         building_id=building.id, building_name=building.name, scene=True,
@@ -123,7 +123,7 @@ async def welcome(ctx: Context) -> str:
     scene = await _scene_building(ctx, GREETING)
     if scene is not None:
         return scene
-    ctx.state = None
+    ctx.start_over()
     return GREETING + "\n" + ctx.ask(OFFER, STEP_OFFER)
 
 
@@ -135,7 +135,7 @@ async def scanned(ctx: Context) -> str | None:
     scene = await _scene_building(ctx, "请绑定您的住址。")
     if scene is not None:
         return scene
-    ctx.state = None
+    ctx.start_over()
     return ctx.ask(OFFER, STEP_OFFER)
 
 
@@ -145,7 +145,7 @@ def _resume_of(ctx: Context) -> dict | None:
     if msg.type == "event" and msg.event == "click" and msg.event_key:
         return {"click": msg.event_key}
     if msg.type in ("text", "voice") and msg.text:
-        entries = ctx.engine.menu_entries
+        entries = ctx.menu_entries
         if msg.text.isdigit() and 1 <= int(msg.text) <= len(entries):  # a number picked from the main menu
             return {"click": entries[int(msg.text) - 1].key}
         return {"text": msg.text[:600]}
@@ -167,7 +167,7 @@ async def _waiting(ctx: Context, intro: str) -> str:
 
 
 async def _start(ctx: Context, intro: str = "", resume: dict | None = None, keep_person: bool = False) -> str:
-    ctx.state = None  # forget a half-finished binding
+    ctx.start_over()  # forget a half-finished binding
     question = ctx.ask(ASK_COMMUNITY, STEP_COMMUNITY, resume=resume, keep_person=keep_person)
     return f"{intro}\n{question}" if intro else question
 
@@ -177,9 +177,7 @@ async def offer(ctx: Context) -> str | None:
     if ctx.text in ("1", "绑定"):
         return await _start(ctx)
     # Anything else is a fresh message (菜单, a keyword, a need typed straight away).
-    ctx.done("")
-    ctx.state = None
-    return await ctx.engine.dispatch(ctx)
+    return await ctx.handle_afresh()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -301,7 +299,7 @@ async def confirm(ctx: Context) -> str | None:
     if ctx.text == "2":
         if data.get("scene"):
             keep = {k: data[k] for k in ("community_id", "community_name", "building_id", "building_name", "scene")}
-            ctx.state = None
+            ctx.start_over()
             return ctx.ask(ASK_ROOM, STEP_ROOM, resume=data.get("resume"), **keep)
         return await _start(ctx, "好的，我们重新填写。", resume=data.get("resume"), keep_person=data.get("keep_person"))
     if ctx.text != "1":
@@ -325,13 +323,11 @@ async def confirm(ctx: Context) -> str | None:
         return ctx.done("\n".join([*lines, BOUND_NEXT]))
     # Run what the resident asked for before binding, now that they are bound.
     ctx.resident = result.resident
-    ctx.state = None
-    ctx.command_word = ""
     if "click" in resume:
-        ctx.msg = dataclasses.replace(ctx.msg, type="event", event="click", event_key=resume["click"], text="")
+        asked = dataclasses.replace(ctx.msg, type="event", event="click", event_key=resume["click"], text="")
     else:
-        ctx.msg = dataclasses.replace(ctx.msg, type="text", event=None, event_key=None, text=resume["text"])
-    reply = await ctx.engine.dispatch(ctx)
+        asked = dataclasses.replace(ctx.msg, type="text", event=None, event_key=None, text=resume["text"])
+    reply = await ctx.resume(asked)
     return "\n".join([*lines, RESUMING]) + "\n\n" + (reply or "")
 
 
@@ -354,7 +350,7 @@ def _info_text(ctx: Context, where: str) -> str:
 async def my_info(ctx: Context) -> str:
     if not ctx.resident.is_bound:
         return await _start(ctx, await _waiting(ctx, "您还没有绑定住址。"))
-    ctx.state = None
+    ctx.start_over()
     text = _info_text(ctx, await _where(ctx))
     view = await pending_claim_of(ctx.db, ctx.resident.id)
     if view is not None:
@@ -377,9 +373,7 @@ async def info_choice(ctx: Context) -> str | None:
         row = await set_notify_consultation(ctx.db, ctx.msg.openid, not ctx.resident.notify_consultation)
         state = "开启，每月议事前会提醒您" if row.notify_consultation else "关闭，不再提醒议事安排"
         return ctx.done(f"议事通知已{state}。")
-    ctx.done("")  # not a choice: a fresh message
-    ctx.state = None
-    return await ctx.engine.dispatch(ctx)
+    return await ctx.handle_afresh()  # not a choice: a fresh message
 
 
 @router.state("edit")

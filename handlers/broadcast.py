@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from bot.engine import Context, Router
+from handlers.framework import Context, Router
 from storage import broadcast as bc
 from storage.roles import Role, scope_of
 

@@ -8,7 +8,7 @@ Each role sees only its own community's claims (an admin: all). `取消` leaves 
 
 from __future__ import annotations
 
-from bot.engine import Context, Router
+from handlers.framework import Context, Router
 from storage.claims import ClaimError, ClaimView, claim_reach, claim_view, confirm_claim, pending_claims, reject_claim
 from storage.clock import local
 from storage.residents import mask_phone

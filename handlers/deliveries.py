@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from bot.engine import Context, Router
+from handlers.framework import Context, Router
 from storage import outbox as ob
 from storage.clock import local
 from storage.residents import mask_phone
@@ -16,26 +16,8 @@ from storage.roles import Role, Scope
 router = Router("delivery", "投递失败")
 STAFF = (Role.COMMUNITY_STAFF, Role.ADMIN)
 PAGE = 4
+label_of = ob.NoticeKind.label_of  # what kind of notice it was, as staff read it
 
-KIND_LABELS = {
-    "need_update": "诉求进展",
-    "need_assigned": "诉求指派",
-    "need_escalated": "诉求上报",
-    "need_rework": "诉求退回重办",
-    "remind": "办理提醒",
-    "chase": "督办提醒",
-    "report": "超期报告",
-    "feedback": "诉求反馈",
-    "rating": "评价提醒",
-    "digest": "每日汇总",
-    "consultation": "议事通知",
-    "broadcast": "社区广播",
-    "broadcast_progress": "广播进度",
-    "activity": "志愿活动",
-    "points": "志愿积分",
-    "binding": "绑定核实",
-    "reply": "延迟回复",
-}
 
 # WeChat error codes as staff would say them (bot/push records "<errcode>: <errmsg>").
 ERROR_WORDS = {
@@ -81,7 +63,7 @@ def _item_lines(number: int, item: ob.ReviewItem) -> list[str]:
     who = f"{item.resident_name or '居民'} {mask_phone(item.resident_phone)}"
     head = "发送失败" if m.status == ob.OutboxStatus.FAILED else "未确认送达"
     return [
-        f"{number}. {who}｜{KIND_LABELS.get(m.kind, '通知')}｜{local(m.created_at):%m-%d %H:%M}",
+        f"{number}. {who}｜{label_of(m.kind)}｜{local(m.created_at):%m-%d %H:%M}",
         f"   「{_excerpt(m.text)}」",
         f"   {head}：{plain_reason(m.status, m.last_error)}",
     ]
@@ -125,7 +107,7 @@ def _choice_question(number: int, item: ob.ReviewItem) -> str:
     m = item.message
     _head, _quote, reason = _item_lines(number, item)
     who = f"{item.resident_name or '居民'} {mask_phone(item.resident_phone)}"
-    lines = [f"第 {number} 条：{who}｜{KIND_LABELS.get(m.kind, '通知')}｜{local(m.created_at):%m-%d %H:%M}",
+    lines = [f"第 {number} 条：{who}｜{label_of(m.kind)}｜{local(m.created_at):%m-%d %H:%M}",
              f"「{_excerpt(m.text, 60)}」", reason.strip()]
     if m.status == ob.OutboxStatus.UNKNOWN:
         lines.append("注意：这条可能已经送达，重发后居民可能收到两次。")
@@ -169,7 +151,7 @@ async def _decide(ctx: Context, choice: str, number: int, message_id: int, offse
         row = await decide(ctx.db, message_id, await _reach(ctx), f"resident:{ctx.resident.id}", ctx.now)
     except ob.OutboxReviewError as exc:
         return await _show(ctx, offset, f"第 {number} 条：{exc.reason}")
-    label = KIND_LABELS.get(row.kind, "通知")
+    label = label_of(row.kind)
     if choice == "resend":
         return await _show(ctx, offset, f"已将第 {number} 条（{label}）重新排队发送。")
     return await _show(ctx, offset, f"已将第 {number} 条（{label}）标记为已处理，不再发送。")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from bot.engine import Context, Router
+from handlers.framework import Context, Router
 from handlers.needs import category_menu, summary_line_text
 from storage.classifier import default_classifier
 from storage.needs import (

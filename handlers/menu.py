@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.engine import Context, Router
+from handlers.framework import Context, Router
 
 router = Router("menu", "主菜单")
 
@@ -12,7 +12,7 @@ FOOTER = "随时回复「取消」可退出当前操作。"
 
 def menu_text(ctx: Context) -> str:
     lines = [GREETING]
-    for number, entry in enumerate(ctx.engine.menu_entries, 1):
+    for number, entry in enumerate(ctx.menu_entries, 1):
         lines.append(f"{number}. {entry.label}")
     lines.append(FOOTER)
     return "\n".join(lines)
@@ -25,12 +25,8 @@ async def show_menu(ctx: Context) -> str:
 
 @router.state("pick")
 async def pick(ctx: Context) -> str | None:
-    entries = ctx.engine.menu_entries
+    entries = ctx.menu_entries
     if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= len(entries):
         # Not a menu number: treat it as a fresh message (a keyword or a need typed straight away).
-        ctx.done("")
-        ctx.state = None
-        return await ctx.engine.dispatch(ctx)
-    ctx.done("")
-    ctx.state = None
-    return await ctx.engine.run(ctx, entries[int(ctx.text) - 1].route)
+        return await ctx.handle_afresh()
+    return await ctx.start(entries[int(ctx.text) - 1].route)

@@ -6,7 +6,7 @@ is offered instead (1 附议 / 2 仍然新建) → photo / location (optional, �
 
 from __future__ import annotations
 
-from bot.engine import Context, Router
+from handlers.framework import Context, Router
 from handlers.staff import staff_detail
 from storage.classifier import default_classifier
 from storage.clock import local
@@ -212,11 +212,9 @@ async def offer_step(ctx: Context) -> str:
     if ctx.text == "1":
         text = ctx.data["text"]
         ctx.done("")
-        ctx.state = None
+        ctx.start_over()
         if not ctx.resident.is_bound:
-            if ctx.engine.unbound is not None:
-                return await ctx.engine.unbound(ctx)
-            return "请先绑定您的住址信息后再反映问题。"
+            return await ctx.ask_to_bind() or "请先绑定您的住址信息后再反映问题。"
         return await _got_text(ctx, text)
     if ctx.text == "2":
         return ctx.done("好的。回复「菜单」查看全部服务。")

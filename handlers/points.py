@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 import uuid
 
-from bot.engine import Context, Router
 from handlers.activities import list_activities
+from handlers.framework import Context, Router
 from storage import points as pts
 from storage import rewards as rw
 from storage.clock import local
@@ -72,9 +72,7 @@ async def home_choice(ctx: Context) -> str:
 
 async def _elsewhere(ctx: Context) -> str | None:
     """Not an answer to this menu (a keyword such as 「我的兑换」): leave it and handle the message afresh."""
-    ctx.done("")
-    ctx.state = None
-    return await ctx.engine.dispatch(ctx)
+    return await ctx.handle_afresh()
 
 
 @router.command("积分明细", bound=True)
@@ -159,7 +157,8 @@ async def confirm(ctx: Context) -> str:
         return ctx.retry("请回复 1 确认兑换，或 2 不兑换。")
     key = f"chat:{ctx.resident.id}:{ctx.data.get('token')}"
     try:
-        done = await rw.redeem(ctx.db, ctx.resident, int(ctx.data["reward"]), key, ctx.now)
+        done = await rw.redeem(ctx.db, ctx.resident, int(ctx.data["reward"]), key, ctx.now,
+                               policy=ctx.settings.points_policy)
     except pts.PointsRefused as exc:
         return ctx.done(exc.reason)
     return ctx.done(
@@ -282,7 +281,8 @@ async def donate_confirm(ctx: Context) -> str:
         if ctx.data.get("to") is not None:  # the code again: its holder may have moved away meanwhile
             to_resident = await pts.recipient_by_code(ctx.db, ctx.data.get("code") or "", ctx.resident)
         done = await pts.donate(ctx.db, ctx.resident, int(ctx.data["amount"]), ctx.now,
-                                key=f"chat:{ctx.resident.id}:{ctx.data.get('token')}", to_resident=to_resident)
+                                key=f"chat:{ctx.resident.id}:{ctx.data.get('token')}", to_resident=to_resident,
+                                policy=ctx.settings.points_policy)
     except pts.PointsRefused as exc:
         return ctx.done(exc.reason)
     return ctx.done(f"感谢您的爱心！已捐出 {done.amount} 积分，当前余额 {done.balance} 分。")
@@ -339,7 +339,7 @@ async def award(ctx: Context) -> str:
     if not people:
         return ctx.done("本社区没有用这个手机号绑定的居民。")
     who = people[0]
-    points = pts.current_policy().points_for(half_hours)
+    points = ctx.settings.points_policy.points_for(half_hours)
     reason = match.group(3).strip()[:60]
     return ctx.ask(
         f"为 {masked_name(who.name)}（{mask_phone(who.phone)}）补录 {pts.hours_text(half_hours)} 小时，"
@@ -360,7 +360,7 @@ async def award_confirm(ctx: Context) -> str:
     try:
         credit = await pts.award_hours(
             ctx.db, scope, f"resident:{ctx.resident.id}", who, int(ctx.data["half_hours"]), ctx.data["reason"],
-            ctx.now, key=f"award:{ctx.resident.id}:{ctx.data.get('token')}",
+            ctx.now, key=f"award:{ctx.resident.id}:{ctx.data.get('token')}", policy=ctx.settings.points_policy,
         )
     except pts.PointsRefused as exc:
         return ctx.done(exc.reason)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from bot.engine import Context, Router
+from handlers.framework import Context, Router
 from storage.clock import local
 from storage.projects import (
     PAGE,

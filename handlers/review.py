@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from bot.engine import Context, Router
+from handlers.framework import Context, Router
 from storage.clock import local
 from storage.review import (
     CHOICE_BY_NUMBER,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from bot.engine import Context, Router
+from handlers.framework import Context, Router
 from storage.clock import local
 from storage.needs import (
     Need,
@@ -123,9 +123,7 @@ async def pick(ctx: Context) -> str:
     ticket = ctx.data.get("tickets", {}).get(ctx.text)
     if ticket is None:
         # Not a listed number: read it as a fresh message (a one-line form such as 办结 <编号> …).
-        ctx.done("")
-        ctx.state = None
-        return await ctx.engine.dispatch(ctx)
+        return await ctx.handle_afresh()
     need = await find_need(ctx.db, ticket)
     if need is None:
         return ctx.retry("这条诉求找不到了，请换一条。")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.engine import Context, Router
+from handlers.framework import Context, Router
 from storage.survey import SurveyError, answer_survey, pending_invitation
 
 router = Router("survey", "满意度问卷")

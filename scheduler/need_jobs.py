@@ -1,9 +1,10 @@
-"""The needs' clocks as jobs (rules and texts: storage/need_clocks.py). Each is bounded and idempotent."""
+"""The needs' clocks as jobs (rules and texts: storage/need_clocks.py; closing unrated needs after the rating
+window: storage/needs.close_unrated). Each is bounded and idempotent."""
 
 from __future__ import annotations
 
 from scheduler.registry import JobContext, job
-from storage import need_clocks
+from storage import need_clocks, needs
 from storage.clock import local
 
 
@@ -35,6 +36,12 @@ async def feedback(ctx: JobContext) -> int:
 @job("needs.rating_reminder", every_seconds=900)
 async def rating_reminder(ctx: JobContext) -> int:
     return await need_clocks.remind_unrated(ctx.db, ctx.clock.now())
+
+
+@job("needs.close_unrated", every_seconds=900)
+async def close_unrated(ctx: JobContext) -> int:
+    """Resolved needs whose rating window (resolution + 7 days) is over: closed, the reporter told (≤200 a run)."""
+    return await needs.close_unrated(ctx.db, ctx.clock.now())
 
 
 @job("needs.morning_digest", every_seconds=600)

@@ -16,7 +16,7 @@ from sqlmodel import Field, SQLModel, col, select
 
 from storage.clock import local
 from storage.db import Database
-from storage.outbox import notify
+from storage.outbox import NoticeKind, NoticePriority, enqueue
 from storage.points import (
     PointsPolicy,
     PointsRefused,
@@ -285,11 +285,11 @@ async def cancel_signup(db: Database, activity_id: int, resident: Resident, now:
             return None
         first.status = SignupStatus.SIGNED
         s.add(first)
-        await notify(
-            s, first.resident_id, "activity",
+        await enqueue(
+            s, NoticeKind.ACTIVITY,
             f"好消息：志愿活动「{activity.title}」（{when_text(activity)}，{activity.place}）有空位了，"
             "您已从候补转为正式报名。不能参加请回复「志愿活动」取消。",
-            f"activity:{activity.id}:promoted:{first.id}:{now.isoformat()}", now,
+            [(first.resident_id, f"activity:{activity.id}:promoted:{first.id}:{now.isoformat()}")], now,
         )
         return await s.get(Resident, first.resident_id)
 
@@ -417,11 +417,11 @@ async def confirm_attendance(
                 .where(ActivitySignup.id == row.id)
                 .values(confirmed_at=now, confirmed_by=actor, points=credit.points)
             )
-            await notify(
-                s, row.resident_id, "points",
+            await enqueue(
+                s, NoticeKind.POINTS,
                 f"感谢您参加「{activity.title}」！组织者已确认服务时长 {hours_text(activity.half_hours)} 小时，"
                 f"积分 +{credit.points}。回复「积分」查看。",
-                f"points:earn:signup:{row.id}", now,
+                [(row.resident_id, f"points:earn:signup:{row.id}")], now,
             )
             credited += 1
         s.add(audit_entry(now, actor, "activity.confirm", "activity", activity.id, credited=credited, skipped=skipped))
@@ -524,9 +524,11 @@ async def cancel_activity(
                     )
                 ).all()
             )
-            for signup_id, resident_id in batch:
-                if await notify(s, resident_id, "activity", text, f"activity:{activity_id}:cancelled:{signup_id}", now):
-                    notified += 1
+            notified += await enqueue(
+                s, NoticeKind.ACTIVITY, text,
+                [(resident_id, f"activity:{activity_id}:cancelled:{signup_id}") for signup_id, resident_id in batch],
+                now, priority=NoticePriority.URGENT,  # plans changed: told at once, even at night
+            )
             if len(batch) < CANCEL_BATCH:
                 break
             last_id = batch[-1][0]

@@ -20,14 +20,13 @@ import json
 from dataclasses import dataclass
 
 from sqlalchemy import Index, func, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.clock import local
+from storage.clock import DEFAULT_QUIET, QuietHours  # noqa: F401  (handlers and jobs name them from here)
 from storage.db import Database
 from storage.org import Building, Community, Grid, Street
-from storage.outbox import OutboxMessage, OutboxStatus, _wake_after_commit
+from storage.outbox import NoticeKind, NoticePriority, OutboxMessage, OutboxStatus, enqueue
 from storage.residents import Resident
 from storage.roles import Role, Scope, audit_entry
 
@@ -71,7 +70,7 @@ class Broadcast(SQLModel, table=True):
     audience_ids: str = Field(default="[]")  # JSON list of ids for the kind
     audience_label: str = Field(default="", max_length=128)  # "1号楼、2号楼" as shown to the author
     text: str
-    kind: str = Field(default="broadcast", max_length=32)  # outbox kind
+    kind: str = Field(default=NoticeKind.BROADCAST.value, max_length=32)  # outbox kind (a NoticeKind)
     urgent: bool = False
     status: str = Field(default=BroadcastStatus.DRAFT, max_length=16)
     recipient_count: int = 0  # exact at preview, recounted at confirm
@@ -87,95 +86,9 @@ class Broadcast(SQLModel, table=True):
     progress_reports: int = 0
 
 
-@dataclass(frozen=True)
-class QuietHours:
-    start: dt.time = dt.time(21, 0)
-    end: dt.time = dt.time(8, 0)
-
-    @classmethod
-    def parse(cls, spec: str | None) -> QuietHours:
-        """'21:00-08:00'; empty or 'off' means no quiet hours (start == end)."""
-        if not spec or spec.strip().lower() in ("off", "none"):
-            return cls(dt.time(0, 0), dt.time(0, 0))
-        a, _, b = spec.partition("-")
-        return cls(dt.time.fromisoformat(a.strip()), dt.time.fromisoformat(b.strip()))
-
-    def release(self, now: dt.datetime) -> dt.datetime:
-        """When a non-urgent notice written at `now` may go out: now, or the end of the quiet window."""
-        if self.start == self.end:
-            return now
-        here = local(now)
-        t = here.time()
-        if self.start > self.end:  # the window crosses midnight
-            quiet = t >= self.start or t < self.end
-        else:
-            quiet = self.start <= t < self.end
-        if not quiet:
-            return now
-        day = here.date() if t < self.end else here.date() + dt.timedelta(days=1)
-        return dt.datetime.combine(day, self.end, tzinfo=here.tzinfo)
-
-
-DEFAULT_QUIET = QuietHours()
-
-
-# ---------------------------------------------------------------- outbox writes
-
-
-def _insert_ignore(session: AsyncSession):
-    """INSERT … ON CONFLICT (idempotency_key) DO NOTHING, on either database (run with many parameter sets)."""
-    make = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    return make(OutboxMessage).on_conflict_do_nothing(index_elements=["idempotency_key"])
-
-
-async def enqueue(
-    session: AsyncSession,
-    items: list[tuple[int, str]],
-    kind: str,
-    text: str,
-    now: dt.datetime,
-    *,
-    urgent: bool = False,
-    quiet: QuietHours = DEFAULT_QUIET,
-) -> int:
-    """Write outbox rows [(resident_id, idempotency_key)] in the caller's transaction; existing keys are skipped.
-
-    Returns how many rows were new.
-    """
-    if not items:
-        return 0
-    keys = [key for _, key in items]
-    existing = set((await session.exec(
-        select(OutboxMessage.idempotency_key).where(col(OutboxMessage.idempotency_key).in_(keys))
-    )).all())
-    due = now if urgent else quiet.release(now)
-    rows = [
-        {
-            "idempotency_key": key,
-            "resident_id": resident_id,
-            "kind": kind,
-            "text": text,
-            "payload": "{}",
-            "status": OutboxStatus.PENDING,
-            "attempts": 0,
-            "next_attempt_at": due,
-            "created_at": now,
-        }
-        for resident_id, key in items
-        if key not in existing
-    ]
-    if rows:
-        await session.exec(_insert_ignore(session), params=rows)
-        _wake_after_commit(session)
-    return len(rows)
-
-
-async def notify(
-    session: AsyncSession, resident_id: int, kind: str, text: str, key: str, now: dt.datetime,
-    *, urgent: bool = False, quiet: QuietHours = DEFAULT_QUIET,
-) -> bool:
-    """One notice in the caller's transaction, written once per key."""
-    return await enqueue(session, [(resident_id, key)], kind, text, now, urgent=urgent, quiet=quiet) == 1
+def _priority(urgent: bool) -> NoticePriority | None:
+    """An urgent broadcast (and its progress reports) goes out at once; otherwise its kind's priority."""
+    return NoticePriority.URGENT if urgent else None
 
 
 # ---------------------------------------------------------------- audiences
@@ -329,10 +242,11 @@ async def confirm(db: Database, broadcast_id: int, author_id: int, scope: Scope,
 
 
 async def create_system_broadcast(
-    session: AsyncSession, dedup_key: str, kind: str, audience_kind: str, ids: list[int], label: str,
+    session: AsyncSession, dedup_key: str, kind: NoticeKind, audience_kind: str, ids: list[int], label: str,
     text: str, now: dt.datetime, *, urgent: bool = False,
 ) -> Broadcast | None:
-    """A confirmed broadcast from the system (reminders, a moved session), in the caller's transaction.
+    """A confirmed broadcast from the system (reminders, a moved session), in the caller's transaction;
+    `urgent` ones (a session moved or cancelled) go out at once, even in the quiet hours.
 
     Created once per dedup_key; returns None if it already exists.
     """
@@ -341,7 +255,7 @@ async def create_system_broadcast(
         return None
     row = Broadcast(
         author_id=None, audience_kind=audience_kind, audience_ids=json.dumps(ids), audience_label=label[:128],
-        text=text, kind=kind, urgent=urgent, status=BroadcastStatus.CONFIRMED, dedup_key=dedup_key,
+        text=text, kind=NoticeKind(kind).value, urgent=urgent, status=BroadcastStatus.CONFIRMED, dedup_key=dedup_key,
         created_at=now, confirmed_at=now,
     )
     sub = _audience_query(audience_kind, ids).subquery()
@@ -354,7 +268,7 @@ async def create_system_broadcast(
     return row
 
 
-async def enqueue_batch(db: Database, broadcast_id: int, now: dt.datetime, quiet: QuietHours = DEFAULT_QUIET,
+async def enqueue_batch(db: Database, broadcast_id: int, now: dt.datetime, quiet: QuietHours | None = None,
                         batch_size: int = BATCH_SIZE) -> int:
     """Write the next batch of outbox rows for one broadcast, in one transaction. Returns rows written."""
     async with db.write() as s:
@@ -371,8 +285,8 @@ async def enqueue_batch(db: Database, broadcast_id: int, now: dt.datetime, quiet
         )
         resident_ids = list((await s.exec(query)).all())
         written = await enqueue(
-            s, [(rid, f"bc:{row.id}:{rid}") for rid in resident_ids], row.kind, row.text, now,
-            urgent=row.urgent, quiet=quiet,
+            s, NoticeKind(row.kind), row.text, [(rid, f"bc:{row.id}:{rid}") for rid in resident_ids], now,
+            priority=_priority(row.urgent), quiet=quiet,
         )
         row.status = BroadcastStatus.SENDING
         if resident_ids:
@@ -396,7 +310,7 @@ async def due_for_enqueue(db: Database, limit: int = 20) -> list[int]:
         return list((await s.exec(q)).all())
 
 
-async def run_enqueue(db: Database, now: dt.datetime, quiet: QuietHours = DEFAULT_QUIET,
+async def run_enqueue(db: Database, now: dt.datetime, quiet: QuietHours | None = None,
                       max_batches: int = BATCHES_PER_RUN, batch_size: int = BATCH_SIZE) -> int:
     """The enqueue job's body: at most max_batches batches across the broadcasts waiting. Returns rows written."""
     total, batches = 0, 0
@@ -501,7 +415,7 @@ def progress_text(b: Broadcast, p: Progress, final: bool = False) -> str:
     return f"{head}发送中：\n{p.line()}"
 
 
-async def report_progress(db: Database, now: dt.datetime, quiet: QuietHours = DEFAULT_QUIET,
+async def report_progress(db: Database, now: dt.datetime, quiet: QuietHours | None = None,
                           every: dt.timedelta = PROGRESS_EVERY, limit: int = 50) -> int:
     """Push "已发送 x / 共 y，失败 z" to authors periodically, and a final one; close finished broadcasts."""
     async with db.read() as s:
@@ -532,14 +446,16 @@ async def report_progress(db: Database, now: dt.datetime, quiet: QuietHours = DE
                                   status=row.status, total=p.total, sent=p.sent, failed=p.failed,
                                   cancelled=p.cancelled))
                 if row.author_id:
-                    await notify(s, row.author_id, "broadcast_progress", progress_text(row, p, final=True),
-                                 f"bcp:{row.id}:final", now, urgent=row.urgent, quiet=quiet)
+                    await enqueue(s, NoticeKind.BROADCAST_PROGRESS, progress_text(row, p, final=True),
+                                  [(row.author_id, f"bcp:{row.id}:final")], now, priority=_priority(row.urgent),
+                                  quiet=quiet)
                 handled += 1
             elif row.author_id and (row.progress_at is None or now - row.progress_at >= every):
                 row.progress_at = now
                 row.progress_reports += 1
-                await notify(s, row.author_id, "broadcast_progress", progress_text(row, p),
-                             f"bcp:{row.id}:{row.progress_reports}", now, urgent=row.urgent, quiet=quiet)
+                await enqueue(s, NoticeKind.BROADCAST_PROGRESS, progress_text(row, p),
+                              [(row.author_id, f"bcp:{row.id}:{row.progress_reports}")], now,
+                              priority=_priority(row.urgent), quiet=quiet)
                 handled += 1
             s.add(row)
     return handled

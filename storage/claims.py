@@ -29,7 +29,7 @@ from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.db import Database
-from storage.outbox import notify
+from storage.outbox import NoticeKind, enqueue
 from storage.residents import Resident, RosterEntry, mask_phone
 from storage.roles import audit_entry, communities_staffed, scope_of
 
@@ -361,13 +361,13 @@ async def confirm_claim(
                           claimant=claimant.id, released=[r.id for r in released], roster_unlinked=unlinked,
                           phone=phone))
         place = await _place(s, claim)
-        await notify(s, claimant.id, "binding", CONFIRMED_TEXT.format(place=place), f"claim:{claim.id}:confirmed", now)
-        for row in released:
-            await notify(s, row.id, "binding", RELEASED_TEXT.format(phone=phone), f"claim:{claim.id}:released:{row.id}",
-                         now)
+        await enqueue(s, NoticeKind.BINDING, CONFIRMED_TEXT.format(place=place),
+                      [(claimant.id, f"claim:{claim.id}:confirmed")], now)
+        await enqueue(s, NoticeKind.BINDING, RELEASED_TEXT.format(phone=phone),
+                      [(row.id, f"claim:{claim.id}:released:{row.id}") for row in released], now)
         if unlinked is not None and unlinked not in {r.id for r in released}:
-            await notify(s, unlinked, "binding", ROSTER_MOVED_TEXT.format(phone=phone),
-                         f"claim:{claim.id}:unlinked:{unlinked}", now)
+            await enqueue(s, NoticeKind.BINDING, ROSTER_MOVED_TEXT.format(phone=phone),
+                          [(unlinked, f"claim:{claim.id}:unlinked:{unlinked}")], now)
     return Decision(claim, claimant, released)
 
 
@@ -381,8 +381,8 @@ async def reject_claim(
         s.add(claim)
         s.add(audit_entry(now, actor, "binding_claim.reject", "binding_claim", claim.id,
                           claimant=claim.resident_id, phone=mask_phone(claim.phone)))
-        await notify(s, claim.resident_id, "binding", REJECTED_TEXT.format(place=await _place(s, claim)),
-                     f"claim:{claim.id}:rejected", now)
+        await enqueue(s, NoticeKind.BINDING, REJECTED_TEXT.format(place=await _place(s, claim)),
+                      [(claim.resident_id, f"claim:{claim.id}:rejected")], now)
         claimant = await s.get(Resident, claim.resident_id)
     return Decision(claim, claimant, [])
 

@@ -23,16 +23,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.broadcast import (
-    DEFAULT_QUIET,
-    AudienceKind,
-    QuietHours,
-    create_system_broadcast,
-    notify,
-)
-from storage.clock import DEFAULT_TZ, local
+from storage.broadcast import AudienceKind, create_system_broadcast
+from storage.clock import DEFAULT_TZ, QuietHours, local
 from storage.db import Database
 from storage.org import Community
+from storage.outbox import NoticeKind, enqueue
 from storage.residents import Resident
 from storage.roles import Role, Scope, audit_entry
 
@@ -172,10 +167,6 @@ class Topic(SQLModel, table=True):
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def _session_times(d: ConsultationDefaults, year: int, month: int) -> tuple[dt.datetime, dt.datetime, dt.datetime]:
@@ -506,7 +497,7 @@ def promoted_text(session: ConsultationSession, code: str) -> str:
     )
 
 
-async def _promote(s: AsyncSession, session: ConsultationSession, now: dt.datetime, quiet: QuietHours) -> int:
+async def _promote(s: AsyncSession, session: ConsultationSession, now: dt.datetime, quiet: QuietHours | None) -> int:
     """Fill free seats from the head of the waitlist, telling each one. Returns how many were promoted."""
     free = session.seats - await _booked_count(s, session.id)
     if free <= 0:
@@ -524,14 +515,15 @@ async def _promote(s: AsyncSession, session: ConsultationSession, now: dt.dateti
         taken.add(booking.code)
         booking.status, booking.booked_at = BookingStatus.BOOKED, now
         s.add(booking)
-        await notify(s, booking.resident_id, "consultation", promoted_text(session, booking.code),
-                     f"cs:{session.id}:promoted:{booking.id}:{booking.code}", now, quiet=quiet)
+        await enqueue(s, NoticeKind.CONSULTATION, promoted_text(session, booking.code),
+                      [(booking.resident_id, f"cs:{session.id}:promoted:{booking.id}:{booking.code}")], now,
+                      quiet=quiet)
         promoted += 1
     return promoted
 
 
 async def cancel_booking(
-    db: Database, session_id: int, resident_id: int, now: dt.datetime, quiet: QuietHours = DEFAULT_QUIET
+    db: Database, session_id: int, resident_id: int, now: dt.datetime, quiet: QuietHours | None = None
 ) -> Booking:
     """取消预约 (up to the start). A freed seat goes to the first on the waitlist, who is told."""
     async with db.write() as s:
@@ -604,7 +596,7 @@ EDITABLE = {"venue", "capacity", "reserved_seats", "duration_minutes"}
 
 
 async def edit_session(db: Database, session_id: int, scope: Scope | None, now: dt.datetime, actor: str,
-                       quiet: QuietHours = DEFAULT_QUIET, **changes) -> ConsultationSession:
+                       quiet: QuietHours | None = None, **changes) -> ConsultationSession:
     """议事设置: venue, capacity, reserved seats, duration. More seats promote from the waitlist."""
     unknown = set(changes) - EDITABLE
     if unknown:
@@ -652,8 +644,8 @@ async def move_session(db: Database, session_id: int, starts_at: dt.datetime, sc
         text = (f"【议事改期】原定{when_text(old)}的社区议事改到{when_text(starts_at)}，地点：{session.venue}。\n"
                 "您的预约和签到码不变。如不能参加，请回复「议事」取消预约。")
         await create_system_broadcast(
-            s, f"cs:{session_id}:move:{int(starts_at.timestamp())}", "consultation", AudienceKind.SESSION_ALL,
-            [session_id], "议事预约居民（改期通知）", text, now,
+            s, f"cs:{session_id}:move:{int(starts_at.timestamp())}", NoticeKind.CONSULTATION,
+            AudienceKind.SESSION_ALL, [session_id], "议事预约居民（改期通知）", text, now, urgent=True,
         )
         return session
 
@@ -675,8 +667,8 @@ async def cancel_session(db: Database, session_id: int, reason: str, scope: Scop
         text = (f"【议事取消】{when_text(session.starts_at)}的社区议事取消了。\n原因：{reason[:200]}\n"
                 "给您带来不便，敬请谅解。")
         await create_system_broadcast(
-            s, f"cs:{session_id}:cancel", "consultation", AudienceKind.SESSION_ALL, [session_id],
-            "议事预约居民（取消通知）", text, now,
+            s, f"cs:{session_id}:cancel", NoticeKind.CONSULTATION, AudienceKind.SESSION_ALL, [session_id],
+            "议事预约居民（取消通知）", text, now, urgent=True,
         )
         return session
 
@@ -840,8 +832,8 @@ async def record_outcome(db: Database, topic_id: int, outcome: str, note: str, s
         s.add(audit_entry(now, actor, "consultation.outcome", "consultation_topic", topic_id, outcome=outcome,
                           note=note))
         if session.status == SessionStatus.HELD and topic.proposer_id:
-            await notify(s, topic.proposer_id, "consultation", outcome_text(session, topic),
-                         f"ct:{topic.id}:outcome:{outcome}", now)
+            await enqueue(s, NoticeKind.CONSULTATION, outcome_text(session, topic),
+                          [(topic.proposer_id, f"ct:{topic.id}:outcome:{outcome}")], now)
         return topic
 
 
@@ -868,13 +860,13 @@ async def publish_minutes(db: Database, session_id: int, minutes: str, scope: Sc
         lines = [f"【{local(session.starts_at).month}月社区议事纪要】", minutes[:600]]
         for t in decided[:AGENDA_LIMIT]:
             lines.append(f"· {t.title[:20]}：{OUTCOME_LABELS[t.outcome or '']}")
-        await create_system_broadcast(s, f"cs:{session_id}:minutes", "consultation", AudienceKind.SESSION,
+        await create_system_broadcast(s, f"cs:{session_id}:minutes", NoticeKind.CONSULTATION, AudienceKind.SESSION,
                                       [session_id], "议事预约居民（会议纪要）", "\n".join(lines), now)
         told = 0
         for t in decided:
             if t.proposer_id:
-                told += await notify(s, t.proposer_id, "consultation", outcome_text(session, t),
-                                     f"ct:{t.id}:outcome:{t.outcome}", now)
+                told += await enqueue(s, NoticeKind.CONSULTATION, outcome_text(session, t),
+                                      [(t.proposer_id, f"ct:{t.id}:outcome:{t.outcome}")], now)
         s.add(audit_entry(now, actor, "consultation.minutes", "consultation_session", session_id,
                           decided=len(decided), topics=len(topics)))
         return told
@@ -948,20 +940,21 @@ async def due_reminders(db: Database, now: dt.datetime, limit: int = 500) -> int
                 session.opened_notice_at = now
                 if now < due_2d:  # registration opening long past: no stale "报名开始" notice
                     await create_system_broadcast(
-                        s, f"cs:{session_id}:open", "consultation", AudienceKind.OPTED_IN, [session.community_id],
+                        s, f"cs:{session_id}:open", NoticeKind.CONSULTATION, AudienceKind.OPTED_IN,
+                        [session.community_id],
                         f"{name}议事提醒订阅居民", _reminder_text("open", session, name), now)
                     made += 1
             if session.remind_2d_at is None and due_2d <= now < due_day:
                 session.remind_2d_at = now
                 await create_system_broadcast(
-                    s, f"cs:{session_id}:2d:{stamp}", "consultation", AudienceKind.SESSION, [session_id],
+                    s, f"cs:{session_id}:2d:{stamp}", NoticeKind.CONSULTATION, AudienceKind.SESSION, [session_id],
                     "议事预约居民（会前提醒）", _reminder_text("2d", session, name), now)
                 made += 1
             if session.remind_day_at is None and now >= due_day:
                 session.remind_day_at = now
                 session.remind_2d_at = session.remind_2d_at or now
                 await create_system_broadcast(
-                    s, f"cs:{session_id}:day:{stamp}", "consultation", AudienceKind.SESSION, [session_id],
+                    s, f"cs:{session_id}:day:{stamp}", NoticeKind.CONSULTATION, AudienceKind.SESSION, [session_id],
                     "议事预约居民（当天提醒）", _reminder_text("day", session, name), now)
                 made += 1
             s.add(session)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -153,6 +154,13 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def insert_for(session: AsyncSession, table: Any):
+    """INSERT for the session's database (SQLite or PostgreSQL), so `.on_conflict_do_nothing(...)` /
+    `.on_conflict_do_update(...)` work on either: the one place that picks the dialect."""
+    make = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    return make(table)
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -12,6 +12,7 @@ holiday calendar (storage/workdays.py).
     feedback_due         B: no public progress for 3 working days → ask the handler, tell the followers;
                          C: after each 17th; 上报区级: weekly → tell the followers     (moves Need.feedback_due_at)
     remind_unrated       resolved and unrated for 24 h → one reminder to the followers (ClockMark "rate")
+                         (7 days after resolution it is closed: storage/needs.close_unrated, the state change)
     morning_digest       each community's staff: new to triage, due today, overdue, failed deliveries
 """
 
@@ -20,13 +21,11 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import UniqueConstraint, exists, func, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel, and_, col, select
 
 from storage import workdays
 from storage.clock import local
-from storage.db import Database
+from storage.db import Database, insert_for
 from storage.needs import (
     OPEN_STATUSES,
     Need,
@@ -38,7 +37,7 @@ from storage.needs import (
     summary_line,
 )
 from storage.org import Community
-from storage.outbox import NEEDS_REVIEW, OutboxMessage, notify
+from storage.outbox import NEEDS_REVIEW, NoticeKind, OutboxMessage, enqueue
 from storage.residents import Resident
 from storage.roles import Role, RoleGrant
 from storage.taxonomy import Tier, load_taxonomy
@@ -88,11 +87,9 @@ async def _followers(s, need: Need) -> list[int]:
     return list(dict.fromkeys((await s.exec(query.limit(RECIPIENT_LIMIT))).all()))
 
 
-async def _tell(s, recipients: list[int], kind: str, text: str, key: str, need: Need, now: dt.datetime) -> int:
-    sent = 0
-    for rid in recipients:
-        sent += await notify(s, rid, kind, text, f"{key}:r:{rid}", now, {"need_id": need.id, "ticket": need.ticket})
-    return sent
+async def _tell(s, recipients: list[int], kind: NoticeKind, text: str, key: str, need: Need, now: dt.datetime) -> int:
+    return await enqueue(s, kind, text, [(rid, f"{key}:r:{rid}") for rid in recipients], now,
+                         payload={"need_id": need.id, "ticket": need.ticket})
 
 
 async def _stamp(s, need: Need, column, now: dt.datetime) -> bool:
@@ -102,8 +99,7 @@ async def _stamp(s, need: Need, column, now: dt.datetime) -> bool:
 
 
 async def _mark(s, need: Need, stage: str, due: dt.datetime, now: dt.datetime) -> bool:
-    insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(ClockMark).values(need_id=need.id, stage=stage, due=due, created_at=now)
+    stmt = insert_for(s, ClockMark).values(need_id=need.id, stage=stage, due=due, created_at=now)
     result = await s.exec(stmt.on_conflict_do_nothing(index_elements=["need_id", "stage", "due"]))
     return result.rowcount == 1
 
@@ -132,7 +128,7 @@ async def remind_due_soon(db: Database, now: dt.datetime, limit: int = 200) -> i
             text = (f"【办理提醒】诉求{need.ticket}将于{format_time(need.resolve_by)}到期。\n"
                     f"内容：{summary_line(need)}\n请抓紧办理，并及时登记进展或办结。")
             key = f"clock:remind:{need.id}:{_day(need.resolve_by)}"
-            await _tell(s, await _handlers(s, need), "remind", text, key, need, now)
+            await _tell(s, await _handlers(s, need), NoticeKind.REMIND, text, key, need, now)
             done += 1
     return done
 
@@ -155,7 +151,8 @@ async def chase_overdue(db: Database, now: dt.datetime, limit: int = 200) -> int
             text = (f"【督办】诉求{need.ticket}已超过办理时限（{format_date(need.resolve_by)}）仍未办结。\n"
                     f"内容：{summary_line(need)}\n请督促经办人尽快办理。超期5个工作日将上报区级。")
             key = f"clock:chase:{need.id}:{_day(need.resolve_by)}"
-            await _tell(s, await _grantees(s, Role.COMMUNITY_STAFF, need.community_id), "chase", text, key, need, now)
+            staff = await _grantees(s, Role.COMMUNITY_STAFF, need.community_id)
+            await _tell(s, staff, NoticeKind.CHASE, text, key, need, now)
             done += 1
     return done
 
@@ -179,7 +176,7 @@ async def report_to_district(db: Database, now: dt.datetime, limit: int = 200) -
                     f"超过时限（{format_date(need.resolve_by)}）已逾{DISTRICT_AFTER}个工作日仍未办结。\n"
                     f"内容：{summary_line(need)}")
             key = f"clock:district:{need.id}:{_day(need.resolve_by)}"
-            await _tell(s, await _grantees(s, Role.ADMIN), "report", text, key, need, now)
+            await _tell(s, await _grantees(s, Role.ADMIN), NoticeKind.REPORT, text, key, need, now)
             done += 1
     return done
 
@@ -202,7 +199,8 @@ async def flag_late_response(db: Database, now: dt.datetime, limit: int = 200) -
             text = (f"【受理超时】诉求{need.ticket}已超过受理时限（{format_time(need.respond_by)}）尚未受理。\n"
                     f"内容：{summary_line(need)}\n请尽快分流受理。")
             key = f"clock:respond:{need.id}:{need.respond_by.timestamp():.0f}"
-            await _tell(s, await _grantees(s, Role.COMMUNITY_STAFF, need.community_id), "chase", text, key, need, now)
+            staff = await _grantees(s, Role.COMMUNITY_STAFF, need.community_id)
+            await _tell(s, staff, NoticeKind.CHASE, text, key, need, now)
             done += 1
     return done
 
@@ -242,11 +240,11 @@ async def feedback_due_now(db: Database, now: dt.datetime, limit: int = 200) -> 
             if moved.rowcount != 1:
                 continue  # another run (or a new progress note) got there first
             key = f"clock:feedback:{need.id}:{due.timestamp():.0f}"
-            await _tell(s, await _followers(s, need), "feedback", _still_working(need), key, need, now)
+            await _tell(s, await _followers(s, need), NoticeKind.FEEDBACK, _still_working(need), key, need, now)
             if tier == Tier.B.value:
                 ask = (f"【进展提醒】诉求{need.ticket}已3个工作日没有进展记录。\n内容：{summary_line(need)}\n"
                        f"请登记一条办理进展，居民会收到通知。")
-                await _tell(s, await _handlers(s, need), "remind", ask, key + ":ask", need, now)
+                await _tell(s, await _handlers(s, need), NoticeKind.REMIND, ask, key + ":ask", need, now)
             done += 1
     return done
 
@@ -267,7 +265,7 @@ async def remind_unrated(db: Database, now: dt.datetime, limit: int = 200) -> in
             text = (f"【评价提醒】{need.ticket}已办结。\n内容：{summary_line(need)}\n"
                     f"办得怎么样？请回复「评价 {need.ticket}」：满意 / 基本满意 / 不满意。")
             key = f"clock:rate:{need.id}:{need.resolved_at.timestamp():.0f}"
-            await _tell(s, await _followers(s, need), "rating", text, key, need, now)
+            await _tell(s, await _followers(s, need), NoticeKind.RATING, text, key, need, now)
             done += 1
     return done
 
@@ -322,6 +320,6 @@ async def morning_digest(db: Database, now: dt.datetime, after: dt.time = DIGEST
         async with db.write() as s:
             staff = await _grantees(s, Role.COMMUNITY_STAFF, community.id)
             text = digest_text(community.name, day, counts)
-            for rid in staff:
-                sent += await notify(s, rid, "digest", text, f"digest:{day}:{community.id}:r:{rid}", now)
+            sent += await enqueue(s, NoticeKind.DIGEST, text,
+                                  [(rid, f"digest:{day}:{community.id}:r:{rid}") for rid in staff], now)
     return sent

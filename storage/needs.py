@@ -19,8 +19,9 @@ The state machine (every transition is checked here; a refusal raises ``NeedErro
 
 ``reopened`` works like ``triaged`` (assign, progress, resolve). Open states: see ``OPEN_STATUSES``.
 
-Notifications: each transition writes one ``OutboxMessage`` per follower (the actor excepted: they see the reply)
-with the key ``need:{need_id}:ev:{event_id}:r:{resident_id}``, in the same transaction. Staff are told through
+Notifications: each transition queues one outbox row per follower (the actor excepted: they see the reply)
+with the key ``need:{need_id}:ev:{event_id}:r:{resident_id}``, in the same transaction (``storage.outbox.enqueue``;
+a reopening is urgent). Staff are told through
 the outbox too: the assignee on assignment, the department's staff on escalation, the handler (or the
 community's staff) on a 不满意 rating.
 
@@ -34,9 +35,11 @@ Clock columns for the scheduler (all UTC-aware; None = nothing due)
 - ``feedback_due_at``: when followers must next hear progress (B: 3 working days after the last public event;
   C: the working day after the next 17th; 上报区级: 7 days). Moved on every public event; None when closed.
 - ``last_progress_at``: the last public event.
-- ``resolved_at``, ``rate_by`` (resolution + 7 days: remind, then ``close_unrated``), ``rated_at``.
-- ``reminded_at``, ``chased_at``, ``district_reported_at``: 督办 stamps. Set them with ``mark_supervised`` (a
-  conditional update: returns False if another scheduler instance already did), cleared when a need is reopened.
+- ``resolved_at``, ``rate_by`` (resolution + 7 days: remind, then ``close_unrated``, the job
+  ``needs.close_unrated``), ``rated_at``. Only a resolved need carries a ``rate_by``.
+- ``reminded_at``, ``chased_at``, ``district_reported_at``: 督办 stamps, set by storage/need_clocks.py (a
+  conditional update in the same transaction as the notice, so a second scheduler run sends nothing), cleared
+  when a need is reopened.
 """
 
 from __future__ import annotations
@@ -46,9 +49,10 @@ import enum
 import itertools
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import UniqueConstraint, func, or_, update
+from sqlalchemy import Index, UniqueConstraint, func, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -58,7 +62,7 @@ from storage import workdays
 from storage.clock import local
 from storage.db import Database
 from storage.org import Building, Community, Department, Grid
-from storage.outbox import OutboxMessage
+from storage.outbox import NoticeKind, NoticePriority, enqueue
 from storage.residents import Resident, mask_phone
 from storage.roles import Role, RoleGrant, Scope, audit_entry, scope_of
 from storage.taxonomy import Span, Taxonomy, Tier, load_taxonomy
@@ -135,6 +139,9 @@ class NeedError(Exception):
 
 
 class Need(SQLModel, table=True):
+    # The rating-window scan (close_unrated): status = resolved AND rate_by <= now, in rate_by order.
+    __table_args__ = (Index("ix_need_status_rate_by", "status", "rate_by"),)
+
     id: int | None = Field(default=None, primary_key=True)
     ticket: str = Field(max_length=20, unique=True)
     status: str = Field(default=NeedStatus.REPORTED.value, max_length=16, index=True)
@@ -176,7 +183,7 @@ class Need(SQLModel, table=True):
     feedback_due_at: dt.datetime | None = Field(default=None, index=True)
     last_progress_at: dt.datetime | None = None
     resolved_at: dt.datetime | None = None
-    rate_by: dt.datetime | None = Field(default=None, index=True)
+    rate_by: dt.datetime | None = None  # indexed with status (ix_need_status_rate_by, 0013)
     rated_at: dt.datetime | None = None
     reminded_at: dt.datetime | None = None
     chased_at: dt.datetime | None = None
@@ -420,17 +427,18 @@ async def _followers(s, need_id: int) -> list[int]:
     return list(rows.all())
 
 
-def _outbox(s, need: Need, event: NeedEvent, resident_id: int, kind: str, text: str, now: dt.datetime) -> None:
-    s.add(
-        OutboxMessage(
-            idempotency_key=f"need:{need.id}:ev:{event.id}:r:{resident_id}",
-            resident_id=resident_id,
-            kind=kind,
-            text=text,
-            payload=json.dumps({"need_id": need.id, "ticket": need.ticket, "event": event.kind}, ensure_ascii=False),
-            next_attempt_at=now,
-            created_at=now,
-        )
+URGENT_EVENTS = frozenset({"reopened"})  # followers hear of these at once, even in the quiet hours
+
+
+async def _outbox(
+    s, need: Need, event: NeedEvent, recipients: int | Iterable[int], kind: NoticeKind, text: str, now: dt.datetime
+) -> int:
+    """One notice of this event to each recipient (a resident id, or several), keyed per event and resident."""
+    ids = [recipients] if isinstance(recipients, int) else list(recipients)
+    return await enqueue(
+        s, kind, text, [(rid, f"need:{need.id}:ev:{event.id}:r:{rid}") for rid in ids], now,
+        payload={"need_id": need.id, "ticket": need.ticket, "event": event.kind},
+        priority=NoticePriority.URGENT if event.kind in URGENT_EVENTS else None,
     )
 
 
@@ -482,10 +490,8 @@ async def _record(
     s.add(need)
     await s.flush()
     if public and notify:
-        text = follower_notice(need, event)
-        for resident_id in await _followers(s, need.id):
-            if resident_id != actor_id:
-                _outbox(s, need, event, resident_id, "need_update", text, now)
+        told = [rid for rid in await _followers(s, need.id) if rid != actor_id]
+        await _outbox(s, need, event, told, NoticeKind.NEED_UPDATE, follower_notice(need, event), now)
     return event
 
 
@@ -766,7 +772,7 @@ async def second_on_behalf(
             if subject is not None and subject.id != filer_id:
                 text = (f"【代为附议】{role}已代您附议诉求 {need.ticket}\n内容：{summary_line(need)}\n"
                         f"状态：{need.state.label}\n有进展会通知您，回复「进度 {need.ticket}」查看。")
-                _outbox(s, need, event, subject.id, "need_update", text, now)
+                await _outbox(s, need, event, subject.id, NoticeKind.NEED_UPDATE, text, now)
             s.add(audit_entry(now, _actor(filer_id), "need.second_on_behalf", "need", need.ticket,
                               subject=subject.id if subject else None,
                               phone=mask_phone(subject.phone if subject else contact_phone)))
@@ -930,7 +936,7 @@ async def assign_need(
         if person.id != actor_id and person.id not in await _followers(s, need.id):
             text = (f"【新派单】{need.ticket}\n{summary_line(need, 30)}\n"
                     f"请尽快处理，回复「进展 {need.ticket} 内容」登记进展，「办结 {need.ticket} 内容」办结。")
-            _outbox(s, need, event, person.id, "need_assigned", text, now)
+            await _outbox(s, need, event, person.id, NoticeKind.NEED_ASSIGNED, text, now)
         s.add(audit_entry(now, _actor(actor_id), "need.assign", "need", need.ticket, assignee=person.id))
     return need, person
 
@@ -961,9 +967,8 @@ async def escalate_need(db: Database, actor_id: int, ticket: str, department_cod
         )
         text = f"【区级待办】{need.ticket}\n{summary_line(need, 30)}\n回复「区级待办」查看。"
         followers = set(await _followers(s, need.id))
-        for resident_id in dict.fromkeys(staff.all()):
-            if resident_id not in followers:  # a follower already has this event's notice
-                _outbox(s, need, event, resident_id, "need_escalated", text, now)
+        told = [rid for rid in dict.fromkeys(staff.all()) if rid not in followers]  # followers have this event's
+        await _outbox(s, need, event, told, NoticeKind.NEED_ESCALATED, text, now)  # notice already
         s.add(audit_entry(now, _actor(actor_id), "need.escalate", "need", need.ticket, department=dept.code))
     return need
 
@@ -1092,9 +1097,8 @@ async def rate_need(
             text = (f"【重办】{need.ticket} 居民评价不满意\n{_clip(comment or '（未留言）', 40)}\n"
                     f"请重新办理，回复「进度 {need.ticket}」查看。")
             followers = set(await _followers(s, need.id))
-            for staff_id in staff:
-                if staff_id is not None and staff_id not in followers:
-                    _outbox(s, need, event, staff_id, "need_rework", text, now)
+            told = [rid for rid in staff if rid is not None and rid not in followers]
+            await _outbox(s, need, event, told, NoticeKind.NEED_REWORK, text, now)
         else:
             need.status = S.RATED.value
             need.rate_by = None
@@ -1103,30 +1107,41 @@ async def rate_need(
     return need
 
 
-async def close_unrated(db: Database, need_id: int, now: dt.datetime) -> bool:
-    """The scheduler closes a resolved need whose rating window passed; False if it was rated meanwhile."""
+CLOSE_BATCH = 200  # needs closed per run of the scheduler job (needs.close_unrated)
+CLOSED_NOTE = "评价期已过，未收到评价，诉求已归档"
+
+
+def closed_query(now: dt.datetime, limit: int = CLOSE_BATCH):
+    """The resolved needs whose rating window is over, oldest first: one range of the (status, rate_by) index,
+    so the scan touches the due rows only, however many needs the district has."""
+    return (
+        select(Need)
+        .where(Need.rate_by <= now, Need.status == S.RESOLVED.value)
+        .order_by(Need.rate_by)
+        .limit(limit)
+    )
+
+
+async def close_unrated(db: Database, now: dt.datetime, limit: int = CLOSE_BATCH) -> int:
+    """Close the resolved needs whose rating window (``rate_by``) is over, at most `limit` in one transaction;
+    returns how many closed. Each gets its timeline event, an audit row and one notice to whoever could have
+    rated it (the reporter, or the leader who filed it for an unbound resident).
+
+    Closes a need once, however often and on however many schedulers it runs: the due rows are locked
+    (PostgreSQL: rows another transaction holds — a resident rating right now, another run — are skipped;
+    SQLite serialises write transactions), and a need rated or closed meanwhile no longer matches."""
     async with db.write() as s:
-        need = (await s.exec(select(Need).where(Need.id == need_id).with_for_update())).first()
-        if need is None or need.state is not S.RESOLVED or (need.rate_by and need.rate_by > now):
-            return False
-        before = need.status
-        need.status, need.rate_by = S.CLOSED.value, None
-        await _record(s, need, now, "closed", actor_id=None, actor_label="系统", from_status=before,
-                      note="评价期已过，诉求归档", notify=False)
-    return True
-
-
-SUPERVISION_STAGES = {"reminded": "reminded_at", "chased": "chased_at", "district": "district_reported_at"}
-
-
-async def mark_supervised(db: Database, need_id: int, stage: str, now: dt.datetime) -> bool:
-    """督办 stamp (reminded / chased / district): True only for the first caller, so a notice goes out once."""
-    column = getattr(Need, SUPERVISION_STAGES[stage])
-    async with db.write() as s:
-        result = await s.exec(
-            update(Need).where(Need.id == need_id, column.is_(None)).values({column.key: now})
-        )
-        return result.rowcount == 1
+        due = list((await s.exec(closed_query(now, limit).with_for_update(skip_locked=True))).all())
+        for need in due:
+            before = need.status
+            need.status, need.rate_by = S.CLOSED.value, None
+            event = await _record(s, need, now, "closed", actor_id=None, actor_label="系统", from_status=before,
+                                  note=CLOSED_NOTE, notify=False)
+            rater = need.reporter_id or need.filed_by_id
+            if rater is not None:
+                await _outbox(s, need, event, rater, NoticeKind.NEED_UPDATE, follower_notice(need, event), now)
+            s.add(audit_entry(now, _actor(None), "need.close", "need", need.ticket, reason="rating window over"))
+    return len(due)
 
 
 # ---------------------------------------------------------------------------------------------- reading

@@ -62,14 +62,6 @@ class Department(SQLModel, table=True):
 # Operations (reads). The organisation is written only by storage.imports (`steward import org`).
 
 
-class OrgError(ValueError):
-    """A refusal about the organisation; `reason` is Chinese and fit to show to the person who asked."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 SEARCH_LIMIT = 8  # at most this many communities offered as numbered choices
 BUILDING_PAGE = 8  # buildings per page in the binding flow
 _NAME_SUFFIXES = ("社区居委会", "居委会", "社区")

@@ -1,9 +1,11 @@
 """The outbox: every notification is a row written in the same transaction as the change that caused it.
 
 A sender (bot/push) drains it; the idempotency key makes writing the same notification twice a no-op.
-The operations here are the only way rows change state:
+`enqueue` is the one way any domain queues a notice: a kind from `NoticeKind` (its Chinese label, its default
+priority), one row or many, insert-ignore on the key, quiet hours by priority, and a wake-up for this process's
+sender after the commit. The operations here are the only way rows change state:
 
-    notify()            pending          (in the caller's transaction)
+    enqueue()           pending          (in the caller's transaction)
     claim_due()         pending → sending          (committed before any API call; see bot/push)
     finish()            sending → sent | pending (retry) | waiting | failed
     recover_stale()     sending (lease expired) → unknown     (never re-sent automatically: at-most-once)
@@ -15,6 +17,8 @@ The operations here are the only way rows change state:
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import functools
 import json
 import weakref
 from collections import defaultdict
@@ -23,13 +27,76 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Index, event, func, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.db import Database
+from storage.clock import QuietHours
+from storage.db import Database, insert_for
 from storage.kv import KeyValueStore
+from storage.settings import current_settings
+
+
+class NoticePriority(enum.IntEnum):
+    """Claimed in this order (lowest first). Quiet hours hold back all but URGENT."""
+
+    URGENT = 0  # plans changed or something went wrong: sent at once, day or night
+    NORMAL = 1
+    DIGEST = 2  # summaries and mass invitations: after everything else in a claim
+
+
+class NoticeKind(enum.StrEnum):
+    """Every kind of notification, with its label (the template's 通知类型, staff's 投递失败 list) and its usual
+    priority (a notice may be queued more urgent than that: `enqueue(..., priority=...)`).
+
+    The values are stored in `outbox.kind` and are the names `STEWARD_TEMPLATES` uses: never change one."""
+
+    label: str
+    priority: NoticePriority
+
+    def __new__(cls, value: str, label: str, priority: NoticePriority = NoticePriority.NORMAL) -> NoticeKind:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.label = label
+        member.priority = priority
+        return member
+
+    # needs (storage/needs.py) and their clocks (storage/need_clocks.py)
+    NEED_UPDATE = "need_update", "诉求进展"
+    NEED_ASSIGNED = "need_assigned", "新派单"
+    NEED_ESCALATED = "need_escalated", "诉求上报"
+    NEED_REWORK = "need_rework", "诉求退回重办", NoticePriority.URGENT
+    REMIND = "remind", "办理提醒"
+    CHASE = "chase", "督办通知"
+    REPORT = "report", "督办上报"
+    FEEDBACK = "feedback", "进展反馈"
+    RATING = "rating", "满意度评价"
+    DIGEST = "digest", "每日汇总", NoticePriority.DIGEST
+    # the gateway's answer to a message that took longer than WeChat waits: the resident is waiting for it
+    REPLY = "reply", "消息回复", NoticePriority.URGENT
+    # 阳光17议, broadcasts
+    CONSULTATION = "consultation", "议事通知"
+    BROADCAST = "broadcast", "社区广播"
+    BROADCAST_PROGRESS = "broadcast_progress", "广播进度"
+    # volunteer time bank, identity claims
+    ACTIVITY = "activity", "志愿活动"
+    POINTS = "points", "志愿积分"
+    BINDING = "binding", "绑定核实"
+    # projects, the year-end review, the survey
+    PROJECT_PUBLISHED = "project_published", "项目发布"
+    PROJECT_CLAIMED = "project_claimed", "项目承接"
+    PROJECT_ASSIGNED = "project_assigned", "项目指派"
+    PROJECT_PROGRESS = "project_progress", "项目进展"
+    REVIEW_OPENED = "review_opened", "年度评议", NoticePriority.DIGEST
+    REVIEW_CLOSED = "review_closed", "评议结果"
+    SURVEY_INVITE = "survey_invite", "问卷邀请", NoticePriority.DIGEST
+
+    @classmethod
+    def label_of(cls, kind: str, default: str = "通知") -> str:
+        """The label of a stored kind (a row written by an older version may carry a kind no longer made)."""
+        try:
+            return cls(kind).label
+        except ValueError:
+            return default
 
 
 class OutboxStatus:
@@ -54,6 +121,7 @@ class OutboxMessage(SQLModel, table=True):
     __table_args__ = (
         Index("ix_outbox_due", "status", "next_attempt_at"),
         Index("ix_outbox_resident_status", "resident_id", "status"),  # 0004_push
+        Index("ix_outbox_claim", "status", "priority", "next_attempt_at", "id"),  # 0012_notice_priority
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -71,6 +139,8 @@ class OutboxMessage(SQLModel, table=True):
     created_at: dt.datetime
     sent_at: dt.datetime | None = None
     claimed_by: str | None = Field(default=None, max_length=32)  # the sender holding a sending row (0004_push)
+    # NoticePriority: claimed lowest first (0012_notice_priority; rows from before it are normal)
+    priority: int = Field(default=int(NoticePriority.NORMAL), sa_column_kwargs={"server_default": "1"})
 
 
 # -- prompt drain: an in-process wake-up after a commit that wrote notifications ----------------------------
@@ -112,43 +182,67 @@ def _wake_after_commit(session: AsyncSession) -> None:
 # -- writing ------------------------------------------------------------------------------------------------
 
 
-async def notify(
-    session: AsyncSession,
-    resident_id: int,
-    kind: str,
-    text: str,
-    key: str,
-    now: dt.datetime,
-    payload: dict[str, Any] | None = None,
-) -> bool:
-    """Queue a notification inside the caller's transaction. False if `key` was already queued (a no-op).
+def current_quiet_hours() -> QuietHours:
+    """The quiet hours this process runs with (STEWARD_QUIET_HOURS: `storage.settings.current_settings`)."""
+    return _parse_quiet(current_settings().quiet_hours)
 
+
+@functools.lru_cache(maxsize=8)
+def _parse_quiet(spec: str) -> QuietHours:
+    return QuietHours.parse(spec)
+
+
+async def enqueue(
+    session: AsyncSession,
+    kind: NoticeKind,
+    text: str,
+    recipients: Iterable[tuple[int, str]],
+    now: dt.datetime,
+    *,
+    payload: dict[str, Any] | None = None,
+    priority: NoticePriority | None = None,
+    quiet: QuietHours | None = None,
+) -> int:
+    """Queue one notice for each (resident_id, idempotency key) in `recipients`, inside the caller's transaction
+    (one row: `[(resident_id, key)]`). Returns how many rows are new: a key queued before is skipped (INSERT …
+    ON CONFLICT DO NOTHING), so a retried or repeated change never notifies twice.
+
+    `priority` defaults to the kind's. URGENT rows are due at once; others written inside the quiet hours are due
+    when they end (`quiet`, else the process's STEWARD_QUIET_HOURS). After the commit the senders in this process
+    are woken, so a due notice leaves within moments, not at the next tick.
     `payload` may carry `template` (WeChat template fields, e.g. {"first": .., "keyword1": ..}) and `url`.
     """
-    values = dict(
-        idempotency_key=key[:128],
-        resident_id=resident_id,
-        kind=kind[:32],
-        text=text,
-        payload=json.dumps(payload or {}, ensure_ascii=False),
-        status=OutboxStatus.PENDING,
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
+    kind = NoticeKind(kind)  # a free string is refused here: every kind has a label and a priority
+    priority = NoticePriority(kind.priority if priority is None else priority)
+    due = now if priority is NoticePriority.URGENT else (quiet or current_quiet_hours()).release(now)
+    body = json.dumps(payload or {}, ensure_ascii=False)
+    keys = {key[:128]: resident_id for resident_id, key in recipients}  # a key twice in one call: one row
+    if not keys:
+        return 0
+    rows = [
+        {
+            "idempotency_key": key,
+            "resident_id": resident_id,
+            "kind": kind.value,
+            "text": text,
+            "payload": body,
+            "status": OutboxStatus.PENDING,
+            "attempts": 0,
+            "priority": int(priority),
+            "next_attempt_at": due,
+            "created_at": now,
+        }
+        for key, resident_id in keys.items()
+    ]
+    stmt = (
+        insert_for(session, OutboxMessage)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(OutboxMessage.id)  # the rows actually written (batched into multi-row INSERTs)
     )
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(OutboxMessage).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
-    result = await session.exec(stmt)
-    _wake_after_commit(session)
-    return bool(result.rowcount)
-
-
-async def notify_now(
-    db: Database, resident_id: int, kind: str, text: str, key: str, now: dt.datetime, payload: dict | None = None
-) -> bool:
-    """notify() in a transaction of its own, for notices that follow no other change (late replies)."""
-    async with db.write() as session:
-        return await notify(session, resident_id, kind, text, key, now, payload)
+    written = len((await session.exec(stmt, params=rows)).all())
+    if written and due <= now:
+        _wake_after_commit(session)
+    return written
 
 
 # -- the sender's side ----------------------------------------------------------------------------------------
@@ -163,13 +257,16 @@ async def claim_due(
     `record`: the outcomes of this claimer's previous claim, recorded (as `finish` does) in the same transaction,
     so a sender going batch after batch never holds two claims, and pays one commit per batch, not two.
 
+    Urgent rows first: due rows are taken by priority, then oldest due, then id (the index ix_outbox_claim walks
+    that order), and returned by priority then id, the order the sender starts them in.
+
     Concurrent senders never claim the same row: PostgreSQL skips rows another claimer has locked;
     SQLite serialises write transactions (BEGIN IMMEDIATE).
     """
     due = (
         select(OutboxMessage.id)
         .where(OutboxMessage.status == OutboxStatus.PENDING, OutboxMessage.next_attempt_at <= now)
-        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+        .order_by(OutboxMessage.priority, OutboxMessage.next_attempt_at, OutboxMessage.id)
         .limit(limit)
     )
     async with db.write() as session:
@@ -192,7 +289,7 @@ async def claim_due(
             .execution_options(synchronize_session=False)
         )
         rows = list((await session.exec(claim)).scalars().all())
-    return sorted(rows, key=lambda row: row.id)
+    return sorted(rows, key=lambda row: (row.priority, row.id))
 
 
 @dataclass

@@ -9,17 +9,16 @@
   write transactions are serialised (BEGIN IMMEDIATE).
 - `audit_points(db)` compares every balance with the sum of its entries (`steward points audit`).
 
-Policies (`PointsPolicy`) come from the environment, `STEWARD_POINTS_*` (see `policy_from_env`).
+The policy (`PointsPolicy`) is the settings' `STEWARD_POINTS_*` values, from the environment or .env alike
+(`storage.settings`): `current_policy()` unless the caller passes one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
-import os
 import secrets
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from sqlalchemy import CheckConstraint, Index, func, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -30,9 +29,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.clock import local
 from storage.db import Database
-from storage.outbox import notify
+from storage.outbox import NoticeKind, enqueue
 from storage.residents import Resident
 from storage.roles import Role, Scope, audit_entry
+from storage.settings import PointsPolicy, current_settings
 
 
 class PointsKind(enum.StrEnum):
@@ -65,54 +65,12 @@ class PointsRefused(Exception):
 # ---------------------------------------------------------------------------------------------- policy
 
 
-@dataclass(frozen=True)
-class PointsPolicy:
-    """The district's rules for the time bank. Defaults below; override with STEWARD_POINTS_* variables."""
-
-    points_per_hour: int = 10  # STEWARD_POINTS_PER_HOUR; hours are counted in half-hour steps
-    min_hours_before_redeem: float = 0  # STEWARD_POINTS_MIN_HOURS: confirmed service before a first redemption
-    balance_cap: int | None = None  # STEWARD_POINTS_BALANCE_CAP: most points one resident may hold
-    expiry_days: int | None = None  # STEWARD_POINTS_EXPIRY_DAYS: points older than this expire (None: never)
-    redemption_hold_hours: int = 7 * 24  # STEWARD_POINTS_HOLD_HOURS: unclaimed redemptions are refunded after
-    donation_daily_cap: int = 100  # STEWARD_POINTS_DONATION_DAILY_CAP: most points one resident gives per day
-
-    def points_for(self, half_hours: int) -> int:
-        """Points for service time (half-hour steps), rounded down."""
-        return half_hours * self.points_per_hour // 2
+# PointsPolicy (imported above) is defined in storage.settings, beside the STEWARD_POINTS_* settings it is made of.
 
 
-ENV_FIELDS = {
-    "STEWARD_POINTS_PER_HOUR": ("points_per_hour", int),
-    "STEWARD_POINTS_MIN_HOURS": ("min_hours_before_redeem", float),
-    "STEWARD_POINTS_BALANCE_CAP": ("balance_cap", int),
-    "STEWARD_POINTS_EXPIRY_DAYS": ("expiry_days", int),
-    "STEWARD_POINTS_HOLD_HOURS": ("redemption_hold_hours", int),
-    "STEWARD_POINTS_DONATION_DAILY_CAP": ("donation_daily_cap", int),
-}
-
-
-def policy_from_env(env: dict[str, str] | None = None) -> PointsPolicy:
-    """Read STEWARD_POINTS_* (an empty value or "none" means: no limit / never)."""
-    env = dict(os.environ if env is None else env)
-    values: dict = {}
-    for name, (attr, kind) in ENV_FIELDS.items():
-        raw = env.get(name)
-        if raw is None:
-            continue
-        raw = raw.strip()
-        if raw.lower() in ("", "none", "never", "0") and attr in ("balance_cap", "expiry_days"):
-            values[attr] = None
-            continue
-        try:
-            values[attr] = kind(raw)
-        except ValueError as exc:
-            raise ValueError(f"{name}={raw!r} 不是有效的数字") from exc
-    return PointsPolicy(**values)
-
-
-@lru_cache(maxsize=1)
 def current_policy() -> PointsPolicy:
-    return policy_from_env()
+    """The policy of the settings this process runs with (`storage.settings.current_settings`)."""
+    return current_settings().points_policy
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -332,9 +290,9 @@ async def award_hours(
         if not credit.repeated:
             s.add(audit_entry(now, actor, "points.award", "resident", resident.id, half_hours=half_hours,
                               points=credit.points, reason=reason))
-            await notify(
-                s, resident.id, "points", f"社区为您补录了 {hours_text(half_hours)} 小时志愿服务，"
-                f"积分 +{credit.points}。理由：{reason}", f"points:award:{credit.entry.id}", now,
+            await enqueue(
+                s, NoticeKind.POINTS, f"社区为您补录了 {hours_text(half_hours)} 小时志愿服务，"
+                f"积分 +{credit.points}。理由：{reason}", [(resident.id, f"points:award:{credit.entry.id}")], now,
             )
     return credit
 
@@ -580,9 +538,9 @@ async def donate(
             actor=f"resident:{donor.id}", now=now, key=f"{key}:in",
         )
         if to_resident is not None:
-            await notify(
-                s, to_resident.id, "points", f"有居民向您捐赠了 {amount} 志愿积分，愿这份心意帮到您。",
-                f"points:donation:{out.id}", now,
+            await enqueue(
+                s, NoticeKind.POINTS, f"有居民向您捐赠了 {amount} 志愿积分，愿这份心意帮到您。",
+                [(to_resident.id, f"points:donation:{out.id}")], now,
             )
         return Donation(amount, donor_account.balance)
 
@@ -642,9 +600,9 @@ async def expire_old_points(
                     reference="policy:expiry", actor="system", now=now,
                     key=f"expire:{account_id}:{now.date().isoformat()}",
                 )
-                await notify(
-                    s, account.resident_id, "points", f"您有 {old} 志愿积分超过 {policy.expiry_days} 天未使用，"
-                    "已按规定过期。", f"points:expire:{account_id}:{now.date().isoformat()}", now,
+                await enqueue(
+                    s, NoticeKind.POINTS, f"您有 {old} 志愿积分超过 {policy.expiry_days} 天未使用，已按规定过期。",
+                    [(account.resident_id, f"points:expire:{account_id}:{now.date().isoformat()}")], now,
                 )
                 expired += 1
             await s.exec(

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from sqlalchemy import UniqueConstraint, func, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -23,7 +21,7 @@ from storage import consultation, needs
 from storage.clock import local
 from storage.db import Database
 from storage.org import Community, Department
-from storage.outbox import OutboxMessage, OutboxStatus
+from storage.outbox import NoticeKind, enqueue
 from storage.roles import Role, RoleGrant, Scope, audit_entry
 
 
@@ -45,7 +43,6 @@ STATUS_LABELS = {
 
 MAX_NEEDS_PER_PROJECT = 20
 PAGE = 8  # list lengths in chat
-NOTICE_BATCH = 500  # outbox rows written per INSERT
 
 
 class Project(SQLModel, table=True):
@@ -120,52 +117,6 @@ class ProjectError(Exception):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Shared helpers (also used by storage/review.py and storage/survey.py)
-
-
-def dialect_insert(session: AsyncSession, table):
-    """INSERT with ON CONFLICT support for the session's database (SQLite or PostgreSQL)."""
-    name = session.bind.dialect.name
-    return (postgresql.insert if name == "postgresql" else sqlite.insert)(table)
-
-
-@dataclass(frozen=True)
-class Notice:
-    resident_id: int
-    kind: str
-    text: str
-    key: str  # idempotency key: the same notice written twice is one row
-
-
-async def queue_notices(session: AsyncSession, notices: Iterable[Notice], now: dt.datetime) -> int:
-    """Add outbox rows in the caller's transaction, in batches; a key seen before is skipped. Returns rows given."""
-    batch: list[dict] = []
-    total = 0
-
-    async def flush() -> None:
-        if batch:
-            stmt = dialect_insert(session, OutboxMessage.__table__).values(batch)
-            await session.exec(stmt.on_conflict_do_nothing(index_elements=["idempotency_key"]))
-            batch.clear()
-
-    for n in notices:
-        batch.append(
-            {
-                "idempotency_key": n.key[:128],
-                "resident_id": n.resident_id,
-                "kind": n.kind,
-                "text": n.text,
-                "payload": "{}",
-                "status": OutboxStatus.PENDING,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-        )
-        total += 1
-        if len(batch) >= NOTICE_BATCH:
-            await flush()
-    await flush()
-    return total
 
 
 def can_manage_community(scope: Scope | None, community_id: int) -> bool:
@@ -426,11 +377,10 @@ async def publish_project(db: Database, project_id: int, *, actor: str, now: dt.
             f"您反映的问题已列入社区服务项目「{project.title}」，"
             f"正在征集承接单位，计划{deadline_text(project.deadline)}前完成。我们会持续告诉您进展。"
         )
-        notices = [Notice(r, "project_published", units_text, f"project:{project.id}:published:unit:{r}")
-                   for r in members]
-        notices += [Notice(r, "project_published", residents_text, f"project:{project.id}:published:resident:{r}")
-                    for r in followers]
-        count = await queue_notices(s, notices, now)
+        count = await enqueue(s, NoticeKind.PROJECT_PUBLISHED, units_text,
+                              [(r, f"project:{project.id}:published:unit:{r}") for r in members], now)
+        count += await enqueue(s, NoticeKind.PROJECT_PUBLISHED, residents_text,
+                               [(r, f"project:{project.id}:published:resident:{r}") for r in followers], now)
         s.add(audit_entry(now, actor, "project.publish", "project", project.id, notified=count))
     return project, count
 
@@ -484,14 +434,13 @@ async def _take(
     return project
 
 
-async def _tell_followers(session: AsyncSession, project: Project, kind: str, text: str, tag: str,
+async def _tell_followers(session: AsyncSession, project: Project, kind: NoticeKind, text: str, tag: str,
                           now: dt.datetime) -> int:
     need_ids = list(
         (await session.exec(select(ProjectNeed.need_id).where(ProjectNeed.project_id == project.id))).all()
     )
     followers = await need_follower_ids(session, need_ids)
-    notices = [Notice(r, kind, text, f"project:{project.id}:{tag}:{r}") for r in followers]
-    return await queue_notices(session, notices, now)
+    return await enqueue(session, kind, text, [(r, f"project:{project.id}:{tag}:{r}") for r in followers], now)
 
 
 async def claim_project(db: Database, project_id: int, *, resident_id: int, unit_id: int,
@@ -504,11 +453,11 @@ async def claim_project(db: Database, project_id: int, *, resident_id: int, unit
         project = await _take(s, project_id, unit_id, actor, "claim", now, [ProjectStatus.PUBLISHED])
         unit = await s.get(Department, unit_id)
         text = f"好消息：服务项目「{project.title}」已由{unit.name}承接，计划{deadline_text(project.deadline)}前完成。"
-        await _tell_followers(s, project, "project_claimed", text, "claimed", now)
+        await _tell_followers(s, project, NoticeKind.PROJECT_CLAIMED, text, "claimed", now)
         staff_text = f"服务项目「{project.title}」（编号{project.id}）已由{unit.name}接单。"
         staff = await staff_resident_ids(s, project.community_id)
-        await queue_notices(s, [Notice(r, "project_claimed", staff_text, f"project:{project.id}:claimed:staff:{r}")
-                                for r in staff], now)
+        await enqueue(s, NoticeKind.PROJECT_CLAIMED, staff_text,
+                      [(r, f"project:{project.id}:claimed:staff:{r}") for r in staff], now)
         s.add(audit_entry(now, actor, "project.claim", "project", project.id, unit=unit.code))
         await s.flush()
         agreement = (await s.exec(select(ProjectAgreement).where(ProjectAgreement.project_id == project_id))).one()
@@ -538,10 +487,10 @@ async def assign_project(db: Database, project_id: int, unit_code: str, *, actor
             f"【项目指派】社区将服务项目「{project.title}」（编号{project.id}）指派给{unit.name}，"
             f"期限{deadline_text(project.deadline)}。回复「项目进展 {project.id} 内容」报告进展。"
         )
-        await queue_notices(s, [Notice(r, "project_assigned", unit_text, f"project:{project.id}:assigned:unit:{r}")
-                                for r in members], now)
+        await enqueue(s, NoticeKind.PROJECT_ASSIGNED, unit_text,
+                      [(r, f"project:{project.id}:assigned:unit:{r}") for r in members], now)
         text = f"服务项目「{project.title}」已由{unit.name}承接，计划{deadline_text(project.deadline)}前完成。"
-        await _tell_followers(s, project, "project_claimed", text, "claimed", now)
+        await _tell_followers(s, project, NoticeKind.PROJECT_CLAIMED, text, "claimed", now)
         s.add(audit_entry(now, actor, "project.assign", "project", project.id, unit=unit.code))
         await s.flush()
         agreement = (await s.exec(select(ProjectAgreement).where(ProjectAgreement.project_id == project_id))).one()
@@ -573,7 +522,7 @@ async def post_progress(db: Database, project_id: int, *, resident_id: int, text
         s.add(entry)
         await s.flush()
         notice = f"【项目进展】{project.title}\n{text}"
-        await _tell_followers(s, project, "project_progress", notice, f"update:{entry.id}", now)
+        await _tell_followers(s, project, NoticeKind.PROJECT_PROGRESS, notice, f"update:{entry.id}", now)
         s.add(audit_entry(now, actor, "project.progress", "project", project.id, update=entry.id))
     return entry
 

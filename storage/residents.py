@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import UniqueConstraint, true
 from sqlmodel import Field, SQLModel, col, select
 
 from storage.db import Database, watch
@@ -23,8 +23,9 @@ class Resident(SQLModel, table=True):
     building_id: int | None = Field(default=None, foreign_key="building.id", index=True)
     room: str | None = Field(default=None, max_length=16)
     subscribed: bool = Field(default=True)
-    # Opt-in to consultation (阳光17议) notices; residents switch it in 我的信息. Column added by 0003_org.
-    notify_consultation: bool = Field(default=True)
+    # Opt-in to consultation (阳光17议) notices; residents switch it in 我的信息. Column added by 0003_org, with
+    # a server default so existing rows got it (declared here too, so the model matches the migrated schema).
+    notify_consultation: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
     bound_at: dt.datetime | None = None
     # Start of WeChat's 48-hour customer-service window: the resident's latest message.
     last_contact_at: dt.datetime | None = Field(default=None, index=True)

@@ -19,18 +19,11 @@ from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.clock import local
-from storage.db import Database
+from storage.db import Database, insert_for
 from storage.exports import csv_text
 from storage.org import Community
-from storage.projects import (
-    Notice,
-    Project,
-    ProjectStatus,
-    can_manage_community,
-    dialect_insert,
-    queue_notices,
-    staff_resident_ids,
-)
+from storage.outbox import NoticeKind, enqueue
+from storage.projects import Project, ProjectStatus, can_manage_community, staff_resident_ids
 from storage.residents import Resident
 from storage.roles import Scope, audit_entry
 
@@ -307,9 +300,8 @@ async def open_review(
             )).all())
             if not ids:
                 break
-            count += await queue_notices(
-                s, [Notice(r, "review_opened", text, f"review:{review.id}:opened:{r}") for r in ids], now
-            )
+            count += await enqueue(s, NoticeKind.REVIEW_OPENED, text,
+                                   [(r, f"review:{review.id}:opened:{r}") for r in ids], now)
             after = ids[-1]
         s.add(audit_entry(now, actor, "review.open", "review", review.id, community=community.code, year=year,
                           projects=[p.id for p in projects], notified=count))
@@ -371,7 +363,7 @@ async def cast_vote(
         )).first()
         if item is None:
             raise ReviewError("这个项目不在本次评议中。")
-        ballot = dialect_insert(s, Ballot.__table__).values(
+        ballot = insert_for(s, Ballot.__table__).values(
             review_id=review_id, project_id=project_id, resident_id=resident_id, choice=choice, comment=comment,
             cast_at=now, changes=0,
         )
@@ -385,7 +377,7 @@ async def cast_vote(
             },
         )
         await s.exec(ballot)
-        voter = dialect_insert(s, ReviewVoter.__table__).values(
+        voter = insert_for(s, ReviewVoter.__table__).values(
             review_id=review_id, resident_id=resident_id, receipt=_new_receipt(), first_at=now
         )
         await s.exec(voter.on_conflict_do_nothing(index_elements=["review_id", "resident_id"]))
@@ -434,10 +426,8 @@ async def close_review(db: Database, review_id: int, *, actor: str, now: dt.date
                 select(ReviewVoter.resident_id).where(ReviewVoter.review_id == review_id)
             )).all())
             recipients |= set(await staff_resident_ids(s, review.community_id))
-            await queue_notices(
-                s, [Notice(r, "review_closed", text, f"review:{review_id}:closed:{r}") for r in sorted(recipients)],
-                now,
-            )
+            await enqueue(s, NoticeKind.REVIEW_CLOSED, text,
+                          [(r, f"review:{review_id}:closed:{r}") for r in sorted(recipients)], now)
             s.add(audit_entry(now, actor, "review.close", "review", review_id, voters=review.voters,
                               eligible=review.eligible))
     return await tally(db, review_id)

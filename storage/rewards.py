@@ -18,7 +18,7 @@ from sqlmodel import Field, SQLModel, col, select
 
 from storage.clock import local
 from storage.db import Database
-from storage.outbox import notify
+from storage.outbox import NoticeKind, NoticePriority, enqueue
 from storage.points import (
     PointsKind,
     PointsPolicy,
@@ -321,10 +321,11 @@ async def cancel_redemption(
             raise PointsRefused("这条兑换刚刚已处理，不能再取消。")
         if as_staff:
             s.add(audit_entry(now, actor, "redemption.cancel", "redemption", redemption.id))
-            await notify(
-                s, redemption.resident_id, "points",
+            await enqueue(
+                s, NoticeKind.POINTS,
                 f"您兑换的「{reward.name}」已由社区取消，{redemption.price} 积分已退回。",
-                f"points:redemption:{redemption.id}:cancelled", now,
+                [(redemption.resident_id, f"points:redemption:{redemption.id}:cancelled")], now,
+                priority=NoticePriority.URGENT,  # they may be on their way to pick it up
             )
     return redemption
 
@@ -368,10 +369,11 @@ async def cancel_by_code(
         if not await _close(s, redemption, RedemptionStatus.CANCELLED, actor, now, f"社区取消兑换「{reward.name}」"):
             raise PointsRefused("这个取货码刚刚已被处理，不能再取消。")
         s.add(audit_entry(now, actor, "redemption.cancel", "redemption", redemption.id, code=code, reason=reason))
-        await notify(
-            s, redemption.resident_id, "points",
+        await enqueue(
+            s, NoticeKind.POINTS,
             f"您兑换的「{reward.name}」（取货码{code}）已由社区取消，{redemption.price} 积分已退回。\n原因：{reason}",
-            f"points:redemption:{redemption.id}:cancelled", now,
+            [(redemption.resident_id, f"points:redemption:{redemption.id}:cancelled")], now,
+            priority=NoticePriority.URGENT,  # they may be on their way to pick it up
         )
         await s.refresh(redemption)
         return Found(redemption, reward, await s.get(Resident, redemption.resident_id))
@@ -429,10 +431,10 @@ async def expire_unclaimed(db: Database, now: dt.datetime, *, batch: int = 200) 
             redemption = await s.get(Redemption, redemption_id)
             reward = await s.get(Reward, redemption.reward_id)
             if await _close(s, redemption, RedemptionStatus.EXPIRED, "system", now, f"「{reward.name}」逾期未领取"):
-                await notify(
-                    s, redemption.resident_id, "points",
+                await enqueue(
+                    s, NoticeKind.POINTS,
                     f"您兑换的「{reward.name}」逾期未领取，已自动取消，{redemption.price} 积分已退回。",
-                    f"points:redemption:{redemption.id}:expired", now,
+                    [(redemption.resident_id, f"points:redemption:{redemption.id}:expired")], now,
                 )
                 expired += 1
     return expired

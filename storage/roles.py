@@ -125,7 +125,6 @@ async def scope_of(db: Database, resident_id: int) -> Scope:
 #   grids_of_worker(db, rid)      ids of the grids a 网格员 works
 #   buildings_in_reach(db, rid)   buildings led + every building of the grids worked
 #   communities_staffed(db, rid)  ids of the communities a 社区工作人员 staffs
-#   departments_of(db, rid)       ids of the departments/units of 区级部门工作人员 and 单位成员
 #   scope_of(db, rid).is_admin    the district-wide admin (no scope)
 
 
@@ -249,10 +248,6 @@ async def grids_of_worker(db: Database, resident_id: int) -> set[int]:
 
 async def communities_staffed(db: Database, resident_id: int) -> set[int]:
     return await _scope_ids(db, resident_id, Role.COMMUNITY_STAFF)
-
-
-async def departments_of(db: Database, resident_id: int) -> set[int]:
-    return await _scope_ids(db, resident_id, Role.DISTRICT_STAFF, Role.UNIT_MEMBER)
 
 
 async def buildings_in_reach(db: Database, resident_id: int) -> set[int]:

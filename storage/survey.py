@@ -21,7 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from storage import needs
 from storage.db import Database
 from storage.org import Building, Community, Grid
-from storage.projects import Notice, queue_notices
+from storage.outbox import NoticeKind, enqueue
 from storage.residents import Resident
 from storage.roles import audit_entry
 
@@ -135,9 +135,8 @@ async def start_survey(
         for community_id, grid_id, resident_id in picked:
             s.add(SurveySample(survey_id=survey.id, resident_id=resident_id, community_id=community_id,
                                grid_id=grid_id, invited_at=now))
-        await queue_notices(
-            s, [Notice(r, "survey_invite", INVITATION, f"survey:{survey.id}:invite:{r}") for _c, _g, r in picked], now
-        )
+        await enqueue(s, NoticeKind.SURVEY_INVITE, INVITATION,
+                      [(r, f"survey:{survey.id}:invite:{r}") for _c, _g, r in picked], now)
         s.add(audit_entry(now, actor, "survey.start", "survey", survey.id, seed=seed, per_community=per_community,
                           sampled=len(picked)))
     return survey, len(picked)

@@ -4,10 +4,11 @@ Working days follow the State Council's published calendar through the `chinese_
 holidays are off, make-up working days (调休上班, often a Saturday or Sunday) are on.
 
 The package only knows the years it was released with (2004 up to the year of its latest release). Staff
-add a newly published year (or correct a date) in `storage/data/calendar.toml` (or the file named by
-STEWARD_CALENDAR_FILE); its entries win over the package. For a date neither knows these functions fall
-back to **weekends only** (Monday–Friday working, no holidays) and log a warning once per year: deadlines
-stay computable, but they will be a little early around a holiday until the year is added.
+add a newly published year (or correct a date) in `storage/data/calendar.toml` (or the file named by the
+STEWARD_CALENDAR_FILE setting, in the environment or .env, see `storage.settings`); its entries win over the
+package. For a date neither knows these functions fall back to **weekends only** (Monday–Friday working, no
+holidays) and log a warning once per year: deadlines stay computable, but they will be a little early around a
+holiday until the year is added.
 `calendar_knows(day)` tells whether a date is covered.
 
 Office hours are 09:00–12:00 and 13:30–17:30 (7 working hours a day), district time (Asia/Shanghai).
@@ -20,13 +21,13 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-import os
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import chinese_calendar
+
+from storage.calendar_file import CALENDAR_FILE, CalendarAdditions, read_additions
+from storage.settings import current_settings
 
 log = logging.getLogger("steward.workdays")
 
@@ -41,41 +42,16 @@ OFFICE_CLOSE = OFFICE_HOURS[-1][1]
 _MAX_DAYS_WALK = 3660
 
 _warned_years: set[int] = set()
-CALENDAR_FILE = Path(__file__).parent / "data" / "calendar.toml"
 
 
-@dataclass(frozen=True)
-class CalendarAdditions:
-    """Staff's additions to the official calendar: days off and make-up working days."""
-
-    holidays: dict[dt.date, str]
-    workdays: dict[dt.date, str]
-
-    @property
-    def years(self) -> set[int]:
-        return {d.year for d in (*self.holidays, *self.workdays)}
-
-
-def read_additions(path: Path) -> CalendarAdditions:
-    """Parse a calendar file; a bad date names the file and the entry."""
-    data = tomllib.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    parsed: dict[str, dict[dt.date, str]] = {}
-    for section in ("holidays", "workdays"):
-        parsed[section] = {}
-        for key, name in (data.get(section) or {}).items():
-            try:
-                parsed[section][dt.date.fromisoformat(key)] = str(name)
-            except ValueError as exc:
-                raise ValueError(f"{path}: [{section}] {key!r} is not a YYYY-MM-DD date") from exc
-    clash = set(parsed["holidays"]) & set(parsed["workdays"])
-    if clash:
-        raise ValueError(f"{path}: {sorted(clash)[0]} is listed both as a holiday and as a working day")
-    return CalendarAdditions(parsed["holidays"], parsed["workdays"])
-
-
-@functools.cache
 def additions() -> CalendarAdditions:
-    return read_additions(Path(os.environ.get("STEWARD_CALENDAR_FILE") or CALENDAR_FILE))
+    """The additions in the file the settings name (STEWARD_CALENDAR_FILE), else in the package's file."""
+    return _additions_in(current_settings().calendar_file or CALENDAR_FILE)
+
+
+@functools.lru_cache(maxsize=4)
+def _additions_in(path: Path) -> CalendarAdditions:
+    return read_additions(path)
 
 
 def calendar_knows(day: dt.date) -> bool:

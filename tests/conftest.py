@@ -24,6 +24,7 @@ from storage import migrate
 from storage.clock import FrozenClock
 from storage.db import Database
 from storage.kv import MemoryStore, RedisStore
+from storage.settings import use_settings
 from storage.tables import metadata
 
 PG_URL = os.environ.get("STEWARD_TEST_DATABASE_URL")
@@ -95,6 +96,14 @@ async def empty_postgres(database: Database) -> None:
         )
         for (name,) in sequences.all():
             await conn.exec_driver_sql(f'ALTER SEQUENCE "{name}" RESTART')
+
+
+@pytest.fixture(autouse=True)
+def _no_process_settings_left_behind():
+    """A test that installs the process's settings (`build_bot`, the CLI in-process, `use_settings`) leaves none
+    behind: the next test's storage reads its own (or the environment's) points policy and calendar file."""
+    yield
+    use_settings(None)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
-from bot.engine import Context, Engine, Router
 from bot.simulator import Phone
 from handlers import ROUTERS
+from handlers.framework import Context, Engine, Router
 from storage.imports import import_org, import_residents
 from storage.residents import Resident, RosterEntry, find_resident
 from tests.factories import make_district, make_resident

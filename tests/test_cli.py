@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 
 from bot.config import Settings
-from bot.engine import Engine
 from bot.simulator import Phone
 from handlers import ROUTERS
+from handlers.framework import Engine
 
 REPO = Path(__file__).resolve().parent.parent
 

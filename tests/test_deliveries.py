@@ -19,10 +19,15 @@ from storage.roles import AuditLog, Role
 from tests.factories import grant, make_district, make_resident
 
 
-async def undelivered(db, resident, text, status, error, at, kind="need_update"):
+async def queued(db, resident_id, kind, text, key, at) -> None:
+    async with db.write() as s:
+        await ob.enqueue(s, kind, text, [(resident_id, key)], at)
+
+
+async def undelivered(db, resident, text, status, error, at, kind=ob.NoticeKind.NEED_UPDATE):
     """A notice the sender gave up on (failed) or lost track of (unknown)."""
     key = f"test:{resident.id}:{text}"
-    await ob.notify_now(db, resident.id, kind, text, key, at)
+    await queued(db, resident.id, kind, text, key, at)
     async with db.write() as s:
         await s.exec(update(OutboxMessage).where(OutboxMessage.idempotency_key == key)
                      .values(status=status, last_error=error, attempts=5))
@@ -39,9 +44,10 @@ async def two_communities(db, clock):
     failed = await undelivered(db, wang, "【诉求进展】D-0001 楼道灯已修好，请查看", OutboxStatus.FAILED,
                                "重试5次仍失败 -1: system busy", earlier)
     unknown = await undelivered(db, wang, "【议事改期】12月17日的议事改到18日", OutboxStatus.UNKNOWN,
-                                "发送进程中断，无法确认是否送达，需人工核对", clock.now(), kind="consultation")
+                                "发送进程中断，无法确认是否送达，需人工核对", clock.now(),
+                                kind=ob.NoticeKind.CONSULTATION)
     await undelivered(db, zhao, "【诉求进展】南山社区的通知", OutboxStatus.FAILED, "43004: unsubscribed", earlier)
-    await ob.notify_now(db, wang.id, "need_update", "一条正常送达的通知", "test:sent", earlier)
+    await queued(db, wang.id, ob.NoticeKind.NEED_UPDATE, "一条正常送达的通知", "test:sent", earlier)
     return d, staff, wang, zhao, failed, unknown
 
 
@@ -91,7 +97,7 @@ async def test_staff_page_through_many_failures_and_an_admin_sees_every_communit
     d, _staff, wang, _zhao, _failed, _unknown = await two_communities(db, clock)
     for n in range(5):
         await undelivered(db, wang, f"第{n}条积分通知", OutboxStatus.FAILED, "45009: api freq out of limit",
-                          clock.now() - dt.timedelta(days=1, minutes=n), kind="points")
+                          clock.now() - dt.timedelta(days=1, minutes=n), kind=ob.NoticeKind.POINTS)
     first = (await phone.text("o_staff", "投递失败")).text
     assert "共 7 条，第 1–4 条" in first and "0. 下一页" in first and len(first.splitlines()) <= 16
     second = (await phone.text("o_staff", "0")).text

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from bot.engine import UNKNOWN_HINT, Context, Engine, Router
 from bot.simulator import Phone
 from handlers import basics, menu
+from handlers.framework import UNKNOWN_HINT, Context, Engine, Router
 from storage.residents import find_resident
 from storage.roles import Role
 from tests.factories import grant, make_resident

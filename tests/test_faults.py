@@ -21,9 +21,9 @@ from sqlmodel import select
 
 import bot.gateway as gateway_module
 import handlers.needs as needs_handlers
-from bot.engine import BUSY_REPLY, Context, Router
 from bot.gateway import LATE_FAILED
 from bot.simulator import Phone, message_xml
+from handlers.framework import BUSY_REPLY, Context, Router
 from storage.classifier import default_classifier
 from storage.db import Database, DatabaseLimits
 from storage.kv import RedisLimits, RedisStore
@@ -371,12 +371,13 @@ async def test_a_signed_query_string_carries_one_body_only(rig):
 
 
 async def test_pushes_drained_while_redis_is_away_wait_and_go_out_once_when_it_returns(rig, fake_wechat, clock):
-    from storage.outbox import OutboxMessage, OutboxStatus, notify_now
+    from storage.outbox import NoticeKind, OutboxMessage, OutboxStatus, enqueue
 
     bot, _url = await rig.bot()
     resident = await _reporter(rig)
     for n in range(3):
-        await notify_now(rig.truth, resident.id, "reply", f"第{n + 1}条通知", f"fault-push:{n}", clock.now())
+        async with rig.truth.write() as s:
+            await enqueue(s, NoticeKind.REPLY, f"第{n + 1}条通知", [(resident.id, f"fault-push:{n}")], clock.now())
     fake_wechat.sent.clear()
     rig.redis.cut()  # the rate limit and the access token live in Redis: nothing can be sent
     await bot.services["sender"].drain()

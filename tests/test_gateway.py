@@ -13,10 +13,10 @@ import pytest
 import xmltodict
 
 from bot.app import Bot
-from bot.engine import ERROR_REPLY, Context, Engine, Router
 from bot.protocol import MAX_BODY, sign
 from bot.simulator import Phone, message_xml
 from handlers import ROUTERS
+from handlers.framework import ERROR_REPLY, Context, Engine, Router
 from storage.db import Database
 from storage.kv import RedisStore
 from storage.residents import find_resident

@@ -17,7 +17,6 @@ from storage.needs import (
     assign_need,
     file_on_behalf,
     find_need,
-    mark_supervised,
     merge_need,
     post_progress,
     rate_need,
@@ -29,6 +28,7 @@ from storage.needs import (
 )
 from storage.outbox import OutboxMessage
 from storage.roles import Role
+from storage.settings import ConfigError, Settings, load_settings, use_settings
 from tests.factories import grant, make_district, make_resident
 
 TZ = workdays.TZ
@@ -127,14 +127,6 @@ async def test_a_grid_worker_files_for_an_unbound_resident_and_rates_for_them(db
     assert rated.status == "rated"
 
 
-async def test_supervision_stamps_are_taken_once(db, clock):
-    d = await make_district(db)
-    resident = await make_resident(db, "o_s", d.buildings["B1"])
-    need = await report_need(db, resident.id, "楼道灯坏了", "JZ-05", clock.now())
-    results = await asyncio.gather(*(mark_supervised(db, need.id, "reminded", clock.now()) for _ in range(5)))
-    assert sorted(results) == [False, False, False, False, True]
-
-
 def test_working_days_follow_the_official_calendar_and_fall_back_to_weekends():
     assert not workdays.is_working_day(dt.date(2026, 10, 1))  # National Day
     assert workdays.is_working_day(dt.date(2026, 11, 27))  # a Friday
@@ -173,7 +165,7 @@ async def test_the_ledger_lists_filters_and_shows_a_need(db, clock):
     assert "限时办理" in shown and "triaged" in shown and "138****5678" in shown
 
 
-def test_staff_add_a_newly_published_holiday_year_and_correct_a_known_date(tmp_path, monkeypatch):
+def test_staff_add_a_newly_published_holiday_year_and_correct_a_known_date(tmp_path):
     import datetime as dt
 
     from storage import workdays
@@ -181,8 +173,7 @@ def test_staff_add_a_newly_published_holiday_year_and_correct_a_known_date(tmp_p
     path = tmp_path / "calendar.toml"
     path.write_text('[holidays]\n"2027-01-01" = "元旦"\n"2026-11-30" = "测试更正"\n'
                     '[workdays]\n"2027-01-02" = "调休上班"\n', encoding="utf-8")
-    monkeypatch.setenv("STEWARD_CALENDAR_FILE", str(path))
-    workdays.additions.cache_clear()
+    use_settings(Settings(calendar_file=path))
     try:
         assert not workdays.is_working_day(dt.date(2027, 1, 1))  # a Friday, but 元旦
         assert workdays.is_working_day(dt.date(2027, 1, 2))  # a Saturday worked in lieu
@@ -194,9 +185,10 @@ def test_staff_add_a_newly_published_holiday_year_and_correct_a_known_date(tmp_p
         assert workdays.add_working_days(dt.date(2026, 12, 31), 1) == dt.date(2027, 1, 2)
 
         path.write_text('[holidays]\n"2027-13-01" = "x"\n', encoding="utf-8")
-        workdays.additions.cache_clear()
         with pytest.raises(ValueError, match="2027-13-01"):
-            workdays.additions()
+            workdays.read_additions(path)
+        # Named in the settings, a broken file stops start-up with one sentence, not a deadline mid-morning.
+        with pytest.raises(ConfigError, match=r"^STEWARD_CALENDAR_FILE .*2027-13-01.*\.$"):
+            load_settings({"STEWARD_CALENDAR_FILE": str(path)}, env_file="/dev/null")
     finally:
-        monkeypatch.delenv("STEWARD_CALENDAR_FILE")
-        workdays.additions.cache_clear()
+        use_settings(None)

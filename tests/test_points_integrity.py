@@ -21,7 +21,6 @@ from storage.points import (
     donate,
     expire_old_points,
     fund_balance,
-    policy_from_env,
 )
 from storage.residents import Resident
 from storage.rewards import (
@@ -34,6 +33,7 @@ from storage.rewards import (
     redeem,
 )
 from storage.roles import Role, scope_of
+from storage.settings import ConfigError, Settings, load_settings
 from tests.factories import grant, make_district, make_resident
 
 POLICY = PointsPolicy()
@@ -297,11 +297,22 @@ async def test_old_points_expire_first_in_first_out_when_expiry_is_configured(db
     assert await audit_points(db) == []
 
 
+def policy_from(**env: str) -> PointsPolicy:
+    """The policy of settings read from exactly these STEWARD_POINTS_* variables (no .env)."""
+    return load_settings({f"STEWARD_POINTS_{k}": v for k, v in env.items()}, env_file="/dev/null").points_policy
+
+
 def test_policy_reads_steward_points_variables():
-    policy = policy_from_env({"STEWARD_POINTS_PER_HOUR": "20", "STEWARD_POINTS_MIN_HOURS": "2.5",
-                              "STEWARD_POINTS_BALANCE_CAP": "none", "STEWARD_POINTS_EXPIRY_DAYS": "365"})
+    policy = policy_from(PER_HOUR="20", MIN_HOURS="2.5", BALANCE_CAP="none", EXPIRY_DAYS="365", HOLD_HOURS="48",
+                         DONATION_DAILY_CAP="30")
     assert policy.points_for(3) == 30
     assert (policy.min_hours_before_redeem, policy.balance_cap, policy.expiry_days) == (2.5, None, 365)
-    assert policy_from_env({}) == PointsPolicy()
-    with pytest.raises(ValueError, match="STEWARD_POINTS_PER_HOUR"):
-        policy_from_env({"STEWARD_POINTS_PER_HOUR": "ten"})
+    assert (policy.redemption_hold_hours, policy.donation_daily_cap) == (48, 30)
+    assert policy_from(BALANCE_CAP="500", EXPIRY_DAYS="never").balance_cap == 500
+    assert policy_from() == PointsPolicy() == Settings().points_policy
+    for name, bad in (("PER_HOUR", "ten"), ("PER_HOUR", "-5"), ("MIN_HOURS", "two"), ("EXPIRY_DAYS", "1.5"),
+                      ("HOLD_HOURS", "forever"), ("DONATION_DAILY_CAP", "-1")):
+        with pytest.raises(ConfigError) as caught:
+            policy_from(**{name: bad})
+        message = str(caught.value)
+        assert message.startswith(f"STEWARD_POINTS_{name} must be") and "\n" not in message and message.endswith(".")

@@ -41,7 +41,7 @@ async def queue_rows(db, residents: int, per_resident: int, now: dt.datetime) ->
         ids = list((await s.exec(select(Resident.id).order_by(Resident.id))).all())
     async with db.write() as s:
         await s.exec(insert(OutboxMessage), params=[
-            {"idempotency_key": f"crash:{rid}:{n}", "resident_id": rid, "kind": "progress", "text": f"进展{rid}-{n}",
+            {"idempotency_key": f"crash:{rid}:{n}", "resident_id": rid, "kind": "need_update", "text": f"进展{rid}-{n}",
              "payload": "{}", "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}
             for n in range(per_resident) for rid in ids
         ])

@@ -11,11 +11,11 @@ from sqlmodel import select
 
 from bot.cli_push import outbox_report, start_scheduler
 from bot.push import PushPolicy, Sender
-from storage.outbox import OutboxMessage, OutboxStatus, notify
+from storage.outbox import NoticeKind, OutboxMessage, OutboxStatus, enqueue
 from storage.residents import Resident, find_resident
 from tests.factories import make_resident
 
-TEMPLATES = {"progress": "tpl-progress-0001"}
+TEMPLATES = {"need_update": "tpl-progress-0001"}
 
 
 async def eventually(check, timeout: float = 5.0):
@@ -35,9 +35,9 @@ def sender_for(db, kv, clock, settings, *, templates=None, **policy) -> Sender:
     return Sender(db, kv, wechat, clock, templates=templates or {}, send_rate=1000, policy=PushPolicy(**policy))
 
 
-async def queue(db, resident: Resident, text: str, key: str, now, kind: str = "progress", payload=None) -> None:
+async def queue(db, resident: Resident, text: str, key: str, now, kind=NoticeKind.NEED_UPDATE, payload=None) -> None:
     async with db.write() as s:
-        await notify(s, resident.id, kind, text, key, now, payload)
+        await enqueue(s, kind, text, [(resident.id, key)], now, payload=payload)
 
 
 async def rows(db) -> list[OutboxMessage]:
@@ -81,7 +81,7 @@ async def test_outside_48_hours_a_template_message_is_used_with_short_fields(db,
     assert sent["template_id"] == "tpl-progress-0001"
     assert all(len(v) <= 20 for k, v in sent["data"].items() if k.startswith("keyword"))
     assert sent["data"]["keyword1"].startswith("您反映的3号楼东侧下水井") and sent["data"]["keyword1"].endswith("…")
-    assert sent["data"]["keyword2"] == "办理进度"
+    assert sent["data"]["keyword2"] == "诉求进展"  # the kind's label (NoticeKind)
     [row] = await rows(db)
     assert (row.status, row.channel) == (OutboxStatus.SENT, "template")
 
@@ -91,7 +91,8 @@ async def test_with_no_template_the_notice_waits_and_is_shown_at_the_next_messag
 ):
     bot, _url = bot_server
     resident = await make_resident(db, "o_zhao_away", now=clock.now() - dt.timedelta(days=3))
-    await queue(db, resident, "您预约的17日议事会座位已确认，座位号12。", "seat:3", clock.now(), kind="booking")
+    await queue(db, resident, "您预约的17日议事会座位已确认，座位号12。", "seat:3", clock.now(),
+                kind=NoticeKind.CONSULTATION)
     await queue(db, resident, "您反映的路灯问题已修复，请回复评价。", "need:3:resolved", clock.now())
     await bot.services["sender"].drain()
     assert fake_wechat.counts["text"] == fake_wechat.counts["template"] == 0
@@ -109,7 +110,7 @@ async def test_with_no_template_the_notice_waits_and_is_shown_at_the_next_messag
 async def test_a_long_queue_of_waiting_notices_is_shown_three_at_a_time(bot_server, phone, db, clock):
     resident = await make_resident(db, "o_many", now=clock.now() - dt.timedelta(days=5))
     for i in range(5):
-        await queue(db, resident, f"第{i + 1}条通知", f"n:{i}", clock.now(), kind="notice")
+        await queue(db, resident, f"第{i + 1}条通知", f"n:{i}", clock.now(), kind=NoticeKind.BROADCAST)
     await bot_server[0].services["sender"].drain()
     first = await phone.text("o_many", "在吗")
     assert "您有 5 条新消息" in first.text and "第1条通知" in first.text and "第3条通知" in first.text
@@ -145,7 +146,7 @@ async def test_a_closed_window_45015_falls_back_to_a_template(db, kv, clock, set
 async def test_a_closed_window_without_a_template_leaves_the_notice_waiting(db, kv, clock, settings, fake_wechat):
     resident = await make_resident(db, "o_window_shut2")
     fake_wechat.close_window("o_window_shut2")
-    await queue(db, resident, "您的需求已分派。", "need:5:assigned", clock.now(), kind="other")
+    await queue(db, resident, "您的需求已分派。", "need:5:assigned", clock.now(), kind=NoticeKind.NEED_ASSIGNED)
     await sender_for(db, kv, clock, settings, templates=TEMPLATES).drain()
     [row] = await rows(db)
     assert row.status == OutboxStatus.WAITING and "45015" in row.last_error

@@ -29,7 +29,7 @@ async def test_two_senders_share_one_rate_limit(db, kv, clock, settings, fake_we
         ids = list((await s.exec(select(Resident.id).order_by(Resident.id))).all())
     async with db.write() as s:
         await s.exec(insert(OutboxMessage), params=[
-            {"idempotency_key": f"rate:{i}", "resident_id": ids[i], "kind": "progress", "text": f"通知{i}",
+            {"idempotency_key": f"rate:{i}", "resident_id": ids[i], "kind": "need_update", "text": f"通知{i}",
              "payload": "{}", "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}
             for i in range(ROWS)
         ])

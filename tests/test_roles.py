@@ -16,7 +16,6 @@ from storage.roles import (
     buildings_in_reach,
     buildings_led_by,
     communities_staffed,
-    departments_of,
     grant_role,
     grids_of_worker,
     revoke_role,
@@ -58,7 +57,7 @@ async def test_each_role_takes_only_a_scope_of_its_own_kind(db, district, clock)
     assert await buildings_led_by(db, person.id) == {district.buildings["B1"].id}
     assert await grids_of_worker(db, person.id) == {district.grids["G2"].id}
     assert await communities_staffed(db, person.id) == {district.communities["C1"].id}
-    assert await departments_of(db, person.id) == {district.departments["D-JS"].id}
+    assert (await scope_of(db, person.id)).ids(Role.DISTRICT_STAFF) == {district.departments["D-JS"].id}
     # B1 led, plus B3, the only building of grid G2.
     assert await buildings_in_reach(db, person.id) == {district.buildings["B1"].id, district.buildings["B3"].id}
     assert (await scope_of(db, person.id)).is_admin

@@ -3,6 +3,7 @@ rating follow-ups and the morning digest. Every clock fires once, however often 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import pytest
@@ -139,7 +140,7 @@ async def test_the_morning_digest_counts_each_communitys_work_and_runs_once_a_da
     await report_need(db, town["resident"].id, "单元门坏了关不上", "JZ-05", clock.now())
     await b_need(db, town, clock, dt.date(2026, 11, 30))
     async with db.write() as s:
-        s.add(OutboxMessage(idempotency_key="x:failed", resident_id=town["resident"].id, kind="progress", text="t",
+        s.add(OutboxMessage(idempotency_key="x:failed", resident_id=town["resident"].id, kind="need_update", text="t",
                             status=OutboxStatus.FAILED, next_attempt_at=clock.now(), created_at=clock.now()))
     clock.set(at(11, 30, 8))
     ctx = JobContext(db, kv, clock, None, {})
@@ -152,3 +153,23 @@ async def test_the_morning_digest_counts_each_communitys_work_and_runs_once_a_da
     assert to == town["staff"].id
     assert "待分流的新诉求：1件" in text and "今天到期：1件" in text and "已超期：0件" in text
     assert "消息发送失败：1条" in text
+
+
+async def test_two_schedulers_at_once_stamp_a_supervision_once_and_send_one_notice(db, clock, town, monkeypatch):
+    """The 督办 stamp is a conditional update in the notice's transaction: the second run, blocked behind the
+    first, finds the stamp taken and sends nothing."""
+    await b_need(db, town, clock, dt.date(2026, 12, 4))
+    clock.set(at(12, 3, 9))
+    tell, calls = need_clocks._tell, []
+
+    async def slow_tell(*args, **kwargs):  # the first run holds its transaction open while the second one scans
+        calls.append(1)
+        if len(calls) == 1:
+            await asyncio.sleep(0.3)
+        return await tell(*args, **kwargs)
+
+    monkeypatch.setattr(need_clocks, "_tell", slow_tell)
+    results = await asyncio.gather(need_clocks.remind_due_soon(db, clock.now()),
+                                   need_clocks.remind_due_soon(db, clock.now()))
+    assert sorted(results) == [0, 1]
+    assert [to for to, _text in await notices(db, "remind")] == [town["worker"].id]

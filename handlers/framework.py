@@ -20,13 +20,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.config import Settings
-from bot.protocol import InboundMessage
+from handlers.message import InboundMessage
 from storage.clock import Clock
 from storage.db import CommitUnknown, Database, count_commits, is_unavailable
 from storage.kv import KeyValueStore, StoreUnavailable
 from storage.residents import Resident, ResidentDirectory
 from storage.roles import Role, RoleGrant, active_grants
+from storage.settings import Settings
 from storage.state import FlowState, StateStore
 
 log = logging.getLogger("steward.engine")
@@ -237,6 +237,41 @@ class Context:
         self._next = None
         self._clear = True
         return text
+
+    def start_over(self) -> None:
+        """Forget the flow's saved answers: the next `ask` starts the flow afresh."""
+        self.state = None
+
+    async def handle_afresh(self) -> str | None:
+        """Not an answer to the current question (a keyword, a menu word, a need typed straight away): leave
+        the flow and handle this message as if no flow were running."""
+        self.done("")
+        self.state = None
+        return await self.engine.dispatch(self)
+
+    async def resume(self, msg: InboundMessage) -> str | None:
+        """Handle `msg` (what the resident asked for before a detour such as binding) as a fresh message."""
+        self.state = None
+        self.command_word = ""
+        self.msg = msg
+        return await self.engine.dispatch(self)
+
+    async def start(self, route: Route) -> str | None:
+        """Leave the flow and start another route's flow with this message (a menu number picked)."""
+        self.done("")
+        self.state = None
+        return await self.engine.run(self, route)
+
+    async def ask_to_bind(self) -> str | None:
+        """Send an unbound resident to the binding flow (which resumes what they asked for afterwards)."""
+        if self.engine.unbound is not None:
+            return await self.engine.unbound(self)
+        return None
+
+    @property
+    def menu_entries(self) -> list[MenuEntry]:
+        """The numbered main menu, in order."""
+        return self.engine.menu_entries
 
 
 class Engine:
