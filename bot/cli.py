@@ -10,7 +10,8 @@ import sys
 
 from aiohttp import web
 
-from bot.config import ConfigError, Settings, check_public_serving, load_settings, use_settings
+from bot.cli_common import settings_from
+from bot.config import ConfigError, check_public_serving
 from bot.logging_setup import configure_logging
 
 log = logging.getLogger("steward")
@@ -24,21 +25,6 @@ FEATURE_COMMANDS = [
     "bot.cli_points",
     "bot.cli_review",
 ]
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    """The settings of this `steward` run (environment over --env-file / .env, then --host/--port), installed as
-    the process's: storage reads the points policy and the calendar file from them."""
-    settings = load_settings(env_file=getattr(args, "env_file", None))
-    changes = {}
-    if getattr(args, "host", None):
-        changes["host"] = args.host
-    if getattr(args, "port", None):
-        changes["port"] = args.port
-    if changes:
-        settings = settings.replace(**changes)
-    use_settings(settings)
-    return settings
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlmodel import select
 
-from bot.config import Settings
+from bot.config import Settings, load_settings, use_settings
 from storage import migrate
 from storage.clock import Clock
 from storage.db import Database
@@ -29,9 +29,22 @@ def cli_actor() -> str:
         return "cli:unknown"
 
 
-def cli_settings(args: argparse.Namespace) -> Settings:
-    from bot.cli import settings_from  # bot.cli imports the feature modules that import this one
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The settings of this `steward` run (environment over --env-file / .env, then --host/--port), installed as
+    the process's: storage reads the points policy and the calendar file from them."""
+    settings = load_settings(env_file=getattr(args, "env_file", None))
+    changes = {}
+    if getattr(args, "host", None):
+        changes["host"] = args.host
+    if getattr(args, "port", None):
+        changes["port"] = args.port
+    if changes:
+        settings = settings.replace(**changes)
+    use_settings(settings)
+    return settings
 
+
+def cli_settings(args: argparse.Namespace) -> Settings:
     return settings_from(args)
 
 

@@ -36,6 +36,7 @@ from bot.protocol import (
 from handlers.framework import BUSY_REPLY, Engine, NotDone, failure_reply
 from storage.db import Database
 from storage.kv import KeyValueStore, LockTimeout, StoreUnavailable
+from storage.text import clip
 
 log = logging.getLogger("steward.gateway")
 
@@ -222,7 +223,7 @@ class Gateway:
         text = task.result()  # _handle never raises
         if isinstance(text, NotDone):
             # The resident was answered `success`: they believe it went through. Say it did not.
-            snippet = msg.text if len(msg.text) <= 20 else msg.text[:19] + "…"
+            snippet = clip(msg.text, 20)
             text = LATE_FAILED.format(text=snippet) if snippet else str(text)
         if text:
             late = asyncio.create_task(self.late_reply(msg.openid, text))

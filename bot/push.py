@@ -71,6 +71,7 @@ from storage.outbox import (
 )
 from storage.ratelimit import RateLimiter
 from storage.residents import Resident, set_subscribed
+from storage.text import clip
 
 log = logging.getLogger("steward.push")
 
@@ -101,7 +102,7 @@ class PushPolicy:
 
 def _cut(value: str, limit: int) -> str:
     value = " ".join(value.split())
-    return value if len(value) <= limit else value[: limit - 1] + "…"
+    return clip(value, limit)
 
 
 def template_fields(row: OutboxMessage, tz: str) -> tuple[dict[str, str], str | None]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from handlers.framework import Context, Router
-from storage.claims import pending_claim_of
+from storage.claims import bind_resident, pending_claim_of, update_resident_details
 from storage.org import (
     SEARCH_LIMIT,
     building_by_code,
@@ -29,16 +29,13 @@ from storage.org import (
 )
 from storage.residents import (
     BindingError,
-    bind_resident,
     clean_name,
     clean_phone,
     clean_room,
-    lookup_residents,
     mask_phone,
     set_notify_consultation,
-    update_resident_details,
 )
-from storage.roles import Role, describe_grants
+from storage.roles import Role, describe_grants, lookup_residents
 
 router = Router("bind", "绑定住址")
 

@@ -8,6 +8,7 @@ import re
 from handlers.framework import Context, Router
 from storage import broadcast as bc
 from storage.roles import Role, scope_of
+from storage.text import clip
 
 router = Router("broadcast", "发送广播")
 STAFF = (Role.COMMUNITY_STAFF, Role.DISTRICT_STAFF, Role.ADMIN)
@@ -102,7 +103,7 @@ async def _preview(ctx: Context, **data) -> str:
         return ctx.done(exc.reason)
     urgent = "紧急（夜间也发送）" if draft.urgent else "普通（21:00–08:00 间暂缓，早8点发出）"
     toggle = "设为普通" if draft.urgent else "设为紧急"
-    body = draft.text if len(draft.text) <= 80 else draft.text[:79] + "…"
+    body = clip(draft.text, 80)
     text = (f"【广播预览】#{draft.id}\n对象：{draft.audience_label}\n人数：共 {draft.recipient_count} 人\n"
             f"类型：{urgent}\n内容：{body}\n\n1. 确认发送\n2. 修改内容\n3. 重选对象\n4. {toggle}\n回复「取消」放弃")
     return ctx.ask(text, router.step("preview"), draft_id=draft.id, **data)

@@ -12,6 +12,7 @@ from storage import outbox as ob
 from storage.clock import local
 from storage.residents import mask_phone
 from storage.roles import Role, Scope
+from storage.text import clip
 
 router = Router("delivery", "投递失败")
 STAFF = (Role.COMMUNITY_STAFF, Role.ADMIN)
@@ -49,7 +50,7 @@ def plain_reason(status: str, error: str | None) -> str:
 
 def _excerpt(text: str, width: int = 16) -> str:
     flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+    return clip(flat, width)
 
 
 async def _reach(ctx: Context) -> set[int] | None:

@@ -23,9 +23,9 @@ from storage.needs import (
     second_on_behalf,
     summary_line,
 )
-from storage.org import Building, buildings_in_reach_of, get_building
+from storage.org import Building, get_building
 from storage.residents import Resident, bound_residents_in_buildings, get_resident, mask_phone
-from storage.roles import Role, scope_of
+from storage.roles import Role, buildings_in_reach_of, scope_of
 from storage.taxonomy import load_taxonomy
 
 router = Router("leader", "代报诉求")

@@ -33,6 +33,7 @@ from storage.needs import (
 from storage.org import Building, get_building
 from storage.roles import scope_of
 from storage.taxonomy import load_taxonomy
+from storage.text import clip
 
 router = Router("need", "反映问题")
 
@@ -181,7 +182,7 @@ async def _ask_confirm(ctx: Context) -> str:
 
 
 def summary_line_text(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return clip(text, width)
 
 
 @router.state("confirm")

@@ -23,7 +23,9 @@ from sqlalchemy import Index, func, update
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.audiences import AudienceKind, audience_residents, upcoming_sessions_for
 from storage.clock import DEFAULT_QUIET, QuietHours  # noqa: F401  (handlers and jobs name them from here)
+from storage.consultation_tables import ConsultationSession
 from storage.db import Database
 from storage.org import Building, Community, Grid, Street
 from storage.outbox import NoticeKind, NoticePriority, OutboxMessage, OutboxStatus, enqueue
@@ -42,16 +44,6 @@ class BroadcastStatus:
     SENDING = "sending"  # outbox rows being written / delivered
     CANCELLED = "cancelled"
     DONE = "done"
-
-
-class AudienceKind:
-    COMMUNITY = "community"  # every bound resident of one community
-    BUILDINGS = "buildings"  # bound residents of some buildings
-    GRIDS = "grids"  # bound residents of the buildings of some grids
-    STREET = "street"  # every bound resident of a street (district staff)
-    SESSION = "session"  # residents with a seat at a consultation session
-    SESSION_ALL = "session_all"  # booked and waitlisted (a session moved or cancelled)
-    OPTED_IN = "opted_in"  # bound residents of a community who asked for consultation reminders
 
 
 class BroadcastError(Exception):
@@ -119,8 +111,6 @@ def _audience_query(kind: str, ids: list[int]):
         communities = select(Community.id).where(col(Community.street_id).in_(ids))
         return base.where(col(Resident.community_id).in_(communities))
     if kind in (AudienceKind.SESSION, AudienceKind.SESSION_ALL, AudienceKind.OPTED_IN):
-        from storage.consultation import audience_residents  # the consultation owns its bookings
-
         return audience_residents(kind, ids)
     raise BroadcastError("未知的发送对象。")
 
@@ -151,8 +141,6 @@ async def audience_choices(db: Database, scope: Scope, community_id: int | None 
             for building in (await s.exec(q)).all():
                 out.append(Audience(AudienceKind.BUILDINGS, (building.id,), f"{community.name}{building.name}"))
     if communities:
-        from storage.consultation import upcoming_sessions_for
-
         for session_id, label in await upcoming_sessions_for(db, communities[:5]):
             out.append(Audience(AudienceKind.SESSION, (session_id,), label))
     return out
@@ -173,8 +161,6 @@ async def _in_scope(s: AsyncSession, scope: Scope, kind: str, ids: list[int]) ->
         rows = (await s.exec(select(Grid.community_id).where(col(Grid.id).in_(ids)))).all()
         return len(rows) == len(set(ids)) and set(rows) <= mine
     if kind == AudienceKind.SESSION:
-        from storage.consultation import ConsultationSession
-
         rows = (
             await s.exec(select(ConsultationSession.community_id).where(col(ConsultationSession.id).in_(ids)))
         ).all()

@@ -29,8 +29,19 @@ from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.db import Database
+from storage.org import Building, Community
 from storage.outbox import NoticeKind, enqueue
-from storage.residents import Resident, RosterEntry, mask_phone
+from storage.residents import (
+    BindingError,
+    BindResult,
+    Resident,
+    RosterEntry,
+    clean_name,
+    clean_phone,
+    clean_room,
+    find_resident,
+    mask_phone,
+)
 from storage.roles import audit_entry, communities_staffed, scope_of
 
 
@@ -79,7 +90,7 @@ class ClaimError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Inside a binding transaction (storage.residents calls these)
+# Inside a binding transaction (bind_resident and update_resident_details below call these)
 
 
 async def lock_phone(session: AsyncSession, phone: str) -> None:
@@ -167,6 +178,119 @@ async def open_claim(
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Binding (here, not in storage.residents: a binding may need a claim, and claims build on residents)
+
+
+async def bind_resident(
+    db: Database,
+    openid: str,
+    community_id: int,
+    building_id: int,
+    room: str,
+    name: str,
+    phone: str,
+    now: dt.datetime,
+) -> BindResult:
+    """Bind (or re-bind) a resident to a building and room with their name and phone.
+
+    Every value is validated here (BindingError with a Chinese reason); the building must belong to the
+    community. A roster entry with the same phone and building is linked to the resident. When another bound
+    account already uses this phone, or the roster entry is linked to another bound account, nothing is taken
+    over: the details are recorded as a claim for the community's staff (result.pending), the resident's row
+    is left as it was.
+    """
+    room, name, phone = clean_room(room), clean_name(name), clean_phone(phone)
+    async with db.write() as s:
+        building = await s.get(Building, building_id)
+        if building is None or building.community_id != community_id:
+            raise BindingError("所选楼栋不在该社区，请重新选择。")
+        await lock_phone(s, phone)  # before the resident row: see storage/claims.py
+        row = (await s.exec(select(Resident).where(Resident.openid == openid).with_for_update())).first()
+        if row is None:
+            row = Resident(openid=openid, created_at=now, last_contact_at=now)
+            s.add(row)
+            await s.flush()
+        conflict = await find_conflict(s, row.id, phone, building_id)
+        if conflict is not None:
+            claim = await open_claim(s, row, conflict, community_id=community_id, building_id=building_id,
+                                     room=room, name=name, phone=phone, now=now)
+            return BindResult(row, False, claim)
+        await supersede_claims(s, row.id, now)
+        row.community_id, row.building_id = community_id, building_id
+        row.room, row.name, row.phone = room, name, phone
+        row.bound_at = row.bound_at or now
+        s.add(row)
+        await s.flush()
+        on_roster = await _link_roster(s, row, now)
+    return BindResult(row, on_roster)
+
+
+async def _link_roster(session, resident: Resident, now: dt.datetime) -> bool:
+    """Link the roster entry for the resident's phone and building to them, unless another bound account holds
+    it (that takes a claim: storage/claims.py). True when the roster knows them."""
+    query = select(RosterEntry).where(
+        RosterEntry.phone == resident.phone, RosterEntry.building_id == resident.building_id
+    )
+    entry = (await session.exec(query)).first()
+    if entry is None:
+        return False
+    if entry.resident_id == resident.id:
+        return True
+    if entry.resident_id is not None:
+        linked = await session.get(Resident, entry.resident_id)
+        if linked is not None and linked.is_bound:
+            return False
+    entry.resident_id, entry.linked_at = resident.id, now
+    session.add(entry)
+    return True
+
+
+async def update_resident_details(
+    db: Database,
+    openid: str,
+    now: dt.datetime,
+    *,
+    room: str | None = None,
+    name: str | None = None,
+    phone: str | None = None,
+) -> BindResult:
+    """Change a bound resident's room, name or phone (each validated). A new building goes through
+    `bind_resident`, which also re-checks the community. A new phone that another bound account uses (or
+    whose roster entry at this building is linked to one) is not taken over: it becomes a claim for staff
+    (result.pending) and nothing changes."""
+    room = clean_room(room) if room is not None else None
+    name = clean_name(name) if name is not None else None
+    phone = clean_phone(phone) if phone is not None else None
+    current = await find_resident(db, openid)
+    if current is None or not current.is_bound:
+        raise BindingError("您还没有绑定住址，请先回复「绑定」。")
+    async with db.write() as s:
+        if phone or current.phone:
+            await lock_phone(s, phone or current.phone)  # before the resident row: see storage/claims.py
+        row = (await s.exec(select(Resident).where(Resident.openid == openid).with_for_update())).first()
+        if row is None or not row.is_bound:
+            raise BindingError("您还没有绑定住址，请先回复「绑定」。")
+        if phone is not None and phone != row.phone:
+            conflict = await find_conflict(s, row.id, phone, row.building_id)
+            if conflict is not None:
+                claim = await open_claim(
+                    s, row, conflict, community_id=row.community_id, building_id=row.building_id,
+                    room=room or row.room, name=name or row.name, phone=phone, now=now,
+                )
+                return BindResult(row, False, claim)
+        if room is not None:
+            row.room = room
+        if name is not None:
+            row.name = name
+        if phone is not None:
+            row.phone = phone
+        s.add(row)
+        await s.flush()
+        on_roster = await _link_roster(s, row, now)
+    return BindResult(row, on_roster)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Reading
 
 
@@ -191,8 +315,6 @@ class ClaimView:
 
 
 async def _views(session: AsyncSession, claims: list[BindingClaim]) -> list[ClaimView]:
-    from storage.org import Building, Community
-
     views = []
     for claim in claims:
         community = await session.get(Community, claim.community_id)
@@ -289,8 +411,6 @@ async def _pending_claim(session: AsyncSession, claim_id: int, communities: set[
 
 
 async def _place(session: AsyncSession, claim: BindingClaim) -> str:
-    from storage.org import Building, Community
-
     community = await session.get(Community, claim.community_id)
     building = await session.get(Building, claim.building_id)
     parts = (community.name if community else "", building.name if building else "", claim.room)

@@ -18,14 +18,24 @@ import secrets
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Index, UniqueConstraint, func
+from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, SQLModel, col, select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.audiences import audience_residents, upcoming_sessions_for  # noqa: F401  (callers name them from here)
 from storage.broadcast import AudienceKind, create_system_broadcast
 from storage.clock import DEFAULT_TZ, QuietHours, local
+from storage.consultation_tables import (
+    Booking,
+    BookingStatus,
+    ConsultationDefaults,
+    ConsultationSession,
+    SessionStatus,
+    Topic,
+)
 from storage.db import Database
+from storage.needs import OPEN_STATUSES, Need, summary_line
 from storage.org import Community
 from storage.outbox import NoticeKind, enqueue
 from storage.residents import Resident
@@ -39,18 +49,6 @@ MAX_TOPIC = 100
 MAX_MINUTES = 1500
 AGENDA_LIMIT = 12
 LIST_LIMIT = 10
-
-
-class SessionStatus:
-    SCHEDULED = "scheduled"
-    CANCELLED = "cancelled"
-    HELD = "held"  # minutes published
-
-
-class BookingStatus:
-    BOOKED = "booked"
-    WAITLISTED = "waitlisted"
-    CANCELLED = "cancelled"
 
 
 class Outcome:
@@ -72,98 +70,6 @@ class ConsultationError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-# ---------------------------------------------------------------- tables
-
-
-class ConsultationDefaults(SQLModel, table=True):
-    """A community's standing arrangements for its 17th consultations (editable by staff and CLI)."""
-
-    __tablename__ = "consultation_defaults"
-
-    id: int | None = Field(default=None, primary_key=True)
-    community_id: int = Field(foreign_key="community.id", unique=True)
-    start_time: str = Field(default="14:30", max_length=5)  # HH:MM, district time
-    duration_minutes: int = 120
-    venue: str = Field(default="社区党群服务中心会议室", max_length=128)
-    capacity: int = 40
-    reserved_seats: int = 10  # for the Party organisation, the residents' committee, units
-    registration_opens_day: int = 10  # day of the meeting month on which booking opens (09:00)
-    topic_cutoff_day: int = 14  # topics accepted until the end of this day
-    updated_at: dt.datetime
-    updated_by: str = Field(default="", max_length=64)
-
-
-class ConsultationSession(SQLModel, table=True):
-    __tablename__ = "consultation_session"
-    __table_args__ = (UniqueConstraint("community_id", "month", name="uq_consultation_session_month"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    community_id: int = Field(foreign_key="community.id", index=True)
-    month: str = Field(max_length=7)  # "2026-12"
-    starts_at: dt.datetime = Field(index=True)
-    duration_minutes: int = 120
-    venue: str = Field(max_length=128)
-    capacity: int
-    reserved_seats: int
-    registration_opens_at: dt.datetime
-    topic_cutoff_at: dt.datetime
-    status: str = Field(default=SessionStatus.SCHEDULED, max_length=16)
-    cancel_reason: str | None = Field(default=None, max_length=200)
-    minutes: str | None = None
-    minutes_at: dt.datetime | None = None
-    opened_notice_at: dt.datetime | None = None
-    remind_2d_at: dt.datetime | None = None
-    remind_day_at: dt.datetime | None = None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-    @property
-    def seats(self) -> int:
-        return max(0, self.capacity - self.reserved_seats)
-
-    @property
-    def ends_at(self) -> dt.datetime:
-        return self.starts_at + dt.timedelta(minutes=self.duration_minutes)
-
-
-class Booking(SQLModel, table=True):
-    __tablename__ = "consultation_booking"
-    __table_args__ = (
-        UniqueConstraint("session_id", "resident_id", name="uq_booking_resident"),
-        UniqueConstraint("session_id", "code", name="uq_booking_code"),
-        Index("ix_booking_queue", "session_id", "status", "queue_no"),
-    )
-
-    id: int | None = Field(default=None, primary_key=True)
-    session_id: int = Field(foreign_key="consultation_session.id")
-    resident_id: int = Field(foreign_key="resident.id", index=True)
-    status: str = Field(max_length=16)
-    code: str | None = Field(default=None, max_length=8)
-    queue_no: int = 0  # arrival order within the session: the waitlist order
-    queued_at: dt.datetime
-    booked_at: dt.datetime | None = None
-    checked_in_at: dt.datetime | None = None
-    cancelled_at: dt.datetime | None = None
-
-
-class Topic(SQLModel, table=True):
-    __tablename__ = "consultation_topic"
-
-    id: int | None = Field(default=None, primary_key=True)
-    session_id: int = Field(foreign_key="consultation_session.id", index=True)
-    proposer_id: int | None = Field(default=None, foreign_key="resident.id", index=True)
-    title: str = Field(max_length=200)
-    need_id: int | None = None  # the proposer's need (or the need a drafted item came from)
-    source: str = Field(default="resident", max_length=16)  # resident | need
-    evidence: int = 0  # residents who raised it (drafted items)
-    on_agenda: bool = False
-    agenda_order: int = 0
-    outcome: str | None = Field(default=None, max_length=16)
-    outcome_note: str | None = Field(default=None, max_length=300)
-    decided_at: dt.datetime | None = None
-    created_at: dt.datetime
 
 
 # ---------------------------------------------------------------- helpers
@@ -368,21 +274,6 @@ async def list_sessions(db: Database, community_id: int | None = None, limit: in
         if community_id is not None:
             q = q.where(ConsultationSession.community_id == community_id)
         return list((await s.exec(q)).all())
-
-
-async def upcoming_sessions_for(db: Database, community_ids: list[int]) -> list[tuple[int, str]]:
-    """(session id, label) of scheduled sessions that have bookings, for the broadcast audience menu."""
-    async with db.read() as s:
-        q = (
-            select(ConsultationSession, Community.name)
-            .join(Community, Community.id == ConsultationSession.community_id)
-            .where(col(ConsultationSession.community_id).in_(community_ids),
-                   ConsultationSession.status == SessionStatus.SCHEDULED)
-            .order_by(col(ConsultationSession.starts_at).desc())
-            .limit(len(community_ids) * 2)
-        )
-        rows = (await s.exec(q)).all()
-    return [(row.id, f"{name}{local(row.starts_at).month}月议事已预约居民") for row, name in rows]
 
 
 @dataclass(frozen=True)
@@ -723,8 +614,6 @@ class Candidate:
 async def need_candidates(db: Database, community_id: int, now: dt.datetime, limit: int = 8) -> list[Candidate]:
     """Open C-tier needs (定期办理: they wait for the 17th) and the month's most-seconded open needs, with the
     evidence: how many residents raised each (the reporter plus everyone who seconded)."""
-    from storage.needs import OPEN_STATUSES, Need, summary_line
-
     here = local(now)
     month_start = dt.datetime(here.year, here.month, 1, tzinfo=TZ)
     open_statuses = [status.value for status in OPEN_STATUSES]
@@ -751,8 +640,6 @@ async def need_candidates(db: Database, community_id: int, now: dt.datetime, lim
 
 async def open_needs_of(db: Database, resident_id: int, limit: int = 5) -> list[tuple[int, str]]:
     """The proposer's open needs, (id, one line), to link a topic to."""
-    from storage.needs import OPEN_STATUSES, Need, summary_line
-
     async with db.read() as s:
         rows = (await s.exec(
             select(Need).where(Need.reporter_id == resident_id,
@@ -885,18 +772,6 @@ async def my_topics(db: Database, resident_id: int, limit: int = 5) -> list[tupl
 
 
 # ---------------------------------------------------------------- reminders and audiences
-
-
-def audience_residents(kind: str, ids: list[int]):
-    """Resident ids for the consultation's broadcast audiences (used by storage.broadcast)."""
-    base = select(Resident.id).where(Resident.subscribed == True)  # noqa: E712
-    if kind == AudienceKind.OPTED_IN:
-        return base.where(col(Resident.community_id).in_(ids), col(Resident.bound_at).is_not(None),
-                          Resident.notify_consultation == True)  # noqa: E712
-    statuses = [BookingStatus.BOOKED] if kind == AudienceKind.SESSION else [BookingStatus.BOOKED,
-                                                                              BookingStatus.WAITLISTED]
-    booked = select(Booking.resident_id).where(col(Booking.session_id).in_(ids), col(Booking.status).in_(statuses))
-    return base.where(col(Resident.id).in_(booked))
 
 
 def _reminder_text(kind: str, session: ConsultationSession, community: str) -> str:

@@ -59,6 +59,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, col, select
 
 from storage import workdays
+from storage.classifier import default_classifier
 from storage.clock import local
 from storage.db import Database
 from storage.org import Building, Community, Department, Grid
@@ -66,6 +67,7 @@ from storage.outbox import NoticeKind, NoticePriority, enqueue
 from storage.residents import Resident, mask_phone
 from storage.roles import Role, RoleGrant, Scope, audit_entry, scope_of
 from storage.taxonomy import Span, Taxonomy, Tier, load_taxonomy
+from storage.text import clip
 
 
 class NeedStatus(enum.StrEnum):
@@ -413,13 +415,11 @@ async def _actor_label(s, scope: Scope, need: Need) -> str:
 
 
 def _clip(text: str, limit: int = MAX_NOTE) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(text.strip(), limit)
 
 
 def summary_line(need: Need, width: int = 14) -> str:
-    text = need.text.replace("\n", " ")
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return clip(need.text.replace("\n", " "), width)
 
 
 async def _followers(s, need_id: int) -> list[int]:
@@ -668,8 +668,6 @@ def similar(a: str, b: str) -> bool:
     x, y = _bigrams(a), _bigrams(b)
     if x and y and 2 * len(x & y) / (len(x) + len(y)) >= 0.25:
         return True
-    from storage.classifier import default_classifier
-
     words_a = {w for m in default_classifier().explain(a)[:1] for w in m.keywords}
     words_b = {w for m in default_classifier().explain(b)[:1] for w in m.keywords}
     return bool(words_a & words_b)
@@ -1300,8 +1298,6 @@ async def resolve_from_project(s, need_id: int, actor: str, note: str, now: dt.d
 async def create_from_survey(s, db: Database, *, resident_id: int, community_id: int, text: str,
                              now: dt.datetime) -> Need:
     """A low satisfaction score with a comment becomes a need of the resident's community to follow up."""
-    from storage.classifier import default_classifier
-
     resident = await s.get(Resident, resident_id)
     building = await s.get(Building, resident.building_id) if resident and resident.building_id else None
     item = default_classifier().propose(text)

@@ -154,25 +154,6 @@ async def get_building(db: Database, building_id: int) -> Building | None:
         return await s.get(Building, building_id)
 
 
-REACH_LIMIT = 200  # at most this many buildings in a 楼片长's / 网格员's reach are loaded
-
-
-async def buildings_in_reach_of(db: Database, resident_id: int, limit: int = REACH_LIMIT) -> list[Building]:
-    """The buildings a 楼片长 leads plus every building of the grids a 网格员 works, in id order, at most `limit`.
-
-    The reach itself is `storage.roles.buildings_in_reach` (active grants only); this loads the rows, so a
-    leader's flows show and search only their own buildings.
-    """
-    from storage.roles import buildings_in_reach
-
-    ids = await buildings_in_reach(db, resident_id)
-    if not ids:
-        return []
-    async with db.read() as s:
-        query = select(Building).where(col(Building.id).in_(sorted(ids))).order_by(Building.id).limit(limit)
-        return list((await s.exec(query)).all())
-
-
 DEPARTMENT_MENU_LIMIT = 20  # district departments offered as numbered choices
 
 

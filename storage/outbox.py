@@ -33,6 +33,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from storage.clock import QuietHours
 from storage.db import Database, insert_for
 from storage.kv import KeyValueStore
+from storage.residents import Resident
+from storage.roles import audit_entry
 from storage.settings import current_settings
 
 
@@ -375,8 +377,6 @@ async def recover_stale(db: Database, now: dt.datetime, limit: int = 500) -> int
 async def recipients(db: Database, resident_ids: Iterable[int]) -> dict[int, tuple[Any, int]]:
     """{resident_id: (Resident, customer-service texts sent to them since their last message)}, in one query:
     what the sender needs to pick a channel for a batch (see bot/push)."""
-    from storage.residents import Resident
-
     ids = sorted(set(resident_ids))
     if not ids:
         return {}
@@ -542,8 +542,6 @@ class ReviewItem:
 
 
 def _review_query(query, community_ids: Iterable[int] | None):
-    from storage.residents import Resident
-
     query = query.join(Resident, Resident.id == OutboxMessage.resident_id).where(
         col(OutboxMessage.status).in_(NEEDS_REVIEW)
     )
@@ -557,8 +555,6 @@ async def review_page(
 ) -> tuple[list[ReviewItem], int]:
     """A page of the failed and unknown rows of residents of these communities (None: all), newest first,
     and how many there are in all. An empty set of communities sees nothing."""
-    from storage.residents import Resident
-
     if community_ids is not None:
         community_ids = set(community_ids)
         if not community_ids:
@@ -576,8 +572,6 @@ async def review_page(
 
 async def review_item(db: Database, message_id: int, community_ids: Iterable[int] | None) -> ReviewItem | None:
     """One row still waiting for a decision, if its resident is in these communities (None: any)."""
-    from storage.residents import Resident
-
     if community_ids is not None and not set(community_ids):
         return None
     query = _review_query(select(OutboxMessage, Resident.name, Resident.phone, Resident.community_id),
@@ -591,8 +585,6 @@ async def _decide(
     db: Database, message_id: int, community_ids: Iterable[int] | None, actor: str, now: dt.datetime,
     action: str, values: dict[str, Any], wake: bool = False,
 ) -> OutboxMessage:
-    from storage.residents import Resident
-    from storage.roles import audit_entry
 
     async with db.write() as session:
         row = await session.get(OutboxMessage, message_id, with_for_update=True)

@@ -107,7 +107,7 @@ class ResidentSnapshot:
     """A resident's row as read at the start of a message: what handlers see as `ctx.resident`.
 
     A plain copy (not an ORM object) so the hot path can keep it in the key-value store cheaply; change a
-    resident only through the operations in this module.
+    resident only through the operations in this module (binding: `storage.claims.bind_resident`).
     """
 
     id: int | None
@@ -269,120 +269,6 @@ class BindResult:
         return self.claim is not None
 
 
-async def bind_resident(
-    db: Database,
-    openid: str,
-    community_id: int,
-    building_id: int,
-    room: str,
-    name: str,
-    phone: str,
-    now: dt.datetime,
-) -> BindResult:
-    """Bind (or re-bind) a resident to a building and room with their name and phone.
-
-    Every value is validated here (BindingError with a Chinese reason); the building must belong to the
-    community. A roster entry with the same phone and building is linked to the resident. When another bound
-    account already uses this phone, or the roster entry is linked to another bound account, nothing is taken
-    over: the details are recorded as a claim for the community's staff (result.pending), the resident's row
-    is left as it was.
-    """
-    from storage.claims import find_conflict, lock_phone, open_claim, supersede_claims
-    from storage.org import Building  # the organisation module imports nothing from here
-
-    room, name, phone = clean_room(room), clean_name(name), clean_phone(phone)
-    async with db.write() as s:
-        building = await s.get(Building, building_id)
-        if building is None or building.community_id != community_id:
-            raise BindingError("所选楼栋不在该社区，请重新选择。")
-        await lock_phone(s, phone)  # before the resident row: see storage/claims.py
-        row = (await s.exec(select(Resident).where(Resident.openid == openid).with_for_update())).first()
-        if row is None:
-            row = Resident(openid=openid, created_at=now, last_contact_at=now)
-            s.add(row)
-            await s.flush()
-        conflict = await find_conflict(s, row.id, phone, building_id)
-        if conflict is not None:
-            claim = await open_claim(s, row, conflict, community_id=community_id, building_id=building_id,
-                                     room=room, name=name, phone=phone, now=now)
-            return BindResult(row, False, claim)
-        await supersede_claims(s, row.id, now)
-        row.community_id, row.building_id = community_id, building_id
-        row.room, row.name, row.phone = room, name, phone
-        row.bound_at = row.bound_at or now
-        s.add(row)
-        await s.flush()
-        on_roster = await _link_roster(s, row, now)
-    return BindResult(row, on_roster)
-
-
-async def _link_roster(session, resident: Resident, now: dt.datetime) -> bool:
-    """Link the roster entry for the resident's phone and building to them, unless another bound account holds
-    it (that takes a claim: storage/claims.py). True when the roster knows them."""
-    query = select(RosterEntry).where(
-        RosterEntry.phone == resident.phone, RosterEntry.building_id == resident.building_id
-    )
-    entry = (await session.exec(query)).first()
-    if entry is None:
-        return False
-    if entry.resident_id == resident.id:
-        return True
-    if entry.resident_id is not None:
-        linked = await session.get(Resident, entry.resident_id)
-        if linked is not None and linked.is_bound:
-            return False
-    entry.resident_id, entry.linked_at = resident.id, now
-    session.add(entry)
-    return True
-
-
-async def update_resident_details(
-    db: Database,
-    openid: str,
-    now: dt.datetime,
-    *,
-    room: str | None = None,
-    name: str | None = None,
-    phone: str | None = None,
-) -> BindResult:
-    """Change a bound resident's room, name or phone (each validated). A new building goes through
-    `bind_resident`, which also re-checks the community. A new phone that another bound account uses (or
-    whose roster entry at this building is linked to one) is not taken over: it becomes a claim for staff
-    (result.pending) and nothing changes."""
-    from storage.claims import find_conflict, lock_phone, open_claim
-
-    room = clean_room(room) if room is not None else None
-    name = clean_name(name) if name is not None else None
-    phone = clean_phone(phone) if phone is not None else None
-    current = await find_resident(db, openid)
-    if current is None or not current.is_bound:
-        raise BindingError("您还没有绑定住址，请先回复「绑定」。")
-    async with db.write() as s:
-        if phone or current.phone:
-            await lock_phone(s, phone or current.phone)  # before the resident row: see storage/claims.py
-        row = (await s.exec(select(Resident).where(Resident.openid == openid).with_for_update())).first()
-        if row is None or not row.is_bound:
-            raise BindingError("您还没有绑定住址，请先回复「绑定」。")
-        if phone is not None and phone != row.phone:
-            conflict = await find_conflict(s, row.id, phone, row.building_id)
-            if conflict is not None:
-                claim = await open_claim(
-                    s, row, conflict, community_id=row.community_id, building_id=row.building_id,
-                    room=room or row.room, name=name or row.name, phone=phone, now=now,
-                )
-                return BindResult(row, False, claim)
-        if room is not None:
-            row.room = room
-        if name is not None:
-            row.name = name
-        if phone is not None:
-            row.phone = phone
-        s.add(row)
-        await s.flush()
-        on_roster = await _link_roster(s, row, now)
-    return BindResult(row, on_roster)
-
-
 async def set_notify_consultation(db: Database, openid: str, on: bool) -> Resident:
     """Switch the resident's consultation (阳光17议) notices on or off."""
     async with db.write() as s:
@@ -469,17 +355,3 @@ async def bound_residents_in_buildings(
         query = query.where(Resident.room == room)
     async with db.read() as s:
         return list((await s.exec(query.order_by(Resident.id).limit(limit))).all())
-
-
-async def lookup_residents(db: Database, staff_id: int, phone: str, now: dt.datetime) -> list[ResidentRecord]:
-    """居民查询 by staff: residents with this phone in the communities the staff member serves (an admin:
-    everywhere). Looking up personal data is a staff action, so it writes an audit row (phone masked)."""
-    from storage.roles import audit_entry, communities_staffed, scope_of
-
-    phone = clean_phone(phone)
-    scope = await scope_of(db, staff_id)
-    communities = None if scope.is_admin else await communities_staffed(db, staff_id)
-    found = await residents_by_phone(db, phone, communities)
-    async with db.write() as s:
-        s.add(audit_entry(now, f"resident:{staff_id}", "resident_lookup", "phone", mask_phone(phone), found=len(found)))
-    return found

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from sqlmodel import Field, SQLModel, col, select
 
 from storage.db import Database
+from storage.org import SCOPE_LABELS, SCOPE_TABLES, Building, unit_names
+from storage.residents import Resident, ResidentRecord, clean_phone, mask_phone, residents_by_phone
 
 
 class Role(enum.StrEnum):
@@ -147,8 +149,6 @@ def parse_role(text: str) -> Role:
 
 
 async def _scope_id(session, role: Role, scope_code: str | None) -> int | None:
-    from storage.org import SCOPE_LABELS, SCOPE_TABLES
-
     scope_type = ROLE_SCOPE[role]
     code = (scope_code or "").strip().upper()
     if scope_type == "district":
@@ -166,8 +166,6 @@ async def _scope_id(session, role: Role, scope_code: str | None) -> int | None:
 
 
 async def _locked_resident(session, resident_id: int):
-    from storage.residents import Resident
-
     row = (await session.exec(select(Resident).where(Resident.id == resident_id).with_for_update())).first()
     if row is None:
         raise RoleError("没有找到这位居民。")
@@ -252,14 +250,30 @@ async def communities_staffed(db: Database, resident_id: int) -> set[int]:
 
 async def buildings_in_reach(db: Database, resident_id: int) -> set[int]:
     """Buildings a 楼片长 leads plus every building in the grids a 网格员 works."""
-    from storage.org import Building
-
     led = await buildings_led_by(db, resident_id)
     grids = await grids_of_worker(db, resident_id)
     if grids:
         async with db.read() as s:
             led |= set((await s.exec(select(Building.id).where(col(Building.grid_id).in_(sorted(grids))))).all())
     return led
+
+
+REACH_LIMIT = 200  # at most this many buildings in a 楼片长's / 网格员's reach are loaded
+
+
+async def buildings_in_reach_of(db: Database, resident_id: int, limit: int = REACH_LIMIT) -> list[Building]:
+    """The buildings a 楼片长 leads plus every building of the grids a 网格员 works, in id order, at most `limit`.
+
+    The reach itself is `buildings_in_reach` (active grants only); this loads the rows, so a
+    leader's flows show and search only their own buildings.
+    """
+    ids = await buildings_in_reach(db, resident_id)
+    if not ids:
+        return []
+    async with db.read() as s:
+        query = select(Building).where(col(Building.id).in_(sorted(ids))).order_by(Building.id).limit(limit)
+        return list((await s.exec(query)).all())
+
 
 
 @dataclass(frozen=True)
@@ -272,8 +286,6 @@ class GrantView:
 
 
 async def describe_grants(db: Database, grants: list[RoleGrant]) -> list[GrantView]:
-    from storage.org import unit_names
-
     names: dict[str, dict[int, tuple[str, str]]] = {}
     for scope_type in {g.scope_type for g in grants}:
         ids = {g.scope_id for g in grants if g.scope_type == scope_type and g.scope_id is not None}
@@ -300,3 +312,15 @@ async def list_active_grants(db: Database, role: Role | None = None, limit: int 
         query = query.where(RoleGrant.role == role.value)
     async with db.read() as s:
         return list((await s.exec(query.order_by(RoleGrant.id).limit(limit))).all())
+
+
+async def lookup_residents(db: Database, staff_id: int, phone: str, now: dt.datetime) -> list[ResidentRecord]:
+    """居民查询 by staff: residents with this phone in the communities the staff member serves (an admin:
+    everywhere). Looking up personal data is a staff action, so it writes an audit row (phone masked)."""
+    phone = clean_phone(phone)
+    scope = await scope_of(db, staff_id)
+    communities = None if scope.is_admin else await communities_staffed(db, staff_id)
+    found = await residents_by_phone(db, phone, communities)
+    async with db.write() as s:
+        s.add(audit_entry(now, f"resident:{staff_id}", "resident_lookup", "phone", mask_phone(phone), found=len(found)))
+    return found

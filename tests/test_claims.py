@@ -12,11 +12,19 @@ from sqlmodel import select
 
 from bot.cli import build_parser
 from bot.cli_org import residents_run
-from storage.claims import BindingClaim, ClaimError, ClaimStatus, claim_view, confirm_claim, reject_claim
+from storage.claims import (
+    BindingClaim,
+    ClaimError,
+    ClaimStatus,
+    bind_resident,
+    claim_view,
+    confirm_claim,
+    reject_claim,
+)
 from storage.imports import import_residents
 from storage.outbox import OutboxMessage
 from storage.points import PointsPolicy, balance_of, credit_service, share_code_of
-from storage.residents import Resident, RosterEntry, bind_resident, find_resident
+from storage.residents import Resident, RosterEntry, find_resident
 from storage.roles import AuditLog, Role
 from tests.factories import grant, make_district, make_resident
 
