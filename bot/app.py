@@ -96,13 +96,21 @@ async def build_bot(
         # `success`, must still hear what happened. They wrote seconds ago, so the customer-service window is
         # open; send it directly.
         log.warning("late reply to …%s bypasses the outbox: %s", openid[-6:], reason)
-        try:
-            await wechat.send_text(openid, text)
-        except Exception:
-            log.exception("late reply to …%s could not be sent", openid[-6:])
+        for attempt in range(LATE_SEND_TRIES):
+            try:
+                await wechat.send_text(openid, text)
+                return
+            except Exception as exc:  # Redis (the access token) or WeChat busy: a moment later it may go
+                if attempt == LATE_SEND_TRIES - 1:
+                    log.error("late reply to …%s could not be sent: %s", openid[-6:], exc)
+                    return
+                await asyncio.sleep(1.0 * (attempt + 1))
 
     gateway = Gateway(settings, engine, kv, db, late_reply, reply_deadline=reply_deadline)
     return Bot(settings, db, kv, clock, wechat, engine, gateway, services)
+
+
+LATE_SEND_TRIES = 3  # a late reply sent past the outbox is tried this often (it is the resident's only word)
 
 
 class _CoalescedDrain:

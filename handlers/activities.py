@@ -7,6 +7,7 @@ import datetime as dt
 import re
 
 from handlers.framework import Context, Router
+from handlers.steps import pick_one
 from storage import activities as act
 from storage import points as pts
 from storage.clock import local
@@ -26,23 +27,18 @@ async def list_activities(ctx: Context) -> str:
     items = await act.upcoming(ctx.db, ctx.resident.community_id, ctx.resident.id, ctx.now)
     if not items:
         return ctx.done("本社区近期没有志愿活动，发布后会在这里看到。")
-    lines = ["【志愿活动】回复序号查看或报名："]
-    for i, item in enumerate(items, 1):
+    labels = []
+    for item in items:
         a = item.activity
         left = max(0, a.capacity - item.signed)
         state = MINE.get(item.mine or "", f"余{left}" if left else "已满可候补")
-        lines.append(f"{i}. {local(a.starts_at):%m-%d %H:%M} {a.title[:10]} {pts.hours_text(a.half_hours)}h {state}")
-    return ctx.ask("\n".join(lines), router.step("pick"), ids=[i.activity.id for i in items])
+        labels.append(f"{local(a.starts_at):%m-%d %H:%M} {a.title[:10]} {pts.hours_text(a.half_hours)}h {state}")
+    return pick.ask(ctx, "【志愿活动】回复序号查看或报名：", labels, [i.activity.id for i in items])
 
 
-@router.state("pick", bound=True)
-async def pick(ctx: Context) -> str:
-    ids = ctx.data.get("ids") or []
-    if not ctx.text.isdigit():  # not a choice from the list (「签到 K7M2QX」, 「积分」): handle it afresh
-        return await ctx.handle_afresh()
-    if not 1 <= int(ctx.text) <= len(ids):
-        return ctx.retry(f"请回复1到{len(ids)}之间的序号。")
-    activity_id = ids[int(ctx.text) - 1]
+# Not a number (「签到 K7M2QX」, 「积分」): not a choice from the list, handled afresh.
+@pick_one(router, "pick", key="ids", not_a_number="afresh", bound=True)
+async def pick(ctx: Context, activity_id: int) -> str:
     items = {i.activity.id: i for i in await act.upcoming(ctx.db, ctx.resident.community_id, ctx.resident.id, ctx.now)}
     item = items.get(activity_id)
     if item is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from handlers.framework import Context, Router
+from handlers.steps import pick_one
 from storage import broadcast as bc
 from storage.roles import Role, scope_of
 from storage.text import clip
@@ -49,16 +50,11 @@ async def _ask_kind(ctx: Context, **data) -> str:
     kinds = list(dict.fromkeys(a.kind for a in await _choices(ctx)))
     if not kinds:
         return ctx.done("您的账号没有可发送的范围，请联系管理员。")
-    lines = ["发送给谁？"] + [f"{i}. {KIND_LABELS[k]}" for i, k in enumerate(kinds, 1)]
-    return ctx.ask("\n".join(lines), router.step("kind"), kinds=kinds, **data)
+    return pick_kind.ask(ctx, "发送给谁？", [KIND_LABELS[k] for k in kinds], kinds, **data)
 
 
-@router.state("kind", roles=STAFF)
-async def pick_kind(ctx: Context) -> str:
-    kinds = ctx.data.get("kinds", [])
-    if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= len(kinds):
-        return ctx.retry(f"请回复1到{len(kinds)}之间的数字。")
-    kind = kinds[int(ctx.text) - 1]
+@pick_one(router, "kind", key="kinds", hint="请回复1到{n}之间的数字。", roles=STAFF)
+async def pick_kind(ctx: Context, kind: str) -> str:
     options = [a for a in await _choices(ctx) if a.kind == kind]
     if len(options) == 1:
         return await _preview(ctx, audience=[options[0].kind, list(options[0].ids), options[0].label])

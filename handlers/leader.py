@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 
 from handlers.framework import Context, Router
-from handlers.needs import category_menu, summary_line_text
+from handlers.needs import summary_line_text
+from handlers.steps import pick_subitem
 from storage.classifier import default_classifier
 from storage.needs import (
     OPEN_STATUSES,
@@ -120,7 +121,7 @@ async def text_step(ctx: Context) -> str:
         return ctx.retry("内容太长了，请精简到500字以内。")
     item = default_classifier().propose(text)
     if item is None:
-        return ctx.ask(category_menu("请选择问题大类："), router.step("category"), text=text)
+        return subitem_picked.ask(ctx, text=text)
     return ctx.ask(f"问题类别：「{item.category} · {item.name}」\n1. 对\n2. 不对，我来选", router.step("item"),
                    text=text, code=item.code)
 
@@ -130,26 +131,13 @@ async def item_step(ctx: Context) -> str:
     if ctx.text == "1":
         return await _check_duplicate(ctx, ctx.data["code"])
     if ctx.text == "2":
-        return ctx.ask(category_menu("请选择问题大类："), router.step("category"))
+        return subitem_picked.ask(ctx)
     return ctx.retry("请回复 1 或 2。")
 
 
-@router.state("category", roles=LEADERS)
-async def category_step(ctx: Context) -> str:
-    categories = list(load_taxonomy().by_category().items())
-    if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= len(categories):
-        return ctx.retry(f"请回复 1-{len(categories)} 的数字。")
-    name, items = categories[int(ctx.text) - 1]
-    lines = [f"「{name}」下请选择："] + [f"{n}. {item.name}" for n, item in enumerate(items, 1)]
-    return ctx.ask("\n".join(lines), router.step("subitem"), category=int(ctx.text) - 1)
-
-
-@router.state("subitem", roles=LEADERS)
-async def subitem_step(ctx: Context) -> str:
-    items = list(load_taxonomy().by_category().values())[ctx.data["category"]]
-    if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= len(items):
-        return ctx.retry(f"请回复 1-{len(items)} 的数字。")
-    return await _check_duplicate(ctx, items[int(ctx.text) - 1].code)
+@pick_subitem(router, roles=LEADERS)
+async def subitem_picked(ctx: Context, code: str) -> str:
+    return await _check_duplicate(ctx, code)
 
 
 async def _check_duplicate(ctx: Context, code: str) -> str:

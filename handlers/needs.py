@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from handlers.framework import Context, Router
 from handlers.staff import staff_detail
+from handlers.steps import pick_subitem
 from storage.classifier import default_classifier
 from storage.clock import local
 from storage.needs import (
@@ -68,16 +69,11 @@ async def _got_text(ctx: Context, text: str) -> str:
         return ctx.ask("内容太长了，请精简到500字以内。\n\n" + ASK_TEXT, router.step("text"))
     item = default_classifier().propose(text)
     if item is None:
-        return ctx.ask(category_menu("没能判断问题类别，请选择："), router.step("category"), text=text)
+        return subitem_picked.ask(ctx, "没能判断问题类别，请选择：", text=text)
     return ctx.ask(
         f"您反映的问题属于「{item.category} · {item.name}」吗？\n1. 是\n2. 不是，我来选", router.step("item"),
         text=text, code=item.code,
     )
-
-
-def category_menu(head: str) -> str:
-    names = list(load_taxonomy().by_category())
-    return "\n".join([head, *(f"{n}. {name}" for n, name in enumerate(names, 1))])
 
 
 @router.state("item")
@@ -85,29 +81,13 @@ async def item_step(ctx: Context) -> str:
     if ctx.text == "1":
         return await _check_duplicate(ctx, ctx.data["code"])
     if ctx.text == "2":
-        return ctx.ask(category_menu("请选择问题大类："), router.step("category"))
+        return subitem_picked.ask(ctx)
     return ctx.retry("请回复 1 或 2。")
 
 
-@router.state("category")
-async def category_step(ctx: Context) -> str:
-    categories = list(load_taxonomy().by_category().items())
-    if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= len(categories):
-        return ctx.retry(f"请回复 1-{len(categories)} 的数字。")
-    name, items = categories[int(ctx.text) - 1]
-    lines = [f"「{name}」下请选择具体问题："] + [f"{n}. {item.name}" for n, item in enumerate(items, 1)]
-    lines.append("0. 返回大类")
-    return ctx.ask("\n".join(lines), router.step("subitem"), category=int(ctx.text) - 1)
-
-
-@router.state("subitem")
-async def subitem_step(ctx: Context) -> str:
-    items = list(load_taxonomy().by_category().values())[ctx.data["category"]]
-    if ctx.text == "0":
-        return ctx.ask(category_menu("请选择问题大类："), router.step("category"))
-    if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= len(items):
-        return ctx.retry(f"请回复 0-{len(items)} 的数字。")
-    return await _check_duplicate(ctx, items[int(ctx.text) - 1].code)
+@pick_subitem(router)
+async def subitem_picked(ctx: Context, code: str) -> str:
+    return await _check_duplicate(ctx, code)
 
 
 async def _check_duplicate(ctx: Context, code: str) -> str:

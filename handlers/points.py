@@ -10,6 +10,7 @@ import uuid
 
 from handlers.activities import list_activities
 from handlers.framework import Context, Router
+from handlers.steps import pick_one
 from storage import points as pts
 from storage import rewards as rw
 from storage.clock import local
@@ -110,8 +111,8 @@ async def _catalogue(ctx: Context) -> str:
     if not items:
         return ctx.done("本社区暂未上架兑换项目，敬请期待。")
     balance = await pts.balance_of(ctx.db, ctx.resident.id)
-    lines = [f"【积分兑换】您有 {balance} 分（✓ 为可兑换）"]
-    for i, item in enumerate(items, 1):
+    labels = []
+    for item in items:
         if item.stock <= 0:
             mark = "（已兑完）"
         elif item.price <= balance:
@@ -119,19 +120,13 @@ async def _catalogue(ctx: Context) -> str:
         else:
             mark = ""
         unit = "名额" if item.kind == rw.RewardKind.SERVICE else "剩"
-        lines.append(f"{i}. {item.name[:12]} {item.price}分 {unit}{item.stock}{mark}")
-    lines.append("回复序号兑换。")
-    return ctx.ask("\n".join(lines), router.step("pick"), items=[r.id for r in items])
+        labels.append(f"{item.name[:12]} {item.price}分 {unit}{item.stock}{mark}")
+    return pick.ask(ctx, f"【积分兑换】您有 {balance} 分（✓ 为可兑换）", labels, [r.id for r in items],
+                    footer="回复序号兑换。")
 
 
-@router.state("pick", bound=True)
-async def pick(ctx: Context) -> str:
-    ids = ctx.data.get("items") or []
-    if not ctx.text.isdigit():
-        return await _elsewhere(ctx)
-    if not 1 <= int(ctx.text) <= len(ids):
-        return ctx.retry(f"请回复1到{len(ids)}之间的序号。")
-    reward_id = ids[int(ctx.text) - 1]
+@pick_one(router, "pick", key="items", not_a_number="afresh", bound=True)
+async def pick(ctx: Context, reward_id: int) -> str:
     items = {r.id: r for r in await rw.catalogue(ctx.db, ctx.resident.community_id)}
     item = items.get(reward_id)
     if item is None:

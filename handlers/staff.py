@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from handlers.framework import Context, Router
+from handlers.steps import pick_subitem
 from storage.clock import local
 from storage.needs import (
     Need,
@@ -241,39 +242,16 @@ async def _still_allowed(ctx: Context, ticket: str, action: str, reason: str) ->
     return ctx.retry(reason)
 
 
-def _categories() -> list[tuple[str, tuple]]:
-    return list(load_taxonomy().by_category().items())
-
-
 def _ask_category(ctx: Context, need: Need, from_triage: bool) -> str:
     item = load_taxonomy().get(need.item_code)
     now_as = f"{item.category} · {item.name}" if item else need.item_code
-    lines = [f"{need.ticket} 现为「{now_as}」。", "改为哪一大类？"]
-    lines += [f"{n}. {name}" for n, (name, _) in enumerate(_categories(), 1)]
-    return ctx.ask("\n".join(lines), router.step("re_category"), ticket=need.ticket, back=from_triage)
+    return re_item_picked.ask(ctx, f"{need.ticket} 现为「{now_as}」。\n改为哪一大类？", ticket=need.ticket,
+                              back=from_triage)
 
 
-@router.state("re_category", roles=MANAGERS)
-async def re_category_step(ctx: Context) -> str:
-    categories = _categories()
-    if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= len(categories):
-        return ctx.retry(f"请回复 1-{len(categories)} 的数字。")
-    name, items = categories[int(ctx.text) - 1]
-    lines = [f"「{name}」下请选择子项："] + [f"{n}. {item.name}" for n, item in enumerate(items, 1)]
-    lines.append("0. 返回大类")
-    return ctx.ask("\n".join(lines), router.step("re_item"), category=int(ctx.text) - 1)
-
-
-@router.state("re_item", roles=MANAGERS)
-async def re_item_step(ctx: Context) -> str:
-    categories = _categories()
-    items = categories[ctx.data["category"]][1]
-    if ctx.text == "0":
-        lines = ["改为哪一大类？"] + [f"{n}. {name}" for n, (name, _) in enumerate(categories, 1)]
-        return ctx.ask("\n".join(lines), router.step("re_category"))
-    if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= len(items):
-        return ctx.retry(f"请回复 0-{len(items)} 的数字。")
-    item = items[int(ctx.text) - 1]
+@pick_subitem(router, roles=MANAGERS)
+async def re_item_picked(ctx: Context, code: str) -> str:
+    item = load_taxonomy().item(code)
     ticket = ctx.data["ticket"]
     current = await find_need(ctx.db, ticket)
     if current is not None and current.item_code == item.code:

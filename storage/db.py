@@ -56,7 +56,10 @@ class DatabaseLimits:
 
     pool_size: int = 10
     max_overflow: int = 20
-    pool_wait: float = 3.0  # seconds to wait for a pooled connection (a burst queues; the gateway's 4 s still holds)
+    # Seconds a query waits for a pooled connection. Longer than WeChat's window on purpose: the gateway answers
+    # `success` at 4 s whatever happens, so a burst that queues here finishes and is pushed, instead of being
+    # told "busy"; a hung server still fails each waiter within this bound (and the resident is told by push).
+    pool_wait: float = 10.0
     connect_timeout: float = 2.0
     command_timeout: float = 3.0  # one statement; the server is also told to stop after this long
 

@@ -1,6 +1,6 @@
 """The needs' clocks, run by the scheduler (scheduler/need_jobs.py): who is told what, and when.
 
-Every operation finds due work from the Need rows' clock columns (storage/needs.py), handles at most `limit`
+Every operation finds due work from the Need rows' clock columns (storage/needs/), handles at most `limit`
 needs, and writes its notices to the outbox in the SAME transaction as the stamp that marks the work done, with
 idempotency keys, so a re-run (or a second scheduler) is a no-op. Times are working days on the official
 holiday calendar (storage/workdays.py).

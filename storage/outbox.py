@@ -62,7 +62,7 @@ class NoticeKind(enum.StrEnum):
         member.priority = priority
         return member
 
-    # needs (storage/needs.py) and their clocks (storage/need_clocks.py)
+    # needs (storage/needs/) and their clocks (storage/need_clocks.py)
     NEED_UPDATE = "need_update", "诉求进展"
     NEED_ASSIGNED = "need_assigned", "新派单"
     NEED_ESCALATED = "need_escalated", "诉求上报"

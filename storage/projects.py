@@ -140,7 +140,7 @@ def parse_number(text: str) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Needs and topics: the seams to storage/needs.py and storage/consultation.py
+# Needs and topics: the seams to storage/needs/ and storage/consultation.py
 
 
 async def _linked_needs(session: AsyncSession, community_id: int, tickets: Sequence[str]) -> list[int]:

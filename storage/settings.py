@@ -225,7 +225,7 @@ class Settings:
     redis_timeout: Annotated[float, _number(0.05, 4, "seconds")] = RedisLimits.timeout
     db_pool_size: Annotated[int, _whole(1, 1000)] = DatabaseLimits.pool_size
     db_max_overflow: Annotated[int, _whole(0, 1000)] = DatabaseLimits.max_overflow
-    db_pool_wait: Annotated[float, _number(0.05, 4, "seconds")] = DatabaseLimits.pool_wait
+    db_pool_wait: Annotated[float, _number(0.05, 60, "seconds")] = DatabaseLimits.pool_wait
     db_connect_timeout: Annotated[float, _number(0.05, 4, "seconds")] = DatabaseLimits.connect_timeout
     db_command_timeout: Annotated[float, _number(0.05, 4, "seconds")] = DatabaseLimits.command_timeout
     # The time bank's rules (storage.points.PointsPolicy; `steward points policy` shows them).

@@ -22,6 +22,7 @@ from storage.needs import (
     rate_need,
     report_need,
     resolve_need,
+    transitions,
     triage_need,
 )
 from storage.outbox import OutboxMessage
@@ -76,7 +77,7 @@ async def test_an_unrated_need_closes_once_after_its_rating_window_and_its_repor
 ):
     # The worst case of two schedulers: the first run holds its transaction open (after its scan, before its
     # commit) while the second one scans too.
-    record, calls = needs_ops._record, []
+    record, calls = transitions._record, []
 
     async def slow_record(*args, **kwargs):
         calls.append(args[3])
@@ -84,7 +85,7 @@ async def test_an_unrated_need_closes_once_after_its_rating_window_and_its_repor
             await asyncio.sleep(0.3)
         return await record(*args, **kwargs)
 
-    monkeypatch.setattr(needs_ops, "_record", slow_record)
+    monkeypatch.setattr(transitions, "_record", slow_record)  # where apply_transition records the event
 
     unrated = await resolved(db, town, clock, town["wang"], "楼道灯坏了，晚上看不见")
     rated = await resolved(db, town, clock, town["li"], "单元门关不上")
@@ -99,6 +100,7 @@ async def test_an_unrated_need_closes_once_after_its_rating_window_and_its_repor
     clock.advance(days=2)  # 8 days: the first window is over, the third is not
     # Two schedulers at once (both past their tick claim), then a later run: the need closes exactly once.
     assert sorted(await asyncio.gather(job.run(ctx), job.run(ctx))) == [0, 1]
+    assert calls.count("closed") == 1  # the slow recorder held the first run open while the second scanned
     assert await job.run(ctx) == 0
 
     closed = await find_need(db, unrated.ticket)

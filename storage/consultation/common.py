@@ -1,0 +1,86 @@
+"""The consultation's (阳光17议) shared rules: the constants, outcomes, the refusal, and the helpers every operation
+uses (the session lock, the staff check, check-in codes, how a moment is shown)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from zoneinfo import ZoneInfo
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.clock import DEFAULT_TZ, local
+from storage.consultation_tables import ConsultationSession
+from storage.roles import Role, Scope
+
+TZ = ZoneInfo(DEFAULT_TZ)
+MEETING_DAY = 17
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L
+CODE_LENGTH = 6
+MAX_TOPIC = 100
+MAX_MINUTES = 1500
+AGENDA_LIMIT = 12
+LIST_LIMIT = 10
+
+
+class Outcome:
+    ACCEPTED = "accepted"  # 立项为服务项目
+    REFERRED = "referred"  # 转交相关部门/单位
+    ANSWERED = "answered"  # 现场答复
+    DECLINED = "declined"  # 不予采纳（须说明理由）
+
+
+OUTCOME_LABELS = {
+    Outcome.ACCEPTED: "立项为服务项目",
+    Outcome.REFERRED: "转交相关部门办理",
+    Outcome.ANSWERED: "已现场答复",
+    Outcome.DECLINED: "暂不采纳",
+}
+
+
+class ConsultationError(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+
+def when_text(moment: dt.datetime) -> str:
+    here = local(moment)
+    week = "一二三四五六日"[here.weekday()]
+    return f"{here.month}月{here.day}日（周{week}）{here:%H:%M}"
+
+
+def _actor(resident_id: int | None, actor: str | None = None) -> str:
+    return actor or (f"resident:{resident_id}" if resident_id else "system")
+
+
+def staff_communities(scope: Scope) -> list[int]:
+    return sorted(scope.ids(Role.COMMUNITY_STAFF))
+
+
+def _check_staff(scope: Scope | None, community_id: int) -> None:
+    """None means a trusted caller (CLI, scheduler)."""
+    if scope is None or scope.is_admin:
+        return
+    if community_id not in scope.ids(Role.COMMUNITY_STAFF):
+        raise ConsultationError("这场议事不在您的管辖范围内。")
+
+
+def _new_code(taken: set[str]) -> str:
+    while True:
+        code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+        if code not in taken:
+            return code
+
+
+def normalise_code(text: str) -> str:
+    return "".join(ch for ch in text.upper() if ch.isalnum())
+
+
+
+async def _lock_session(s: AsyncSession, session_id: int) -> ConsultationSession:
+    row = await s.get(ConsultationSession, session_id, with_for_update=True)
+    if row is None:
+        raise ConsultationError("没有找到这场议事。")
+    return row

@@ -1,0 +1,139 @@
+"""Needs (民需诉求): the five-step loop's first two steps and its feedback — report, triage, handle, resolve, rate.
+
+The package, by concern (each module imports only those above it; this file re-exports what callers use):
+
+- ``model``: the tables (``Need`` with its ticket ``20261127-0007`` from ``NeedTicketCounter``, ``NeedEvent`` the
+  append-only timeline, ``NeedFollower`` who hears about a need), ``NeedStatus``, ``NeedError``, the limits.
+- ``deadlines``: the tier clocks (respond/resolve/feedback due) and how moments read.
+- ``notices``: what followers and staff read, and queueing it (``storage.outbox.enqueue``, one row per
+  recipient and event, keyed ``need:{need_id}:ev:{event_id}:r:{resident_id}``; a reopening is urgent).
+- ``events``: ``_record``, the timeline row (and, for public events, the followers' notices; the actor excepted).
+- ``transitions``: the state machine — ONE table ``TRANSITIONS`` (action → from-state → to-state, the event it
+  records, the clocks it stamps) applied by ONE function ``apply_transition`` (check, move, stamp, record);
+  a refusal raises ``NeedError`` with a Chinese reason.
+- ``permissions``: who may manage / handle / oversee a need, the actor's label, loading a need locked.
+- ``intake``: 反映, 代报, 附议 (and 代为附议), a need from a low survey score.
+- ``handling``: the staff actions (分流, 改类, 指派, 上报区级, 驳回, 合并, 进展, 办结) and a project's resolution.
+- ``rating``: 评价 (a first 不满意 reopens: 重办) and ``close_unrated`` when the rating window is over.
+- ``queries``: reading (find, pages, timeline, merge targets, assignable people, names).
+
+The state machine (transitions.py)::
+
+    reported ─triage─▶ triaged ─assign─▶ assigned ─progress─▶ in_progress ─resolve─▶ resolved
+    reported/triaged ─escalate─▶ escalated (上报区级: the department posts progress and resolves)
+    reported/triaged ─reject─▶ rejected (with the reason and where to go)
+    open ─merge─▶ merged (into another open need; followers move over)
+    resolved ─rate 满意/基本满意─▶ rated;  ─rate 不满意 (1st)─▶ reopened (重办);  ─rate (2nd, final)─▶ rated
+    resolved ─close_unrated (rating window over)─▶ closed
+
+``reopened`` works like ``triaged`` (assign, progress, resolve). Open states: see ``OPEN_STATUSES``.
+
+Staff are told through the outbox too: the assignee on assignment, the department's staff on escalation, the
+handler (or the community's staff) on a 不满意 rating.
+
+Clock columns for the scheduler (all UTC-aware; None = nothing due)
+-----------------------------------------------------------------
+- ``respond_by``: first response due (tier clock ``first_response`` from the report, or from a reopening).
+  ``responded_at`` is set on the first staff action; a need with ``responded_at`` None past ``respond_by`` is late.
+- ``resolve_by``: resolution due (A: close of the next working day; B: the staff deadline, default 7 working
+  days, up to 15 with ``extension_reason``; reopened: a new limit). None for C (plan reviewed at the 17th
+  consultation) and for escalated needs (the department owns them).
+- ``feedback_due_at``: when followers must next hear progress (B: 3 working days after the last public event;
+  C: the working day after the next 17th; 上报区级: 7 days). Moved on every public event; None when closed.
+- ``last_progress_at``: the last public event.
+- ``resolved_at``, ``rate_by`` (resolution + 7 days: remind, then ``close_unrated``, the job
+  ``needs.close_unrated``), ``rated_at``. Only a resolved need carries a ``rate_by``.
+- ``reminded_at``, ``chased_at``, ``district_reported_at``: 督办 stamps, set by storage/need_clocks.py (a
+  conditional update in the same transaction as the notice, so a second scheduler run sends nothing), cleared
+  when a need is reopened.
+"""
+
+from __future__ import annotations
+
+from storage.needs.deadlines import (
+    add_span,
+    default_resolve_by,
+    feedback_due,
+    format_date,
+    format_time,
+    next_consultation,
+    promise_text,
+    respond_due,
+)
+from storage.needs.events import _record
+from storage.needs.handling import (
+    PROJECT_RESOLVABLE,
+    assign_need,
+    escalate_need,
+    merge_need,
+    parse_deadline,
+    post_progress,
+    reclassify_need,
+    reject_need,
+    resolve_from_project,
+    resolve_need,
+    triage_need,
+)
+from storage.needs.intake import (
+    SUBMITTED_NOTE,
+    SURVEY_FALLBACK_ITEM,
+    Attachments,
+    create_from_survey,
+    file_on_behalf,
+    find_duplicate,
+    report_need,
+    second_need,
+    second_on_behalf,
+    similar,
+)
+from storage.needs.model import (
+    DUPLICATE_WINDOW,
+    MAX_NOTE,
+    MAX_TEXT,
+    MERGE_CANDIDATES,
+    NOT_TRIAGED,
+    OPEN_STATUSES,
+    PAGE_SIZE,
+    RATE_WINDOW,
+    RATINGS,
+    STAFF_NOTICE_LIMIT,
+    STATUS_LABELS,
+    TICKET_RE,
+    Need,
+    NeedError,
+    NeedEvent,
+    NeedFollower,
+    NeedStatus,
+    NeedTicketCounter,
+    normalise_ticket,
+)
+from storage.needs.notices import URGENT_EVENTS, follower_notice, summary_line
+from storage.needs.permissions import can_handle, can_manage, can_oversee, management_refusal
+from storage.needs.queries import (
+    Page,
+    assignable_people,
+    community_ids_by_code,
+    find_need,
+    is_follower,
+    list_needs,
+    merge_candidates,
+    names_for,
+    timeline,
+)
+from storage.needs.rating import CLOSE_BATCH, CLOSED_NOTE, close_unrated, closed_query, rate_need
+from storage.needs.transitions import TRANSITIONS, Transition, apply_transition, check, refusal
+
+__all__ = [
+    "CLOSED_NOTE", "CLOSE_BATCH", "DUPLICATE_WINDOW", "MAX_NOTE", "MAX_TEXT", "MERGE_CANDIDATES", "NOT_TRIAGED",
+    "OPEN_STATUSES", "PAGE_SIZE", "PROJECT_RESOLVABLE", "RATE_WINDOW", "RATINGS", "STAFF_NOTICE_LIMIT",
+    "STATUS_LABELS", "SUBMITTED_NOTE", "SURVEY_FALLBACK_ITEM", "TICKET_RE", "TRANSITIONS", "URGENT_EVENTS",
+    "Attachments", "Need", "NeedError", "NeedEvent", "NeedFollower", "NeedStatus", "NeedTicketCounter", "Page",
+    "Transition", "_record", "add_span", "apply_transition", "assign_need", "assignable_people", "can_handle",
+    "can_manage", "can_oversee", "check", "close_unrated", "closed_query", "community_ids_by_code",
+    "create_from_survey", "default_resolve_by", "escalate_need", "feedback_due", "file_on_behalf", "find_duplicate",
+    "find_need", "follower_notice", "format_date", "format_time", "is_follower", "list_needs", "management_refusal",
+    "merge_candidates", "merge_need", "names_for", "next_consultation", "normalise_ticket", "parse_deadline",
+    "post_progress", "promise_text", "rate_need", "reclassify_need", "refusal", "reject_need", "report_need",
+    "resolve_from_project", "resolve_need", "respond_due", "second_need", "second_on_behalf", "similar",
+    "summary_line", "timeline", "triage_need",
+]

@@ -1,0 +1,55 @@
+"""The timeline: every event of a need is one ``NeedEvent`` row; a public one moves the feedback clock and tells
+the followers (the actor excepted: they see the reply)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from storage.needs.deadlines import feedback_due
+from storage.needs.model import MAX_TEXT, Need, NeedEvent
+from storage.needs.notices import _clip, _followers, _outbox, follower_notice
+from storage.outbox import NoticeKind
+from storage.taxonomy import load_taxonomy
+
+
+async def _record(
+    s,
+    need: Need,
+    now: dt.datetime,
+    kind: str,
+    *,
+    actor_id: int | None,
+    actor_label: str,
+    from_status: str | None,
+    note: str = "",
+    public: bool = True,
+    notify: bool = True,
+    **detail,
+) -> NeedEvent:
+    """Add a timeline event and, for public ones, one outbox row per follower (the actor excepted)."""
+    event = NeedEvent(
+        need_id=need.id,
+        at=now,
+        kind=kind,
+        actor_id=actor_id,
+        actor_label=actor_label,
+        from_status=from_status,
+        to_status=need.status,
+        public=public,
+        note=_clip(note, MAX_TEXT) if note else "",
+        detail=json.dumps(detail, ensure_ascii=False, default=str),
+    )
+    s.add(event)
+    need.updated_at = now
+    if public:
+        need.last_progress_at = now
+        if note:
+            need.latest_note = _clip(note)
+        need.feedback_due_at = feedback_due(load_taxonomy(), need.tier, now) if need.is_open else None
+    s.add(need)
+    await s.flush()
+    if public and notify:
+        told = [rid for rid in await _followers(s, need.id) if rid != actor_id]
+        await _outbox(s, need, event, told, NoticeKind.NEED_UPDATE, follower_notice(need, event), now)
+    return event

@@ -1,0 +1,174 @@
+"""The needs' tables, statuses and limits (storage/needs/__init__.py tells the whole story).
+
+- ``Need``: one resident need with its ticket number (``20261127-0007``: the district-local date and a per-day
+  sequence from ``NeedTicketCounter``, taken in the same transaction, so numbers are unique and gap-free under
+  concurrency on SQLite and PostgreSQL).
+- ``NeedEvent``: the timeline, append-only: every transition with its actor, public or internal.
+- ``NeedFollower``: who hears about a need (the reporter, the leader who filed it, residents who seconded it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+
+from sqlalchemy import Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class NeedStatus(enum.StrEnum):
+    REPORTED = "reported"
+    TRIAGED = "triaged"
+    ASSIGNED = "assigned"
+    ESCALATED = "escalated"
+    IN_PROGRESS = "in_progress"
+    RESOLVED = "resolved"
+    RATED = "rated"
+    CLOSED = "closed"
+    REJECTED = "rejected"
+    MERGED = "merged"
+    REOPENED = "reopened"
+
+    @property
+    def label(self) -> str:
+        """The public state a resident reads. Honest: only resolved work says 已办结."""
+        return STATUS_LABELS[self]
+
+
+STATUS_LABELS = {
+    NeedStatus.REPORTED: "已提交，待社区受理",
+    NeedStatus.TRIAGED: "社区已受理",
+    NeedStatus.ASSIGNED: "已派专人办理",
+    NeedStatus.ESCALATED: "已上报区级部门办理",
+    NeedStatus.IN_PROGRESS: "办理中",
+    NeedStatus.RESOLVED: "已办结，待评价",
+    NeedStatus.RATED: "已办结，已评价",
+    NeedStatus.CLOSED: "已办结，未评价",
+    NeedStatus.REJECTED: "未受理",
+    NeedStatus.MERGED: "已合并到其他诉求",
+    NeedStatus.REOPENED: "重新办理中",
+}
+
+S = NeedStatus
+OPEN_STATUSES = frozenset({S.REPORTED, S.TRIAGED, S.ASSIGNED, S.ESCALATED, S.IN_PROGRESS, S.REOPENED})
+
+RATINGS = ("满意", "基本满意", "不满意")
+DUPLICATE_WINDOW = dt.timedelta(days=14)
+RATE_WINDOW = dt.timedelta(days=7)
+MAX_TEXT = 500
+MAX_NOTE = 200
+PAGE_SIZE = 8
+STAFF_NOTICE_LIMIT = 20  # at most this many staff are told of one escalation or rework
+TICKET_RE = re.compile(r"^(\d{8})-?(\d{4,})$")
+NOT_TRIAGED = "诉求 {ticket} 还没有分流定级，请先「分流 {ticket} A/B/C」。"
+MERGE_CANDIDATES = 5  # open needs of the same sub-item offered as merge targets
+
+
+class NeedError(Exception):
+    """A refused need operation; `reason` is the Chinese sentence to show."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def normalise_ticket(text: str) -> str | None:
+    match = TICKET_RE.match(text.strip())
+    return f"{match.group(1)}-{match.group(2)}" if match else None
+
+
+class Need(SQLModel, table=True):
+    # The rating-window scan (close_unrated): status = resolved AND rate_by <= now, in rate_by order.
+    __table_args__ = (Index("ix_need_status_rate_by", "status", "rate_by"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket: str = Field(max_length=20, unique=True)
+    status: str = Field(default=NeedStatus.REPORTED.value, max_length=16, index=True)
+    text: str = Field(max_length=MAX_TEXT)
+    item_code: str = Field(max_length=16, index=True)
+    category: str = Field(max_length=32)
+    tier: str = Field(max_length=16)  # the item's default until staff triage (triaged_at says which)
+    # Who and where
+    reporter_id: int | None = Field(default=None, foreign_key="resident.id", index=True)
+    filed_by_id: int | None = Field(default=None, foreign_key="resident.id")  # 代报: the leader
+    contact_name: str | None = Field(default=None, max_length=32)
+    contact_phone: str | None = Field(default=None, max_length=20)
+    community_id: int = Field(foreign_key="community.id", index=True)
+    grid_id: int | None = Field(default=None, foreign_key="grid.id", index=True)
+    building_id: int | None = Field(default=None, foreign_key="building.id", index=True)
+    room: str | None = Field(default=None, max_length=16)
+    photo_url: str | None = Field(default=None, max_length=512)
+    latitude: float | None = None
+    longitude: float | None = None
+    location_label: str | None = Field(default=None, max_length=128)
+    supporters: int = 1  # residents who raised it: the reporter plus everyone who seconded
+    # Handling
+    assignee_id: int | None = Field(default=None, foreign_key="resident.id", index=True)
+    department_id: int | None = Field(default=None, foreign_key="department.id", index=True)
+    merged_into_id: int | None = Field(default=None, foreign_key="need.id")
+    extension_reason: str | None = Field(default=None, max_length=MAX_NOTE)
+    latest_note: str | None = Field(default=None, max_length=MAX_NOTE)  # the last public note
+    rating: str | None = Field(default=None, max_length=8)
+    rating_comment: str | None = Field(default=None, max_length=MAX_NOTE)
+    ratings_given: int = 0
+    rework_count: int = 0
+    # Clocks (see storage/needs/__init__.py)
+    created_at: dt.datetime = Field(index=True)
+    updated_at: dt.datetime
+    triaged_at: dt.datetime | None = None
+    respond_by: dt.datetime | None = Field(default=None, index=True)
+    responded_at: dt.datetime | None = None
+    resolve_by: dt.datetime | None = Field(default=None, index=True)
+    feedback_due_at: dt.datetime | None = Field(default=None, index=True)
+    last_progress_at: dt.datetime | None = None
+    resolved_at: dt.datetime | None = None
+    rate_by: dt.datetime | None = None  # indexed with status (ix_need_status_rate_by, 0013)
+    rated_at: dt.datetime | None = None
+    reminded_at: dt.datetime | None = None
+    chased_at: dt.datetime | None = None
+    district_reported_at: dt.datetime | None = None
+
+    @property
+    def state(self) -> NeedStatus:
+        return NeedStatus(self.status)
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATUSES
+
+
+class NeedEvent(SQLModel, table=True):
+    __tablename__ = "need_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    need_id: int = Field(foreign_key="need.id", index=True)
+    at: dt.datetime
+    kind: str = Field(max_length=16)
+    actor_id: int | None = Field(default=None, foreign_key="resident.id")
+    actor_label: str = Field(max_length=32)  # "居民", "社区工作人员", "区住建局", "系统"
+    from_status: str | None = Field(default=None, max_length=16)
+    to_status: str = Field(max_length=16)
+    public: bool = True
+    note: str = Field(default="", max_length=MAX_TEXT)  # what followers read (public events)
+    detail: str = Field(default="{}")  # JSON, internal
+
+
+class NeedFollower(SQLModel, table=True):
+    __tablename__ = "need_follower"
+    __table_args__ = (UniqueConstraint("need_id", "resident_id", name="uq_need_follower"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    need_id: int = Field(foreign_key="need.id", index=True)
+    resident_id: int = Field(foreign_key="resident.id", index=True)
+    role: str = Field(max_length=16)  # reporter | filer | seconder
+    created_at: dt.datetime
+
+
+class NeedTicketCounter(SQLModel, table=True):
+    """The last ticket sequence issued on each (district-local) day."""
+
+    __tablename__ = "need_ticket_counter"
+
+    day: str = Field(primary_key=True, max_length=8)
+    last: int = 0

@@ -1,0 +1,65 @@
+"""What followers and staff read about a need, and how it is queued: one outbox row per recipient and event,
+keyed ``need:{need_id}:ev:{event_id}:r:{resident_id}`` (a reopening is urgent)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from sqlmodel import select
+
+from storage.needs.model import MAX_NOTE, STAFF_NOTICE_LIMIT, Need, NeedEvent, NeedFollower, NeedStatus
+from storage.outbox import NoticeKind, NoticePriority, enqueue
+from storage.roles import Role, RoleGrant
+from storage.text import clip
+
+URGENT_EVENTS = frozenset({"reopened"})  # followers hear of these at once, even in the quiet hours
+
+
+def _clip(text: str, limit: int = MAX_NOTE) -> str:
+    return clip(text.strip(), limit)
+
+
+def summary_line(need: Need, width: int = 14) -> str:
+    return clip(need.text.replace("\n", " "), width)
+
+
+def follower_notice(need: Need, event: NeedEvent) -> str:
+    lines = [f"【诉求进展】{need.ticket}", f"内容：{summary_line(need)}", f"状态：{need.state.label}"]
+    if event.note:
+        lines.append(f"说明：{_clip(event.note, 80)}")
+    if need.state is NeedStatus.RESOLVED:
+        lines.append(f"请回复「评价 {need.ticket}」评价办理结果（满意/基本满意/不满意）。")
+    else:
+        lines.append(f"回复「进度 {need.ticket}」查看详情。")
+    return "\n".join(lines)
+
+
+async def _outbox(
+    s, need: Need, event: NeedEvent, recipients: int | Iterable[int], kind: NoticeKind, text: str, now: dt.datetime
+) -> int:
+    """One notice of this event to each recipient (a resident id, or several), keyed per event and resident."""
+    ids = [recipients] if isinstance(recipients, int) else list(recipients)
+    return await enqueue(
+        s, kind, text, [(rid, f"need:{need.id}:ev:{event.id}:r:{rid}") for rid in ids], now,
+        payload={"need_id": need.id, "ticket": need.ticket, "event": event.kind},
+        priority=NoticePriority.URGENT if event.kind in URGENT_EVENTS else None,
+    )
+
+
+async def _followers(s, need_id: int) -> list[int]:
+    rows = await s.exec(select(NeedFollower.resident_id).where(NeedFollower.need_id == need_id))
+    return list(rows.all())
+
+
+async def _staff_of(s, community_id: int) -> list[int]:
+    query = (
+        select(RoleGrant.resident_id)
+        .where(
+            RoleGrant.role == Role.COMMUNITY_STAFF.value,
+            RoleGrant.scope_id == community_id,
+            RoleGrant.revoked_at.is_(None),
+        )
+        .limit(STAFF_NOTICE_LIMIT)
+    )
+    return list(dict.fromkeys((await s.exec(query)).all()))

@@ -1,0 +1,84 @@
+"""The residents' verdict: 评价 (a first 不满意 reopens the need: 重办), and the scheduler's close of needs whose
+rating window is over (the job ``needs.close_unrated``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlmodel import select
+
+from storage.db import Database
+from storage.needs.model import RATINGS, Need, NeedError, NeedStatus
+from storage.needs.notices import _clip, _followers, _outbox, _staff_of, follower_notice
+from storage.needs.permissions import _actor, _load
+from storage.needs.transitions import apply_transition, check
+from storage.outbox import NoticeKind
+from storage.roles import audit_entry
+
+CLOSE_BATCH = 200  # needs closed per run of the scheduler job (needs.close_unrated)
+CLOSED_NOTE = "评价期已过，未收到评价，诉求已归档"
+
+
+async def rate_need(
+    db: Database, resident_id: int, ticket: str, rating: str, now: dt.datetime, comment: str | None = None
+) -> Need:
+    """满意 / 基本满意 / 不满意. A first 不满意 reopens the need for rework (重办) with a new limit and tells the
+    handler; the second rating is final."""
+    if rating not in RATINGS:
+        raise NeedError("评价请选择：满意、基本满意或不满意。")
+    comment = _clip(comment) if comment and comment.strip() else None
+    async with db.write() as s:
+        need = await _load(s, ticket)
+        rater = need.reporter_id or need.filed_by_id  # 代报 for someone unbound: the leader rates for them
+        if resident_id != rater:
+            if resident_id in await _followers(s, need.id):
+                raise NeedError(f"诉求 {need.ticket} 由反映人本人评价，您会继续收到进展通知。")
+            raise NeedError(f"没有找到编号为 {need.ticket} 的诉求，请核对编号。")
+        check(need, "rate")
+        need.rating, need.rating_comment, need.rated_at = rating, comment, now
+        need.ratings_given += 1
+        note = f"居民评价：{rating}" + (f"（{comment}）" if comment else "")
+        if rating == "不满意" and need.ratings_given == 1:
+            event = await apply_transition(s, need, "reopen", now, actor_id=resident_id, actor_label="居民",
+                                           note=note + "，重新办理", rating=rating)
+            staff = [need.assignee_id] if need.assignee_id else await _staff_of(s, need.community_id)
+            text = (f"【重办】{need.ticket} 居民评价不满意\n{_clip(comment or '（未留言）', 40)}\n"
+                    f"请重新办理，回复「进度 {need.ticket}」查看。")
+            followers = set(await _followers(s, need.id))
+            told = [rid for rid in staff if rid is not None and rid not in followers]
+            await _outbox(s, need, event, told, NoticeKind.NEED_REWORK, text, now)
+        else:
+            await apply_transition(s, need, "rate", now, actor_id=resident_id, actor_label="居民", note=note,
+                                   rating=rating)
+    return need
+
+
+def closed_query(now: dt.datetime, limit: int = CLOSE_BATCH):
+    """The resolved needs whose rating window is over, oldest first: one range of the (status, rate_by) index,
+    so the scan touches the due rows only, however many needs the district has."""
+    return (
+        select(Need)
+        .where(Need.rate_by <= now, Need.status == NeedStatus.RESOLVED.value)
+        .order_by(Need.rate_by)
+        .limit(limit)
+    )
+
+
+async def close_unrated(db: Database, now: dt.datetime, limit: int = CLOSE_BATCH) -> int:
+    """Close the resolved needs whose rating window (``rate_by``) is over, at most `limit` in one transaction;
+    returns how many closed. Each gets its timeline event, an audit row and one notice to whoever could have
+    rated it (the reporter, or the leader who filed it for an unbound resident).
+
+    Closes a need once, however often and on however many schedulers it runs: the due rows are locked
+    (PostgreSQL: rows another transaction holds — a resident rating right now, another run — are skipped;
+    SQLite serialises write transactions), and a need rated or closed meanwhile no longer matches."""
+    async with db.write() as s:
+        due = list((await s.exec(closed_query(now, limit).with_for_update(skip_locked=True))).all())
+        for need in due:
+            event = await apply_transition(s, need, "close", now, actor_id=None, actor_label="系统",
+                                           note=CLOSED_NOTE, notify=False)
+            rater = need.reporter_id or need.filed_by_id
+            if rater is not None:
+                await _outbox(s, need, event, rater, NoticeKind.NEED_UPDATE, follower_notice(need, event), now)
+            s.add(audit_entry(now, _actor(None), "need.close", "need", need.ticket, reason="rating window over"))
+    return len(due)
