@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import sys
 
 from aiohttp import web
@@ -126,6 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's own flush at exit
+    except BrokenPipeError:  # `steward needs list | head`: the reader has all it wanted; leave quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # what is still buffered goes nowhere at exit, not to a traceback
+        sys.exit(141)  # 128 + SIGPIPE, as a shell tool ended by the closed pipe would
     except ConfigError as exc:
         print(f"配置错误：{exc}", file=sys.stderr)
         sys.exit(2)

@@ -73,16 +73,39 @@ async def database(settings: Settings) -> AsyncIterator[Database]:
         await db.dispose()
 
 
-async def community_by_code(db: Database, code: str, *, or_name: bool = False) -> Community:
-    """The community with this code (or, with `or_name`, this name); SystemExit with a sentence when there is none."""
-    condition = Community.code == code
-    if or_name:
-        condition = condition | (Community.name == code)
+MAX_LISTED = 10  # communities named in a "which one?" sentence
+
+
+def _named(rows: list[Community]) -> str:
+    more = f"等{len(rows)}个" if len(rows) > MAX_LISTED else ""
+    return "、".join(f"{c.name}（{c.code}）" for c in rows[:MAX_LISTED]) + more
+
+
+async def find_community(db: Database, text: str) -> Community:
+    """The community a `--community` option names: its code, its full name, or a part of its name that only one
+    community's name contains. SystemExit with one Chinese sentence listing the matches (or the communities there
+    are) when it names none or several."""
+    text = text.strip()
     async with db.read() as s:
-        row = (await s.exec(select(Community).where(condition))).first()
-    if row is None:
-        raise SystemExit(f"没有找到社区：{code}" if or_name else f"没有编码为 {code} 的社区。")
-    return row
+        rows = list((await s.exec(select(Community).order_by(Community.code))).all())
+    for exact in ([c for c in rows if c.code == text], [c for c in rows if c.name == text],
+                  [c for c in rows if c.code.lower() == text.lower()]):
+        if len(exact) == 1:
+            return exact[0]
+    matches = [c for c in rows if text and text in c.name]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise SystemExit(f"「{text}」对应多个社区：{_named(matches)}，请写社区编码或完整名称。")
+    if not rows:
+        raise SystemExit(f"没有找到社区「{text}」：还没有导入任何社区。")
+    raise SystemExit(f"没有找到社区「{text}」，可选：{_named(rows)}。")
+
+
+async def community_by_code(db: Database, code: str, *, or_name: bool = False) -> Community:
+    """The old name of `find_community` (code, name or a unique part of it, whatever `or_name` says), kept while
+    `bot/cli_review.py` still calls it."""
+    return await find_community(db, code)
 
 
 def run(coro: Coroutine[Any, Any, Any], refusals: tuple[type[Exception], ...] = (), prefix: str = "") -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 
-from bot.cli_common import cli_actor, cli_clock, cli_settings, community_by_code, database, run
+from bot.cli_common import cli_actor, cli_clock, cli_settings, database, find_community, run
 from bot.config import Settings
 from storage import consultation as cs
 from storage.clock import Clock, local
 from storage.db import Database
+from storage.org import get_community
 
 TIME_FORMAT = "%Y-%m-%d %H:%M"
 
@@ -35,7 +36,7 @@ def _changes(args: argparse.Namespace, names: set[str] | None = None) -> dict:
 
 async def create(settings: Settings, args: argparse.Namespace, clock: Clock) -> str:
     async with database(settings) as db:
-        community = await community_by_code(db, args.community)
+        community = await find_community(db, args.community)
         now = clock.now()
         changes = _changes(args)
         if changes or await cs.get_defaults(db, community.id) is None:
@@ -59,14 +60,27 @@ async def edit(settings: Settings, args: argparse.Namespace, clock: Clock) -> st
 
 async def list_all(settings: Settings, args: argparse.Namespace) -> str:
     async with database(settings) as db:
-        community_id = (await community_by_code(db, args.community)).id if args.community else None
-        sessions = await cs.list_sessions(db, community_id, limit=args.limit)
-        return "\n".join(_line(s) for s in sessions) or "还没有议事场次。"
+        return await list_text(db, args)
 
 
-def _line(s: cs.ConsultationSession) -> str:
+async def list_text(db: Database, args: argparse.Namespace) -> str:
+    """`steward consultation list` against a database (the tests call this with theirs): each session with its
+    community's name."""
+    community_id = (await find_community(db, args.community)).id if args.community else None
+    sessions = await cs.list_sessions(db, community_id, limit=args.limit)
+    names = {}
+    for cid in {s.community_id for s in sessions}:
+        community = await get_community(db, cid)
+        names[cid] = community.name if community else ""
+    return "\n".join(_line(s, names[s.community_id]) for s in sessions) or "还没有议事场次。"
+
+
+def _line(s: cs.ConsultationSession, community: str = "") -> str:
     status = {"scheduled": "已安排", "cancelled": "已取消", "held": "已召开"}.get(s.status, s.status)
-    return (f"#{s.id} {s.month} {local(s.starts_at):%m-%d %H:%M} {s.venue} 名额{s.seats}(+预留{s.reserved_seats}) "
+    year, _, month = s.month.partition("-")
+    where = f"{community} " if community else ""
+    return (f"#{s.id} {where}{int(year)}年{int(month)}月 {local(s.starts_at):%m-%d %H:%M} {s.venue} "
+            f"名额{s.seats}(+预留{s.reserved_seats}) "
             f"报名{local(s.registration_opens_at):%m-%d} 议题截止{local(s.topic_cutoff_at):%m-%d} {status}")
 
 
@@ -125,7 +139,7 @@ def register(sub) -> None:
     commands = parser.add_subparsers(dest="consultation_command", required=True)
 
     p = commands.add_parser("create", help="设置社区默认安排，并建好本月（17日未过）与后续月份的场次")
-    p.add_argument("community", help="社区编码")
+    p.add_argument("community", help="社区编码、完整名称或名称中独有的一部分")
     p.add_argument("--months", type=int, default=1, help="提前建几个月（默认1）")
     for flag, name, kind, text in DEFAULT_OPTIONS:
         p.add_argument(flag, dest=name, type=kind, help=text)
@@ -140,7 +154,7 @@ def register(sub) -> None:
     p.set_defaults(func=lambda a: _run(edit(cli_settings(a), a, cli_clock(cli_settings(a)))))
 
     p = commands.add_parser("list", help="列出议事场次")
-    p.add_argument("--community", help="社区编码")
+    p.add_argument("--community", help="社区编码、完整名称或名称中独有的一部分")
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=lambda a: _run(list_all(cli_settings(a), a)))
 

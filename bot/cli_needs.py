@@ -1,6 +1,6 @@
 """`steward needs list|show`: the needs ledger (台账) outside chat, for staff and audits.
 
-  steward needs list [--community 代码或名称] [--status reported,...] [--overdue] [--json|--csv] [--limit N]
+  steward needs list [--community 编码或名称] [--status 办理中,reported,...] [--overdue] [--json|--csv] [--limit N]
   steward needs show <编号>
 
 Contact phone numbers are masked here as everywhere.
@@ -11,17 +11,19 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 
-from bot.cli_common import cli_clock, cli_settings, database, run
+from bot.cli_common import cli_clock, cli_settings, database, find_community, run
 from storage.clock import local
 from storage.db import Database
 from storage.exports import csv_text, dict_rows
 from storage.needs import (
+    EVENT_LABELS,
     NeedStatus,
-    community_ids_by_code,
     find_need,
     list_needs,
     names_for,
+    status_from_word,
     timeline,
 )
 from storage.residents import mask_phone
@@ -31,6 +33,17 @@ COLUMNS = ("编号", "状态", "社区", "楼栋", "分类", "分级", "内容",
            "受理时间", "答复期限", "办结期限", "已办天数", "逾期", "评价")
 MAX_LIMIT = 5000
 PAGE = 500
+
+
+STATUS_CHOICES = "、".join(f"{s.label}（{s.value}）" for s in NeedStatus)
+
+
+def parse_status(word: str) -> NeedStatus:
+    """One `--status` word, Chinese or English; SystemExit with one sentence listing the choices otherwise."""
+    status = status_from_word(word)
+    if status is None:
+        raise SystemExit(f"没有「{word.strip()}」这个状态，可选：{STATUS_CHOICES}。")
+    return status
 
 
 def _fmt(moment: dt.datetime | None) -> str:
@@ -47,18 +60,8 @@ async def ledger_rows(
     limit: int = MAX_LIMIT,
 ) -> list[dict[str, str]]:
     """The ledger as rows of display strings (oldest first), at most `limit`."""
-    wanted = None
-    if statuses:
-        try:
-            wanted = {NeedStatus(s.strip()) for s in statuses if s.strip()}
-        except ValueError as exc:
-            choices = ", ".join(s.value for s in NeedStatus)
-            raise SystemExit(f"未知状态：{exc}（可选：{choices}）") from None
-    communities = None
-    if community:
-        communities = await community_ids_by_code(db, community)
-        if not communities:
-            raise SystemExit(f"没有找到社区：{community}")
+    wanted = {parse_status(word) for word in statuses if word.strip()} if statuses else None
+    communities = {(await find_community(db, community)).id} if community else None
     rows: list[dict[str, str]] = []
     page = 1
     while len(rows) < min(limit, MAX_LIMIT):
@@ -139,14 +142,15 @@ async def show_text(db: Database, ticket: str, now: dt.datetime) -> str:
     ]
     for event in await timeline(db, need.id, public_only=False, limit=200):
         flag = "" if event.public else "（内部）"
-        lines.append(f"  {_fmt(event.at)} {event.actor_label} {event.kind}{flag} {event.note}")
+        what = EVENT_LABELS.get(event.kind, event.kind)
+        lines.append(f"  {_fmt(event.at)} {event.actor_label} {what}{flag} {event.note}".rstrip())
     return "\n".join(lines)
 
 
 async def list_text(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
     """`steward needs list …` against a database (the tests call this with theirs)."""
     rows = await ledger_rows(db, now, community=args.community,
-                             statuses=args.status.split(",") if args.status else None,
+                             statuses=re.split(r"[,、]", args.status) if args.status else None,
                              overdue=args.overdue, limit=args.limit)
     # print() ends the last line: the CSV's own last \r\n would leave an empty row
     return render(rows, "json" if args.json else "csv" if args.csv else "table").rstrip("\n")
@@ -176,8 +180,8 @@ def register(subparsers) -> None:
     needs = subparsers.add_parser("needs", help="诉求台账 (the needs ledger)")
     sub = needs.add_subparsers(dest="needs_command", required=True)
     ls = sub.add_parser("list", help="list needs")
-    ls.add_argument("--community", help="社区代码或名称")
-    ls.add_argument("--status", help="状态，逗号分隔：" + ",".join(s.value for s in NeedStatus))
+    ls.add_argument("--community", help="社区编码、完整名称或名称中独有的一部分")
+    ls.add_argument("--status", help="状态（中文或英文），逗号分隔：" + STATUS_CHOICES)
     ls.add_argument("--overdue", action="store_true", help="只看逾期未答复或未办结的")
     ls.add_argument("--limit", type=int, default=MAX_LIMIT)
     fmt = ls.add_mutually_exclusive_group()

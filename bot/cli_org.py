@@ -9,7 +9,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from bot.cli_common import cli_actor, cli_clock, cli_settings, community_by_code, database, run
+from bot.cli_common import cli_actor, cli_clock, cli_settings, database, find_community, run
 from storage.claims import ClaimError, confirm_claim, pending_claims, reject_claim
 from storage.clock import local
 from storage.db import Database
@@ -135,7 +135,7 @@ CLAIMS_HELP = """绑定核实（待核实）：居民绑定时用的手机号已
 async def claims_list(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
     reach = None
     if args.community:
-        reach = {(await community_by_code(db, args.community, or_name=True)).id}
+        reach = {(await find_community(db, args.community)).id}
     views, total = await pending_claims(db, reach, limit=args.limit)
     if not total:
         return "（没有待核实的绑定）"
@@ -186,7 +186,7 @@ def register(sub) -> None:
     )
     residents_sub = residents.add_subparsers(dest="residents_command", required=True)
     claims = residents_sub.add_parser("claims", help="pending claims (phones masked)")
-    claims.add_argument("--community", help="社区代码或名称")
+    claims.add_argument("--community", help="社区编码、完整名称或名称中独有的一部分")
     claims.add_argument("--limit", type=int, default=200)
     claims.set_defaults(func=cmd_residents, action=claims_list)
     decisions = (("confirm", "confirm: the binding moves to the claimant"), ("reject", "reject: nothing changes"))

@@ -7,7 +7,7 @@ import datetime as dt
 import math
 from dataclasses import fields
 
-from bot.cli_common import cli_actor, cli_clock, cli_settings, community_by_code, database, run
+from bot.cli_common import cli_actor, cli_clock, cli_settings, database, find_community, run
 from bot.cli_consultation import parse_local_time
 from bot.config import Settings, env_name
 from storage import activities as act
@@ -40,7 +40,7 @@ async def audit(settings: Settings, out=print) -> int:
 
 async def catalogue_add(settings: Settings, args: argparse.Namespace, out=print) -> None:
     async with database(settings) as db:
-        community = await community_by_code(db, args.community)
+        community = await find_community(db, args.community)
         reward = await rw.add_reward(
             db, CLI_SCOPE, cli_actor(), community.id, args.name, args.price, args.stock, cli_clock(settings).now(),
             kind=args.kind, description=args.description or "",
@@ -50,7 +50,7 @@ async def catalogue_add(settings: Settings, args: argparse.Namespace, out=print)
 
 async def catalogue_list(settings: Settings, args: argparse.Namespace, out=print) -> None:
     async with database(settings) as db:
-        community = await community_by_code(db, args.community)
+        community = await find_community(db, args.community)
         items = await rw.catalogue(db, community.id)
     if not items:
         out(f"{community.name}还没有兑换项目。")
@@ -66,7 +66,7 @@ async def catalogue_restock(settings: Settings, args: argparse.Namespace, out=pr
 
 async def activity_list(settings: Settings, args: argparse.Namespace, out=print) -> None:
     async with database(settings) as db:
-        community = await community_by_code(db, args.community)
+        community = await find_community(db, args.community)
         items = await act.upcoming(db, community.id, None, cli_clock(settings).now(), limit=50)
     if not items:
         out(f"{community.name}近期没有志愿活动。")
@@ -88,7 +88,7 @@ def half_hours_of(text: str, flag: str) -> int:
 
 
 async def activity_publish(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
-    community = await community_by_code(db, args.community)
+    community = await find_community(db, args.community)
     starts_at = parse_local_time(args.start, now)
     duration = half_hours_of(args.hours, "--hours")
     credited = half_hours_of(args.points_hours, "--points-hours") if args.points_hours is not None else duration
@@ -147,7 +147,7 @@ def register(sub) -> None:
     cat = commands.add_parser("catalogue", help="兑换目录")
     cat_sub = cat.add_subparsers(dest="catalogue_command", required=True)
     p = cat_sub.add_parser("add", help="上架一个兑换项目")
-    p.add_argument("--community", required=True, help="社区编码")
+    p.add_argument("--community", required=True, help="社区编码、完整名称或名称中独有的一部分")
     p.add_argument("--name", required=True)
     p.add_argument("--price", type=int, required=True, help="所需积分")
     p.add_argument("--stock", type=int, required=True, help="库存（物品）或名额（服务）")
@@ -155,7 +155,7 @@ def register(sub) -> None:
     p.add_argument("--description")
     p.set_defaults(func=lambda a: _run(catalogue_add(cli_settings(a), a)))
     p = cat_sub.add_parser("list", help="列出社区的兑换项目")
-    p.add_argument("--community", required=True)
+    p.add_argument("--community", required=True, help="社区编码、完整名称或名称中独有的一部分")
     p.set_defaults(func=lambda a: _run(catalogue_list(cli_settings(a), a)))
     p = cat_sub.add_parser("restock", help="补充库存或名额")
     p.add_argument("--reward", type=int, required=True)
@@ -165,10 +165,10 @@ def register(sub) -> None:
     activity = sub.add_parser("activity", help="志愿活动")
     activity_sub = activity.add_subparsers(dest="activity_command", required=True)
     p = activity_sub.add_parser("list", help="列出社区近期的志愿活动（含签到码、签退码）")
-    p.add_argument("--community", required=True)
+    p.add_argument("--community", required=True, help="社区编码、完整名称或名称中独有的一部分")
     p.set_defaults(func=lambda a: _run(activity_list(cli_settings(a), a)))
     p = activity_sub.add_parser("publish", help="发布一项志愿活动，打印活动编号和签到码、签退码")
-    p.add_argument("--community", required=True, help="社区编码")
+    p.add_argument("--community", required=True, help="社区编码、完整名称或名称中独有的一部分")
     p.add_argument("--title", required=True, help="活动名称")
     p.add_argument("--place", required=True, help="地点")
     p.add_argument("--start", required=True, help="开始时间 \"YYYY-MM-DD HH:MM\"")

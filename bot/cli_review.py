@@ -1,7 +1,7 @@
 """`steward review|survey|project`: the year-end review, the satisfaction survey and service projects outside chat.
 
   steward review open --community C1 [--year 2026] [--days 7]
-  steward review close <id>
+  steward review close <id> [--yes]   (--yes: close before the promised deadline)
   steward review show <id>
   steward review export <id> --csv
   steward survey start --per-community N [--seed S]
@@ -34,7 +34,16 @@ from storage.projects import (
     unit_names,
     updates_of,
 )
-from storage.review import ReviewError, close_review, export_csv, open_review, result_text, review_view, tally
+from storage.review import (
+    ReviewError,
+    ReviewNotDue,
+    close_review,
+    export_csv,
+    open_review,
+    result_text,
+    review_view,
+    tally,
+)
 from storage.survey import SurveyError, start_survey, survey_report, verify_sample
 
 MAX_LIST = 200
@@ -52,7 +61,11 @@ async def review_open(db: Database, now: dt.datetime, args: argparse.Namespace) 
 
 
 async def review_close(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
-    rows = await close_review(db, args.id, actor=cli_actor(), now=now)
+    try:
+        rows = await close_review(db, args.id, actor=cli_actor(), now=now, early=args.yes)
+    except ReviewNotDue as exc:
+        raise SystemExit(f"评议 {args.id} 原定 {local(exc.closes_at):%Y-%m-%d %H:%M} 截止，已告知居民，尚未到期。\n"
+                         f"确需提前结束（将通知参评居民评议提前结束），请加 --yes 重新运行。") from None
     view = await review_view(db, args.id)
     return result_text(view.community, view.review, rows, limit=len(rows))
 
@@ -155,11 +168,13 @@ def register(subparsers) -> None:
     p.add_argument("--year", type=int)
     p.add_argument("--days", type=int, default=7)
     p.set_defaults(func=_run, action=review_open)
-    for name, action, text in (("close", review_close, "close and freeze the tally"),
-                               ("show", review_show, "status or result")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("id", type=int)
-        p.set_defaults(func=_run, action=action)
+    p = sub.add_parser("close", help="close and freeze the tally")
+    p.add_argument("id", type=int)
+    p.add_argument("--yes", action="store_true", help="close before the deadline residents were promised")
+    p.set_defaults(func=_run, action=review_close)
+    p = sub.add_parser("show", help="status or result")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=_run, action=review_show)
     p = sub.add_parser("export", help="the frozen tally as CSV")
     p.add_argument("id", type=int)
     p.add_argument("--csv", action="store_true", default=True)

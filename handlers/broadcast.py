@@ -43,7 +43,7 @@ async def compose(ctx: Context) -> str:
 
 
 async def _choices(ctx: Context) -> list[bc.Audience]:
-    return await bc.audience_choices(ctx.db, await scope_of(ctx.db, ctx.resident.id))
+    return await bc.audience_choices(ctx.db, await scope_of(ctx.db, ctx.resident.id), now=ctx.now)
 
 
 async def _ask_kind(ctx: Context, **data) -> str:
@@ -58,7 +58,18 @@ async def pick_kind(ctx: Context, kind: str) -> str:
     options = [a for a in await _choices(ctx) if a.kind == kind]
     if len(options) == 1:
         return await _preview(ctx, audience=[options[0].kind, list(options[0].ids), options[0].label])
+    if kind == bc.AudienceKind.SESSION:  # one session at a time, the nearest first
+        return pick_session.ask(ctx, "请选择哪一场议事的已预约居民：", [a.label for a in options],
+                                [a.ids[0] for a in options])
     return _ask_items(ctx, kind, options, 0)
+
+
+@pick_one(router, "session", key="sessions", hint="请回复1到{n}之间的数字。", roles=STAFF)
+async def pick_session(ctx: Context, session_id: int) -> str:
+    options = [a for a in await _choices(ctx) if a.kind == bc.AudienceKind.SESSION and a.ids == (session_id,)]
+    if not options:
+        return ctx.done("这场议事已取消或已开始，请回复「广播」重新选择。")
+    return await _preview(ctx, audience=[options[0].kind, list(options[0].ids), options[0].label])
 
 
 def _ask_items(ctx: Context, kind: str, options: list[bc.Audience], page: int) -> str:
@@ -80,8 +91,6 @@ async def pick_items(ctx: Context) -> str:
     if not numbers or any(not 1 <= n <= len(options) for n in numbers):
         return ctx.retry(f"请回复1到{len(options)}之间的编号，多个用空格隔开。")
     picked = [options[n - 1] for n in dict.fromkeys(numbers)]
-    if kind == bc.AudienceKind.SESSION and len(picked) > 1:
-        return ctx.retry("一次只能选择一场议事。")
     ids = [i for a in picked for i in a.ids]
     label = "、".join(a.label for a in picked)
     return await _preview(ctx, audience=[kind, ids, label[:120]])

@@ -12,6 +12,7 @@ from storage.broadcast import QuietHours
 from storage.clock import local
 from storage.residents import mask_phone, set_notify_consultation
 from storage.roles import Role, scope_of
+from storage.text import clip_phrase
 
 router = Router("consult", "阳光17议")
 STAFF = Role.COMMUNITY_STAFF
@@ -314,7 +315,7 @@ async def agenda_draft(ctx: Context) -> str:
         return ctx.done("暂时没有可列入议程的议题或C类诉求。")
     lines = [f"{local(session.starts_at).month}月议程草稿（括号内为反映人数）："]
     for i, c in enumerate(candidates, 1):
-        lines.append(f"{i}. {c.title[:20]}（{c.evidence}人·{c.note[:12]}）")
+        lines.append(f"{i}. {clip_phrase(c.title, 30)}（{c.evidence}人·{c.note}）")
     lines.append("回复要列入议程的编号，可多个，如：1 3")
     data = [[c.title, c.evidence, c.topic_id, c.need_id] for c in candidates]
     return ctx.ask("\n".join(lines), router.step("agenda_pick"), session_id=session.id, candidates=data)

@@ -201,7 +201,8 @@ async def confirm_step(ctx: Context) -> str:
     except NeedError as exc:
         return ctx.done(exc.reason)
     told = "已通知居民本人，" if need.reporter_id else ""
-    return ctx.done(f"已代报！诉求编号：{need.ticket}\n社区将{promise_text(need)}。\n{told}进展也会通知您。")
+    promise = f"社区{promise_text(need)}。\n" if need.respond_by else ""
+    return ctx.done(f"已代报！诉求编号：{need.ticket}\n{promise}{told}进展也会通知您。")
 
 
 @router.command("楼栋诉求", "片区诉求", roles=LEADERS, args=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from handlers.framework import Context, Router
+from handlers.steps import pick_one
 from storage.clock import local
 from storage.review import (
     CHOICE_BY_NUMBER,
@@ -18,9 +19,9 @@ from storage.review import (
     my_ballots,
     my_receipt,
     open_review,
+    openable_years,
     result_text,
     review_view,
-    reviewable_projects,
     tally,
     time_text,
 )
@@ -149,10 +150,27 @@ async def staff_open(ctx: Context) -> str:
     days = int(ctx.args) if ctx.args.isdigit() else DEFAULT_DAYS
     if not 1 <= days <= 60:
         return "评议天数请在1到60之间，如「开启评议 7」。"
-    year = local(ctx.now).year
-    projects = await reviewable_projects(ctx.db, community_id, year)
+    openable = await openable_years(ctx.db, community_id, ctx.now)
+    if not openable.years:
+        return ctx.done(openable.reason)
+    if len(openable.years) == 1:
+        year, projects = openable.years[0]
+        return _ask_to_open(ctx, community_id, year, projects, days)
+    labels = [f"{year}年度（{len(projects)}个已完成项目）" for year, projects in openable.years]
+    return pick_year.ask(ctx, "开启哪一年度的项目评议？", labels, [year for year, _ in openable.years],
+                         community=community_id, days=days)
+
+
+@pick_one(router, "year", key="years", roles=Role.COMMUNITY_STAFF)
+async def pick_year(ctx: Context, year: int) -> str:
+    openable = await openable_years(ctx.db, ctx.data["community"], ctx.now)
+    projects = dict(openable.years).get(year)
     if not projects:
-        return f"本社区{year}年还没有已完成的服务项目，无需评议。"
+        return ctx.done(openable.reason or f"{year}年度的评议已不能开启。")
+    return _ask_to_open(ctx, ctx.data["community"], year, projects, int(ctx.data["days"]))
+
+
+def _ask_to_open(ctx: Context, community_id: int, year: int, projects: list, days: int) -> str:
     closes = local(ctx.now).replace(hour=18, minute=0, second=0, microsecond=0) + dt.timedelta(days=days)
     lines = [f"将开启{year}年度项目评议，共{len(projects)}个已完成项目："]
     lines += [f"{n}. {p.title[:16]}" for n, p in enumerate(projects[:LIST_LIMIT], 1)]
@@ -183,13 +201,36 @@ async def staff_close(ctx: Context) -> str:
     view = await current_review(ctx.db, community_id, ctx.now)
     if view is None:
         return "本社区没有评议。"
+    review = view.review
+    if review.status == ReviewStatus.OPEN and ctx.now < review.closes_at:
+        heading = (f"{view.community}{review.year}年度评议原定{time_text(review.closes_at)}截止，已告知居民。\n"
+                   f"现在结束将提前截止、不再接受投票，并通知参评居民评议已提前结束。")
+        return confirm_close.ask(ctx, heading, ["确认结束", "不结束"], [True, False], review=review.id)
+    return await _close(ctx, review.id, early=False)
+
+
+@pick_one(router, "confirm_close", key="answers", roles=Role.COMMUNITY_STAFF)
+async def confirm_close(ctx: Context, confirmed: bool) -> str:
+    if not confirmed:
+        view = await review_view(ctx.db, ctx.data["review"])
+        return ctx.done(f"好的，评议继续进行，{time_text(view.review.closes_at)}截止。")
+    return ctx.done(await _close(ctx, ctx.data["review"], early=True))
+
+
+async def _close(ctx: Context, review_id: int, *, early: bool) -> str:
     scope = await scope_of(ctx.db, ctx.resident.id)
-    already = view.review.status == ReviewStatus.CLOSED
+    before = await review_view(ctx.db, review_id)
+    already = before.review.status == ReviewStatus.CLOSED
     try:
-        rows = await close_review(ctx.db, view.review.id, actor=f"resident:{ctx.resident.id}", now=ctx.now,
-                                  scope=scope)
+        rows = await close_review(ctx.db, review_id, actor=f"resident:{ctx.resident.id}", now=ctx.now,
+                                  scope=scope, early=early)
     except ReviewError as exc:
         return exc.reason
-    view = await review_view(ctx.db, view.review.id)
-    head = "该评议此前已结束，结果如下：\n" if already else "评议已结束，结果已通知参评居民：\n"
+    view = await review_view(ctx.db, review_id)
+    if already:
+        head = "该评议此前已结束，结果如下：\n"
+    elif early and ctx.now < view.review.closes_at:
+        head = "评议已提前结束，已通知参评居民，结果如下：\n"
+    else:
+        head = "评议已结束，结果已通知参评居民：\n"
     return head + result_text(view.community, view.review, rows)

@@ -60,6 +60,8 @@ TIER_CHOICES = "请选择：\n1. A 立行立办  2. B 限时办理\n3. C 定期�
 
 def _age(ctx: Context, need: Need) -> str:
     hours = int((ctx.now - need.created_at).total_seconds() // 3600)
+    if hours < 1:
+        return "刚刚"
     return f"{hours}小时前" if hours < 48 else f"{hours // 24}天前"
 
 
@@ -321,7 +323,7 @@ async def target_step(ctx: Context) -> str:
     if target.id == need.id:
         return ctx.retry("不能把诉求合并到它自己，请换一条。")
     if not target.is_open:
-        return ctx.retry(f"{target.ticket} 已「{target.state.label}」，请合并到仍在办理的诉求。")
+        return ctx.retry(f"{target.ticket} 当前状态是「{target.state.label}」，请合并到仍在办理的诉求。")
     question = (
         f"确认合并？\n{need.ticket}「{summary_line(need, 16)}」\n→ 并入 {target.ticket}「{summary_line(target, 16)}」\n"
         f"关注 {need.ticket} 的居民将改为接收 {target.ticket} 的进展。\n1. 确认合并\n2. 不合并"

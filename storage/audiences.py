@@ -7,6 +7,8 @@ storage.consultation (which sends its notices as broadcasts), so neither imports
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlmodel import col, select
 
 from storage.clock import local
@@ -26,19 +28,31 @@ class AudienceKind:
     OPTED_IN = "opted_in"  # bound residents of a community who asked for consultation reminders
 
 
-async def upcoming_sessions_for(db: Database, community_ids: list[int]) -> list[tuple[int, str]]:
-    """(session id, label) of scheduled sessions that have bookings, for the broadcast audience menu."""
+UPCOMING_SESSIONS = 5  # how many upcoming sessions the broadcast audience menu offers
+
+
+async def upcoming_sessions_for(
+    db: Database, community_ids: list[int], now: dt.datetime | None = None, limit: int = UPCOMING_SESSIONS,
+) -> list[tuple[int, str]]:
+    """(session id, label) of the scheduled sessions still ahead (from `now`), nearest first, at most `limit`:
+    the broadcast audience menu. The label names the day, so sessions of one month are told apart."""
     async with db.read() as s:
         q = (
             select(ConsultationSession, Community.name)
             .join(Community, Community.id == ConsultationSession.community_id)
             .where(col(ConsultationSession.community_id).in_(community_ids),
                    ConsultationSession.status == SessionStatus.SCHEDULED)
-            .order_by(col(ConsultationSession.starts_at).desc())
-            .limit(len(community_ids) * 2)
         )
+        if now is not None:
+            q = q.where(col(ConsultationSession.starts_at) >= now)
+        q = q.order_by(col(ConsultationSession.starts_at), col(ConsultationSession.id)).limit(limit)
         rows = (await s.exec(q)).all()
-    return [(row.id, f"{name}{local(row.starts_at).month}月议事已预约居民") for row, name in rows]
+    return [(row.id, f"{name}{_day(row.starts_at)}议事已预约居民") for row, name in rows]
+
+
+def _day(moment: dt.datetime) -> str:
+    t = local(moment)
+    return f"{t.month}月{t.day}日"
 
 
 def audience_residents(kind: str, ids: list[int]):

@@ -121,8 +121,10 @@ async def count_audience(db: Database, kind: str, ids: list[int]) -> int:
         return int((await s.exec(select(func.count()).select_from(sub))).one())
 
 
-async def audience_choices(db: Database, scope: Scope, community_id: int | None = None) -> list[Audience]:
-    """What this staff member may broadcast to, as numbered choices (bounded: a community's parts)."""
+async def audience_choices(db: Database, scope: Scope, community_id: int | None = None,
+                           now: dt.datetime | None = None) -> list[Audience]:
+    """What this staff member may broadcast to, as numbered choices (bounded: a community's parts; the
+    consultation sessions still ahead of `now`, nearest first)."""
     out: list[Audience] = []
     async with db.read() as s:
         if scope.is_admin or scope.has(Role.DISTRICT_STAFF):
@@ -141,7 +143,7 @@ async def audience_choices(db: Database, scope: Scope, community_id: int | None 
             for building in (await s.exec(q)).all():
                 out.append(Audience(AudienceKind.BUILDINGS, (building.id,), f"{community.name}{building.name}"))
     if communities:
-        for session_id, label in await upcoming_sessions_for(db, communities[:5]):
+        for session_id, label in await upcoming_sessions_for(db, communities[:5], now):
             out.append(Audience(AudienceKind.SESSION, (session_id,), label))
     return out
 

@@ -120,6 +120,14 @@ class ReviewError(Exception):
         self.reason = reason
 
 
+class ReviewNotDue(ReviewError):
+    """Closing before the deadline residents were promised needs the caller's explicit `early=True`."""
+
+    def __init__(self, closes_at: dt.datetime) -> None:
+        super().__init__(f"评议原定{time_text(closes_at)}截止，尚未到期，需确认后才能提前结束。")
+        self.closes_at = closes_at
+
+
 @dataclass
 class ReviewView:
     review: Review
@@ -321,6 +329,43 @@ async def _completed_in(s: AsyncSession, community_id: int, year: int) -> list[P
     return list((await s.exec(query)).all())
 
 
+@dataclass
+class OpenableYears:
+    """The years whose review can be opened now, latest first, each with its completed projects; when there is
+    none, `reason` says why."""
+
+    years: list[tuple[int, list[Project]]]
+    reason: str = ""
+
+
+async def openable_years(db: Database, community_id: int, now: dt.datetime) -> OpenableYears:
+    """开启评议 offers this year and last year (a review held in January), each only if it has completed
+    projects and no review yet."""
+    this_year = local(now).year
+    async with db.read() as s:
+        community = await s.get(Community, community_id)
+        if community is None:
+            return OpenableYears([], "没有这个社区。")
+        reviews = {r.year: r for r in (await s.exec(
+            select(Review).where(Review.community_id == community_id,
+                                 col(Review.year).in_([this_year, this_year - 1]))
+        )).all()}
+        years = []
+        for year in (this_year, this_year - 1):
+            if year in reviews:
+                continue
+            projects = await _completed_in(s, community_id, year)
+            if projects:
+                years.append((year, projects))
+    if years:
+        return OpenableYears(years)
+    if this_year in reviews:
+        r = reviews[this_year]
+        state = "已结束" if r.status == ReviewStatus.CLOSED else "正在进行"
+        return OpenableYears([], f"{community.name}{this_year}年度的评议{state}（编号{r.id}），暂无可开启评议的年度。")
+    return OpenableYears([], f"本社区{this_year}年还没有已完成的服务项目，无需评议。")
+
+
 async def reviewable_projects(db: Database, community_id: int, year: int) -> list[Project]:
     async with db.read() as s:
         return await _completed_in(s, community_id, year)
@@ -388,12 +433,18 @@ async def cast_vote(
 
 
 async def close_review(db: Database, review_id: int, *, actor: str, now: dt.datetime,
-                       scope: Scope | None = None) -> list[TallyRow]:
-    """结束评议: compute the tally once and freeze it. Closing a closed review returns the frozen tally."""
+                       scope: Scope | None = None, early: bool = False) -> list[TallyRow]:
+    """结束评议: compute the tally once and freeze it. Closing a closed review returns the frozen tally.
+
+    Before the deadline residents were promised, closing needs `early=True` (else `ReviewNotDue`); the voters
+    are then told the review ended early."""
     async with db.write() as s:
         review = (await s.exec(select(Review).where(Review.id == review_id).with_for_update())).first()
         if review is None or not can_manage_community(scope, review.community_id):
             raise ReviewError("没有找到这个评议，或不在您的管辖范围。")
+        ended_early = review.status == ReviewStatus.OPEN and now < review.closes_at
+        if ended_early and not early:
+            raise ReviewNotDue(review.closes_at)
         if review.status == ReviewStatus.OPEN:
             counts = (await s.exec(
                 select(Ballot.project_id, Ballot.choice, func.count())
@@ -422,6 +473,8 @@ async def close_review(db: Database, review_id: int, *, actor: str, now: dt.date
             community = await s.get(Community, review.community_id)
             rows = await _tally_in(s, review_id)
             text = result_text(community.name, review, rows)
+            if ended_early:
+                text = f"本次评议已提前结束（原定{time_text(review.closes_at)}截止），不再接受投票。\n{text}"
             recipients = set((await s.exec(
                 select(ReviewVoter.resident_id).where(ReviewVoter.review_id == review_id)
             )).all())
@@ -429,7 +482,7 @@ async def close_review(db: Database, review_id: int, *, actor: str, now: dt.date
             await enqueue(s, NoticeKind.REVIEW_CLOSED, text,
                           [(r, f"review:{review_id}:closed:{r}") for r in sorted(recipients)], now)
             s.add(audit_entry(now, actor, "review.close", "review", review_id, voters=review.voters,
-                              eligible=review.eligible))
+                              eligible=review.eligible, early=ended_early))
     return await tally(db, review_id)
 
 

@@ -196,3 +196,32 @@ async def test_staff_cannot_broadcast_outside_their_scope(db, clock):
     street = bc.Audience(bc.AudienceKind.STREET, (d.streets["S1"].id,), "向阳街道")
     with pytest.raises(bc.BroadcastError, match="管辖范围"):
         await bc.save_draft(db, staff.id, scope, "这条通知也不该发出去。", street, clock.now())
+
+
+async def test_staff_broadcast_to_a_session_offers_the_upcoming_sessions_nearest_first(db, clock, phone):
+    from storage import consultation as cs
+
+    d = await make_district(db)
+    await staff_of_c1(db, d)
+    c1 = d.communities["C1"].id
+    await cs.set_defaults(db, c1, clock.now(), "test", capacity=11, reserved_seats=5)
+    assert await cs.create_upcoming_sessions_for(db, c1, clock.now(), months=3) == 3  # as `--months` makes them
+    sessions = await cs.list_sessions(db, c1)
+    december = min(sessions, key=lambda s: s.starts_at)
+    clock.set(dt.datetime(2026, 12, 10, 10, 0, tzinfo=TZ))  # residents are booking December's now
+    booked = await make_resident(db, "o_booked", d.buildings["B1"])
+    assert (await cs.book_seat(db, december.id, booked, clock.now())).status == "booked"
+
+    assert (await phone.text("o_staff", "广播")).text == f"请输入要发送的通知内容（{bc.MAX_TEXT}字以内）："
+    kinds = (await phone.text("o_staff", "本周三议事请带好身份证，提前十分钟到场签到。")).text
+    assert kinds == "发送给谁？\n1. 全社区居民\n2. 按网格\n3. 按楼栋\n4. 议事已预约居民"
+    listing = (await phone.text("o_staff", "4")).text
+    assert listing == ("请选择哪一场议事的已预约居民：\n1. 大海阳社区12月17日议事已预约居民\n"
+                       "2. 大海阳社区1月17日议事已预约居民\n3. 大海阳社区2月17日议事已预约居民")
+    assert "可多选" not in listing
+    assert (await phone.text("o_staff", "1 2")).text == "请回复1到3之间的数字。\n\n" + listing
+    preview = (await phone.text("o_staff", "1")).text
+    assert preview.startswith("【广播预览】#1\n对象：大海阳社区12月17日议事已预约居民\n人数：共 1 人\n")
+    assert (await phone.text("o_staff", "1")).text.startswith("已确认，广播#1开始发送，共 1 人。")
+    assert await bc.run_enqueue(db, clock.now()) == 1
+    assert {r.resident_id for r in await rows_for(db, 1)} == {booked.id}

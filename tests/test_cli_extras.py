@@ -114,7 +114,8 @@ async def test_publishing_with_bad_input_says_why_and_creates_nothing(db, clock)
     d = await make_district(db)
     base = ["activity", "publish", "--title", "义诊", "--place", "广场", "--capacity", "10"]
     cases = [
-        (["--community", "C9", "--start", "2026-12-05 09:00", "--hours", "2"], "^没有编码为 C9 的社区。$"),
+        (["--community", "C9", "--start", "2026-12-05 09:00", "--hours", "2"],
+         "^没有找到社区「C9」，可选：大海阳社区（C1）、南山社区（C2）。$"),
         (["--community", "C1", "--start", "2026-11-01 09:00", "--hours", "2"], "^未完成：活动开始时间须在现在之后。$"),
         (["--community", "C1", "--start", "明天上午", "--hours", "2"], "^时间「明天上午」的格式不对"),
         (["--community", "C1", "--start", "2026-12-05 09:00", "--hours", "1.2"], "^--hours 填小时数，按半小时计"),

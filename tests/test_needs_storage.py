@@ -162,7 +162,8 @@ async def test_the_ledger_lists_filters_and_shows_a_need(db, clock):
     as_csv = render(rows, "csv")
     assert "13812345678" not in as_csv and late.ticket in as_csv
     shown = await show_text(db, fresh.ticket, clock.now())
-    assert "限时办理" in shown and "triaged" in shown and "138****5678" in shown
+    assert "限时办理" in shown and "分流定级" in shown and "138****5678" in shown
+    assert "triaged" not in shown and "reported" not in shown
 
 
 def test_staff_add_a_newly_published_holiday_year_and_correct_a_known_date(tmp_path):

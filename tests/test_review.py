@@ -14,6 +14,7 @@ from storage.review import (
     Ballot,
     Review,
     ReviewError,
+    ReviewNotDue,
     ReviewTally,
     ReviewVoter,
     cast_vote,
@@ -219,3 +220,87 @@ async def _texts(db, resident_id, kind):
     async with db.read() as s:
         query = select(OutboxMessage.text).where(OutboxMessage.resident_id == resident_id, OutboxMessage.kind == kind)
         return list((await s.exec(query)).all())
+
+
+async def c1_staff(db, d, openid="o_staff"):
+    staff = await make_resident(db, openid, d.buildings["B1"], name="李社工")
+    await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
+    return staff
+
+
+LEFT = "已退出「项目评议」，刚才填写的内容没有保存。回复「菜单」查看全部服务。"
+CLOSE_QUESTION = ("大海阳社区2026年度评议原定12月4日09:30截止，已告知居民。\n"
+                  "现在结束将提前截止、不再接受投票，并通知参评居民评议已提前结束。\n1. 确认结束\n2. 不结束")
+
+
+async def test_closing_before_the_promised_deadline_asks_first_and_tells_voters_it_ended_early(db, clock, world, phone):
+    d, projects, review = world
+    staff = await c1_staff(db, d)
+    voter = await make_resident(db, "o_voter", d.buildings["B2"])
+    await cast_vote(db, review.id, resident_id=voter.id, project_id=projects[0].id, choice="satisfied",
+                    now=clock.now())
+    clock.advance(days=2)
+
+    assert (await phone.text("o_staff", "结束评议")).text == CLOSE_QUESTION
+    assert (await phone.text("o_staff", "3")).text == "请回复1到2之间的序号。\n\n" + CLOSE_QUESTION
+    assert (await phone.text("o_staff", "2")).text == "好的，评议继续进行，12月4日09:30截止。"
+    assert (await phone.text("o_staff", "结束评议")).text == CLOSE_QUESTION
+    assert (await phone.text("o_staff", "取消")).text == LEFT
+    async with db.read() as s:
+        assert (await s.get(Review, review.id)).status == "open"  # neither 不结束 nor 取消 closed it
+        assert (await s.exec(select(func.count()).select_from(ReviewTally))).one() == 0
+
+    assert (await phone.text("o_staff", "结束评议")).text == CLOSE_QUESTION
+    assert (await phone.text("o_staff", "1")).text == (
+        "评议已提前结束，已通知参评居民，结果如下：\n【大海阳社区2026年度项目评议结果】\n参评1人，参与率50.0%\n"
+        "1. 楼道照明改造：满意率100.0%（1/0/0）\n2. 老年助餐点：满意率0.0%（0/0/0）\n"
+        "3. 健身器材更新：满意率0.0%（0/0/0）\n括号内为 满意/基本满意/不满意 票数。")
+    told = await _texts(db, voter.id, "review_closed")
+    assert len(told) == 1
+    assert told[0].startswith("本次评议已提前结束（原定12月4日09:30截止），不再接受投票。\n【大海阳社区")
+    assert (await phone.text("o_staff", "结束评议")).text.startswith("该评议此前已结束，结果如下：\n")
+    async with db.read() as s:
+        audit = (await s.exec(select(AuditLog).where(AuditLog.action == "review.close"))).one()
+    assert audit.actor == f"resident:{staff.id}" and '"early": true' in audit.detail
+    with pytest.raises(ReviewError, match="已经结束"):
+        await cast_vote(db, review.id, resident_id=voter.id, project_id=projects[1].id, choice="basic",
+                        now=clock.now())
+
+
+async def test_closing_before_the_deadline_needs_the_callers_explicit_word(db, clock, world):
+    _d, _projects, review = world
+    with pytest.raises(ReviewNotDue, match="原定12月4日09:30截止"):
+        await close_review(db, review.id, actor="cli:test", now=clock.now())
+    await close_review(db, review.id, actor="cli:test", now=clock.now(), early=True)
+
+
+async def test_once_the_years_review_is_closed_open_offers_no_year(db, clock, world, phone):
+    d, _projects, review = world
+    await c1_staff(db, d)
+    await close_review(db, review.id, actor="cli:test", now=clock.advance(days=7))
+    refused = "大海阳社区2026年度的评议已结束（编号1），暂无可开启评议的年度。"
+    assert (await phone.text("o_staff", "开启评议")).text == refused
+    assert "评议已开启" not in (await phone.text("o_staff", "1")).text  # no confirmation was pending
+    async with db.read() as s:
+        assert (await s.exec(select(func.count()).select_from(Review))).one() == 1
+
+
+async def test_open_offers_only_the_years_that_can_be_opened_latest_first(db, clock, phone):
+    d = await make_district(db)
+    await c1_staff(db, d)
+    await completed_projects(db, d.communities["C1"], ["楼道照明改造"], clock.now())
+    last_year = clock.now() - dt.timedelta(days=365)
+    await completed_projects(db, d.communities["C1"], ["旧小区加装扶手", "垃圾分类亭"], last_year)
+
+    assert (await phone.text("o_staff", "开启评议 5")).text == (
+        "开启哪一年度的项目评议？\n1. 2026年度（1个已完成项目）\n2. 2025年度（2个已完成项目）")
+    assert (await phone.text("o_staff", "2")).text == (
+        "将开启2025年度项目评议，共2个已完成项目：\n1. 旧小区加装扶手\n2. 垃圾分类亭\n"
+        "截止：12月2日18:00，届时通知本社区已绑定居民。\n回复 1 确认开启，回复「取消」放弃。")
+    assert (await phone.text("o_staff", "1")).text == (
+        "评议已开启（编号1），共2个项目，已通知本社区居民。\n截止后回复「结束评议」公布结果。")
+    # 2025 is taken now: only 2026 remains, asked straight away.
+    assert (await phone.text("o_staff", "开启评议")).text == (
+        "将开启2026年度项目评议，共1个已完成项目：\n1. 楼道照明改造\n"
+        "截止：12月4日18:00，届时通知本社区已绑定居民。\n回复 1 确认开启，回复「取消」放弃。")
+    assert (await phone.text("o_staff", "取消")).text == LEFT

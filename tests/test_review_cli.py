@@ -7,9 +7,11 @@ import datetime as dt
 import io
 
 import pytest
+from sqlmodel import select
 
 from bot.cli import build_parser
 from bot.cli_review import run_command
+from storage.outbox import OutboxMessage
 from storage.projects import Project, ProjectStatus
 from storage.review import cast_vote
 from tests.factories import make_district, make_resident
@@ -60,3 +62,24 @@ async def test_staff_start_a_survey_with_a_seed_and_anyone_can_verify_it(db, clo
                      "大海阳社区,3,0,,", "  第一网格,2,0,,", "  第二网格,1,0,,"]
     with pytest.raises(SystemExit, match="每个社区抽样人数"):
         await steward(db, clock, "survey", "start", "--per-community", "0")
+
+
+async def test_closing_the_review_before_its_deadline_from_the_command_line_needs_yes(db, clock):
+    d = await make_district(db)
+    async with db.write() as s:
+        s.add(Project(community_id=d.communities["C1"].id, title="楼道照明改造", content="换灯", measures="采购安装",
+                      deadline=dt.date(2026, 12, 31), status=ProjectStatus.COMPLETED, created_by="test",
+                      created_at=clock.now(), completed_at=clock.now()))
+    voter = await make_resident(db, "o_v", d.buildings["B1"])
+    await steward(db, clock, "review", "open", "--community", "C1", "--days", "3")
+    await cast_vote(db, 1, resident_id=voter.id, project_id=1, choice="satisfied", now=clock.now())
+    with pytest.raises(SystemExit) as refused:
+        await steward(db, clock, "review", "close", "1")
+    assert str(refused.value) == ("评议 1 原定 2026-11-30 18:00 截止，已告知居民，尚未到期。\n"
+                                  "确需提前结束（将通知参评居民评议提前结束），请加 --yes 重新运行。")
+    assert "进行中" in await steward(db, clock, "review", "show", "1")  # still open
+    assert "参评1人" in await steward(db, clock, "review", "close", "1", "--yes")
+    async with db.read() as s:
+        told = (await s.exec(select(OutboxMessage.text).where(OutboxMessage.kind == "review_closed",
+                                                              OutboxMessage.resident_id == voter.id))).one()
+    assert told.startswith("本次评议已提前结束（原定11月30日18:00截止）")

@@ -26,9 +26,10 @@ from storage.consultation.queries import get_session
 from storage.consultation.topics import session_topics
 from storage.consultation_tables import ConsultationSession, SessionStatus, Topic
 from storage.db import Database
-from storage.needs import OPEN_STATUSES, Need, summary_line
+from storage.needs import OPEN_STATUSES, Need
 from storage.outbox import NoticeKind, enqueue
 from storage.roles import Scope, audit_entry
+from storage.text import clip_phrase
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,8 @@ async def need_candidates(db: Database, community_id: int, now: dt.datetime, lim
         if need.id in seen:
             continue
         seen.add(need.id)
-        out.append(Candidate(title=summary_line(need, 30), evidence=need.supporters, need_id=need.id,
-                             note=f"{note} {need.ticket}"))
+        title = clip_phrase(need.text.replace("\n", " "), 30)
+        out.append(Candidate(title=title, evidence=need.supporters, need_id=need.id, note=f"{note} {need.ticket}"))
     return out
 
 

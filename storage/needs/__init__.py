@@ -88,6 +88,7 @@ from storage.needs.intake import (
 )
 from storage.needs.model import (
     DUPLICATE_WINDOW,
+    EVENT_LABELS,
     MAX_NOTE,
     MAX_TEXT,
     MERGE_CANDIDATES,
@@ -106,13 +107,13 @@ from storage.needs.model import (
     NeedStatus,
     NeedTicketCounter,
     normalise_ticket,
+    status_from_word,
 )
 from storage.needs.notices import URGENT_EVENTS, follower_notice, summary_line
 from storage.needs.permissions import can_handle, can_manage, can_oversee, management_refusal
 from storage.needs.queries import (
     Page,
     assignable_people,
-    community_ids_by_code,
     find_need,
     is_follower,
     list_needs,
@@ -124,16 +125,17 @@ from storage.needs.rating import CLOSE_BATCH, CLOSED_NOTE, close_unrated, closed
 from storage.needs.transitions import TRANSITIONS, Transition, apply_transition, check, refusal
 
 __all__ = [
-    "CLOSED_NOTE", "CLOSE_BATCH", "DUPLICATE_WINDOW", "MAX_NOTE", "MAX_TEXT", "MERGE_CANDIDATES", "NOT_TRIAGED",
+    "CLOSED_NOTE", "CLOSE_BATCH", "DUPLICATE_WINDOW", "EVENT_LABELS", "MAX_NOTE", "MAX_TEXT", "MERGE_CANDIDATES",
+    "NOT_TRIAGED",
     "OPEN_STATUSES", "PAGE_SIZE", "PROJECT_RESOLVABLE", "RATE_WINDOW", "RATINGS", "STAFF_NOTICE_LIMIT",
     "STATUS_LABELS", "SUBMITTED_NOTE", "SURVEY_FALLBACK_ITEM", "TICKET_RE", "TRANSITIONS", "URGENT_EVENTS",
     "Attachments", "Need", "NeedError", "NeedEvent", "NeedFollower", "NeedStatus", "NeedTicketCounter", "Page",
     "Transition", "_record", "add_span", "apply_transition", "assign_need", "assignable_people", "can_handle",
-    "can_manage", "can_oversee", "check", "close_unrated", "closed_query", "community_ids_by_code",
+    "can_manage", "can_oversee", "check", "close_unrated", "closed_query",
     "create_from_survey", "default_resolve_by", "escalate_need", "feedback_due", "file_on_behalf", "find_duplicate",
     "find_need", "follower_notice", "format_date", "format_time", "is_follower", "list_needs", "management_refusal",
     "merge_candidates", "merge_need", "names_for", "next_consultation", "normalise_ticket", "parse_deadline",
     "post_progress", "promise_text", "rate_need", "reclassify_need", "refusal", "reject_need", "report_need",
     "resolve_from_project", "resolve_need", "respond_due", "second_need", "second_on_behalf", "similar",
-    "summary_line", "timeline", "triage_need",
+    "status_from_word", "summary_line", "timeline", "triage_need",
 ]

@@ -206,7 +206,7 @@ async def merge_need(db: Database, actor_id: int, ticket: str, target_ticket: st
             raise NeedError("只能合并您所在社区的两条诉求。")
         check(need, "merge")
         if not target.is_open:
-            raise NeedError(f"目标诉求 {target.ticket} 已「{target.state.label}」，请合并到仍在办理的诉求。")
+            raise NeedError(f"目标诉求 {target.ticket} 当前状态是「{target.state.label}」，请合并到仍在办理的诉求。")
         existing = set(await _followers(s, target.id))
         for follower in (await s.exec(select(NeedFollower).where(NeedFollower.need_id == need.id))).all():
             if follower.resident_id not in existing:

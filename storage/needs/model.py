@@ -50,6 +50,23 @@ STATUS_LABELS = {
     NeedStatus.REOPENED: "重新办理中",
 }
 
+# The timeline's event kinds (a `Transition.event` or "reported") as staff read them in `steward needs show`.
+EVENT_LABELS = {
+    "reported": "提交", "triaged": "分流定级", "reclassified": "改类", "assigned": "指派", "escalated": "上报区级",
+    "progress": "登记进展", "resolved": "办结", "rejected": "驳回", "merged": "合并", "seconded": "附议",
+    "rated": "评价", "reopened": "重新办理", "closed": "关闭",
+}
+
+
+def status_from_word(word: str) -> NeedStatus | None:
+    """The status a person names: its Chinese label (已办结，待评价) or its English value (resolved); None otherwise."""
+    word = word.strip()
+    for status in NeedStatus:
+        if word.lower() == status.value or word == status.label:
+            return status
+    return None
+
+
 S = NeedStatus
 OPEN_STATUSES = frozenset({S.REPORTED, S.TRIAGED, S.ASSIGNED, S.ESCALATED, S.IN_PROGRESS, S.REOPENED})
 

@@ -125,13 +125,6 @@ async def list_needs(
         return Page(list(rows.all()), int(total), page, size)
 
 
-async def community_ids_by_code(db: Database, code_or_name: str) -> set[int]:
-    async with db.read() as s:
-        rows = await s.exec(select(Community.id).where(or_(Community.code == code_or_name,
-                                                           Community.name == code_or_name)))
-        return set(rows.all())
-
-
 async def names_for(db: Database, needs: list[Need]) -> dict[str, dict[int, str]]:
     """Display names of the communities, buildings, departments and assignees of some needs."""
     ids = {
