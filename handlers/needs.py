@@ -1,22 +1,32 @@
 """Residents report needs (反映问题), follow them (进度) and rate the result (评价).
 
+Nobody retypes a ticket number: 「进度」 lists the resident's needs numbered (reply a number, or 「进度 3」), a bare
+「评价」 or a reply 满意 / 基本满意 / 不满意 (with an optional comment) to a rating push acts on the need awaiting
+the resident's rating, or asks which one when several do. The rating words mean a rating only then; otherwise they
+fall through like any text.
+
 Report flow: text → the proposed sub-item (1 是 / 2 重新选择 → category → sub-item) → a similar open need nearby
 is offered instead (1 附议 / 2 仍然新建) → photo / location (optional, 「跳过」) → summary → 1 提交.
 """
 
 from __future__ import annotations
 
+import re
+
 from handlers.framework import Context, Router
 from handlers.staff import staff_detail
-from handlers.steps import pick_subitem
+from handlers.steps import pick_one, pick_subitem
 from storage.classifier import default_classifier
 from storage.clock import local
 from storage.needs import (
+    PAGE_SIZE,
     RATINGS,
     SUBMITTED_NOTE,
     Attachments,
     Need,
     NeedError,
+    NeedStatus,
+    awaiting_rating,
     can_oversee,
     find_duplicate,
     find_need,
@@ -41,6 +51,9 @@ router = Router("need", "反映问题")
 ASK_TEXT = "请用一两句话描述您要反映的问题，例如：3单元楼道灯坏了好几天。"
 SKIP_WORDS = {"跳过", "没有", "不用", "好了", "完成", "无", "继续"}
 NOT_FOUND = "没有找到编号为 {ticket} 的诉求，请核对编号。回复「进度」查看您的诉求。"
+# A reply to a rating push: the word, then (optionally) what the resident wants to add. 「满意」 needs a separator
+# before a comment so that 「满意度…」 is not read as a rating.
+RATING_WORDS = re.compile(r"^(?:(基本满意|不满意)[\s,，。.:：!！;；]*|(满意)(?:$|[\s,，。.:：!！;；]+))(.*)$", re.S)
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -203,6 +216,20 @@ async def offer_step(ctx: Context) -> str:
 
 
 @router.fallback()
+async def rating_word(ctx: Context) -> str | None:
+    """满意 / 基本满意 / 不满意 [意见] while a need awaits the resident's rating: rate it (or ask which one)."""
+    if ctx.msg.type not in ("text", "voice") or not ctx.text:
+        return None
+    match = RATING_WORDS.match(ctx.text.strip())
+    if match is None:
+        return None
+    needs = await awaiting_rating(ctx.db, ctx.resident.id)
+    if not needs:
+        return None  # nothing to rate: the words are just words
+    return await _rate_one_of(ctx, needs, match.group(1) or match.group(2), match.group(3).strip() or None)
+
+
+@router.fallback()
 async def looks_like_a_need(ctx: Context) -> str | None:
     """Free text that reads like a need: offer to file it."""
     if ctx.msg.type not in ("text", "voice") or not ctx.text:
@@ -215,24 +242,54 @@ async def looks_like_a_need(ctx: Context) -> str | None:
 # ---------------------------------------------------------------------------------------------- follow up
 
 
+PAGE_WORD = re.compile(r"^第?(\d+)页$")
+NO_NEEDS = "您还没有反映过问题。回复「反映」即可登记。"
+
+
+@router.menu(20, "我的诉求", key="NEED_PROGRESS")
 @router.command("进度", "我的诉求", "查进度", args=True)
 async def progress(ctx: Context) -> str:
-    arg = ctx.args
+    """进度 <编号>; 进度 <序号> (the line of the resident's own list); 进度 第2页; or the numbered list (a resident
+    with one need sees it at once)."""
+    arg = ctx.args.replace(" ", "")
     if arg and normalise_ticket(arg):
         return await _detail(ctx, arg)
-    page = int(arg) if arg.isdigit() else 1
-    result = await list_needs(ctx.db, follower_id=ctx.resident.id, page=page, newest_first=True)
+    if arg.isdigit():
+        return await _nth(ctx, int(arg))
+    page_word = PAGE_WORD.match(arg)
+    page = int(page_word.group(1)) if page_word else 1
+    result = await list_needs(ctx.db, follower_id=ctx.resident.id, page=page, size=PAGE_SIZE, newest_first=True)
     if not result.total:
-        return "您还没有反映过问题。回复「反映」即可登记。"
-    lines = [f"您的诉求（共{result.total}条，第{result.page}/{result.pages}页）："]
+        return NO_NEEDS
+    if result.total == 1:
+        return await public_detail(ctx, result.needs[0])
+    labels = []
     for need in result.needs:
         note = need.latest_note if need.latest_note != SUBMITTED_NOTE else ""
-        lines.append(f"{need.ticket} {summary_line(need, 10)}\n  {need.state.label}"
-                     + (f"：{summary_line_text(note, 16)}" if note else ""))
-    lines.append("回复「进度 编号」看详情。")
+        labels.append(f"{need.ticket} {summary_line(need, 10)}\n  {need.state.label}"
+                      + (f"：{summary_line_text(note, 16)}" if note else ""))
+    footer = "回复序号看详情。"
     if result.page < result.pages:
-        lines.append(f"回复「进度 {result.page + 1}」看下一页。")
-    return "\n".join(lines)
+        footer += f"\n回复「进度 第{result.page + 1}页」看下一页。"
+    return need_picked.ask(ctx, f"您的诉求（共{result.total}条，第{result.page}/{result.pages}页）：", labels,
+                           [need.ticket for need in result.needs], footer=footer, first=result.offset + 1)
+
+
+@pick_one(router, "pick_need", key="tickets", not_a_number="afresh")
+async def need_picked(ctx: Context, ticket: str) -> str:
+    return ctx.done(await _detail(ctx, ticket))
+
+
+async def _nth(ctx: Context, number: int) -> str:
+    """The `number`-th line of the resident's list (newest first), as 「进度」 numbers it."""
+    page = (max(number, 1) - 1) // PAGE_SIZE + 1
+    result = await list_needs(ctx.db, follower_id=ctx.resident.id, page=page, size=PAGE_SIZE, newest_first=True)
+    if not result.total:
+        return NO_NEEDS
+    index = number - 1 - result.offset
+    if number < 1 or result.page != page or index >= len(result.needs):
+        return f"您的诉求共{result.total}条，没有第{number}条。回复「进度」查看列表。"
+    return await public_detail(ctx, result.needs[index])
 
 
 async def _detail(ctx: Context, ticket: str) -> str:
@@ -266,10 +323,19 @@ async def public_detail(ctx: Context, need: Need) -> str:
 # ---------------------------------------------------------------------------------------------- rating
 
 
+NOTHING_TO_RATE = "您目前没有待评价的诉求。回复「进度」查看您的诉求。"
+
+
 @router.command("评价", args=True)
 async def rate_start(ctx: Context) -> str:
     parts = ctx.args.split(maxsplit=2)
-    if not parts or not normalise_ticket(parts[0]):
+    if not parts or parts[0] in RATINGS:  # 评价 / 评价 不满意 灯还是不亮: the need awaiting the rating
+        needs = await awaiting_rating(ctx.db, ctx.resident.id)
+        if not needs:
+            return NOTHING_TO_RATE
+        rest = ctx.args.split(maxsplit=1)
+        return await _rate_one_of(ctx, needs, parts[0] if parts else None, rest[1] if len(rest) > 1 else None)
+    if not normalise_ticket(parts[0]):
         return "请回复「评价 编号」，例如：评价 20261127-0001"
     ticket = normalise_ticket(parts[0])
     need = await find_need(ctx.db, ticket)
@@ -279,9 +345,49 @@ async def rate_start(ctx: Context) -> str:
         return await _rate(ctx, ticket, parts[1], parts[2] if len(parts) > 2 else None)
     if need.state.value != "resolved":
         return f"诉求 {ticket} 当前「{need.state.label}」，办结后才能评价。"
+    return _ask_rating(ctx, need)
+
+
+async def _rate_one_of(ctx: Context, needs: list[Need], rating: str | None, comment: str | None) -> str:
+    """The need awaiting the resident's rating, or — several — a numbered list to pick it from."""
+    if len(needs) == 1:
+        return await _rate_chosen(ctx, needs[0], rating, comment)
+    heading = (f"您有{len(needs)}条诉求待评价，「{rating}」是评价哪一条？请回复序号：" if rating
+               else f"您有{len(needs)}条诉求待评价，请回复序号选择：")
+    labels = [f"{need.ticket} {summary_line(need, 14)}" for need in needs]
+    return rate_picked.ask(ctx, heading, labels, [need.ticket for need in needs], rating=rating, comment=comment)
+
+
+@pick_one(router, "pick_rate", key="rate_tickets", not_a_number="afresh")
+async def rate_picked(ctx: Context, ticket: str) -> str:
+    need = await find_need(ctx.db, ticket)
+    if need is None:
+        return ctx.done(NOT_FOUND.format(ticket=ticket))
+    return await _rate_chosen(ctx, need, ctx.data.get("rating"), ctx.data.get("comment"))
+
+
+async def _rate_chosen(ctx: Context, need: Need, rating: str | None, comment: str | None) -> str:
+    if rating is None:
+        return _ask_rating(ctx, need)
+    if comment:
+        return await _rate(ctx, need.ticket, rating, comment)
+    return ctx.ask(f"诉求 {need.ticket}「{summary_line(need, 16)}」，您的评价：{rating}。\n"
+                   + _comment_hint(rating, need.ratings_given > 0),
+                   router.step("comment"), ticket=need.ticket, rating=rating)
+
+
+def _ask_rating(ctx: Context, need: Need) -> str:
     menu = "\n".join(f"{n}. {r}" for n, r in enumerate(RATINGS, 1))
-    return ctx.ask(f"诉求 {ticket}「{summary_line(need, 16)}」\n您对办理结果：\n{menu}",
-                   router.step("rating"), ticket=ticket)
+    return ctx.ask(f"诉求 {need.ticket}「{summary_line(need, 16)}」\n您对办理结果：\n{menu}",
+                   router.step("rating"), ticket=need.ticket, final=need.ratings_given > 0)
+
+
+def _comment_hint(rating: str, final: bool) -> str:
+    if rating != "不满意":
+        return "还有什么想说的？直接回复；没有请回复「跳过」。"
+    if final:  # after the rework: the need goes to 区级督办 (storage/needs/rating.py)
+        return "请简单说说哪里不满意，您的意见会随诉求转区级督办（或回复「跳过」）。"
+    return "请简单说说哪里不满意，我们会转给工作人员重新办理（或回复「跳过」）。"
 
 
 @router.state("rating")
@@ -291,10 +397,7 @@ async def rating_step(ctx: Context) -> str:
         choice = RATINGS[int(choice) - 1]
     if choice not in RATINGS:
         return ctx.retry("请回复 1、2 或 3。")
-    hint = "还有什么想说的？直接回复；没有请回复「跳过」。"
-    if choice == "不满意":
-        hint = "请简单说说哪里不满意，我们会转给工作人员重新办理（或回复「跳过」）。"
-    return ctx.ask(hint, router.step("comment"), rating=choice)
+    return ctx.ask(_comment_hint(choice, bool(ctx.data.get("final"))), router.step("comment"), rating=choice)
 
 
 @router.state("comment")
@@ -311,5 +414,8 @@ async def _rate(ctx: Context, ticket: str, rating: str, comment: str | None) -> 
     if need.state.value == "reopened":
         due = f"，新的办理期限：{format_time(need.resolve_by)}前" if need.resolve_by else ""
         return ctx.done(f"收到您的评价。诉求 {need.ticket} 已重新交办{due}。\n办结后会再请您评价。")
+    if need.state is NeedStatus.SUPERVISED:
+        return ctx.done(f"收到您的评价。诉求 {need.ticket} 重新办理后您仍不满意，已按规定转区级督办，"
+                        "您的意见已随件转交。\n督办有进展会通知您，也可回复「进度」查看。")
     return ctx.done(f"谢谢您的评价（{rating}）！诉求 {need.ticket} 已归档。")
 

@@ -51,8 +51,10 @@ router = Router("staff", "诉求分流")
 
 MANAGERS = (Role.COMMUNITY_STAFF, Role.ADMIN)
 HANDLERS = (Role.COMMUNITY_STAFF, Role.DISTRICT_STAFF, Role.GRID_WORKER, Role.ADMIN)
-NEW_STATUSES = frozenset({NeedStatus.REPORTED, NeedStatus.REOPENED})
-DEPT_STATUSES = frozenset({NeedStatus.ESCALATED, NeedStatus.IN_PROGRESS})
+NEW_STATUSES = frozenset({NeedStatus.REPORTED, NeedStatus.REOPENED, NeedStatus.SUPERVISED})
+DEPT_STATUSES = frozenset({NeedStatus.ESCALATED, NeedStatus.IN_PROGRESS, NeedStatus.SUPERVISED})
+MARKS = {NeedStatus.REOPENED: "【重办】", NeedStatus.SUPERVISED: "【督办】"}
+SUPERVISED_HINT = "区级督办件：请「进展 {ticket} 内容」登记进展，办好后「办结 {ticket} 办理结果」。"
 PAGE = 8
 PEOPLE_MENU = 9  # people listed for 指派; anyone else by phone or name
 TIER_CHOICES = "请选择：\n1. A 立行立办  2. B 限时办理\n3. C 定期办理  4. 上报区级\n5. 驳回  6. 改类\n7. 指派  8. 合并"
@@ -78,6 +80,8 @@ async def staff_detail(ctx: Context, need: Need) -> str:
         f"联系人：{need.contact_name or '未留名'} {mask_phone(need.contact_phone)}",
         f"反映人数：{need.supporters}",
     ]
+    if need.rating_comment and need.state in (NeedStatus.REOPENED, NeedStatus.SUPERVISED):
+        lines.append(f"居民意见：{need.rating}（{need.rating_comment}）")
     if need.assignee_id:
         lines.append(f"负责人：{names['resident'].get(need.assignee_id, '')}")
     if need.department_id:
@@ -99,7 +103,7 @@ def _tier_label(need: Need) -> str:
 
 def _line(ctx: Context, n: int, need: Need) -> str:
     extra = f" 👥{need.supporters}" if need.supporters > 1 else ""
-    again = "【重办】" if need.state is NeedStatus.REOPENED else ""
+    again = MARKS.get(need.state, "")
     return f"{n}. {again}{need.ticket} {summary_line(need, 12)}{extra}（{_age(ctx, need)}）"
 
 
@@ -130,6 +134,8 @@ async def pick(ctx: Context) -> str:
     need = await find_need(ctx.db, ticket)
     if need is None:
         return ctx.retry("这条诉求找不到了，请换一条。")
+    if need.state is NeedStatus.SUPERVISED:  # already triaged: handled on under the district's oversight
+        return ctx.done(await staff_detail(ctx, need) + "\n" + SUPERVISED_HINT.format(ticket=need.ticket))
     return await _ask_tier(ctx, need)
 
 

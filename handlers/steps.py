@@ -28,6 +28,7 @@ Then = Callable[[Context, Any], Awaitable[str | None]]
 Back = Callable[[Context], Awaitable[str | None]]
 
 PICK_HINT = "请回复1到{n}之间的序号。"
+PICK_RANGE_HINT = "请回复{first}到{n}之间的序号。"  # a later page of a list numbered on from page to page
 
 
 class PickOne:
@@ -55,8 +56,8 @@ class PickOne:
         self.on_back = on_back
         router.state(step, roles=roles, bound=bound)(self._answer)
 
-    def question(self, heading: str, labels: Sequence[str], footer: str = "") -> str:
-        lines = [heading, *(f"{n}. {label}" for n, label in enumerate(labels, 1))]
+    def question(self, heading: str, labels: Sequence[str], footer: str = "", first: int = 1) -> str:
+        lines = [heading, *(f"{n}. {label}" for n, label in enumerate(labels, first))]
         if self.back:
             lines.append(f"0. {self.back}")
         if footer:
@@ -65,26 +66,32 @@ class PickOne:
 
     def ask(
         self, ctx: Context, heading: str, labels: Sequence[str], values: Sequence[Any] | None = None, *,
-        footer: str = "", **data: Any,
+        footer: str = "", first: int = 1, **data: Any,
     ) -> str:
-        """Ask the question; `values[i]` (default: the index i) goes to `then` when line i+1 is picked."""
+        """Ask the question; `values[i]` (default: the index i) goes to `then` when line i+1 is picked.
+        `first` numbers the lines from there (a later page of a list numbered on: 9, 10, …)."""
         chosen = list(values) if values is not None else list(range(len(labels)))
         if len(chosen) != len(labels):
             raise ValueError("one value per label")
-        return ctx.ask(self.question(heading, labels, footer), self.step, **{self.key: chosen}, **data)
+        return ctx.ask(self.question(heading, labels, footer, first), self.step,
+                       **{self.key: chosen, f"{self.key}_first": first}, **data)
 
     async def _answer(self, ctx: Context) -> str | None:
         values = ctx.data.get(self.key) or []
+        first = ctx.data.get(f"{self.key}_first", 1)
+        last = first + len(values) - 1
+        hint = PICK_RANGE_HINT.format(first=first, n=last) if first != 1 and self.hint == PICK_HINT \
+            else self.hint.format(n=last)
         text = ctx.text.strip()
         if self.back and text == "0":
             return await self.on_back(ctx)
         if not text.isdigit():
             if self.afresh:
                 return await ctx.handle_afresh()
-            return ctx.retry(self.hint.format(n=len(values)))
-        if not 1 <= int(text) <= len(values):
-            return ctx.retry(self.hint.format(n=len(values)))
-        return await self.then(ctx, values[int(text) - 1])
+            return ctx.retry(hint)
+        if not first <= int(text) <= last:
+            return ctx.retry(hint)
+        return await self.then(ctx, values[int(text) - first])
 
 
 def pick_one(router: Router, step: str, **options: Any) -> Callable[[Then], PickOne]:

@@ -29,8 +29,8 @@ EXPECTED = {
     "reclassify": {s: s for s in OPEN_STATUSES},
     "assign": {s: S.ASSIGNED for s in HANDLING},
     "escalate": {s: S.ESCALATED for s in (S.REPORTED, *HANDLING)},
-    "progress": {**{s: S.IN_PROGRESS for s in HANDLING}, S.ESCALATED: S.ESCALATED},
-    "resolve": {s: S.RESOLVED for s in (*HANDLING, S.ESCALATED)},
+    "progress": {**{s: S.IN_PROGRESS for s in HANDLING}, S.ESCALATED: S.ESCALATED, S.SUPERVISED: S.SUPERVISED},
+    "resolve": {s: S.RESOLVED for s in (*HANDLING, S.ESCALATED, S.SUPERVISED)},
     "resolve_by_project": {s: S.RESOLVED for s in OPEN_STATUSES},
     "reject": {s: S.REJECTED for s in (S.REPORTED, S.TRIAGED, S.REOPENED)},
     "merge": {s: S.MERGED for s in (S.REPORTED, *HANDLING)},
@@ -38,16 +38,17 @@ EXPECTED = {
     "rate": {S.RESOLVED: S.RATED},
     "reopen": {S.RESOLVED: S.REOPENED},
     "close": {S.RESOLVED: S.CLOSED},
+    "supervise": {S.RESOLVED: S.SUPERVISED},  # a final 不满意: 区级督办
 }
 NAMES = {"triage": "分流定级", "reclassify": "改类", "assign": "指派", "escalate": "上报区级", "progress": "登记进展",
          "resolve": "办结", "resolve_by_project": "办结", "reject": "驳回", "merge": "合并", "second": "附议",
-         "rate": "评价", "reopen": "评价", "close": "关闭"}
+         "rate": "评价", "reopen": "评价", "close": "关闭", "supervise": "评价"}
 
 
 def test_the_table_is_the_documented_machine():
     assert {action: dict(t.moves) for action, t in TRANSITIONS.items()} == EXPECTED
     assert {action: t.name for action, t in TRANSITIONS.items()} == NAMES
-    # Only resolve/rate/close/reopen/reject/merge leave the open states; nothing leaves a final state.
+    # Only resolve/rate/close/reopen/supervise/reject/merge leave the open states; nothing leaves a final state.
     finals = set(S) - OPEN_STATUSES - {S.RESOLVED}
     assert all(t.target(state) is None for t in TRANSITIONS.values() for state in finals)
 

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 STATUS_CHOICES = ("已提交，待社区受理（reported）、社区已受理（triaged）、已派专人办理（assigned）、"
                   "已上报区级部门办理（escalated）、办理中（in_progress）、已办结，待评价（resolved）、"
                   "已办结，已评价（rated）、已办结，未评价（closed）、未受理（rejected）、已合并到其他诉求（merged）、"
-                  "重新办理中（reopened）")
+                  "重新办理中（reopened）、已转区级督办（supervised）")
 
 
 async def _town(db):

@@ -14,7 +14,8 @@ The package, by concern (each module imports only those above it; this file re-e
 - ``permissions``: who may manage / handle / oversee a need, the actor's label, loading a need locked.
 - ``intake``: 反映, 代报, 附议 (and 代为附议), a need from a low survey score.
 - ``handling``: the staff actions (分流, 改类, 指派, 上报区级, 驳回, 合并, 进展, 办结) and a project's resolution.
-- ``rating``: 评价 (a first 不满意 reopens: 重办) and ``close_unrated`` when the rating window is over.
+- ``rating``: 评价 (a first 不满意 reopens: 重办; a final one: 区级督办) and ``close_unrated`` when the rating
+  window is over.
 - ``queries``: reading (find, pages, timeline, merge targets, assignable people, names).
 
 The state machine (transitions.py)::
@@ -23,8 +24,9 @@ The state machine (transitions.py)::
     reported/triaged ─escalate─▶ escalated (上报区级: the department posts progress and resolves)
     reported/triaged ─reject─▶ rejected (with the reason and where to go)
     open ─merge─▶ merged (into another open need; followers move over)
-    resolved ─rate 满意/基本满意─▶ rated;  ─rate 不满意 (1st)─▶ reopened (重办);  ─rate (2nd, final)─▶ rated
+    resolved ─rate 满意/基本满意─▶ rated;  ─rate 不满意 (1st)─▶ reopened (重办);  ─rate 满意/基本满意 (2nd)─▶ rated
     resolved ─close_unrated (rating window over)─▶ closed
+    resolved ─rate 不满意 (after the rework, final)─▶ supervised (区级督办) ─progress/resolve─▶ …
 
 ``reopened`` works like ``triaged`` (assign, progress, resolve). Open states: see ``OPEN_STATUSES``.
 
@@ -114,6 +116,7 @@ from storage.needs.permissions import can_handle, can_manage, can_oversee, manag
 from storage.needs.queries import (
     Page,
     assignable_people,
+    awaiting_rating,
     find_need,
     is_follower,
     list_needs,
@@ -121,16 +124,18 @@ from storage.needs.queries import (
     names_for,
     timeline,
 )
-from storage.needs.rating import CLOSE_BATCH, CLOSED_NOTE, close_unrated, closed_query, rate_need
+from storage.needs.rating import CLOSE_BATCH, CLOSED_NOTE, SUPERVISED_NOTE, close_unrated, closed_query, rate_need
 from storage.needs.transitions import TRANSITIONS, Transition, apply_transition, check, refusal
 
 __all__ = [
     "CLOSED_NOTE", "CLOSE_BATCH", "DUPLICATE_WINDOW", "EVENT_LABELS", "MAX_NOTE", "MAX_TEXT", "MERGE_CANDIDATES",
     "NOT_TRIAGED",
     "OPEN_STATUSES", "PAGE_SIZE", "PROJECT_RESOLVABLE", "RATE_WINDOW", "RATINGS", "STAFF_NOTICE_LIMIT",
-    "STATUS_LABELS", "SUBMITTED_NOTE", "SURVEY_FALLBACK_ITEM", "TICKET_RE", "TRANSITIONS", "URGENT_EVENTS",
+    "STATUS_LABELS", "SUBMITTED_NOTE", "SUPERVISED_NOTE", "SURVEY_FALLBACK_ITEM", "TICKET_RE", "TRANSITIONS",
+    "URGENT_EVENTS",
     "Attachments", "Need", "NeedError", "NeedEvent", "NeedFollower", "NeedStatus", "NeedTicketCounter", "Page",
-    "Transition", "_record", "add_span", "apply_transition", "assign_need", "assignable_people", "can_handle",
+    "Transition", "_record", "add_span", "apply_transition", "assign_need", "assignable_people", "awaiting_rating",
+    "can_handle",
     "can_manage", "can_oversee", "check", "close_unrated", "closed_query",
     "create_from_survey", "default_resolve_by", "escalate_need", "feedback_due", "file_on_behalf", "find_duplicate",
     "find_need", "follower_notice", "format_date", "format_time", "is_follower", "list_needs", "management_refusal",

@@ -29,6 +29,7 @@ class NeedStatus(enum.StrEnum):
     REJECTED = "rejected"
     MERGED = "merged"
     REOPENED = "reopened"
+    SUPERVISED = "supervised"  # 督办: a final 不满意 sends the need to the district's oversight
 
     @property
     def label(self) -> str:
@@ -48,6 +49,7 @@ STATUS_LABELS = {
     NeedStatus.REJECTED: "未受理",
     NeedStatus.MERGED: "已合并到其他诉求",
     NeedStatus.REOPENED: "重新办理中",
+    NeedStatus.SUPERVISED: "已转区级督办",
 }
 
 # The timeline's event kinds (a `Transition.event` or "reported") as staff read them in `steward needs show`.
@@ -55,6 +57,7 @@ EVENT_LABELS = {
     "reported": "提交", "triaged": "分流定级", "reclassified": "改类", "assigned": "指派", "escalated": "上报区级",
     "progress": "登记进展", "resolved": "办结", "rejected": "驳回", "merged": "合并", "seconded": "附议",
     "rated": "评价", "reopened": "重新办理", "closed": "关闭",
+    "supervised": "转区级督办",
 }
 
 
@@ -68,7 +71,8 @@ def status_from_word(word: str) -> NeedStatus | None:
 
 
 S = NeedStatus
-OPEN_STATUSES = frozenset({S.REPORTED, S.TRIAGED, S.ASSIGNED, S.ESCALATED, S.IN_PROGRESS, S.REOPENED})
+OPEN_STATUSES = frozenset({S.REPORTED, S.TRIAGED, S.ASSIGNED, S.ESCALATED, S.IN_PROGRESS, S.REOPENED,
+                           S.SUPERVISED})
 
 RATINGS = ("满意", "基本满意", "不满意")
 DUPLICATE_WINDOW = dt.timedelta(days=14)

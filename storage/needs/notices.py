@@ -13,7 +13,7 @@ from storage.outbox import NoticeKind, NoticePriority, enqueue
 from storage.roles import Role, RoleGrant
 from storage.text import clip
 
-URGENT_EVENTS = frozenset({"reopened"})  # followers hear of these at once, even in the quiet hours
+URGENT_EVENTS = frozenset({"reopened", "supervised"})  # followers hear of these at once, even in the quiet hours
 
 
 def _clip(text: str, limit: int = MAX_NOTE) -> str:
@@ -50,6 +50,31 @@ async def _outbox(
 async def _followers(s, need_id: int) -> list[int]:
     rows = await s.exec(select(NeedFollower.resident_id).where(NeedFollower.need_id == need_id))
     return list(rows.all())
+
+
+async def _admins(s) -> list[int]:
+    """The district's admins (督办)."""
+    query = (
+        select(RoleGrant.resident_id)
+        .where(RoleGrant.role == Role.ADMIN.value, RoleGrant.revoked_at.is_(None))
+        .limit(STAFF_NOTICE_LIMIT)
+    )
+    return list(dict.fromkeys((await s.exec(query)).all()))
+
+
+async def _department_staff(s, department_id: int | None) -> list[int]:
+    if department_id is None:
+        return []
+    query = (
+        select(RoleGrant.resident_id)
+        .where(
+            RoleGrant.role == Role.DISTRICT_STAFF.value,
+            RoleGrant.scope_id == department_id,
+            RoleGrant.revoked_at.is_(None),
+        )
+        .limit(STAFF_NOTICE_LIMIT)
+    )
+    return list(dict.fromkeys((await s.exec(query)).all()))
 
 
 async def _staff_of(s, community_id: int) -> list[int]:

@@ -33,6 +33,24 @@ async def find_need(db: Database, ticket: str) -> Need | None:
         return (await s.exec(select(Need).where(Need.ticket == normal))).first()
 
 
+AWAITING_RATING_LIMIT = 9  # the most offered in one "which need?" list
+
+
+async def awaiting_rating(db: Database, resident_id: int, limit: int = AWAITING_RATING_LIMIT) -> list[Need]:
+    """The resolved needs this resident rates (their own, or filed by them for someone unbound), newest first."""
+    query = (
+        select(Need)
+        .where(
+            Need.status == NeedStatus.RESOLVED.value,
+            or_(Need.reporter_id == resident_id, (Need.reporter_id.is_(None)) & (Need.filed_by_id == resident_id)),
+        )
+        .order_by(Need.resolved_at.desc(), Need.id.desc())
+        .limit(limit)
+    )
+    async with db.read() as s:
+        return list((await s.exec(query)).all())
+
+
 async def merge_candidates(db: Database, need: Need, limit: int = MERGE_CANDIDATES) -> list[Need]:
     """Open needs of the same sub-item in the same community, newest first: where a duplicate may be merged."""
     query = (

@@ -1,5 +1,5 @@
-"""The residents' verdict: 评价 (a first 不满意 reopens the need: 重办), and the scheduler's close of needs whose
-rating window is over (the job ``needs.close_unrated``)."""
+"""The residents' verdict: 评价 (a first 不满意 reopens the need: 重办; a final one sends it to 区级督办), and the
+scheduler's close of needs whose rating window is over (the job ``needs.close_unrated``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ from sqlmodel import select
 
 from storage.db import Database
 from storage.needs.model import RATINGS, Need, NeedError, NeedStatus
-from storage.needs.notices import _clip, _followers, _outbox, _staff_of, follower_notice
+from storage.needs.notices import (
+    _admins,
+    _clip,
+    _department_staff,
+    _followers,
+    _outbox,
+    _staff_of,
+    follower_notice,
+    summary_line,
+)
 from storage.needs.permissions import _actor, _load
 from storage.needs.transitions import apply_transition, check
 from storage.outbox import NoticeKind
@@ -17,13 +26,15 @@ from storage.roles import audit_entry
 
 CLOSE_BATCH = 200  # needs closed per run of the scheduler job (needs.close_unrated)
 CLOSED_NOTE = "评价期已过，未收到评价，诉求已归档"
+SUPERVISED_NOTE = "重新办理后居民仍不满意，已转区级督办"
 
 
 async def rate_need(
     db: Database, resident_id: int, ticket: str, rating: str, now: dt.datetime, comment: str | None = None
 ) -> Need:
     """满意 / 基本满意 / 不满意. A first 不满意 reopens the need for rework (重办) with a new limit and tells the
-    handler; the second rating is final."""
+    handler; a 不满意 after that is final: the need goes to 区级督办 (supervised) with the resident's comment,
+    and the community's staff, the handler, the department (if any) and the district's admins are told."""
     if rating not in RATINGS:
         raise NeedError("评价请选择：满意、基本满意或不满意。")
     comment = _clip(comment) if comment and comment.strip() else None
@@ -47,6 +58,18 @@ async def rate_need(
             followers = set(await _followers(s, need.id))
             told = [rid for rid in staff if rid is not None and rid not in followers]
             await _outbox(s, need, event, told, NoticeKind.NEED_REWORK, text, now)
+        elif rating == "不满意":
+            event = await apply_transition(s, need, "supervise", now, actor_id=resident_id, actor_label="居民",
+                                           note=note + "，" + SUPERVISED_NOTE, rating=rating)
+            staff = [need.assignee_id, *await _staff_of(s, need.community_id),
+                     *await _department_staff(s, need.department_id), *await _admins(s)]
+            text = (f"【区级督办】{need.ticket} 重新办理后居民仍不满意\n内容：{summary_line(need, 30)}\n"
+                    f"居民意见：{_clip(comment or '（未留言）', 60)}\n"
+                    f"请督促办理，「进展/办结 {need.ticket} 内容」登记；回复「进度 {need.ticket}」查看。")
+            followers = set(await _followers(s, need.id))
+            told = [rid for rid in dict.fromkeys(staff) if rid is not None and rid not in followers]
+            await _outbox(s, need, event, told, NoticeKind.REPORT, text, now)
+            s.add(audit_entry(now, _actor(resident_id), "need.supervise", "need", need.ticket, rating=rating))
         else:
             await apply_transition(s, need, "rate", now, actor_id=resident_id, actor_label="居民", note=note,
                                    rating=rating)

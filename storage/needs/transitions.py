@@ -8,8 +8,10 @@ with ``NeedError`` (「诉求 … 当前状态是「…」，不能<action>。�
     reported/triaged/reopened ─reject─▶ rejected (with the reason and where to go)
     open ─merge─▶ merged (into another open need; followers move over)
     resolved ─rate─▶ rated;  ─reopen (a first 不满意)─▶ reopened (重办);  ─close (rating window over)─▶ closed
+    resolved ─supervise (a final 不满意)─▶ supervised (区级督办: handled on, under the district's oversight)
 
-``reopened`` works like ``triaged`` (assign, progress, resolve). Re-triaging an assigned or in-progress need keeps
+``reopened`` works like ``triaged`` (assign, progress, resolve); ``supervised`` takes progress (and stays) and
+resolve. Re-triaging an assigned or in-progress need keeps
 its state; progress on an escalated need keeps it escalated. ``reclassify`` and ``second`` are checked here too
 but keep the state. ``apply_transition`` checks, changes the status, stamps the clocks the action stamps and
 records the event (storage/needs/events.py: the followers' notices come with it); the operation around it
@@ -62,6 +64,14 @@ def _stamp_reopened(need: Need, now: dt.datetime) -> None:
     need.reminded_at = need.chased_at = need.district_reported_at = None
 
 
+def _stamp_supervised(need: Need, now: dt.datetime) -> None:
+    """督办: the district oversees it now (reported at once); no community clock runs until it is resolved."""
+    need.resolved_at = need.rate_by = None
+    need.respond_by = need.resolve_by = None
+    need.reminded_at = need.chased_at = None
+    need.district_reported_at = now
+
+
 @dataclass(frozen=True)
 class Transition:
     name: str  # the action in a refusal: 不能<name>
@@ -92,9 +102,9 @@ TRANSITIONS: dict[str, Transition] = {
     "assign": Transition("指派", "assigned", _to(S.ASSIGNED, *_HANDLING), responds=True),
     "escalate": Transition("上报区级", "escalated", _to(S.ESCALATED, S.REPORTED, *_HANDLING), responds=True,
                            stamp=_stamp_escalated),
-    "progress": Transition("登记进展", "progress", {**_to(S.IN_PROGRESS, *_HANDLING), S.ESCALATED: S.ESCALATED},
-                           responds=True),
-    "resolve": Transition("办结", "resolved", _to(S.RESOLVED, S.ESCALATED, *_HANDLING), responds=True,
+    "progress": Transition("登记进展", "progress",
+                           {**_to(S.IN_PROGRESS, *_HANDLING), **_stay(S.ESCALATED, S.SUPERVISED)}, responds=True),
+    "resolve": Transition("办结", "resolved", _to(S.RESOLVED, S.ESCALATED, S.SUPERVISED, *_HANDLING), responds=True,
                           stamp=_stamp_resolved),
     # A completed service project (storage/projects.py) resolves any open need it answers.
     "resolve_by_project": Transition("办结", "resolved", _to(S.RESOLVED, *OPEN_STATUSES), responds=True,
@@ -107,6 +117,8 @@ TRANSITIONS: dict[str, Transition] = {
     "rate": Transition("评价", "rated", {S.RESOLVED: S.RATED}, stamp=_stamp_rating_window_over),
     "reopen": Transition("评价", "reopened", {S.RESOLVED: S.REOPENED}, stamp=_stamp_reopened),  # a 1st 不满意
     "close": Transition("关闭", "closed", {S.RESOLVED: S.CLOSED}, stamp=_stamp_rating_window_over),
+    # A final 不满意 (after the rework): 督办, a district-level item carrying the resident's comment.
+    "supervise": Transition("评价", "supervised", {S.RESOLVED: S.SUPERVISED}, stamp=_stamp_supervised),
 }
 
 

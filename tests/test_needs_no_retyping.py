@@ -1,0 +1,181 @@
+"""Stories of residents who never retype a ticket number: 满意/不满意 in answer to a rating push, a bare 评价 or
+进度, 进度 <序号> from their own list, 我的诉求 from the 菜单 — and a final 不满意 that goes to 区级督办."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import select
+
+from bot.cli_needs import show_text
+from storage.classifier import default_classifier
+from storage.needs import find_need, report_need, resolve_need, triage_need
+from storage.outbox import OutboxMessage
+from storage.roles import Role
+from tests.factories import grant, make_district, make_resident
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm_classifier():
+    default_classifier().warm_up()
+
+
+async def _town(db):
+    d = await make_district(db)
+    li = await make_resident(db, "o_li", d.buildings["B1"], room="301")
+    staff = await make_resident(db, "o_staff", d.buildings["B1"], name="社工小周", phone="13700000000")
+    await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
+    return d, li, staff
+
+
+async def _resolved(db, clock, reporter, staff, text: str, result: str):
+    need = await report_need(db, reporter.id, text, "JZ-05", clock.now())
+    await triage_need(db, staff.id, need.ticket, "A", clock.now())
+    clock.advance(minutes=30)
+    return await resolve_need(db, staff.id, need.ticket, result, clock.now())
+
+
+async def _outbox(db, resident_id: int) -> list[OutboxMessage]:
+    async with db.read() as s:
+        rows = await s.exec(select(OutboxMessage).where(OutboxMessage.resident_id == resident_id)
+                            .order_by(OutboxMessage.id))
+        return list(rows.all())
+
+
+async def test_satisfied_in_answer_to_the_rating_push_rates_the_one_need_waiting(db, phone, clock):
+    _, li, staff = await _town(db)
+    need = await _resolved(db, clock, li, staff, "楼道灯坏了，晚上看不见", "已更换楼道灯")
+    push = (await _outbox(db, li.id))[-1].text
+    assert f"评价 {need.ticket}" in push and "满意/基本满意/不满意" in push
+
+    asked = (await phone.text("o_li", "满意")).text
+    assert asked == (f"诉求 {need.ticket}「楼道灯坏了，晚上看不见」，您的评价：满意。\n"
+                     "还有什么想说的？直接回复；没有请回复「跳过」。")
+    thanked = (await phone.text("o_li", "师傅很快就来了")).text
+    assert thanked == f"谢谢您的评价（满意）！诉求 {need.ticket} 已归档。"
+    row = await find_need(db, need.ticket)
+    assert (row.status, row.rating, row.rating_comment) == ("rated", "满意", "师傅很快就来了")
+
+    # Nothing waits any more: the words are plain text again, as before.
+    again = (await phone.text("o_li", "满意")).text
+    assert "没太明白" in again
+    assert (await phone.text("o_li", "评价")).text == "您目前没有待评价的诉求。回复「进度」查看您的诉求。"
+
+
+async def test_rating_words_with_nothing_to_rate_fall_through(db, phone, clock):
+    _, li, _staff = await _town(db)
+    await report_need(db, li.id, "楼道灯坏了，晚上看不见", "JZ-05", clock.now())  # open, not resolved
+    for word in ("满意", "基本满意", "不满意"):
+        assert "没太明白" in (await phone.text("o_li", word)).text
+    assert (await phone.text("o_li", "满意度怎么样")).text == (await phone.text("o_li", "随便说说")).text
+
+
+async def test_unsatisfied_with_a_comment_and_two_needs_waiting_asks_which_one(db, phone, clock):
+    _, li, staff = await _town(db)
+    light = await _resolved(db, clock, li, staff, "楼道灯坏了，晚上看不见", "已更换楼道灯")
+    clock.advance(hours=1)
+    door = await _resolved(db, clock, li, staff, "单元门禁坏了，门关不上", "已修好门禁")
+
+    listing = (await phone.text("o_li", "不满意，灯还是一闪一闪的")).text
+    assert listing == (f"您有2条诉求待评价，「不满意」是评价哪一条？请回复序号：\n"
+                       f"1. {door.ticket} 单元门禁坏了，门关不上\n"
+                       f"2. {light.ticket} 楼道灯坏了，晚上看不见")
+    wrong = (await phone.text("o_li", "5")).text
+    assert wrong.startswith("请回复1到2之间的序号。\n\n您有2条诉求待评价")
+    reopened = (await phone.text("o_li", "2")).text
+    assert reopened.startswith(f"收到您的评价。诉求 {light.ticket} 已重新交办，新的办理期限：")
+    assert reopened.endswith("办结后会再请您评价。")
+    row = await find_need(db, light.ticket)
+    assert (row.status, row.rating_comment) == ("reopened", "灯还是一闪一闪的")
+    assert (await find_need(db, door.ticket)).status == "resolved"
+
+    # A bare 评价 now finds the one left, and asks as 评价 <编号> did.
+    menu = (await phone.text("o_li", "评价")).text
+    assert menu == f"诉求 {door.ticket}「单元门禁坏了，门关不上」\n您对办理结果：\n1. 满意\n2. 基本满意\n3. 不满意"
+    assert (await phone.text("o_li", "2")).text == "还有什么想说的？直接回复；没有请回复「跳过」。"
+    assert (await phone.text("o_li", "跳过")).text == f"谢谢您的评价（基本满意）！诉求 {door.ticket} 已归档。"
+
+
+async def test_progress_from_the_menu_lists_numbered_needs_and_a_number_opens_one(db, phone, clock):
+    _, li, _staff = await _town(db)
+    first = await report_need(db, li.id, "楼道灯坏了，晚上看不见", "JZ-05", clock.now())
+    assert (await phone.text("o_li", "进度")).text.startswith(f"诉求 {first.ticket}\n")  # one need: shown at once
+    clock.advance(minutes=5)
+    second = await report_need(db, li.id, "单元门禁坏了，门关不上", "JZ-05", clock.now())
+
+    menu = (await phone.text("o_li", "菜单")).text
+    assert "1. 反映问题\n2. 我的诉求\n" in menu
+    listing = (await phone.text("o_li", "2")).text
+    assert listing == (
+        "您的诉求（共2条，第1/1页）：\n"
+        f"1. {second.ticket} 单元门禁坏了，门关…\n  已提交，待社区受理\n"
+        f"2. {first.ticket} 楼道灯坏了，晚上看…\n  已提交，待社区受理\n"
+        "回复序号看详情。"
+    )
+    detail = (await phone.text("o_li", "2")).text
+    assert detail.startswith(f"诉求 {first.ticket}\n内容：楼道灯坏了，晚上看不见\n状态：已提交，待社区受理")
+    assert (await phone.text("o_li", "进度 1")).text.startswith(f"诉求 {second.ticket}\n")
+    assert (await phone.text("o_li", "进度 3")).text == "您的诉求共2条，没有第3条。回复「进度」查看列表。"
+    assert (await phone.text("o_li", f"进度 {first.ticket}")).text == detail
+
+
+async def test_a_long_list_numbers_on_across_pages(db, phone, clock):
+    _, li, _staff = await _town(db)
+    needs = []
+    for n in range(10):
+        clock.advance(minutes=1)
+        needs.append(await report_need(db, li.id, f"楼道灯坏了第{n}处，晚上看不见", "JZ-05", clock.now()))
+    first = (await phone.text("o_li", "我的诉求")).text
+    assert first.startswith("您的诉求（共10条，第1/2页）：\n1. ")
+    assert first.endswith("回复序号看详情。\n回复「进度 第2页」看下一页。")
+    second = (await phone.text("o_li", "进度 第2页")).text
+    assert second.startswith(f"您的诉求（共10条，第2/2页）：\n9. {needs[1].ticket}") and "10. " in second
+    assert (await phone.text("o_li", "1")).text.startswith("请回复9到10之间的序号。")
+    assert (await phone.text("o_li", "10")).text.startswith(f"诉求 {needs[0].ticket}\n")
+    assert (await phone.text("o_li", "进度 9")).text.startswith(f"诉求 {needs[1].ticket}\n")
+
+
+async def test_a_final_unsatisfied_goes_to_district_oversight_with_the_comment(db, phone, clock):
+    d, li, staff = await _town(db)
+    admin = await make_resident(db, "o_admin", d.buildings["B4"], name="区督办小王")
+    await grant(db, admin, Role.ADMIN)
+    need = await _resolved(db, clock, li, staff, "楼道灯坏了，晚上看不见", "已更换楼道灯")
+
+    assert (await phone.text("o_li", "不满意")).text == (
+        f"诉求 {need.ticket}「楼道灯坏了，晚上看不见」，您的评价：不满意。\n"
+        "请简单说说哪里不满意，我们会转给工作人员重新办理（或回复「跳过」）。")
+    assert "已重新交办" in (await phone.text("o_li", "灯还是一闪一闪的")).text
+    clock.advance(hours=2)
+    assert "已办结" in (await phone.text("o_staff", f"办结 {need.ticket} 已更换整套灯具")).text
+
+    asked = (await phone.text("o_li", "评价")).text
+    assert asked.startswith(f"诉求 {need.ticket}「") and "3. 不满意" in asked
+    hint = (await phone.text("o_li", "3")).text
+    assert hint == "请简单说说哪里不满意，您的意见会随诉求转区级督办（或回复「跳过」）。"
+    told = (await phone.text("o_li", "换了还是闪，晚上根本没法走")).text
+    assert told == (f"收到您的评价。诉求 {need.ticket} 重新办理后您仍不满意，已按规定转区级督办，您的意见已随件转交。\n"
+                    "督办有进展会通知您，也可回复「进度」查看。")
+    row = await find_need(db, need.ticket)
+    assert (row.status, row.rating, row.ratings_given, row.rating_comment) == (
+        "supervised", "不满意", 2, "换了还是闪，晚上根本没法走")
+    assert row.district_reported_at is not None and row.rate_by is None
+
+    for person in (staff, admin):
+        notices = [m for m in await _outbox(db, person.id) if m.kind == "report"]
+        assert len(notices) == 1 and "【区级督办】" in notices[0].text and "换了还是闪" in notices[0].text
+
+    queue = (await phone.text("o_staff", "待分流")).text
+    assert f"1. 【督办】{need.ticket}" in queue
+    detail = (await phone.text("o_staff", "1")).text
+    assert "（已转区级督办）" in detail and "居民意见：不满意（换了还是闪，晚上根本没法走）" in detail
+    assert detail.endswith(
+        f"区级督办件：请「进展 {need.ticket} 内容」登记进展，办好后「办结 {need.ticket} 办理结果」。")
+    assert f"1. 【督办】{need.ticket}" in (await phone.text("o_admin", "待分流")).text
+    shown = await show_text(db, need.ticket, clock.now())
+    assert "状态：已转区级督办" in shown and "评价：不满意 换了还是闪" in shown and "转区级督办" in shown
+
+    listing = (await phone.text("o_li", f"进度 {need.ticket}")).text
+    assert "状态：已转区级督办" in listing
+    assert "已登记" in (await phone.text("o_staff", f"进展 {need.ticket} 区里督办，明天换线路")).text
+    assert (await find_need(db, need.ticket)).status == "supervised"
+    assert "已办结" in (await phone.text("o_staff", f"办结 {need.ticket} 已更换整条线路")).text
+    assert (await find_need(db, need.ticket)).status == "resolved"
