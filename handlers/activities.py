@@ -60,9 +60,11 @@ async def pick(ctx: Context, activity_id: int) -> str:
 
 
 @router.state("act", bound=True)
-async def act_choice(ctx: Context) -> str:
+async def act_choice(ctx: Context) -> str | None:
     if ctx.text == "2":
         return await list_activities(ctx)
+    if not ctx.text.strip().isdigit():  # a keyword or a need, not a choice on this card: handled afresh
+        return await ctx.handle_afresh()
     if ctx.text != "1":
         return ctx.retry("请回复 1 或 2。")
     activity_id = int(ctx.data["activity"])
@@ -91,6 +93,9 @@ async def check_in(ctx: Context) -> str:
 
 @router.command("签退", bound=True, args=True)
 async def check_out(ctx: Context) -> str:
+    why = await act.check_out_refusal(ctx.db, ctx.resident, ctx.now)
+    if why:
+        return ctx.done(why)
     if not ctx.args:
         return ctx.ask("请输入组织者出示的签退码：", router.step("checkout"))
     return await _check(ctx, ctx.args, out=True)

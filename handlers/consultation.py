@@ -72,7 +72,7 @@ async def start(ctx: Context) -> str:
 
 
 @router.state("menu", bound=True)
-async def menu_choice(ctx: Context) -> str:
+async def menu_choice(ctx: Context) -> str | None:
     choice = ctx.text.strip()
     if choice == "1":
         return await _book(ctx)
@@ -86,6 +86,8 @@ async def menu_choice(ctx: Context) -> str:
         on = not ctx.resident.notify_consultation
         await set_notify_consultation(ctx.db, ctx.resident.openid, on)
         return ctx.done("已开启报名提醒，每月报名开放时通知您。" if on else "已关闭报名提醒。回复「议事」可随时开启。")
+    if not choice.isdigit():  # a keyword, a menu word or a need: not a choice on this card, handled afresh
+        return await ctx.handle_afresh()
     return ctx.retry("请回复1到5之间的数字。")
 
 
@@ -280,8 +282,10 @@ async def settings_start(ctx: Context) -> str:
 
 
 @router.state("set_field", roles=STAFF)
-async def settings_field(ctx: Context) -> str:
-    if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= len(SETTINGS_FIELDS):
+async def settings_field(ctx: Context) -> str | None:
+    if not ctx.text.strip().isdigit():  # 「改期」 as the card says, or any other keyword: handled afresh
+        return await ctx.handle_afresh()
+    if not 1 <= int(ctx.text) <= len(SETTINGS_FIELDS):
         return ctx.retry(f"请回复1到{len(SETTINGS_FIELDS)}之间的数字。")
     name, label = SETTINGS_FIELDS[int(ctx.text) - 1]
     return ctx.ask(f"请输入新的{label}：", router.step("set_value"), field=name)
@@ -322,9 +326,11 @@ async def agenda_draft(ctx: Context) -> str:
 
 
 @router.state("agenda_pick", roles=STAFF)
-async def agenda_pick(ctx: Context) -> str:
+async def agenda_pick(ctx: Context) -> str | None:
     items = ctx.data.get("candidates", [])
     numbers = [int(n) for n in re.findall(r"\d+", ctx.text)]
+    if not numbers and ctx.text.strip():  # no number at all: a keyword, not a pick, handled afresh
+        return await ctx.handle_afresh()
     if not numbers or any(not 1 <= n <= len(items) for n in numbers):
         return ctx.retry(f"请回复1到{len(items)}之间的编号，多个用空格隔开。")
     picks = [cs.Candidate(title=t, evidence=e, topic_id=tid, need_id=nid)
@@ -343,6 +349,9 @@ async def minutes_start(ctx: Context) -> str:
     session, why = await _staff_session(ctx)
     if session is None:
         return ctx.done(why)
+    why = cs.minutes_refusal(session, ctx.now)
+    if why:
+        return ctx.done(why)
     return await _topic_list(ctx, session.id)
 
 
@@ -359,11 +368,13 @@ async def _topic_list(ctx: Context, session_id: int, head: str = "") -> str:
 
 
 @router.state("minutes_pick", roles=STAFF)
-async def minutes_pick(ctx: Context) -> str:
+async def minutes_pick(ctx: Context) -> str | None:
     topics = ctx.data.get("topics", [])
     if ctx.text == "0":
         return ctx.ask("请输入会议纪要（议定事项、责任单位、时限）：", router.step("minutes_text"))
-    if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= len(topics):
+    if not ctx.text.strip().isdigit():  # a keyword, not a pick: handled afresh
+        return await ctx.handle_afresh()
+    if not 1 <= int(ctx.text) <= len(topics):
         return ctx.retry(f"请回复0到{len(topics)}之间的数字。")
     options = "\n".join(f"{i}. {cs.OUTCOME_LABELS[o]}" for i, o in enumerate(OUTCOME_CHOICES, 1))
     return ctx.ask(f"这个议题的结果是：\n{options}", router.step("outcome"), topic_id=topics[int(ctx.text) - 1])
@@ -386,7 +397,9 @@ async def outcome_note(ctx: Context) -> str:
         await cs.record_outcome(ctx.db, int(ctx.data["topic_id"]), ctx.data["outcome"], note, scope, ctx.now,
                                 f"resident:{ctx.resident.id}")
     except cs.ConsultationError as exc:
-        return ctx.retry(exc.reason)
+        if ctx.data["outcome"] == cs.Outcome.DECLINED and not note.strip():
+            return ctx.retry(exc.reason)  # a declined topic needs its reason: ask again
+        return ctx.done(exc.reason)
     return await _topic_list(ctx, int(ctx.data["session_id"]), head="已登记。")
 
 

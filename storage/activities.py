@@ -305,6 +305,41 @@ async def check_out(db: Database, resident: Resident, code: str, now: dt.datetim
     return await _check(db, resident, code, now, out=True)
 
 
+def _check_out_refusal(activity: Activity, now: dt.datetime) -> str | None:
+    """Signing out is possible from the activity's start until six hours after its end."""
+    if now < activity.starts_at:
+        return f"「{activity.title}」{local(activity.starts_at):%m-%d %H:%M}才开始，开始后才能签退。"
+    if now > activity.ends_at + CHECK_OUT_LATE:
+        return "已过签退时间，请联系组织者确认时长。"
+    return None
+
+
+async def check_out_refusal(db: Database, resident: Resident, now: dt.datetime) -> str | None:
+    """Asked before the sign-out code is: why the resident cannot sign out now, when every activity they checked
+    in to and have not signed out of has yet to begin (None otherwise: the code decides, and `check_out` checks
+    again)."""
+    async with db.read() as s:
+        rows = (
+            await s.exec(
+                select(Activity)
+                .join(ActivitySignup, col(ActivitySignup.activity_id) == Activity.id)
+                .where(
+                    ActivitySignup.resident_id == resident.id,
+                    ActivitySignup.status == SignupStatus.SIGNED,
+                    col(ActivitySignup.checked_in_at).is_not(None),
+                    col(ActivitySignup.checked_out_at).is_(None),
+                    Activity.status == ActivityStatus.OPEN,
+                    Activity.ends_at >= now - CHECK_OUT_LATE,
+                )
+                .order_by(Activity.starts_at, Activity.id)
+                .limit(20)
+            )
+        ).all()
+    if not rows or any(_check_out_refusal(a, now) is None for a in rows):
+        return None
+    return _check_out_refusal(rows[0], now)
+
+
 async def _check(db: Database, resident: Resident, code: str, now: dt.datetime, *, out: bool) -> Activity:
     code = normalise_code(code)
     column = Activity.checkout_code if out else Activity.checkin_code
@@ -332,10 +367,11 @@ async def _check(db: Database, resident: Resident, code: str, now: dt.datetime, 
             if row.checked_in_at is None:
                 row.checked_in_at = now
         else:
+            why = _check_out_refusal(activity, now)
+            if why:
+                raise PointsRefused(why)
             if row.checked_in_at is None:
                 raise PointsRefused("请先签到，再签退。")
-            if now > activity.ends_at + CHECK_OUT_LATE:
-                raise PointsRefused("已过签退时间，请联系组织者确认时长。")
             if row.checked_out_at is None:
                 row.checked_out_at = now
         s.add(row)

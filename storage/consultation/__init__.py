@@ -56,6 +56,7 @@ from storage.consultation.minutes import (
     Candidate,
     add_to_agenda,
     draft_agenda,
+    minutes_refusal,
     need_candidates,
     outcome_text,
     publish_minutes,
@@ -99,8 +100,8 @@ __all__ = [
     "ConsultationSession", "Outcome", "SessionStatus", "SessionView", "Topic",
     "add_to_agenda", "audience_residents", "book_seat", "cancel_booking", "cancel_session", "check_in",
     "create_upcoming_sessions", "create_upcoming_sessions_for", "draft_agenda", "due_reminders", "edit_session",
-    "ensure_session", "get_defaults", "get_session", "latest_session", "list_sessions", "move_session",
-    "my_booking", "my_topics", "need_candidates", "next_session", "normalise_code", "open_needs_of",
+    "ensure_session", "get_defaults", "get_session", "latest_session", "list_sessions", "minutes_refusal",
+    "move_session", "my_booking", "my_topics", "need_candidates", "next_session", "normalise_code", "open_needs_of",
     "outcome_text", "promoted_text", "propose_topic", "publish_minutes", "record_outcome", "session_topics",
     "session_view", "set_defaults", "staff_communities", "upcoming_sessions_for", "when_text",
 ]

@@ -21,6 +21,7 @@ from storage.consultation.common import (
     Outcome,
     _check_staff,
     _lock_session,
+    when_text,
 )
 from storage.consultation.queries import get_session
 from storage.consultation.topics import session_topics
@@ -121,6 +122,16 @@ def outcome_text(session: ConsultationSession, topic: Topic) -> str:
     return f"您在{local(session.starts_at).month}月议事提出的议题「{topic.title[:30]}」\n结果：{label}{note}"
 
 
+def minutes_refusal(session: ConsultationSession, now: dt.datetime) -> str | None:
+    """Why a topic's outcome or the minutes cannot be recorded now (None: they can): not for a cancelled session,
+    and only once the meeting has begun. Handlers ask before their first question; the operations check again."""
+    if session.status == SessionStatus.CANCELLED:
+        return "这场议事已取消。"
+    if now < session.starts_at:
+        return f"议事{when_text(session.starts_at)}才开始，开会后才能登记议题结果和会议纪要。"
+    return None
+
+
 async def record_outcome(db: Database, topic_id: int, outcome: str, note: str, scope: Scope | None,
                          now: dt.datetime, actor: str) -> Topic:
     """Each topic's decision. A declined topic needs a reason. The proposer is told when minutes go out."""
@@ -136,6 +147,9 @@ async def record_outcome(db: Database, topic_id: int, outcome: str, note: str, s
         session = await s.get(ConsultationSession, topic.session_id)
         assert session is not None
         _check_staff(scope, session.community_id)
+        why = minutes_refusal(session, now)
+        if why:
+            raise ConsultationError(why)
         topic.outcome, topic.outcome_note, topic.decided_at = outcome, note[:300] or None, now
         s.add(topic)
         s.add(audit_entry(now, actor, "consultation.outcome", "consultation_topic", topic_id, outcome=outcome,
@@ -158,10 +172,9 @@ async def publish_minutes(db: Database, session_id: int, minutes: str, scope: Sc
     async with db.write() as s:
         session = await _lock_session(s, session_id)
         _check_staff(scope, session.community_id)
-        if session.status == SessionStatus.CANCELLED:
-            raise ConsultationError("这场议事已取消。")
-        if now < session.starts_at:
-            raise ConsultationError("议事还没开始，会后再记录纪要。")
+        why = minutes_refusal(session, now)
+        if why:
+            raise ConsultationError(why)
         session.status, session.minutes, session.minutes_at, session.updated_at = SessionStatus.HELD, minutes, now, now
         s.add(session)
         topics = list((await s.exec(select(Topic).where(Topic.session_id == session_id).limit(200))).all())
