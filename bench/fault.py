@@ -161,7 +161,8 @@ async def _wait_http(url: str, seconds: float = 60) -> None:
                     if answer.status in (200, 503):
                         return
             except (aiohttp.ClientError, TimeoutError):
-                pass
+                await asyncio.sleep(0.3)  # not listening yet
+                continue
             await asyncio.sleep(0.3)
     raise SystemExit(f"{url} did not come up")
 

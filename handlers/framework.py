@@ -387,8 +387,8 @@ class Engine:
     async def _put_back(self, openid: str, state: FlowState) -> None:
         try:
             await self.states.save(openid, state)
-        except StoreUnavailable:
-            pass
+        except StoreUnavailable as exc:  # the reply already says nothing was done; they start the flow again
+            log.warning("flow state of …%s could not be put back: %s", openid[-6:], exc)
 
     async def dispatch(self, ctx: Context) -> str | None:
         msg = ctx.msg

@@ -192,11 +192,13 @@ def _lost_contact(exc: BaseException) -> bool:
 
 
 async def _quietly(aw: Awaitable[Any]) -> None:
+    """A rollback after a failure: bounded, and never hiding the failure that caused it (the server discards
+    an unfinished transaction when its connection goes)."""
     try:
         async with asyncio.timeout(2):
             await aw
-    except Exception:
-        pass
+    except Exception as exc:
+        log.debug("rollback after a failure did not finish: %s", exc)
 
 
 def _make_sqlite_transactions_explicit(engine: AsyncEngine) -> None:

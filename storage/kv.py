@@ -336,12 +336,11 @@ class RedisStore:
     async def _keep(self, key: str, token: str, ttl_ms: int, every: float) -> None:
         while True:
             await asyncio.sleep(every)
-            try:
-                # Re-takes the key if it vanished (Redis restarted empty) and nobody else holds it.
+            # Re-takes the key if it vanished (Redis restarted empty) and nobody else holds it. While Redis is away
+            # (StoreUnavailable) nobody else can take the lock either: the next beat tries again.
+            with contextlib.suppress(StoreUnavailable):
                 if not await self._call(lambda: self._renew(keys=[key], args=[token, ttl_ms])):
                     log.warning("lock %s was taken by another holder while held", key)
-            except StoreUnavailable:
-                pass  # Redis is away: nobody else can take the lock either; try again next beat
 
     async def _let_go(self, key: str, token: str) -> None:
         try:

@@ -52,39 +52,22 @@ async def _followers(s, need_id: int) -> list[int]:
     return list(rows.all())
 
 
+async def _holders(s, role: Role, scope_id: int | None = None) -> list[int]:
+    """Residents holding `role` (within `scope_id`, when the role has a scope), at most STAFF_NOTICE_LIMIT."""
+    query = select(RoleGrant.resident_id).where(RoleGrant.role == role.value, RoleGrant.revoked_at.is_(None))
+    if scope_id is not None:
+        query = query.where(RoleGrant.scope_id == scope_id)
+    return list(dict.fromkeys((await s.exec(query.limit(STAFF_NOTICE_LIMIT))).all()))
+
+
 async def _admins(s) -> list[int]:
     """The district's admins (督办)."""
-    query = (
-        select(RoleGrant.resident_id)
-        .where(RoleGrant.role == Role.ADMIN.value, RoleGrant.revoked_at.is_(None))
-        .limit(STAFF_NOTICE_LIMIT)
-    )
-    return list(dict.fromkeys((await s.exec(query)).all()))
+    return await _holders(s, Role.ADMIN)
 
 
 async def _department_staff(s, department_id: int | None) -> list[int]:
-    if department_id is None:
-        return []
-    query = (
-        select(RoleGrant.resident_id)
-        .where(
-            RoleGrant.role == Role.DISTRICT_STAFF.value,
-            RoleGrant.scope_id == department_id,
-            RoleGrant.revoked_at.is_(None),
-        )
-        .limit(STAFF_NOTICE_LIMIT)
-    )
-    return list(dict.fromkeys((await s.exec(query)).all()))
+    return [] if department_id is None else await _holders(s, Role.DISTRICT_STAFF, department_id)
 
 
 async def _staff_of(s, community_id: int) -> list[int]:
-    query = (
-        select(RoleGrant.resident_id)
-        .where(
-            RoleGrant.role == Role.COMMUNITY_STAFF.value,
-            RoleGrant.scope_id == community_id,
-            RoleGrant.revoked_at.is_(None),
-        )
-        .limit(STAFF_NOTICE_LIMIT)
-    )
-    return list(dict.fromkeys((await s.exec(query)).all()))
+    return await _holders(s, Role.COMMUNITY_STAFF, community_id)
