@@ -14,6 +14,7 @@ from sqlmodel import select
 
 from bot.config import Settings, load_settings, use_settings
 from storage import migrate
+from storage.actor import Actor
 from storage.clock import Clock
 from storage.db import Database
 from storage.org import Community
@@ -27,6 +28,11 @@ def cli_actor() -> str:
         return f"cli:{getpass.getuser()}"
     except Exception:  # no user name in some containers
         return "cli:unknown"
+
+
+def cli_operator() -> Actor:
+    """The actor of a command-line action: the operator, trusted with the whole district, named for the audit."""
+    return Actor.operator(cli_actor())
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

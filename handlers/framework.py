@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from handlers.message import InboundMessage
+from storage.actor import Actor
 from storage.clock import Clock
 from storage.db import CommitUnknown, Database, count_commits, is_unavailable
 from storage.kv import KeyValueStore, StoreUnavailable
@@ -188,7 +189,7 @@ class Context:
         self.settings: Settings = engine.settings
         self.services: dict[str, Any] = engine.services
         self.command_word: str = ""
-        self._roles: list[RoleGrant] | None = None
+        self._actor: Actor | None = None
         self._next: FlowState | None = None
         self._clear = False
 
@@ -209,14 +210,18 @@ class Context:
     def now(self):
         return self.clock.now()
 
+    async def actor(self) -> Actor:
+        """This message's actor: the resident with their role grants, read once per message."""
+        if self._actor is None:
+            grants = tuple(await active_grants(self.db, self.resident.id)) if self.resident.id else ()
+            self._actor = Actor.resident(self.resident.id, grants)
+        return self._actor
+
     async def roles(self) -> list[RoleGrant]:
-        if self._roles is None:
-            self._roles = await active_grants(self.db, self.resident.id) if self.resident.id else []
-        return self._roles
+        return list((await self.actor()).grants)
 
     async def has_role(self, *roles: Role) -> bool:
-        wanted = {r.value for r in roles}
-        return any(g.role in wanted for g in await self.roles())
+        return (await self.actor()).holds(*roles)
 
     def ask(self, question: str, step: str, **data: Any) -> str:
         """Ask a question and wait for the answer at `step` ("flow.step"). Data of the same flow is kept."""
