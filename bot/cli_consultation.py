@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 
-from bot.cli_common import cli_actor, cli_clock, cli_settings, database, find_community, run
+from bot.cli_common import cli_clock, cli_operator, cli_settings, database, find_community, run
 from bot.config import Settings
 from storage import consultation as cs
 from storage.clock import Clock, local
@@ -40,7 +40,7 @@ async def create(settings: Settings, args: argparse.Namespace, clock: Clock) -> 
         now = clock.now()
         changes = _changes(args)
         if changes or await cs.get_defaults(db, community.id) is None:
-            await cs.set_defaults(db, community.id, now, cli_actor(), **changes)
+            await cs.set_defaults(db, community.id, now, cli_operator(), **changes)
         made = await cs.create_upcoming_sessions_for(db, community.id, now, months=args.months)
         sessions = await cs.list_sessions(db, community.id, limit=args.months + 1)
         lines = [f"{community.name}：新建 {made} 场议事。"] + [_line(s) for s in sessions]
@@ -54,7 +54,7 @@ async def edit(settings: Settings, args: argparse.Namespace, clock: Clock) -> st
                                      "duration_minutes": args.duration_minutes}.items() if v is not None}
         if not changes:
             return "没有要修改的内容（--venue / --capacity / --reserved / --duration）。"
-        session = await cs.edit_session(db, args.session, None, clock.now(), cli_actor(), **changes)
+        session = await cs.edit_session(db, args.session, cli_operator(), clock.now(), **changes)
         return "已修改：" + _line(session)
 
 
@@ -105,12 +105,12 @@ def _told(view: cs.SessionView | None, what: str) -> str:
 
 async def move(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
     starts_at = parse_local_time(args.to, now)
-    session = await cs.move_session(db, args.session, starts_at, None, now, cli_actor())
+    session = await cs.move_session(db, args.session, starts_at, cli_operator(), now)
     return f"已改期：{_line(session)}\n{_told(await cs.session_view(db, session.id), '改期通知')}"
 
 
 async def cancel(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
-    session = await cs.cancel_session(db, args.session, args.reason or "", None, now, cli_actor())
+    session = await cs.cancel_session(db, args.session, args.reason or "", cli_operator(), now)
     told = _told(await cs.session_view(db, session.id), "取消通知")
     return f"已取消：{_line(session)}\n原因：{session.cancel_reason}\n{told}"
 

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import re
 
-from bot.cli_common import cli_clock, cli_settings, database, find_community, run
+from bot.cli_common import cli_clock, cli_operator, cli_settings, database, find_community, run
 from storage.clock import local
 from storage.db import Database
 from storage.exports import csv_text, dict_rows
@@ -23,6 +23,8 @@ from storage.needs import (
     find_need,
     list_needs,
     names_for,
+    reveal_phone,
+    reveal_phones,
     status_from_word,
     timeline,
 )
@@ -58,8 +60,10 @@ async def ledger_rows(
     statuses: list[str] | None = None,
     overdue: bool = False,
     limit: int = MAX_LIMIT,
+    phones: bool = False,
 ) -> list[dict[str, str]]:
-    """The ledger as rows of display strings (oldest first), at most `limit`."""
+    """The ledger as rows of display strings (oldest first), at most `limit`; with `phones`, full numbers (the
+    operator's reveal is audited, one row per page)."""
     wanted = {parse_status(word) for word in statuses if word.strip()} if statuses else None
     communities = {(await find_community(db, community)).id} if community else None
     rows: list[dict[str, str]] = []
@@ -70,6 +74,7 @@ async def ledger_rows(
         if not result.needs:
             break
         names = await names_for(db, result.needs)
+        full = await reveal_phones(db, cli_operator(), result.needs, now, "needs list") if phones else {}
         for need in result.needs:
             late = need.is_open and (
                 (need.resolve_by is not None and need.resolve_by < now)
@@ -83,7 +88,7 @@ async def ledger_rows(
                 "分类": need.item_code,
                 "分级": Tier(need.tier).label + ("" if need.triaged_at else "(建议)"),
                 "内容": need.text,
-                "联系人": f"{need.contact_name or ''} {mask_phone(need.contact_phone)}".strip(),
+                "联系人": f"{need.contact_name or ''} {full.get(need.id) or mask_phone(need.contact_phone)}".strip(),
                 "反映人数": str(need.supporters),
                 "负责人": names["resident"].get(need.assignee_id or 0, ""),
                 "承办部门": names["department"].get(need.department_id or 0, ""),
@@ -117,10 +122,13 @@ def render(rows: list[dict[str, str]], fmt: str) -> str:
     return "\n".join(lines)
 
 
-async def show_text(db: Database, ticket: str, now: dt.datetime) -> str:
+async def show_text(db: Database, ticket: str, now: dt.datetime, phone: bool = False) -> str:
     need = await find_need(db, ticket)
     if need is None:
         return f"没有找到编号为 {ticket} 的诉求。"
+    shown = mask_phone(need.contact_phone)
+    if phone and need.contact_phone:
+        _need, shown = await reveal_phone(db, cli_operator(), need.ticket, now)
     names = await names_for(db, [need])
     lines = [
         f"编号：{need.ticket}",
@@ -130,7 +138,7 @@ async def show_text(db: Database, ticket: str, now: dt.datetime) -> str:
         f"分类：{need.item_code} {need.category}",
         f"分级：{Tier(need.tier).label}{'' if need.triaged_at else '（建议）'}",
         f"内容：{need.text}",
-        f"联系人：{need.contact_name or ''} {mask_phone(need.contact_phone)}",
+        f"联系人：{need.contact_name or ''} {shown}",
         f"反映人数：{need.supporters}",
         f"负责人：{names['resident'].get(need.assignee_id or 0, '')}",
         f"承办部门：{names['department'].get(need.department_id or 0, '')}",
@@ -151,7 +159,7 @@ async def list_text(db: Database, now: dt.datetime, args: argparse.Namespace) ->
     """`steward needs list …` against a database (the tests call this with theirs)."""
     rows = await ledger_rows(db, now, community=args.community,
                              statuses=re.split(r"[,、]", args.status) if args.status else None,
-                             overdue=args.overdue, limit=args.limit)
+                             overdue=args.overdue, limit=args.limit, phones=args.phone)
     # print() ends the last line: the CSV's own last \r\n would leave an empty row
     return render(rows, "json" if args.json else "csv" if args.csv else "table").rstrip("\n")
 
@@ -171,7 +179,7 @@ def cmd_show(args: argparse.Namespace) -> None:
 
     async def show() -> str:
         async with database(settings) as db:
-            return await show_text(db, args.ticket, cli_clock(settings).now())
+            return await show_text(db, args.ticket, cli_clock(settings).now(), phone=args.phone)
 
     run(show())
 
@@ -184,10 +192,12 @@ def register(subparsers) -> None:
     ls.add_argument("--status", help="状态（中文或英文），逗号分隔：" + STATUS_CHOICES)
     ls.add_argument("--overdue", action="store_true", help="只看逾期未答复或未办结的")
     ls.add_argument("--limit", type=int, default=MAX_LIMIT)
+    ls.add_argument("--phone", action="store_true", help="显示完整手机号（记入审计日志）")
     fmt = ls.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
     ls.set_defaults(func=cmd_list)
     show = sub.add_parser("show", help="one need with its whole timeline")
     show.add_argument("ticket")
+    show.add_argument("--phone", action="store_true", help="显示完整手机号（记入审计日志）")
     show.set_defaults(func=cmd_show)

@@ -9,7 +9,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from bot.cli_common import cli_actor, cli_clock, cli_settings, database, find_community, run
+from bot.cli_common import cli_clock, cli_operator, cli_settings, database, find_community, run
 from storage.claims import ClaimError, confirm_claim, pending_claims, reject_claim
 from storage.clock import local
 from storage.db import Database
@@ -45,7 +45,7 @@ def cmd_import(args: argparse.Namespace) -> None:
 
     async def import_file():
         async with database(settings) as db:
-            return await IMPORTERS[args.kind](db, text, cli_actor(), cli_clock(settings).now())
+            return await IMPORTERS[args.kind](db, text, cli_operator(), cli_clock(settings).now())
 
     report = asyncio.run(import_file())
     print(report.summary())
@@ -82,9 +82,9 @@ def cmd_role_change(args: argparse.Namespace) -> None:
             now = cli_clock(settings).now()
             who = f"{person.name or '未填姓名'}（{mask_phone(person.phone)}）"
             if args.role_command == "grant":
-                await grant_role(db, person.id, role, args.scope, cli_actor(), now)
+                await grant_role(db, person.id, role, args.scope, cli_operator(), now)
                 return f"已授予 {who}：{role.label} {args.scope or '全区'}"
-            await revoke_role(db, person.id, role, args.scope, cli_actor(), now)
+            await revoke_role(db, person.id, role, args.scope, cli_operator(), now)
             return f"已撤销 {who}：{role.label} {args.scope or '全区'}"
 
     run(change(), refusals=(RoleError,))
@@ -133,10 +133,8 @@ CLAIMS_HELP = """绑定核实（待核实）：居民绑定时用的手机号已
 
 
 async def claims_list(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
-    reach = None
-    if args.community:
-        reach = {(await find_community(db, args.community)).id}
-    views, total = await pending_claims(db, reach, limit=args.limit)
+    community_id = (await find_community(db, args.community)).id if args.community else None
+    views, total = await pending_claims(db, cli_operator(), limit=args.limit, community_id=community_id)
     if not total:
         return "（没有待核实的绑定）"
     lines = [f"待核实绑定共 {total} 条" + (f"，显示前 {len(views)} 条" if len(views) < total else "") + "："]
@@ -153,11 +151,11 @@ async def claims_list(db: Database, now: dt.datetime, args: argparse.Namespace) 
 
 async def claims_decide(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
     if args.residents_command == "confirm":
-        done = await confirm_claim(db, args.id, None, cli_actor(), now)
+        done = await confirm_claim(db, args.id, cli_operator(), now)
         c = done.claim
         lost = f"，原绑定账号 {len(done.released)} 个已解除" if done.released else ""
         return f"已确认 #{c.id}：{c.name}（{mask_phone(c.phone)}）已绑定{lost}；已通知。"
-    done = await reject_claim(db, args.id, None, cli_actor(), now)
+    done = await reject_claim(db, args.id, cli_operator(), now)
     return f"已驳回 #{done.claim.id}：登记信息未变；已通知申请人。"
 
 

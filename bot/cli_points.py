@@ -7,19 +7,13 @@ import datetime as dt
 import math
 from dataclasses import fields
 
-from bot.cli_common import cli_actor, cli_clock, cli_settings, database, find_community, run
+from bot.cli_common import cli_clock, cli_operator, cli_settings, database, find_community, run
 from bot.cli_consultation import parse_local_time
 from bot.config import Settings, env_name
 from storage import activities as act
 from storage import points as pts
 from storage import rewards as rw
-from storage.clock import Clock
 from storage.db import Database
-from storage.roles import Role, RoleGrant, Scope
-
-# The command line runs with the operator's authority over every community, and says so in the audit log.
-CLI_SCOPE = Scope((RoleGrant(resident_id=0, role=Role.ADMIN.value, scope_type="district", scope_id=None,
-                             granted_by="cli", granted_at=Clock().now()),))
 
 
 async def audit(settings: Settings, out=print) -> int:
@@ -42,7 +36,7 @@ async def catalogue_add(settings: Settings, args: argparse.Namespace, out=print)
     async with database(settings) as db:
         community = await find_community(db, args.community)
         reward = await rw.add_reward(
-            db, CLI_SCOPE, cli_actor(), community.id, args.name, args.price, args.stock, cli_clock(settings).now(),
+            db, cli_operator(), community.id, args.name, args.price, args.stock, cli_clock(settings).now(),
             kind=args.kind, description=args.description or "",
         )
     out(f"已上架 #{reward.id}「{reward.name}」{reward.price} 分，库存 {reward.stock}（{community.name}）。")
@@ -60,7 +54,7 @@ async def catalogue_list(settings: Settings, args: argparse.Namespace, out=print
 
 async def catalogue_restock(settings: Settings, args: argparse.Namespace, out=print) -> None:
     async with database(settings) as db:
-        reward = await rw.restock(db, CLI_SCOPE, cli_actor(), args.reward, args.add, cli_clock(settings).now())
+        reward = await rw.restock(db, cli_operator(), args.reward, args.add, cli_clock(settings).now())
     out(f"#{reward.id}「{reward.name}」现有库存 {reward.stock}。")
 
 
@@ -93,7 +87,7 @@ async def activity_publish(db: Database, now: dt.datetime, args: argparse.Namesp
     duration = half_hours_of(args.hours, "--hours")
     credited = half_hours_of(args.points_hours, "--points-hours") if args.points_hours is not None else duration
     a = await act.publish_activity(
-        db, CLI_SCOPE, cli_actor(), community.id, title=args.title, place=args.place, starts_at=starts_at,
+        db, cli_operator(), community.id, title=args.title, place=args.place, starts_at=starts_at,
         ends_at=starts_at + dt.timedelta(minutes=30 * duration), capacity=args.capacity, half_hours=credited,
         now=now, project_ref=args.project or "",
     )

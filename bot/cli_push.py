@@ -9,7 +9,7 @@ import contextlib
 import signal
 from typing import Any
 
-from bot.cli_common import cli_actor, cli_clock, cli_settings, database, run
+from bot.cli_common import cli_clock, cli_operator, cli_settings, database, run
 from storage.clock import local
 
 
@@ -92,9 +92,9 @@ async def outbox_decide(db: Any, now: Any, args: argparse.Namespace) -> str:
     from storage.outbox import give_up, resend
 
     if args.outbox_command == "resend":
-        row = await resend(db, args.id, None, cli_actor(), now)
+        row = await resend(db, args.id, cli_operator(), now)
         return f"#{row.id} 已重新排队发送（居民{row.resident_id} {row.kind}）。"
-    row = await give_up(db, args.id, None, cli_actor(), now)
+    row = await give_up(db, args.id, cli_operator(), now)
     return f"#{row.id} 已放弃发送，标记为已处理（居民{row.resident_id} {row.kind}）。"
 
 

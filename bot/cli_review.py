@@ -19,7 +19,7 @@ import secrets
 
 from sqlmodel import col, select
 
-from bot.cli_common import cli_actor, cli_clock, cli_settings, community_by_code, database, run
+from bot.cli_common import cli_clock, cli_operator, cli_settings, community_by_code, database, run
 from storage.clock import local
 from storage.db import Database
 from storage.exports import csv_text
@@ -53,7 +53,8 @@ async def review_open(db: Database, now: dt.datetime, args: argparse.Namespace) 
     community = await community_by_code(db, args.community, or_name=True)
     year = args.year or local(now).year
     closes = local(now).replace(hour=18, minute=0, second=0, microsecond=0) + dt.timedelta(days=args.days)
-    view = await open_review(db, community_id=community.id, year=year, closes_at=closes, actor=cli_actor(), now=now)
+    view = await open_review(db, community_id=community.id, year=year, closes_at=closes, actor=cli_operator(),
+                             now=now)
     lines = [f"评议已开启：编号 {view.review.id}，{view.community}{year}年度，{len(view.projects)}个项目，"
              f"截止 {local(closes):%Y-%m-%d %H:%M}"]
     lines += [f"  {n}. [{p.id}] {p.title}" for n, p in enumerate(view.projects, 1)]
@@ -62,7 +63,7 @@ async def review_open(db: Database, now: dt.datetime, args: argparse.Namespace) 
 
 async def review_close(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
     try:
-        rows = await close_review(db, args.id, actor=cli_actor(), now=now, early=args.yes)
+        rows = await close_review(db, args.id, actor=cli_operator(), now=now, early=args.yes)
     except ReviewNotDue as exc:
         raise SystemExit(f"评议 {args.id} 原定 {local(exc.closes_at):%Y-%m-%d %H:%M} 截止，已告知居民，尚未到期。\n"
                          f"确需提前结束（将通知参评居民评议提前结束），请加 --yes 重新运行。") from None
@@ -88,7 +89,8 @@ async def review_export(db: Database, now: dt.datetime, args: argparse.Namespace
 
 async def survey_start(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
     seed = args.seed if args.seed is not None else secrets.randbits(32)
-    survey, size = await start_survey(db, per_community=args.per_community, seed=seed, actor=cli_actor(), now=now)
+    survey, size = await start_survey(db, per_community=args.per_community, seed=seed, actor=cli_operator(),
+                                      now=now)
     return (f"问卷 {survey.id} 已发出：每社区抽 {args.per_community} 人（按网格分层），共 {size} 人，"
             f"随机种子 {seed}。\n核对抽样：steward survey verify {survey.id}")
 

@@ -11,7 +11,8 @@ from handlers.steps import pick_one
 from storage import activities as act
 from storage import points as pts
 from storage.clock import local
-from storage.roles import Role, communities_staffed, scope_of
+from storage.policy import Can, allows
+from storage.roles import Role
 
 router = Router("activity", "志愿活动")
 STAFF = [Role.COMMUNITY_STAFF, Role.ADMIN]
@@ -158,7 +159,7 @@ def parse_hours(text: str) -> int | None:
 
 @router.command("发布活动", roles=STAFF)
 async def publish(ctx: Context) -> str:
-    communities = sorted(await communities_staffed(ctx.db, ctx.resident.id))
+    communities = sorted((await ctx.actor()).ids(Role.COMMUNITY_STAFF))
     if not communities:
         return ctx.done("发布活动需以社区工作人员身份进行，请联系社区开通。")
     return ctx.ask("【发布志愿活动】第1步/共5步\n请输入活动名称：", router.step("title"), community=communities[0])
@@ -218,10 +219,9 @@ async def publish_confirm(ctx: Context) -> str:
     if ctx.text != "1":
         return ctx.retry("请回复 1 发布，或 2 不发布。")
     d = ctx.data
-    scope = await scope_of(ctx.db, ctx.resident.id)
     try:
         a = await act.publish_activity(
-            ctx.db, scope, f"resident:{ctx.resident.id}", int(d["community"]), title=d["title"], place=d["place"],
+            ctx.db, await ctx.actor(), int(d["community"]), title=d["title"], place=d["place"],
             starts_at=dt.datetime.fromisoformat(d["starts"]), ends_at=dt.datetime.fromisoformat(d["ends"]),
             capacity=int(d["capacity"]), half_hours=int(d["half"]), now=ctx.now,
         )
@@ -242,8 +242,7 @@ async def confirm_hours(ctx: Context) -> str:
     if not ctx.args.isdigit():
         return ctx.done("格式：确认时长 活动编号（发布活动时告知的编号）")
     activity = await act.get_activity(ctx.db, int(ctx.args))
-    scope = await scope_of(ctx.db, ctx.resident.id)
-    if activity is None or not pts.manages(scope, activity.community_id):
+    if activity is None or not allows(await ctx.actor(), Can.RUN_COMMUNITY, activity.community_id):
         return ctx.done("没有找到这个活动（只能确认本社区的活动）。")
     people = await act.attendance(ctx.db, activity.id)
     ready = [p for p in people if p.signup.checked_in_at and p.signup.checked_out_at and not p.signup.confirmed_at]
@@ -267,10 +266,9 @@ async def confirm_hours_choice(ctx: Context) -> str:
         return ctx.done("好的，暂不确认。")
     if ctx.text != "1":
         return ctx.retry("请回复 1 确认，或 2 暂不确认。")
-    scope = await scope_of(ctx.db, ctx.resident.id)
     try:
         result = await act.confirm_attendance(
-            ctx.db, scope, f"resident:{ctx.resident.id}", int(ctx.data["activity"]), ctx.now,
+            ctx.db, await ctx.actor(), int(ctx.data["activity"]), ctx.now,
             policy=ctx.settings.points_policy,
         )
     except pts.PointsRefused as exc:
@@ -289,9 +287,8 @@ async def cancel_activity(ctx: Context) -> str:
     number, reason = [*ctx.args.split(maxsplit=1), "", ""][:2]
     if not number.isdigit():
         return ctx.done("格式：取消活动 活动编号 理由\n例如：取消活动 12 暴雨预警，改期另行通知")
-    scope = await scope_of(ctx.db, ctx.resident.id)
     try:
-        preview = await act.cancel_preview(ctx.db, scope, int(number), ctx.now)
+        preview = await act.cancel_preview(ctx.db, await ctx.actor(), int(number), ctx.now)
     except pts.PointsRefused as exc:
         return ctx.done(exc.reason)
     if len(reason.strip()) < 2:
@@ -304,9 +301,8 @@ async def cancel_activity(ctx: Context) -> str:
 async def cancel_activity_reason(ctx: Context) -> str:
     if len(ctx.text.strip()) < 2:
         return ctx.retry("请写明取消原因，如「暴雨预警」。")
-    scope = await scope_of(ctx.db, ctx.resident.id)
     try:
-        preview = await act.cancel_preview(ctx.db, scope, int(ctx.data["activity"]), ctx.now)
+        preview = await act.cancel_preview(ctx.db, await ctx.actor(), int(ctx.data["activity"]), ctx.now)
     except pts.PointsRefused as exc:
         return ctx.done(exc.reason)
     return _cancel_question(ctx, preview, ctx.text.strip())
@@ -327,10 +323,9 @@ async def cancel_activity_confirm(ctx: Context) -> str:
         return ctx.done("好的，活动照常进行。")
     if ctx.text != "1":
         return ctx.retry("请回复 1 确认取消，或 2 不取消。")
-    scope = await scope_of(ctx.db, ctx.resident.id)
     try:
         done = await act.cancel_activity(
-            ctx.db, scope, f"resident:{ctx.resident.id}", int(ctx.data["activity"]), ctx.data["reason"], ctx.now
+            ctx.db, await ctx.actor(), int(ctx.data["activity"]), ctx.data["reason"], ctx.now
         )
     except pts.PointsRefused as exc:
         return ctx.done(exc.reason)

@@ -410,7 +410,7 @@ async def lookup(ctx: Context) -> str:
     if not ctx.args:
         return LOOKUP_USAGE
     try:
-        found = await lookup_residents(ctx.db, ctx.resident.id, ctx.args, ctx.now)
+        found = await lookup_residents(ctx.db, await ctx.actor(), ctx.args, ctx.now)
     except BindingError as exc:
         return f"{exc.reason}\n{LOOKUP_USAGE}"
     masked = mask_phone(clean_phone(ctx.args))

@@ -8,7 +8,7 @@ import re
 from handlers.framework import Context, Router
 from handlers.steps import pick_one
 from storage import broadcast as bc
-from storage.roles import Role, scope_of
+from storage.roles import Role
 from storage.text import clip
 
 router = Router("broadcast", "发送广播")
@@ -43,7 +43,7 @@ async def compose(ctx: Context) -> str:
 
 
 async def _choices(ctx: Context) -> list[bc.Audience]:
-    return await bc.audience_choices(ctx.db, await scope_of(ctx.db, ctx.resident.id), now=ctx.now)
+    return await bc.audience_choices(ctx.db, await ctx.actor(), now=ctx.now)
 
 
 async def _ask_kind(ctx: Context, **data) -> str:
@@ -99,10 +99,9 @@ async def pick_items(ctx: Context) -> str:
 async def _preview(ctx: Context, **data) -> str:
     merged = {**ctx.data, **data}
     kind, ids, label = merged["audience"]
-    scope = await scope_of(ctx.db, ctx.resident.id)
     try:
         audience = bc.Audience(kind, tuple(ids), label)
-        draft = await bc.save_draft(ctx.db, ctx.resident.id, scope, merged["text"], audience, ctx.now,
+        draft = await bc.save_draft(ctx.db, await ctx.actor(), merged["text"], audience, ctx.now,
                                     urgent=bool(merged.get("urgent")), draft_id=merged.get("draft_id"))
     except bc.BroadcastError as exc:
         return ctx.done(exc.reason)
@@ -118,9 +117,8 @@ async def _preview(ctx: Context, **data) -> str:
 async def preview_choice(ctx: Context) -> str:
     choice = ctx.text
     if choice == "1":
-        scope = await scope_of(ctx.db, ctx.resident.id)
         try:
-            row = await bc.confirm(ctx.db, int(ctx.data["draft_id"]), ctx.resident.id, scope, ctx.now)
+            row = await bc.confirm(ctx.db, int(ctx.data["draft_id"]), await ctx.actor(), ctx.now)
         except bc.BroadcastError as exc:
             return ctx.done(exc.reason)
         return ctx.done(f"已确认，广播#{row.id}开始发送，共 {row.recipient_count} 人。\n"
@@ -153,9 +151,8 @@ async def stop(ctx: Context) -> str:
     number = ctx.args.lstrip("#")
     if not number.isdigit():
         return "请写明广播编号，如：停止广播 12（编号见「广播进度」）。"
-    scope = await scope_of(ctx.db, ctx.resident.id)
     try:
-        p = await bc.cancel(ctx.db, int(number), ctx.resident.id, scope, ctx.now)
+        p = await bc.cancel(ctx.db, int(number), await ctx.actor(), ctx.now)
     except bc.BroadcastError as exc:
         return exc.reason
     return f"广播#{number}已停止，未发出的 {p.cancelled} 条不再发送。\n{p.line()}"

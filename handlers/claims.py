@@ -9,7 +9,7 @@ Each role sees only its own community's claims (an admin: all). `取消` leaves 
 from __future__ import annotations
 
 from handlers.framework import Context, Router
-from storage.claims import ClaimError, ClaimView, claim_reach, claim_view, confirm_claim, pending_claims, reject_claim
+from storage.claims import ClaimError, ClaimView, claim_view, confirm_claim, pending_claims, reject_claim
 from storage.clock import local
 from storage.residents import mask_phone
 from storage.roles import Role
@@ -43,11 +43,11 @@ def _card(view: ClaimView) -> str:
 
 
 async def _show(ctx: Context, offset: int, before: str = "") -> str:
-    reach = await claim_reach(ctx.db, ctx.resident.id)
-    views, total = await pending_claims(ctx.db, reach, PAGE, offset)
+    actor = await ctx.actor()
+    views, total = await pending_claims(ctx.db, actor, PAGE, offset)
     if total and not views:  # past the last page (others decided its claims): back to the first
         offset = 0
-        views, total = await pending_claims(ctx.db, reach, PAGE, offset)
+        views, total = await pending_claims(ctx.db, actor, PAGE, offset)
     if not total:
         return ctx.done("\n".join(x for x in (before, NONE_LEFT) if x))
     lines = [before] if before else []
@@ -76,7 +76,7 @@ async def pick(ctx: Context) -> str:
         return ctx.retry(f"请回复序号 {first if first == last else f'{first}–{last}'}，或「取消」退出。")
     claim_id = ids[number - offset - 1]
     try:
-        view = await claim_view(ctx.db, claim_id, await claim_reach(ctx.db, ctx.resident.id))
+        view = await claim_view(ctx.db, claim_id, await ctx.actor())
     except ClaimError as exc:
         return await _show(ctx, offset, exc.reason)
     if view.claim.status != "pending":
@@ -92,16 +92,15 @@ async def decide(ctx: Context) -> str:
         return ctx.retry(DECIDE_HINT)
     claim_id, number = int(ctx.data["claim"]), int(ctx.data.get("number", 0))
     offset = int(ctx.data.get("offset", 0))
-    reach = await claim_reach(ctx.db, ctx.resident.id)
-    actor = f"resident:{ctx.resident.id}"
+    actor = await ctx.actor()
     try:
         if choice == "1":
-            done = await confirm_claim(ctx.db, claim_id, reach, actor, ctx.now)
+            done = await confirm_claim(ctx.db, claim_id, actor, ctx.now)
             bound = f"已确认第 {number} 条：{done.claim.name} 已绑定 {ctx.data.get('where', done.claim.room)}"
             told = "原账号已解除绑定，双方都已通知。" if done.released else "已通知申请人。"
             result = f"{bound}。{told}"
         else:
-            done = await reject_claim(ctx.db, claim_id, reach, actor, ctx.now)
+            done = await reject_claim(ctx.db, claim_id, actor, ctx.now)
             result = f"已驳回第 {number} 条，登记信息未变，已通知申请人。"
     except ClaimError as exc:
         result = f"第 {number} 条：{exc.reason}"

@@ -11,7 +11,7 @@ from storage import consultation as cs
 from storage.broadcast import QuietHours
 from storage.clock import local
 from storage.residents import mask_phone, set_notify_consultation
-from storage.roles import Role, scope_of
+from storage.roles import Role
 from storage.text import clip_phrase
 
 router = Router("consult", "阳光17议")
@@ -229,7 +229,7 @@ async def _my_topics(ctx: Context) -> str:
 
 
 async def _staff_session(ctx: Context) -> tuple[cs.ConsultationSession | None, str]:
-    communities = cs.staff_communities(await scope_of(ctx.db, ctx.resident.id))
+    communities = cs.staff_communities(await ctx.actor())
     if not communities:
         return None, "您的账号没有关联社区，请联系管理员。"
     session = await cs.latest_session(ctx.db, communities[0], ctx.now)
@@ -252,10 +252,8 @@ async def check_in_code(ctx: Context) -> str:
 
 
 async def _check_in(ctx: Context, code: str) -> str:
-    scope = await scope_of(ctx.db, ctx.resident.id)
     try:
-        _, resident = await cs.check_in(ctx.db, scope, cs.staff_communities(scope), code, ctx.now,
-                                        f"resident:{ctx.resident.id}")
+        _, resident = await cs.check_in(ctx.db, await ctx.actor(), code, ctx.now)
     except cs.ConsultationError as exc:
         return ctx.done(exc.reason)
     who = f"{resident.name or '居民'}（{mask_phone(resident.phone)}）"
@@ -299,11 +297,9 @@ async def settings_value(ctx: Context) -> str:
         if not str(value).isdigit():
             return ctx.retry("请输入数字。")
         value = int(value)
-    scope = await scope_of(ctx.db, ctx.resident.id)
     try:
-        session = await cs.edit_session(ctx.db, int(ctx.data["session_id"]), scope, ctx.now,
-                                        f"resident:{ctx.resident.id}", QuietHours.parse(ctx.settings.quiet_hours),
-                                        **{name: value})
+        session = await cs.edit_session(ctx.db, int(ctx.data["session_id"]), await ctx.actor(), ctx.now,
+                                        QuietHours.parse(ctx.settings.quiet_hours), **{name: value})
     except cs.ConsultationError as exc:
         return ctx.retry(exc.reason)
     return ctx.done(f"已修改。地点：{session.venue}；可预约名额{session.seats}个。")
@@ -335,10 +331,8 @@ async def agenda_pick(ctx: Context) -> str | None:
         return ctx.retry(f"请回复1到{len(items)}之间的编号，多个用空格隔开。")
     picks = [cs.Candidate(title=t, evidence=e, topic_id=tid, need_id=nid)
              for t, e, tid, nid in (items[n - 1] for n in dict.fromkeys(numbers))]
-    scope = await scope_of(ctx.db, ctx.resident.id)
     try:
-        added = await cs.add_to_agenda(ctx.db, int(ctx.data["session_id"]), picks, scope, ctx.now,
-                                       f"resident:{ctx.resident.id}")
+        added = await cs.add_to_agenda(ctx.db, int(ctx.data["session_id"]), picks, await ctx.actor(), ctx.now)
     except cs.ConsultationError as exc:
         return ctx.done(exc.reason)
     return ctx.done(f"已列入议程{len(added)}项。居民回复「议事」即可看到。")
@@ -392,10 +386,9 @@ async def outcome_pick(ctx: Context) -> str:
 @router.state("outcome_note", roles=STAFF)
 async def outcome_note(ctx: Context) -> str:
     note = "" if ctx.text.strip() in ("无", "没有") else ctx.text
-    scope = await scope_of(ctx.db, ctx.resident.id)
     try:
-        await cs.record_outcome(ctx.db, int(ctx.data["topic_id"]), ctx.data["outcome"], note, scope, ctx.now,
-                                f"resident:{ctx.resident.id}")
+        await cs.record_outcome(ctx.db, int(ctx.data["topic_id"]), ctx.data["outcome"], note, await ctx.actor(),
+                                ctx.now)
     except cs.ConsultationError as exc:
         if ctx.data["outcome"] == cs.Outcome.DECLINED and not note.strip():
             return ctx.retry(exc.reason)  # a declined topic needs its reason: ask again
@@ -405,10 +398,8 @@ async def outcome_note(ctx: Context) -> str:
 
 @router.state("minutes_text", roles=STAFF)
 async def minutes_text(ctx: Context) -> str:
-    scope = await scope_of(ctx.db, ctx.resident.id)
     try:
-        told = await cs.publish_minutes(ctx.db, int(ctx.data["session_id"]), ctx.text, scope, ctx.now,
-                                        f"resident:{ctx.resident.id}")
+        told = await cs.publish_minutes(ctx.db, int(ctx.data["session_id"]), ctx.text, await ctx.actor(), ctx.now)
     except cs.ConsultationError as exc:
         if "至少" in exc.reason or "以内" in exc.reason:
             return ctx.retry(exc.reason)
@@ -459,10 +450,9 @@ async def move_confirm(ctx: Context) -> str:
         return ctx.ask("请输入新的时间，如 12-18 14:30：", router.step("move_when"))
     if ctx.text != "1":
         return ctx.retry("请回复1或2。")
-    scope = await scope_of(ctx.db, ctx.resident.id)
     try:
         session = await cs.move_session(ctx.db, int(ctx.data["session_id"]), dt.datetime.fromisoformat(
-            ctx.data["when"]), scope, ctx.now, f"resident:{ctx.resident.id}")
+            ctx.data["when"]), await ctx.actor(), ctx.now)
     except cs.ConsultationError as exc:
         return ctx.done(exc.reason)
     return ctx.done(f"已改期到{cs.when_text(session.starts_at)}，正在通知预约居民。")
@@ -491,10 +481,8 @@ async def cancel_session_confirm(ctx: Context) -> str:
         return ctx.done("好的，议事照常进行。")
     if ctx.text != "1":
         return ctx.retry("请回复1或2。")
-    scope = await scope_of(ctx.db, ctx.resident.id)
     try:
-        await cs.cancel_session(ctx.db, int(ctx.data["session_id"]), ctx.data["reason"], scope, ctx.now,
-                                f"resident:{ctx.resident.id}")
+        await cs.cancel_session(ctx.db, int(ctx.data["session_id"]), ctx.data["reason"], await ctx.actor(), ctx.now)
     except cs.ConsultationError as exc:
         return ctx.done(exc.reason)
     return ctx.done("议事已取消，正在通知所有预约和候补居民。")

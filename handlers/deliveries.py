@@ -11,7 +11,7 @@ from handlers.framework import Context, Router
 from storage import outbox as ob
 from storage.clock import local
 from storage.residents import mask_phone
-from storage.roles import Role, Scope
+from storage.roles import Role
 from storage.text import clip
 
 router = Router("delivery", "投递失败")
@@ -53,12 +53,6 @@ def _excerpt(text: str, width: int = 16) -> str:
     return clip(flat, width)
 
 
-async def _reach(ctx: Context) -> set[int] | None:
-    """The communities whose residents' rows this staff member may see; None for an admin (all)."""
-    scope = Scope(tuple(await ctx.roles()))
-    return None if scope.is_admin else scope.ids(Role.COMMUNITY_STAFF)
-
-
 def _item_lines(number: int, item: ob.ReviewItem) -> list[str]:
     m = item.message
     who = f"{item.resident_name or '居民'} {mask_phone(item.resident_phone)}"
@@ -71,10 +65,11 @@ def _item_lines(number: int, item: ob.ReviewItem) -> list[str]:
 
 
 async def _show(ctx: Context, offset: int, before: str = "") -> str:
-    items, total = await ob.review_page(ctx.db, await _reach(ctx), PAGE, offset)
+    actor = await ctx.actor()
+    items, total = await ob.review_page(ctx.db, actor, PAGE, offset)
     if total and not items:  # past the last page (or others handled its rows): back to the first page
         offset = 0
-        items, total = await ob.review_page(ctx.db, await _reach(ctx), PAGE, offset)
+        items, total = await ob.review_page(ctx.db, actor, PAGE, offset)
     if not total:
         return ctx.done(f"{before}目前没有投递失败的消息。".strip())
     lines = [f"【投递失败】共 {total} 条，第 {offset + 1}–{offset + len(items)} 条（最新在前）："]
@@ -131,7 +126,7 @@ async def pick(ctx: Context) -> str:
     message_id = ids[number - offset - 1]
     if match.group(1):  # "重发 2" / "放弃 2": the choice in one line
         return await _decide(ctx, CHOICES[match.group(1)], number, message_id, offset)
-    item = await ob.review_item(ctx.db, message_id, await _reach(ctx))
+    item = await ob.review_item(ctx.db, message_id, await ctx.actor())
     if item is None:  # a colleague was quicker
         return await _show(ctx, offset, f"第 {number} 条：这条消息已经处理过了。")
     return ctx.ask(_choice_question(number, item), router.step("choice"), picked=message_id, number=number)
@@ -149,7 +144,7 @@ async def choose(ctx: Context) -> str:
 async def _decide(ctx: Context, choice: str, number: int, message_id: int, offset: int) -> str:
     decide = ob.resend if choice == "resend" else ob.give_up
     try:
-        row = await decide(ctx.db, message_id, await _reach(ctx), f"resident:{ctx.resident.id}", ctx.now)
+        row = await decide(ctx.db, message_id, await ctx.actor(), ctx.now)
     except ob.OutboxReviewError as exc:
         return await _show(ctx, offset, f"第 {number} 条：{exc.reason}")
     label = label_of(row.kind)

@@ -26,7 +26,7 @@ from storage.needs import (
 )
 from storage.org import Building, get_building
 from storage.residents import Resident, bound_residents_in_buildings, get_resident, mask_phone
-from storage.roles import Role, buildings_in_reach_of, scope_of
+from storage.roles import Role, buildings_in_reach_of
 from storage.taxonomy import load_taxonomy
 
 router = Router("leader", "代报诉求")
@@ -166,7 +166,7 @@ async def duplicate_step(ctx: Context) -> str:
     d = ctx.data
     try:
         need = await second_on_behalf(
-            ctx.db, ctx.resident.id, d["twin"], ctx.now, subject_id=d.get("subject"), building_id=d.get("building"),
+            ctx.db, await ctx.actor(), d["twin"], ctx.now, subject_id=d.get("subject"), building_id=d.get("building"),
             contact_name=d.get("contact_name"), contact_phone=d.get("contact_phone"),
         )
     except NeedError as exc:
@@ -194,7 +194,7 @@ async def confirm_step(ctx: Context) -> str:
     d = ctx.data
     try:
         need = await file_on_behalf(
-            ctx.db, ctx.resident.id, d["text"], d["code"], ctx.now, subject_id=d.get("subject"),
+            ctx.db, await ctx.actor(), d["text"], d["code"], ctx.now, subject_id=d.get("subject"),
             contact_name=d.get("contact_name"), contact_phone=d.get("contact_phone"),
             building_id=d.get("building"), room=d.get("room"),
         )
@@ -207,10 +207,10 @@ async def confirm_step(ctx: Context) -> str:
 
 @router.command("楼栋诉求", "片区诉求", roles=LEADERS, args=True)
 async def area_needs(ctx: Context) -> str:
-    scope = await scope_of(ctx.db, ctx.resident.id)
+    actor = await ctx.actor()
     page_no = int(ctx.args) if ctx.args.isdigit() else 1
-    page = await list_needs(ctx.db, statuses=OPEN_STATUSES, building_ids=scope.ids(Role.BUILDING_LEADER),
-                            grid_ids=scope.ids(Role.GRID_WORKER), page=page_no, newest_first=True)
+    page = await list_needs(ctx.db, statuses=OPEN_STATUSES, building_ids=actor.ids(Role.BUILDING_LEADER),
+                            grid_ids=actor.ids(Role.GRID_WORKER), page=page_no, newest_first=True)
     if not page.total:
         return "您负责的楼栋目前没有未办结的诉求。"
     lines = [f"未办结诉求 {page.total} 条（第{page.page}/{page.pages}页）："]

@@ -27,7 +27,6 @@ from storage.needs import (
     NeedError,
     NeedStatus,
     awaiting_rating,
-    can_oversee,
     find_duplicate,
     find_need,
     format_time,
@@ -42,7 +41,7 @@ from storage.needs import (
     timeline,
 )
 from storage.org import Building, get_building
-from storage.roles import scope_of
+from storage.policy import Can, allows
 from storage.taxonomy import load_taxonomy
 from storage.text import clip
 
@@ -298,8 +297,7 @@ async def _detail(ctx: Context, ticket: str) -> str:
     if need is None:
         return NOT_FOUND.format(ticket=normal)
     if not await is_follower(ctx.db, need.id, ctx.resident.id):
-        scope = await scope_of(ctx.db, ctx.resident.id)
-        if not can_oversee(scope, need, ctx.resident.id):
+        if not allows(await ctx.actor(), Can.SEE_NEED, need):
             return NOT_FOUND.format(ticket=normal)  # never reveal that someone else's need exists
         return await staff_detail(ctx, need)
     return await public_detail(ctx, need)

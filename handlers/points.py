@@ -14,8 +14,9 @@ from handlers.steps import pick_one
 from storage import points as pts
 from storage import rewards as rw
 from storage.clock import local
+from storage.policy import Can, allows
 from storage.residents import BindingError, clean_phone, find_residents_by_phone, get_resident, mask_phone
-from storage.roles import Role, scope_of
+from storage.roles import Role
 
 router = Router("points", "志愿积分")
 STAFF = [Role.COMMUNITY_STAFF, Role.ADMIN]
@@ -208,7 +209,7 @@ async def cancel_confirm(ctx: Context) -> str:
     if ctx.text != "1":
         return ctx.retry("请回复 1 确定取消，或 2 保留。")
     try:
-        redemption = await rw.cancel_redemption(ctx.db, int(ctx.data["redemption"]), ctx.resident, ctx.now)
+        redemption = await rw.cancel_redemption(ctx.db, int(ctx.data["redemption"]), await ctx.actor(), ctx.now)
     except pts.PointsRefused as exc:
         return ctx.done(exc.reason)
     balance = await pts.balance_of(ctx.db, ctx.resident.id)
@@ -303,9 +304,8 @@ async def fulfil_code(ctx: Context) -> str:
 
 
 async def _fulfil(ctx: Context, code: str) -> str:
-    scope = await scope_of(ctx.db, ctx.resident.id)
     try:
-        done = await rw.fulfil_by_code(ctx.db, scope, f"resident:{ctx.resident.id}", code, ctx.now)
+        done = await rw.fulfil_by_code(ctx.db, await ctx.actor(), code, ctx.now)
     except pts.PointsRefused as exc:
         return ctx.done(exc.reason)
     return ctx.done(
@@ -328,9 +328,9 @@ async def award(ctx: Context) -> str:
     except BindingError as exc:
         return ctx.done(exc.reason)
     half_hours = round(float(match.group(2)) * 2)
-    scope = await scope_of(ctx.db, ctx.resident.id)
+    actor = await ctx.actor()
     found = await find_residents_by_phone(ctx.db, phone)
-    people = [p for p in found if p.is_bound and pts.manages(scope, p.community_id)]
+    people = [p for p in found if p.is_bound and allows(actor, Can.RUN_COMMUNITY, p.community_id)]
     if not people:
         return ctx.done("本社区没有用这个手机号绑定的居民。")
     who = people[0]
@@ -351,11 +351,10 @@ async def award_confirm(ctx: Context) -> str:
     if ctx.text != "1":
         return ctx.retry("请回复 1 确认，或 2 不补录。")
     who = await get_resident(ctx.db, int(ctx.data["resident"]))
-    scope = await scope_of(ctx.db, ctx.resident.id)
     try:
         credit = await pts.award_hours(
-            ctx.db, scope, f"resident:{ctx.resident.id}", who, int(ctx.data["half_hours"]), ctx.data["reason"],
-            ctx.now, key=f"award:{ctx.resident.id}:{ctx.data.get('token')}", policy=ctx.settings.points_policy,
+            ctx.db, await ctx.actor(), who, int(ctx.data["half_hours"]), ctx.data["reason"], ctx.now,
+            key=f"award:{ctx.resident.id}:{ctx.data.get('token')}", policy=ctx.settings.points_policy,
         )
     except pts.PointsRefused as exc:
         return ctx.done(exc.reason)
@@ -369,9 +368,8 @@ async def staff_cancel(ctx: Context) -> str:
     code = rw.normalise_code(code)
     if not 4 <= len(code) <= 8:
         return ctx.done("格式：取消兑换 取货码 理由\n例如：取消兑换 K7M2QX 物品已损坏")
-    scope = await scope_of(ctx.db, ctx.resident.id)
     try:
-        found = await rw.find_by_code(ctx.db, scope, code)
+        found = await rw.find_by_code(ctx.db, await ctx.actor(), code)
     except pts.PointsRefused as exc:
         return ctx.done(exc.reason)
     if found.redemption.status != rw.RedemptionStatus.RESERVED:
@@ -387,9 +385,8 @@ async def staff_cancel(ctx: Context) -> str:
 async def staff_cancel_reason(ctx: Context) -> str:
     if len(ctx.text.strip()) < 2:
         return ctx.retry("请写明取消原因，如「物品已损坏」。")
-    scope = await scope_of(ctx.db, ctx.resident.id)
     try:
-        found = await rw.find_by_code(ctx.db, scope, ctx.data["code"])
+        found = await rw.find_by_code(ctx.db, await ctx.actor(), ctx.data["code"])
     except pts.PointsRefused as exc:
         return ctx.done(exc.reason)
     return _staff_cancel_question(ctx, found, ctx.text.strip())
@@ -411,11 +408,8 @@ async def staff_cancel_confirm(ctx: Context) -> str:
         return ctx.done("好的，兑换保留。")
     if ctx.text != "1":
         return ctx.retry("请回复 1 确认取消，或 2 不取消。")
-    scope = await scope_of(ctx.db, ctx.resident.id)
     try:
-        done = await rw.cancel_by_code(
-            ctx.db, scope, f"resident:{ctx.resident.id}", ctx.data["code"], ctx.data["reason"], ctx.now
-        )
+        done = await rw.cancel_by_code(ctx.db, await ctx.actor(), ctx.data["code"], ctx.data["reason"], ctx.now)
     except pts.PointsRefused as exc:
         return ctx.done(exc.reason)
     return ctx.done(f"已取消「{done.reward.name}」的兑换，{done.redemption.price} 积分已退回居民，并已通知。")

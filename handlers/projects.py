@@ -29,15 +29,11 @@ from storage.projects import (
     unit_projects,
     updates_of,
 )
-from storage.roles import Role, scope_of
+from storage.roles import Role
 
 router = Router("projects", "服务项目")
 
 SPLIT = re.compile(r"[\s,，、;；]+")
-
-
-def _actor(ctx: Context) -> str:
-    return f"resident:{ctx.resident.id}"
 
 
 async def _units(ctx: Context) -> list[int]:
@@ -120,7 +116,7 @@ async def claim(ctx: Context) -> str:
         return "请在「接单」后附上项目编号，如「接单 12」。回复「可接项目」查看。"
     units = await _units(ctx)
     try:
-        agreement = await claim_project(ctx.db, number, resident_id=ctx.resident.id, unit_id=units[0], now=ctx.now)
+        agreement = await claim_project(ctx.db, number, actor=await ctx.actor(), unit_id=units[0], now=ctx.now)
     except ProjectError as exc:
         return exc.reason
     project = await get_project(ctx.db, number)
@@ -147,7 +143,7 @@ async def progress(ctx: Context) -> str:
     if number is None or not text:
         return "格式：项目进展 编号 内容，如「项目进展 12 已完成材料采购」。"
     try:
-        await post_progress(ctx.db, number, resident_id=ctx.resident.id, text=text, now=ctx.now)
+        await post_progress(ctx.db, number, actor=await ctx.actor(), text=text, now=ctx.now)
     except ProjectError as exc:
         return exc.reason
     return "进展已登记，已推送给反映该问题的居民。"
@@ -159,7 +155,7 @@ async def complete(ctx: Context) -> str:
     if number is None or not text:
         return "格式：项目完成 编号 完成情况，如「项目完成 12 10盏路灯已全部安装」。"
     try:
-        project = await complete_project(ctx.db, number, resident_id=ctx.resident.id, text=text, now=ctx.now)
+        project = await complete_project(ctx.db, number, actor=await ctx.actor(), text=text, now=ctx.now)
     except ProjectError as exc:
         return exc.reason
     return f"项目「{project.title}」已标记完成，相关诉求已办结，居民将对结果进行评价。感谢您的付出！"
@@ -233,8 +229,8 @@ async def confirm(ctx: Context) -> str:
     try:
         project = await create_project(
             ctx.db, community_id=await _staff_community(ctx), title=d["title"], content=d["content"],
-            measures=d["measures"], deadline=dt.date.fromisoformat(d["deadline"]), actor=_actor(ctx), now=ctx.now,
-            scope=await scope_of(ctx.db, ctx.resident.id), need_tickets=d["tickets"], topic_id=d.get("topic"),
+            measures=d["measures"], deadline=dt.date.fromisoformat(d["deadline"]), actor=await ctx.actor(),
+            now=ctx.now, need_tickets=d["tickets"], topic_id=d.get("topic"),
         )
     except ProjectError as exc:
         return ctx.done(f"{exc.reason}\n请回复「新建项目」重新填写。")
@@ -250,8 +246,7 @@ async def publish(ctx: Context) -> str:
     if number is None:
         return "请在「发布项目」后附上项目编号，如「发布项目 12」。"
     try:
-        project, count = await publish_project(ctx.db, number, actor=_actor(ctx), now=ctx.now,
-                                               scope=await scope_of(ctx.db, ctx.resident.id))
+        project, count = await publish_project(ctx.db, number, actor=await ctx.actor(), now=ctx.now)
     except ProjectError as exc:
         return exc.reason
     return f"项目「{project.title}」已发布，已通知{count}人（各单位成员和反映该问题的居民）。"
@@ -263,8 +258,7 @@ async def assign(ctx: Context) -> str:
     if number is None or not code:
         return "格式：指派项目 编号 单位代码，如「指派项目 12 D-JS」。"
     try:
-        agreement = await assign_project(ctx.db, number, code, actor=_actor(ctx), now=ctx.now,
-                                         scope=await scope_of(ctx.db, ctx.resident.id))
+        agreement = await assign_project(ctx.db, number, code, actor=await ctx.actor(), now=ctx.now)
     except ProjectError as exc:
         return exc.reason
     names = await unit_names(ctx.db, [agreement.unit_id])

@@ -25,7 +25,7 @@ from storage.review import (
     tally,
     time_text,
 )
-from storage.roles import Role, scope_of
+from storage.roles import Role
 
 router = Router("review", "项目评议")
 
@@ -139,8 +139,7 @@ async def verify(ctx: Context) -> str:
 
 
 async def _staff_community(ctx: Context) -> int | None:
-    scope = await scope_of(ctx.db, ctx.resident.id)
-    ids = sorted(scope.ids(Role.COMMUNITY_STAFF))
+    ids = sorted((await ctx.actor()).ids(Role.COMMUNITY_STAFF))
     return ids[0] if ids else None
 
 
@@ -184,11 +183,10 @@ def _ask_to_open(ctx: Context, community_id: int, year: int, projects: list, day
 async def confirm_open(ctx: Context) -> str:
     if ctx.text != "1":
         return ctx.retry("请回复 1 确认，或回复「取消」。")
-    scope = await scope_of(ctx.db, ctx.resident.id)
     try:
         view = await open_review(ctx.db, community_id=ctx.data["community"], year=ctx.data["year"],
                                  closes_at=dt.datetime.fromisoformat(ctx.data["closes"]),
-                                 actor=f"resident:{ctx.resident.id}", now=ctx.now, scope=scope)
+                                 actor=await ctx.actor(), now=ctx.now)
     except ReviewError as exc:
         return ctx.done(exc.reason)
     return ctx.done(f"评议已开启（编号{view.review.id}），共{len(view.projects)}个项目，已通知本社区居民。"
@@ -218,12 +216,10 @@ async def confirm_close(ctx: Context, confirmed: bool) -> str:
 
 
 async def _close(ctx: Context, review_id: int, *, early: bool) -> str:
-    scope = await scope_of(ctx.db, ctx.resident.id)
     before = await review_view(ctx.db, review_id)
     already = before.review.status == ReviewStatus.CLOSED
     try:
-        rows = await close_review(ctx.db, review_id, actor=f"resident:{ctx.resident.id}", now=ctx.now,
-                                  scope=scope, early=early)
+        rows = await close_review(ctx.db, review_id, actor=await ctx.actor(), now=ctx.now, early=early)
     except ReviewError as exc:
         return exc.reason
     view = await review_view(ctx.db, review_id)

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from handlers.framework import Context, Router
 from handlers.steps import pick_subitem
+from storage.actor import Actor
 from storage.clock import local
 from storage.needs import (
     Need,
@@ -38,13 +39,15 @@ from storage.needs import (
     reclassify_need,
     reject_need,
     resolve_need,
+    reveal_phone,
     summary_line,
     timeline,
     triage_need,
 )
 from storage.org import district_departments
+from storage.policy import Can, allows
 from storage.residents import mask_phone
-from storage.roles import Role, scope_of
+from storage.roles import Role
 from storage.taxonomy import Tier, load_taxonomy
 
 router = Router("staff", "诉求分流")
@@ -80,6 +83,8 @@ async def staff_detail(ctx: Context, need: Need) -> str:
         f"联系人：{need.contact_name or '未留名'} {mask_phone(need.contact_phone)}",
         f"反映人数：{need.supporters}",
     ]
+    if need.contact_phone and allows(await ctx.actor(), Can.SEE_PHONE, need):
+        lines.append(f"完整号码：回复「号码 {need.ticket}」")
     if need.rating_comment and need.state in (NeedStatus.REOPENED, NeedStatus.SUPERVISED):
         lines.append(f"居民意见：{need.rating}（{need.rating_comment}）")
     if need.assignee_id:
@@ -112,9 +117,8 @@ def _line(ctx: Context, n: int, need: Need) -> str:
 
 @router.command("待分流", roles=MANAGERS, args=True)
 async def inbox(ctx: Context) -> str:
-    scope = await scope_of(ctx.db, ctx.resident.id)
     page_no = int(ctx.args) if ctx.args.isdigit() else 1
-    communities = None if scope.is_admin else scope.ids(Role.COMMUNITY_STAFF)
+    communities = (await ctx.actor()).communities
     page = await list_needs(ctx.db, statuses=NEW_STATUSES, community_ids=communities, page=page_no, size=PAGE)
     if not page.total:
         return ctx.done("暂无待分流的诉求。")
@@ -148,7 +152,7 @@ async def _ask_tier(ctx: Context, need: Need) -> str:
 async def tier_step(ctx: Context) -> str:
     ticket = ctx.data["ticket"]
     if ctx.text in ("1", "3"):
-        return await _do(ctx, triage_need(ctx.db, ctx.resident.id, ticket, "A" if ctx.text == "1" else "C", ctx.now))
+        return await _do(ctx, triage_need(ctx.db, await ctx.actor(), ticket, "A" if ctx.text == "1" else "C", ctx.now))
     if ctx.text == "2":
         return ctx.ask("请回复办结期限（月-日，如 12-10），或回复「默认」（7个工作日）：", router.step("deadline"))
     if ctx.text == "4":
@@ -175,7 +179,7 @@ async def deadline_step(ctx: Context) -> str:
             return ctx.retry(exc.reason)
     reason = " ".join(ctx.text.split()[1:]) or None
     try:
-        need = await triage_need(ctx.db, ctx.resident.id, ctx.data["ticket"], "B", ctx.now, deadline, reason)
+        need = await triage_need(ctx.db, await ctx.actor(), ctx.data["ticket"], "B", ctx.now, deadline, reason)
     except NeedError as exc:
         return ctx.retry(exc.reason + "\n（格式：月-日 延期理由）")
     return ctx.done(_triaged_reply(need))
@@ -186,13 +190,13 @@ async def department_step(ctx: Context) -> str:
     code = ctx.data.get("depts", {}).get(ctx.text)
     if code is None:
         return ctx.retry("请回复列表中的序号。")
-    return await _do(ctx, escalate_need(ctx.db, ctx.resident.id, ctx.data["ticket"], code, ctx.now))
+    return await _do(ctx, escalate_need(ctx.db, await ctx.actor(), ctx.data["ticket"], code, ctx.now))
 
 
 @router.state("reason", roles=MANAGERS)
 async def reason_step(ctx: Context) -> str:
     try:
-        need = await reject_need(ctx.db, ctx.resident.id, ctx.data["ticket"], ctx.text, ctx.now)
+        need = await reject_need(ctx.db, await ctx.actor(), ctx.data["ticket"], ctx.text, ctx.now)
     except NeedError as exc:
         return ctx.retry(exc.reason)
     return ctx.done(f"已驳回 {need.ticket}，理由已告知居民。")
@@ -232,7 +236,7 @@ async def _start_guided(ctx: Context, ticket: str, action: str, from_triage: boo
     need = await find_need(ctx.db, ticket)
     if need is None:
         return ctx.done(f"没有找到编号为 {normalise_ticket(ticket) or ticket} 的诉求，请核对编号。")
-    refusal = management_refusal(await scope_of(ctx.db, ctx.resident.id), need, action)
+    refusal = management_refusal(await ctx.actor(), need, action)
     if refusal is not None:
         return ctx.retry(refusal) if from_triage else ctx.done(refusal)
     if action == "reclassify":
@@ -245,7 +249,7 @@ async def _start_guided(ctx: Context, ticket: str, action: str, from_triage: boo
 async def _still_allowed(ctx: Context, ticket: str, action: str, reason: str) -> str:
     """After a refusal mid-flow: re-ask if the need may still take the action, else leave with the reason."""
     need = await find_need(ctx.db, ticket)
-    if need is None or management_refusal(await scope_of(ctx.db, ctx.resident.id), need, action):
+    if need is None or management_refusal(await ctx.actor(), need, action):
         return ctx.done(reason)
     return ctx.retry(reason)
 
@@ -265,7 +269,7 @@ async def re_item_picked(ctx: Context, code: str) -> str:
     if current is not None and current.item_code == item.code:
         return ctx.retry(f"{ticket} 已经是「{item.name}」，请选其他子项，或回复「取消」。")
     try:
-        need = await reclassify_need(ctx.db, ctx.resident.id, ticket, item.code, ctx.now)
+        need = await reclassify_need(ctx.db, await ctx.actor(), ticket, item.code, ctx.now)
     except NeedError as exc:
         return ctx.done(exc.reason)
     done = f"已将 {need.ticket} 改为「{item.category} · {item.name}」。"
@@ -295,7 +299,7 @@ async def assignee_step(ctx: Context) -> str:
     if person_id is None and ((ctx.text.isdigit() and len(ctx.text) < 11) or not ctx.text.strip()):
         return ctx.retry("请回复列表中的序号，或对方的手机号、姓名。")
     try:
-        need, person = await assign_need(ctx.db, ctx.resident.id, ticket, ctx.text, ctx.now, person_id=person_id)
+        need, person = await assign_need(ctx.db, await ctx.actor(), ticket, ctx.text, ctx.now, person_id=person_id)
     except NeedError as exc:
         return await _still_allowed(ctx, ticket, "assign", exc.reason)
     return ctx.done(f"已指派 {need.ticket} 给 {person.name or '未留名'}（{mask_phone(person.phone)}），已通知对方。")
@@ -344,7 +348,7 @@ async def merge_confirm_step(ctx: Context) -> str:
     if ctx.text != "1":
         return ctx.retry("请回复 1 确认合并，或 2 不合并。")
     try:
-        need = await merge_need(ctx.db, ctx.resident.id, ctx.data["ticket"], ctx.data["target"], ctx.now)
+        need = await merge_need(ctx.db, await ctx.actor(), ctx.data["ticket"], ctx.data["target"], ctx.now)
     except NeedError as exc:
         return ctx.done(exc.reason)
     return ctx.done(f"已将 {need.ticket} 合并到 {ctx.data['target']}，其关注居民会一并收到后续进展。")
@@ -363,13 +367,13 @@ def _split(ctx: Context, usage: str, parts: int) -> list[str]:
 async def _one_line(
     ctx: Context,
     usage: str,
-    act: Callable[[str, str], Awaitable[Need]],
+    act: Callable[[Actor, str, str], Awaitable[Need]],
     reply: Callable[[Need, str], str],
 ) -> str:
     """A one-line form `<命令> <编号> <内容>`: run the storage operation, answer with its result or its reason."""
     try:
         ticket, rest = _split(ctx, usage, 2)
-        need = await act(ticket, rest)
+        need = await act(await ctx.actor(), ticket, rest)
     except NeedError as exc:
         return exc.reason
     return reply(need, rest)
@@ -384,7 +388,7 @@ async def triage_line(ctx: Context) -> str:
         tier = pieces[0]
         deadline = parse_deadline(pieces[1], ctx.now) if len(pieces) > 1 else None
         reason = pieces[2] if len(pieces) > 2 else None
-        need = await triage_need(ctx.db, ctx.resident.id, ticket, tier, ctx.now, deadline, reason)
+        need = await triage_need(ctx.db, await ctx.actor(), ticket, tier, ctx.now, deadline, reason)
     except NeedError as exc:
         return exc.reason
     return _triaged_reply(need)
@@ -396,7 +400,7 @@ async def reclassify_line(ctx: Context) -> str:
         return await _start_guided(ctx, ctx.args, "reclassify")
     return await _one_line(
         ctx, "改类 <编号> <子项代码，如 JZ-05>（只写编号可逐步选择）",
-        lambda ticket, code: reclassify_need(ctx.db, ctx.resident.id, ticket, code, ctx.now),
+        lambda actor, ticket, code: reclassify_need(ctx.db, actor, ticket, code, ctx.now),
         lambda need, _code: f"已将 {need.ticket} 改为 {load_taxonomy().item(need.item_code).label}。",
     )
 
@@ -409,7 +413,7 @@ async def assign_line(ctx: Context) -> str:
         ticket, who = _split(ctx, "指派 <编号> <手机号或姓名>（只写编号可从名单选择）", 2)
     except NeedError as exc:
         return exc.reason
-    return await _do(ctx, assign_need(ctx.db, ctx.resident.id, ticket, who, ctx.now))
+    return await _do(ctx, assign_need(ctx.db, await ctx.actor(), ticket, who, ctx.now))
 
 
 @router.command("上报区级", roles=MANAGERS, args=True, everywhere=True)
@@ -418,7 +422,7 @@ async def escalate_line(ctx: Context) -> str:
         ticket, code = _split(ctx, "上报区级 <编号> <部门代码>", 2)
     except NeedError as exc:
         return exc.reason
-    return await _do(ctx, escalate_need(ctx.db, ctx.resident.id, ticket, code, ctx.now))
+    return await _do(ctx, escalate_need(ctx.db, await ctx.actor(), ticket, code, ctx.now))
 
 
 @router.command("合并", roles=MANAGERS, args=True, everywhere=True)
@@ -427,7 +431,7 @@ async def merge_line(ctx: Context) -> str:
         return await _start_guided(ctx, ctx.args, "merge")
     return await _one_line(
         ctx, "合并 <编号> <目标编号>（只写编号可从同类诉求中选）",
-        lambda ticket, target: merge_need(ctx.db, ctx.resident.id, ticket, target, ctx.now),
+        lambda actor, ticket, target: merge_need(ctx.db, actor, ticket, target, ctx.now),
         lambda need, target: f"已将 {need.ticket} 合并到 {target}，其关注居民会一并收到后续进展。",
     )
 
@@ -436,7 +440,7 @@ async def merge_line(ctx: Context) -> str:
 async def reject_line(ctx: Context) -> str:
     return await _one_line(
         ctx, "驳回 <编号> <理由>",
-        lambda ticket, reason: reject_need(ctx.db, ctx.resident.id, ticket, reason, ctx.now),
+        lambda actor, ticket, reason: reject_need(ctx.db, actor, ticket, reason, ctx.now),
         lambda need, _reason: f"已驳回 {need.ticket}，理由已告知居民。",
     )
 
@@ -445,25 +449,37 @@ async def reject_line(ctx: Context) -> str:
 async def progress_line(ctx: Context) -> str:
     return await _one_line(
         ctx, "进展 <编号> <进展内容>",
-        lambda ticket, note: post_progress(ctx.db, ctx.resident.id, ticket, note, ctx.now),
+        lambda actor, ticket, note: post_progress(ctx.db, actor, ticket, note, ctx.now),
         lambda need, _note: f"已登记 {need.ticket} 的进展，已通知关注的居民。",
     )
+
+
+@router.command("号码", "电话", roles=HANDLERS, args=True, everywhere=True)
+async def phone_line(ctx: Context) -> str:
+    """The reporter's full number, to call them back; every reveal is audited."""
+    if not ctx.args:
+        return "格式：号码 <编号>，例如：号码 20261127-0001"
+    try:
+        need, phone = await reveal_phone(ctx.db, await ctx.actor(), ctx.args.split()[0], ctx.now)
+    except NeedError as exc:
+        return exc.reason
+    return f"诉求 {need.ticket} 联系人：{need.contact_name or '未留名'} {phone}\n（仅供回访联系，本次查看已记录）"
 
 
 @router.command("办结", roles=HANDLERS, args=True, everywhere=True)
 async def resolve_line(ctx: Context) -> str:
     return await _one_line(
         ctx, "办结 <编号> <办理结果>",
-        lambda ticket, note: resolve_need(ctx.db, ctx.resident.id, ticket, note, ctx.now),
+        lambda actor, ticket, note: resolve_need(ctx.db, actor, ticket, note, ctx.now),
         lambda need, _note: f"已办结 {need.ticket}，已请居民评价。",
     )
 
 
 @router.command("区级待办", roles=(Role.DISTRICT_STAFF,), args=True)
 async def department_inbox(ctx: Context) -> str:
-    scope = await scope_of(ctx.db, ctx.resident.id)
+    actor = await ctx.actor()
     page_no = int(ctx.args) if ctx.args.isdigit() else 1
-    page = await list_needs(ctx.db, statuses=DEPT_STATUSES, department_ids=scope.ids(Role.DISTRICT_STAFF),
+    page = await list_needs(ctx.db, statuses=DEPT_STATUSES, department_ids=actor.ids(Role.DISTRICT_STAFF),
                             page=page_no, size=PAGE)
     if not page.total:
         return "暂无上报到本部门的待办诉求。"

@@ -14,6 +14,7 @@ from sqlalchemy import UniqueConstraint, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, col, select
 
+from storage.actor import Actor
 from storage.clock import local
 from storage.db import Database
 from storage.outbox import NoticeKind, NoticePriority, enqueue
@@ -23,11 +24,11 @@ from storage.points import (
     credit_service,
     current_policy,
     hours_text,
-    manages,
 )
+from storage.policy import Can, allows
 from storage.residents import Resident
 from storage.rewards import new_code, normalise_code
-from storage.roles import Scope, audit_entry
+from storage.roles import audit_entry
 
 MAX_CAPACITY = 500
 CHECK_IN_EARLY = dt.timedelta(hours=1)  # check-in opens an hour before the start
@@ -89,8 +90,7 @@ def when_text(activity: Activity) -> str:
 
 async def publish_activity(
     db: Database,
-    scope: Scope,
-    actor: str,
+    actor: Actor,
     community_id: int,
     *,
     title: str,
@@ -103,7 +103,7 @@ async def publish_activity(
     project_ref: str = "",
     need_id: int | None = None,
 ) -> Activity:
-    if not manages(scope, community_id):
+    if not allows(actor, Can.RUN_COMMUNITY, community_id):
         raise PointsRefused("只能为本社区发布志愿活动。")
     if not title.strip() or not place.strip():
         raise PointsRefused("请填写活动名称和地点。")
@@ -119,13 +119,13 @@ async def publish_activity(
         activity = Activity(
             community_id=community_id, title=title.strip()[:64], place=place.strip()[:64], starts_at=starts_at,
             ends_at=ends_at, capacity=capacity, half_hours=half_hours, project_ref=project_ref[:32],
-            need_id=need_id, checkin_code=new_code(), checkout_code=new_code(), created_by=actor, created_at=now,
+            need_id=need_id, checkin_code=new_code(), checkout_code=new_code(), created_by=actor.name, created_at=now,
         )
         try:
             async with db.write() as s:
                 s.add(activity)
                 await s.flush()
-                s.add(audit_entry(now, actor, "activity.publish", "activity", activity.id, title=activity.title))
+                s.add(audit_entry(now, actor.name, "activity.publish", "activity", activity.id, title=activity.title))
             return activity
         except IntegrityError:  # a code collision: draw new codes
             continue
@@ -407,8 +407,7 @@ class Confirmed:
 
 async def confirm_attendance(
     db: Database,
-    scope: Scope,
-    actor: str,
+    actor: Actor,
     activity_id: int,
     now: dt.datetime,
     *,
@@ -418,7 +417,7 @@ async def confirm_attendance(
     policy = policy or current_policy()
     async with db.write() as s:
         activity = await _lock_activity(s, activity_id)
-        if activity is None or not manages(scope, activity.community_id):
+        if activity is None or not allows(actor, Can.RUN_COMMUNITY, activity.community_id):
             raise PointsRefused("没有找到这个活动（只能确认本社区的活动）。")
         if activity.status != ActivityStatus.OPEN:
             raise PointsRefused("这个活动已取消，不能确认时长。")
@@ -445,13 +444,13 @@ async def confirm_attendance(
                 continue
             credit = await credit_service(
                 s, row.resident_id, activity.half_hours, reason=f"志愿活动「{activity.title}」",
-                reference=f"activity:{activity.id}", actor=actor, now=now, key=f"earn:signup:{row.id}",
+                reference=f"activity:{activity.id}", actor=actor.name, now=now, key=f"earn:signup:{row.id}",
                 policy=policy,
             )
             await s.exec(
                 update(ActivitySignup)
                 .where(ActivitySignup.id == row.id)
-                .values(confirmed_at=now, confirmed_by=actor, points=credit.points)
+                .values(confirmed_at=now, confirmed_by=actor.name, points=credit.points)
             )
             await enqueue(
                 s, NoticeKind.POINTS,
@@ -460,7 +459,8 @@ async def confirm_attendance(
                 [(row.resident_id, f"points:earn:signup:{row.id}")], now,
             )
             credited += 1
-        s.add(audit_entry(now, actor, "activity.confirm", "activity", activity.id, credited=credited, skipped=skipped))
+        s.add(audit_entry(now, actor.name, "activity.confirm", "activity", activity.id, credited=credited,
+                          skipped=skipped))
         return Confirmed(activity, credited, points_each, skipped, already)
 
 
@@ -482,9 +482,9 @@ class Cancelled:
     notified: int  # signed-up and waitlisted residents told
 
 
-async def _cancel_refusal(s, scope: Scope, activity: Activity | None, now: dt.datetime) -> Activity:
+async def _cancel_refusal(s, actor: Actor, activity: Activity | None, now: dt.datetime) -> Activity:
     """The rules for 取消活动, checked by the preview and again under the lock."""
-    if activity is None or not manages(scope, activity.community_id):
+    if activity is None or not allows(actor, Can.RUN_COMMUNITY, activity.community_id):
         raise PointsRefused("没有找到这个活动（只能取消本社区的活动）。")
     if activity.status == ActivityStatus.CANCELLED:
         raise PointsRefused(f"「{activity.title}」已经取消过了。")
@@ -511,16 +511,16 @@ async def _counts(s, activity_id: int) -> dict[str, int]:
     return {status: int(n) for status, n in rows.all()}
 
 
-async def cancel_preview(db: Database, scope: Scope, activity_id: int, now: dt.datetime) -> CancelPreview:
+async def cancel_preview(db: Database, actor: Actor, activity_id: int, now: dt.datetime) -> CancelPreview:
     """What 取消活动 would do (who will be told); refuses exactly as `cancel_activity` would."""
     async with db.read() as s:
-        activity = await _cancel_refusal(s, scope, await s.get(Activity, activity_id), now)
+        activity = await _cancel_refusal(s, actor, await s.get(Activity, activity_id), now)
         counts = await _counts(s, activity_id)
     return CancelPreview(activity, counts.get(SignupStatus.SIGNED, 0), counts.get(SignupStatus.WAITLIST, 0))
 
 
 async def cancel_activity(
-    db: Database, scope: Scope, actor: str, activity_id: int, reason: str, now: dt.datetime
+    db: Database, actor: Actor, activity_id: int, reason: str, now: dt.datetime
 ) -> Cancelled:
     """取消活动: community staff (or an admin) call off an activity before it starts, with a reason.
 
@@ -531,7 +531,7 @@ async def cancel_activity(
     if len(reason) < 2:
         raise PointsRefused("请写明取消的原因（会告知报名的居民）。")
     async with db.write() as s:
-        activity = await _cancel_refusal(s, scope, await _lock_activity(s, activity_id), now)
+        activity = await _cancel_refusal(s, actor, await _lock_activity(s, activity_id), now)
         done = await s.exec(
             update(Activity)
             .where(Activity.id == activity_id, Activity.status == ActivityStatus.OPEN)
@@ -568,5 +568,6 @@ async def cancel_activity(
             if len(batch) < CANCEL_BATCH:
                 break
             last_id = batch[-1][0]
-        s.add(audit_entry(now, actor, "activity.cancel", "activity", activity_id, reason=reason, notified=notified))
+        s.add(audit_entry(now, actor.name, "activity.cancel", "activity", activity_id, reason=reason,
+                          notified=notified))
         return Cancelled(activity, notified)

@@ -23,14 +23,16 @@ from sqlalchemy import Index, func, update
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.actor import Actor
 from storage.audiences import AudienceKind, audience_residents, upcoming_sessions_for
 from storage.clock import DEFAULT_QUIET, QuietHours  # noqa: F401  (handlers and jobs name them from here)
 from storage.consultation_tables import ConsultationSession
 from storage.db import Database
 from storage.org import Building, Community, Grid, Street
 from storage.outbox import NoticeKind, NoticePriority, OutboxMessage, OutboxStatus, enqueue
+from storage.policy import Can, allows
 from storage.residents import Resident
-from storage.roles import Role, Scope, audit_entry
+from storage.roles import Role, audit_entry
 
 BATCH_SIZE = 500  # outbox rows written per transaction
 BATCHES_PER_RUN = 20  # a job run writes at most this many batches (10,000 rows) before yielding
@@ -121,16 +123,16 @@ async def count_audience(db: Database, kind: str, ids: list[int]) -> int:
         return int((await s.exec(select(func.count()).select_from(sub))).one())
 
 
-async def audience_choices(db: Database, scope: Scope, community_id: int | None = None,
+async def audience_choices(db: Database, actor: Actor, community_id: int | None = None,
                            now: dt.datetime | None = None) -> list[Audience]:
     """What this staff member may broadcast to, as numbered choices (bounded: a community's parts; the
     consultation sessions still ahead of `now`, nearest first)."""
     out: list[Audience] = []
     async with db.read() as s:
-        if scope.is_admin or scope.has(Role.DISTRICT_STAFF):
+        if allows(actor, Can.REACH_DISTRICT):
             for street in (await s.exec(select(Street).order_by(Street.id).limit(30))).all():
                 out.append(Audience(AudienceKind.STREET, (street.id,), f"{street.name}全体居民"))
-        communities = sorted(scope.ids(Role.COMMUNITY_STAFF))
+        communities = sorted(actor.ids(Role.COMMUNITY_STAFF))
         for cid in communities[:5]:
             community = await s.get(Community, cid)
             if community is None:
@@ -148,49 +150,44 @@ async def audience_choices(db: Database, scope: Scope, community_id: int | None 
     return out
 
 
-async def _in_scope(s: AsyncSession, scope: Scope, kind: str, ids: list[int]) -> bool:
-    if scope.is_admin or scope.has(Role.DISTRICT_STAFF):
+async def _in_scope(s: AsyncSession, actor: Actor, kind: str, ids: list[int]) -> bool:
+    """Whether the actor may reach this audience (storage.policy): district staff and admins reach everyone; a
+    community's staff reach their community's residents, its grids, buildings and sessions."""
+    if allows(actor, Can.REACH_DISTRICT):
         return True
-    mine = scope.ids(Role.COMMUNITY_STAFF)
-    if not mine or not ids:
+    if not ids:
         return False
     if kind == AudienceKind.COMMUNITY:
-        return set(ids) <= mine
-    if kind == AudienceKind.BUILDINGS:
-        rows = (await s.exec(select(Building.community_id).where(col(Building.id).in_(ids)))).all()
-        return len(rows) == len(set(ids)) and set(rows) <= mine
-    if kind == AudienceKind.GRIDS:
-        rows = (await s.exec(select(Grid.community_id).where(col(Grid.id).in_(ids)))).all()
-        return len(rows) == len(set(ids)) and set(rows) <= mine
-    if kind == AudienceKind.SESSION:
-        rows = (
-            await s.exec(select(ConsultationSession.community_id).where(col(ConsultationSession.id).in_(ids)))
-        ).all()
-        return len(rows) == len(set(ids)) and set(rows) <= mine
-    return False  # streets are for district staff
+        communities = list(ids)
+    elif kind in (AudienceKind.BUILDINGS, AudienceKind.GRIDS, AudienceKind.SESSION):
+        table = {AudienceKind.BUILDINGS: Building, AudienceKind.GRIDS: Grid,
+                 AudienceKind.SESSION: ConsultationSession}[kind]
+        communities = list((await s.exec(select(table.community_id).where(col(table.id).in_(ids)))).all())
+        if len(communities) != len(set(ids)):
+            return False  # some of them do not exist
+    else:
+        return False  # streets are for district staff
+    return all(allows(actor, Can.RUN_COMMUNITY, cid) for cid in set(communities))
 
 
 # ---------------------------------------------------------------- the broadcast's life
 
 
-def _actor(resident_id: int | None) -> str:
-    return f"resident:{resident_id}" if resident_id else "system"
-
-
 async def save_draft(
-    db: Database, author_id: int, scope: Scope, text: str, audience: Audience, now: dt.datetime,
+    db: Database, actor: Actor, text: str, audience: Audience, now: dt.datetime,
     *, urgent: bool = False, draft_id: int | None = None,
 ) -> Broadcast:
-    """Create (or rewrite) a draft with the exact recipient count as of now. Nothing is sent."""
+    """Create (or rewrite) the actor's draft with the exact recipient count as of now. Nothing is sent."""
     text = text.strip()
     if not text:
         raise BroadcastError("通知内容不能为空。")
     if len(text) > MAX_TEXT:
         raise BroadcastError(f"通知内容太长（{len(text)}字），请控制在{MAX_TEXT}字以内。")
-    if not scope.is_staff:
+    if not actor.is_staff:
         raise BroadcastError("只有社区或区级工作人员可以发送广播。")
+    author_id = actor.resident_id
     async with db.write() as s:
-        if not await _in_scope(s, scope, audience.kind, list(audience.ids)):
+        if not await _in_scope(s, actor, audience.kind, list(audience.ids)):
             raise BroadcastError("这个发送对象不在您的管辖范围内。")
         sub = _audience_query(audience.kind, list(audience.ids)).subquery()
         count = int((await s.exec(select(func.count()).select_from(sub))).one())
@@ -206,16 +203,16 @@ async def save_draft(
         return row
 
 
-async def confirm(db: Database, broadcast_id: int, author_id: int, scope: Scope, now: dt.datetime) -> Broadcast:
+async def confirm(db: Database, broadcast_id: int, actor: Actor, now: dt.datetime) -> Broadcast:
     """The author's 确认发送: the draft becomes confirmed (the enqueue job takes it from here). Audited."""
     async with db.write() as s:
         row = await s.get(Broadcast, broadcast_id, with_for_update=True)
-        if row is None or row.author_id != author_id:
+        if row is None or row.author_id != actor.resident_id:
             raise BroadcastError("没有找到这条广播草稿。")
         if row.status != BroadcastStatus.DRAFT:
             raise BroadcastError("这条广播已经确认过了，不会重复发送。")
         ids = _ids(row)
-        if not await _in_scope(s, scope, row.audience_kind, ids):
+        if not await _in_scope(s, actor, row.audience_kind, ids):
             raise BroadcastError("这个发送对象不在您的管辖范围内。")
         sub = _audience_query(row.audience_kind, ids).subquery()
         row.recipient_count = int((await s.exec(select(func.count()).select_from(sub))).one())
@@ -223,7 +220,7 @@ async def confirm(db: Database, broadcast_id: int, author_id: int, scope: Scope,
             raise BroadcastError("发送对象中目前没有已绑定的居民，广播未发送。")
         row.status, row.confirmed_at = BroadcastStatus.CONFIRMED, now
         s.add(row)
-        s.add(audit_entry(now, _actor(author_id), "broadcast.confirm", "broadcast", row.id,
+        s.add(audit_entry(now, actor.name, "broadcast.confirm", "broadcast", row.id,
                           audience=row.audience_label, kind=row.audience_kind, ids=ids,
                           recipients=row.recipient_count, urgent=row.urgent))
         return row
@@ -355,11 +352,12 @@ async def progress(db: Database, broadcast_id: int) -> Progress | None:
     return Progress(row.id, row.status, total, sent, failed, cancelled, pending)
 
 
-async def cancel(db: Database, broadcast_id: int, actor_id: int, scope: Scope, now: dt.datetime) -> Progress:
-    """停止广播: no more rows are written; rows still waiting are marked cancelled (those sent stay sent)."""
+async def cancel(db: Database, broadcast_id: int, actor: Actor, now: dt.datetime) -> Progress:
+    """停止广播 by its author or an admin: no more rows are written; rows still waiting are marked cancelled (those
+    sent stay sent)."""
     async with db.write() as s:
         row = await s.get(Broadcast, broadcast_id, with_for_update=True)
-        if row is None or (row.author_id != actor_id and not scope.is_admin):
+        if row is None or (row.author_id != actor.resident_id and not actor.is_admin):
             raise BroadcastError("没有找到您发起的这条广播。")
         if row.status in (BroadcastStatus.CANCELLED, BroadcastStatus.DONE):
             raise BroadcastError("这条广播已经结束，无法停止。")
@@ -371,7 +369,7 @@ async def cancel(db: Database, broadcast_id: int, actor_id: int, scope: Scope, n
         )
         row.status, row.cancelled_at = BroadcastStatus.CANCELLED, now
         s.add(row)
-        s.add(audit_entry(now, _actor(actor_id), "broadcast.cancel", "broadcast", row.id,
+        s.add(audit_entry(now, actor.name, "broadcast.cancel", "broadcast", row.id,
                           audience=row.audience_label, enqueued=row.enqueued_count, stopped=stopped.rowcount))
     result = await progress(db, broadcast_id)
     assert result is not None

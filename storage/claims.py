@@ -28,9 +28,11 @@ from sqlalchemy import func, text
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.actor import Actor
 from storage.db import Database
 from storage.org import Building, Community
 from storage.outbox import NoticeKind, enqueue
+from storage.policy import Can, allows
 from storage.residents import (
     BindingError,
     BindResult,
@@ -42,7 +44,7 @@ from storage.residents import (
     find_resident,
     mask_phone,
 )
-from storage.roles import audit_entry, communities_staffed, scope_of
+from storage.roles import audit_entry
 
 
 class ClaimStatus(enum.StrEnum):
@@ -87,6 +89,9 @@ class ClaimError(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+NOT_THEIRS = "没有找到这条绑定核实申请（或不在您负责的社区）。"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -294,14 +299,6 @@ async def update_resident_details(
 # Reading
 
 
-async def claim_reach(db: Database, resident_id: int) -> set[int] | None:
-    """The communities whose claims this staff member handles; None for an admin (every community)."""
-    scope = await scope_of(db, resident_id)
-    if scope.is_admin:
-        return None
-    return await communities_staffed(db, resident_id)
-
-
 @dataclass(frozen=True)
 class ClaimView:
     """A claim as staff read it. Phones unmasked: show them only through mask_phone."""
@@ -346,9 +343,13 @@ def _in_reach(query, communities: set[int] | None):
 
 
 async def pending_claims(
-    db: Database, communities: set[int] | None, limit: int = 5, offset: int = 0
+    db: Database, actor: Actor, limit: int = 5, offset: int = 0, *, community_id: int | None = None
 ) -> tuple[list[ClaimView], int]:
-    """A page of the pending claims of these communities (None: all), oldest first, and how many in all."""
+    """A page of the pending claims of the communities the actor runs (or only of `community_id`, if they run
+    it), oldest first, and how many in all."""
+    communities = actor.communities
+    if community_id is not None:
+        communities = {community_id} if allows(actor, Can.RUN_COMMUNITY, community_id) else set()
     if communities is not None and not communities:
         return [], 0
     pending = BindingClaim.status == ClaimStatus.PENDING
@@ -360,12 +361,12 @@ async def pending_claims(
         return await _views(s, rows), int(total)
 
 
-async def claim_view(db: Database, claim_id: int, communities: set[int] | None) -> ClaimView:
-    """One claim of these communities (None: any), in any status; ClaimError when it is not theirs."""
+async def claim_view(db: Database, claim_id: int, actor: Actor) -> ClaimView:
+    """One claim of a community the actor runs, in any status; ClaimError when it is not theirs."""
     async with db.read() as s:
         claim = await s.get(BindingClaim, claim_id)
-        if claim is None or (communities is not None and claim.community_id not in communities):
-            raise ClaimError("没有找到这条绑定核实申请（或不在您负责的社区）。")
+        if claim is None or not allows(actor, Can.RUN_COMMUNITY, claim.community_id):
+            raise ClaimError(NOT_THEIRS)
         return (await _views(s, [claim]))[0]
 
 
@@ -395,15 +396,15 @@ class Decision:
     released: list[Resident]  # accounts that lost the binding (confirm only)
 
 
-async def _pending_claim(session: AsyncSession, claim_id: int, communities: set[int] | None) -> BindingClaim:
+async def _pending_claim(session: AsyncSession, claim_id: int, actor: Actor) -> BindingClaim:
     claim = (
         await session.exec(
             select(BindingClaim).where(BindingClaim.id == claim_id).with_for_update()
             .execution_options(populate_existing=True)
         )
     ).first()
-    if claim is None or (communities is not None and claim.community_id not in communities):
-        raise ClaimError("没有找到这条绑定核实申请（或不在您负责的社区）。")
+    if claim is None or not allows(actor, Can.RUN_COMMUNITY, claim.community_id):
+        raise ClaimError(NOT_THEIRS)
     if claim.status != ClaimStatus.PENDING:
         label = STATUS_LABELS.get(ClaimStatus(claim.status), claim.status)
         raise ClaimError(f"这条申请{label}，无需再处理。")
@@ -430,15 +431,13 @@ REJECTED_TEXT = (
 )
 
 
-async def confirm_claim(
-    db: Database, claim_id: int, communities: set[int] | None, actor: str, now: dt.datetime
-) -> Decision:
+async def confirm_claim(db: Database, claim_id: int, actor: Actor, now: dt.datetime) -> Decision:
     """Staff confirm: the claimant is bound with the claim's details (the roster entry linked to them); every
     other bound account with this phone is unbound; the claimant and those accounts are told; audited."""
     async with db.read() as s:
         first = await s.get(BindingClaim, claim_id)
-    if first is None or (communities is not None and first.community_id not in communities):
-        raise ClaimError("没有找到这条绑定核实申请（或不在您负责的社区）。")
+    if first is None or not allows(actor, Can.RUN_COMMUNITY, first.community_id):
+        raise ClaimError(NOT_THEIRS)
     async with db.write() as s:
         await lock_phone(s, first.phone)  # the phone is fixed for a claim's life
         conflict = await find_conflict(s, first.resident_id, first.phone, first.building_id)
@@ -451,7 +450,7 @@ async def confirm_claim(
             )
         ).all()
         people = {r.id: r for r in locked}
-        claim = await _pending_claim(s, claim_id, communities)
+        claim = await _pending_claim(s, claim_id, actor)
         released = []
         for holder in holders:
             row = people[holder.id]
@@ -473,11 +472,11 @@ async def confirm_claim(
             unlinked = entry.resident_id
             entry.resident_id, entry.linked_at = claimant.id, now
             s.add(entry)
-        claim.status, claim.decided_at, claim.decided_by = ClaimStatus.CONFIRMED, now, actor[:64]
+        claim.status, claim.decided_at, claim.decided_by = ClaimStatus.CONFIRMED, now, actor.name[:64]
         s.add(claim)
         await s.flush()
         phone = mask_phone(claim.phone)
-        s.add(audit_entry(now, actor, "binding_claim.confirm", "binding_claim", claim.id,
+        s.add(audit_entry(now, actor.name, "binding_claim.confirm", "binding_claim", claim.id,
                           claimant=claimant.id, released=[r.id for r in released], roster_unlinked=unlinked,
                           phone=phone))
         place = await _place(s, claim)
@@ -491,15 +490,13 @@ async def confirm_claim(
     return Decision(claim, claimant, released)
 
 
-async def reject_claim(
-    db: Database, claim_id: int, communities: set[int] | None, actor: str, now: dt.datetime
-) -> Decision:
+async def reject_claim(db: Database, claim_id: int, actor: Actor, now: dt.datetime) -> Decision:
     """Staff reject: nothing changes but the claim's status; the claimant is told; audited."""
     async with db.write() as s:
-        claim = await _pending_claim(s, claim_id, communities)
-        claim.status, claim.decided_at, claim.decided_by = ClaimStatus.REJECTED, now, actor[:64]
+        claim = await _pending_claim(s, claim_id, actor)
+        claim.status, claim.decided_at, claim.decided_by = ClaimStatus.REJECTED, now, actor.name[:64]
         s.add(claim)
-        s.add(audit_entry(now, actor, "binding_claim.reject", "binding_claim", claim.id,
+        s.add(audit_entry(now, actor.name, "binding_claim.reject", "binding_claim", claim.id,
                           claimant=claim.resident_id, phone=mask_phone(claim.phone)))
         await enqueue(s, NoticeKind.BINDING, REJECTED_TEXT.format(place=await _place(s, claim)),
                       [(claim.resident_id, f"claim:{claim.id}:rejected")], now)

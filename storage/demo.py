@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from sqlmodel import select
 
 from storage import activities, consultation, points, rewards
+from storage.actor import Actor
 from storage.db import Database
 from storage.imports import ImportReport, import_departments, import_org, import_residents
 from storage.org import Community
 from storage.residents import Resident
-from storage.roles import Role, grant_role, scope_of
+from storage.roles import Role, grant_role
 
 STREETS = {"S01": "向阳街道", "S02": "东山街道"}
 # community code: (name, street code)
@@ -81,7 +82,10 @@ class DemoSummary:
     grants: int = 0
 
 
-async def load_demo(db: Database, now: dt.datetime, actor: str = "cli:demo-data") -> DemoSummary:
+DEMO_OPERATOR = Actor.operator("cli:demo-data")  # who the audit log says loaded the demo
+
+
+async def load_demo(db: Database, now: dt.datetime, actor: Actor = DEMO_OPERATOR) -> DemoSummary:
     summary = DemoSummary()
     for importer, text in ((import_org, org_csv()), (import_departments, departments_csv()),
                            (import_residents, residents_csv())):
@@ -104,7 +108,7 @@ DEMO_REWARDS = [("大米一袋（5斤）", 30, 10), ("理发服务一次", 20, 5
 DEMO_CREDIT_HALF_HOURS = 8  # 陈阿姨's 4 hours of earlier service: 40 points to spend
 
 
-async def _load_community_life(db: Database, ids: dict[str, int], now: dt.datetime, actor: str) -> None:
+async def _load_community_life(db: Database, ids: dict[str, int], now: dt.datetime, actor: Actor) -> None:
     """Consultation sessions for every community (阳光17议 on the 17th), rewards, an activity and some points.
     Each step checks what is there first, so loading twice adds nothing."""
     async with db.read() as s:
@@ -114,21 +118,20 @@ async def _load_community_life(db: Database, ids: dict[str, int], now: dt.dateti
             await consultation.set_defaults(db, communities[code], now, actor)
         await consultation.create_upcoming_sessions_for(db, communities[code], now, months=2)
 
-    staff = await scope_of(db, ids["o_demo_staff_1"])
     home = communities["C01"]
     if not await rewards.catalogue(db, home):
         for name, price, stock in DEMO_REWARDS:
-            await rewards.add_reward(db, staff, actor, home, name, price, stock, now)
+            await rewards.add_reward(db, actor, home, name, price, stock, now)
     if not await activities.upcoming(db, home, None, now):
         start = (now + dt.timedelta(days=2)).replace(hour=9, minute=0, second=0, microsecond=0)
         await activities.publish_activity(
-            db, staff, actor, home, title="敬老院陪伴志愿服务", place="大海阳社区党群服务中心",
+            db, actor, home, title="敬老院陪伴志愿服务", place="大海阳社区党群服务中心",
             starts_at=start, ends_at=start + dt.timedelta(hours=2), capacity=10, half_hours=4, now=now,
         )
     async with db.read() as s:
         resident = (await s.exec(select(Resident).where(Resident.id == ids["o_demo_resident_2"]))).one()
     await points.award_hours(
-        db, staff, actor, resident, DEMO_CREDIT_HALF_HOURS, "演示：此前参加社区志愿服务", now,
+        db, actor, resident, DEMO_CREDIT_HALF_HOURS, "演示：此前参加社区志愿服务", now,
         key="demo:credit:o_demo_resident_2",
     )
 

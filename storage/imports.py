@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from sqlmodel import col, select
 
+from storage.actor import Actor
 from storage.db import Database
 from storage.org import Building, Community, Department, Grid, Street
 from storage.residents import BindingError, Resident, RosterEntry, clean_name, clean_phone, clean_room
@@ -200,7 +201,7 @@ def _check_org_rows(rows: _Rows, report: ImportReport) -> list[_OrgRow]:
     return parsed
 
 
-async def import_org(db: Database, text: str, actor: str, now: dt.datetime) -> ImportReport:
+async def import_org(db: Database, text: str, actor: Actor, now: dt.datetime) -> ImportReport:
     """Import streets, communities, grids and buildings (format in the module docstring)."""
     report = ImportReport("org")
     rows = _Rows(text, ORG_COLUMNS, ("street_code", "street_name", "community_code", "community_name"), report)
@@ -273,7 +274,7 @@ async def import_org(db: Database, text: str, actor: str, now: dt.datetime) -> I
                     )
                     changed |= renamed
             _count(report, created, changed)
-        s.add(audit_entry(now, actor, "import_org", "org", "", rows=report.rows, created=report.created,
+        s.add(audit_entry(now, actor.name, "import_org", "org", "", rows=report.rows, created=report.created,
                           updated=report.updated))
     return report
 
@@ -282,7 +283,7 @@ async def import_org(db: Database, text: str, actor: str, now: dt.datetime) -> I
 # Departments and units
 
 
-async def import_departments(db: Database, text: str, actor: str, now: dt.datetime) -> ImportReport:
+async def import_departments(db: Database, text: str, actor: Actor, now: dt.datetime) -> ImportReport:
     """Import 区直部门 and units (format in the module docstring)."""
     report = ImportReport("departments")
     rows = _Rows(text, DEPARTMENT_COLUMNS, ("department_code", "department_name"), report)
@@ -317,7 +318,7 @@ async def import_departments(db: Database, text: str, actor: str, now: dt.dateti
                 row.name, row.kind = name, kind
                 s.add(row)
                 _count(report, False, changed)
-        s.add(audit_entry(now, actor, "import_departments", "department", "", rows=report.rows,
+        s.add(audit_entry(now, actor.name, "import_departments", "department", "", rows=report.rows,
                           created=report.created, updated=report.updated))
     return report
 
@@ -336,7 +337,7 @@ class _ResidentRow:
     room: str
 
 
-async def import_residents(db: Database, text: str, actor: str, now: dt.datetime) -> ImportReport:
+async def import_residents(db: Database, text: str, actor: Actor, now: dt.datetime) -> ImportReport:
     """Import residents onto the roster, binding those with an openid (format in the module docstring)."""
     report = ImportReport("residents")
     rows = _Rows(text, RESIDENT_COLUMNS, ("name", "phone", "building_code", "room"), report)
@@ -418,7 +419,7 @@ async def import_residents(db: Database, text: str, actor: str, now: dt.datetime
                     entry.resident_id, entry.linked_at = person.id, now
             s.add(entry)
             _count(report, created, changed and not created)
-        s.add(audit_entry(now, actor, "import_residents", "resident", "", rows=report.rows,
+        s.add(audit_entry(now, actor.name, "import_residents", "resident", "", rows=report.rows,
                           created=report.created, updated=report.updated))
     return report
 

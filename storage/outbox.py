@@ -30,9 +30,11 @@ from sqlalchemy import Index, event, func, update
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.actor import Actor
 from storage.clock import QuietHours
 from storage.db import Database, insert_for
 from storage.kv import KeyValueStore
+from storage.policy import Can, allows
 from storage.residents import Resident
 from storage.roles import audit_entry
 from storage.settings import current_settings
@@ -551,14 +553,13 @@ def _review_query(query, community_ids: Iterable[int] | None):
 
 
 async def review_page(
-    db: Database, community_ids: Iterable[int] | None, limit: int = 5, offset: int = 0
+    db: Database, actor: Actor, limit: int = 5, offset: int = 0
 ) -> tuple[list[ReviewItem], int]:
-    """A page of the failed and unknown rows of residents of these communities (None: all), newest first,
-    and how many there are in all. An empty set of communities sees nothing."""
-    if community_ids is not None:
-        community_ids = set(community_ids)
-        if not community_ids:
-            return [], 0
+    """A page of the failed and unknown rows of residents of the communities the actor runs (an admin: all),
+    newest first, and how many there are in all. Someone who runs no community sees nothing."""
+    community_ids = actor.communities
+    if community_ids is not None and not community_ids:
+        return [], 0
     limit = max(1, min(limit, REVIEW_PAGE_MAX))
     async with db.read() as session:
         total = (await session.exec(_review_query(select(func.count()).select_from(OutboxMessage),
@@ -570,9 +571,10 @@ async def review_page(
     return [ReviewItem(message, name, phone, community) for message, name, phone, community in rows], int(total)
 
 
-async def review_item(db: Database, message_id: int, community_ids: Iterable[int] | None) -> ReviewItem | None:
-    """One row still waiting for a decision, if its resident is in these communities (None: any)."""
-    if community_ids is not None and not set(community_ids):
+async def review_item(db: Database, message_id: int, actor: Actor) -> ReviewItem | None:
+    """One row still waiting for a decision, if its resident is in a community the actor runs."""
+    community_ids = actor.communities
+    if community_ids is not None and not community_ids:
         return None
     query = _review_query(select(OutboxMessage, Resident.name, Resident.phone, Resident.community_id),
                           community_ids).where(OutboxMessage.id == message_id)
@@ -582,8 +584,8 @@ async def review_item(db: Database, message_id: int, community_ids: Iterable[int
 
 
 async def _decide(
-    db: Database, message_id: int, community_ids: Iterable[int] | None, actor: str, now: dt.datetime,
-    action: str, values: dict[str, Any], wake: bool = False,
+    db: Database, message_id: int, actor: Actor, now: dt.datetime, action: str, values: dict[str, Any],
+    wake: bool = False,
 ) -> OutboxMessage:
 
     async with db.write() as session:
@@ -591,7 +593,7 @@ async def _decide(
         if row is None:
             raise OutboxReviewError("没有找到这条消息。")
         resident = await session.get(Resident, row.resident_id)
-        if community_ids is not None and (resident is None or resident.community_id not in set(community_ids)):
+        if not allows(actor, Can.RUN_COMMUNITY, resident.community_id if resident is not None else None):
             raise OutboxReviewError("这条消息的收件人不在您负责的社区。")
         if row.status not in NEEDS_REVIEW:
             raise OutboxReviewError("这条消息已经处理过了。")
@@ -603,7 +605,7 @@ async def _decide(
         )
         if not result.rowcount:
             raise OutboxReviewError("这条消息已经处理过了。")
-        session.add(audit_entry(now, actor, action, "outbox", message_id, resident_id=row.resident_id,
+        session.add(audit_entry(now, actor.name, action, "outbox", message_id, resident_id=row.resident_id,
                                 kind=row.kind, **previous))
         if wake:
             _wake_after_commit(session)
@@ -611,24 +613,20 @@ async def _decide(
         return row
 
 
-async def resend(
-    db: Database, message_id: int, community_ids: Iterable[int] | None, actor: str, now: dt.datetime
-) -> OutboxMessage:
+async def resend(db: Database, message_id: int, actor: Actor, now: dt.datetime) -> OutboxMessage:
     """Staff judge a failed or unknown row undelivered: back to pending, due now, attempts 0, so the sender sends
-    it once more (audit `outbox.resend`). `community_ids` None: any community (an admin, the command line)."""
+    it once more (audit `outbox.resend`). Staff of the resident's community, an admin or the command line."""
     return await _decide(
-        db, message_id, community_ids, actor, now, "outbox.resend",
+        db, message_id, actor, now, "outbox.resend",
         dict(status=OutboxStatus.PENDING, attempts=0, next_attempt_at=now, last_error=None, claimed_by=None,
              channel=None, sent_at=None),
         wake=True,
     )
 
 
-async def give_up(
-    db: Database, message_id: int, community_ids: Iterable[int] | None, actor: str, now: dt.datetime
-) -> OutboxMessage:
+async def give_up(db: Database, message_id: int, actor: Actor, now: dt.datetime) -> OutboxMessage:
     """Staff have dealt with a failed or unknown row another way: it leaves the review list (status cancelled,
-    last_error kept), audit `outbox.review`. `community_ids` None: any community (an admin, the command line)."""
-    return await _decide(db, message_id, community_ids, actor, now, "outbox.review",
+    last_error kept), audit `outbox.review`. Staff of the resident's community, an admin or the command line."""
+    return await _decide(db, message_id, actor, now, "outbox.review",
                          dict(status=OutboxStatus.CANCELLED, claimed_by=None))
 

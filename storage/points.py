@@ -27,11 +27,13 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.actor import Actor
 from storage.clock import local
 from storage.db import Database
 from storage.outbox import NoticeKind, enqueue
+from storage.policy import Can, allows
 from storage.residents import Resident
-from storage.roles import Role, Scope, audit_entry
+from storage.roles import audit_entry
 from storage.settings import PointsPolicy, current_settings
 
 
@@ -206,11 +208,6 @@ async def entry_by_key(session: AsyncSession, key: str) -> PointsEntry | None:
     return (await session.exec(select(PointsEntry).where(PointsEntry.key == key))).first()
 
 
-def manages(scope: Scope, community_id: int | None) -> bool:
-    """Community staff act on their own community's points; admins on every community."""
-    return scope.is_admin or (community_id is not None and community_id in scope.ids(Role.COMMUNITY_STAFF))
-
-
 def hours_text(half_hours: int) -> str:
     return f"{half_hours // 2}" if half_hours % 2 == 0 else f"{half_hours / 2:.1f}"
 
@@ -263,8 +260,7 @@ async def credit_service(
 
 async def award_hours(
     db: Database,
-    scope: Scope,
-    actor: str,
+    actor: Actor,
     resident: Resident,
     half_hours: int,
     reason: str,
@@ -276,7 +272,7 @@ async def award_hours(
     """补录积分: staff credit service done outside an activity, with a reason; audited; the resident is told."""
     policy = policy or current_policy()
     reason = reason.strip()
-    if not manages(scope, resident.community_id):
+    if not allows(actor, Can.RUN_COMMUNITY, resident.community_id):
         raise PointsRefused("只能为本社区的居民补录积分。")
     if len(reason) < 2:
         raise PointsRefused("请写明补录的理由（例如：协助独居老人就医）。")
@@ -284,11 +280,11 @@ async def award_hours(
         raise PointsRefused("一次补录的时长须在 0.5 到 24 小时之间。")
     async with db.write() as s:
         credit = await credit_service(
-            s, resident.id, half_hours, reason=f"补录：{reason}", reference=f"staff:{actor}", actor=actor, now=now,
-            key=key, policy=policy,
+            s, resident.id, half_hours, reason=f"补录：{reason}", reference=f"staff:{actor.name}", actor=actor.name,
+            now=now, key=key, policy=policy,
         )
         if not credit.repeated:
-            s.add(audit_entry(now, actor, "points.award", "resident", resident.id, half_hours=half_hours,
+            s.add(audit_entry(now, actor.name, "points.award", "resident", resident.id, half_hours=half_hours,
                               points=credit.points, reason=reason))
             await enqueue(
                 s, NoticeKind.POINTS, f"社区为您补录了 {hours_text(half_hours)} 小时志愿服务，"
@@ -297,9 +293,7 @@ async def award_hours(
     return credit
 
 
-async def reverse_entry(
-    db: Database, scope: Scope, actor: str, entry_id: int, reason: str, now: dt.datetime
-) -> PointsEntry:
+async def reverse_entry(db: Database, actor: Actor, entry_id: int, reason: str, now: dt.datetime) -> PointsEntry:
     """A correction: a new ADJUST entry that cancels an earlier one (never an edit). Refuses twice."""
     async with db.write() as s:
         entry = await s.get(PointsEntry, entry_id)
@@ -309,16 +303,16 @@ async def reverse_entry(
             await s.exec(select(PointsAccount).where(PointsAccount.id == entry.account_id).with_for_update())
         ).one()
         community = await _account_community(s, account)
-        if not manages(scope, community):
+        if not allows(actor, Can.RUN_COMMUNITY, community):
             raise PointsRefused("只能更正本社区的积分记录。")
         if await entry_by_key(s, f"reverse:{entry.id}") is not None:
             raise PointsRefused("这条记录已经更正过了。")
         reversal = await post_entry(
             s, account, PointsKind.ADJUST, -entry.amount, reason=f"更正：{reason}"[:128],
-            reference=f"entry:{entry.id}", actor=actor, now=now, key=f"reverse:{entry.id}",
+            reference=f"entry:{entry.id}", actor=actor.name, now=now, key=f"reverse:{entry.id}",
             half_hours=-entry.half_hours,
         )
-        s.add(audit_entry(now, actor, "points.reverse", "points_entry", entry.id, reason=reason))
+        s.add(audit_entry(now, actor.name, "points.reverse", "points_entry", entry.id, reason=reason))
     return reversal
 
 

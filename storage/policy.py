@@ -8,6 +8,7 @@ no import of the tables it guards:
     need      community_id, grid_id, building_id, department_id, assignee_id, ticket
     building  id, grid_id, community_id, name
     community an id (int)
+    unit      an id (int) or None (a project's unit)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Can(enum.StrEnum):
     HANDLE_NEED = "need.handle"  # post progress, resolve
     SEE_NEED = "need.see"  # the staff view of a need
     SEE_PHONE = "need.see_phone"  # the reporter's full phone number (every reveal audited)
+    ACT_FOR_UNIT = "unit.act_for"  # claim a project for a unit, report its progress and completion
 
 
 def runs_community(actor: Actor, community_id: int | None) -> bool:
@@ -88,6 +90,11 @@ RULES: dict[Can, Rule] = {
         "能办理的人；所在楼栋的楼片长、所在网格的网格员", _sees, "诉求 {t.ticket} 不在您负责的范围内。"
     ),
     Can.SEE_PHONE: Rule("能办理的人（每次查看都记入审计）", _handles, "您无权查看诉求 {t.ticket} 的联系电话。"),
+    Can.ACT_FOR_UNIT: Rule(
+        "该单位的单位成员",
+        lambda a, t: a.trusted or (t is not None and t in a.ids(Role.UNIT_MEMBER)),
+        "您不是该单位的成员。",
+    ),
 }
 
 

@@ -18,11 +18,13 @@ from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage import consultation, needs
+from storage.actor import Actor
 from storage.clock import local
 from storage.db import Database
 from storage.org import Community, Department
 from storage.outbox import NoticeKind, enqueue
-from storage.roles import Role, RoleGrant, Scope, audit_entry
+from storage.policy import Can, allows
+from storage.roles import Role, RoleGrant, audit_entry
 
 
 class ProjectStatus:
@@ -107,6 +109,10 @@ class ProjectUpdate(SQLModel, table=True):
     at: dt.datetime
 
 
+NOT_IN_REACH = "没有找到这个项目，或不在您的管辖范围。"
+NOT_OUR_UNITS = "没有找到您单位承接的这个项目。"
+
+
 class ProjectError(Exception):
     """A refusal with a reason a resident or staff member can read."""
 
@@ -117,11 +123,6 @@ class ProjectError(Exception):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Shared helpers (also used by storage/review.py and storage/survey.py)
-
-
-def can_manage_community(scope: Scope | None, community_id: int) -> bool:
-    """Community staff of that community, or an admin. `None` is a trusted caller (the CLI)."""
-    return scope is None or scope.is_admin or community_id in scope.ids(Role.COMMUNITY_STAFF)
 
 
 async def staff_resident_ids(session: AsyncSession, community_id: int) -> list[int]:
@@ -178,7 +179,7 @@ async def need_follower_ids(session: AsyncSession, need_ids: Sequence[int]) -> l
     return sorted(set((await session.exec(query)).all()))
 
 
-async def _resolve_needs(session: AsyncSession, need_ids: Sequence[int], actor: str, note: str, now: dt.datetime):
+async def _resolve_needs(session: AsyncSession, need_ids: Sequence[int], actor: Actor, note: str, now: dt.datetime):
     for need_id in need_ids:
         await needs.resolve_from_project(session, need_id, actor, note, now)
 
@@ -299,15 +300,14 @@ async def create_project(
     content: str,
     measures: str,
     deadline: dt.date,
-    actor: str,
+    actor: Actor,
     now: dt.datetime,
-    scope: Scope | None = None,
     need_tickets: Sequence[str] = (),
     topic_id: int | None = None,
 ) -> Project:
     """A draft project from needs of the community and/or an accepted consultation topic."""
     title, content, measures = title.strip(), content.strip(), measures.strip()
-    if not can_manage_community(scope, community_id):
+    if not allows(actor, Can.RUN_COMMUNITY, community_id):
         raise ProjectError("只能为本社区创建服务项目。")
     if not title or len(title) > 64:
         raise ProjectError("项目名称需在1到64个字之间。")
@@ -336,26 +336,25 @@ async def create_project(
             measures=measures,
             deadline=deadline,
             topic_id=topic_id,
-            created_by=actor,
+            created_by=actor.name,
             created_at=now,
         )
         s.add(project)
         await s.flush()
         for need_id in need_ids:
             s.add(ProjectNeed(project_id=project.id, need_id=need_id))
-        s.add(audit_entry(now, actor, "project.create", "project", project.id, title=title, needs=need_ids,
+        s.add(audit_entry(now, actor.name, "project.create", "project", project.id, title=title, needs=need_ids,
                           topic=topic_id))
     return project
 
 
-async def publish_project(db: Database, project_id: int, *, actor: str, now: dt.datetime,
-                          scope: Scope | None = None) -> tuple[Project, int]:
+async def publish_project(db: Database, project_id: int, *, actor: Actor, now: dt.datetime) -> tuple[Project, int]:
     """Draft → published. Tells every unit member and the residents whose needs it answers. Returns (project,
     number of notices)."""
     async with db.write() as s:
         project = await s.get(Project, project_id, with_for_update=True)
-        if project is None or not can_manage_community(scope, project.community_id):
-            raise ProjectError("没有找到这个项目，或不在您的管辖范围。")
+        if project is None or not allows(actor, Can.RUN_COMMUNITY, project.community_id):
+            raise ProjectError(NOT_IN_REACH)
         if project.status != ProjectStatus.DRAFT:
             raise ProjectError(f"项目当前状态为「{project.status_label}」，不能再发布。")
         project.status = ProjectStatus.PUBLISHED
@@ -381,22 +380,8 @@ async def publish_project(db: Database, project_id: int, *, actor: str, now: dt.
                               [(r, f"project:{project.id}:published:unit:{r}") for r in members], now)
         count += await enqueue(s, NoticeKind.PROJECT_PUBLISHED, residents_text,
                                [(r, f"project:{project.id}:published:resident:{r}") for r in followers], now)
-        s.add(audit_entry(now, actor, "project.publish", "project", project.id, notified=count))
+        s.add(audit_entry(now, actor.name, "project.publish", "project", project.id, notified=count))
     return project, count
-
-
-async def _unit_member_of(session: AsyncSession, resident_id: int, unit_id: int) -> bool:
-    query = select(RoleGrant.id).where(
-        RoleGrant.resident_id == resident_id,
-        RoleGrant.role == Role.UNIT_MEMBER.value,
-        RoleGrant.scope_id == unit_id,
-        RoleGrant.revoked_at.is_(None),
-    )
-    return (await s_first(session, query)) is not None
-
-
-async def s_first(session: AsyncSession, query):
-    return (await session.exec(query)).first()
 
 
 async def _take(
@@ -443,14 +428,13 @@ async def _tell_followers(session: AsyncSession, project: Project, kind: NoticeK
     return await enqueue(session, kind, text, [(r, f"project:{project.id}:{tag}:{r}") for r in followers], now)
 
 
-async def claim_project(db: Database, project_id: int, *, resident_id: int, unit_id: int,
+async def claim_project(db: Database, project_id: int, *, actor: Actor, unit_id: int,
                         now: dt.datetime) -> ProjectAgreement:
     """接单: the first valid claim wins and becomes the agreement; a later one is refused with the reason."""
-    actor = f"resident:{resident_id}"
+    if not allows(actor, Can.ACT_FOR_UNIT, unit_id):
+        raise ProjectError("您不是该单位的成员，不能代表单位接单。")
     async with db.write() as s:
-        if not await _unit_member_of(s, resident_id, unit_id):
-            raise ProjectError("您不是该单位的成员，不能代表单位接单。")
-        project = await _take(s, project_id, unit_id, actor, "claim", now, [ProjectStatus.PUBLISHED])
+        project = await _take(s, project_id, unit_id, actor.name, "claim", now, [ProjectStatus.PUBLISHED])
         unit = await s.get(Department, unit_id)
         text = f"好消息：服务项目「{project.title}」已由{unit.name}承接，计划{deadline_text(project.deadline)}前完成。"
         await _tell_followers(s, project, NoticeKind.PROJECT_CLAIMED, text, "claimed", now)
@@ -458,23 +442,23 @@ async def claim_project(db: Database, project_id: int, *, resident_id: int, unit
         staff = await staff_resident_ids(s, project.community_id)
         await enqueue(s, NoticeKind.PROJECT_CLAIMED, staff_text,
                       [(r, f"project:{project.id}:claimed:staff:{r}") for r in staff], now)
-        s.add(audit_entry(now, actor, "project.claim", "project", project.id, unit=unit.code))
+        s.add(audit_entry(now, actor.name, "project.claim", "project", project.id, unit=unit.code))
         await s.flush()
         agreement = (await s.exec(select(ProjectAgreement).where(ProjectAgreement.project_id == project_id))).one()
     return agreement
 
 
-async def assign_project(db: Database, project_id: int, unit_code: str, *, actor: str, now: dt.datetime,
-                         scope: Scope | None = None) -> ProjectAgreement:
+async def assign_project(db: Database, project_id: int, unit_code: str, *, actor: Actor,
+                         now: dt.datetime) -> ProjectAgreement:
     """指派: staff give a draft or published project straight to a unit."""
     async with db.write() as s:
         project = await s.get(Project, project_id)
-        if project is None or not can_manage_community(scope, project.community_id):
-            raise ProjectError("没有找到这个项目，或不在您的管辖范围。")
+        if project is None or not allows(actor, Can.RUN_COMMUNITY, project.community_id):
+            raise ProjectError(NOT_IN_REACH)
         unit = (await s.exec(select(Department).where(Department.code == unit_code.strip().upper()))).first()
         if unit is None:
             raise ProjectError(f"没有代码为「{unit_code}」的单位。")
-        project = await _take(s, project_id, unit.id, actor, "assign", now,
+        project = await _take(s, project_id, unit.id, actor.name, "assign", now,
                               [ProjectStatus.DRAFT, ProjectStatus.PUBLISHED])
         if project.published_at is None:
             project.published_at = now
@@ -491,57 +475,53 @@ async def assign_project(db: Database, project_id: int, unit_code: str, *, actor
                       [(r, f"project:{project.id}:assigned:unit:{r}") for r in members], now)
         text = f"服务项目「{project.title}」已由{unit.name}承接，计划{deadline_text(project.deadline)}前完成。"
         await _tell_followers(s, project, NoticeKind.PROJECT_CLAIMED, text, "claimed", now)
-        s.add(audit_entry(now, actor, "project.assign", "project", project.id, unit=unit.code))
+        s.add(audit_entry(now, actor.name, "project.assign", "project", project.id, unit=unit.code))
         await s.flush()
         agreement = (await s.exec(select(ProjectAgreement).where(ProjectAgreement.project_id == project_id))).one()
     return agreement
 
 
-async def _own_project(s: AsyncSession, project_id: int, resident_id: int) -> Project:
+async def _own_project(s: AsyncSession, project_id: int, actor: Actor) -> Project:
     project = await s.get(Project, project_id, with_for_update=True)
-    if project is None or project.unit_id is None or not await _unit_member_of(s, resident_id, project.unit_id):
-        raise ProjectError("没有找到您单位承接的这个项目。")
+    if project is None or project.unit_id is None or not allows(actor, Can.ACT_FOR_UNIT, project.unit_id):
+        raise ProjectError(NOT_OUR_UNITS)
     return project
 
 
-async def post_progress(db: Database, project_id: int, *, resident_id: int, text: str, now: dt.datetime,
+async def post_progress(db: Database, project_id: int, *, actor: Actor, text: str, now: dt.datetime,
                         milestone: bool = False) -> ProjectUpdate:
     """项目进展: the unit reports; the residents who asked are told."""
     text = text.strip()
     if not text or len(text) > 500:
         raise ProjectError("进展内容需在1到500字之间。")
-    actor = f"resident:{resident_id}"
     async with db.write() as s:
-        project = await _own_project(s, project_id, resident_id)
+        project = await _own_project(s, project_id, actor)
         if project.status not in (ProjectStatus.CLAIMED, ProjectStatus.IN_PROGRESS):
             raise ProjectError(f"项目当前状态为「{project.status_label}」，不能再报告进展。")
         project.status = ProjectStatus.IN_PROGRESS
         s.add(project)
         entry = ProjectUpdate(project_id=project.id, kind="milestone" if milestone else "progress", text=text,
-                              actor=actor, at=now)
+                              actor=actor.name, at=now)
         s.add(entry)
         await s.flush()
         notice = f"【项目进展】{project.title}\n{text}"
         await _tell_followers(s, project, NoticeKind.PROJECT_PROGRESS, notice, f"update:{entry.id}", now)
-        s.add(audit_entry(now, actor, "project.progress", "project", project.id, update=entry.id))
+        s.add(audit_entry(now, actor.name, "project.progress", "project", project.id, update=entry.id))
     return entry
 
 
-async def complete_project(db: Database, project_id: int, *, resident_id: int | None, text: str, now: dt.datetime,
-                           actor: str | None = None, scope: Scope | None = None) -> Project:
-    """项目完成: by the unit (resident_id) or staff/CLI (actor). Linked needs become resolved, which asks their
-    residents to rate the result."""
+async def complete_project(db: Database, project_id: int, *, actor: Actor, text: str, now: dt.datetime) -> Project:
+    """项目完成: by a member of the unit that carries it, or by the community's staff (or the CLI). Linked needs
+    become resolved, which asks their residents to rate the result."""
     text = text.strip()
     if not text or len(text) > 500:
         raise ProjectError("完成情况需在1到500字之间。")
-    actor = actor or f"resident:{resident_id}"
     async with db.write() as s:
-        if resident_id is not None:
-            project = await _own_project(s, project_id, resident_id)
-        else:
-            project = await s.get(Project, project_id, with_for_update=True)
-            if project is None or not can_manage_community(scope, project.community_id):
-                raise ProjectError("没有找到这个项目，或不在您的管辖范围。")
+        project = await s.get(Project, project_id, with_for_update=True)
+        if project is None or not (
+            allows(actor, Can.ACT_FOR_UNIT, project.unit_id) or allows(actor, Can.RUN_COMMUNITY, project.community_id)
+        ):
+            raise ProjectError(NOT_OUR_UNITS if actor.holds(Role.UNIT_MEMBER) else NOT_IN_REACH)
         result = await s.exec(
             update(Project)
             .where(col(Project.id) == project.id,
@@ -551,11 +531,11 @@ async def complete_project(db: Database, project_id: int, *, resident_id: int | 
         if result.rowcount != 1:
             raise ProjectError(f"项目当前状态为「{project.status_label}」，不能标记完成。")
         project = await s.get(Project, project.id, populate_existing=True)
-        entry = ProjectUpdate(project_id=project.id, kind="completed", text=text, actor=actor, at=now)
+        entry = ProjectUpdate(project_id=project.id, kind="completed", text=text, actor=actor.name, at=now)
         s.add(entry)
         need_ids = list((await s.exec(select(ProjectNeed.need_id).where(ProjectNeed.project_id == project.id))).all())
         await _resolve_needs(s, need_ids, actor, f"服务项目「{project.title}」已完成：{text}", now)
-        s.add(audit_entry(now, actor, "project.complete", "project", project.id, needs=need_ids))
+        s.add(audit_entry(now, actor.name, "project.complete", "project", project.id, needs=need_ids))
     return project
 
 

@@ -18,14 +18,16 @@ from sqlalchemy import UniqueConstraint, func
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.actor import Actor
 from storage.clock import local
 from storage.db import Database, insert_for
 from storage.exports import csv_text
 from storage.org import Community
 from storage.outbox import NoticeKind, enqueue
-from storage.projects import Project, ProjectStatus, can_manage_community, staff_resident_ids
+from storage.policy import Can, allows
+from storage.projects import Project, ProjectStatus, staff_resident_ids
 from storage.residents import Resident
-from storage.roles import Scope, audit_entry
+from storage.roles import audit_entry
 
 CHOICES = {"satisfied": "满意", "basic": "基本满意", "unsatisfied": "不满意"}
 CHOICE_BY_NUMBER = {"1": "satisfied", "2": "basic", "3": "unsatisfied"}
@@ -265,14 +267,13 @@ async def open_review(
     community_id: int,
     year: int,
     closes_at: dt.datetime,
-    actor: str,
+    actor: Actor,
     now: dt.datetime,
-    scope: Scope | None = None,
     opens_at: dt.datetime | None = None,
 ) -> ReviewView:
     """开启评议: list the community's projects completed in `year` and tell its bound residents."""
     opens_at = opens_at or now
-    if not can_manage_community(scope, community_id):
+    if not allows(actor, Can.RUN_COMMUNITY, community_id):
         raise ReviewError("只能开启本社区的项目评议。")
     if closes_at <= opens_at or closes_at <= now:
         raise ReviewError("截止时间必须晚于开始时间和现在。")
@@ -287,7 +288,7 @@ async def open_review(
         if not projects:
             raise ReviewError(f"{community.name}{year}年还没有已完成的服务项目，无需评议。")
         review = Review(community_id=community_id, year=year, opens_at=opens_at, closes_at=closes_at,
-                        created_by=actor, created_at=now)
+                        created_by=actor.name, created_at=now)
         s.add(review)
         await s.flush()
         for position, p in enumerate(projects, 1):
@@ -311,7 +312,7 @@ async def open_review(
             count += await enqueue(s, NoticeKind.REVIEW_OPENED, text,
                                    [(r, f"review:{review.id}:opened:{r}") for r in ids], now)
             after = ids[-1]
-        s.add(audit_entry(now, actor, "review.open", "review", review.id, community=community.code, year=year,
+        s.add(audit_entry(now, actor.name, "review.open", "review", review.id, community=community.code, year=year,
                           projects=[p.id for p in projects], notified=count))
     return ReviewView(review, community.name, projects)
 
@@ -432,15 +433,15 @@ async def cast_vote(
     return receipt
 
 
-async def close_review(db: Database, review_id: int, *, actor: str, now: dt.datetime,
-                       scope: Scope | None = None, early: bool = False) -> list[TallyRow]:
+async def close_review(db: Database, review_id: int, *, actor: Actor, now: dt.datetime,
+                       early: bool = False) -> list[TallyRow]:
     """结束评议: compute the tally once and freeze it. Closing a closed review returns the frozen tally.
 
     Before the deadline residents were promised, closing needs `early=True` (else `ReviewNotDue`); the voters
     are then told the review ended early."""
     async with db.write() as s:
         review = (await s.exec(select(Review).where(Review.id == review_id).with_for_update())).first()
-        if review is None or not can_manage_community(scope, review.community_id):
+        if review is None or not allows(actor, Can.RUN_COMMUNITY, review.community_id):
             raise ReviewError("没有找到这个评议，或不在您的管辖范围。")
         ended_early = review.status == ReviewStatus.OPEN and now < review.closes_at
         if ended_early and not early:
@@ -481,7 +482,7 @@ async def close_review(db: Database, review_id: int, *, actor: str, now: dt.date
             recipients |= set(await staff_resident_ids(s, review.community_id))
             await enqueue(s, NoticeKind.REVIEW_CLOSED, text,
                           [(r, f"review:{review_id}:closed:{r}") for r in sorted(recipients)], now)
-            s.add(audit_entry(now, actor, "review.close", "review", review_id, voters=review.voters,
+            s.add(audit_entry(now, actor.name, "review.close", "review", review_id, voters=review.voters,
                               eligible=review.eligible, early=ended_early))
     return await tally(db, review_id)
 
@@ -519,5 +520,5 @@ async def close_due_reviews(db: Database, now: dt.datetime, limit: int = 20) -> 
             select(Review.id).where(Review.status == ReviewStatus.OPEN, col(Review.closes_at) <= now).limit(limit)
         )).all())
     for review_id in ids:
-        await close_review(db, review_id, actor="scheduler", now=now)
+        await close_review(db, review_id, actor=Actor.system(), now=now)
     return ids

@@ -16,6 +16,7 @@ from sqlalchemy import CheckConstraint, Index, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, col, select
 
+from storage.actor import Actor
 from storage.clock import local
 from storage.db import Database
 from storage.outbox import NoticeKind, NoticePriority, enqueue
@@ -27,11 +28,11 @@ from storage.points import (
     ensure_account,
     hours_text,
     insert_for,
-    manages,
     post_entry,
 )
+from storage.policy import Can, allows
 from storage.residents import Resident
-from storage.roles import Scope, audit_entry
+from storage.roles import audit_entry
 
 # No 0/O, 1/I/L: a code read aloud at the service desk is never misread.
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -116,8 +117,7 @@ def normalise_code(text: str) -> str:
 
 async def add_reward(
     db: Database,
-    scope: Scope,
-    actor: str,
+    actor: Actor,
     community_id: int,
     name: str,
     price: int,
@@ -127,7 +127,7 @@ async def add_reward(
     kind: str = RewardKind.GOODS,
     description: str = "",
 ) -> Reward:
-    if not manages(scope, community_id):
+    if not allows(actor, Can.RUN_COMMUNITY, community_id):
         raise PointsRefused("只能为本社区添加兑换项目。")
     if kind not in KIND_LABELS:
         raise PointsRefused("类型只能是 goods（物品）或 service（服务）。")
@@ -137,24 +137,25 @@ async def add_reward(
         raise PointsRefused("请填写名称。")
     reward = Reward(
         community_id=community_id, kind=kind, name=name.strip()[:64], description=description.strip()[:200],
-        price=price, stock=stock, created_by=actor, created_at=now,
+        price=price, stock=stock, created_by=actor.name, created_at=now,
     )
     async with db.write() as s:
         s.add(reward)
         await s.flush()
-        s.add(audit_entry(now, actor, "reward.add", "reward", reward.id, name=reward.name, price=price, stock=stock))
+        s.add(audit_entry(now, actor.name, "reward.add", "reward", reward.id, name=reward.name, price=price,
+                          stock=stock))
     return reward
 
 
-async def restock(db: Database, scope: Scope, actor: str, reward_id: int, add: int, now: dt.datetime) -> Reward:
+async def restock(db: Database, actor: Actor, reward_id: int, add: int, now: dt.datetime) -> Reward:
     async with db.write() as s:
         reward = await s.get(Reward, reward_id)
-        if reward is None or not manages(scope, reward.community_id):
+        if reward is None or not allows(actor, Can.RUN_COMMUNITY, reward.community_id):
             raise PointsRefused("没有找到这个兑换项目。")
         if add <= 0:
             raise PointsRefused("补充的数量须大于 0。")
         await s.exec(update(Reward).where(Reward.id == reward_id).values(stock=Reward.stock + add))
-        s.add(audit_entry(now, actor, "reward.restock", "reward", reward_id, add=add))
+        s.add(audit_entry(now, actor.name, "reward.restock", "reward", reward_id, add=add))
         await s.refresh(reward)
     return reward
 
@@ -300,27 +301,24 @@ async def _close(
     return True
 
 
-async def cancel_redemption(
-    db: Database, redemption_id: int, actor_resident: Resident, now: dt.datetime, *, scope: Scope | None = None
-) -> Redemption:
+async def cancel_redemption(db: Database, redemption_id: int, actor: Actor, now: dt.datetime) -> Redemption:
     """Before pickup: the resident cancels their own, or staff of the community cancel (audited, resident told)."""
     async with db.write() as s:
         redemption = await s.get(Redemption, redemption_id)
         if redemption is None:
             raise PointsRefused("没有找到这条兑换记录。")
-        own = redemption.resident_id == actor_resident.id
-        as_staff = not own and scope is not None and manages(scope, redemption.community_id)
+        own = redemption.resident_id == actor.resident_id
+        as_staff = not own and allows(actor, Can.RUN_COMMUNITY, redemption.community_id)
         if not own and not as_staff:
             raise PointsRefused("没有找到这条兑换记录。")
         if redemption.status != RedemptionStatus.RESERVED:
             raise PointsRefused(f"这条兑换{STATUS_LABELS.get(redemption.status, '')}，不能再取消。")
-        actor = f"resident:{actor_resident.id}"
         reward = await s.get(Reward, redemption.reward_id)
-        done = await _close(s, redemption, RedemptionStatus.CANCELLED, actor, now, f"取消兑换「{reward.name}」")
+        done = await _close(s, redemption, RedemptionStatus.CANCELLED, actor.name, now, f"取消兑换「{reward.name}」")
         if not done:
             raise PointsRefused("这条兑换刚刚已处理，不能再取消。")
         if as_staff:
-            s.add(audit_entry(now, actor, "redemption.cancel", "redemption", redemption.id))
+            s.add(audit_entry(now, actor.name, "redemption.cancel", "redemption", redemption.id))
             await enqueue(
                 s, NoticeKind.POINTS,
                 f"您兑换的「{reward.name}」已由社区取消，{redemption.price} 积分已退回。",
@@ -337,20 +335,18 @@ class Found:
     resident: Resident
 
 
-async def find_by_code(db: Database, scope: Scope, code: str) -> Found:
+async def find_by_code(db: Database, actor: Actor, code: str) -> Found:
     """Staff look up a pickup code of their community (before 核销 or 取消兑换)."""
     code = normalise_code(code)
     async with db.read() as s:
         redemption = (await s.exec(select(Redemption).where(Redemption.pickup_code == code))).first()
-        if redemption is None or not manages(scope, redemption.community_id):
+        if redemption is None or not allows(actor, Can.RUN_COMMUNITY, redemption.community_id):
             raise PointsRefused("没有找到这个取货码，请核对后重试。")
         reward = await s.get(Reward, redemption.reward_id)
         return Found(redemption, reward, await s.get(Resident, redemption.resident_id))
 
 
-async def cancel_by_code(
-    db: Database, scope: Scope, actor: str, code: str, reason: str, now: dt.datetime
-) -> Found:
+async def cancel_by_code(db: Database, actor: Actor, code: str, reason: str, now: dt.datetime) -> Found:
     """取消兑换 by staff: an unfulfilled redemption of their community, by pickup code, with a reason.
 
     Stock back and points refunded once (as `cancel_redemption`), the resident told once, audited.
@@ -361,14 +357,15 @@ async def cancel_by_code(
         raise PointsRefused("请写明取消的原因（会告知居民）。")
     async with db.write() as s:
         redemption = (await s.exec(select(Redemption).where(Redemption.pickup_code == code))).first()
-        if redemption is None or not manages(scope, redemption.community_id):
+        if redemption is None or not allows(actor, Can.RUN_COMMUNITY, redemption.community_id):
             raise PointsRefused("没有找到这个取货码，请核对后重试。")
         if redemption.status != RedemptionStatus.RESERVED:
             raise PointsRefused(f"这个取货码{STATUS_LABELS.get(redemption.status, '已失效')}，不能再取消。")
         reward = await s.get(Reward, redemption.reward_id)
-        if not await _close(s, redemption, RedemptionStatus.CANCELLED, actor, now, f"社区取消兑换「{reward.name}」"):
+        why = f"社区取消兑换「{reward.name}」"
+        if not await _close(s, redemption, RedemptionStatus.CANCELLED, actor.name, now, why):
             raise PointsRefused("这个取货码刚刚已被处理，不能再取消。")
-        s.add(audit_entry(now, actor, "redemption.cancel", "redemption", redemption.id, code=code, reason=reason))
+        s.add(audit_entry(now, actor.name, "redemption.cancel", "redemption", redemption.id, code=code, reason=reason))
         await enqueue(
             s, NoticeKind.POINTS,
             f"您兑换的「{reward.name}」（取货码{code}）已由社区取消，{redemption.price} 积分已退回。\n原因：{reason}",
@@ -386,23 +383,23 @@ class Fulfilled:
     resident: Resident
 
 
-async def fulfil_by_code(db: Database, scope: Scope, actor: str, code: str, now: dt.datetime) -> Fulfilled:
+async def fulfil_by_code(db: Database, actor: Actor, code: str, now: dt.datetime) -> Fulfilled:
     """核销: staff hand over the item (or book the service) for a pickup code; once."""
     code = normalise_code(code)
     async with db.write() as s:
         redemption = (await s.exec(select(Redemption).where(Redemption.pickup_code == code))).first()
-        if redemption is None or not manages(scope, redemption.community_id):
+        if redemption is None or not allows(actor, Can.RUN_COMMUNITY, redemption.community_id):
             raise PointsRefused("没有找到这个取货码，请核对后重试。")
         if redemption.status != RedemptionStatus.RESERVED:
             raise PointsRefused(f"这个取货码{STATUS_LABELS.get(redemption.status, '已失效')}，不能再核销。")
         done = await s.exec(
             update(Redemption)
             .where(Redemption.id == redemption.id, Redemption.status == RedemptionStatus.RESERVED)
-            .values(status=RedemptionStatus.FULFILLED, closed_at=now, closed_by=actor)
+            .values(status=RedemptionStatus.FULFILLED, closed_at=now, closed_by=actor.name)
         )
         if done.rowcount != 1:
             raise PointsRefused("这个取货码刚刚已被核销。")
-        s.add(audit_entry(now, actor, "redemption.fulfil", "redemption", redemption.id, code=code))
+        s.add(audit_entry(now, actor.name, "redemption.fulfil", "redemption", redemption.id, code=code))
         reward = await s.get(Reward, redemption.reward_id)
         resident = await s.get(Resident, redemption.resident_id)
         return Fulfilled(redemption, reward, resident)

@@ -6,6 +6,7 @@ import datetime as dt
 import enum
 import json
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlmodel import Field, SQLModel, col, select
 
@@ -94,29 +95,14 @@ async def active_grants(db: Database, resident_id: int) -> list[RoleGrant]:
         return list((await session.exec(query)).all())
 
 
-@dataclass(frozen=True)
-class Scope:
-    """What part of the organisation a resident may act on, by role (ids of buildings, grids, ...)."""
-
-    grants: tuple[RoleGrant, ...]
-
-    def ids(self, role: Role) -> set[int]:
-        return {g.scope_id for g in self.grants if g.role == role.value and g.scope_id is not None}
-
-    def has(self, role: Role) -> bool:
-        return any(g.role == role.value for g in self.grants)
+class Acting(Protocol):
+    """What this module reads of a `storage.actor.Actor` (which imports this module, so it is not imported here)."""
 
     @property
-    def is_admin(self) -> bool:
-        return self.has(Role.ADMIN)
+    def name(self) -> str: ...
 
     @property
-    def is_staff(self) -> bool:
-        return any(self.has(r) for r in (Role.COMMUNITY_STAFF, Role.DISTRICT_STAFF, Role.ADMIN))
-
-
-async def scope_of(db: Database, resident_id: int) -> Scope:
-    return Scope(tuple(await active_grants(db, resident_id)))
+    def communities(self) -> set[int] | None: ...
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -127,7 +113,7 @@ async def scope_of(db: Database, resident_id: int) -> Scope:
 #   grids_of_worker(db, rid)      ids of the grids a 网格员 works
 #   buildings_in_reach(db, rid)   buildings led + every building of the grids worked
 #   communities_staffed(db, rid)  ids of the communities a 社区工作人员 staffs
-#   scope_of(db, rid).is_admin    the district-wide admin (no scope)
+#   Actor.is_admin                the district-wide admin (no scope; storage/actor.py)
 
 
 class RoleError(ValueError):
@@ -180,7 +166,7 @@ def _active(resident_id: int, role: Role, scope_id: int | None):
 
 
 async def grant_role(
-    db: Database, resident_id: int, role: Role, scope_code: str | None, actor: str, now: dt.datetime
+    db: Database, resident_id: int, role: Role, scope_code: str | None, actor: Acting, now: dt.datetime
 ) -> RoleGrant:
     """Give a resident a role over a part of the organisation named by its code.
 
@@ -199,17 +185,18 @@ async def grant_role(
             role=role.value,
             scope_type=ROLE_SCOPE[role],
             scope_id=scope_id,
-            granted_by=actor[:64],
+            granted_by=actor.name[:64],
             granted_at=now,
         )
         s.add(row)
         await s.flush()
-        s.add(audit_entry(now, actor, "role_grant", "resident", resident_id, role=role.value, scope=scope_code or ""))
+        s.add(audit_entry(now, actor.name, "role_grant", "resident", resident_id, role=role.value,
+                          scope=scope_code or ""))
     return row
 
 
 async def revoke_role(
-    db: Database, resident_id: int, role: Role, scope_code: str | None, actor: str, now: dt.datetime
+    db: Database, resident_id: int, role: Role, scope_code: str | None, actor: Acting, now: dt.datetime
 ) -> RoleGrant:
     """End an active grant (the row stays, with revoked_at). Refuses when there is no such grant."""
     async with db.write() as s:
@@ -220,7 +207,8 @@ async def revoke_role(
             raise RoleError(f"这位居民没有该范围的{role.label}角色，无需撤销。")
         row.revoked_at = now
         s.add(row)
-        s.add(audit_entry(now, actor, "role_revoke", "resident", resident_id, role=role.value, scope=scope_code or ""))
+        s.add(audit_entry(now, actor.name, "role_revoke", "resident", resident_id, role=role.value,
+                          scope=scope_code or ""))
     return row
 
 
@@ -314,13 +302,11 @@ async def list_active_grants(db: Database, role: Role | None = None, limit: int 
         return list((await s.exec(query.order_by(RoleGrant.id).limit(limit))).all())
 
 
-async def lookup_residents(db: Database, staff_id: int, phone: str, now: dt.datetime) -> list[ResidentRecord]:
+async def lookup_residents(db: Database, actor: Acting, phone: str, now: dt.datetime) -> list[ResidentRecord]:
     """居民查询 by staff: residents with this phone in the communities the staff member serves (an admin:
     everywhere). Looking up personal data is a staff action, so it writes an audit row (phone masked)."""
     phone = clean_phone(phone)
-    scope = await scope_of(db, staff_id)
-    communities = None if scope.is_admin else await communities_staffed(db, staff_id)
-    found = await residents_by_phone(db, phone, communities)
+    found = await residents_by_phone(db, phone, actor.communities)
     async with db.write() as s:
-        s.add(audit_entry(now, f"resident:{staff_id}", "resident_lookup", "phone", mask_phone(phone), found=len(found)))
+        s.add(audit_entry(now, actor.name, "resident_lookup", "phone", mask_phone(phone), found=len(found)))
     return found

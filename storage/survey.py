@@ -19,6 +19,7 @@ from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage import needs
+from storage.actor import Actor
 from storage.db import Database
 from storage.org import Building, Community, Grid
 from storage.outbox import NoticeKind, enqueue
@@ -122,13 +123,13 @@ async def _draw(s: AsyncSession, seed: int, per_community: int, as_of: dt.dateti
 
 
 async def start_survey(
-    db: Database, *, per_community: int, seed: int, actor: str, now: dt.datetime
+    db: Database, *, per_community: int, seed: int, actor: Actor, now: dt.datetime
 ) -> tuple[Survey, int]:
     """Draw the sample, record it with its seed and invite everyone in it. Returns (survey, sample size)."""
     if not 1 <= per_community <= MAX_PER_COMMUNITY:
         raise SurveyError(f"每个社区抽样人数需在1到{MAX_PER_COMMUNITY}之间。")
     async with db.write() as s:
-        survey = Survey(seed=seed, per_community=per_community, created_by=actor, created_at=now)
+        survey = Survey(seed=seed, per_community=per_community, created_by=actor.name, created_at=now)
         s.add(survey)
         await s.flush()
         picked = await _draw(s, seed, per_community, now, survey.id)
@@ -137,7 +138,7 @@ async def start_survey(
                                grid_id=grid_id, invited_at=now))
         await enqueue(s, NoticeKind.SURVEY_INVITE, INVITATION,
                       [(r, f"survey:{survey.id}:invite:{r}") for _c, _g, r in picked], now)
-        s.add(audit_entry(now, actor, "survey.start", "survey", survey.id, seed=seed, per_community=per_community,
+        s.add(audit_entry(now, actor.name, "survey.start", "survey", survey.id, seed=seed, per_community=per_community,
                           sampled=len(picked)))
     return survey, len(picked)
 

@@ -9,9 +9,10 @@ import re
 from sqlmodel import select
 
 from storage import activities as act
+from storage.actor import actor_for
 from storage.outbox import OutboxMessage
 from storage.points import PointsPolicy, audit_points, balance_of
-from storage.roles import Role, scope_of
+from storage.roles import Role
 from tests.factories import grant, make_district, make_resident
 
 TZ = dt.timezone(dt.timedelta(hours=8))
@@ -79,9 +80,9 @@ async def test_a_full_activity_puts_the_next_volunteer_on_the_waitlist_and_a_can
     d, staff = await world(db)
     first = await make_resident(db, "o_first", d.buildings["B1"], phone="13800000011")
     second = await make_resident(db, "o_second", d.buildings["B1"], phone="13800000012")
-    scope = await scope_of(db, staff.id)
+    actor = await actor_for(db, staff.id)
     activity = await act.publish_activity(
-        db, scope, "test", d.communities["C1"].id, title="助老送餐", place="社区食堂",
+        db, actor, d.communities["C1"].id, title="助老送餐", place="社区食堂",
         starts_at=clock.now() + dt.timedelta(days=1), ends_at=clock.now() + dt.timedelta(days=1, hours=2),
         capacity=1, half_hours=4, now=clock.now(),
     )
@@ -107,9 +108,9 @@ async def test_a_full_activity_puts_the_next_volunteer_on_the_waitlist_and_a_can
 
 async def test_many_volunteers_signing_up_at_once_never_overfill_the_activity(db, clock, backend):
     d, staff = await world(db)
-    scope = await scope_of(db, staff.id)
+    actor = await actor_for(db, staff.id)
     activity = await act.publish_activity(
-        db, scope, "test", d.communities["C1"].id, title="植树", place="中心公园",
+        db, actor, d.communities["C1"].id, title="植树", place="中心公园",
         starts_at=clock.now() + dt.timedelta(days=2), ends_at=clock.now() + dt.timedelta(days=2, hours=3),
         capacity=5, half_hours=6, now=clock.now(),
     )
@@ -128,10 +129,10 @@ async def test_many_volunteers_signing_up_at_once_never_overfill_the_activity(db
 
 async def test_confirmation_credits_only_those_who_checked_in_and_out_and_only_once(db, clock, backend):
     d, staff = await world(db)
-    scope = await scope_of(db, staff.id)
+    actor = await actor_for(db, staff.id)
     policy = PointsPolicy(points_per_hour=12)
     activity = await act.publish_activity(
-        db, scope, "test", d.communities["C1"].id, title="反诈宣传", place="小区广场",
+        db, actor, d.communities["C1"].id, title="反诈宣传", place="小区广场",
         starts_at=clock.now() + dt.timedelta(hours=2), ends_at=clock.now() + dt.timedelta(hours=3, minutes=30),
         capacity=10, half_hours=3, now=clock.now(),
     )
@@ -146,7 +147,7 @@ async def test_confirmation_credits_only_those_who_checked_in_and_out_and_only_o
     await act.check_out(db, came, activity.checkout_code, clock.now())
 
     results = await asyncio.gather(
-        *(act.confirm_attendance(db, scope, "resident:staff", activity.id, clock.now(), policy=policy)
+        *(act.confirm_attendance(db, actor, activity.id, clock.now(), policy=policy)
           for _ in range(3))
     )
 
@@ -181,7 +182,7 @@ async def test_publishing_asks_again_after_a_wrong_answer_and_only_the_community
         assert (await s.exec(select(act.Activity))).all() == []
 
     activity = await act.publish_activity(
-        db, await scope_of(db, staff.id), "test", d.communities["C1"].id, title="义务理发", place="活动室",
+        db, await actor_for(db, staff.id), d.communities["C1"].id, title="义务理发", place="活动室",
         starts_at=clock.now() + dt.timedelta(hours=1), ends_at=clock.now() + dt.timedelta(hours=2),
         capacity=3, half_hours=2, now=clock.now(),
     )

@@ -9,9 +9,10 @@ from sqlmodel import select
 
 from storage import activities as act
 from storage import rewards as rw
+from storage.actor import actor_for
 from storage.outbox import OutboxMessage
 from storage.points import PointsPolicy, audit_points, balance_of, credit_service
-from storage.roles import AuditLog, Role, scope_of
+from storage.roles import AuditLog, Role
 from tests.factories import grant, make_district, make_resident
 
 TZ = dt.timezone(dt.timedelta(hours=8))
@@ -28,7 +29,7 @@ async def world(db):
 
 async def publish(db, d, staff, clock, *, capacity: int = 2, title: str = "清扫楼道") -> act.Activity:
     return await act.publish_activity(
-        db, await scope_of(db, staff.id), f"resident:{staff.id}", d.communities["C1"].id, title=title,
+        db, await actor_for(db, staff.id), d.communities["C1"].id, title=title,
         place="1号楼楼下", starts_at=dt.datetime(2026, 11, 28, 9, 0, tzinfo=TZ),
         ends_at=dt.datetime(2026, 11, 28, 11, 0, tzinfo=TZ), capacity=capacity, half_hours=4, now=clock.now(),
     )
@@ -138,9 +139,8 @@ async def test_an_activity_that_has_started_or_whose_hours_were_confirmed_cannot
 
     refused = (await phone.text("o_staff", f"取消活动 {activity.id} 弄错了")).text
     assert "已确认过志愿者的服务时长，不能取消" in refused
-    scope = await scope_of(db, staff.id)
     try:
-        await act.cancel_activity(db, scope, "resident:staff", activity.id, "绕过聊天直接取消", clock.now())
+        await act.cancel_activity(db, await actor_for(db, staff.id), activity.id, "绕过聊天直接取消", clock.now())
     except act.PointsRefused as exc:
         assert "不能取消" in exc.reason
     else:
@@ -154,7 +154,7 @@ async def test_an_activity_that_has_started_or_whose_hours_were_confirmed_cannot
 
 
 async def redeem_rice(db, d, staff, me, phone, clock) -> tuple[rw.Reward, str]:
-    rice = await rw.add_reward(db, await scope_of(db, staff.id), "test", d.communities["C1"].id, "大米一袋", 50, 3,
+    rice = await rw.add_reward(db, await actor_for(db, staff.id), d.communities["C1"].id, "大米一袋", 50, 3,
                                clock.now())
     async with db.write() as s:
         await credit_service(s, me.id, 12, reason="志愿活动「清扫楼道」", reference="activity:1", actor="resident:1",
@@ -218,7 +218,7 @@ async def test_a_redemption_already_picked_up_cannot_be_cancelled_and_the_staff_
 
     preview = (await phone.text("o_staff", f"取消兑换 {code} 库存盘点有误")).text
     assert "1. 确认取消" in preview
-    handed = await rw.fulfil_by_code(db, await scope_of(db, staff.id), "resident:desk", code, clock.now())
+    handed = await rw.fulfil_by_code(db, await actor_for(db, staff.id), code, clock.now())
     assert handed.redemption.status == rw.RedemptionStatus.FULFILLED  # picked up at the desk meanwhile
     assert "已领取，不能再取消" in (await phone.text("o_staff", "1")).text
     late = (await phone.text("o_staff", f"取消兑换 {code} 库存盘点有误")).text

@@ -8,6 +8,7 @@ from sqlmodel import select
 from bot.simulator import Phone
 from handlers import ROUTERS
 from handlers.framework import Context, Engine, Router
+from storage.actor import Actor
 from storage.imports import import_org, import_residents
 from storage.residents import Resident, RosterEntry, find_resident
 from tests.factories import make_district, make_resident
@@ -95,7 +96,7 @@ async def test_cancelling_halfway_stores_nothing(phone, say, district, db):
 async def test_several_communities_match_and_a_long_list_of_buildings_is_paged(say, district, db, clock):
     rows = ["street_code,street_name,community_code,community_name,grid_code,grid_name,building_code,building_name"]
     rows += [f"S1,向阳街道,C5,大海东社区,G5,东网格,B5{n:02d},{n}号楼" for n in range(1, 11)]
-    assert (await import_org(db, "\n".join(rows), "test", clock.now())).ok
+    assert (await import_org(db, "\n".join(rows), Actor.operator("test"), clock.now())).ok
     await say("o_many", "绑定")
     choices = await say("o_many", "大海")
     assert "1. 大海阳社区" in choices and "2. 大海东社区" in choices
@@ -153,7 +154,7 @@ async def test_moving_to_another_building_keeps_name_and_phone(phone, say, distr
 
 async def test_binding_with_the_phone_on_the_communitys_roster_links_the_roster_entry(phone, say, district, db, clock):
     roster = "openid,name,phone,building_code,room\n,周大爷,13511112222,B1,2单元301\n"
-    assert (await import_residents(db, roster, "test", clock.now())).ok
+    assert (await import_residents(db, roster, Actor.operator("test"), clock.now())).ok
     await phone.follow("o_zhou", scene="B1")
     await say("o_zhou", "2单元301")
     await say("o_zhou", "周大爷")

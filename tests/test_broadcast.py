@@ -11,8 +11,9 @@ from sqlalchemy import update
 from sqlmodel import func, select
 
 from storage import broadcast as bc
+from storage.actor import Actor, actor_for
 from storage.outbox import OutboxMessage, OutboxStatus
-from storage.roles import AuditLog, Role, scope_of
+from storage.roles import AuditLog, Role
 from tests.factories import grant, make_district, make_resident
 from tests.test_consultation import bulk_residents
 
@@ -74,13 +75,13 @@ async def test_a_broadcast_to_five_thousand_killed_midway_reaches_each_exactly_o
     d = await make_district(db)
     staff = await staff_of_c1(db, d)
     people = await bulk_residents(db, d.buildings["B1"], 5000, "o_many_")
-    scope = await scope_of(db, staff.id)
+    actor = await actor_for(db, staff.id)
     audience = bc.Audience(bc.AudienceKind.COMMUNITY, (d.communities["C1"].id,), "大海阳社区全体居民")
-    draft = await bc.save_draft(db, staff.id, scope, "社区疫苗接种通知：本周六上午在活动室。", audience, clock.now())
+    draft = await bc.save_draft(db, actor, "社区疫苗接种通知：本周六上午在活动室。", audience, clock.now())
     assert draft.recipient_count == 5001 and draft.status == bc.BroadcastStatus.DRAFT
-    await bc.confirm(db, draft.id, staff.id, scope, clock.now())
+    await bc.confirm(db, draft.id, actor, clock.now())
     with pytest.raises(bc.BroadcastError):
-        await bc.confirm(db, draft.id, staff.id, scope, clock.now())  # a second 确认 sends nothing twice
+        await bc.confirm(db, draft.id, actor, clock.now())  # a second 确认 sends nothing twice
 
     assert await bc.run_enqueue(db, clock.now(), max_batches=3) == 1500
 
@@ -120,10 +121,10 @@ async def test_stopping_a_broadcast_midway_cancels_what_is_still_waiting(db, clo
     d = await make_district(db)
     staff = await staff_of_c1(db, d)
     await bulk_residents(db, d.buildings["B2"], 1200, "o_stop_")
-    scope = await scope_of(db, staff.id)
+    actor = await actor_for(db, staff.id)
     audience = bc.Audience(bc.AudienceKind.BUILDINGS, (d.buildings["B2"].id,), "大海阳社区2号楼")
-    draft = await bc.save_draft(db, staff.id, scope, "2号楼电梯检修通知，请走楼梯。", audience, clock.now())
-    await bc.confirm(db, draft.id, staff.id, scope, clock.now())
+    draft = await bc.save_draft(db, actor, "2号楼电梯检修通知，请走楼梯。", audience, clock.now())
+    await bc.confirm(db, draft.id, actor, clock.now())
     assert await bc.run_enqueue(db, clock.now(), max_batches=1) == 500
     async with db.write() as s:  # the sender got through 100 of them
         ids = (await s.exec(select(OutboxMessage.id).order_by(OutboxMessage.id).limit(100))).all()
@@ -145,10 +146,10 @@ async def test_progress_reports_reach_the_author_and_a_final_one_when_done(db, c
     d = await make_district(db)
     staff = await staff_of_c1(db, d)
     await bulk_residents(db, d.buildings["B1"], 30, "o_prog_")
-    scope = await scope_of(db, staff.id)
+    actor = await actor_for(db, staff.id)
     audience = bc.Audience(bc.AudienceKind.BUILDINGS, (d.buildings["B1"].id,), "大海阳社区1号楼")
-    draft = await bc.save_draft(db, staff.id, scope, "1号楼周末大扫除，欢迎参加。", audience, clock.now())
-    await bc.confirm(db, draft.id, staff.id, scope, clock.now())
+    draft = await bc.save_draft(db, actor, "1号楼周末大扫除，欢迎参加。", audience, clock.now())
+    await bc.confirm(db, draft.id, actor, clock.now())
     await bc.run_enqueue(db, clock.now())
     assert await bc.report_progress(db, clock.now()) == 1
     assert await bc.report_progress(db, clock.now()) == 0  # not again within five minutes
@@ -168,14 +169,14 @@ async def test_quiet_hours_delay_ordinary_notices_but_not_urgent_ones(db, clock)
     d = await make_district(db)
     staff = await staff_of_c1(db, d)
     resident = await make_resident(db, "o_sleep", d.buildings["B1"])
-    scope = await scope_of(db, staff.id)
+    actor = await actor_for(db, staff.id)
     audience = bc.Audience(bc.AudienceKind.BUILDINGS, (d.buildings["B1"].id,), "大海阳社区1号楼")
     clock.set(dt.datetime(2026, 11, 27, 22, 30, tzinfo=TZ))
-    calm = await bc.save_draft(db, staff.id, scope, "明天下午开展垃圾分类宣传。", audience, clock.now())
-    urgent = await bc.save_draft(db, staff.id, scope, "燃气泄漏，请立即开窗通风并撤离！", audience, clock.now(),
+    calm = await bc.save_draft(db, actor, "明天下午开展垃圾分类宣传。", audience, clock.now())
+    urgent = await bc.save_draft(db, actor, "燃气泄漏，请立即开窗通风并撤离！", audience, clock.now(),
                                  urgent=True)
     for b in (calm, urgent):
-        await bc.confirm(db, b.id, staff.id, scope, clock.now())
+        await bc.confirm(db, b.id, actor, clock.now())
     await bc.run_enqueue(db, clock.now())
     (calm_row,) = await rows_for(db, calm.id)
     (urgent_row,) = await rows_for(db, urgent.id)
@@ -189,13 +190,13 @@ async def test_quiet_hours_delay_ordinary_notices_but_not_urgent_ones(db, clock)
 async def test_staff_cannot_broadcast_outside_their_scope(db, clock):
     d = await make_district(db)
     staff = await staff_of_c1(db, d)
-    scope = await scope_of(db, staff.id)
+    actor = await actor_for(db, staff.id)
     elsewhere = bc.Audience(bc.AudienceKind.BUILDINGS, (d.buildings["B4"].id,), "南山社区8号楼")
     with pytest.raises(bc.BroadcastError, match="管辖范围"):
-        await bc.save_draft(db, staff.id, scope, "这条通知不该发出去。", elsewhere, clock.now())
+        await bc.save_draft(db, actor, "这条通知不该发出去。", elsewhere, clock.now())
     street = bc.Audience(bc.AudienceKind.STREET, (d.streets["S1"].id,), "向阳街道")
     with pytest.raises(bc.BroadcastError, match="管辖范围"):
-        await bc.save_draft(db, staff.id, scope, "这条通知也不该发出去。", street, clock.now())
+        await bc.save_draft(db, actor, "这条通知也不该发出去。", street, clock.now())
 
 
 async def test_staff_broadcast_to_a_session_offers_the_upcoming_sessions_nearest_first(db, clock, phone):
@@ -204,7 +205,7 @@ async def test_staff_broadcast_to_a_session_offers_the_upcoming_sessions_nearest
     d = await make_district(db)
     await staff_of_c1(db, d)
     c1 = d.communities["C1"].id
-    await cs.set_defaults(db, c1, clock.now(), "test", capacity=11, reserved_seats=5)
+    await cs.set_defaults(db, c1, clock.now(), Actor.operator("cli:test"), capacity=11, reserved_seats=5)
     assert await cs.create_upcoming_sessions_for(db, c1, clock.now(), months=3) == 3  # as `--months` makes them
     sessions = await cs.list_sessions(db, c1)
     december = min(sessions, key=lambda s: s.starts_at)

@@ -9,9 +9,10 @@ import pytest
 
 from storage import activities as act
 from storage import consultation as cs
+from storage.actor import Actor, actor_for
 from storage.classifier import default_classifier
 from storage.points import PointsRefused, share_code_of
-from storage.roles import Role, scope_of
+from storage.roles import Role
 from tests.factories import grant, make_district, make_resident
 from tests.test_consultation import TZ, setup_session
 
@@ -57,7 +58,7 @@ async def test_the_activity_card_lets_a_volunteer_leave_and_staff_leave_the_sett
     staff = await make_resident(db, "o_staff", d.buildings["B2"], name="李社工")
     await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
     await make_resident(db, "o_vol", d.buildings["B1"])
-    await act.publish_activity(db, await scope_of(db, staff.id), "test", d.communities["C1"].id, title="清扫楼道",
+    await act.publish_activity(db, await actor_for(db, staff.id), d.communities["C1"].id, title="清扫楼道",
                                place="1号楼楼下", starts_at=ACTIVITY_START,
                                ends_at=ACTIVITY_START + dt.timedelta(hours=2), capacity=2, half_hours=4,
                                now=clock.now())
@@ -81,8 +82,8 @@ async def test_the_activity_card_lets_a_volunteer_leave_and_staff_leave_the_sett
 
 
 async def _session_for(db, clock, d):
-    await cs.set_defaults(db, d.communities["C1"].id, clock.now(), "test", capacity=30, reserved_seats=10,
-                          venue="大海阳社区党群服务中心")
+    await cs.set_defaults(db, d.communities["C1"].id, clock.now(), Actor.operator("cli:test"), capacity=30,
+                          reserved_seats=10, venue="大海阳社区党群服务中心")
     await cs.create_upcoming_sessions(db, clock.now())
     return d, (await cs.list_sessions(db, d.communities["C1"].id))[0]
 
@@ -92,7 +93,7 @@ async def test_a_volunteer_cannot_sign_out_before_the_activity_begins(db, clock,
     staff = await make_resident(db, "o_staff", d.buildings["B2"])
     await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
     volunteer = await make_resident(db, "o_vol", d.buildings["B1"])
-    a = await act.publish_activity(db, await scope_of(db, staff.id), "test", d.communities["C1"].id,
+    a = await act.publish_activity(db, await actor_for(db, staff.id), d.communities["C1"].id,
                                    title="清扫楼道", place="1号楼楼下", starts_at=ACTIVITY_START,
                                    ends_at=ACTIVITY_START + dt.timedelta(hours=2), capacity=2, half_hours=4,
                                    now=clock.now())
@@ -119,17 +120,16 @@ async def test_staff_cannot_record_outcomes_or_minutes_before_the_meeting(db, cl
     await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
     proposer = await make_resident(db, "o_prop", d.buildings["B1"])
     topic = await cs.propose_topic(db, session.id, proposer, "希望在小区空地增设健身器材", clock.now())
-    scope = await scope_of(db, staff.id)
-    await cs.add_to_agenda(db, session.id, [cs.Candidate(topic.title, 1, topic_id=topic.id)], scope, clock.now(),
-                           "test")
+    actor = await actor_for(db, staff.id)
+    await cs.add_to_agenda(db, session.id, [cs.Candidate(topic.title, 1, topic_id=topic.id)], actor, clock.now())
 
     not_yet = f"议事{cs.when_text(session.starts_at)}才开始，开会后才能登记议题结果和会议纪要。"
     assert (await phone.text("o_staff", "议事纪要")).text == not_yet  # refused up front, nothing asked
     with pytest.raises(cs.ConsultationError) as refused:
-        await cs.record_outcome(db, topic.id, cs.Outcome.ACCEPTED, "", scope, clock.now(), "test")
+        await cs.record_outcome(db, topic.id, cs.Outcome.ACCEPTED, "", actor, clock.now())
     assert refused.value.reason == not_yet
     with pytest.raises(cs.ConsultationError) as refused:
-        await cs.publish_minutes(db, session.id, "会议议定：增设健身器材一处。", scope, clock.now(), "test")
+        await cs.publish_minutes(db, session.id, "会议议定：增设健身器材一处。", actor, clock.now())
     assert refused.value.reason == not_yet
 
     clock.set(session.starts_at + dt.timedelta(hours=2))

@@ -12,6 +12,7 @@ from sqlmodel import select
 
 from bot.cli import build_parser
 from bot.cli_org import residents_run
+from storage.actor import Actor, actor_for
 from storage.claims import (
     BindingClaim,
     ClaimError,
@@ -82,7 +83,7 @@ async def bind_as_zhou(phone, openid: str, last_reply: str) -> None:
 async def world(db, clock, phone):
     """C1 with 周大爷 on the roster and bound through WeChat (o_zhou), and a staff member in C1 and in C2."""
     d = await make_district(db)
-    assert (await import_residents(db, ROSTER, "test", clock.now())).ok
+    assert (await import_residents(db, ROSTER, Actor.operator("test"), clock.now())).ok
     await bind_as_zhou(phone, "o_zhou", BOUND_ZHOU)  # the first-time flow binds at once, as before
     staff = await make_resident(db, "o_staff", d.buildings["B2"], name="李社工", phone="13900000009")
     await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
@@ -209,7 +210,7 @@ async def test_staff_reject_a_claim_nothing_changes_and_the_claimant_is_told(
     await bot.services["sender"].drain(max_batches=5)
     assert fake_wechat.texts_to("o_fake") == [REJECTED_PUSH]
     with pytest.raises(ClaimError, match="已驳回，无需再处理"):
-        await confirm_claim(db, claim.id, None, "cli:test", clock.now())
+        await confirm_claim(db, claim.id, Actor.operator("cli:test"), clock.now())
 
 
 async def test_staff_leave_the_review_with_cancel_and_the_claim_stays_pending(db, phone, world):
@@ -238,9 +239,9 @@ async def test_staff_of_another_community_neither_see_nor_decide_the_claim(db, p
     await talk(phone, "o_staff", [("待核实", LIST_ONE)])
     for attempt in (confirm_claim, reject_claim):
         with pytest.raises(ClaimError, match="不在您负责的社区"):
-            await attempt(db, claim.id, {c2}, f"resident:{other.id}", clock.now())
+            await attempt(db, claim.id, await actor_for(db, other.id), clock.now())
     with pytest.raises(ClaimError, match="不在您负责的社区"):
-        await claim_view(db, claim.id, {c2})
+        await claim_view(db, claim.id, await actor_for(db, other.id))
     assert (await claims(db))[0].status == ClaimStatus.PENDING
     assert await audit_rows(db, "binding_claim.confirm") == [] and await audit_rows(db, "binding_claim.reject") == []
     assert (await find_resident(db, "o_zhou")).is_bound

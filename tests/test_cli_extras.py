@@ -17,6 +17,7 @@ from bot.cli import build_parser
 from storage import activities as act
 from storage import broadcast as bc
 from storage import consultation as cs
+from storage.actor import Actor
 from storage.outbox import OutboxMessage
 from storage.roles import AuditLog
 from tests.factories import make_district, make_resident
@@ -31,7 +32,8 @@ async def steward(module, db, clock, *argv: str) -> str:
 async def booked_session(db, clock):
     """C1's December session with one resident booked and one on the waitlist."""
     d = await make_district(db)
-    await cs.set_defaults(db, d.communities["C1"].id, clock.now(), "test", capacity=11, reserved_seats=10)
+    await cs.set_defaults(db, d.communities["C1"].id, clock.now(), Actor.operator("cli:test"), capacity=11,
+                          reserved_seats=10)
     await cs.create_upcoming_sessions_for(db, d.communities["C1"].id, clock.now())
     session = (await cs.list_sessions(db, d.communities["C1"].id))[0]
     clock.set(dt.datetime(2026, 12, 10, 10, 0, tzinfo=TZ))

@@ -12,6 +12,7 @@ from sqlmodel import func, select
 from bot.simulator import Phone
 from storage import broadcast as bc
 from storage import consultation as cs
+from storage.actor import Actor
 from storage.needs import Need
 from storage.outbox import OutboxMessage
 from storage.residents import Resident
@@ -26,7 +27,7 @@ REGISTRATION_OPEN = dt.datetime(2026, 12, 10, 10, 0, tzinfo=TZ)
 async def setup_session(db, clock, capacity=30, reserved=10):
     """C1's December session (made by the job from C1's defaults); the clock at registration time."""
     d = await make_district(db)
-    await cs.set_defaults(db, d.communities["C1"].id, clock.now(), "test", capacity=capacity,
+    await cs.set_defaults(db, d.communities["C1"].id, clock.now(), Actor.operator("cli:test"), capacity=capacity,
                           reserved_seats=reserved, venue="大海阳社区党群服务中心")
     assert await cs.create_upcoming_sessions(db, clock.now()) == 1  # November's 17th has passed: December only
     assert await cs.create_upcoming_sessions(db, clock.now()) == 0  # idempotent

@@ -14,9 +14,19 @@ from sqlalchemy import update
 from sqlmodel import select
 
 from storage import outbox as ob
+from storage.actor import Actor, actor_for
 from storage.outbox import OutboxMessage, OutboxStatus
-from storage.roles import AuditLog, Role
+from storage.roles import AuditLog, Role, RoleGrant
 from tests.factories import grant, make_district, make_resident
+
+ADMIN = Actor.operator("cli:admin")
+
+
+def staff_of(community_id: int, name: str = "resident:0") -> Actor:
+    """Community staff of one community, without a resident row (the storage calls read only the grants)."""
+    grant_row = RoleGrant(resident_id=0, role=Role.COMMUNITY_STAFF.value, scope_type="community",
+                          scope_id=community_id, granted_by="test", granted_at=dt.datetime.now(dt.UTC))
+    return Actor(name=name, resident_id=0, grants=(grant_row,))
 
 
 async def queued(db, resident_id, kind, text, key, at) -> None:
@@ -88,7 +98,7 @@ async def test_staff_mark_a_failed_delivery_handled_and_it_leaves_the_list(db, c
     assert "1. 重发" in question and "2. 放弃" in question
     assert "已将第 1 条（议事通知）标记为已处理" in (await phone.text("o_staff", "2")).text
     assert "目前没有投递失败的消息" in (await phone.text("o_staff", "投递失败")).text
-    assert (await ob.review_page(db, None))[1] == 1  # C2's row is still waiting for its own staff
+    assert (await ob.review_page(db, ADMIN))[1] == 1  # C2's row is still waiting for its own staff
     async with db.read() as s:
         assert (await s.get(OutboxMessage, unknown.id)).status == OutboxStatus.CANCELLED
 
@@ -113,13 +123,13 @@ async def test_staff_page_through_many_failures_and_an_admin_sees_every_communit
 
 async def test_staff_cannot_acknowledge_another_communitys_delivery(db, clock):
     d, staff, _wang, zhao, failed, _unknown = await two_communities(db, clock)
-    theirs = (await ob.review_page(db, {d.communities["C2"].id}))[0][0].message
+    theirs = (await ob.review_page(db, staff_of(d.communities["C2"].id)))[0][0].message
     assert theirs.resident_id == zhao.id
     with pytest.raises(ob.OutboxReviewError, match="不在您负责的社区"):
-        await ob.give_up(db, theirs.id, {d.communities["C1"].id}, f"resident:{staff.id}", clock.now())
-    await ob.give_up(db, failed.id, {d.communities["C1"].id}, f"resident:{staff.id}", clock.now())
+        await ob.give_up(db, theirs.id, await actor_for(db, staff.id), clock.now())
+    await ob.give_up(db, failed.id, await actor_for(db, staff.id), clock.now())
     with pytest.raises(ob.OutboxReviewError, match="已经处理过了"):  # a second tap, or a colleague was quicker
-        await ob.give_up(db, failed.id, None, "cli:admin", clock.now())
+        await ob.give_up(db, failed.id, ADMIN, clock.now())
     async with db.read() as s:
         audits = (await s.exec(select(AuditLog).where(AuditLog.action == "outbox.review"))).all()
     assert len(audits) == 1
@@ -211,7 +221,7 @@ async def test_a_colleague_who_decided_first_wins_and_the_second_is_told(db, clo
     d, _staff, _wang, _zhao, failed, _unknown = await two_communities(db, clock)
     await phone.text("o_staff", "投递失败")
     await phone.text("o_staff", "2")
-    await ob.give_up(db, failed.id, {d.communities["C1"].id}, "resident:colleague", clock.now())
+    await ob.give_up(db, failed.id, staff_of(d.communities["C1"].id, "resident:colleague"), clock.now())
     answer = (await phone.text("o_staff", "1")).text
     assert "第 2 条：这条消息已经处理过了" in answer and "共 1 条" in answer
     async with db.read() as s:
@@ -221,11 +231,11 @@ async def test_a_colleague_who_decided_first_wins_and_the_second_is_told(db, clo
 
 async def test_staff_cannot_resend_another_communitys_delivery(db, clock, phone):
     d, staff, _wang, zhao, _failed, _unknown = await two_communities(db, clock)
-    theirs = (await ob.review_page(db, {d.communities["C2"].id}))[0][0].message
+    theirs = (await ob.review_page(db, staff_of(d.communities["C2"].id)))[0][0].message
     assert theirs.resident_id == zhao.id
     with pytest.raises(ob.OutboxReviewError, match="不在您负责的社区"):
-        await ob.resend(db, theirs.id, {d.communities["C1"].id}, f"resident:{staff.id}", clock.now())
-    assert await ob.review_item(db, theirs.id, {d.communities["C1"].id}) is None
+        await ob.resend(db, theirs.id, await actor_for(db, staff.id), clock.now())
+    assert await ob.review_item(db, theirs.id, await actor_for(db, staff.id)) is None
     # C2's own staff can, once; a second resend of the same row is refused.
     c2_staff = await make_resident(db, "o_staff2", d.buildings["B4"], name="李主任")
     await grant(db, c2_staff, Role.COMMUNITY_STAFF, d.communities["C2"].id)
@@ -233,7 +243,7 @@ async def test_staff_cannot_resend_another_communitys_delivery(db, clock, phone)
     assert "共 1 条" in listing and "赵六" in listing and "王五" not in listing
     assert "重新排队发送" in (await phone.text("o_staff2", "重发 1")).text
     with pytest.raises(ob.OutboxReviewError, match="已经处理过了"):
-        await ob.resend(db, theirs.id, None, "cli:admin", clock.now())
+        await ob.resend(db, theirs.id, ADMIN, clock.now())
     async with db.read() as s:
         assert (await s.get(OutboxMessage, theirs.id)).status == OutboxStatus.PENDING
     [audit] = await audits(db, "outbox.resend")
@@ -279,7 +289,7 @@ async def test_a_resend_wakes_the_prompt_drain_and_a_give_up_does_not(db, clock)
     _d, _staff, _wang, _zhao, failed, unknown = await two_communities(db, clock)
     waker = ob.OutboxWaker()
     ob.add_waker(waker)
-    await ob.give_up(db, unknown.id, None, "cli:test", clock.now())
+    await ob.give_up(db, unknown.id, Actor.operator("cli:test"), clock.now())
     assert not waker.event.is_set()  # nothing new to send
-    await ob.resend(db, failed.id, None, "cli:test", clock.now())
+    await ob.resend(db, failed.id, Actor.operator("cli:test"), clock.now())
     assert waker.event.is_set()  # a server sends it within moments, not at the next tick

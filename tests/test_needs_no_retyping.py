@@ -7,6 +7,7 @@ import pytest
 from sqlmodel import select
 
 from bot.cli_needs import show_text
+from storage.actor import actor_for
 from storage.classifier import default_classifier
 from storage.needs import find_need, report_need, resolve_need, triage_need
 from storage.outbox import OutboxMessage
@@ -29,9 +30,9 @@ async def _town(db):
 
 async def _resolved(db, clock, reporter, staff, text: str, result: str):
     need = await report_need(db, reporter.id, text, "JZ-05", clock.now())
-    await triage_need(db, staff.id, need.ticket, "A", clock.now())
+    await triage_need(db, await actor_for(db, staff.id), need.ticket, "A", clock.now())
     clock.advance(minutes=30)
-    return await resolve_need(db, staff.id, need.ticket, result, clock.now())
+    return await resolve_need(db, await actor_for(db, staff.id), need.ticket, result, clock.now())
 
 
 async def _outbox(db, resident_id: int) -> list[OutboxMessage]:

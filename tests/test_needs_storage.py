@@ -12,6 +12,7 @@ from sqlmodel import select
 
 from bot.cli_needs import ledger_rows, render, show_text
 from storage import workdays
+from storage.actor import actor_for
 from storage.needs import (
     NeedError,
     assign_need,
@@ -63,8 +64,8 @@ async def test_each_event_writes_one_notice_per_follower_except_the_actor(db, cl
         await second_need(db, need.ticket, n.id, clock.now())
     with pytest.raises(NeedError, match="已经在关注"):
         await second_need(db, need.ticket, neighbours[0].id, clock.now())
-    await triage_need(db, staff.id, need.ticket, "A", clock.now())
-    await post_progress(db, staff.id, need.ticket, "电工下午到", clock.now())
+    await triage_need(db, await actor_for(db, staff.id), need.ticket, "A", clock.now())
+    await post_progress(db, await actor_for(db, staff.id), need.ticket, "电工下午到", clock.now())
 
     async with db.read() as s:
         rows = list((await s.exec(select(OutboxMessage))).all())
@@ -82,14 +83,16 @@ async def test_the_state_machine_refuses_out_of_order_steps_with_a_reason(db, cl
     resident = await make_resident(db, "o_x", d.buildings["B1"])
     need = await report_need(db, resident.id, "楼道灯坏了", "JZ-05", clock.now())
     with pytest.raises(NeedError, match="还没有分流定级"):
-        await assign_need(db, staff.id, need.ticket, "社工小周", clock.now())
+        await assign_need(db, await actor_for(db, staff.id), need.ticket, "社工小周", clock.now())
     with pytest.raises(NeedError, match="不能评价"):
         await rate_need(db, resident.id, need.ticket, "满意", clock.now())
     with pytest.raises(NeedError, match="最长15个工作日"):
-        await triage_need(db, staff.id, need.ticket, "B", clock.now(), dt.date(2027, 1, 30), "材料待采购")
-    await reject_need(db, staff.id, need.ticket, "属于个人家中电路，请联系物业有偿维修", clock.now())
+        await triage_need(db, await actor_for(db, staff.id),
+                          need.ticket, "B", clock.now(), dt.date(2027, 1, 30), "材料待采购")
+    await reject_need(db, await actor_for(db, staff.id),
+                      need.ticket, "属于个人家中电路，请联系物业有偿维修", clock.now())
     with pytest.raises(NeedError, match=r"未受理.*不能办结"):
-        await resolve_need(db, staff.id, need.ticket, "已修", clock.now())
+        await resolve_need(db, await actor_for(db, staff.id), need.ticket, "已修", clock.now())
     row = await find_need(db, need.ticket)
     assert row.status == "rejected" and "个人家中电路" in row.latest_note
 
@@ -100,10 +103,10 @@ async def test_merge_moves_followers_and_tells_them_where_to_look(db, clock):
     b = await make_resident(db, "o_mb", d.buildings["B2"])
     keep = await report_need(db, a.id, "小区门口垃圾桶满了", "JZ-02", clock.now())
     dup = await report_need(db, b.id, "门口垃圾没人收", "JZ-02", clock.now())
-    merged = await merge_need(db, staff.id, dup.ticket, keep.ticket, clock.now())
+    merged = await merge_need(db, await actor_for(db, staff.id), dup.ticket, keep.ticket, clock.now())
     assert merged.status == "merged" and merged.merged_into_id == keep.id
     assert (await find_need(db, keep.ticket)).supporters == 2
-    await triage_need(db, staff.id, keep.ticket, "A", clock.now())
+    await triage_need(db, await actor_for(db, staff.id), keep.ticket, "A", clock.now())
     async with db.read() as s:
         b_notices = list((await s.exec(select(OutboxMessage).where(OutboxMessage.resident_id == b.id))).all())
     assert keep.ticket in b_notices[0].text and "合并" in b_notices[0].text
@@ -115,14 +118,15 @@ async def test_a_grid_worker_files_for_an_unbound_resident_and_rates_for_them(db
     worker = await make_resident(db, "o_grid", d.buildings["B3"], name="网格员小王", phone="13600000000")
     await grant(db, worker, Role.GRID_WORKER, d.grids["G2"].id)
     with pytest.raises(NeedError, match="不在您负责的范围"):
-        await file_on_behalf(db, worker.id, "楼道灯坏了", "JZ-05", clock.now(), contact_name="孙奶奶",
+        await file_on_behalf(db, await actor_for(db, worker.id),
+                             "楼道灯坏了", "JZ-05", clock.now(), contact_name="孙奶奶",
                              contact_phone="13511112222", building_id=d.buildings["B1"].id)
-    need = await file_on_behalf(db, worker.id, "独居老人需要定期探访", "YL-02", clock.now(),
+    need = await file_on_behalf(db, await actor_for(db, worker.id), "独居老人需要定期探访", "YL-02", clock.now(),
                                 contact_name="孙奶奶", contact_phone="13511112222", building_id=d.buildings["B3"].id)
-    await triage_need(db, staff.id, need.ticket, "A", clock.now())
-    _, person = await assign_need(db, staff.id, need.ticket, "13600000000", clock.now())
+    await triage_need(db, await actor_for(db, staff.id), need.ticket, "A", clock.now())
+    _, person = await assign_need(db, await actor_for(db, staff.id), need.ticket, "13600000000", clock.now())
     assert person.id == worker.id
-    await resolve_need(db, worker.id, need.ticket, "已建立每周探访", clock.now())
+    await resolve_need(db, await actor_for(db, worker.id), need.ticket, "已建立每周探访", clock.now())
     rated = await rate_need(db, worker.id, need.ticket, "满意", clock.now())
     assert rated.status == "rated"
 
@@ -148,7 +152,7 @@ async def test_the_ledger_lists_filters_and_shows_a_need(db, clock):
     resident = await make_resident(db, "o_l", d.buildings["B1"], phone="13812345678")
     late = await report_need(db, resident.id, "楼道灯坏了", "JZ-05", clock.now())
     fresh = await report_need(db, resident.id, "想申请家庭医生上门", "YJ-01", clock.now())
-    await triage_need(db, staff.id, fresh.ticket, "B", clock.now())
+    await triage_need(db, await actor_for(db, staff.id), fresh.ticket, "B", clock.now())
     clock.advance(hours=5)  # the A-tier need passed its 2-working-hour response time
 
     rows = await ledger_rows(db, clock.now(), community="C1")

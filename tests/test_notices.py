@@ -17,6 +17,7 @@ from scheduler.runner import SchedulerRunner, job_context
 from storage import broadcast as bc
 from storage import consultation as cs
 from storage import outbox as ob
+from storage.actor import Actor, actor_for
 from storage.needs import rate_need, report_need, resolve_need, second_need, triage_need
 from storage.outbox import NoticeKind, NoticePriority, OutboxMessage, OutboxStatus, enqueue
 from storage.residents import Resident
@@ -144,9 +145,9 @@ async def test_a_need_reopened_at_night_reaches_its_handler_and_followers_at_onc
     neighbour = await make_resident(db, "o_neighbour", d.buildings["B1"], room="102")
     need = await report_need(db, reporter.id, "楼道灯坏了", "JZ-05", clock.now())
     await second_need(db, need.ticket, neighbour.id, clock.now())
-    await triage_need(db, staff.id, need.ticket, "A", clock.now())
+    await triage_need(db, await actor_for(db, staff.id), need.ticket, "A", clock.now())
     clock.set(NIGHT)
-    await resolve_need(db, staff.id, need.ticket, "已更换灯泡", clock.now())
+    await resolve_need(db, await actor_for(db, staff.id), need.ticket, "已更换灯泡", clock.now())
     clock.advance(minutes=5)
     await rate_need(db, reporter.id, need.ticket, "不满意", clock.now(), comment="还是不亮")
     rows = await outbox(db, f"need:{need.id}:%")
@@ -164,7 +165,8 @@ async def test_a_consultation_moved_at_night_is_told_at_once(db, clock):
     await cs.book_seat(db, session.id, resident, clock.now())
     night = dt.datetime.combine(clock.now().date(), dt.time(22, 30), tzinfo=TZ)
     clock.set(night)
-    await cs.move_session(db, session.id, session.starts_at + dt.timedelta(days=1), None, clock.now(), "test")
+    await cs.move_session(db, session.id, session.starts_at + dt.timedelta(days=1), Actor.operator("cli:test"),
+                          clock.now())
     assert await bc.run_enqueue(db, clock.now()) == 1
     [row] = await outbox(db, "bc:%")
     assert (row.resident_id, row.kind, row.priority) == (resident.id, "consultation", NoticePriority.URGENT)

@@ -7,12 +7,14 @@ import pytest
 from sqlmodel import func, select
 
 from bot.cli import main
+from storage.actor import Actor
 from storage.demo import PEOPLE, load_demo
 from storage.imports import import_departments, import_org, import_residents
 from storage.org import Building, Community, Department, Grid, Street, search_communities
 from storage.residents import Resident, RosterEntry, find_resident
 from storage.roles import AuditLog, RoleGrant
 
+CLI = Actor.operator("cli:test")
 ORG_HEADER = "street_code,street_name,community_code,community_name,grid_code,grid_name,building_code,building_name"
 ORG = f"""{ORG_HEADER}
 S1,向阳街道,C1,大海阳社区,G1,第一网格,B101,1号楼
@@ -29,13 +31,13 @@ async def count(db, table) -> int:
 
 
 async def test_the_org_file_imports_once_and_a_second_import_changes_nothing(db, clock):
-    first = await import_org(db, ORG, "cli:test", clock.now())
+    first = await import_org(db, ORG, CLI, clock.now())
     assert first.ok and (first.rows, first.created, first.updated) == (5, 5, 0)
-    again = await import_org(db, ORG, "cli:test", clock.now())
+    again = await import_org(db, ORG, CLI, clock.now())
     assert again.ok and (again.created, again.updated, again.unchanged) == (0, 0, 5)
     assert [await count(db, t) for t in (Street, Community, Grid, Building)] == [2, 3, 3, 4]
     assert [c.name for c in await search_communities(db, "金沙")] == ["金沙滩社区"]
-    renamed = await import_org(db, ORG.replace("3号楼", "3号楼（东）"), "cli:test", clock.now())
+    renamed = await import_org(db, ORG.replace("3号楼", "3号楼（东）"), CLI, clock.now())
     assert (renamed.created, renamed.updated, renamed.unchanged) == (0, 1, 4)
     async with db.read() as s:
         assert (await s.exec(select(Building).where(Building.code == "B103"))).one().name == "3号楼（东）"
@@ -53,7 +55,7 @@ S2,东山街道,C1,大海阳社区,G4,第四网格,B104,4号楼
 S1,向阳街道,C1,大海阳社区,G1,第一网格,B101,1号楼
 S1,向阳街道,C2,,G5,第五网格,B105,5号楼
 """
-    report = await import_org(db, bad, "cli:test", clock.now())
+    report = await import_org(db, bad, CLI, clock.now())
     assert not report.ok
     lines = dict(report.errors)
     assert sorted(lines) == [3, 4, 6, 7, 8]
@@ -69,12 +71,12 @@ S1,向阳街道,C2,,G5,第五网格,B105,5号楼
 
 
 async def test_an_import_never_moves_a_building_to_another_grid(db, clock):
-    assert (await import_org(db, ORG, "cli:test", clock.now())).ok
+    assert (await import_org(db, ORG, CLI, clock.now())).ok
     moved = "\n".join(
         [ORG_HEADER, "S1,向阳街道,C1,大海阳社区,G2,第二网格,B102,2号楼",
          "S1,向阳街道,C1,大海阳社区,G2,第二网格,B101,1号楼", "S1,向阳街道,C9,,G9,九,B9,9号楼"]
     )
-    report = await import_org(db, moved, "cli:test", clock.now())
+    report = await import_org(db, moved, CLI, clock.now())
     assert report.errors == [
         (2, "楼栋 B102 已属于网格 G1，导入不能改变归属，请联系管理员"),
         (3, "楼栋 B101 已属于网格 G1，导入不能改变归属，请联系管理员"),
@@ -87,17 +89,17 @@ async def test_an_import_never_moves_a_building_to_another_grid(db, clock):
 
 
 async def test_a_file_without_the_right_header_is_refused(db, clock):
-    report = await import_org(db, "code,name\nS1,向阳街道\n", "cli:test", clock.now())
+    report = await import_org(db, "code,name\nS1,向阳街道\n", CLI, clock.now())
     assert report.errors[0][0] == 1 and "表头缺少列" in report.errors[0][1]
-    assert (await import_org(db, "", "cli:test", clock.now())).errors[0][1].startswith("文件是空的")
+    assert (await import_org(db, "", CLI, clock.now())).errors[0][1].startswith("文件是空的")
 
 
 async def test_departments_import_with_their_kind(db, clock):
     text = "department_code,department_name,kind\nD-ZJ,区住建局,\nU-WY,阳光物业,enterprise\nX,坏单位,公司\n"
-    bad = await import_departments(db, text, "cli:test", clock.now())
+    bad = await import_departments(db, text, CLI, clock.now())
     assert bad.errors == [(4, "类型「公司」应为 district、enterprise 或 social")]
     assert await count(db, Department) == 0
-    good = await import_departments(db, text.rsplit("X,", 1)[0], "cli:test", clock.now())
+    good = await import_departments(db, text.rsplit("X,", 1)[0], CLI, clock.now())
     assert good.ok and good.created == 2
     async with db.read() as s:
         kinds = {d.code: d.kind for d in (await s.exec(select(Department))).all()}
@@ -112,8 +114,8 @@ o_wx_zhang,张三,13800138000,B101,1-2-301
 
 
 async def test_residents_import_onto_the_roster_binding_those_with_an_openid(db, clock):
-    assert (await import_org(db, ORG, "cli:test", clock.now())).ok
-    report = await import_residents(db, RESIDENTS, "cli:test", clock.now())
+    assert (await import_org(db, ORG, CLI, clock.now())).ok
+    report = await import_residents(db, RESIDENTS, CLI, clock.now())
     assert report.ok and report.created == 3
     zhang = await find_resident(db, "o_wx_zhang")
     assert zhang.is_bound and (zhang.name, zhang.room, zhang.phone) == ("张三", "1-2-301", "13800138000")
@@ -121,20 +123,20 @@ async def test_residents_import_onto_the_roster_binding_those_with_an_openid(db,
     async with db.read() as s:
         wang = (await s.exec(select(RosterEntry).where(RosterEntry.name == "王大爷"))).one()
     assert wang.phone == "13900002222" and wang.resident_id is None
-    again = await import_residents(db, RESIDENTS, "cli:test", clock.now())
+    again = await import_residents(db, RESIDENTS, CLI, clock.now())
     assert (again.created, again.updated, again.unchanged) == (0, 0, 3)
     assert await count(db, RosterEntry) == 3 and await count(db, Resident) == 1
 
 
 async def test_a_residents_file_with_bad_rows_reports_every_one_and_imports_nothing(db, clock):
-    assert (await import_org(db, ORG, "cli:test", clock.now())).ok
+    assert (await import_org(db, ORG, CLI, clock.now())).ok
     bad = RESIDENTS + (
         ",赵六,1380013800,B101,101\n"  # 10 digits
         ",钱七,13800000007,B999,101\n"  # no such building
         ",,13800000008,B101,楼顶\n"  # no name, bad room
         ",李奶奶二,13900001111,B102,2单元503\n"  # same phone at the same building as line 3
     )
-    report = await import_residents(db, bad, "cli:test", clock.now())
+    report = await import_residents(db, bad, CLI, clock.now())
     lines = dict(report.errors)
     assert sorted(lines) == [5, 6, 7, 8]
     assert "手机号格式不对" in lines[5]

@@ -8,8 +8,9 @@ import re
 from sqlmodel import select
 
 from storage import rewards as rw
+from storage.actor import actor_for
 from storage.points import PointsPolicy, audit_points, balance_of, credit_service, fund_balance, share_code_of
-from storage.roles import AuditLog, Role, scope_of
+from storage.roles import AuditLog, Role
 from tests.factories import grant, make_district, make_resident
 
 
@@ -17,10 +18,10 @@ async def world(db, clock):
     d = await make_district(db)
     staff = await make_resident(db, "o_staff", d.buildings["B2"], name="李社工", phone="13900000009")
     await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
-    scope = await scope_of(db, staff.id)
+    actor = await actor_for(db, staff.id)
     c1 = d.communities["C1"].id
-    rice = await rw.add_reward(db, scope, "test", c1, "大米一袋", 50, 3, clock.now())
-    haircut = await rw.add_reward(db, scope, "test", c1, "上门理发", 80, 2, clock.now(), kind=rw.RewardKind.SERVICE)
+    rice = await rw.add_reward(db, actor, c1, "大米一袋", 50, 3, clock.now())
+    haircut = await rw.add_reward(db, actor, c1, "上门理发", 80, 2, clock.now(), kind=rw.RewardKind.SERVICE)
     return d, staff, rice, haircut
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import func, select
 
+from storage.actor import actor_for
 from storage.db import Database
 from storage.outbox import OutboxMessage
 from storage.points import (
@@ -32,7 +33,7 @@ from storage.rewards import (
     fulfil_by_code,
     redeem,
 )
-from storage.roles import Role, scope_of
+from storage.roles import Role
 from storage.settings import ConfigError, Settings, load_settings
 from tests.factories import grant, make_district, make_resident
 
@@ -173,9 +174,10 @@ async def test_cancelling_five_times_at_once_refunds_once_and_returns_one_item(d
     await give(db, me, 60, clock.now(), "seed")
     soap = await add(db, d.communities["C1"].id, "洗衣液", 40, 1, clock.now())
     done = await redeem(db, me, soap.id, "r1", clock.now(), policy=POLICY)
+    actor = await actor_for(db, me.id)
 
     results = await asyncio.gather(
-        *(attempt(cancel_redemption(db, done.redemption.id, me, clock.now())) for _ in range(5))
+        *(attempt(cancel_redemption(db, done.redemption.id, actor, clock.now())) for _ in range(5))
     )
 
     assert sum(not isinstance(r, PointsRefused) for r in results) == 1
@@ -189,14 +191,14 @@ async def test_staff_fulfilment_and_resident_cancel_racing_leave_one_outcome(db,
     [me] = await residents(db, d.buildings["B1"], 1, "fc")
     staff = await make_resident(db, "staff-fc", d.buildings["B2"], phone="13900000001")
     await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
-    scope = await scope_of(db, staff.id)
+    desk, owner = await actor_for(db, staff.id), await actor_for(db, me.id)
     await give(db, me, 40, clock.now(), "seed")
     mop = await add(db, d.communities["C1"].id, "拖把", 40, 1, clock.now())
     done = await redeem(db, me, mop.id, "r1", clock.now(), policy=POLICY)
 
     fulfil, cancel = await asyncio.gather(
-        attempt(fulfil_by_code(db, scope, f"resident:{staff.id}", done.redemption.pickup_code.lower(), clock.now())),
-        attempt(cancel_redemption(db, done.redemption.id, me, clock.now())),
+        attempt(fulfil_by_code(db, desk, done.redemption.pickup_code.lower(), clock.now())),
+        attempt(cancel_redemption(db, done.redemption.id, owner, clock.now())),
     )
 
     assert isinstance(fulfil, PointsRefused) != isinstance(cancel, PointsRefused)

@@ -9,6 +9,7 @@ import pytest
 from sqlmodel import func, select
 
 from storage import needs
+from storage.actor import Actor, actor_for
 from storage.org import Department
 from storage.outbox import OutboxMessage
 from storage.projects import (
@@ -20,8 +21,10 @@ from storage.projects import (
     create_project,
     publish_project,
 )
-from storage.roles import AuditLog, Role, scope_of
+from storage.roles import AuditLog, Role
 from tests.factories import grant, make_district, make_resident
+
+CLI = Actor.operator("cli:test")
 
 
 async def add_unit(db, code, name, kind):
@@ -58,10 +61,10 @@ async def a_published_project(db, clock, d, staff, tickets=()):
         tickets = [need.ticket]
     project = await create_project(
         db, community_id=d.communities["C1"].id, title="楼道照明改造", content="更换2号楼楼道灯",
-        measures="采购LED灯具并安装", deadline=dt.date(2026, 12, 31), actor="cli:test", now=clock.now(),
+        measures="采购LED灯具并安装", deadline=dt.date(2026, 12, 31), actor=CLI, now=clock.now(),
         need_tickets=tickets,
     )
-    await publish_project(db, project.id, actor="cli:test", now=clock.now())
+    await publish_project(db, project.id, actor=CLI, now=clock.now())
     return project
 
 
@@ -71,7 +74,8 @@ async def test_a_claim_race_between_two_units_has_exactly_one_winner(db, clock, 
 
     async def attempt(member, unit):
         try:
-            return await claim_project(db, project.id, resident_id=member.id, unit_id=unit.id, now=clock.now())
+            actor = await actor_for(db, member.id)
+            return await claim_project(db, project.id, actor=actor, unit_id=unit.id, now=clock.now())
         except ProjectError as exc:
             return unit.id, exc.reason
 
@@ -156,7 +160,7 @@ async def test_staff_assign_a_project_directly_and_only_within_their_community(d
     need = await needs.report_need(db, reporter.id, "1号楼单元门坏了关不上", "JZ-05", clock.now())
     project = await create_project(
         db, community_id=d.communities["C1"].id, title="单元门维修", content="修好1号楼单元门", measures="更换门禁",
-        deadline=dt.date(2026, 12, 15), actor="cli:test", now=clock.now(), need_tickets=[need.ticket],
+        deadline=dt.date(2026, 12, 15), actor=CLI, now=clock.now(), need_tickets=[need.ticket],
     )
     other = await make_resident(db, "o_c2_staff", d.buildings["B4"])
     await grant(db, other, Role.COMMUNITY_STAFF, d.communities["C2"].id)
@@ -165,9 +169,9 @@ async def test_staff_assign_a_project_directly_and_only_within_their_community(d
     assert "安居物业公司" in (await phone.text("o_staff", f"指派项目 {project.id} e-wy")).text
     assert any("指派" in t for t in await outbox_for(db, m1.id, "project_assigned"))
     with pytest.raises(ProjectError, match="已由贵单位承接"):
-        await claim_project(db, project.id, resident_id=m1.id, unit_id=wuye.id, now=clock.now())
+        await claim_project(db, project.id, actor=await actor_for(db, m1.id), unit_id=wuye.id, now=clock.now())
     with pytest.raises(ProjectError, match="不能再发布"):
-        await publish_project(db, project.id, actor="cli:test", now=clock.now())
+        await publish_project(db, project.id, actor=CLI, now=clock.now())
 
 
 async def test_a_project_only_takes_open_needs_of_its_own_community(db, clock, world):
@@ -177,14 +181,14 @@ async def test_a_project_only_takes_open_needs_of_its_own_community(db, clock, w
     with pytest.raises(ProjectError, match="没有找到本社区编号"):
         await create_project(
             db, community_id=d.communities["C1"].id, title="电梯", content="修电梯", measures="维保",
-            deadline=dt.date(2026, 12, 31), actor="x", now=clock.now(), need_tickets=[far_need.ticket],
-            scope=await scope_of(db, staff.id),
+            deadline=dt.date(2026, 12, 31), actor=await actor_for(db, staff.id), now=clock.now(),
+            need_tickets=[far_need.ticket],
         )
     with pytest.raises(ProjectError, match="只能为本社区"):
         await create_project(
             db, community_id=d.communities["C2"].id, title="电梯", content="修电梯", measures="维保",
-            deadline=dt.date(2026, 12, 31), actor="x", now=clock.now(), need_tickets=[far_need.ticket],
-            scope=await scope_of(db, staff.id),
+            deadline=dt.date(2026, 12, 31), actor=await actor_for(db, staff.id), now=clock.now(),
+            need_tickets=[far_need.ticket],
         )
 
 
@@ -224,4 +228,5 @@ async def test_staff_turn_a_topic_the_consultation_accepted_into_a_project_in_ch
     assert any("老年活动室" in t for t in await outbox_for(db, proposer.id, "project_published"))
     with pytest.raises(ProjectError, match="该议题已立项"):
         await create_project(db, community_id=d.communities["C1"].id, title="再来", content="重复", measures="重复",
-                             deadline=dt.date(2027, 1, 1), actor="x", now=clock.now(), topic_id=accepted.id)
+                             deadline=dt.date(2027, 1, 1), actor=Actor.operator("x"), now=clock.now(),
+                             topic_id=accepted.id)

@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 from sqlmodel import func, select
 
+from storage.actor import Actor, actor_for
 from storage.outbox import OutboxMessage
 from storage.projects import Project, ProjectStatus
 from storage.review import (
@@ -25,6 +26,8 @@ from storage.review import (
 )
 from storage.roles import AuditLog, Role
 from tests.factories import grant, make_district, make_resident
+
+CLI = Actor.operator("cli:test")
 
 
 async def completed_projects(db, community, titles, now):
@@ -45,7 +48,7 @@ async def world(db, clock):
     projects = await completed_projects(db, d.communities["C1"], ["楼道照明改造", "老年助餐点", "健身器材更新"],
                                         clock.now())
     review = await open_review(db, community_id=d.communities["C1"].id, year=2026,
-                               closes_at=clock.now() + dt.timedelta(days=7), actor="cli:test", now=clock.now())
+                               closes_at=clock.now() + dt.timedelta(days=7), actor=CLI, now=clock.now())
     return d, projects, review.review
 
 
@@ -69,7 +72,7 @@ async def test_two_hundred_concurrent_and_retried_votes_count_once_and_the_last_
     assert len(ballots) == 1 and voters == 1
     assert ballots[0].choice == "basic" and ballots[0].comment == "还可以更好"
     assert ballots[0].changes == 200
-    rows = await close_review(db, review.id, actor="cli:test", now=clock.advance(days=7))
+    rows = await close_review(db, review.id, actor=CLI, now=clock.advance(days=7))
     first = next(r for r in rows if r.project.id == projects[0].id)
     assert (first.tally.satisfied, first.tally.basic, first.tally.unsatisfied) == (0, 1, 0)
 
@@ -97,14 +100,14 @@ async def test_after_closing_nothing_changes_the_tally(db, clock, world):
     with pytest.raises(ReviewError, match="已经结束"):
         await cast_vote(db, review.id, resident_id=residents[0].id, project_id=projects[1].id,
                         choice="unsatisfied", now=clock.now())
-    rows = await close_review(db, review.id, actor="cli:test", now=clock.now())
+    rows = await close_review(db, review.id, actor=CLI, now=clock.now())
     row = next(r for r in rows if r.project.id == projects[1].id)
     assert (row.tally.satisfied, row.tally.basic, row.tally.unsatisfied) == (3, 1, 1)
     assert row.tally.rate == pytest.approx(0.8)
     with pytest.raises(ReviewError, match="已经结束"):
         await cast_vote(db, review.id, resident_id=residents[3].id, project_id=projects[1].id, choice="satisfied",
                         now=clock.now())
-    again = await close_review(db, review.id, actor="cli:test", now=clock.advance(days=1))
+    again = await close_review(db, review.id, actor=CLI, now=clock.advance(days=1))
     assert [(r.project.id, r.tally.satisfied, r.tally.basic, r.tally.unsatisfied) for r in again] == [
         (r.project.id, r.tally.satisfied, r.tally.basic, r.tally.unsatisfied) for r in rows
     ]
@@ -120,10 +123,10 @@ async def test_a_review_needs_completed_projects_and_opens_once_per_year(db, clo
     d, _projects, _review = world
     with pytest.raises(ReviewError, match="已经开启过"):
         await open_review(db, community_id=d.communities["C1"].id, year=2026,
-                          closes_at=clock.now() + dt.timedelta(days=3), actor="cli:test", now=clock.now())
+                          closes_at=clock.now() + dt.timedelta(days=3), actor=CLI, now=clock.now())
     with pytest.raises(ReviewError, match="还没有已完成"):
         await open_review(db, community_id=d.communities["C2"].id, year=2026,
-                          closes_at=clock.now() + dt.timedelta(days=3), actor="cli:test", now=clock.now())
+                          closes_at=clock.now() + dt.timedelta(days=3), actor=CLI, now=clock.now())
 
 
 async def test_staff_open_residents_vote_in_chat_check_the_receipt_and_read_the_result(db, clock, phone):
@@ -191,10 +194,8 @@ async def test_staff_of_another_community_cannot_close_it_and_residents_cannot_o
     d, _projects, review = world
     other = await make_resident(db, "o_other_staff", d.buildings["B4"])
     await grant(db, other, Role.COMMUNITY_STAFF, d.communities["C2"].id)
-    from storage.roles import scope_of
-
     with pytest.raises(ReviewError, match="不在您的管辖范围"):
-        await close_review(db, review.id, actor="x", now=clock.now(), scope=await scope_of(db, other.id))
+        await close_review(db, review.id, actor=await actor_for(db, other.id), now=clock.now())
     await make_resident(db, "o_plain", d.buildings["B1"])
     assert "仅限社区工作人员" in (await phone.text("o_plain", "开启评议")).text
 
@@ -270,14 +271,14 @@ async def test_closing_before_the_promised_deadline_asks_first_and_tells_voters_
 async def test_closing_before_the_deadline_needs_the_callers_explicit_word(db, clock, world):
     _d, _projects, review = world
     with pytest.raises(ReviewNotDue, match="原定12月4日09:30截止"):
-        await close_review(db, review.id, actor="cli:test", now=clock.now())
-    await close_review(db, review.id, actor="cli:test", now=clock.now(), early=True)
+        await close_review(db, review.id, actor=CLI, now=clock.now())
+    await close_review(db, review.id, actor=CLI, now=clock.now(), early=True)
 
 
 async def test_once_the_years_review_is_closed_open_offers_no_year(db, clock, world, phone):
     d, _projects, review = world
     await c1_staff(db, d)
-    await close_review(db, review.id, actor="cli:test", now=clock.advance(days=7))
+    await close_review(db, review.id, actor=CLI, now=clock.advance(days=7))
     refused = "大海阳社区2026年度的评议已结束（编号1），暂无可开启评议的年度。"
     assert (await phone.text("o_staff", "开启评议")).text == refused
     assert "评议已开启" not in (await phone.text("o_staff", "1")).text  # no confirmation was pending

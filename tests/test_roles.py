@@ -7,6 +7,7 @@ import json
 import pytest
 from sqlmodel import select
 
+from storage.actor import Actor, actor_for
 from storage.roles import (
     AuditLog,
     Role,
@@ -19,7 +20,6 @@ from storage.roles import (
     grant_role,
     grids_of_worker,
     revoke_role,
-    scope_of,
 )
 from tests.factories import make_district, make_resident
 
@@ -46,27 +46,27 @@ async def test_each_role_takes_only_a_scope_of_its_own_kind(db, district, clock)
     ]
     for role, scope, word in refusals:
         with pytest.raises(RoleError) as refused:
-            await grant_role(db, person.id, role, scope, "cli:test", clock.now())
+            await grant_role(db, person.id, role, scope, Actor.operator("cli:test"), clock.now())
         assert word in refused.value.reason
     assert await active_grants(db, person.id) == []
     assert await audit_rows(db, "role_grant") == []
 
     for role, scope in ((Role.BUILDING_LEADER, "B1"), (Role.GRID_WORKER, "g2"), (Role.COMMUNITY_STAFF, "C1"),
                         (Role.DISTRICT_STAFF, "D-JS"), (Role.ADMIN, None)):
-        await grant_role(db, person.id, role, scope, "cli:test", clock.now())
+        await grant_role(db, person.id, role, scope, Actor.operator("cli:test"), clock.now())
     assert await buildings_led_by(db, person.id) == {district.buildings["B1"].id}
     assert await grids_of_worker(db, person.id) == {district.grids["G2"].id}
     assert await communities_staffed(db, person.id) == {district.communities["C1"].id}
-    assert (await scope_of(db, person.id)).ids(Role.DISTRICT_STAFF) == {district.departments["D-JS"].id}
+    assert (await actor_for(db, person.id)).ids(Role.DISTRICT_STAFF) == {district.departments["D-JS"].id}
     # B1 led, plus B3, the only building of grid G2.
     assert await buildings_in_reach(db, person.id) == {district.buildings["B1"].id, district.buildings["B3"].id}
-    assert (await scope_of(db, person.id)).is_admin
+    assert (await actor_for(db, person.id)).is_admin
 
 
 async def test_a_grant_and_its_revocation_are_audited_and_granting_twice_changes_nothing(db, district, clock):
     person = await make_resident(db, "o_leader", district.buildings["B2"])
-    first = await grant_role(db, person.id, Role.BUILDING_LEADER, "B2", "cli:wang", clock.now())
-    again = await grant_role(db, person.id, Role.BUILDING_LEADER, "B2", "cli:wang", clock.now())
+    first = await grant_role(db, person.id, Role.BUILDING_LEADER, "B2", Actor.operator("cli:wang"), clock.now())
+    again = await grant_role(db, person.id, Role.BUILDING_LEADER, "B2", Actor.operator("cli:wang"), clock.now())
     assert again.id == first.id
     grants = await audit_rows(db, "role_grant")
     assert len(grants) == 1
@@ -74,12 +74,12 @@ async def test_a_grant_and_its_revocation_are_audited_and_granting_twice_changes
     assert json.loads(grants[0].detail) == {"role": "building_leader", "scope": "B2"}
 
     clock.advance(days=30)
-    revoked = await revoke_role(db, person.id, Role.BUILDING_LEADER, "B2", "cli:wang", clock.now())
+    revoked = await revoke_role(db, person.id, Role.BUILDING_LEADER, "B2", Actor.operator("cli:wang"), clock.now())
     assert revoked.revoked_at is not None
     assert await active_grants(db, person.id) == []
     assert len(await audit_rows(db, "role_revoke")) == 1
     with pytest.raises(RoleError, match="无需撤销"):
-        await revoke_role(db, person.id, Role.BUILDING_LEADER, "B2", "cli:wang", clock.now())
+        await revoke_role(db, person.id, Role.BUILDING_LEADER, "B2", Actor.operator("cli:wang"), clock.now())
     async with db.read() as s:
         assert len((await s.exec(select(RoleGrant))).all()) == 1  # kept, with revoked_at
 
@@ -93,7 +93,7 @@ async def test_a_resident_trying_a_staff_command_is_refused(phone, db, district)
 
 async def test_community_staff_find_residents_of_their_own_community_only(phone, db, district, clock):
     staff = await make_resident(db, "o_c1_staff", district.buildings["B1"], phone="13900000001")
-    await grant_role(db, staff.id, Role.COMMUNITY_STAFF, "C1", "cli:test", clock.now())
+    await grant_role(db, staff.id, Role.COMMUNITY_STAFF, "C1", Actor.operator("cli:test"), clock.now())
     await make_resident(db, "o_c1_li", district.buildings["B3"], room="2-301", name="李四", phone="13811112222")
     await make_resident(db, "o_c2_wang", district.buildings["B4"], room="501", name="王五", phone="13833334444")
 
@@ -113,7 +113,7 @@ async def test_community_staff_find_residents_of_their_own_community_only(phone,
 async def test_my_roles_names_each_role_with_its_part_of_the_district(phone, db, district, clock):
     person = await make_resident(db, "o_roles", district.buildings["B1"])
     assert "没有工作人员角色" in (await phone.text("o_roles", "我的角色")).text
-    await grant_role(db, person.id, Role.BUILDING_LEADER, "B1", "cli:test", clock.now())
-    await grant_role(db, person.id, Role.GRID_WORKER, "G1", "cli:test", clock.now())
+    await grant_role(db, person.id, Role.BUILDING_LEADER, "B1", Actor.operator("cli:test"), clock.now())
+    await grant_role(db, person.id, Role.GRID_WORKER, "G1", Actor.operator("cli:test"), clock.now())
     shown = (await phone.text("o_roles", "我的角色")).text
     assert "1. 楼片长 · 1号楼（B1）" in shown and "2. 网格员 · 第一网格（G1）" in shown

@@ -13,6 +13,7 @@ from sqlmodel import select
 import scheduler  # noqa: F401  (registers the jobs)
 from scheduler.registry import JOBS, JobContext
 from storage import needs as needs_ops
+from storage.actor import actor_for
 from storage.needs import (
     Need,
     NeedEvent,
@@ -47,9 +48,9 @@ async def town(db):
 
 async def resolved(db, town, clock, reporter, text: str, item: str = "JZ-05") -> Need:
     need = await report_need(db, reporter.id, text, item, clock.now())
-    await triage_need(db, town["staff"].id, need.ticket, "A", clock.now())
-    await assign_need(db, town["staff"].id, need.ticket, "陈网格", clock.now())
-    await resolve_need(db, town["worker"].id, need.ticket, "已处理完毕", clock.now())
+    await triage_need(db, await actor_for(db, town["staff"].id), need.ticket, "A", clock.now())
+    await assign_need(db, await actor_for(db, town["staff"].id), need.ticket, "陈网格", clock.now())
+    await resolve_need(db, await actor_for(db, town["worker"].id), need.ticket, "已处理完毕", clock.now())
     return need
 
 
@@ -131,11 +132,12 @@ async def test_an_unrated_need_closes_once_after_its_rating_window_and_its_repor
 
 
 async def test_a_need_filed_for_an_unbound_resident_tells_the_leader_who_filed_it(db, clock, town):
-    need = await file_on_behalf(db, town["worker"].id, "独居老人家里水管漏水", "JZ-05", clock.now(),
+    need = await file_on_behalf(db, await actor_for(db, town["worker"].id),
+                                "独居老人家里水管漏水", "JZ-05", clock.now(),
                                 contact_name="孙奶奶", contact_phone="13511112222",
                                 building_id=town["d"].buildings["B1"].id)
-    await triage_need(db, town["staff"].id, need.ticket, "A", clock.now())
-    await resolve_need(db, town["staff"].id, need.ticket, "已更换水管", clock.now())
+    await triage_need(db, await actor_for(db, town["staff"].id), need.ticket, "A", clock.now())
+    await resolve_need(db, await actor_for(db, town["staff"].id), need.ticket, "已更换水管", clock.now())
     clock.advance(days=8)
     assert await needs_ops.close_unrated(db, clock.now()) == 1
     assert [n[:2] for n in await closing_notices(db)] == [(town["worker"].id, need.ticket)]

@@ -13,6 +13,7 @@ import scheduler  # noqa: F401  (registers the jobs)
 from scheduler.registry import JOBS, JobContext
 from scheduler.runner import SchedulerRunner
 from storage import need_clocks
+from storage.actor import actor_for
 from storage.needs import assign_need, post_progress, report_need, resolve_need, triage_need
 from storage.outbox import OutboxMessage, OutboxStatus
 from storage.roles import Role
@@ -47,8 +48,8 @@ async def notices(db, kind: str) -> list[tuple[int, str]]:
 
 async def b_need(db, town, clock, deadline: dt.date):
     need = await report_need(db, town["resident"].id, "楼道里堆满杂物，物业一直不清理", "JZ-01", clock.now())
-    await triage_need(db, town["staff"].id, need.ticket, "B", clock.now(), deadline=deadline)
-    await assign_need(db, town["staff"].id, need.ticket, "陈网格", clock.now())
+    await triage_need(db, await actor_for(db, town["staff"].id), need.ticket, "B", clock.now(), deadline=deadline)
+    await assign_need(db, await actor_for(db, town["staff"].id), need.ticket, "陈网格", clock.now())
     return need
 
 
@@ -92,7 +93,8 @@ async def test_three_working_days_without_progress_asks_the_handler_and_reassure
     assert asked == [(town["worker"].id, asked[0][1])] and "3个工作日没有进展记录" in asked[0][1]
 
     # A progress note restarts the 3 working days.
-    await post_progress(db, town["worker"].id, need.ticket, "已联系物业，周五前清理", at(12, 3, 10))
+    await post_progress(db, await actor_for(db, town["worker"].id),
+                        need.ticket, "已联系物业，周五前清理", at(12, 3, 10))
     clock.set(at(12, 8, 9))
     assert await need_clocks.feedback_due_now(db, clock.now()) == 0
     clock.set(at(12, 9, 9))
@@ -102,7 +104,7 @@ async def test_three_working_days_without_progress_asks_the_handler_and_reassure
 
 async def test_a_c_need_gets_feedback_after_the_17th_consultation(db, clock, town):
     need = await report_need(db, town["resident"].id, "小区绿地荒废，希望改成口袋公园", "JZ-04", clock.now())
-    await triage_need(db, town["staff"].id, need.ticket, "C", clock.now())
+    await triage_need(db, await actor_for(db, town["staff"].id), need.ticket, "C", clock.now())
     clock.set(at(12, 17, 20))
     assert await need_clocks.feedback_due_now(db, clock.now()) == 0
     clock.set(at(12, 18, 18))  # after the working day that follows the 17th
@@ -115,7 +117,7 @@ async def test_a_c_need_gets_feedback_after_the_17th_consultation(db, clock, tow
 
 async def test_a_resolved_need_unrated_for_a_day_gets_exactly_one_reminder(db, clock, town):
     need = await b_need(db, town, clock, dt.date(2026, 12, 8))
-    await resolve_need(db, town["worker"].id, need.ticket, "杂物已清理完毕", clock.now())
+    await resolve_need(db, await actor_for(db, town["worker"].id), need.ticket, "杂物已清理完毕", clock.now())
     clock.advance(hours=23)
     assert await need_clocks.remind_unrated(db, clock.now()) == 0
     clock.advance(hours=2)

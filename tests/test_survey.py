@@ -6,6 +6,7 @@ import pytest
 from sqlmodel import select
 
 from storage import needs
+from storage.actor import Actor
 from storage.classifier import default_classifier
 from storage.outbox import OutboxMessage
 from storage.survey import (
@@ -19,6 +20,8 @@ from storage.survey import (
     verify_sample,
 )
 from tests.factories import make_district, make_resident
+
+CLI = Actor.operator("cli:test")
 
 
 @pytest.fixture
@@ -46,7 +49,7 @@ def test_the_sample_is_split_across_grids_in_proportion():
 async def test_the_sample_is_stratified_reproducible_from_the_seed_and_skips_the_recently_surveyed(db, clock,
                                                                                                   district):
     d, _people = district
-    survey, size = await start_survey(db, per_community=6, seed=20261127, actor="cli:test", now=clock.now())
+    survey, size = await start_survey(db, per_community=6, seed=20261127, actor=CLI, now=clock.now())
     assert size == 6 + 5  # C2 has only 5 candidates
     async with db.read() as s:
         rows = (await s.exec(select(SurveySample).where(SurveySample.survey_id == survey.id))).all()
@@ -63,7 +66,7 @@ async def test_the_sample_is_stratified_reproducible_from_the_seed_and_skips_the
 
     # 30 days later, the same seed: nobody from the first sample again.
     clock.advance(days=30)
-    again, size2 = await start_survey(db, per_community=6, seed=20261127, actor="cli:test", now=clock.now())
+    again, size2 = await start_survey(db, per_community=6, seed=20261127, actor=CLI, now=clock.now())
     second = set(await sample_of(db, again.id))
     assert not first & second
     assert size2 == 6  # C1 still has 12 fresh residents; C2 has none left
@@ -71,14 +74,14 @@ async def test_the_sample_is_stratified_reproducible_from_the_seed_and_skips_the
 
     # 91 days after the first survey its residents may be drawn again.
     clock.advance(days=61)
-    third, _ = await start_survey(db, per_community=6, seed=7, actor="cli:test", now=clock.now())
+    third, _ = await start_survey(db, per_community=6, seed=7, actor=CLI, now=clock.now())
     assert set(await sample_of(db, third.id)) & first
     assert await verify_sample(db, third.id)
 
 
 async def test_a_tampered_sample_fails_verification(db, clock, district):
     _d, people = district
-    survey, _ = await start_survey(db, per_community=3, seed=1, actor="cli:test", now=clock.now())
+    survey, _ = await start_survey(db, per_community=3, seed=1, actor=CLI, now=clock.now())
     chosen = set(await sample_of(db, survey.id))
     outsider = next(p for p in people.values() if p.id not in chosen and p.community_id == people["g1_0"].community_id)
     async with db.write() as s:
@@ -92,7 +95,7 @@ async def test_sampled_resident_answers_in_chat_and_a_low_score_with_a_comment_b
                                                                                               phone):
     _d, people = district
     default_classifier().warm_up()  # jieba loads once, not inside a 4-second reply window
-    survey, _ = await start_survey(db, per_community=18, seed=3, actor="cli:test", now=clock.now())
+    survey, _ = await start_survey(db, per_community=18, seed=3, actor=CLI, now=clock.now())
     resident = people["g2_1"]
     reply = (await phone.text(resident.openid, "问卷")).text
     assert "1/2" in reply and "大海阳社区" in reply

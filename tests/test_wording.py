@@ -16,6 +16,7 @@ from bot import cli_consultation, cli_needs
 from bot.cli import build_parser
 from bot.cli_common import find_community
 from storage import consultation as cs
+from storage.actor import actor_for
 from storage.needs import Need, NeedError, merge_need, report_need, triage_need
 from storage.roles import Role
 from storage.text import clip_phrase
@@ -54,7 +55,7 @@ async def test_needs_list_takes_a_status_in_chinese_or_english_and_a_bad_one_lis
     resident = await make_resident(db, "o_l", d.buildings["B1"])
     waiting = await report_need(db, resident.id, "楼道灯坏了", "JZ-05", clock.now())
     accepted = await report_need(db, resident.id, "想申请家庭医生上门", "YJ-01", clock.now())
-    await triage_need(db, staff.id, accepted.ticket, "B", clock.now())
+    await triage_need(db, await actor_for(db, staff.id), accepted.ticket, "B", clock.now())
 
     for word in ("社区已受理", "triaged", "TRIAGED"):
         listed = await needs_list(db, clock, "--status", word, "--json")
@@ -70,7 +71,7 @@ async def test_needs_show_reads_the_timeline_in_chinese(db, clock):
     d, staff = await _town(db)
     resident = await make_resident(db, "o_l", d.buildings["B1"])
     need = await report_need(db, resident.id, "想申请家庭医生上门", "YJ-01", clock.now())
-    await triage_need(db, staff.id, need.ticket, "B", clock.now())
+    await triage_need(db, await actor_for(db, staff.id), need.ticket, "B", clock.now())
     shown = await cli_needs.show_text(db, need.ticket, clock.now())
     timeline = shown.split("时间线：\n")[1].splitlines()
     assert timeline[0] == "  2026-11-27 09:30 居民 提交 诉求已提交"
@@ -154,7 +155,7 @@ async def test_merging_into_a_finished_need_names_its_state_once(db, phone, cloc
     expected = "当前状态是「已办结，已评价」，请合并到仍在办理的诉求。"
 
     with pytest.raises(NeedError) as refused:
-        await merge_need(db, staff.id, duplicate.ticket, finished.ticket, clock.now())
+        await merge_need(db, await actor_for(db, staff.id), duplicate.ticket, finished.ticket, clock.now())
     assert refused.value.reason == f"目标诉求 {finished.ticket} {expected}"
 
     await phone.text("o_staff", "待分流")

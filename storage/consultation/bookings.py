@@ -10,6 +10,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.actor import Actor
 from storage.clock import QuietHours, local
 from storage.consultation.common import (
     ConsultationError,
@@ -23,7 +24,7 @@ from storage.consultation_tables import Booking, BookingStatus, ConsultationSess
 from storage.db import Database
 from storage.outbox import NoticeKind, enqueue
 from storage.residents import Resident
-from storage.roles import Scope, audit_entry
+from storage.roles import audit_entry
 
 
 @dataclass(frozen=True)
@@ -158,9 +159,9 @@ async def my_booking(db: Database, session_id: int, resident_id: int) -> tuple[B
         return booking, position
 
 
-async def check_in(db: Database, scope: Scope | None, community_ids: list[int], code: str, now: dt.datetime,
-                   actor: str) -> tuple[Booking, Resident]:
-    """议事签到: find the booking by code in the staff member's current sessions and mark it checked in."""
+async def check_in(db: Database, actor: Actor, code: str, now: dt.datetime) -> tuple[Booking, Resident]:
+    """议事签到: find the booking by code in the current sessions of the communities the actor runs and mark it
+    checked in."""
     code = normalise_code(code)
     if not 6 <= len(code) <= 8:
         raise ConsultationError("签到码是6位字母数字，请核对后重试。")
@@ -168,24 +169,26 @@ async def check_in(db: Database, scope: Scope | None, community_ids: list[int], 
         q = (
             select(Booking, ConsultationSession)
             .join(ConsultationSession, ConsultationSession.id == Booking.session_id)
-            .where(Booking.code == code, col(ConsultationSession.community_id).in_(community_ids),
+            .where(Booking.code == code,
                    ConsultationSession.status == SessionStatus.SCHEDULED,
                    ConsultationSession.starts_at < now + dt.timedelta(hours=12),
                    ConsultationSession.starts_at > now - dt.timedelta(hours=12))
             .with_for_update()
         )
+        if actor.communities is not None:
+            q = q.where(col(ConsultationSession.community_id).in_(sorted(actor.communities)))
         found = (await s.exec(q)).first()
         if found is None:
             raise ConsultationError("没有找到这个签到码，请核对后重试（签到仅限议事当天）。")
         booking, session = found
-        _check_staff(scope, session.community_id)
+        _check_staff(actor, session.community_id)
         if booking.status != BookingStatus.BOOKED:
             raise ConsultationError("这个预约已取消，不能签到。")
         if booking.checked_in_at is not None:
             raise ConsultationError(f"这位居民已于{local(booking.checked_in_at):%H:%M}签到过了。")
         booking.checked_in_at = now
         s.add(booking)
-        s.add(audit_entry(now, actor, "consultation.check_in", "consultation_booking", booking.id,
+        s.add(audit_entry(now, actor.name, "consultation.check_in", "consultation_booking", booking.id,
                           session=session.id))
         resident = await s.get(Resident, booking.resident_id)
         assert resident is not None

@@ -1,5 +1,5 @@
 """The consultation's (阳光17议) shared rules: the constants, outcomes, the refusal, and the helpers every operation
-uses (the session lock, the staff check, check-in codes, how a moment is shown)."""
+uses (the session lock, the staff check through storage.policy, check-in codes, how a moment is shown)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.actor import Actor
 from storage.clock import DEFAULT_TZ, local
 from storage.consultation_tables import ConsultationSession
-from storage.roles import Role, Scope
+from storage.policy import Can, allows
+from storage.roles import Role
 
 TZ = ZoneInfo(DEFAULT_TZ)
 MEETING_DAY = 17
@@ -51,19 +53,14 @@ def when_text(moment: dt.datetime) -> str:
     return f"{here.month}月{here.day}日（周{week}）{here:%H:%M}"
 
 
-def _actor(resident_id: int | None, actor: str | None = None) -> str:
-    return actor or (f"resident:{resident_id}" if resident_id else "system")
+def staff_communities(actor: Actor) -> list[int]:
+    """The communities this actor staffs (as 社区工作人员), lowest id first: where the staff commands look."""
+    return sorted(actor.ids(Role.COMMUNITY_STAFF))
 
 
-def staff_communities(scope: Scope) -> list[int]:
-    return sorted(scope.ids(Role.COMMUNITY_STAFF))
-
-
-def _check_staff(scope: Scope | None, community_id: int) -> None:
-    """None means a trusted caller (CLI, scheduler)."""
-    if scope is None or scope.is_admin:
-        return
-    if community_id not in scope.ids(Role.COMMUNITY_STAFF):
+def _check_staff(actor: Actor, community_id: int) -> None:
+    """The session's community must be one the actor runs (storage.policy: Can.RUN_COMMUNITY)."""
+    if not allows(actor, Can.RUN_COMMUNITY, community_id):
         raise ConsultationError("这场议事不在您的管辖范围内。")
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import func
 from sqlmodel import col, select
 
+from storage.actor import Actor
 from storage.broadcast import AudienceKind, create_system_broadcast
 from storage.clock import local
 from storage.consultation.common import (
@@ -29,7 +30,7 @@ from storage.consultation_tables import ConsultationSession, SessionStatus, Topi
 from storage.db import Database
 from storage.needs import OPEN_STATUSES, Need
 from storage.outbox import NoticeKind, enqueue
-from storage.roles import Scope, audit_entry
+from storage.roles import audit_entry
 from storage.text import clip_phrase
 
 
@@ -88,11 +89,11 @@ async def draft_agenda(db: Database, session_id: int, now: dt.datetime) -> list[
     return out[:LIST_LIMIT]
 
 
-async def add_to_agenda(db: Database, session_id: int, picks: list[Candidate], scope: Scope | None,
-                        now: dt.datetime, actor: str) -> list[Topic]:
+async def add_to_agenda(db: Database, session_id: int, picks: list[Candidate], actor: Actor,
+                        now: dt.datetime) -> list[Topic]:
     async with db.write() as s:
         session = await _lock_session(s, session_id)
-        _check_staff(scope, session.community_id)
+        _check_staff(actor, session.community_id)
         if session.status != SessionStatus.SCHEDULED:
             raise ConsultationError("这场议事已取消或已结束。")
         order = int((await s.exec(select(func.count()).select_from(Topic).where(
@@ -111,7 +112,7 @@ async def add_to_agenda(db: Database, session_id: int, picks: list[Candidate], s
             s.add(topic)
             added.append(topic)
         await s.flush()
-        s.add(audit_entry(now, actor, "consultation.agenda", "consultation_session", session_id,
+        s.add(audit_entry(now, actor.name, "consultation.agenda", "consultation_session", session_id,
                           topics=[t.id for t in added]))
         return added
 
@@ -132,8 +133,8 @@ def minutes_refusal(session: ConsultationSession, now: dt.datetime) -> str | Non
     return None
 
 
-async def record_outcome(db: Database, topic_id: int, outcome: str, note: str, scope: Scope | None,
-                         now: dt.datetime, actor: str) -> Topic:
+async def record_outcome(db: Database, topic_id: int, outcome: str, note: str, actor: Actor,
+                         now: dt.datetime) -> Topic:
     """Each topic's decision. A declined topic needs a reason. The proposer is told when minutes go out."""
     if outcome not in OUTCOME_LABELS:
         raise ConsultationError("请选择议题结果。")
@@ -146,13 +147,13 @@ async def record_outcome(db: Database, topic_id: int, outcome: str, note: str, s
             raise ConsultationError("没有找到这个议题。")
         session = await s.get(ConsultationSession, topic.session_id)
         assert session is not None
-        _check_staff(scope, session.community_id)
+        _check_staff(actor, session.community_id)
         why = minutes_refusal(session, now)
         if why:
             raise ConsultationError(why)
         topic.outcome, topic.outcome_note, topic.decided_at = outcome, note[:300] or None, now
         s.add(topic)
-        s.add(audit_entry(now, actor, "consultation.outcome", "consultation_topic", topic_id, outcome=outcome,
+        s.add(audit_entry(now, actor.name, "consultation.outcome", "consultation_topic", topic_id, outcome=outcome,
                           note=note))
         if session.status == SessionStatus.HELD and topic.proposer_id:
             await enqueue(s, NoticeKind.CONSULTATION, outcome_text(session, topic),
@@ -160,8 +161,7 @@ async def record_outcome(db: Database, topic_id: int, outcome: str, note: str, s
         return topic
 
 
-async def publish_minutes(db: Database, session_id: int, minutes: str, scope: Scope | None, now: dt.datetime,
-                          actor: str) -> int:
+async def publish_minutes(db: Database, session_id: int, minutes: str, actor: Actor, now: dt.datetime) -> int:
     """议事纪要: saved, the session is held; the minutes go to those booked, each decided topic's outcome to
     its proposer. Returns how many proposers were told."""
     minutes = minutes.strip()
@@ -171,7 +171,7 @@ async def publish_minutes(db: Database, session_id: int, minutes: str, scope: Sc
         raise ConsultationError(f"纪要请控制在{MAX_MINUTES}字以内，可分条概括。")
     async with db.write() as s:
         session = await _lock_session(s, session_id)
-        _check_staff(scope, session.community_id)
+        _check_staff(actor, session.community_id)
         why = minutes_refusal(session, now)
         if why:
             raise ConsultationError(why)
@@ -189,6 +189,6 @@ async def publish_minutes(db: Database, session_id: int, minutes: str, scope: Sc
             if t.proposer_id:
                 told += await enqueue(s, NoticeKind.CONSULTATION, outcome_text(session, t),
                                       [(t.proposer_id, f"ct:{t.id}:outcome:{t.outcome}")], now)
-        s.add(audit_entry(now, actor, "consultation.minutes", "consultation_session", session_id,
+        s.add(audit_entry(now, actor.name, "consultation.minutes", "consultation_session", session_id,
                           decided=len(decided), topics=len(topics)))
         return told

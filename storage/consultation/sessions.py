@@ -8,6 +8,7 @@ import datetime as dt
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
+from storage.actor import Actor
 from storage.broadcast import AudienceKind, create_system_broadcast
 from storage.clock import QuietHours, local
 from storage.consultation.bookings import _booked_count, _promote
@@ -16,7 +17,8 @@ from storage.consultation_tables import ConsultationDefaults, ConsultationSessio
 from storage.db import Database
 from storage.org import Community
 from storage.outbox import NoticeKind
-from storage.roles import Scope, audit_entry
+from storage.policy import Can, refusal
+from storage.roles import audit_entry
 
 
 def _session_times(d: ConsultationDefaults, year: int, month: int) -> tuple[dt.datetime, dt.datetime, dt.datetime]:
@@ -53,14 +55,17 @@ def _validate_defaults(d: ConsultationDefaults) -> None:
 
 
 async def set_defaults(
-    db: Database, community_id: int, now: dt.datetime, actor: str, **changes
+    db: Database, community_id: int, now: dt.datetime, actor: Actor, **changes
 ) -> ConsultationDefaults:
+    """A community's standing arrangements, for those who run it (storage.policy: Can.RUN_COMMUNITY)."""
     unknown = set(changes) - DEFAULT_FIELDS
     if unknown:
         raise ConsultationError(f"无法设置：{', '.join(sorted(unknown))}")
     async with db.write() as s:
         if await s.get(Community, community_id) is None:
             raise ConsultationError("没有这个社区。")
+        if (why := refusal(actor, Can.RUN_COMMUNITY, community_id)) is not None:
+            raise ConsultationError(why)
         q = select(ConsultationDefaults).where(ConsultationDefaults.community_id == community_id)
         row = (await s.exec(q)).first()
         if row is None:
@@ -68,9 +73,9 @@ async def set_defaults(
         for name, value in changes.items():
             setattr(row, name, value)
         _validate_defaults(row)
-        row.updated_at, row.updated_by = now, actor
+        row.updated_at, row.updated_by = now, actor.name
         s.add(row)
-        s.add(audit_entry(now, actor, "consultation.defaults", "community", community_id, **changes))
+        s.add(audit_entry(now, actor.name, "consultation.defaults", "community", community_id, **changes))
         await s.flush()
         return row
 
@@ -146,7 +151,7 @@ async def create_upcoming_sessions_for(db: Database, community_id: int, now: dt.
 EDITABLE = {"venue", "capacity", "reserved_seats", "duration_minutes"}
 
 
-async def edit_session(db: Database, session_id: int, scope: Scope | None, now: dt.datetime, actor: str,
+async def edit_session(db: Database, session_id: int, actor: Actor, now: dt.datetime,
                        quiet: QuietHours | None = None, **changes) -> ConsultationSession:
     """议事设置: venue, capacity, reserved seats, duration. More seats promote from the waitlist."""
     unknown = set(changes) - EDITABLE
@@ -154,7 +159,7 @@ async def edit_session(db: Database, session_id: int, scope: Scope | None, now: 
         raise ConsultationError(f"无法修改：{', '.join(sorted(unknown))}")
     async with db.write() as s:
         session = await _lock_session(s, session_id)
-        _check_staff(scope, session.community_id)
+        _check_staff(actor, session.community_id)
         if session.status != SessionStatus.SCHEDULED:
             raise ConsultationError("这场议事已取消或已结束，不能再修改。")
         for name, value in changes.items():
@@ -168,20 +173,20 @@ async def edit_session(db: Database, session_id: int, scope: Scope | None, now: 
             raise ConsultationError(f"已有{booked}人预约，可预约名额不能少于{booked}。")
         session.updated_at = now
         s.add(session)
-        s.add(audit_entry(now, actor, "consultation.edit", "consultation_session", session_id, **changes))
+        s.add(audit_entry(now, actor.name, "consultation.edit", "consultation_session", session_id, **changes))
         await s.flush()
         await _promote(s, session, now, quiet)
         return session
 
 
-async def move_session(db: Database, session_id: int, starts_at: dt.datetime, scope: Scope | None,
-                       now: dt.datetime, actor: str) -> ConsultationSession:
+async def move_session(db: Database, session_id: int, starts_at: dt.datetime, actor: Actor,
+                       now: dt.datetime) -> ConsultationSession:
     """改期: a new start; everyone booked or waitlisted is told. Reminders follow the new date."""
     if starts_at <= now:
         raise ConsultationError("新的时间必须在现在之后。")
     async with db.write() as s:
         session = await _lock_session(s, session_id)
-        _check_staff(scope, session.community_id)
+        _check_staff(actor, session.community_id)
         if session.status != SessionStatus.SCHEDULED:
             raise ConsultationError("这场议事已取消或已结束，不能改期。")
         old = session.starts_at
@@ -190,7 +195,7 @@ async def move_session(db: Database, session_id: int, starts_at: dt.datetime, sc
         if session.topic_cutoff_at > starts_at:
             session.topic_cutoff_at = starts_at
         s.add(session)
-        s.add(audit_entry(now, actor, "consultation.move", "consultation_session", session_id,
+        s.add(audit_entry(now, actor.name, "consultation.move", "consultation_session", session_id,
                           old=local(old).isoformat(), new=local(starts_at).isoformat()))
         text = (f"【议事改期】原定{when_text(old)}的社区议事改到{when_text(starts_at)}，地点：{session.venue}。\n"
                 "您的预约和签到码不变。如不能参加，请回复「议事」取消预约。")
@@ -201,20 +206,20 @@ async def move_session(db: Database, session_id: int, starts_at: dt.datetime, sc
         return session
 
 
-async def cancel_session(db: Database, session_id: int, reason: str, scope: Scope | None, now: dt.datetime,
-                         actor: str) -> ConsultationSession:
+async def cancel_session(db: Database, session_id: int, reason: str, actor: Actor,
+                         now: dt.datetime) -> ConsultationSession:
     """取消议事: with a reason; everyone booked or waitlisted is told."""
     reason = reason.strip()
     if not reason:
         raise ConsultationError("请说明取消的原因。")
     async with db.write() as s:
         session = await _lock_session(s, session_id)
-        _check_staff(scope, session.community_id)
+        _check_staff(actor, session.community_id)
         if session.status != SessionStatus.SCHEDULED:
             raise ConsultationError("这场议事已取消或已结束。")
         session.status, session.cancel_reason, session.updated_at = SessionStatus.CANCELLED, reason[:200], now
         s.add(session)
-        s.add(audit_entry(now, actor, "consultation.cancel", "consultation_session", session_id, reason=reason))
+        s.add(audit_entry(now, actor.name, "consultation.cancel", "consultation_session", session_id, reason=reason))
         text = (f"【议事取消】{when_text(session.starts_at)}的社区议事取消了。\n原因：{reason[:200]}\n"
                 "给您带来不便，敬请谅解。")
         await create_system_broadcast(

@@ -9,18 +9,20 @@ import datetime as dt
 from sqlmodel import select
 
 from storage import workdays
+from storage.actor import Actor
 from storage.clock import local
 from storage.db import Database
 from storage.needs.deadlines import default_resolve_by, feedback_due, format_date
 from storage.needs.model import NOT_TRIAGED, STAFF_NOTICE_LIMIT, Need, NeedError, NeedFollower, NeedStatus
 from storage.needs.notices import _clip, _followers, _outbox, summary_line
-from storage.needs.permissions import _actor, _actor_label, _load, _load_handled, _load_managed, can_manage
+from storage.needs.permissions import actor_label, load_for, load_need
 from storage.needs.queries import assignable_people
 from storage.needs.transitions import TRANSITIONS, apply_transition, check, refusal
 from storage.org import Department
 from storage.outbox import NoticeKind
+from storage.policy import Can, allows
 from storage.residents import Resident
-from storage.roles import Role, RoleGrant, audit_entry, scope_of
+from storage.roles import Role, RoleGrant, audit_entry
 from storage.taxonomy import Tier, load_taxonomy
 
 PROJECT_RESOLVABLE = frozenset(TRANSITIONS["resolve_by_project"].moves)  # the open needs
@@ -45,7 +47,7 @@ def parse_deadline(text: str, now: dt.datetime) -> dt.date:
 
 async def triage_need(
     db: Database,
-    actor_id: int,
+    actor: Actor,
     ticket: str,
     tier: str,
     now: dt.datetime,
@@ -60,10 +62,9 @@ async def triage_need(
         raise NeedError("分级只能是 A、B 或 C。") from None
     if wanted is Tier.DISTRICT:
         raise NeedError("上报区级请用「上报区级 <编号> <部门代码>」。")
-    scope = await scope_of(db, actor_id)
     async with db.write() as s:
-        need = await _load(s, ticket)
-        if not can_manage(scope, need):
+        need = await load_need(s, ticket)
+        if not allows(actor, Can.MANAGE_NEED, need):
             raise NeedError(f"诉求 {need.ticket} 不在您负责的社区，不能分流。")
         check(need, "triage")
         clock = taxonomy.clock(wanted)
@@ -89,43 +90,41 @@ async def triage_need(
         note = f"社区已受理，按「{wanted.label}」办理"
         if resolve_by is not None:
             note += f"，预计{format_date(resolve_by)}前办结"
-        await apply_transition(s, need, "triage", now, actor_id=actor_id,
-                               actor_label=await _actor_label(s, scope, need), note=note, tier=wanted.value,
+        await apply_transition(s, need, "triage", now, actor_id=actor.resident_id,
+                               actor_label=await actor_label(s, actor, need), note=note, tier=wanted.value,
                                extension_reason=reason)
-        s.add(audit_entry(now, _actor(actor_id), "need.triage", "need", need.ticket, tier=wanted.value,
+        s.add(audit_entry(now, actor.name, "need.triage", "need", need.ticket, tier=wanted.value,
                           resolve_by=resolve_by, extension_reason=reason))
     return need
 
 
-async def reclassify_need(db: Database, actor_id: int, ticket: str, item_code: str, now: dt.datetime) -> Need:
+async def reclassify_need(db: Database, actor: Actor, ticket: str, item_code: str, now: dt.datetime) -> Need:
     """改类: correct the sub-item (internal; the tier stays unless the need is still untriaged)."""
     item = load_taxonomy().get(item_code)
     if item is None:
         raise NeedError(f"没有分类代码 {item_code}，代码形如 JZ-05。")
-    scope = await scope_of(db, actor_id)
     async with db.write() as s:
-        need = await _load_managed(s, scope, ticket, "reclassify")
+        need = await load_for(s, actor, Can.MANAGE_NEED, ticket, "reclassify")
         before_code = need.item_code
         need.item_code, need.category = item.code, item.category
         if need.triaged_at is None:
             need.tier = item.default_tier.value
-        await apply_transition(s, need, "reclassify", now, actor_id=actor_id, public=False,
-                               actor_label=await _actor_label(s, scope, need),
+        await apply_transition(s, need, "reclassify", now, actor_id=actor.resident_id, public=False,
+                               actor_label=await actor_label(s, actor, need),
                                note=f"分类由 {before_code} 改为 {item.label}")
-        s.add(audit_entry(now, _actor(actor_id), "need.reclassify", "need", need.ticket,
+        s.add(audit_entry(now, actor.name, "need.reclassify", "need", need.ticket,
                           before=before_code, after=item.code))
     return need
 
 
 async def assign_need(
-    db: Database, actor_id: int, ticket: str, who: str, now: dt.datetime, *, person_id: int | None = None
+    db: Database, actor: Actor, ticket: str, who: str, now: dt.datetime, *, person_id: int | None = None
 ) -> tuple[Need, Resident]:
     """指派 to a grid worker or staff member of the need's community, named by phone or name (or, from a numbered
     list in chat, by `person_id`)."""
-    scope = await scope_of(db, actor_id)
     async with db.read() as s:
-        peek = await _load(s, ticket, lock=False)
-    if not can_manage(scope, peek):
+        peek = await load_need(s, ticket, lock=False)
+    if not allows(actor, Can.MANAGE_NEED, peek):
         raise NeedError(f"诉求 {peek.ticket} 不在您负责的社区。")
     who = who.strip()
     people = [(r, label) for r, label in await assignable_people(db, peek.community_id)
@@ -136,34 +135,33 @@ async def assign_need(
         raise NeedError(f"本社区有{len(people)}位「{who}」，请改用手机号指派。")
     person, label = people[0]
     async with db.write() as s:
-        need = await _load(s, ticket)
+        need = await load_need(s, ticket)
         if need.state is NeedStatus.REPORTED:
             raise NeedError(NOT_TRIAGED.format(ticket=need.ticket))
         check(need, "assign")
         need.assignee_id = person.id
-        event = await apply_transition(s, need, "assign", now, actor_id=actor_id,
-                                       actor_label=await _actor_label(s, scope, need), note=f"已安排{label}负责办理",
+        event = await apply_transition(s, need, "assign", now, actor_id=actor.resident_id,
+                                       actor_label=await actor_label(s, actor, need), note=f"已安排{label}负责办理",
                                        assignee=person.id)
-        if person.id != actor_id and person.id not in await _followers(s, need.id):
+        if person.id != actor.resident_id and person.id not in await _followers(s, need.id):
             text = (f"【新派单】{need.ticket}\n{summary_line(need, 30)}\n"
                     f"请尽快处理，回复「进展 {need.ticket} 内容」登记进展，「办结 {need.ticket} 内容」办结。")
             await _outbox(s, need, event, person.id, NoticeKind.NEED_ASSIGNED, text, now)
-        s.add(audit_entry(now, _actor(actor_id), "need.assign", "need", need.ticket, assignee=person.id))
+        s.add(audit_entry(now, actor.name, "need.assign", "need", need.ticket, assignee=person.id))
     return need, person
 
 
-async def escalate_need(db: Database, actor_id: int, ticket: str, department_code: str, now: dt.datetime) -> Need:
+async def escalate_need(db: Database, actor: Actor, ticket: str, department_code: str, now: dt.datetime) -> Need:
     """上报区级: hand the need to a district department; its staff then see it in 区级待办."""
-    scope = await scope_of(db, actor_id)
     async with db.write() as s:
-        need = await _load_managed(s, scope, ticket, "escalate")
+        need = await load_for(s, actor, Can.MANAGE_NEED, ticket, "escalate")
         dept = (await s.exec(select(Department).where(Department.code == department_code.strip().upper()))).first()
         if dept is None or dept.kind != "district":
             raise NeedError(f"没有代码为 {department_code} 的区级部门。")
         taxonomy = load_taxonomy()
         need.tier, need.department_id = Tier.DISTRICT.value, dept.id
-        event = await apply_transition(s, need, "escalate", now, actor_id=actor_id,
-                                       actor_label=await _actor_label(s, scope, need),
+        event = await apply_transition(s, need, "escalate", now, actor_id=actor.resident_id,
+                                       actor_label=await actor_label(s, actor, need),
                                        note=f"已上报{dept.name}，由区级部门统筹办理", department=dept.code)
         need.feedback_due_at = feedback_due(taxonomy, Tier.DISTRICT.value, now)
         staff = await s.exec(
@@ -176,33 +174,31 @@ async def escalate_need(db: Database, actor_id: int, ticket: str, department_cod
         followers = set(await _followers(s, need.id))
         told = [rid for rid in dict.fromkeys(staff.all()) if rid not in followers]  # followers have this event's
         await _outbox(s, need, event, told, NoticeKind.NEED_ESCALATED, text, now)  # notice already
-        s.add(audit_entry(now, _actor(actor_id), "need.escalate", "need", need.ticket, department=dept.code))
+        s.add(audit_entry(now, actor.name, "need.escalate", "need", need.ticket, department=dept.code))
     return need
 
 
-async def reject_need(db: Database, actor_id: int, ticket: str, reason: str, now: dt.datetime) -> Need:
+async def reject_need(db: Database, actor: Actor, ticket: str, reason: str, now: dt.datetime) -> Need:
     """驳回 (不予受理) with the reason and where to go instead; the resident is told exactly that."""
     reason = reason.strip()
     if len(reason) < 2:
         raise NeedError("驳回需要写明理由，以及居民可以去哪里办理。")
-    scope = await scope_of(db, actor_id)
     async with db.write() as s:
-        need = await _load_managed(s, scope, ticket, "reject")
-        await apply_transition(s, need, "reject", now, actor_id=actor_id,
-                               actor_label=await _actor_label(s, scope, need), note=f"未受理：{reason}")
-        s.add(audit_entry(now, _actor(actor_id), "need.reject", "need", need.ticket, reason=reason))
+        need = await load_for(s, actor, Can.MANAGE_NEED, ticket, "reject")
+        await apply_transition(s, need, "reject", now, actor_id=actor.resident_id,
+                               actor_label=await actor_label(s, actor, need), note=f"未受理：{reason}")
+        s.add(audit_entry(now, actor.name, "need.reject", "need", need.ticket, reason=reason))
     return need
 
 
-async def merge_need(db: Database, actor_id: int, ticket: str, target_ticket: str, now: dt.datetime) -> Need:
+async def merge_need(db: Database, actor: Actor, ticket: str, target_ticket: str, now: dt.datetime) -> Need:
     """合并 a duplicate into another open need of the same community; its followers follow the target."""
-    scope = await scope_of(db, actor_id)
     async with db.write() as s:
-        need = await _load(s, ticket)
-        target = await _load(s, target_ticket)
+        need = await load_need(s, ticket)
+        target = await load_need(s, target_ticket)
         if need.id == target.id:
             raise NeedError("不能把诉求合并到它自己。")
-        if not can_manage(scope, need) or target.community_id != need.community_id:
+        if not allows(actor, Can.MANAGE_NEED, need) or target.community_id != need.community_id:
             raise NeedError("只能合并您所在社区的两条诉求。")
         check(need, "merge")
         if not target.is_open:
@@ -216,42 +212,40 @@ async def merge_need(db: Database, actor_id: int, ticket: str, target_ticket: st
         target.updated_at = now
         s.add(target)
         need.merged_into_id = target.id
-        await apply_transition(s, need, "merge", now, actor_id=actor_id,
-                               actor_label=await _actor_label(s, scope, need),
+        await apply_transition(s, need, "merge", now, actor_id=actor.resident_id,
+                               actor_label=await actor_label(s, actor, need),
                                note=f"与相同问题合并办理，后续进展请看诉求 {target.ticket}", target=target.ticket)
-        s.add(audit_entry(now, _actor(actor_id), "need.merge", "need", need.ticket, target=target.ticket))
+        s.add(audit_entry(now, actor.name, "need.merge", "need", need.ticket, target=target.ticket))
     return need
 
 
-async def post_progress(db: Database, actor_id: int, ticket: str, note: str, now: dt.datetime) -> Need:
+async def post_progress(db: Database, actor: Actor, ticket: str, note: str, now: dt.datetime) -> Need:
     """进展: a public progress note; followers are told."""
     note = note.strip()
     if len(note) < 2:
         raise NeedError("请写上进展内容，例如：进展 20261127-0001 已联系物业，明天上午维修。")
-    scope = await scope_of(db, actor_id)
     async with db.write() as s:
-        need = await _load_handled(s, scope, actor_id, ticket, "progress")
-        await apply_transition(s, need, "progress", now, actor_id=actor_id,
-                               actor_label=await _actor_label(s, scope, need), note=note)
-        s.add(audit_entry(now, _actor(actor_id), "need.progress", "need", need.ticket, note=_clip(note)))
+        need = await load_for(s, actor, Can.HANDLE_NEED, ticket, "progress")
+        await apply_transition(s, need, "progress", now, actor_id=actor.resident_id,
+                               actor_label=await actor_label(s, actor, need), note=note)
+        s.add(audit_entry(now, actor.name, "need.progress", "need", need.ticket, note=_clip(note)))
     return need
 
 
-async def resolve_need(db: Database, actor_id: int, ticket: str, note: str, now: dt.datetime) -> Need:
+async def resolve_need(db: Database, actor: Actor, ticket: str, note: str, now: dt.datetime) -> Need:
     """办结 with a note of what was done; followers are asked to rate."""
     note = note.strip()
     if len(note) < 2:
         raise NeedError("办结需要写明办理结果，例如：办结 20261127-0001 已更换楼道灯。")
-    scope = await scope_of(db, actor_id)
     async with db.write() as s:
-        need = await _load_handled(s, scope, actor_id, ticket, "resolve")
-        await apply_transition(s, need, "resolve", now, actor_id=actor_id,
-                               actor_label=await _actor_label(s, scope, need), note=f"已办结：{note}")
-        s.add(audit_entry(now, _actor(actor_id), "need.resolve", "need", need.ticket, note=_clip(note)))
+        need = await load_for(s, actor, Can.HANDLE_NEED, ticket, "resolve")
+        await apply_transition(s, need, "resolve", now, actor_id=actor.resident_id,
+                               actor_label=await actor_label(s, actor, need), note=f"已办结：{note}")
+        s.add(audit_entry(now, actor.name, "need.resolve", "need", need.ticket, note=_clip(note)))
     return need
 
 
-async def resolve_from_project(s, need_id: int, actor: str, note: str, now: dt.datetime) -> Need | None:
+async def resolve_from_project(s, need_id: int, actor: Actor, note: str, now: dt.datetime) -> Need | None:
     """A service project answering this need was completed (storage/projects.py, inside its transaction): the
     need is resolved (its residents are asked to rate it). A need that is no longer open (merged, rejected,
     already resolved) is left as it is → None."""
@@ -259,6 +253,6 @@ async def resolve_from_project(s, need_id: int, actor: str, note: str, now: dt.d
     if need is None or refusal(need, "resolve_by_project") is not None:
         return None
     await apply_transition(s, need, "resolve_by_project", now, actor_id=None, actor_label="服务项目",
-                           note=f"已办结：{note}", project_actor=actor)
-    s.add(audit_entry(now, actor, "need.resolve", "need", need.ticket, note=_clip(note), via="project"))
+                           note=f"已办结：{note}", project_actor=actor.name)
+    s.add(audit_entry(now, actor.name, "need.resolve", "need", need.ticket, note=_clip(note), via="project"))
     return need

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from storage.actor import Actor
 from storage.classifier import default_classifier
 from storage.clock import local
 from storage.db import Database
@@ -29,12 +30,13 @@ from storage.needs.model import (
     NeedTicketCounter,
 )
 from storage.needs.notices import _clip, _followers, _outbox, summary_line
-from storage.needs.permissions import _actor, _load
+from storage.needs.permissions import load_need
 from storage.needs.transitions import apply_transition, check
 from storage.org import Building
 from storage.outbox import NoticeKind
+from storage.policy import Can, refusal
 from storage.residents import Resident, mask_phone
-from storage.roles import Role, audit_entry, scope_of
+from storage.roles import Role, audit_entry
 from storage.taxonomy import load_taxonomy
 
 SUBMITTED_NOTE = "诉求已提交"  # the first timeline note; it only repeats the state
@@ -145,7 +147,7 @@ async def report_need(
 
 async def file_on_behalf(
     db: Database,
-    filer_id: int,
+    actor: Actor,
     text: str,
     item_code: str,
     now: dt.datetime,
@@ -161,7 +163,6 @@ async def file_on_behalf(
     Either `subject_id` (a bound resident, who then follows the need) or a contact (name + phone) with the
     building. The leader follows the need too.
     """
-    scope = await scope_of(db, filer_id)
     async with db.write() as s:
         subject = await s.get(Resident, subject_id) if subject_id else None
         if subject_id and (subject is None or not subject.is_bound):
@@ -172,20 +173,20 @@ async def file_on_behalf(
         building = await s.get(Building, building_id) if building_id else None
         if building is None:
             raise NeedError("请先确定居民所在的楼栋。")
-        if building.id not in scope.ids(Role.BUILDING_LEADER) and building.grid_id not in scope.ids(Role.GRID_WORKER):
-            raise NeedError(f"{building.name}不在您负责的范围内，不能代报。")
+        if (why := refusal(actor, Can.FILE_FOR, building)) is not None:
+            raise NeedError(why)
         if subject is None and not (contact_name and contact_phone):
             raise NeedError("代报未绑定的居民，需要填写姓名和手机号。")
         need = await _create(
             s, db, now, text=text, item_code=item_code, community_id=building.community_id,
             grid_id=building.grid_id, building_id=building.id, room=room,
-            reporter_id=subject.id if subject else None, filed_by_id=filer_id,
+            reporter_id=subject.id if subject else None, filed_by_id=actor.resident_id,
             contact_name=contact_name, contact_phone=contact_phone, attachments=Attachments(),
         )
-        role = "楼片长" if building.id in scope.ids(Role.BUILDING_LEADER) else "网格员"
-        await _record(s, need, now, "reported", actor_id=filer_id, actor_label=role, from_status=None,
+        role = "楼片长" if building.id in actor.ids(Role.BUILDING_LEADER) else "网格员"
+        await _record(s, need, now, "reported", actor_id=actor.resident_id, actor_label=role, from_status=None,
                       note=f"{role}代为反映，已提交")
-        s.add(audit_entry(now, _actor(filer_id), "need.file_on_behalf", "need", need.ticket,
+        s.add(audit_entry(now, actor.name, "need.file_on_behalf", "need", need.ticket,
                           subject=subject.id if subject else None, phone=mask_phone(contact_phone)))
     return need
 
@@ -237,7 +238,7 @@ async def second_need(db: Database, ticket: str, resident_id: int, now: dt.datet
     """附议: a resident raises the same open need; they follow it and the count staff see goes up."""
     try:
         async with db.write() as s:
-            need = await _load(s, ticket)
+            need = await load_need(s, ticket)
             check(need, "second")
             if resident_id in await _followers(s, need.id):
                 raise NeedError(f"您已经在关注诉求 {need.ticket}，有进展会通知您。")
@@ -252,7 +253,7 @@ async def second_need(db: Database, ticket: str, resident_id: int, now: dt.datet
 
 async def second_on_behalf(
     db: Database,
-    filer_id: int,
+    actor: Actor,
     ticket: str,
     now: dt.datetime,
     *,
@@ -267,7 +268,6 @@ async def second_on_behalf(
     Either `subject_id` (a bound resident: they follow the need and are told) or a contact (name + phone) with the
     building. The count staff see goes up by one; the leader follows the need too.
     """
-    scope = await scope_of(db, filer_id)
     try:
         async with db.write() as s:
             subject = await s.get(Resident, subject_id) if subject_id else None
@@ -280,10 +280,10 @@ async def second_on_behalf(
             building = await s.get(Building, building_id) if building_id else None
             if building is None:
                 raise NeedError("请先确定居民所在的楼栋。")
-            led = building.id in scope.ids(Role.BUILDING_LEADER)
-            if not led and building.grid_id not in scope.ids(Role.GRID_WORKER):
-                raise NeedError(f"{building.name}不在您负责的范围内，不能代报。")
-            need = await _load(s, ticket)
+            if (why := refusal(actor, Can.FILE_FOR, building)) is not None:
+                raise NeedError(why)
+            led = building.id in actor.ids(Role.BUILDING_LEADER)
+            need = await load_need(s, ticket)
             check(need, "second")
             if need.community_id != building.community_id:
                 raise NeedError(f"诉求 {need.ticket} 不在这位居民的社区，不能附议。")
@@ -292,18 +292,18 @@ async def second_on_behalf(
                 if subject.id in followers:
                     raise NeedError(f"这位居民已经在关注诉求 {need.ticket}，有进展会通知他/她。")
                 s.add(NeedFollower(need_id=need.id, resident_id=subject.id, role="seconder", created_at=now))
-            if filer_id not in followers and (subject is None or subject.id != filer_id):
-                s.add(NeedFollower(need_id=need.id, resident_id=filer_id, role="filer", created_at=now))
+            if actor.resident_id not in followers and (subject is None or subject.id != actor.resident_id):
+                s.add(NeedFollower(need_id=need.id, resident_id=actor.resident_id, role="filer", created_at=now))
             need.supporters += 1
             role = "楼片长" if led else "网格员"
-            event = await apply_transition(s, need, "second", now, actor_id=filer_id, actor_label=role,
+            event = await apply_transition(s, need, "second", now, actor_id=actor.resident_id, actor_label=role,
                                            public=False, note=f"{role}代一位居民附议了这个问题",
                                            subject=subject.id if subject else None)
-            if subject is not None and subject.id != filer_id:
+            if subject is not None and subject.id != actor.resident_id:
                 text = (f"【代为附议】{role}已代您附议诉求 {need.ticket}\n内容：{summary_line(need)}\n"
                         f"状态：{need.state.label}\n有进展会通知您，回复「进度 {need.ticket}」查看。")
                 await _outbox(s, need, event, subject.id, NoticeKind.NEED_UPDATE, text, now)
-            s.add(audit_entry(now, _actor(filer_id), "need.second_on_behalf", "need", need.ticket,
+            s.add(audit_entry(now, actor.name, "need.second_on_behalf", "need", need.ticket,
                               subject=subject.id if subject else None,
                               phone=mask_phone(subject.phone if subject else contact_phone)))
     except IntegrityError:

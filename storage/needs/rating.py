@@ -19,7 +19,7 @@ from storage.needs.notices import (
     follower_notice,
     summary_line,
 )
-from storage.needs.permissions import _actor, _load
+from storage.needs.permissions import load_need
 from storage.needs.transitions import apply_transition, check
 from storage.outbox import NoticeKind
 from storage.roles import audit_entry
@@ -39,7 +39,7 @@ async def rate_need(
         raise NeedError("评价请选择：满意、基本满意或不满意。")
     comment = _clip(comment) if comment and comment.strip() else None
     async with db.write() as s:
-        need = await _load(s, ticket)
+        need = await load_need(s, ticket)
         rater = need.reporter_id or need.filed_by_id  # 代报 for someone unbound: the leader rates for them
         if resident_id != rater:
             if resident_id in await _followers(s, need.id):
@@ -69,7 +69,7 @@ async def rate_need(
             followers = set(await _followers(s, need.id))
             told = [rid for rid in dict.fromkeys(staff) if rid is not None and rid not in followers]
             await _outbox(s, need, event, told, NoticeKind.REPORT, text, now)
-            s.add(audit_entry(now, _actor(resident_id), "need.supervise", "need", need.ticket, rating=rating))
+            s.add(audit_entry(now, f"resident:{resident_id}", "need.supervise", "need", need.ticket, rating=rating))
         else:
             await apply_transition(s, need, "rate", now, actor_id=resident_id, actor_label="居民", note=note,
                                    rating=rating)
@@ -103,5 +103,5 @@ async def close_unrated(db: Database, now: dt.datetime, limit: int = CLOSE_BATCH
             rater = need.reporter_id or need.filed_by_id
             if rater is not None:
                 await _outbox(s, need, event, rater, NoticeKind.NEED_UPDATE, follower_notice(need, event), now)
-            s.add(audit_entry(now, _actor(None), "need.close", "need", need.ticket, reason="rating window over"))
+            s.add(audit_entry(now, "system", "need.close", "need", need.ticket, reason="rating window over"))
     return len(due)
