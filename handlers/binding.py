@@ -343,7 +343,7 @@ def _info_text(ctx: Context, where: str) -> str:
 
 
 @router.menu(90, "我的信息", key="MY_INFO")
-@router.command("我的信息", "绑定", "绑定住址", "修改信息")
+@router.command("我的信息", "绑定", "绑定住址", "修改信息", help="我的信息：住址与手机")
 async def my_info(ctx: Context) -> str:
     if not ctx.resident.is_bound:
         return await _start(ctx, await _waiting(ctx, "您还没有绑定住址。"))
@@ -405,7 +405,7 @@ async def my_roles(ctx: Context) -> str:
 LOOKUP_USAGE = "请发送「居民查询 手机号」，如：居民查询 13800138000"
 
 
-@router.command("居民查询", roles=(Role.COMMUNITY_STAFF, Role.ADMIN), args=True)
+@router.command("居民查询", roles=(Role.COMMUNITY_STAFF, Role.ADMIN), args=True, help="居民查询 手机号")
 async def lookup(ctx: Context) -> str:
     if not ctx.args:
         return LOOKUP_USAGE

@@ -12,6 +12,7 @@ from sqlmodel import Field, SQLModel, col, select
 from storage.db import Database
 from storage.org import SCOPE_LABELS, SCOPE_TABLES, Building, unit_names
 from storage.residents import Resident, ResidentRecord, clean_phone, mask_phone, residents_by_phone
+from storage.tag_sync import queue_tag_sync
 
 
 class Role(enum.StrEnum):
@@ -205,6 +206,7 @@ async def grant_role(
         s.add(row)
         await s.flush()
         s.add(audit_entry(now, actor, "role_grant", "resident", resident_id, role=role.value, scope=scope_code or ""))
+        await queue_tag_sync(s, resident_id, now)  # their WeChat menu tag follows, whenever WeChat answers
     return row
 
 
@@ -221,6 +223,7 @@ async def revoke_role(
         row.revoked_at = now
         s.add(row)
         s.add(audit_entry(now, actor, "role_revoke", "resident", resident_id, role=role.value, scope=scope_code or ""))
+        await queue_tag_sync(s, resident_id, now)
     return row
 
 

@@ -17,6 +17,8 @@ The package, by concern (each module imports only those above it; this file re-e
 - ``rating``: 评价 (a first 不满意 reopens: 重办; a final one: 区级督办) and ``close_unrated`` when the rating
   window is over.
 - ``queries``: reading (find, pages, timeline, merge targets, assignable people, names).
+- ``media``: a need's photos and voices (``NeedMedia``, up to 9 photos): copied out of WeChat into the media
+  store (storage/media.py) before WeChat's 3 days are up, found again for staff by their link's token.
 
 The state machine (transitions.py)::
 
@@ -80,6 +82,7 @@ from storage.needs.intake import (
     SUBMITTED_NOTE,
     SURVEY_FALLBACK_ITEM,
     Attachments,
+    MediaRef,
     create_from_survey,
     file_on_behalf,
     find_duplicate,
@@ -88,11 +91,15 @@ from storage.needs.intake import (
     second_on_behalf,
     similar,
 )
+from storage.needs.media import MediaGone, fetch_due_media, media_lines, media_link, need_media, stored_media
 from storage.needs.model import (
     DUPLICATE_WINDOW,
     EVENT_LABELS,
     MAX_NOTE,
+    MAX_PHOTOS,
     MAX_TEXT,
+    MAX_VOICES,
+    MEDIA_VALIDITY,
     MERGE_CANDIDATES,
     NOT_TRIAGED,
     OPEN_STATUSES,
@@ -102,10 +109,14 @@ from storage.needs.model import (
     STAFF_NOTICE_LIMIT,
     STATUS_LABELS,
     TICKET_RE,
+    UNCLASSIFIED,
+    UNCLASSIFIED_CATEGORY,
+    MediaStatus,
     Need,
     NeedError,
     NeedEvent,
     NeedFollower,
+    NeedMedia,
     NeedStatus,
     NeedTicketCounter,
     normalise_ticket,
@@ -128,19 +139,23 @@ from storage.needs.rating import CLOSE_BATCH, CLOSED_NOTE, SUPERVISED_NOTE, clos
 from storage.needs.transitions import TRANSITIONS, Transition, apply_transition, check, refusal
 
 __all__ = [
-    "CLOSED_NOTE", "CLOSE_BATCH", "DUPLICATE_WINDOW", "EVENT_LABELS", "MAX_NOTE", "MAX_TEXT", "MERGE_CANDIDATES",
+    "CLOSED_NOTE", "CLOSE_BATCH", "DUPLICATE_WINDOW", "EVENT_LABELS", "MAX_NOTE", "MAX_PHOTOS", "MAX_TEXT",
+    "MAX_VOICES", "MEDIA_VALIDITY", "MERGE_CANDIDATES",
     "NOT_TRIAGED",
     "OPEN_STATUSES", "PAGE_SIZE", "PROJECT_RESOLVABLE", "RATE_WINDOW", "RATINGS", "STAFF_NOTICE_LIMIT",
     "STATUS_LABELS", "SUBMITTED_NOTE", "SUPERVISED_NOTE", "SURVEY_FALLBACK_ITEM", "TICKET_RE", "TRANSITIONS",
-    "URGENT_EVENTS",
-    "Attachments", "Need", "NeedError", "NeedEvent", "NeedFollower", "NeedStatus", "NeedTicketCounter", "Page",
+    "UNCLASSIFIED", "UNCLASSIFIED_CATEGORY", "URGENT_EVENTS",
+    "Attachments", "MediaGone", "MediaRef", "MediaStatus", "Need", "NeedError", "NeedEvent", "NeedFollower",
+    "NeedMedia", "NeedStatus", "NeedTicketCounter", "Page",
     "Transition", "_record", "add_span", "apply_transition", "assign_need", "assignable_people", "awaiting_rating",
     "can_handle",
     "can_manage", "can_oversee", "check", "close_unrated", "closed_query",
-    "create_from_survey", "default_resolve_by", "escalate_need", "feedback_due", "file_on_behalf", "find_duplicate",
+    "create_from_survey", "default_resolve_by", "escalate_need", "feedback_due",
+    "fetch_due_media", "file_on_behalf", "find_duplicate",
     "find_need", "follower_notice", "format_date", "format_time", "is_follower", "list_needs", "management_refusal",
-    "merge_candidates", "merge_need", "names_for", "next_consultation", "normalise_ticket", "parse_deadline",
+    "media_lines", "media_link", "merge_candidates", "merge_need", "names_for",
+    "need_media", "next_consultation", "normalise_ticket", "parse_deadline",
     "post_progress", "promise_text", "rate_need", "reclassify_need", "refusal", "reject_need", "report_need",
     "resolve_from_project", "resolve_need", "respond_due", "second_need", "second_on_behalf", "similar",
-    "status_from_word", "summary_line", "timeline", "triage_need",
+    "status_from_word", "stored_media", "summary_line", "timeline", "triage_need",
 ]

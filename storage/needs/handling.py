@@ -9,6 +9,7 @@ import datetime as dt
 from sqlmodel import select
 
 from storage import workdays
+from storage.classifier import labelled_example
 from storage.clock import local
 from storage.db import Database
 from storage.needs.deadlines import default_resolve_by, feedback_due, format_date
@@ -114,6 +115,7 @@ async def reclassify_need(db: Database, actor_id: int, ticket: str, item_code: s
                                note=f"分类由 {before_code} 改为 {item.label}")
         s.add(audit_entry(now, _actor(actor_id), "need.reclassify", "need", need.ticket,
                           before=before_code, after=item.code))
+        s.add(labelled_example(need.text, before_code, item.code, now))  # what the classifier learns from
     return need
 
 
