@@ -1,6 +1,7 @@
 """Accuracy and speed of the need classifier on the labelled messages, next to a naive baseline.
 
     python bench/classify.py [--data tests/data/needs_labelled.tsv] [--taxonomy my.toml] [--misses] [--tune]
+    python bench/classify.py --learn [--examples steward-data/learned_messages.tsv] [--seed 0]
 
 The baseline ranks sub-items by how many of their taxonomy.md example phrases (垃圾桶满溢, 电梯停运 …)
 occur verbatim in the message: what you get without a keyword list.
@@ -18,6 +19,12 @@ cross-validation (each fold's model trained on the other four folds), shown as "
 MODEL_WEIGHT/MODEL_TEMPERATURE: it looks at `dev` only. Because the keywords were tuned on `dev`
 they look better there than on new messages, so the rule was: of the settings within 0.5 point of
 the best cross-validated top-1, take the one giving the model the most weight.
+
+`--learn` measures learning from staff's 改类 (storage.classifier.retrain): the examples (a file in the
+training format, e.g. the data dir's learned_messages.tsv; by default the `test` messages stand in for
+them) are split per sub-item into a taught half and a held-out half (seeded shuffle, `--seed`). Side by
+side on the held-out half: the baseline, the shipped model (before), and the model retrained on the
+shipped messages plus the taught half (after).
 """
 
 from __future__ import annotations
@@ -36,7 +43,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # so `python bench/classify.py` works from a plain checkout
 
-from storage.classifier import MODEL_TEMPERATURE, MODEL_WEIGHT, NeedClassifier, normalise  # noqa: E402
+from storage.classifier import (  # noqa: E402
+    MODEL_TEMPERATURE,
+    MODEL_WEIGHT,
+    NeedClassifier,
+    normalise,
+    read_training,
+)
 from storage.taxonomy import SubItem, Taxonomy, load_taxonomy  # noqa: E402
 
 DEFAULT_DATA = ROOT / "tests" / "data" / "needs_labelled.tsv"
@@ -168,6 +181,25 @@ def tune(classifier: NeedClassifier, dev: Sequence[Example]) -> None:
     print(f"shipped: MODEL_WEIGHT={MODEL_WEIGHT}, MODEL_TEMPERATURE={MODEL_TEMPERATURE}")
 
 
+def learning(classifier: NeedClassifier, taxonomy: Taxonomy, pool: Sequence[Example], seed: int) -> None:
+    """Accuracy on held-out staff examples before and after retraining on the other half of them."""
+    taught, held = folds(pool, k=2, seed=seed)
+    after = classifier.retrained([*read_training(), *((e.code, e.text) for e in taught)])
+    rankers: dict[str, Ranker] = {
+        "baseline (examples)": example_baseline(taxonomy),
+        "before (shipped)": lambda text: [item for item, _ in classifier.rank(text, k=3)],
+        "after (+ taught)": lambda text: [item for item, _ in after.rank(text, k=3)],
+    }
+    scores = {label: evaluate(rank, held)[0] for label, rank in rankers.items()}
+    print(f"learning from staff examples: {len(pool)} examples, {len(taught)} taught, {len(held)} held out "
+          f"(seed {seed})")
+    print(f"{'held out':12}" + "".join(f"{label:>22}" for label in rankers))
+    for name, pick in (("top-1", lambda sc: sc.top1), ("top-3", lambda sc: sc.top3)):
+        print(f"{name:12}" + "".join(f"{pick(sc) / sc.n:>22.1%}" for sc in scores.values()))
+    silent = [sum(model.propose(e.text) is None for e in held) for model in (classifier, after)]
+    print(f"{'no proposal':12}{'':>22}" + "".join(f"{n:>18}/{len(held):<3}" for n in silent))
+
+
 def percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -179,6 +211,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--taxonomy", type=Path, default=None, help="an extended taxonomy.toml")
     parser.add_argument("--misses", action="store_true", help="list every top-1 miss")
     parser.add_argument("--tune", action="store_true", help="cross-validate the model's weights on dev")
+    parser.add_argument("--learn", action="store_true", help="accuracy before/after learning from staff examples")
+    parser.add_argument("--examples", type=Path, help="staff examples for --learn (default: the test messages)")
+    parser.add_argument("--seed", type=int, default=0, help="the --learn split's shuffle")
     args = parser.parse_args(argv)
 
     taxonomy = load_taxonomy(args.taxonomy)
@@ -191,6 +226,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     classifier.warm_up()
     if args.tune:
         tune(classifier, splits["dev"])
+        return
+    if args.learn:
+        pool = ([Example(code, text, "staff") for code, text in read_training(args.examples)] if args.examples
+                else splits["test"])
+        learning(classifier, taxonomy, pool, args.seed)
         return
     keywords = classifier.retrained([], model_weight=0)
     unsegmented = NeedClassifier(taxonomy, segment=False, model_weight=0)

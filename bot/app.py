@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
+import re
 import uuid
 from dataclasses import dataclass, field
 
@@ -12,14 +14,18 @@ from aiohttp import web
 
 from bot.config import Settings, use_settings
 from bot.gateway import Gateway
+from bot.menu import sync_tags
 from bot.push import Sender, show_waiting_notices
-from bot.wechat_api import WeChatClient
+from bot.wechat_api import INVALID_MEDIA_ID, WeChatAPIError, WeChatClient
 from handlers import ROUTERS
 from handlers.framework import Engine
+from scheduler.runner import SchedulerRunner, job_context  # importing the package registers every job
 from storage import migrate
 from storage.clock import Clock
 from storage.db import Database
 from storage.kv import KeyValueStore, open_store
+from storage.media import MediaStore, MediaStoreError, open_media_store
+from storage.needs import MediaGone, stored_media
 from storage.outbox import NoticeKind, enqueue
 from storage.residents import find_resident
 
@@ -44,6 +50,7 @@ class Bot:
     async def close(self) -> None:
         await self.gateway.drain(5)
         await self.wechat.close()
+        await self.services["media"].close()
         await self.kv.close()
         await self.db.dispose()
 
@@ -71,7 +78,9 @@ async def build_bot(
     clock = clock or Clock(settings.timezone)
     wechat = WeChatClient(settings.wechat_appid, settings.wechat_secret, settings.wechat_api_base, kv)
     sender = Sender.from_settings(settings, db, kv, wechat, clock)
-    services: dict = {"wechat": wechat, "kv": kv, "sender": sender}
+    services: dict = {"wechat": wechat, "kv": kv, "sender": sender, "media": open_media_store(settings),
+                      "media_fetch": _media_fetcher(wechat)}
+    services["menu_tags"] = functools.partial(sync_tags, db, wechat)  # the scheduler's menu.sync_tags job
     engine = Engine(ROUTERS, db, kv, clock, settings, services)
 
     engine.after_reply.append(show_waiting_notices)
@@ -158,4 +167,72 @@ def make_app(bot: Bot) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[BOT_KEY] = bot
     app.add_routes(bot.gateway.routes())
+    app.add_routes([web.get("/media/{token}", serve_media)])
+    return app
+
+
+def _media_fetcher(wechat: WeChatClient):
+    """WeChat's media/get for storage.needs.fetch_due_media: an id WeChat no longer knows is MediaGone (final)."""
+
+    async def fetch(media_id: str) -> tuple[bytes, str]:
+        try:
+            return await wechat.get_media(media_id)
+        except WeChatAPIError as exc:
+            if exc.errcode == INVALID_MEDIA_ID:
+                raise MediaGone(str(exc)) from exc
+            raise
+
+    return fetch
+
+
+MEDIA_TOKEN = re.compile(r"[A-Za-z0-9_-]{20,64}")
+# Only these are sent as what they are; anything else is a download, so nothing stored can run as a page here.
+SHOWN_TYPES = ("image/jpeg", "image/png", "image/gif", "audio/amr", "audio/mpeg", "voice/speex", "audio/speex")
+
+
+async def serve_media(request: web.Request) -> web.Response:
+    """/media/<token>: a stored photo or voice for staff's link. Whoever holds the link sees it (the token is 24
+    random bytes, never a counter); an unknown token, or media not stored (yet or ever), is 404."""
+    bot = request.app[BOT_KEY]
+    token = request.match_info["token"]
+    found = await stored_media(bot.db, token) if MEDIA_TOKEN.fullmatch(token) else None
+    store: MediaStore = bot.services["media"]
+    try:
+        stored = await store.get(found.stored_key) if found is not None else None
+    except MediaStoreError as exc:
+        log.warning("media %s could not be read: %s", token[:6], exc)
+        return web.Response(status=503, text="暂时无法读取，请稍后再试。")
+    if stored is None:
+        return web.Response(status=404, text="没有这个文件，或已失效。")
+    content_type = stored.content_type if stored.content_type in SHOWN_TYPES else "application/octet-stream"
+    return web.Response(body=stored.data, content_type=content_type, headers={
+        "Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer", "Content-Disposition": "inline",
+    })
+
+
+SCHEDULER_KEY = web.AppKey("scheduler", SchedulerRunner)
+
+
+def start_scheduler(bot: Bot) -> SchedulerRunner:
+    """Start the job runner (every registered job, and the prompt outbox drain) inside a running event loop."""
+    runner = SchedulerRunner(job_context(bot))
+    runner.start()
+    return runner
+
+
+async def serving_app(
+    settings: Settings, *, with_scheduler: bool = True, clock: Clock | None = None
+) -> web.Application:
+    """What `steward serve` runs, and `steward chat` in-process: the bot, warmed up, its app and (unless the jobs
+    run in a `steward scheduler` of their own) the scheduler with the push sender; the app's cleanup stops them.
+    The runner is `app.get(SCHEDULER_KEY)`, the bot `app[BOT_KEY]`."""
+    bot = await build_bot(settings, clock=clock)
+    await warm_up()
+    app = make_app(bot)
+    if with_scheduler:
+        runner = start_scheduler(bot)
+        app[SCHEDULER_KEY] = runner
+        app.on_cleanup.append(lambda _app: runner.stop())
+    app.on_cleanup.append(lambda _app: bot.close())
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import importlib
 import logging
 import os
@@ -12,8 +13,9 @@ import sys
 from aiohttp import web
 
 from bot.cli_common import settings_from
-from bot.config import ConfigError, check_public_serving
+from bot.config import ConfigError, Settings, check_public_serving, is_loopback
 from bot.logging_setup import configure_logging
+from storage.clock import Clock, describe_offset, parse_offset
 
 log = logging.getLogger("steward")
 
@@ -25,25 +27,38 @@ FEATURE_COMMANDS = [
     "bot.cli_consultation",
     "bot.cli_points",
     "bot.cli_review",
+    "bot.cli_classifier",
 ]
+
+
+def clock_offset(text: str) -> dt.timedelta:
+    """argparse type of --clock-offset: 3d, 2天, 12h, 1d12h (forward only)."""
+    try:
+        return parse_offset(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def check_dev_clock(settings: Settings, offset: dt.timedelta | None) -> None:
+    """A moved clock is for demos on this machine: on any other address residents would get wrong deadlines."""
+    if offset is not None and not is_loopback(settings.host):
+        raise ConfigError(f"--clock-offset 只用于本机演示，不能在 {settings.host} 上使用；"
+                          "去掉它，或在 127.0.0.1 上运行。")
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
     settings = settings_from(args)
+    check_dev_clock(settings, args.clock_offset)
     check_public_serving(settings)  # before anything is imported, opened or bound
 
-    from bot.app import build_bot, make_app, warm_up
+    from bot.app import serving_app
 
     async def app_factory() -> web.Application:
-        bot = await build_bot(settings)
-        await warm_up()
-        app = make_app(bot)
-        if not args.no_scheduler:
-            from bot.cli_push import start_scheduler
-
-            runner = start_scheduler(bot)
-            app.on_cleanup.append(lambda _app: runner.stop())
-        app.on_cleanup.append(lambda _app: bot.close())
+        clock = Clock(settings.timezone, args.clock_offset) if args.clock_offset is not None else None
+        app = await serving_app(settings, with_scheduler=not args.no_scheduler, clock=clock)
+        if clock is not None:
+            log.warning("dev clock: %s ahead of the wall clock, now %s", describe_offset(clock.offset),
+                        clock.now().strftime("%Y-%m-%d %H:%M"))
         mode = "安全模式" if settings.safe_mode else "明文模式"
         state = "Redis" if settings.redis_url else "内存"
         log.info("steward serving on http://%s:%s/wechat (%s, state: %s)", settings.host, settings.port, mode, state)
@@ -70,9 +85,12 @@ def cmd_db_upgrade(args: argparse.Namespace) -> None:
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
+    if args.url and args.clock_offset is not None:
+        raise ConfigError("--clock-offset 只拨本进程内的机器人的时钟；"
+                          "连接已运行的机器人时，请给 steward serve 加 --clock-offset。")
     from bot.chat import run_chat
 
-    asyncio.run(run_chat(settings_from(args), args.openid, args.url))
+    asyncio.run(run_chat(settings_from(args), args.openid, args.url, clock_offset=args.clock_offset))
 
 
 def cmd_menu_push(args: argparse.Namespace) -> None:
@@ -80,6 +98,12 @@ def cmd_menu_push(args: argparse.Namespace) -> None:
 
     settings = settings_from(args)
     print(asyncio.run(push_menu(settings)))
+
+
+def cmd_menu_sync_tags(args: argparse.Namespace) -> None:
+    from bot.menu import sync_tags_command
+
+    print(asyncio.run(sync_tags_command(settings_from(args), args.all)))
 
 
 def cmd_fake_wechat(args: argparse.Namespace) -> None:
@@ -97,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--no-scheduler", action="store_true", help="run the jobs in a separate `steward scheduler`")
+    serve.add_argument("--clock-offset", type=clock_offset, metavar="3d",
+                       help="dev only (loopback): run the bot's clock this far ahead (3d, 12h, 2天)")
     serve.set_defaults(func=cmd_serve)
 
     db = sub.add_parser("db", help="database schema")
@@ -105,12 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat = sub.add_parser("chat", help="chat with the bot in this terminal")
     chat.add_argument("--openid", default="o_demo_resident")
-    chat.add_argument("--url", help="a running bot (default: start one in-process with a fake WeChat API)")
+    chat.add_argument("--url", help="a running bot, e.g. the URL serve prints (default: start one in-process with "
+                                    "a fake WeChat API)")
+    chat.add_argument("--clock-offset", type=clock_offset, metavar="3d",
+                      help="dev only: the in-process bot's clock starts this far ahead (3d, 12h, 2天); /快进 moves it")
     chat.set_defaults(func=cmd_chat)
 
     menu = sub.add_parser("menu", help="the Official Account custom menu")
     menu_sub = menu.add_subparsers(dest="menu_command", required=True)
     menu_sub.add_parser("push", help="create the custom menu through the WeChat API").set_defaults(func=cmd_menu_push)
+    sync = menu_sub.add_parser("sync-tags", help="bring staff members' WeChat menu tags in line with their roles now")
+    sync.add_argument("--all", action="store_true", help="every staff member, not only those queued by a grant")
+    sync.set_defaults(func=cmd_menu_sync_tags)
 
     fake = sub.add_parser("fake-wechat", help="run the fake WeChat API server (demos, benchmarks)")
     fake.add_argument("--host")

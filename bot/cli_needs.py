@@ -22,7 +22,9 @@ from storage.needs import (
     NeedStatus,
     find_need,
     list_needs,
+    media_lines,
     names_for,
+    need_media,
     reveal_phone,
     reveal_phones,
     status_from_word,
@@ -122,7 +124,8 @@ def render(rows: list[dict[str, str]], fmt: str) -> str:
     return "\n".join(lines)
 
 
-async def show_text(db: Database, ticket: str, now: dt.datetime, phone: bool = False) -> str:
+async def show_text(db: Database, ticket: str, now: dt.datetime, public_base: str = "", phone: bool = False) -> str:
+    """The whole record; photo and voice links start with `public_base` (the settings' public URL)."""
     need = await find_need(db, ticket)
     if need is None:
         return f"没有找到编号为 {ticket} 的诉求。"
@@ -146,6 +149,7 @@ async def show_text(db: Database, ticket: str, now: dt.datetime, phone: bool = F
         f"办结期限：{_fmt(need.resolve_by)}  办结：{_fmt(need.resolved_at)}",
         f"评价：{need.rating or ''} {need.rating_comment or ''}".rstrip(),
         f"重办次数：{need.rework_count}",
+        *media_lines(await need_media(db, need.id), public_base),
         "时间线：",
     ]
     for event in await timeline(db, need.id, public_only=False, limit=200):
@@ -179,7 +183,8 @@ def cmd_show(args: argparse.Namespace) -> None:
 
     async def show() -> str:
         async with database(settings) as db:
-            return await show_text(db, args.ticket, cli_clock(settings).now(), phone=args.phone)
+            return await show_text(db, args.ticket, cli_clock(settings).now(), settings.public_base,
+                                   phone=args.phone)
 
     run(show())
 

@@ -14,9 +14,10 @@ from storage.claims import ClaimError, confirm_claim, pending_claims, reject_cla
 from storage.clock import local
 from storage.db import Database
 from storage.demo import demo_guide, load_demo
+from storage.grants import grant_role, revoke_role
 from storage.imports import IMPORTERS
 from storage.residents import BindingError, Resident, find_resident, find_residents_by_phone, mask_phone
-from storage.roles import ROLE_SCOPE, Role, RoleError, describe_grants, grant_role, list_active_grants, parse_role
+from storage.roles import ROLE_SCOPE, Role, RoleError, describe_grants, list_active_grants, parse_role
 
 IMPORT_HELP = """CSV 文件（UTF-8，首行为表头，列顺序不限）：
 
@@ -71,8 +72,6 @@ async def _find_person(db: Database, args: argparse.Namespace) -> Resident:
 
 
 def cmd_role_change(args: argparse.Namespace) -> None:
-    from storage.roles import revoke_role
-
     settings = cli_settings(args)
 
     async def change() -> str:

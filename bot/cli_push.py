@@ -14,13 +14,10 @@ from storage.clock import local
 
 
 def start_scheduler(bot: Any):
-    """Start the job runner inside a running event loop (serve, or the scheduler command)."""
-    import scheduler  # noqa: F401  (registers every job)
-    from scheduler.runner import SchedulerRunner, job_context
+    """Start the job runner inside a running event loop (the scheduler command); bot.app assembles it."""
+    from bot.app import start_scheduler as start
 
-    runner = SchedulerRunner(job_context(bot))
-    runner.start()
-    return runner
+    return start(bot)
 
 
 def cmd_scheduler(args: argparse.Namespace) -> None:

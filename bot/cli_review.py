@@ -7,6 +7,7 @@
   steward survey start --per-community N [--seed S]
   steward survey verify <id>
   steward survey report <id>
+  steward survey comments <id>
   steward project list --community C1 [--status published]
   steward project show <id>
 """
@@ -44,7 +45,7 @@ from storage.review import (
     review_view,
     tally,
 )
-from storage.survey import SurveyError, start_survey, survey_report, verify_sample
+from storage.survey import SurveyError, start_survey, survey_comments, survey_report, verify_sample
 
 MAX_LIST = 200
 
@@ -114,6 +115,13 @@ async def survey_show(db: Database, now: dt.datetime, args: argparse.Namespace) 
         rows.append([c.name, c.invited, c.answered, score(c.overall), score(c.grid)])
         rows += [["  " + g.name, g.invited, g.answered, score(g.overall), score(g.grid)] for g in grids.get(c.name, [])]
     return csv_text(rows, ["社区/网格", "抽样", "已答", "总体评分", "网格评分"]).rstrip("\n")
+
+
+async def survey_comments_show(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    comments = await survey_comments(db, args.id)
+    lines = [f"{name}（匿名意见 {len(texts)} 条）：\n" + "\n".join(f"- {t}" for t in texts)
+             for name, texts in comments.items()]
+    return "\n".join(lines) or f"问卷 {args.id} 还没有意见。"
 
 
 async def project_list(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
@@ -189,7 +197,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, help="default: a fresh random seed, printed")
     p.set_defaults(func=_run, action=survey_start)
     for name, action, text in (("verify", survey_verify, "redraw from the seed and compare"),
-                               ("report", survey_show, "scores per community and grid")):
+                               ("report", survey_show, "scores per community and grid"),
+                               ("comments", survey_comments_show, "the anonymous comments per community")):
         p = sub.add_parser(name, help=text)
         p.add_argument("id", type=int)
         p.set_defaults(func=_run, action=action)

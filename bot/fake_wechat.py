@@ -31,9 +31,14 @@ ERRMSG = {
     40001: "invalid credential, access_token is invalid or not latest",
     40002: "invalid grant_type",
     40003: "invalid openid",
+    40007: "invalid media_id",
     40008: "invalid message type",
     40013: "invalid appid",
     40016: "invalid button size",
+    40017: "invalid sub button size",
+    40018: "invalid button name size",
+    40019: "invalid button key size",
+    40032: "invalid openid list size",
     40037: "invalid template_id",
     40125: "invalid appsecret",
     41001: "access_token missing",
@@ -42,11 +47,27 @@ ERRMSG = {
     44004: "empty content",
     45015: "response out of time limit or subscription is canceled",
     45047: "out of response count limit",
+    45056: "too many tags",
+    45059: "user has too many tags",
+    45157: "invalid tag name, duplicated",
+    45158: "tag name too long",
+    45159: "invalid tag",
     46003: "menu no exist",
     47001: "data format error",
+    65301: "no conditional menu with this menuid",
+    65303: "no default menu, cannot create a conditional menu",
+    65304: "matchrule is empty",
+    65320: "matchrule names private data (sex, region, language)",
 }
 
-KINDS = ("token", "text", "template", "menu", "menu_get")
+KINDS = ("token", "text", "template", "menu", "menu_get", "media", "menu_conditional", "tags", "tagging")
+
+MAX_TAGS = 100  # per account
+MAX_TAGS_PER_USER = 20
+MAX_TAG_NAME_BYTES = 30
+MAX_TAG_BATCH = 50
+# Conditional menus may no longer match on these (privacy): WeChat refuses them with 65320.
+PRIVATE_MATCH_FIELDS = ("sex", "country", "province", "city", "language")
 
 _OK = b'{"errcode":0,"errmsg":"ok"}'
 # A \u escape (four hex digits) that is not itself an escaped backslash followed by "u".
@@ -98,6 +119,11 @@ class FakeWeChat:
         self.counts: Counter[str] = Counter()
         self.token_requests = 0
         self.menu: dict[str, Any] | None = None
+        self.conditional_menus: list[dict[str, Any]] = []  # oldest first, each with its menuid
+        self.tags: dict[int, str] = {}  # tag id -> name
+        self.user_tags: dict[str, list[int]] = {}  # openid -> tag ids, in the order they were put on
+        self._tag_ids = itertools.count(100)  # 0-2 are WeChat's reserved tags
+        self._menuids = itertools.count(400_000_001)
         self.base_url: str | None = None
         # token -> [expires_at, usable_until] on the monotonic clock.
         self._tokens: dict[str, list[float]] = {}
@@ -105,6 +131,7 @@ class FakeWeChat:
         self._unsubscribed: set[str] = set()
         self._closed_windows: set[str] = set()
         self._msgids = itertools.count(1_000_000)
+        self._media: dict[str, tuple[bytes, str]] = {}
         self._runner: web.AppRunner | None = None
         self.app = web.Application()
         self.app.add_routes(
@@ -114,6 +141,13 @@ class FakeWeChat:
                 web.post("/cgi-bin/message/template/send", self._template_send),
                 web.post("/cgi-bin/menu/create", self._menu_create),
                 web.get("/cgi-bin/menu/get", self._menu_get),
+                web.post("/cgi-bin/menu/addconditional", self._menu_add_conditional),
+                web.post("/cgi-bin/menu/delconditional", self._menu_del_conditional),
+                web.post("/cgi-bin/tags/create", self._tags_create),
+                web.get("/cgi-bin/tags/get", self._tags_get),
+                web.post("/cgi-bin/tags/members/batchtagging", self._batch_tagging),
+                web.post("/cgi-bin/tags/members/batchuntagging", self._batch_untagging),
+                web.get("/cgi-bin/media/get", self._media_get),
                 web.get("/_fake/sent", self._fake_sent),
                 web.post("/_fake/clear", self._fake_clear),
             ]
@@ -151,6 +185,14 @@ class FakeWeChat:
         """Customer-service text to this user fails with 45015 (no message from them in 48 h)."""
         (self._closed_windows.add if closed else self._closed_windows.discard)(openid)
 
+    def add_media(self, media_id: str, data: bytes, content_type: str = "image/jpeg") -> None:
+        """media/get serves these bytes for this id (a photo or voice a resident "sent"); others answer 40007."""
+        self._media[media_id] = (data, content_type)
+
+    def forget_media(self, media_id: str) -> None:
+        """The id's 3 days are over: media/get answers 40007 from now on."""
+        self._media.pop(media_id, None)
+
     def expire_tokens(self) -> None:
         """Every token issued so far now answers 42001."""
         for state in self._tokens.values():
@@ -171,6 +213,19 @@ class FakeWeChat:
 
     def templates_to(self, openid: str) -> list[dict[str, Any]]:
         return [e for e in self.sent if e["kind"] == "template" and e["openid"] == openid]
+
+    def tags_of(self, openid: str) -> list[str]:
+        """The names of the tags on this user, in the order they were put on."""
+        return [self.tags[t] for t in self.user_tags.get(openid, []) if t in self.tags]
+
+    def menu_for(self, openid: str) -> dict[str, Any] | None:
+        """The menu this user sees: WeChat matches conditional menus newest first against the tag put on the
+        user last; none matching, the default menu."""
+        last = self.user_tags.get(openid, [])[-1:]
+        for menu in reversed(self.conditional_menus):
+            if last and str(menu["matchrule"].get("tag_id")) == str(last[0]):
+                return menu
+        return self.menu
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -318,19 +373,152 @@ class FakeWeChat:
             return refused
         if body is None:
             return _error(47001)
-        buttons = body.get("button")
-        if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
-            return _error(40016)
+        if (errcode := self._button_error(body)) is not None:
+            return _error(errcode)
         self.menu = body
         self._record({"kind": "menu", "openid": None, "menu": body, "timestamp": time.time()})
         return _ok()
+
+    @staticmethod
+    def _button_error(body: dict[str, Any]) -> int | None:
+        """WeChat's menu limits: 1-3 buttons of at most 16 bytes' name, each 1-5 sub-buttons of at most 60, a
+        click button's key at most 128 bytes."""
+        buttons = body.get("button")
+        if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
+            return 40016
+        for button in buttons:
+            if not isinstance(button, dict) or not 0 < len(str(button.get("name", "")).encode()) <= 16:
+                return 40018
+            subs = button.get("sub_button")
+            if subs is None:
+                leaves = [button]
+            elif isinstance(subs, list) and 1 <= len(subs) <= 5 and all(isinstance(b, dict) for b in subs):
+                leaves = subs
+            else:
+                return 40017
+            for leaf in leaves:
+                if not 0 < len(str(leaf.get("name", "")).encode()) <= 60:
+                    return 40018
+                if leaf.get("type") == "click" and not 0 < len(str(leaf.get("key", "")).encode()) <= 128:
+                    return 40019
+        return None
 
     async def _menu_get(self, request: web.Request) -> web.Response:
         if (refused := await self._refuse("menu_get", request)) is not None:
             return refused
         if self.menu is None:
             return _error(46003)
+        if self.conditional_menus:
+            return web.json_response({"menu": self.menu, "conditionalmenu": self.conditional_menus})
         return web.json_response({"menu": self.menu})
+
+    async def _menu_add_conditional(self, request: web.Request) -> web.Response:
+        body = await self._json_body(request)
+        if (refused := await self._refuse("menu_conditional", request)) is not None:
+            return refused
+        if body is None:
+            return _error(47001)
+        if self.menu is None:
+            return _error(65303)
+        rule = body.get("matchrule")
+        if not isinstance(rule, dict) or not any(rule.values()):
+            return _error(65304)
+        if any(rule.get(name) for name in PRIVATE_MATCH_FIELDS):
+            return _error(65320)
+        tag_id = rule.get("tag_id")
+        if tag_id is not None and (not str(tag_id).isdigit() or int(tag_id) not in self.tags):
+            return _error(45159)
+        if (errcode := self._button_error(body)) is not None:
+            return _error(errcode)
+        menuid = str(next(self._menuids))
+        self.conditional_menus.append({"button": body["button"], "matchrule": rule, "menuid": menuid})
+        self._record({"kind": "menu_conditional", "openid": None, "menu": body, "timestamp": time.time()})
+        return web.json_response({"menuid": menuid})
+
+    async def _menu_del_conditional(self, request: web.Request) -> web.Response:
+        body = await self._json_body(request)
+        if (refused := await self._refuse("menu_conditional", request)) is not None:
+            return refused
+        if body is None:
+            return _error(47001)
+        kept = [m for m in self.conditional_menus if m["menuid"] != str(body.get("menuid"))]
+        if len(kept) == len(self.conditional_menus):
+            return _error(65301)
+        self.conditional_menus = kept
+        return _ok()
+
+    async def _tags_create(self, request: web.Request) -> web.Response:
+        body = await self._json_body(request)
+        if (refused := await self._refuse("tags", request)) is not None:
+            return refused
+        tag = body.get("tag") if body is not None else None
+        name = tag.get("name") if isinstance(tag, dict) else None
+        if not isinstance(name, str):
+            return _error(47001)
+        if not name or len(name.encode()) > MAX_TAG_NAME_BYTES:
+            return _error(45158)
+        if name in self.tags.values():
+            return _error(45157)
+        if len(self.tags) >= MAX_TAGS:
+            return _error(45056)
+        tag_id = next(self._tag_ids)
+        self.tags[tag_id] = name
+        self._record({"kind": "tags", "openid": None, "tag": name, "timestamp": time.time()})
+        return web.json_response({"tag": {"id": tag_id, "name": name}})
+
+    async def _tags_get(self, request: web.Request) -> web.Response:
+        if (refused := await self._refuse("tags", request)) is not None:
+            return refused
+        counts = Counter(t for ids in self.user_tags.values() for t in ids)
+        tags = [{"id": tag_id, "name": name, "count": counts[tag_id]} for tag_id, name in self.tags.items()]
+        return web.json_response({"tags": tags}, dumps=lambda obj: json.dumps(obj, ensure_ascii=False))
+
+    async def _tagging(self, request: web.Request, untag: bool) -> web.Response:
+        body = await self._json_body(request)
+        if (refused := await self._refuse("tagging", request)) is not None:
+            return refused
+        if body is None:
+            return _error(47001)
+        openids, tag_id = body.get("openid_list"), body.get("tagid")
+        if not isinstance(openids, list) or not 1 <= len(openids) <= MAX_TAG_BATCH:
+            return _error(40032)
+        if not all(isinstance(o, str) and o for o in openids):
+            return _error(40003)
+        if isinstance(tag_id, bool) or not isinstance(tag_id, int | str) or not str(tag_id).isdigit():
+            return _error(45159)
+        tag_id = int(tag_id)
+        if tag_id not in self.tags:
+            return _error(45159)
+        if not untag and any(
+            tag_id not in self.user_tags.get(o, []) and len(self.user_tags.get(o, [])) >= MAX_TAGS_PER_USER
+            for o in openids
+        ):
+            return _error(45059)
+        for openid in openids:  # all or nothing, as checked above: a refused batch changes no one
+            held = [t for t in self.user_tags.get(openid, []) if t != tag_id]
+            self.user_tags[openid] = held if untag else [*held, tag_id]
+        self._record({"kind": "tagging", "openid": None, "action": "untag" if untag else "tag", "tag_id": tag_id,
+                      "openids": openids, "timestamp": time.time()})
+        return _ok()
+
+    async def _batch_tagging(self, request: web.Request) -> web.Response:
+        return await self._tagging(request, untag=False)
+
+    async def _batch_untagging(self, request: web.Request) -> web.Response:
+        return await self._tagging(request, untag=True)
+
+    async def _media_get(self, request: web.Request) -> web.Response:
+        if (refused := await self._refuse("media", request)) is not None:
+            return refused
+        media_id = request.query.get("media_id", "")
+        found = self._media.get(media_id)
+        if found is None:
+            return _error(40007)
+        self._record({"kind": "media", "openid": None, "media_id": media_id, "timestamp": time.time()})
+        data, content_type = found
+        # As WeChat does: the file itself, named in Content-disposition.
+        return web.Response(body=data, content_type=content_type,
+                            headers={"Content-disposition": f'attachment; filename="{media_id[:32]}"'})
 
     async def _fake_sent(self, request: web.Request) -> web.Response:
         """Recorded calls, filtered by ?kind= and ?openid=, the last ?limit= of them; totals always."""

@@ -100,12 +100,14 @@ class Phone:
     async def text(self, openid: str, content: str, msg_id: int | None = None) -> Answer:
         return await self.post_xml(message_xml(openid, "text", {"Content": content, "MsgId": msg_id or next(_ids)}))
 
-    async def voice(self, openid: str, recognition: str) -> Answer:
-        fields = {"MediaId": uuid.uuid4().hex, "Format": "amr", "Recognition": recognition, "MsgId": next(_ids)}
+    async def voice(self, openid: str, recognition: str, media_id: str | None = None) -> Answer:
+        fields = {"MediaId": media_id or uuid.uuid4().hex, "Format": "amr", "Recognition": recognition,
+                  "MsgId": next(_ids)}
         return await self.post_xml(message_xml(openid, "voice", fields))
 
-    async def image(self, openid: str, pic_url: str = "http://mmbiz.qpic.cn/demo.jpg") -> Answer:
-        fields = {"PicUrl": pic_url, "MediaId": uuid.uuid4().hex, "MsgId": next(_ids)}
+    async def image(self, openid: str, pic_url: str = "http://mmbiz.qpic.cn/demo.jpg",
+                    media_id: str | None = None) -> Answer:
+        fields = {"PicUrl": pic_url, "MediaId": media_id or uuid.uuid4().hex, "MsgId": next(_ids)}
         return await self.post_xml(message_xml(openid, "image", fields))
 
     async def location(self, openid: str, lat: float, lng: float, label: str = "") -> Answer:

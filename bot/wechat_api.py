@@ -21,7 +21,11 @@ TOKEN_EXPIRED = 42001
 USER_UNSUBSCRIBED = 43004
 OUT_OF_WINDOW = 45015
 TOO_MANY_CS = 45047
+INVALID_MEDIA_ID = 40007  # unknown, or past its 3 days
 SYSTEM_BUSY = -1
+TAG_EXISTS = 45157
+
+TAG_BATCH = 50  # openids per batchtagging / batchuntagging call (WeChat: 40032 above that)
 
 # Answers that mean "this token is no good": refresh once and retry once.
 TOKEN_ERRORS = frozenset({INVALID_TOKEN, INVALID_TOKEN_FORMAT, TOKEN_EXPIRED})
@@ -30,6 +34,7 @@ TOKEN_ERRORS = frozenset({INVALID_TOKEN, INVALID_TOKEN_FORMAT, TOKEN_EXPIRED})
 TOKEN_SAFETY_MARGIN = 300.0
 
 _JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
+MAX_MEDIA_BYTES = 20 * 1024 * 1024  # a download larger than this is cut off: no resident's photo is
 
 
 class WeChatAPIError(Exception):
@@ -220,8 +225,89 @@ class WeChatClient:
             payload["url"] = url
         return await self._call("POST", "/cgi-bin/message/template/send", payload)
 
+    async def get_media(self, media_id: str) -> tuple[bytes, str]:
+        """A temporary media file (a message's photo or voice, kept by WeChat 3 days): (bytes, content type).
+        WeChat answers a bad or expired id with JSON (40007: WeChatAPIError, not transient)."""
+        path = "/cgi-bin/media/get"
+        token = await self.get_access_token()
+        answer = await self._media_answer(path, token, media_id)
+        if isinstance(answer, dict) and answer.get("errcode") in TOKEN_ERRORS:
+            token = await self.refresh_token(token)  # once, as _call does
+            answer = await self._media_answer(path, token, media_id)
+        if isinstance(answer, dict):
+            _raise_for_errcode(answer, path)
+            raise WeChatAPIError(SYSTEM_BUSY, f"{path}: JSON answer without media")  # e.g. a video's URL
+        return answer
+
+    async def _media_answer(self, path: str, token: str, media_id: str) -> tuple[bytes, str] | dict[str, Any]:
+        """The file, or WeChat's JSON answer (an error) as a dict."""
+        status, content_type, raw = await self._download(path, {"access_token": token, "media_id": media_id})
+        if status >= 500 or status == 429:
+            raise WeChatTransientError(SYSTEM_BUSY, f"{path}: HTTP {status}")
+        if status != 200:
+            raise WeChatAPIError(SYSTEM_BUSY, f"{path}: HTTP {status}")
+        if not content_type.startswith(("application/json", "text/")):
+            return raw, content_type or "application/octet-stream"
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise WeChatTransientError(SYSTEM_BUSY, f"{path}: answer is neither media nor JSON") from exc
+        if not isinstance(data, dict):
+            raise WeChatTransientError(SYSTEM_BUSY, f"{path}: answer is not a JSON object")
+        return data
+
+    async def _download(self, path: str, params: dict[str, str]) -> tuple[int, str, bytes]:
+        try:
+            async with self._http().get(self.base_url + path, params=params, timeout=aiohttp.ClientTimeout(
+                    total=max(self._timeout_s, 30.0))) as resp:
+                if (resp.content_length or 0) > MAX_MEDIA_BYTES:
+                    raise WeChatAPIError(SYSTEM_BUSY, f"{path}: {resp.content_length} bytes is too large")
+                chunks, size = [], 0
+                async for chunk in resp.content.iter_chunked(64 * 1024):
+                    size += len(chunk)
+                    if size > MAX_MEDIA_BYTES:
+                        raise WeChatAPIError(SYSTEM_BUSY, f"{path}: more than {MAX_MEDIA_BYTES} bytes")
+                    chunks.append(chunk)
+                return resp.status, resp.content_type.lower(), b"".join(chunks)
+        except TimeoutError as exc:
+            raise WeChatTransientError(SYSTEM_BUSY, f"{path}: no answer in time") from exc
+        except aiohttp.ClientError as exc:
+            detail = self._redact(f"{type(exc).__name__}: {exc}", params)
+            raise WeChatTransientError(SYSTEM_BUSY, f"{path}: {detail}") from exc
+
     async def create_menu(self, menu: dict[str, Any]) -> dict[str, Any]:
         return await self._call("POST", "/cgi-bin/menu/create", menu)
 
     async def get_menu(self) -> dict[str, Any]:
+        """The default menu (`menu`) and the conditional ones (`conditionalmenu`, each with its `menuid`)."""
         return await self._call("GET", "/cgi-bin/menu/get")
+
+    async def add_conditional_menu(self, menu: dict[str, Any], tag_id: int) -> str:
+        """A menu shown to users carrying this tag (the default menu must exist first); returns its menuid."""
+        data = await self._call("POST", "/cgi-bin/menu/addconditional", {**menu, "matchrule": {"tag_id": str(tag_id)}})
+        return str(data.get("menuid", ""))
+
+    async def delete_conditional_menu(self, menuid: str) -> dict[str, Any]:
+        return await self._call("POST", "/cgi-bin/menu/delconditional", {"menuid": str(menuid)})
+
+    # -- user tags ----------------------------------------------------------------------------
+
+    async def get_tags(self) -> dict[str, int]:
+        """The account's tags, name → id."""
+        data = await self._call("GET", "/cgi-bin/tags/get")
+        return {t["name"]: int(t["id"]) for t in data.get("tags", []) if isinstance(t, dict) and "id" in t}
+
+    async def create_tag(self, name: str) -> int:
+        """A new tag (names are unique: 45157 when it exists; at most 30 bytes); returns its id."""
+        data = await self._call("POST", "/cgi-bin/tags/create", {"tag": {"name": name}})
+        return int(data["tag"]["id"])
+
+    async def tag_users(self, tag_id: int, openids: list[str]) -> dict[str, Any]:
+        """Put a tag on up to TAG_BATCH users."""
+        payload = {"openid_list": openids[:TAG_BATCH], "tagid": tag_id}
+        return await self._call("POST", "/cgi-bin/tags/members/batchtagging", payload)
+
+    async def untag_users(self, tag_id: int, openids: list[str]) -> dict[str, Any]:
+        """Take a tag off up to TAG_BATCH users (a user without it is fine)."""
+        payload = {"openid_list": openids[:TAG_BATCH], "tagid": tag_id}
+        return await self._call("POST", "/cgi-bin/tags/members/batchuntagging", payload)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from handlers.deliveries import delivery_report, send_now
 from handlers.framework import Context, Router
 from handlers.steps import pick_one
 from storage import activities as act
 from storage import points as pts
 from storage.clock import local
+from storage.outbox import delivery_counts
 from storage.policy import Can, allows
 from storage.roles import Role
 
@@ -23,7 +25,7 @@ MINE = {act.SignupStatus.SIGNED: "已报名", act.SignupStatus.WAITLIST: "候补
 # ---------------------------------------------------------------- residents
 
 
-@router.command("志愿活动", "志愿服务", "活动报名", bound=True)
+@router.command("志愿活动", "志愿服务", "活动报名", bound=True, help="志愿活动：报名")
 async def list_activities(ctx: Context) -> str:
     items = await act.upcoming(ctx.db, ctx.resident.community_id, ctx.resident.id, ctx.now)
     if not items:
@@ -85,7 +87,7 @@ async def act_choice(ctx: Context) -> str | None:
     )
 
 
-@router.command("签到", bound=True, args=True)
+@router.command("签到", bound=True, args=True, help="签到 / 签退 [签到码]")
 async def check_in(ctx: Context) -> str:
     if not ctx.args:
         return ctx.ask("请输入组织者出示的签到码：", router.step("checkin"))
@@ -157,7 +159,8 @@ def parse_hours(text: str) -> int | None:
     return int(half) if half == int(half) and half > 0 else None
 
 
-@router.command("发布活动", roles=STAFF)
+@router.staff_menu(160, "发布活动", key="STAFF_ACTIVITY", roles=STAFF)
+@router.command("发布活动", roles=STAFF, help="发布活动")
 async def publish(ctx: Context) -> str:
     communities = sorted((await ctx.actor()).ids(Role.COMMUNITY_STAFF))
     if not communities:
@@ -237,7 +240,7 @@ async def publish_confirm(ctx: Context) -> str:
 # ---------------------------------------------------------------- staff: confirm attendance
 
 
-@router.command("确认时长", roles=STAFF, args=True)
+@router.command("确认时长", roles=STAFF, args=True, help="确认时长 活动编号")
 async def confirm_hours(ctx: Context) -> str:
     if not ctx.args.isdigit():
         return ctx.done("格式：确认时长 活动编号（发布活动时告知的编号）")
@@ -282,7 +285,7 @@ async def confirm_hours_choice(ctx: Context) -> str:
 # ---------------------------------------------------------------- staff: cancel an activity
 
 
-@router.command("取消活动", roles=STAFF, args=True)
+@router.command("取消活动", roles=STAFF, args=True, help="取消活动 编号 理由")
 async def cancel_activity(ctx: Context) -> str:
     number, reason = [*ctx.args.split(maxsplit=1), "", ""][:2]
     if not number.isdigit():
@@ -329,4 +332,6 @@ async def cancel_activity_confirm(ctx: Context) -> str:
         )
     except pts.PointsRefused as exc:
         return ctx.done(exc.reason)
-    return ctx.done(f"「{done.activity.title}」已取消，已通知 {done.notified} 位报名和候补的居民。")
+    await send_now(ctx)
+    counts = await delivery_counts(ctx.db, prefix=act.cancel_notice_prefix(done.activity.id))
+    return ctx.done(f"「{done.activity.title}」已取消。\n{delivery_report(counts, '报名和候补的居民')}")

@@ -17,6 +17,7 @@ import dataclasses
 
 from handlers.framework import Context, Router
 from storage.claims import bind_resident, pending_claim_of, update_resident_details
+from storage.grants import lookup_residents
 from storage.org import (
     SEARCH_LIMIT,
     building_by_code,
@@ -35,7 +36,7 @@ from storage.residents import (
     mask_phone,
     set_notify_consultation,
 )
-from storage.roles import Role, describe_grants, lookup_residents
+from storage.roles import Role, describe_grants
 
 router = Router("bind", "绑定住址")
 
@@ -343,7 +344,7 @@ def _info_text(ctx: Context, where: str) -> str:
 
 
 @router.menu(90, "我的信息", key="MY_INFO")
-@router.command("我的信息", "绑定", "绑定住址", "修改信息")
+@router.command("我的信息", "绑定", "绑定住址", "修改信息", help="我的信息：住址与手机")
 async def my_info(ctx: Context) -> str:
     if not ctx.resident.is_bound:
         return await _start(ctx, await _waiting(ctx, "您还没有绑定住址。"))
@@ -405,7 +406,7 @@ async def my_roles(ctx: Context) -> str:
 LOOKUP_USAGE = "请发送「居民查询 手机号」，如：居民查询 13800138000"
 
 
-@router.command("居民查询", roles=(Role.COMMUNITY_STAFF, Role.ADMIN), args=True)
+@router.command("居民查询", roles=(Role.COMMUNITY_STAFF, Role.ADMIN), args=True, help="居民查询 手机号")
 async def lookup(ctx: Context) -> str:
     if not ctx.args:
         return LOOKUP_USAGE

@@ -25,7 +25,8 @@ KIND_LABELS = {
 }
 
 
-@router.command("广播", "发广播", "发送广播", roles=STAFF)
+@router.staff_menu(130, "发送广播", key="STAFF_BROADCAST", roles=STAFF)
+@router.command("广播", "发广播", "发送广播", roles=STAFF, help="广播：发送社区通知")
 async def start(ctx: Context) -> str:
     return ctx.ask(f"请输入要发送的通知内容（{bc.MAX_TEXT}字以内）：", router.step("text"))
 
@@ -132,7 +133,7 @@ async def preview_choice(ctx: Context) -> str:
     return ctx.retry("请回复1到4之间的数字。")
 
 
-@router.command("广播进度", roles=STAFF)
+@router.command("广播进度", roles=STAFF, help="广播进度")
 async def show_progress(ctx: Context) -> str:
     rows = await bc.list_mine(ctx.db, ctx.resident.id)
     if not rows:
@@ -146,7 +147,7 @@ async def show_progress(ctx: Context) -> str:
     return "\n".join(lines)
 
 
-@router.command("停止广播", roles=STAFF, args=True)
+@router.command("停止广播", roles=STAFF, args=True, help="停止广播 编号")
 async def stop(ctx: Context) -> str:
     number = ctx.args.lstrip("#")
     if not number.isdigit():

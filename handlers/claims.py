@@ -59,7 +59,8 @@ async def _show(ctx: Context, offset: int, before: str = "") -> str:
     return ctx.ask("\n".join(lines), router.step("list"), offset=offset, ids=[v.claim.id for v in views])
 
 
-@router.command("待核实", "绑定核实", "核实绑定", roles=STAFF)
+@router.staff_menu(120, "绑定核实", key="STAFF_CLAIMS", roles=STAFF)
+@router.command("待核实", "绑定核实", "核实绑定", roles=STAFF, help="待核实：居民绑定待核实")
 async def start(ctx: Context) -> str:
     return await _show(ctx, 0)
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from handlers.deliveries import delivery_report, send_now
 from handlers.framework import Context, Router
 from storage import consultation as cs
 from storage.broadcast import QuietHours
 from storage.clock import local
+from storage.outbox import delivery_counts
 from storage.residents import mask_phone, set_notify_consultation
 from storage.roles import Role
 from storage.text import clip_phrase
@@ -65,7 +67,7 @@ def _menu(ctx: Context) -> str:
 
 
 @router.menu(30, "阳光17议", key="CONSULT", bound=True)
-@router.command("议事", "17日议事", "阳光17议", bound=True)
+@router.command("议事", "17日议事", "阳光17议", bound=True, help="议事：阳光17议")
 async def start(ctx: Context) -> str:
     text, session_id = await _overview(ctx)
     return ctx.ask(f"{text}\n\n{_menu(ctx)}", router.step("menu"), session_id=session_id)
@@ -153,7 +155,7 @@ async def cancel_confirm(ctx: Context) -> str:
     return ctx.done("已取消预约，座位将让给候补的居民。欢迎下次参加！")
 
 
-@router.command("提议题", bound=True)
+@router.command("提议题", bound=True, help="提议题 / 我的议题")
 async def topic_command(ctx: Context) -> str:
     return await _ask_topic(ctx)
 
@@ -238,7 +240,7 @@ async def _staff_session(ctx: Context) -> tuple[cs.ConsultationSession | None, s
     return session, ""
 
 
-@router.command("议事签到", roles=STAFF, args=True)
+@router.command("议事签到", roles=STAFF, args=True, help="议事签到 [签到码]")
 async def check_in(ctx: Context) -> str:
     code = ctx.args
     if not code:
@@ -264,7 +266,8 @@ SETTINGS_FIELDS = [("venue", "地点"), ("capacity", "总名额"), ("reserved_se
                    ("duration_minutes", "时长（分钟）")]
 
 
-@router.command("议事设置", roles=STAFF)
+@router.staff_menu(140, "议事设置", key="STAFF_CONSULT", roles=STAFF)
+@router.command("议事设置", roles=STAFF, help="议事设置：时间地点名额")
 async def settings_start(ctx: Context) -> str:
     session, why = await _staff_session(ctx)
     if session is None:
@@ -305,7 +308,7 @@ async def settings_value(ctx: Context) -> str:
     return ctx.done(f"已修改。地点：{session.venue}；可预约名额{session.seats}个。")
 
 
-@router.command("议程草稿", roles=STAFF)
+@router.command("议程草稿", roles=STAFF, help="议程草稿 / 议事纪要")
 async def agenda_draft(ctx: Context) -> str:
     session, why = await _staff_session(ctx)
     if session is None:
@@ -426,7 +429,7 @@ def parse_when(text: str, now: dt.datetime) -> dt.datetime | None:
     return moment
 
 
-@router.command("改期", "议事改期", roles=STAFF)
+@router.command("改期", "议事改期", roles=STAFF, help="改期 / 取消议事")
 async def move_start(ctx: Context) -> str:
     session, why = await _staff_session(ctx)
     if session is None or session.status != cs.SessionStatus.SCHEDULED:
@@ -455,7 +458,8 @@ async def move_confirm(ctx: Context) -> str:
             ctx.data["when"]), await ctx.actor(), ctx.now)
     except cs.ConsultationError as exc:
         return ctx.done(exc.reason)
-    return ctx.done(f"已改期到{cs.when_text(session.starts_at)}，正在通知预约居民。")
+    told = await _told(ctx, session.id, moved_to=session.starts_at)
+    return ctx.done(f"已改期到{cs.when_text(session.starts_at)}。\n{told}")
 
 
 @router.command("取消议事", roles=STAFF)
@@ -482,7 +486,17 @@ async def cancel_session_confirm(ctx: Context) -> str:
     if ctx.text != "1":
         return ctx.retry("请回复1或2。")
     try:
-        await cs.cancel_session(ctx.db, int(ctx.data["session_id"]), ctx.data["reason"], await ctx.actor(), ctx.now)
+        session = await cs.cancel_session(ctx.db, int(ctx.data["session_id"]), ctx.data["reason"],
+                                          await ctx.actor(), ctx.now)
     except cs.ConsultationError as exc:
         return ctx.done(exc.reason)
-    return ctx.done("议事已取消，正在通知所有预约和候补居民。")
+    return ctx.done(f"议事已取消。\n{await _told(ctx, session.id)}")
+
+
+async def _told(ctx: Context, session_id: int, moved_to: dt.datetime | None = None) -> str:
+    """What became of the notices of a move or a cancellation, counted after their first attempt."""
+    prefix = await cs.queue_change_notices(ctx.db, session_id, ctx.now, moved_to=moved_to)
+    if prefix is None:
+        return "正在通知所有预约和候补居民。"
+    await send_now(ctx)
+    return delivery_report(await delivery_counts(ctx.db, prefix=prefix), "预约和候补的居民")

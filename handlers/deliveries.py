@@ -1,10 +1,16 @@
 """投递失败: community staff see the notices that could not reach residents of their community (failed, or
 cut off mid-send so nobody knows), newest first, a page at a time, and decide for each one: 1. 重发 (send it
-once more: they judge it never arrived) or 2. 放弃 (they told the resident another way). Admins see every
-community. The rules (scope, who decided first, the audit row) are storage.outbox.resend / give_up."""
+once more: they judge it never arrived) or 2. 放弃 (they told the resident another way). Urgent notices still
+waiting for the resident's next message are listed too. Admins see every community. The rules (scope, who
+decided first, the audit row) are storage.outbox.resend / give_up.
+
+Staff actions that tell many residents at once (取消活动, 议事改期/取消) say what became of their notices:
+`send_now` gives them their first attempt, `delivery_report` counts the rows (reached, waiting, sending)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 
 from handlers.framework import Context, Router
@@ -13,6 +19,8 @@ from storage.clock import local
 from storage.residents import mask_phone
 from storage.roles import Role
 from storage.text import clip
+
+log = logging.getLogger("steward.deliveries")
 
 router = Router("delivery", "投递失败")
 STAFF = (Role.COMMUNITY_STAFF, Role.ADMIN)
@@ -33,10 +41,16 @@ ERROR_WORDS = {
 }
 
 
+WAITING_WHY = "对方48小时内未互动，将在其下次发消息时送达"
+
+
 def plain_reason(status: str, error: str | None) -> str:
     if status == ob.OutboxStatus.UNKNOWN:
         return "发送中断，不能确定是否送达"
     error = error or ""
+    if status == ob.OutboxStatus.WAITING:
+        unfollowed = "取消关注" in error or error.startswith("43004")
+        return "居民已取消关注，重新关注后送达" if unfollowed else WAITING_WHY
     if "收件人不存在" in error:
         return "收件人账号不存在"
     retried = re.match(r"重试(\d+)次仍失败", error)
@@ -53,10 +67,13 @@ def _excerpt(text: str, width: int = 16) -> str:
     return clip(flat, width)
 
 
+HEADS = {ob.OutboxStatus.FAILED: "发送失败", ob.OutboxStatus.WAITING: "待送达"}
+
+
 def _item_lines(number: int, item: ob.ReviewItem) -> list[str]:
     m = item.message
     who = f"{item.resident_name or '居民'} {mask_phone(item.resident_phone)}"
-    head = "发送失败" if m.status == ob.OutboxStatus.FAILED else "未确认送达"
+    head = HEADS.get(m.status, "未确认送达")
     return [
         f"{number}. {who}｜{label_of(m.kind)}｜{local(m.created_at):%m-%d %H:%M}",
         f"   「{_excerpt(m.text)}」",
@@ -85,7 +102,8 @@ async def _show(ctx: Context, offset: int, before: str = "") -> str:
     return f"{before}\n{question}" if before else question  # a wrong answer repeats the list, not `before`
 
 
-@router.command("投递失败", "发送失败", "消息发送失败", roles=STAFF)
+@router.staff_menu(180, "投递失败", key="STAFF_DELIVERIES", roles=STAFF)
+@router.command("投递失败", "发送失败", "消息发送失败", roles=STAFF, help="投递失败：重发或放弃")
 async def start(ctx: Context) -> str:
     return await _show(ctx, 0)
 
@@ -107,6 +125,8 @@ def _choice_question(number: int, item: ob.ReviewItem) -> str:
              f"「{_excerpt(m.text, 60)}」", reason.strip()]
     if m.status == ob.OutboxStatus.UNKNOWN:
         lines.append("注意：这条可能已经送达，重发后居民可能收到两次。")
+    if m.status == ob.OutboxStatus.WAITING:
+        lines.append("急事请电话告知后选「放弃」；配置了模板消息后可选「重发」。")
     lines += ["请选择：", "1. 重发（再发送一次）", "2. 放弃（已另行告知居民，不再发送）"]
     return "\n".join(lines)
 
@@ -151,3 +171,51 @@ async def _decide(ctx: Context, choice: str, number: int, message_id: int, offse
     if choice == "resend":
         return await _show(ctx, offset, f"已将第 {number} 条（{label}）重新排队发送。")
     return await _show(ctx, offset, f"已将第 {number} 条（{label}）标记为已处理，不再发送。")
+
+
+# -- honest counts after a staff action that told many residents ---------------------------------------------
+
+SEND_NOW_WAIT = 2.0  # seconds a reply waits for the first attempt: with the rest, well inside WeChat's 5 s
+SEND_NOW_BATCHES = 5
+_attempts: set[asyncio.Task] = set()  # drains still running after the reply went (kept from the collector)
+
+
+def _attempt_done(task: asyncio.Task) -> None:
+    _attempts.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("prompt send after a staff action failed (the scheduler sends the rows): %s", task.exception())
+
+
+async def send_now(ctx: Context) -> None:
+    """Give the notices just queued their first attempt before they are counted. A drain is never cut short
+    (a claim abandoned mid-send would leave rows `unknown`): past SEND_NOW_WAIT it goes on in the background and
+    the count says "正在发送". Without a sender (the CLI) the scheduler's drain sends them."""
+    sender = ctx.services.get("sender")
+    if sender is None:
+        return
+    task = asyncio.ensure_future(sender.drain(max_batches=SEND_NOW_BATCHES))
+    _attempts.add(task)
+    task.add_done_callback(_attempt_done)
+    try:
+        await asyncio.wait_for(asyncio.shield(task), SEND_NOW_WAIT)
+    except Exception:  # TimeoutError: still sending; anything else was logged by _attempt_done
+        pass
+
+
+def delivery_report(counts: ob.DeliveryCounts, who: str) -> str:
+    """「已通知 N 位…：X 位已送达，Y 位待送达（…）」 from the rows themselves, never from what was meant."""
+    if not counts.total:
+        return f"没有需要通知的{who}。"
+    parts = [f"{counts.delivered} 位已送达"]
+    if counts.waiting:
+        parts.append(f"{counts.waiting} 位待送达（{WAITING_WHY}）")
+    if counts.sending:
+        parts.append(f"{counts.sending} 位正在发送")
+    if counts.failed:
+        parts.append(f"{counts.failed} 位发送失败")
+    text = f"已通知 {counts.total} 位{who}：" + "，".join(parts) + "。"
+    if counts.waiting or counts.failed:
+        text += "\n回复「投递失败」查看未送达的名单，急事请电话告知。"
+    elif counts.sending:
+        text += "\n如有未能送达的，会列入「投递失败」。"
+    return text

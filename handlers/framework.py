@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from handlers.message import InboundMessage
@@ -84,6 +84,14 @@ class MenuEntry:
     key: str  # the custom-menu CLICK key that starts the same flow
 
 
+@dataclass(frozen=True)
+class HelpLine:
+    """One line of `命令`: how to type a command, shown to whoever may use it (no roles: everyone)."""
+
+    text: str
+    roles: frozenset[Role]
+
+
 class Router:
     """One per handler module. `name` prefixes its flow steps; `title` names the flow to residents."""
 
@@ -97,6 +105,8 @@ class Router:
         self.states: dict[str, Route] = {}
         self.fallbacks: list[Route] = []
         self.menu_entries: list[MenuEntry] = []
+        self.staff_entries: list[MenuEntry] = []
+        self.help_lines: list[HelpLine] = []
         self.unbound: Handler | None = None
 
     def _route(self, fn: Handler, roles: Iterable[Role] | Role | None, bound: bool, args: bool, label: str) -> Route:
@@ -106,14 +116,18 @@ class Router:
 
     def command(
         self, *words: str, roles: Iterable[Role] | Role | None = None, bound: bool = False, args: bool = False,
-        everywhere: bool = False,
+        everywhere: bool = False, help: str = "",
     ) -> Callable[[Handler], Handler]:
-        """Keyword commands. `everywhere=True` also works mid-flow (菜单, 帮助)."""
+        """Keyword commands. `everywhere=True` also works mid-flow (菜单, 帮助). `help` is its line in `命令`
+        (e.g. "分流 编号 A|B|C：分流诉求"), shown to the people its `roles` name."""
 
         def register(fn: Handler) -> Handler:
             table = self.global_commands if everywhere else self.commands
+            route = self._route(fn, roles, bound, args, words[0])
             for word in words:
-                table[word.lower()] = self._route(fn, roles, bound, args, words[0])
+                table[word.lower()] = route
+            if help:
+                self.help_lines.append(HelpLine(help, route.roles))
             return fn
 
         return register
@@ -159,6 +173,22 @@ class Router:
         def register(fn: Handler) -> Handler:
             route = self._route(fn, roles, bound, False, label)
             self.menu_entries.append(MenuEntry(order, label, route, key))
+            self.clicks[key] = route
+            return fn
+
+        return register
+
+    def staff_menu(
+        self, order: int, label: str, key: str, roles: Iterable[Role] | Role
+    ) -> Callable[[Handler], Handler]:
+        """An entry of the numbered staff menu (`菜单` for someone holding one of `roles`) and of the custom menu
+        of the WeChat tags those roles carry (CLICK key). Others never see it; a click from them is refused."""
+
+        def register(fn: Handler) -> Handler:
+            route = self._route(fn, roles, False, False, label)
+            if not route.roles:
+                raise ValueError(f"staff menu entry {label!r} names no role")
+            self.staff_entries.append(MenuEntry(order, label, route, key))
             self.clicks[key] = route
             return fn
 
@@ -267,6 +297,12 @@ class Context:
         self.state = None
         return await self.engine.run(self, route)
 
+    async def start_click(self, key: str) -> str | None:
+        """Leave the flow and start what custom-menu button `key` starts, as if it had been clicked (a number
+        picked from a menu): a detour to binding then resumes that button, whichever menu numbered it."""
+        self.done("")
+        return await self.resume(replace(self.msg, type="event", event="click", event_key=key, text=""))
+
     async def ask_to_bind(self) -> str | None:
         """Send an unbound resident to the binding flow (which resumes what they asked for afterwards)."""
         if self.engine.unbound is not None:
@@ -277,6 +313,19 @@ class Context:
     def menu_entries(self) -> list[MenuEntry]:
         """The numbered main menu, in order."""
         return self.engine.menu_entries
+
+    async def held_roles(self) -> frozenset[Role]:
+        return frozenset(Role(g.role) for g in await self.roles() if g.role in Role._value2member_map_)
+
+    async def staff_menu_entries(self) -> list[MenuEntry]:
+        """The staff menu entries of the sender's roles, in order (empty for a resident without roles)."""
+        held = await self.held_roles()
+        return [e for e in self.engine.staff_entries if e.route.roles & held]
+
+    async def help_lines(self) -> list[HelpLine]:
+        """The `命令` lines the sender may use: everyone's, then their roles', in the order flows declare them."""
+        held = await self.held_roles()
+        return [h for h in self.engine.help_lines if not h.roles or h.roles & held]
 
 
 class Engine:
@@ -305,11 +354,14 @@ class Engine:
         self.states_table: dict[str, Route] = {}
         self.fallbacks: list[Route] = []
         self.menu_entries: list[MenuEntry] = []
+        self.staff_entries: list[MenuEntry] = []
+        self.help_lines: list[HelpLine] = []
         self.flow_titles: dict[str, str] = {}
         self.unbound: Handler | None = None
         for router in self.routers:
             self._include(router)
         self.menu_entries.sort(key=lambda e: e.order)
+        self.staff_entries.sort(key=lambda e: e.order)
         # Keywords that take text after them, longest first so "我要反映 …" is not read as "我要 …".
         self._with_args = {
             id(table): sorted((w for w, r in table.items() if r.args), key=len, reverse=True)
@@ -319,6 +371,10 @@ class Engine:
     @staticmethod
     def collect_menu(routers: Iterable[Router]) -> list[MenuEntry]:
         return sorted((e for r in routers for e in r.menu_entries), key=lambda e: e.order)
+
+    @staticmethod
+    def collect_staff_menu(routers: Iterable[Router]) -> list[MenuEntry]:
+        return sorted((e for r in routers for e in r.staff_entries), key=lambda e: e.order)
 
     def _include(self, router: Router) -> None:
         for table, extra in (
@@ -334,6 +390,8 @@ class Engine:
             table.update(extra)
         self.fallbacks.extend(router.fallbacks)
         self.menu_entries.extend(router.menu_entries)
+        self.staff_entries.extend(router.staff_entries)
+        self.help_lines.extend(router.help_lines)
         self.flow_titles[router.name] = router.title
         if router.unbound:
             self.unbound = router.unbound

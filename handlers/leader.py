@@ -39,7 +39,8 @@ ASK_TEXT = "请粘贴或输入居民反映的问题："
 MAX_MATCHES = 8
 
 
-@router.command("代报", "代为反映", roles=LEADERS)
+@router.staff_menu(110, "代居民反映", key="LEADER_REPORT", roles=LEADERS)
+@router.command("代报", "代为反映", roles=LEADERS, help="代报：替居民反映问题")
 async def start(ctx: Context) -> str:
     return ctx.ask(ASK_WHO, router.step("who"))
 
@@ -205,7 +206,8 @@ async def confirm_step(ctx: Context) -> str:
     return ctx.done(f"已代报！诉求编号：{need.ticket}\n{promise}{told}进展也会通知您。")
 
 
-@router.command("楼栋诉求", "片区诉求", roles=LEADERS, args=True)
+@router.staff_menu(115, "楼栋诉求", key="LEADER_NEEDS", roles=LEADERS)
+@router.command("楼栋诉求", "片区诉求", roles=LEADERS, args=True, help="楼栋诉求 [页码]：未办结诉求")
 async def area_needs(ctx: Context) -> str:
     actor = await ctx.actor()
     page_no = int(ctx.args) if ctx.args.isdigit() else 1

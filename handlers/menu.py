@@ -1,13 +1,38 @@
-"""`菜单`/`帮助`: the numbered main menu built from every flow's menu entry; a number starts that flow."""
+"""`菜单`: the numbered main menu built from every flow's menu entry; a number starts that flow.
+
+Someone holding staff roles gets their own menu instead: the staff entries of their roles (each declared next
+to its handler with `@router.staff_menu`), then one entry leading to the resident menu they still have.
+`命令` lists the typed commands the sender's roles may use (declared with `help=` on the command); for staff
+`帮助` does too, while for residents `帮助` stays the menu (numbers are their help).
+"""
 
 from __future__ import annotations
 
-from handlers.framework import Context, Router
+from handlers.framework import Context, HelpLine, MenuEntry, Router
 
 router = Router("menu", "主菜单")
 
 GREETING = "民需管家为您服务，请回复数字："
 FOOTER = "随时回复「取消」可退出当前操作。"
+STAFF_GREETING = "工作人员菜单，请回复数字："
+STAFF_FOOTER = "回复「命令」查看口令，「取消」退出当前操作。"
+RESIDENT_ENTRY = "居民服务（反映问题等）"
+
+# CLICK keys: the whole staff menu (the custom menu has room for a few staff buttons only) and the resident menu.
+STAFF_MENU_KEY = "STAFF_MENU"
+RESIDENT_MENU_KEY = "RESIDENT_MENU"
+
+# A passive text reply holds 2048 bytes (~680 Chinese characters); a page of `命令` stays well inside that,
+# and every person's commands fit two pages (tests/test_staff_menu.py checks the busiest combination of roles).
+# A page is also at most one screen of lines, so a page never needs scrolling past what a glance takes in.
+HELP_PAGE_CHARS = 520
+HELP_PAGE_LINES = 20
+HELP_PAGES = 2
+STAFF_HELP_HEADING = "工作人员口令（编号见各列表）："
+RESIDENT_HELP_HEADING = "常用口令（也可回复「菜单」按数字选择）："
+HELP_CONTINUED = "口令（续）："
+HELP_MORE = "回复「命令 2」查看下一页。"
+HELP_TAIL = "居民服务请回复「菜单」。"
 
 
 def menu_text(ctx: Context) -> str:
@@ -18,15 +43,55 @@ def menu_text(ctx: Context) -> str:
     return "\n".join(lines)
 
 
-@router.command("菜单", "帮助", "help", "menu", "?", "？", "你好", "您好", everywhere=True)
+def staff_menu_text(entries: list[MenuEntry]) -> str:
+    labels = [e.label for e in entries] + [RESIDENT_ENTRY]
+    return "\n".join([STAFF_GREETING, *(f"{n}. {label}" for n, label in enumerate(labels, 1)), STAFF_FOOTER])
+
+
+@router.click(RESIDENT_MENU_KEY)
+async def resident_menu(ctx: Context) -> str:
+    return ctx.ask(menu_text(ctx), router.step("pick"), keys=[e.key for e in ctx.menu_entries])
+
+
+@router.command("菜单", "menu", "?", "？", "你好", "您好", everywhere=True)
+@router.click(STAFF_MENU_KEY)
 async def show_menu(ctx: Context) -> str:
-    return ctx.ask(menu_text(ctx), router.step("pick"))
+    staff = await ctx.staff_menu_entries()
+    if not staff:
+        return await resident_menu(ctx)
+    keys = [e.key for e in staff] + [RESIDENT_MENU_KEY]
+    return ctx.ask(staff_menu_text(staff), router.step("pick"), keys=keys)
 
 
 @router.state("pick")
 async def pick(ctx: Context) -> str | None:
-    entries = ctx.menu_entries
-    if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= len(entries):
+    keys = ctx.data.get("keys") or [e.key for e in ctx.menu_entries]
+    if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= len(keys):
         # Not a menu number: treat it as a fresh message (a keyword or a need typed straight away).
         return await ctx.handle_afresh()
-    return await ctx.start(entries[int(ctx.text) - 1].route)
+    return await ctx.start_click(keys[int(ctx.text) - 1])
+
+
+def help_pages(lines: list[HelpLine], staff: bool) -> list[str]:
+    """The lines under their heading, cut into pages of at most HELP_PAGE_CHARS characters."""
+    heading = STAFF_HELP_HEADING if staff else RESIDENT_HELP_HEADING
+    texts = [h.text for h in lines] + ([HELP_TAIL] if staff else [])
+    pages: list[list[str]] = [[heading]]
+    for text in texts:
+        page = pages[-1]
+        if len(page) > HELP_PAGE_LINES or sum(len(t) + 1 for t in page) + len(text) + len(HELP_MORE) > HELP_PAGE_CHARS:
+            pages.append([HELP_CONTINUED])
+        pages[-1].append(text)
+    return ["\n".join(page) for page in pages]
+
+
+@router.command("命令", "帮助", "help", "命令 2", "命令2", "帮助 2", "帮助2", everywhere=True)
+async def show_help(ctx: Context) -> str:
+    lines = await ctx.help_lines()
+    staff = [h for h in lines if h.roles]
+    if not staff and ctx.command_word.lower() in ("帮助", "help"):
+        return await show_menu(ctx)
+    pages = help_pages(staff or lines, staff=bool(staff))[:HELP_PAGES]
+    if ctx.command_word.endswith("2") and len(pages) > 1:
+        return ctx.done(pages[1])
+    return ctx.done(pages[0] + ("\n" + HELP_MORE if len(pages) > 1 else ""))

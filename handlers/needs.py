@@ -6,11 +6,15 @@ the resident's rating, or asks which one when several do. The rating words mean 
 fall through like any text.
 
 Report flow: text → the proposed sub-item (1 是 / 2 重新选择 → category → sub-item) → a similar open need nearby
-is offered instead (1 附议 / 2 仍然新建) → photo / location (optional, 「跳过」) → summary → 1 提交.
+is offered instead (1 附议 / 2 仍然新建) → photos (up to 9), voices, location (optional, 「跳过」/「提交」) → summary
+→ 1 提交. A voice's recognised words join the description as 「（语音）…」; photos and voices are kept as media
+(storage/needs/media.py copies them out of WeChat).
+The category list ends with 其他/未分类: the need is filed without a code and staff classify it in 待分流.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 from handlers.framework import Context, Router
@@ -19,10 +23,15 @@ from handlers.steps import pick_one, pick_subitem
 from storage.classifier import default_classifier
 from storage.clock import local
 from storage.needs import (
+    MAX_PHOTOS,
+    MAX_TEXT,
+    MAX_VOICES,
     PAGE_SIZE,
     RATINGS,
     SUBMITTED_NOTE,
+    UNCLASSIFIED,
     Attachments,
+    MediaRef,
     Need,
     NeedError,
     NeedStatus,
@@ -48,7 +57,9 @@ from storage.text import clip
 router = Router("need", "反映问题")
 
 ASK_TEXT = "请用一两句话描述您要反映的问题，例如：3单元楼道灯坏了好几天。"
+UNCLASSIFIED_LABEL = "其他/未分类（由工作人员分类）"
 SKIP_WORDS = {"跳过", "没有", "不用", "好了", "完成", "无", "继续"}
+DONE_WORDS = SKIP_WORDS | {"提交", "发完了", "就这些"}  # the attachment step: on to the summary
 NOT_FOUND = "没有找到编号为 {ticket} 的诉求，请核对编号。回复「进度」查看您的诉求。"
 # A reply to a rating push: the word, then (optionally) what the resident wants to add. 「满意」 needs a separator
 # before a comment so that 「满意度…」 is not read as a rating.
@@ -59,7 +70,7 @@ RATING_WORDS = re.compile(r"^(?:(基本满意|不满意)[\s,，。.:：!！;；]
 
 
 @router.menu(10, "反映问题", key="NEED_REPORT", bound=True)
-@router.command("反映", "报事", "我要反映", "反映问题", bound=True, args=True)
+@router.command("反映", "报事", "我要反映", "反映问题", bound=True, args=True, help="反映 [问题描述]")
 async def start(ctx: Context) -> str:
     if ctx.args:
         return await _got_text(ctx, ctx.args)
@@ -97,8 +108,10 @@ async def item_step(ctx: Context) -> str:
     return ctx.retry("请回复 1 或 2。")
 
 
-@pick_subitem(router)
-async def subitem_picked(ctx: Context, code: str) -> str:
+@pick_subitem(router, other=True)
+async def subitem_picked(ctx: Context, code: str | None) -> str:
+    if code is None:  # 其他/未分类: nothing to compare with for 附议, staff classify it
+        return _ask_attach(ctx, code=UNCLASSIFIED)
     return await _check_duplicate(ctx, code)
 
 
@@ -135,42 +148,89 @@ async def duplicate_step(ctx: Context) -> str:
 
 def _ask_attach(ctx: Context, **data) -> str:
     return ctx.ask(
-        "如有现场照片或位置，请现在发送（可都发）。\n发完或没有，请回复「跳过」。", router.step("attach"), **data
+        f"如有现场照片（最多{MAX_PHOTOS}张）、语音或位置，请现在发送。\n发完或没有，请回复「跳过」。",
+        router.step("attach"), **data,
     )
 
 
 @router.state("attach")
 async def attach_step(ctx: Context) -> str:
     msg = ctx.msg
-    if msg.type == "image" and msg.pic_url:
-        return ctx.ask("已收到照片。还可以发送位置，或回复「好了」继续。", router.step("attach"), photo=msg.pic_url)
+    if msg.type == "image" and msg.media_id:
+        return _got_photo(ctx)
+    if msg.type == "voice" and msg.media_id and ctx.text not in DONE_WORDS:
+        return _got_voice(ctx)
     if msg.type == "location" and msg.location:
         loc = msg.location
         return ctx.ask(
             "已收到位置。还可以发送照片，或回复「好了」继续。", router.step("attach"),
             lat=loc.latitude, lng=loc.longitude, place=loc.label[:128],
         )
-    if ctx.text in SKIP_WORDS:
+    if ctx.text in DONE_WORDS:
         return await _ask_confirm(ctx)
     return ctx.retry("请发送照片或位置，没有请回复「跳过」。")
 
 
+def _got_photo(ctx: Context) -> str:
+    photos = list(ctx.data.get("photos", []))
+    if len(photos) >= MAX_PHOTOS:
+        return ctx.ask(f"照片最多{MAX_PHOTOS}张，这张没有收下。请回复「提交」。", router.step("attach"))
+    photos.append({"id": ctx.msg.media_id, "url": ctx.msg.pic_url, "at": ctx.now.isoformat()})
+    n = len(photos)
+    if n == 1:
+        reply = f"已收到照片，可继续发送（最多{MAX_PHOTOS}张）或发送位置，或回复「提交」。"
+    elif n < MAX_PHOTOS:
+        reply = f"已收到第{n}张照片，可继续发送，或回复「提交」。"
+    else:
+        reply = f"已收到第{n}张照片（最多{MAX_PHOTOS}张），请回复「提交」。"
+    return ctx.ask(reply, router.step("attach"), photos=photos, photo=photos[0]["url"])
+
+
+def _got_voice(ctx: Context) -> str:
+    """A voice while attaching: kept for staff to hear; WeChat's recognised words join the description."""
+    voices = list(ctx.data.get("voices", []))
+    if len(voices) >= MAX_VOICES:
+        return ctx.ask(f"语音最多{MAX_VOICES}段，这段没有收下。可继续发送照片，或回复「提交」。", router.step("attach"))
+    words, text = ctx.text, ctx.data["text"]
+    voices.append({"id": ctx.msg.media_id, "words": words, "at": ctx.now.isoformat()})
+    added = f"{text}（语音）{words}"
+    if not words:
+        reply = "已收到语音（没能识别成文字，工作人员会收听）。"
+    elif len(added) > MAX_TEXT:
+        reply = f"已收到语音，但问题描述已满{MAX_TEXT}字，这段的文字没有加上（工作人员会收听）。"
+    else:
+        reply, text = f"已收到语音，文字已加到问题描述：「{clip(words, 30)}」", added
+    return ctx.ask(reply + "\n可继续发送照片，或回复「提交」。", router.step("attach"), voices=voices, text=text)
+
+
 async def _ask_confirm(ctx: Context) -> str:
     data = ctx.data
-    item = load_taxonomy().item(data["code"])
+    item = load_taxonomy().get(data["code"])
     resident = ctx.resident
     building = await _building(ctx, resident.building_id)
     where = f"{building.name if building else ''} {resident.room or ''}".strip() or "未填写"
-    extras = [w for w, key in (("照片", "photo"), ("位置", "lat")) if data.get(key)]
     lines = [
         "请确认您要反映的问题：",
         f"内容：{summary_line_text(data['text'], 60)}",
-        f"类别：{item.category} · {item.name}",
+        f"类别：{item.category} · {item.name}" if item else f"类别：{UNCLASSIFIED_LABEL}",
         f"地址：{where}",
-        f"附件：{'、'.join(extras) if extras else '无'}",
+        f"附件：{_attachment_words(data)}",
         "1. 确认提交\n2. 不提交",
     ]
     return ctx.ask("\n".join(lines), router.step("confirm"))
+
+
+def _attachment_words(data: dict) -> str:
+    photos = len(data.get("photos", [])) or int(bool(data.get("photo")))
+    voices = len(data.get("voices", []))
+    words = []
+    if photos:
+        words.append("照片" if photos == 1 else f"照片{photos}张")
+    if voices:
+        words.append("语音" if voices == 1 else f"语音{voices}段")
+    if data.get("lat") is not None:
+        words.append("位置")
+    return "、".join(words) or "无"
 
 
 def summary_line_text(text: str, width: int) -> str:
@@ -184,7 +244,14 @@ async def confirm_step(ctx: Context) -> str:
     if ctx.text != "1":
         return ctx.retry("请回复 1 提交，或 2 不提交。")
     data = ctx.data
-    attachments = Attachments(data.get("photo"), data.get("lat"), data.get("lng"), data.get("place") or None)
+    media = tuple(
+        [MediaRef("image", p["id"], dt.datetime.fromisoformat(p["at"]), pic_url=p.get("url"))
+         for p in data.get("photos", [])]
+        + [MediaRef("voice", v["id"], dt.datetime.fromisoformat(v["at"]), recognition=v.get("words") or None)
+           for v in data.get("voices", [])]
+    )
+    attachments = Attachments(data.get("photo"), data.get("lat"), data.get("lng"), data.get("place") or None,
+                              media=media)
     try:
         need = await report_need(ctx.db, ctx.resident.id, data["text"], data["code"], ctx.now, attachments)
     except NeedError as exc:
@@ -246,7 +313,7 @@ NO_NEEDS = "您还没有反映过问题。回复「反映」即可登记。"
 
 
 @router.menu(20, "我的诉求", key="NEED_PROGRESS")
-@router.command("进度", "我的诉求", "查进度", args=True)
+@router.command("进度", "我的诉求", "查进度", args=True, help="进度 [编号]：我的诉求")
 async def progress(ctx: Context) -> str:
     """进度 <编号>; 进度 <序号> (the line of the resident's own list); 进度 第2页; or the numbered list (a resident
     with one need sees it at once)."""
@@ -324,7 +391,7 @@ async def public_detail(ctx: Context, need: Need) -> str:
 NOTHING_TO_RATE = "您目前没有待评价的诉求。回复「进度」查看您的诉求。"
 
 
-@router.command("评价", args=True)
+@router.command("评价", args=True, help="评价：给办结的诉求打分")
 async def rate_start(ctx: Context) -> str:
     parts = ctx.args.split(maxsplit=2)
     if not parts or parts[0] in RATINGS:  # 评价 / 评价 不满意 灯还是不亮: the need awaiting the rating

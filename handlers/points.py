@@ -38,7 +38,7 @@ def masked_name(name: str | None) -> str:
 
 
 @router.menu(40, "志愿积分", key="POINTS", bound=True)
-@router.command("积分", "我的积分", "志愿积分", bound=True)
+@router.command("积分", "我的积分", "志愿积分", bound=True, help="积分 / 积分明细")
 async def home(ctx: Context) -> str:
     s = await pts.summary(ctx.db, ctx.resident.id, ctx.now)
     lines = [
@@ -102,7 +102,7 @@ async def detail_next(ctx: Context) -> str:
 # ---------------------------------------------------------------- redeeming
 
 
-@router.command("兑换", "积分兑换", "兑换礼品", bound=True)
+@router.command("兑换", "积分兑换", "兑换礼品", bound=True, help="兑换 / 我的兑换")
 async def catalogue(ctx: Context) -> str:
     return await _catalogue(ctx)
 
@@ -287,7 +287,8 @@ async def donate_confirm(ctx: Context) -> str:
 # ---------------------------------------------------------------- staff
 
 
-@router.command("核销", roles=STAFF, args=True)
+@router.staff_menu(170, "兑换核销", key="STAFF_FULFIL", roles=STAFF)
+@router.command("核销", roles=STAFF, args=True, help="核销 [取货码]")
 async def fulfil(ctx: Context) -> str:
     code = rw.normalise_code(ctx.args)
     if not code:
@@ -317,7 +318,7 @@ async def _fulfil(ctx: Context, code: str) -> str:
 _AWARD = re.compile(r"^(\S+)\s+(\d+(?:\.5)?)\s*(?:小时|h|H)?\s+(.+)$")
 
 
-@router.command("补录积分", roles=STAFF, args=True)
+@router.command("补录积分", roles=STAFF, args=True, help="补录积分 手机号 小时 理由")
 async def award(ctx: Context) -> str:
     usage = "格式：补录积分 手机号 小时 理由\n例如：补录积分 13800138000 2 协助独居老人就医\n（小时按半小时计，如 1.5）"
     match = _AWARD.match(ctx.args)
@@ -362,7 +363,7 @@ async def award_confirm(ctx: Context) -> str:
     return ctx.done(f"已补录 {pts.hours_text(credit.half_hours)} 小时，积分 +{credit.points}{capped}，已通知居民。")
 
 
-@router.command("取消兑换", roles=STAFF, args=True)
+@router.command("取消兑换", roles=STAFF, args=True, help="取消兑换 取货码 理由")
 async def staff_cancel(ctx: Context) -> str:
     code, reason = [*ctx.args.split(maxsplit=1), "", ""][:2]
     code = rw.normalise_code(code)

@@ -95,7 +95,8 @@ async def _show(ctx: Context, number: int) -> str:
 # ---------------------------------------------------------------------------------------------- units
 
 
-@router.command("可接项目", roles=Role.UNIT_MEMBER, args=True)
+@router.staff_menu(152, "可接项目", key="UNIT_OPEN_PROJECTS", roles=Role.UNIT_MEMBER)
+@router.command("可接项目", roles=Role.UNIT_MEMBER, args=True, help="可接项目 [页码]")
 async def claimable(ctx: Context) -> str:
     page = int(ctx.args) if ctx.args.isdigit() and int(ctx.args) > 0 else 1
     rows, total = await open_projects(ctx.db, offset=(page - 1) * 3, limit=3)
@@ -109,7 +110,7 @@ async def claimable(ctx: Context) -> str:
     return "\n".join(parts)
 
 
-@router.command("接单", roles=Role.UNIT_MEMBER, args=True)
+@router.command("接单", roles=Role.UNIT_MEMBER, args=True, help="接单 项目编号")
 async def claim(ctx: Context) -> str:
     number = parse_number(ctx.args)
     if number is None:
@@ -127,7 +128,8 @@ async def claim(ctx: Context) -> str:
     )
 
 
-@router.command("我的项目", roles=Role.UNIT_MEMBER)
+@router.staff_menu(154, "本单位项目", key="UNIT_MY_PROJECTS", roles=Role.UNIT_MEMBER)
+@router.command("我的项目", roles=Role.UNIT_MEMBER, help="我的项目：本单位承接的")
 async def mine(ctx: Context) -> str:
     rows = await unit_projects(ctx.db, await _units(ctx))
     if not rows:
@@ -137,7 +139,7 @@ async def mine(ctx: Context) -> str:
     return "\n".join(lines)
 
 
-@router.command("项目进展", roles=Role.UNIT_MEMBER, args=True)
+@router.command("项目进展", roles=Role.UNIT_MEMBER, args=True, help="项目进展 编号 内容")
 async def progress(ctx: Context) -> str:
     number, text = _number_and_text(ctx.args)
     if number is None or not text:
@@ -149,7 +151,7 @@ async def progress(ctx: Context) -> str:
     return "进展已登记，已推送给反映该问题的居民。"
 
 
-@router.command("项目完成", roles=Role.UNIT_MEMBER, args=True)
+@router.command("项目完成", roles=Role.UNIT_MEMBER, args=True, help="项目完成 编号 完成情况")
 async def complete(ctx: Context) -> str:
     number, text = _number_and_text(ctx.args)
     if number is None or not text:
@@ -164,7 +166,8 @@ async def complete(ctx: Context) -> str:
 # ---------------------------------------------------------------------------------------------- staff
 
 
-@router.command("新建项目", roles=Role.COMMUNITY_STAFF)
+@router.staff_menu(150, "新建项目", key="STAFF_NEW_PROJECT", roles=Role.COMMUNITY_STAFF)
+@router.command("新建项目", roles=Role.COMMUNITY_STAFF, help="新建项目")
 async def new_project(ctx: Context) -> str:
     return ctx.ask(
         "新建服务项目（第1/5步）\n请输入项目来源的诉求编号，多个用空格分隔；\n来自议事议题请回复「议题 编号」。",
@@ -240,7 +243,7 @@ async def confirm(ctx: Context) -> str:
     )
 
 
-@router.command("发布项目", roles=Role.COMMUNITY_STAFF, args=True)
+@router.command("发布项目", roles=Role.COMMUNITY_STAFF, args=True, help="发布项目 编号")
 async def publish(ctx: Context) -> str:
     number = parse_number(ctx.args)
     if number is None:
@@ -252,7 +255,7 @@ async def publish(ctx: Context) -> str:
     return f"项目「{project.title}」已发布，已通知{count}人（各单位成员和反映该问题的居民）。"
 
 
-@router.command("指派项目", roles=Role.COMMUNITY_STAFF, args=True)
+@router.command("指派项目", roles=Role.COMMUNITY_STAFF, args=True, help="指派项目 编号 单位代码")
 async def assign(ctx: Context) -> str:
     number, code = _number_and_text(ctx.args)
     if number is None or not code:

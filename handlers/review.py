@@ -12,6 +12,7 @@ from storage.review import (
     CHOICES,
     ReviewError,
     ReviewStatus,
+    ReviewView,
     cast_vote,
     check_receipt,
     close_review,
@@ -72,9 +73,19 @@ async def start(ctx: Context) -> str:
     return ctx.ask("\n".join(lines), router.step("choice"), index=first, **ctx_data)
 
 
+CLOSED_MIDWAY = "本次评议已经结束，不能再投票或修改。回复「评议」查看结果。"
+
+
+def _closed(view: ReviewView | None, now: dt.datetime) -> bool:
+    """The review this flow was answering closed meanwhile: its list must not be offered again."""
+    return view is None or view.review.status == ReviewStatus.CLOSED or now >= view.review.closes_at
+
+
 @router.state("pick", bound=True)
 async def pick(ctx: Context) -> str:
     view = await review_view(ctx.db, ctx.data["review"])
+    if _closed(view, ctx.now):
+        return ctx.done(CLOSED_MIDWAY)
     total = len(view.projects) if view else 0
     if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= total:
         return ctx.retry(f"请回复1到{total}之间的项目序号。")
@@ -87,6 +98,8 @@ async def pick(ctx: Context) -> str:
 async def choice(ctx: Context) -> str:
     review_id, index = ctx.data["review"], ctx.data["index"]
     view = await review_view(ctx.db, review_id)
+    if _closed(view, ctx.now):
+        return ctx.done(CLOSED_MIDWAY)
     text = ctx.text.strip()
     number, comment = text[:1], text[1:].strip(" ，,。:：")
     if number not in ("0", *CHOICE_BY_NUMBER):
@@ -143,7 +156,7 @@ async def _staff_community(ctx: Context) -> int | None:
     return ids[0] if ids else None
 
 
-@router.command("开启评议", roles=Role.COMMUNITY_STAFF, args=True)
+@router.command("开启评议", roles=Role.COMMUNITY_STAFF, args=True, help="开启评议 [天数] / 结束评议")
 async def staff_open(ctx: Context) -> str:
     community_id = await _staff_community(ctx)
     days = int(ctx.args) if ctx.args.isdigit() else DEFAULT_DAYS

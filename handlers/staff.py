@@ -20,6 +20,7 @@ from handlers.steps import pick_subitem
 from storage.actor import Actor
 from storage.clock import local
 from storage.needs import (
+    UNCLASSIFIED,
     Need,
     NeedError,
     NeedStatus,
@@ -30,9 +31,11 @@ from storage.needs import (
     format_time,
     list_needs,
     management_refusal,
+    media_lines,
     merge_candidates,
     merge_need,
     names_for,
+    need_media,
     normalise_ticket,
     parse_deadline,
     post_progress,
@@ -57,6 +60,7 @@ HANDLERS = (Role.COMMUNITY_STAFF, Role.DISTRICT_STAFF, Role.GRID_WORKER, Role.AD
 NEW_STATUSES = frozenset({NeedStatus.REPORTED, NeedStatus.REOPENED, NeedStatus.SUPERVISED})
 DEPT_STATUSES = frozenset({NeedStatus.ESCALATED, NeedStatus.IN_PROGRESS, NeedStatus.SUPERVISED})
 MARKS = {NeedStatus.REOPENED: "【重办】", NeedStatus.SUPERVISED: "【督办】"}
+UNCLASSIFIED_MARK = "未分类（居民选了「其他」，请先改类）"
 SUPERVISED_HINT = "区级督办件：请「进展 {ticket} 内容」登记进展，办好后「办结 {ticket} 办理结果」。"
 PAGE = 8
 PEOPLE_MENU = 9  # people listed for 指派; anyone else by phone or name
@@ -78,7 +82,7 @@ async def staff_detail(ctx: Context, need: Need) -> str:
     lines = [
         f"诉求 {need.ticket}（{need.state.label}）",
         f"内容：{summary_line(need, 60)}",
-        f"分类：{item.label if item else need.item_code}  分级：{_tier_label(need)}",
+        f"分类：{item.label if item else UNCLASSIFIED_MARK}  分级：{_tier_label(need)}",
         f"地址：{names['community'].get(need.community_id, '')} {where}".rstrip(),
         f"联系人：{need.contact_name or '未留名'} {mask_phone(need.contact_phone)}",
         f"反映人数：{need.supporters}",
@@ -93,8 +97,11 @@ async def staff_detail(ctx: Context, need: Need) -> str:
         lines.append(f"承办部门：{names['department'].get(need.department_id, '')}")
     if need.resolve_by and need.is_open:
         lines.append(f"办结期限：{format_time(need.resolve_by)}")
-    if need.photo_url or need.latitude is not None:
-        lines.append("附件：" + "、".join(x for x, ok in (("照片", need.photo_url), ("位置", need.latitude)) if ok))
+    media = await need_media(ctx.db, need.id)
+    lines += media_lines(media, ctx.settings.public_base)
+    photo = need.photo_url and not media  # reported before photos were kept: only WeChat's own link
+    if photo or need.latitude is not None:
+        lines.append("附件：" + "、".join(x for x, ok in (("照片", photo), ("位置", need.latitude)) if ok))
     for event in await timeline(ctx.db, need.id, public_only=False, limit=5):
         at = local(event.at)
         lines.append(f"{at.month}-{at.day:02d} {at.hour:02d}:{at.minute:02d} {event.actor_label} {event.note[:30]}")
@@ -108,14 +115,15 @@ def _tier_label(need: Need) -> str:
 
 def _line(ctx: Context, n: int, need: Need) -> str:
     extra = f" 👥{need.supporters}" if need.supporters > 1 else ""
-    again = MARKS.get(need.state, "")
+    again = MARKS.get(need.state, "") + ("【未分类】" if need.item_code == UNCLASSIFIED else "")
     return f"{n}. {again}{need.ticket} {summary_line(need, 12)}{extra}（{_age(ctx, need)}）"
 
 
 # ---------------------------------------------------------------------------------------------- 待分流
 
 
-@router.command("待分流", roles=MANAGERS, args=True)
+@router.staff_menu(100, "待分流诉求", key="STAFF_INBOX", roles=MANAGERS)
+@router.command("待分流", roles=MANAGERS, args=True, help="待分流 [页码]：待分流的诉求")
 async def inbox(ctx: Context) -> str:
     page_no = int(ctx.args) if ctx.args.isdigit() else 1
     communities = (await ctx.actor()).communities
@@ -140,6 +148,11 @@ async def pick(ctx: Context) -> str:
         return ctx.retry("这条诉求找不到了，请换一条。")
     if need.state is NeedStatus.SUPERVISED:  # already triaged: handled on under the district's oversight
         return ctx.done(await staff_detail(ctx, need) + "\n" + SUPERVISED_HINT.format(ticket=need.ticket))
+    if need.item_code == UNCLASSIFIED and not management_refusal(await ctx.actor(), need,
+                                                                 "reclassify"):
+        # Filed as 其他/未分类: a code first (its tier and clocks follow from it), then the tier choice as usual.
+        heading = await staff_detail(ctx, need) + "\n请先为它选择大类："
+        return re_item_picked.ask(ctx, heading, ticket=need.ticket, back=True)
     return await _ask_tier(ctx, need)
 
 
@@ -256,7 +269,7 @@ async def _still_allowed(ctx: Context, ticket: str, action: str, reason: str) ->
 
 def _ask_category(ctx: Context, need: Need, from_triage: bool) -> str:
     item = load_taxonomy().get(need.item_code)
-    now_as = f"{item.category} · {item.name}" if item else need.item_code
+    now_as = f"{item.category} · {item.name}" if item else "未分类"
     return re_item_picked.ask(ctx, f"{need.ticket} 现为「{now_as}」。\n改为哪一大类？", ticket=need.ticket,
                               back=from_triage)
 
@@ -379,7 +392,7 @@ async def _one_line(
     return reply(need, rest)
 
 
-@router.command("分流", roles=MANAGERS, args=True, everywhere=True)
+@router.command("分流", roles=MANAGERS, args=True, everywhere=True, help="分流 编号 A|B|C [月-日]")
 async def triage_line(ctx: Context) -> str:
     usage = "分流 <编号> A|B|C [月-日] [延期理由]"
     try:
@@ -394,7 +407,7 @@ async def triage_line(ctx: Context) -> str:
     return _triaged_reply(need)
 
 
-@router.command("改类", roles=MANAGERS, args=True, everywhere=True)
+@router.command("改类", roles=MANAGERS, args=True, everywhere=True, help="改类 编号 [子项代码]")
 async def reclassify_line(ctx: Context) -> str:
     if len(ctx.args.split()) == 1:
         return await _start_guided(ctx, ctx.args, "reclassify")
@@ -405,7 +418,7 @@ async def reclassify_line(ctx: Context) -> str:
     )
 
 
-@router.command("指派", roles=MANAGERS, args=True, everywhere=True)
+@router.command("指派", roles=MANAGERS, args=True, everywhere=True, help="指派 编号 [手机号或姓名]")
 async def assign_line(ctx: Context) -> str:
     if len(ctx.args.split()) == 1:
         return await _start_guided(ctx, ctx.args, "assign")
@@ -416,7 +429,7 @@ async def assign_line(ctx: Context) -> str:
     return await _do(ctx, assign_need(ctx.db, await ctx.actor(), ticket, who, ctx.now))
 
 
-@router.command("上报区级", roles=MANAGERS, args=True, everywhere=True)
+@router.command("上报区级", roles=MANAGERS, args=True, everywhere=True, help="上报区级 编号 部门代码")
 async def escalate_line(ctx: Context) -> str:
     try:
         ticket, code = _split(ctx, "上报区级 <编号> <部门代码>", 2)
@@ -425,7 +438,7 @@ async def escalate_line(ctx: Context) -> str:
     return await _do(ctx, escalate_need(ctx.db, await ctx.actor(), ticket, code, ctx.now))
 
 
-@router.command("合并", roles=MANAGERS, args=True, everywhere=True)
+@router.command("合并", roles=MANAGERS, args=True, everywhere=True, help="合并 编号 [目标编号]")
 async def merge_line(ctx: Context) -> str:
     if len(ctx.args.split()) == 1:
         return await _start_guided(ctx, ctx.args, "merge")
@@ -436,7 +449,7 @@ async def merge_line(ctx: Context) -> str:
     )
 
 
-@router.command("驳回", roles=MANAGERS, args=True, everywhere=True)
+@router.command("驳回", roles=MANAGERS, args=True, everywhere=True, help="驳回 编号 理由")
 async def reject_line(ctx: Context) -> str:
     return await _one_line(
         ctx, "驳回 <编号> <理由>",
@@ -445,7 +458,7 @@ async def reject_line(ctx: Context) -> str:
     )
 
 
-@router.command("进展", roles=HANDLERS, args=True, everywhere=True)
+@router.command("进展", roles=HANDLERS, args=True, everywhere=True, help="进展 编号 进展内容")
 async def progress_line(ctx: Context) -> str:
     return await _one_line(
         ctx, "进展 <编号> <进展内容>",
@@ -454,7 +467,7 @@ async def progress_line(ctx: Context) -> str:
     )
 
 
-@router.command("号码", "电话", roles=HANDLERS, args=True, everywhere=True)
+@router.command("号码", "电话", roles=HANDLERS, args=True, everywhere=True, help="号码 编号（看完整手机号）")
 async def phone_line(ctx: Context) -> str:
     """The reporter's full number, to call them back; every reveal is audited."""
     if not ctx.args:
@@ -466,7 +479,7 @@ async def phone_line(ctx: Context) -> str:
     return f"诉求 {need.ticket} 联系人：{need.contact_name or '未留名'} {phone}\n（仅供回访联系，本次查看已记录）"
 
 
-@router.command("办结", roles=HANDLERS, args=True, everywhere=True)
+@router.command("办结", roles=HANDLERS, args=True, everywhere=True, help="办结 编号 办理结果")
 async def resolve_line(ctx: Context) -> str:
     return await _one_line(
         ctx, "办结 <编号> <办理结果>",
@@ -475,7 +488,8 @@ async def resolve_line(ctx: Context) -> str:
     )
 
 
-@router.command("区级待办", roles=(Role.DISTRICT_STAFF,), args=True)
+@router.staff_menu(105, "区级待办", key="DEPT_INBOX", roles=Role.DISTRICT_STAFF)
+@router.command("区级待办", roles=(Role.DISTRICT_STAFF,), args=True, help="区级待办 [页码]：本部门待办")
 async def department_inbox(ctx: Context) -> str:
     actor = await ctx.actor()
     page_no = int(ctx.args) if ctx.args.isdigit() else 1

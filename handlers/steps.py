@@ -110,17 +110,22 @@ CATEGORY_HINT = "请回复 1-{n} 的数字。"
 SUBITEM_HEAD = "「{category}」下请选择具体问题："
 SUBITEM_HINT = "请回复 1-{n} 的数字，0 返回大类。"
 BACK_TO_CATEGORIES = "返回大类"
+OTHER = "其他/未分类（交工作人员分类）"
+OTHER_LINE = -1  # the value of the 大类 line `other=True` adds
 
 
 class SubItemPicker:
     """The taxonomy's 大类 list, then the chosen 大类's 子项 with `0. 返回大类`; the sub-item code goes to `then`.
 
     Two steps of the flow's router: `step` (the 大类) and `step + "_item"` (the 子项). `0` asks the 大类
-    question again, as the flow first asked it.
+    question again, as the flow first asked it. `other=True` ends the 大类 list with 「其他/未分类」, which
+    sends `None` to `then` at once: a resident whose problem fits no 子项 still gets it filed (staff classify).
     """
 
-    def __init__(self, router: Router, step: str, then: Then, *, roles=None, bound: bool = False) -> None:
+    def __init__(self, router: Router, step: str, then: Then, *, roles=None, bound: bool = False,
+                 other: bool = False) -> None:
         self.then = then
+        self.other = other
         self.categories = PickOne(router, step, self._category_picked, hint=CATEGORY_HINT, key="_categories",
                                   roles=roles, bound=bound)
         self.items = PickOne(router, f"{step}_item", self._item_picked, hint=SUBITEM_HINT, key="_subitems",
@@ -129,9 +134,15 @@ class SubItemPicker:
     def ask(self, ctx: Context, heading: str = CATEGORY_HEAD, **data: Any) -> str:
         """Ask for the 大类 under `heading` (the flow's own question, e.g. "改为哪一大类？")."""
         names = list(load_taxonomy().by_category())
-        return self.categories.ask(ctx, heading, names, _category_head=heading, **data)
+        values = list(range(len(names)))
+        if self.other:
+            names.append(OTHER)
+            values.append(OTHER_LINE)
+        return self.categories.ask(ctx, heading, names, values, _category_head=heading, **data)
 
-    async def _category_picked(self, ctx: Context, index: int) -> str:
+    async def _category_picked(self, ctx: Context, index: int) -> str | None:
+        if index == OTHER_LINE:
+            return await self.then(ctx, None)
         name, items = list(load_taxonomy().by_category().items())[index]
         return self.items.ask(ctx, SUBITEM_HEAD.format(category=name), [i.name for i in items],
                               [i.code for i in items])

@@ -55,3 +55,12 @@ async def morning_digest(ctx: JobContext) -> int:
     if local(now).time() >= need_clocks.DIGEST_AFTER:
         await ctx.kv.set(flag, "1", ttl=2 * 86400)
     return sent
+
+
+@job("needs.fetch_media", every_seconds=20)
+async def fetch_media(ctx: JobContext) -> int:
+    """Photos and voices of submitted needs, copied from WeChat (3 days) into the media store (≤20 a run)."""
+    store, fetch = ctx.services.get("media"), ctx.services.get("media_fetch")
+    if store is None or fetch is None:  # a context without the bot's services (tests of other jobs)
+        return 0
+    return await needs.fetch_due_media(ctx.db, store, fetch, ctx.clock.now())

@@ -482,6 +482,11 @@ class Cancelled:
     notified: int  # signed-up and waitlisted residents told
 
 
+def cancel_notice_prefix(activity_id: int) -> str:
+    """The idempotency keys of a cancellation's notices start with this (storage.outbox.delivery_counts)."""
+    return f"activity:{activity_id}:cancelled:"
+
+
 async def _cancel_refusal(s, actor: Actor, activity: Activity | None, now: dt.datetime) -> Activity:
     """The rules for 取消活动, checked by the preview and again under the lock."""
     if activity is None or not allows(actor, Can.RUN_COMMUNITY, activity.community_id):
@@ -562,7 +567,7 @@ async def cancel_activity(
             )
             notified += await enqueue(
                 s, NoticeKind.ACTIVITY, text,
-                [(resident_id, f"activity:{activity_id}:cancelled:{signup_id}") for signup_id, resident_id in batch],
+                [(resident_id, f"{cancel_notice_prefix(activity_id)}{signup_id}") for signup_id, resident_id in batch],
                 now, priority=NoticePriority.URGENT,  # plans changed: told at once, even at night
             )
             if len(batch) < CANCEL_BATCH:

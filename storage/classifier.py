@@ -22,14 +22,26 @@ training messages only (see bench/classify.py).
 jieba (≈1 s to load its dictionary) is only initialised when a message actually contains a keyword,
 so callers that never classify, and messages like "你好" or "菜单", never pay for it; the learned
 model needs no segmentation.
+
+Learning from staff: every 改类 is a labelled example (``ClassifierExample``: the text, the code it had,
+the code staff chose), written in the reclassification's own transaction. ``retrain`` (``steward
+classifier retrain`` and a weekly job) writes them to ``<STEWARD_DATA_DIR>/learned_messages.tsv``; the
+model is then trained on the shipped messages plus that file. The file holds only staff's examples, so
+a release's new shipped messages count at once, and a code staff chose that a later taxonomy dropped is
+left out at the next retrain. ``default_classifier`` notices a rewritten file on the next message, in
+every worker, and answers with the shipped model while there is none (or it cannot be used).
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import functools
 import logging
 import math
+import os
 import re
+import tempfile
 import threading
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -38,12 +50,23 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sqlmodel import Field, SQLModel, col, select
+
+from storage.actor import Actor
+from storage.db import Database
+from storage.roles import audit_entry
+from storage.settings import current_settings
 from storage.taxonomy import SubItem, Taxonomy, TaxonomyError, load_taxonomy
 
 if TYPE_CHECKING:
     import jieba
 
-__all__ = ["Match", "NaiveBayes", "NeedClassifier", "default_classifier", "looks_like_need", "read_training"]
+__all__ = [
+    "ClassifierExample", "Match", "NaiveBayes", "NeedClassifier", "Retrained", "default_classifier",
+    "labelled_example", "learned_path", "looks_like_need", "read_training", "retrain", "shipped_classifier",
+]
+
+log = logging.getLogger(__name__)
 
 STRONG_WEIGHT = 3.0
 WEAK_WEIGHT = 1.0
@@ -64,6 +87,7 @@ MODEL_WEIGHT = 4.0
 # spread the posterior thinly and stay under it, so rank() has nothing to offer for them.
 MODEL_FLOOR = 0.5
 TRAINING_FILE = "training_messages.tsv"
+LEARNED_FILE = "learned_messages.tsv"  # staff's examples, in the data dir (STEWARD_DATA_DIR)
 
 _SPACE_RE = re.compile(r"\s+")
 _DIGITS_RE = re.compile(r"\d+")
@@ -389,11 +413,130 @@ def _unshadowed(spans: list[tuple[int, int, _Keyword]]) -> list[tuple[int, int, 
 
 
 @functools.cache
-def default_classifier() -> NeedClassifier:
-    """One shared classifier over the packaged taxonomy (jieba still loads on first use)."""
+def shipped_classifier() -> NeedClassifier:
+    """One shared classifier over the packaged taxonomy and training messages (jieba still loads on first use)."""
     return NeedClassifier(load_taxonomy())
+
+
+_learned: tuple[tuple[str, int], NeedClassifier] | None = None  # ((file, its mtime), the classifier built from it)
+_learned_lock = threading.Lock()
+
+
+def default_classifier() -> NeedClassifier:
+    """The shared classifier: trained on the shipped messages plus staff's examples once `retrain` has written
+    them, else the shipped one. One stat() a call, so a retrain in any process reaches every worker."""
+    global _learned
+    shipped = shipped_classifier()
+    path = learned_path()
+    try:
+        stamp = (str(path), path.stat().st_mtime_ns)
+    except OSError:
+        return shipped
+    current = _learned
+    if current is not None and current[0] == stamp:
+        return current[1]
+    with _learned_lock:
+        if _learned is None or _learned[0] != stamp:
+            _learned = (stamp, _with_examples(shipped, path))
+        return _learned[1]
+
+
+def _with_examples(shipped: NeedClassifier, path: Path) -> NeedClassifier:
+    try:
+        learned = shipped.retrained([*read_training(), *read_training(path)])
+        learned.learned_model()  # a bad file shows here, once, not on a resident's message later
+    except TaxonomyError as exc:
+        log.warning("learned classifier file not used, the shipped model answers: %s", exc)
+        return shipped
+    return learned
 
 
 def looks_like_need(text: str) -> bool:
     """``default_classifier().looks_like_need(text)``."""
     return default_classifier().looks_like_need(text)
+
+
+# ---------------------------------------------------------------------------------------------- learning
+
+
+class ClassifierExample(SQLModel, table=True):
+    """One staff 改类: the need's text, the code it had (what the resident accepted or chose; None when filed as
+    其他/未分类) and the code staff chose. No resident or ticket: it is a training message, nothing more."""
+
+    __tablename__ = "classifier_example"
+
+    id: int | None = Field(default=None, primary_key=True)
+    text: str = Field(max_length=500)
+    proposed_code: str | None = Field(default=None, max_length=16)
+    chosen_code: str = Field(max_length=16)
+    at: dt.datetime = Field(index=True)
+
+
+def labelled_example(text: str, proposed_code: str | None, chosen_code: str, at: dt.datetime) -> ClassifierExample:
+    """The row to add in the reclassification's own transaction."""
+    return ClassifierExample(text=text[:500], proposed_code=proposed_code or None, chosen_code=chosen_code, at=at)
+
+
+def learned_path(data_dir: Path | None = None) -> Path:
+    """Where staff's examples are kept for the classifier: the data dir's learned_messages.tsv."""
+    return Path(data_dir if data_dir is not None else current_settings().data_dir) / LEARNED_FILE
+
+
+@dataclass(frozen=True)
+class Retrained:
+    path: Path
+    shipped: int  # the packaged training messages
+    examples: int  # staff's examples now in the file
+    dropped: int  # examples whose chosen code the taxonomy no longer has
+    changed: bool  # False: the file already held exactly these (the weekly job then does nothing)
+
+
+async def retrain(
+    db: Database, *, now: dt.datetime, actor: Actor, data_dir: Path | None = None, force: bool = True
+) -> Retrained:
+    """Write every staff example (with a code the taxonomy still has) to the learned file, which the classifier
+    then trains on beside the shipped messages. Written whole and renamed into place, so a worker never reads a
+    half file. The same examples give the same file, which is then not rewritten; `force=False` (the weekly job)
+    also leaves no audit row for a retrain that changed nothing."""
+    async with db.read() as s:
+        rows = (await s.exec(select(ClassifierExample).order_by(col(ClassifierExample.id)))).all()
+    known = {item.code for item in load_taxonomy().items}
+    taught = [(row.chosen_code, " ".join(row.text.split())) for row in rows if row.chosen_code in known]
+    taught = [(code, text) for code, text in taught if text]
+    shipped = len(read_training())
+    path = learned_path(data_dir)
+    body = "code\ttext\n" + "".join(f"{code}\t{text}\n" for code, text in taught)
+    head = f"# {len(taught)} staff examples (改类), up to example #{rows[-1].id if rows else 0}\n"
+    # Nothing learned and no file yet: the shipped model is the whole answer, so the job writes nothing.
+    unchanged = (not taught and not force and not await asyncio.to_thread(path.exists)) or \
+        await asyncio.to_thread(_holds, path, head + body)
+    result = Retrained(path, shipped, len(taught), len(rows) - len(taught), changed=not unchanged)
+    if unchanged and not force:
+        return result
+    if not unchanged:  # an unchanged file is left alone: workers keep the model they have
+        await asyncio.to_thread(_write_whole, path, head + body)
+    async with db.write() as s:
+        s.add(audit_entry(now, actor.name, "classifier.retrain", "classifier", LEARNED_FILE, shipped=shipped,
+                          examples=len(taught), dropped=result.dropped))
+    return result
+
+
+def _holds(path: Path, text: str) -> bool:
+    try:
+        return path.read_text(encoding="utf-8") == text
+    except OSError:
+        return False
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write beside the file and rename over it: a reader sees the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".learned-", suffix=".tsv")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; workers running as other users read it too
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -10,16 +11,28 @@ DEFAULT_TZ = "Asia/Shanghai"
 
 
 class Clock:
-    """Wall-clock time in the district's time zone."""
+    """Wall-clock time in the district's time zone, plus a dev offset (`steward chat`/`serve --clock-offset`,
+    chat's /快进): a demo watches 督办, reminders and closing after 7 days without waiting days. Only forward,
+    so nothing the bot wrote is ever "in the future"."""
 
-    def __init__(self, tz: str = DEFAULT_TZ) -> None:
+    def __init__(self, tz: str = DEFAULT_TZ, offset: dt.timedelta = dt.timedelta(0)) -> None:
         self.tz = ZoneInfo(tz)
+        if offset < dt.timedelta(0):
+            raise ValueError("时钟只能向前拨")
+        self.offset = offset
 
     def now(self) -> dt.datetime:
-        return dt.datetime.now(self.tz)
+        return dt.datetime.now(self.tz) + self.offset
 
     def today(self) -> dt.date:
         return self.now().date()
+
+    def jump(self, delta: dt.timedelta) -> dt.datetime:
+        """Move this clock `delta` further ahead of the wall clock; returns the new now."""
+        if delta < dt.timedelta(0):
+            raise ValueError("时钟只能向前拨")
+        self.offset += delta
+        return self.now()
 
 
 class FrozenClock(Clock):
@@ -38,6 +51,43 @@ class FrozenClock(Clock):
 
     def set(self, moment: dt.datetime) -> None:
         self._now = moment if moment.tzinfo else moment.replace(tzinfo=self.tz)
+
+    def jump(self, delta: dt.timedelta) -> dt.datetime:
+        super().jump(delta)
+        self._now += delta
+        return self._now
+
+
+_OFFSET_UNITS = {
+    "d": "days", "天": "days", "日": "days",
+    "h": "hours", "小时": "hours", "时": "hours",
+    "m": "minutes", "min": "minutes", "分": "minutes", "分钟": "minutes",
+}
+_OFFSET_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(分钟|小时|min|[dhm天日时分])", re.IGNORECASE)
+
+
+def parse_offset(spec: str) -> dt.timedelta:
+    """'3d', '2天', '12h', '1d12h', '90分钟', '+2d' → a timedelta (forward only). ValueError (a Chinese sentence)
+    for anything else."""
+    text = spec.strip().removeprefix("+").replace(" ", "")
+    if text == "0":
+        return dt.timedelta(0)
+    parts = _OFFSET_PART.findall(text) if text else []
+    if not parts or "".join(n + u for n, u in parts).lower() != text.lower():
+        raise ValueError(f"看不懂时间「{spec.strip()}」，请写成 2天、12小时、30分钟 或 3d、12h、1d12h。")
+    delta = dt.timedelta(0)
+    for number, unit in parts:
+        delta += dt.timedelta(**{_OFFSET_UNITS[unit.lower()]: float(number)})
+    return delta
+
+
+def describe_offset(delta: dt.timedelta) -> str:
+    """A timedelta as 2天3小时5分钟 (what the dev clock says it moved)."""
+    minutes = int(delta.total_seconds() // 60)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    text = "".join(f"{n}{unit}" for n, unit in ((days, "天"), (hours, "小时"), (minutes, "分钟")) if n)
+    return text or "0分钟"
 
 
 def local(moment: dt.datetime, tz: str = DEFAULT_TZ) -> dt.datetime:

@@ -16,10 +16,12 @@ from sqlmodel import select
 from storage import activities, consultation, points, rewards
 from storage.actor import Actor
 from storage.db import Database
+from storage.grants import grant_role
 from storage.imports import ImportReport, import_departments, import_org, import_residents
 from storage.org import Community
+from storage.outbox import NoticeKind
 from storage.residents import Resident
-from storage.roles import Role, grant_role
+from storage.roles import Role
 
 STREETS = {"S01": "向阳街道", "S02": "东山街道"}
 # community code: (name, street code)
@@ -48,6 +50,14 @@ PEOPLE = [
     ("o_demo_unit_1", "冯经理", "13900000008", "B0401", "1-1-201", Role.UNIT_MEMBER, "U-WY"),
     ("o_demo_resident_2", "陈阿姨", "13900000009", "B0101", "2单元301", None, None),
 ]
+# Template ids for the fake WeChat API (`steward chat` uses them when STEWARD_TEMPLATES is unset): the notices
+# that cannot wait for a resident's next message — plans changed, a need sent back — reach people outside
+# the 48-hour window, as they would once the real account has its templates.
+DEMO_TEMPLATES = {
+    kind.value: f"demo-tpl-{kind.value}"
+    for kind in (NoticeKind.ACTIVITY, NoticeKind.CONSULTATION, NoticeKind.NEED_REWORK, NoticeKind.NEED_UPDATE,
+                 NoticeKind.POINTS, NoticeKind.REPLY)
+}
 # On the roster but not on WeChat yet: binding with this phone at B0101 links them.
 ROSTER_ONLY = [("钱大爷", "13900000010", "B0101", "3单元602")]
 

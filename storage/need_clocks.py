@@ -5,7 +5,8 @@ needs, and writes its notices to the outbox in the SAME transaction as the stamp
 idempotency keys, so a re-run (or a second scheduler) is a no-op. Times are working days on the official
 holiday calendar (storage/workdays.py).
 
-    remind_due_soon      B/A deadline within the next working day → the handler        (Need.reminded_at)
+    remind_due_soon      B/A deadline within the next working day and 3/4 of the clock gone → the handler
+                                                                                       (Need.reminded_at)
     chase_overdue        the working day after the deadline → the community's staff    (Need.chased_at)
     report_to_district   5 more working days overdue → the district's admins           (Need.district_reported_at)
     flag_late_response   first response overdue → the community's staff                (ClockMark "respond")
@@ -13,7 +14,8 @@ holiday calendar (storage/workdays.py).
                          C: after each 17th; 上报区级: weekly → tell the followers     (moves Need.feedback_due_at)
     remind_unrated       resolved and unrated for 24 h → one reminder to the followers (ClockMark "rate")
                          (7 days after resolution it is closed: storage/needs.close_unrated, the state change)
-    morning_digest       each community's staff: new to triage, due today, overdue, failed deliveries
+    morning_digest       each community's staff: new to triage, due today, overdue, failed deliveries and
+                         urgent notices still waiting for the resident's next message
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from storage.needs import (
     summary_line,
 )
 from storage.org import Community
-from storage.outbox import NEEDS_REVIEW, NoticeKind, OutboxMessage, enqueue
+from storage.outbox import NEEDS_REVIEW, NoticeKind, OutboxMessage, OutboxStatus, enqueue, needs_staff
 from storage.residents import Resident
 from storage.roles import Role, RoleGrant
 from storage.taxonomy import Tier, load_taxonomy
@@ -46,6 +48,9 @@ RECIPIENT_LIMIT = 20  # staff told about one need
 OPEN = [s.value for s in OPEN_STATUSES]
 DISTRICT_AFTER = 5  # working days after the chase
 DIGEST_AFTER = dt.time(8, 30)
+# "Due soon" is relative to the clock's length: an A need's whole clock (to the end of the next working day) is
+# inside the one-working-day horizon, so without this its handler was "reminded" a minute after triage.
+REMIND_AT = 0.75
 
 
 class ClockMark(SQLModel, table=True):
@@ -111,8 +116,21 @@ def _day(moment: dt.datetime) -> dt.date:
 # -- 督办: before, after and long after the deadline ---------------------------------------------------------------
 
 
+def clock_started(need: Need) -> dt.datetime:
+    """When the need's resolution clock (resolve_by) was last set: triage sets it (again on a re-triage), a
+    first 不满意 (rated_at) sets a new one for the rework."""
+    return max(t for t in (need.triaged_at, need.rated_at, need.created_at) if t is not None)
+
+
+def reminder_due(need: Need, now: dt.datetime) -> bool:
+    """Three quarters of the clock have passed (see REMIND_AT)."""
+    started = clock_started(need)
+    return now >= started + (need.resolve_by - started) * REMIND_AT
+
+
 async def remind_due_soon(db: Database, now: dt.datetime, limit: int = 200) -> int:
-    """Remind the handler once when the deadline falls on or before the next working day."""
+    """Remind the handler once when the deadline falls on or before the next working day and three quarters of
+    the time the clock gave have passed (never just after the deadline was set)."""
     tomorrow = workdays.add_working_days(now, 1)
     horizon = workdays.end_of_working_day(tomorrow)
     async with db.write() as s:
@@ -123,6 +141,8 @@ async def remind_due_soon(db: Database, now: dt.datetime, limit: int = 200) -> i
         )).all()
         done = 0
         for need in needs:
+            if not reminder_due(need, now):
+                continue
             if not await _stamp(s, need, Need.reminded_at, now):
                 continue
             text = (f"【办理提醒】诉求{need.ticket}将于{format_time(need.resolve_by)}到期。\n"
@@ -292,14 +312,20 @@ async def community_digest(db: Database, community_id: int, now: dt.datetime) ->
                                   .join(Resident, Resident.id == OutboxMessage.resident_id)
                                   .where(Resident.community_id == community_id,
                                          col(OutboxMessage.status).in_(NEEDS_REVIEW))),
+            "waiting": await count(s, select(func.count()).select_from(OutboxMessage)
+                                   .join(Resident, Resident.id == OutboxMessage.resident_id)
+                                   .where(Resident.community_id == community_id, needs_staff(),
+                                          OutboxMessage.status == OutboxStatus.WAITING)),
         }
 
 
 def digest_text(name: str, day: dt.date, c: dict[str, int]) -> str:
+    waiting = c.get("waiting", 0)
     return (f"【每日汇总】{name} {day.month}月{day.day}日\n"
             f"1. 待分流的新诉求：{c['new']}件\n2. 今天到期：{c['due_today']}件\n"
             f"3. 已超期：{c['overdue']}件\n4. 消息发送失败：{c['failed']}条"
-            + ("（回复「投递失败」查看）" if c["failed"] else ""))
+            + (f"，紧急通知待送达：{waiting}条" if waiting else "")
+            + ("（回复「投递失败」查看）" if c["failed"] or waiting else ""))
 
 
 async def morning_digest(db: Database, now: dt.datetime, after: dt.time = DIGEST_AFTER, limit: int = 100) -> int:

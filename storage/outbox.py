@@ -10,8 +10,9 @@ sender after the commit. The operations here are the only way rows change state:
     finish()            sending → sent | pending (retry) | waiting | failed
     recover_stale()     sending (lease expired) → unknown     (never re-sent automatically: at-most-once)
     take_waiting()      waiting → shown      (the resident's next message shows them)
-    resend()            failed | unknown → pending    (staff judged it undelivered: sent once more; audited)
-    give_up()           failed | unknown → cancelled  (staff told the resident another way; audited)
+    resend()            failed | unknown | urgent waiting → pending    (staff: sent once more; audited)
+    give_up()           failed | unknown | urgent waiting → cancelled  (staff told the resident another way)
+    drop_unsent()       pending | waiting → cancelled  (the news went stale, e.g. a review closed)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Index, event, func, update
+from sqlalchemy import Index, and_, event, func, or_, update
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -145,6 +146,22 @@ class OutboxMessage(SQLModel, table=True):
     claimed_by: str | None = Field(default=None, max_length=32)  # the sender holding a sending row (0004_push)
     # NoticePriority: claimed lowest first (0012_notice_priority; rows from before it are normal)
     priority: int = Field(default=int(NoticePriority.NORMAL), sa_column_kwargs={"server_default": "1"})
+
+
+def needs_staff():
+    """The rows staff must look at (投递失败, the morning digest): failed and unknown ones, and urgent ones left
+    waiting for the resident's next message — news like a cancelled activity may be too late by then, so staff
+    may want to phone them (and 放弃) or resend once a template is configured."""
+    return or_(
+        col(OutboxMessage.status).in_(NEEDS_REVIEW),
+        and_(OutboxMessage.status == OutboxStatus.WAITING, OutboxMessage.priority == int(NoticePriority.URGENT)),
+    )
+
+
+def _staff_must_see(row: OutboxMessage) -> bool:
+    return row.status in NEEDS_REVIEW or (
+        row.status == OutboxStatus.WAITING and row.priority == int(NoticePriority.URGENT)
+    )
 
 
 # -- prompt drain: an in-process wake-up after a commit that wrote notifications ----------------------------
@@ -483,6 +500,70 @@ async def take_waiting(db: Database, resident_id: int, now: dt.datetime, limit: 
         return texts, total
 
 
+# -- what became of a staff action's notices -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeliveryCounts:
+    """Where the notices of one action stand (cancelled rows are left out: nobody is waiting for them)."""
+
+    delivered: int = 0  # sent as a text or a template, or shown in a reply
+    waiting: int = 0  # no channel open: shown at the resident's next message
+    sending: int = 0  # not tried yet, or being tried right now (retries included)
+    failed: int = 0  # failed or unknown: staff see them in 投递失败
+
+    @property
+    def total(self) -> int:
+        return self.delivered + self.waiting + self.sending + self.failed
+
+
+_DELIVERED = (OutboxStatus.SENT, OutboxStatus.SHOWN)
+_SENDING = (OutboxStatus.PENDING, OutboxStatus.SENDING)
+
+
+async def delivery_counts(
+    db: Database, *, keys: Iterable[str] = (), prefix: str | None = None
+) -> DeliveryCounts:
+    """The delivery states of the rows with these idempotency keys, or whose key starts with `prefix` (one
+    action's notices share it: `activity:7:cancelled:`, a broadcast's `bc:12:`)."""
+    wanted = [key[:128] for key in keys]
+    if prefix is None and not wanted:
+        return DeliveryCounts()
+    counts: dict[str, int] = defaultdict(int)
+    async with db.read() as session:
+        for start in range(0, max(len(wanted), 1), 500):
+            query = select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
+            if prefix is not None:
+                query = query.where(col(OutboxMessage.idempotency_key).startswith(prefix, autoescape=True))
+            if wanted:
+                query = query.where(col(OutboxMessage.idempotency_key).in_(wanted[start : start + 500]))
+            for status, n in (await session.exec(query)).all():
+                counts[status] += int(n)
+    return DeliveryCounts(
+        delivered=sum(counts[s] for s in _DELIVERED),
+        waiting=counts[OutboxStatus.WAITING],
+        sending=sum(counts[s] for s in _SENDING),
+        failed=sum(counts[s] for s in NEEDS_REVIEW),
+    )
+
+
+async def drop_unsent(session: AsyncSession, kind: NoticeKind, prefix: str) -> int:
+    """Cancel the notices of `kind` under this key prefix that have not gone out yet (pending, or waiting for the
+    resident's next message), inside the caller's transaction: what they say is no longer true (a review that
+    closed still inviting votes). Rows being sent right now are left to the sender. Returns rows cancelled."""
+    result = await session.exec(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.kind == NoticeKind(kind).value,
+            col(OutboxMessage.idempotency_key).startswith(prefix, autoescape=True),
+            col(OutboxMessage.status).in_([OutboxStatus.PENDING, OutboxStatus.WAITING]),
+        )
+        .values(status=OutboxStatus.CANCELLED, last_error="内容已过时，未发送")
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
+
+
 # -- staff views ---------------------------------------------------------------------------------------------
 
 
@@ -497,9 +578,10 @@ async def status_counts(db: Database) -> dict[str, int]:
 async def needing_review(
     db: Database, limit: int = 20, offset: int = 0, resident_ids: Iterable[int] | None = None
 ) -> list[OutboxMessage]:
-    """Failed and unknown rows (newest first), a page at a time; optionally only for these residents."""
+    """The rows staff must see (`needs_staff`), newest first, a page at a time; optionally only for these
+    residents."""
     async with db.read() as session:
-        query = select(OutboxMessage).where(col(OutboxMessage.status).in_(NEEDS_REVIEW))
+        query = select(OutboxMessage).where(needs_staff())
         if resident_ids is not None:
             query = query.where(col(OutboxMessage.resident_id).in_(list(resident_ids)))
         query = query.order_by(col(OutboxMessage.created_at).desc(), col(OutboxMessage.id).desc())
@@ -544,9 +626,7 @@ class ReviewItem:
 
 
 def _review_query(query, community_ids: Iterable[int] | None):
-    query = query.join(Resident, Resident.id == OutboxMessage.resident_id).where(
-        col(OutboxMessage.status).in_(NEEDS_REVIEW)
-    )
+    query = query.join(Resident, Resident.id == OutboxMessage.resident_id).where(needs_staff())
     if community_ids is not None:
         query = query.where(col(Resident.community_id).in_(sorted(community_ids)))
     return query
@@ -555,8 +635,8 @@ def _review_query(query, community_ids: Iterable[int] | None):
 async def review_page(
     db: Database, actor: Actor, limit: int = 5, offset: int = 0
 ) -> tuple[list[ReviewItem], int]:
-    """A page of the failed and unknown rows of residents of the communities the actor runs (an admin: all),
-    newest first, and how many there are in all. Someone who runs no community sees nothing."""
+    """A page of the rows staff must see (`needs_staff`) of residents of the communities the actor runs (an
+    admin: all), newest first, and how many there are in all. Someone who runs no community sees nothing."""
     community_ids = actor.communities
     if community_ids is not None and not community_ids:
         return [], 0
@@ -595,12 +675,12 @@ async def _decide(
         resident = await session.get(Resident, row.resident_id)
         if not allows(actor, Can.RUN_COMMUNITY, resident.community_id if resident is not None else None):
             raise OutboxReviewError("这条消息的收件人不在您负责的社区。")
-        if row.status not in NEEDS_REVIEW:
+        if not _staff_must_see(row):
             raise OutboxReviewError("这条消息已经处理过了。")
         previous = {"previous_status": row.status, "attempts": row.attempts, "last_error": row.last_error or ""}
         result = await session.exec(
             update(OutboxMessage)
-            .where(OutboxMessage.id == message_id, col(OutboxMessage.status).in_(NEEDS_REVIEW))
+            .where(OutboxMessage.id == message_id, needs_staff())
             .values(**values)
         )
         if not result.rowcount:

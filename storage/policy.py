@@ -30,6 +30,7 @@ class Can(enum.StrEnum):
     MANAGE_NEED = "need.manage"  # triage, reclassify, assign, escalate, merge, reject
     HANDLE_NEED = "need.handle"  # post progress, resolve
     SEE_NEED = "need.see"  # the staff view of a need
+    GRANT_ROLES = "roles.grant"  # grant and revoke roles
     SEE_PHONE = "need.see_phone"  # the reporter's full phone number (every reveal audited)
     ACT_FOR_UNIT = "unit.act_for"  # claim a project for a unit, report its progress and completion
 
@@ -81,6 +82,7 @@ RULES: dict[Can, Rule] = {
         lambda a, _t: a.is_admin or a.holds(Role.DISTRICT_STAFF),
         "只有区级工作人员可以面向全街道。",
     ),
+    Can.GRANT_ROLES: Rule("管理员", lambda a, _t: a.is_admin, "只有管理员可以授予或撤销角色。"),
     Can.FILE_FOR: Rule("该楼栋的楼片长；所在网格的网格员", _files_for, "{t.name}不在您负责的范围内，不能代报。"),
     Can.MANAGE_NEED: Rule("所在社区的社区工作人员；管理员", _manages, "诉求 {t.ticket} 不在您负责的社区。"),
     Can.HANDLE_NEED: Rule(

@@ -23,7 +23,7 @@ from storage.clock import local
 from storage.db import Database, insert_for
 from storage.exports import csv_text
 from storage.org import Community
-from storage.outbox import NoticeKind, enqueue
+from storage.outbox import NoticeKind, drop_unsent, enqueue
 from storage.policy import Can, allows
 from storage.projects import Project, ProjectStatus, staff_resident_ids
 from storage.residents import Resident
@@ -438,7 +438,7 @@ async def close_review(db: Database, review_id: int, *, actor: Actor, now: dt.da
     """结束评议: compute the tally once and freeze it. Closing a closed review returns the frozen tally.
 
     Before the deadline residents were promised, closing needs `early=True` (else `ReviewNotDue`); the voters
-    are then told the review ended early."""
+    are then told the review ended early. Invitations not sent yet are dropped (`outbox.drop_unsent`)."""
     async with db.write() as s:
         review = (await s.exec(select(Review).where(Review.id == review_id).with_for_update())).first()
         if review is None or not allows(actor, Can.RUN_COMMUNITY, review.community_id):
@@ -482,8 +482,11 @@ async def close_review(db: Database, review_id: int, *, actor: Actor, now: dt.da
             recipients |= set(await staff_resident_ids(s, review.community_id))
             await enqueue(s, NoticeKind.REVIEW_CLOSED, text,
                           [(r, f"review:{review_id}:closed:{r}") for r in sorted(recipients)], now)
+            # Invitations still held (quiet hours, a mass send's queue) or waiting for a resident's next message
+            # would ask them to vote in a review that no longer takes votes.
+            dropped = await drop_unsent(s, NoticeKind.REVIEW_OPENED, f"review:{review_id}:opened:")
             s.add(audit_entry(now, actor.name, "review.close", "review", review_id, voters=review.voters,
-                              eligible=review.eligible, early=ended_early))
+                              eligible=review.eligible, early=ended_early, invitations_dropped=dropped))
     return await tally(db, review_id)
 
 

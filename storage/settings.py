@@ -173,6 +173,14 @@ def _calendar_file(raw: str, name: str) -> Path:
     return path.resolve()
 
 
+def _directory(raw: str, name: str) -> Path:
+    """A directory the bot writes to; made when first written, so only a path that is a file is refused."""
+    path = Path(raw)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{name} names {path}, which is not a directory.")
+    return path
+
+
 # ---------------------------------------------------------------------------------------------- settings
 
 
@@ -237,6 +245,18 @@ class Settings:
     points_donation_daily_cap: Annotated[int, _whole(0, 10**9)] = 100  # most points one resident gives per day
     # Staff's additions to the official holiday calendar (storage.workdays); None: storage/data/calendar.toml.
     calendar_file: Annotated[Path | None, _calendar_file] = None
+    # The start of the links staff open (photos: /media/<token>); None: http://STEWARD_HOST:STEWARD_PORT.
+    public_url: Annotated[str | None, _api_base] = None
+    # Where residents' photos and voices are kept (storage/media.py): this folder (None: `media` in the data
+    # dir), or the S3 bucket when its endpoint is set.
+    media_dir: Annotated[Path | None, _directory] = None
+    media_s3_url: Annotated[str | None, _api_base] = None
+    media_s3_bucket: str = "steward-media"
+    media_s3_key_id: str | None = field(default=None, repr=False)
+    media_s3_secret: str | None = field(default=None, repr=False)
+    media_s3_region: str = "us-east-1"
+    # Where the bot keeps what it learns (the retrained classifier's messages, storage.classifier.retrain).
+    data_dir: Annotated[Path, _directory] = Path("steward-data")
 
     @property
     def redis_limits(self) -> RedisLimits:
@@ -256,6 +276,14 @@ class Settings:
             balance_cap=self.points_balance_cap, expiry_days=self.points_expiry_days,
             redemption_hold_hours=self.points_hold_hours, donation_daily_cap=self.points_donation_daily_cap,
         )
+
+    @property
+    def public_base(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def media_folder(self) -> Path:
+        return self.media_dir or self.data_dir / "media"
 
     @property
     def safe_mode(self) -> bool:

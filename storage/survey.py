@@ -4,35 +4,41 @@ District staff draw N residents per community, stratified by grid, excluding any
 days. The draw is `random.Random(seed)` over candidates sorted by id — communities in id order, grids in id
 order, residents in id order — so anyone holding the seed can reproduce it (`verify_sample`).
 
-Sampled residents answer in chat: overall 1–5 and their grid 1–5, plus an optional comment. A score below 3
-that comes with a comment becomes a need for the community to follow up.
+Only plain residents are drawn: anyone holding a role grant (staff, grid workers, building leaders, unit members,
+admins) at the survey's time is left out, so the district does not grade itself.
+
+Sampled residents answer in chat: overall 1–5 and their grid 1–5, plus an optional comment. Answers are anonymous:
+the scores and the comment go to a `SurveyAnswer` row that names no resident (its id is random, so not even the
+order of rows pairs it with a resident), and the resident's `SurveySample` row only marks that they answered, so
+nobody answers twice. A comment becomes a need only when the resident chooses so (the chat flow then files it
+through the ordinary 反映 operation, in their name, and keeps it out of the anonymous answer).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import random
+import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, UniqueConstraint, func, update
+from sqlalchemy import BigInteger, UniqueConstraint, func, or_, update
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage import needs
 from storage.actor import Actor
 from storage.db import Database
 from storage.org import Building, Community, Grid
 from storage.outbox import NoticeKind, enqueue
 from storage.residents import Resident
-from storage.roles import audit_entry
+from storage.roles import RoleGrant, audit_entry
 
 RECENT = dt.timedelta(days=90)
 ANSWER_WINDOW = dt.timedelta(days=30)  # an invitation can be answered for this long
 MAX_PER_COMMUNITY = 500
-FOLLOW_UP_BELOW = 3
+MAX_COMMENT = 300
 
 INVITATION = (
-    "【满意度问卷】您被随机抽中参加社区服务满意度调查，共2道打分题，约1分钟。\n"
+    "【满意度问卷】您被随机抽中参加社区服务满意度调查，共2道打分题，约1分钟，匿名填写。\n"
     "回复「问卷」开始，您的评价会帮助社区改进工作。"
 )
 
@@ -46,6 +52,8 @@ class Survey(SQLModel, table=True):
 
 
 class SurveySample(SQLModel, table=True):
+    """Who was drawn, and whether they answered (never what they answered: that is a `SurveyAnswer`)."""
+
     __tablename__ = "survey_sample"
     __table_args__ = (UniqueConstraint("survey_id", "resident_id", name="uq_survey_sample"),)
 
@@ -55,11 +63,26 @@ class SurveySample(SQLModel, table=True):
     community_id: int = Field(foreign_key="community.id", index=True)
     grid_id: int = Field(foreign_key="grid.id")
     invited_at: dt.datetime = Field(index=True)
-    overall: int | None = None
-    grid_score: int | None = None
-    comment: str | None = Field(default=None, max_length=300)
     answered_at: dt.datetime | None = None
-    need_id: int | None = None  # the follow-up need a low score with a comment became
+
+
+def _answer_id() -> str:
+    return secrets.token_hex(16)
+
+
+class SurveyAnswer(SQLModel, table=True):
+    """One anonymous answer: the community and grid it speaks for, the scores, the comment. No resident, no time,
+    and a random id, so it cannot be paired with the `SurveySample` that marks who answered."""
+
+    __tablename__ = "survey_answer"
+
+    id: str = Field(default_factory=_answer_id, primary_key=True, max_length=32)
+    survey_id: int = Field(foreign_key="survey.id", index=True)
+    community_id: int = Field(foreign_key="community.id")
+    grid_id: int = Field(foreign_key="grid.id")
+    overall: int
+    grid_score: int
+    comment: str | None = Field(default=None, max_length=MAX_COMMENT)
 
 
 class SurveyError(Exception):
@@ -84,12 +107,17 @@ def allocate(n: int, sizes: dict[int, int]) -> dict[int, int]:
 async def _candidates(
     s: AsyncSession, community_id: int, as_of: dt.datetime, survey_id: int | None
 ) -> dict[int, list[int]]:
-    """Bound residents of a community by grid, ids sorted, minus anyone invited in the 90 days before `as_of`."""
+    """Bound residents of a community by grid, ids sorted, minus anyone invited in the 90 days before `as_of` and
+    anyone holding a role grant at `as_of` (so a redraw from the seed leaves out the same people)."""
+    role_holders = select(RoleGrant.resident_id).where(
+        col(RoleGrant.granted_at) <= as_of,
+        or_(col(RoleGrant.revoked_at).is_(None), col(RoleGrant.revoked_at) > as_of),
+    )
     rows = (await s.exec(
         select(Resident.id, Building.grid_id)
         .join(Building, col(Building.id) == col(Resident.building_id))
         .where(Resident.community_id == community_id, col(Resident.bound_at).is_not(None),
-               col(Resident.bound_at) <= as_of)
+               col(Resident.bound_at) <= as_of, col(Resident.id).not_in(role_holders))
         .order_by(col(Resident.id))
     )).all()
     recent_q = select(SurveySample.resident_id).where(
@@ -184,32 +212,41 @@ def _valid_score(value: int) -> bool:
 
 
 async def answer_survey(db: Database, sample_id: int, *, resident_id: int, overall: int, grid_score: int,
-                        comment: str | None, now: dt.datetime) -> SurveySample:
-    """Record the answers once; a low score with a comment becomes a need for the community."""
+                        comment: str | None, now: dt.datetime) -> SurveyAnswer:
+    """Record the answers once, anonymously: the sample row is only marked answered, the scores and comment go to a
+    `SurveyAnswer` without the resident. Nothing here files a need."""
     if not (_valid_score(overall) and _valid_score(grid_score)):
         raise SurveyError("评分请用1到5的数字。")
-    comment = (comment or "").strip()[:300] or None
+    comment = (comment or "").strip()[:MAX_COMMENT] or None
     async with db.write() as s:
         result = await s.exec(
             update(SurveySample)
             .where(col(SurveySample.id) == sample_id, col(SurveySample.resident_id) == resident_id,
                    col(SurveySample.answered_at).is_(None), col(SurveySample.invited_at) > now - ANSWER_WINDOW)
-            .values(overall=overall, grid_score=grid_score, comment=comment, answered_at=now)
+            .values(answered_at=now)
         )
         if result.rowcount != 1:
             raise SurveyError("这份问卷已经提交过或已过期，谢谢您！")
         sample = await s.get(SurveySample, sample_id, populate_existing=True)
-        if comment and min(overall, grid_score) < FOLLOW_UP_BELOW:
-            sample.need_id = await _follow_up_need(s, db, sample, comment, now)
-            s.add(sample)
-    return sample
+        answer = SurveyAnswer(survey_id=sample.survey_id, community_id=sample.community_id, grid_id=sample.grid_id,
+                              overall=overall, grid_score=grid_score, comment=comment)
+        s.add(answer)
+    return answer
 
 
-async def _follow_up_need(s: AsyncSession, db: Database, sample: SurveySample, comment: str, now: dt.datetime) -> int:
-    text = f"[满意度问卷反馈] 社区整体{sample.overall}分、网格{sample.grid_score}分：{comment}"
-    need = await needs.create_from_survey(s, db, resident_id=sample.resident_id, community_id=sample.community_id,
-                                          text=text, now=now)
-    return need.id
+async def survey_comments(db: Database, survey_id: int) -> dict[str, list[str]]:
+    """The anonymous comments per community name, in text order (never in the order they came)."""
+    async with db.read() as s:
+        rows = (await s.exec(
+            select(Community.name, SurveyAnswer.comment)
+            .join(Community, col(Community.id) == col(SurveyAnswer.community_id))
+            .where(SurveyAnswer.survey_id == survey_id, col(SurveyAnswer.comment).is_not(None))
+            .order_by(col(Community.id), col(SurveyAnswer.comment))
+        )).all()
+    comments: dict[str, list[str]] = {}
+    for name, comment in rows:
+        comments.setdefault(name, []).append(comment)
+    return comments
 
 
 @dataclass
@@ -222,32 +259,39 @@ class ScoreRow:
 
 
 async def survey_report(db: Database, survey_id: int) -> tuple[list[ScoreRow], dict[str, list[ScoreRow]]]:
-    """Averages per community, and per grid within each community (keyed by the community's name)."""
-    answered = func.count(SurveySample.answered_at)
+    """Averages per community, and per grid within each community (keyed by the community's name): who was invited
+    and how many answered from the samples, the scores from the anonymous answers."""
     async with db.read() as s:
-        communities = (await s.exec(
-            select(Community.id, Community.name, func.count(), answered, func.avg(SurveySample.overall),
-                   func.avg(SurveySample.grid_score))
-            .join(Community, col(Community.id) == col(SurveySample.community_id))
+        invited = (await s.exec(
+            select(SurveySample.community_id, SurveySample.grid_id, func.count(),
+                   func.count(SurveySample.answered_at))
             .where(SurveySample.survey_id == survey_id)
-            .group_by(col(Community.id), col(Community.name))
-            .order_by(col(Community.id))
+            .group_by(col(SurveySample.community_id), col(SurveySample.grid_id))
         )).all()
-        grids = (await s.exec(
-            select(SurveySample.community_id, Grid.name, func.count(), answered, func.avg(SurveySample.overall),
-                   func.avg(SurveySample.grid_score))
-            .join(Grid, col(Grid.id) == col(SurveySample.grid_id))
-            .where(SurveySample.survey_id == survey_id)
-            .group_by(col(SurveySample.community_id), col(Grid.id), col(Grid.name))
-            .order_by(col(Grid.id))
+        scores = (await s.exec(
+            select(SurveyAnswer.community_id, SurveyAnswer.grid_id, func.count(), func.sum(SurveyAnswer.overall),
+                   func.sum(SurveyAnswer.grid_score))
+            .where(SurveyAnswer.survey_id == survey_id)
+            .group_by(col(SurveyAnswer.community_id), col(SurveyAnswer.grid_id))
         )).all()
+        community_ids = sorted({c for c, *_ in invited})
+        grid_ids = sorted({g for _c, g, *_ in invited})
+        community_names = dict((await s.exec(
+            select(Community.id, Community.name).where(col(Community.id).in_(community_ids)))).all())
+        grid_names = dict((await s.exec(select(Grid.id, Grid.name).where(col(Grid.id).in_(grid_ids)))).all())
 
-    def avg(x) -> float | None:
-        return round(float(x), 2) if x is not None else None
+    sums = {(c, g): (n, o, gs) for c, g, n, o, gs in scores}
 
-    per_community = [ScoreRow(name, n, a, avg(o), avg(g)) for _id, name, n, a, o, g in communities]
-    names = {community_id: name for community_id, name, *_rest in communities}
-    per_grid: dict[str, list[ScoreRow]] = {}
-    for community_id, name, n, a, o, g in grids:
-        per_grid.setdefault(names[community_id], []).append(ScoreRow(name, n, a, avg(o), avg(g)))
+    def row(name: str, keys: list[tuple[int, int]]) -> ScoreRow:
+        people = sum(n for c, g, n, _a in invited if (c, g) in keys)
+        answered = sum(a for c, g, _n, a in invited if (c, g) in keys)
+        n, o, g = (sum(sums.get(k, (0, 0, 0))[i] or 0 for k in keys) for i in range(3))
+        return ScoreRow(name, people, answered, round(o / n, 2) if n else None, round(g / n, 2) if n else None)
+
+    per_community, per_grid = [], {}
+    for community_id in community_ids:
+        keys = sorted((c, g) for c, g, *_ in invited if c == community_id)
+        name = community_names[community_id]
+        per_community.append(row(name, keys))
+        per_grid[name] = [row(grid_names[g], [(c, g)]) for c, g in keys]
     return per_community, per_grid

@@ -6,6 +6,7 @@ from storage import (  # noqa: F401
     activities,
     broadcast,
     claims,
+    classifier,
     consultation,
     consultation_tables,
     need_clocks,
@@ -19,6 +20,7 @@ from storage import (  # noqa: F401
     rewards,
     roles,
     survey,
+    tag_sync,
 )
 
 metadata = SQLModel.metadata

@@ -8,6 +8,7 @@ import pytest
 from sqlmodel import select
 
 from storage.actor import Actor, actor_for
+from storage.grants import grant_role, revoke_role
 from storage.roles import (
     AuditLog,
     Role,
@@ -17,9 +18,7 @@ from storage.roles import (
     buildings_in_reach,
     buildings_led_by,
     communities_staffed,
-    grant_role,
     grids_of_worker,
-    revoke_role,
 )
 from tests.factories import make_district, make_resident
 
@@ -117,3 +116,20 @@ async def test_my_roles_names_each_role_with_its_part_of_the_district(phone, db,
     await grant_role(db, person.id, Role.GRID_WORKER, "G1", Actor.operator("cli:test"), clock.now())
     shown = (await phone.text("o_roles", "我的角色")).text
     assert "1. 楼片长 · 1号楼（B1）" in shown and "2. 网格员 · 第一网格（G1）" in shown
+
+
+async def test_only_an_admin_or_the_operator_grants_and_revokes_roles(db, district, clock):
+    staff = await make_resident(db, "o_staff_g", district.buildings["B1"])
+    person = await make_resident(db, "o_person_g", district.buildings["B1"])
+    await grant_role(db, staff.id, Role.COMMUNITY_STAFF, "C1", Actor.operator("cli:test"), clock.now())
+    for refused in (await actor_for(db, staff.id), await actor_for(db, person.id)):
+        with pytest.raises(RoleError, match="只有管理员"):
+            await grant_role(db, person.id, Role.BUILDING_LEADER, "B1", refused, clock.now())
+        with pytest.raises(RoleError, match="只有管理员"):
+            await revoke_role(db, staff.id, Role.COMMUNITY_STAFF, "C1", refused, clock.now())
+    assert await active_grants(db, person.id) == []
+
+    admin = await make_resident(db, "o_admin_g", district.buildings["B1"])
+    await grant_role(db, admin.id, Role.ADMIN, None, Actor.operator("cli:test"), clock.now())
+    granted = await grant_role(db, person.id, Role.BUILDING_LEADER, "B1", await actor_for(db, admin.id), clock.now())
+    assert granted.granted_by == f"resident:{admin.id}"

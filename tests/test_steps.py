@@ -3,6 +3,8 @@ that uses it (resident 反映, leader 代报, staff 改类) and lands on the sam
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from handlers.steps import CATEGORY_HEAD
@@ -22,7 +24,8 @@ async def _walk_the_picker(phone, openid: str, categories: str, heading: str) ->
     """Wrong answers, 0 back, then 城市建设 → 供水排水; returns the reply after the sub-item is chosen."""
     assert heading in categories and "1. 居住环境" in categories and "0. 返回大类" not in categories
     wrong = (await phone.text(openid, "12")).text
-    assert wrong == "请回复 1-8 的数字。\n\n" + categories  # a hint and the same question
+    lines = len(re.findall(r"(?m)^\d+\. ", categories))  # 8 大类, and 其他/未分类 for residents
+    assert wrong == f"请回复 1-{lines} 的数字。\n\n" + categories  # a hint and the same question
     assert (await phone.text(openid, "城建")).text == wrong
     items = (await phone.text(openid, number_of(categories, "城市建设"))).text
     assert items.startswith("「城市建设」下请选择具体问题：\n1. ") and items.endswith("\n0. 返回大类")

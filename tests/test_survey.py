@@ -10,6 +10,7 @@ from storage.actor import Actor
 from storage.classifier import default_classifier
 from storage.outbox import OutboxMessage
 from storage.survey import (
+    SurveyAnswer,
     SurveyError,
     SurveySample,
     allocate,
@@ -91,25 +92,29 @@ async def test_a_tampered_sample_fails_verification(db, clock, district):
     assert not await verify_sample(db, survey.id)
 
 
-async def test_sampled_resident_answers_in_chat_and_a_low_score_with_a_comment_becomes_a_need(db, clock, district,
-                                                                                              phone):
+async def test_sampled_resident_answers_in_chat_and_turns_the_comment_into_a_need_by_choice(db, clock, district,
+                                                                                           phone):
     _d, people = district
     default_classifier().warm_up()  # jieba loads once, not inside a 4-second reply window
     survey, _ = await start_survey(db, per_community=18, seed=3, actor=CLI, now=clock.now())
     resident = people["g2_1"]
     reply = (await phone.text(resident.openid, "问卷")).text
-    assert "1/2" in reply and "大海阳社区" in reply
+    assert "1/2" in reply and "大海阳社区" in reply and "匿名" in reply
     assert "请回复1到5的数字" in (await phone.text(resident.openid, "很好")).text
     assert "2/2 您对所在网格（第二网格）" in (await phone.text(resident.openid, "2")).text
     assert "回复 0 跳过" in (await phone.text(resident.openid, "4")).text
-    done = (await phone.text(resident.openid, "小区垃圾桶经常满了没人清运")).text
-    assert "问卷已提交" in done and "转为诉求" in done
+    choice = (await phone.text(resident.openid, "小区垃圾桶经常满了没人清运")).text
+    assert "1. 仅作匿名意见" in choice and "2. 转为诉求（将记录您的姓名和电话" in choice
+    done = (await phone.text(resident.openid, "2")).text
+    assert "问卷已提交" in done and "已转为诉求" in done
     async with db.read() as s:
         sample = (await s.exec(select(SurveySample).where(SurveySample.resident_id == resident.id))).one()
-        need = await s.get(needs.Need, sample.need_id)
-    assert (sample.overall, sample.grid_score) == (2, 4)
-    assert need.community_id == resident.community_id and need.reporter_id == resident.id
-    assert "垃圾桶" in need.text and need.status == needs.NeedStatus.REPORTED
+        need = (await s.exec(select(needs.Need).where(needs.Need.reporter_id == resident.id))).one()
+        answer = (await s.exec(select(SurveyAnswer).where(SurveyAnswer.grid_id == sample.grid_id))).one()
+    assert sample.answered_at is not None
+    assert (answer.overall, answer.grid_score, answer.comment) == (2, 4, None)  # the comment went to the need only
+    assert need.ticket in done and need.community_id == resident.community_id
+    assert "垃圾桶" in need.text and need.status == needs.NeedStatus.REPORTED and need.item_code == "JZ-02"
     assert "没有待填写的问卷" in (await phone.text(resident.openid, "问卷")).text
 
     # A happy answer with no comment: no need. An unsampled resident: no survey.
@@ -117,7 +122,7 @@ async def test_sampled_resident_answers_in_chat_and_a_low_score_with_a_comment_b
     await phone.text(happy.openid, "问卷")
     await phone.text(happy.openid, "5")
     await phone.text(happy.openid, "5")
-    assert "转为诉求" not in (await phone.text(happy.openid, "0")).text
+    assert (await phone.text(happy.openid, "0")).text == "问卷已提交，感谢您的评价！"
     assert "没有待填写的问卷" in (await phone.text("o_unbound_0", "问卷")).text
 
     with pytest.raises(SurveyError, match="已经提交过"):

@@ -81,6 +81,7 @@ from storage.consultation.sessions import (
     ensure_session,
     get_defaults,
     move_session,
+    queue_change_notices,
     set_defaults,
 )
 from storage.consultation.topics import my_topics, open_needs_of, propose_topic, session_topics
@@ -102,6 +103,7 @@ __all__ = [
     "create_upcoming_sessions", "create_upcoming_sessions_for", "draft_agenda", "due_reminders", "edit_session",
     "ensure_session", "get_defaults", "get_session", "latest_session", "list_sessions", "minutes_refusal",
     "move_session", "my_booking", "my_topics", "need_candidates", "next_session", "normalise_code", "open_needs_of",
-    "outcome_text", "promoted_text", "propose_topic", "publish_minutes", "record_outcome", "session_topics",
+    "outcome_text", "promoted_text", "propose_topic", "publish_minutes", "queue_change_notices", "record_outcome",
+    "session_topics",
     "session_view", "set_defaults", "staff_communities", "upcoming_sessions_for", "when_text",
 ]

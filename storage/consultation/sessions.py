@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from storage.actor import Actor
-from storage.broadcast import AudienceKind, create_system_broadcast
+from storage.broadcast import AudienceKind, Broadcast, BroadcastStatus, create_system_broadcast, enqueue_batch
 from storage.clock import QuietHours, local
 from storage.consultation.bookings import _booked_count, _promote
 from storage.consultation.common import MEETING_DAY, TZ, ConsultationError, _check_staff, _lock_session, when_text
@@ -179,6 +179,14 @@ async def edit_session(db: Database, session_id: int, actor: Actor, now: dt.date
         return session
 
 
+def _move_key(session_id: int, starts_at: dt.datetime) -> str:
+    return f"cs:{session_id}:move:{int(starts_at.timestamp())}"
+
+
+def _cancel_key(session_id: int) -> str:
+    return f"cs:{session_id}:cancel"
+
+
 async def move_session(db: Database, session_id: int, starts_at: dt.datetime, actor: Actor,
                        now: dt.datetime) -> ConsultationSession:
     """改期: a new start; everyone booked or waitlisted is told. Reminders follow the new date."""
@@ -200,7 +208,7 @@ async def move_session(db: Database, session_id: int, starts_at: dt.datetime, ac
         text = (f"【议事改期】原定{when_text(old)}的社区议事改到{when_text(starts_at)}，地点：{session.venue}。\n"
                 "您的预约和签到码不变。如不能参加，请回复「议事」取消预约。")
         await create_system_broadcast(
-            s, f"cs:{session_id}:move:{int(starts_at.timestamp())}", NoticeKind.CONSULTATION,
+            s, _move_key(session_id, starts_at), NoticeKind.CONSULTATION,
             AudienceKind.SESSION_ALL, [session_id], "议事预约居民（改期通知）", text, now, urgent=True,
         )
         return session
@@ -223,7 +231,31 @@ async def cancel_session(db: Database, session_id: int, reason: str, actor: Acto
         text = (f"【议事取消】{when_text(session.starts_at)}的社区议事取消了。\n原因：{reason[:200]}\n"
                 "给您带来不便，敬请谅解。")
         await create_system_broadcast(
-            s, f"cs:{session_id}:cancel", NoticeKind.CONSULTATION, AudienceKind.SESSION_ALL, [session_id],
+            s, _cancel_key(session_id), NoticeKind.CONSULTATION, AudienceKind.SESSION_ALL, [session_id],
             "议事预约居民（取消通知）", text, now, urgent=True,
         )
         return session
+
+
+NOTICE_BATCHES = 10  # a session's audience is at most its capacity (≤1000): two batches of the broadcast job
+
+
+async def queue_change_notices(
+    db: Database, session_id: int, now: dt.datetime, *, moved_to: dt.datetime | None = None
+) -> str | None:
+    """Write the outbox rows of a move (`moved_to`: the new start) or a cancellation now, rather than at the
+    broadcast job's next run, so the staff who made it can be told how many were reached. Returns the prefix
+    of those rows' keys (storage.outbox.delivery_counts), None if there is no such notice. Safe beside the job:
+    each batch locks the broadcast and goes on from its cursor."""
+    key = _move_key(session_id, moved_to) if moved_to is not None else _cancel_key(session_id)
+    async with db.read() as s:
+        broadcast_id = (await s.exec(select(Broadcast.id).where(Broadcast.dedup_key == key))).first()
+    if broadcast_id is None:
+        return None
+    for _ in range(NOTICE_BATCHES):
+        await enqueue_batch(db, broadcast_id, now)
+        async with db.read() as s:
+            row = await s.get(Broadcast, broadcast_id)
+        if row is None or row.enqueued_at is not None or row.status == BroadcastStatus.CANCELLED:
+            break
+    return f"bc:{broadcast_id}:"

@@ -10,6 +10,7 @@ from sqlmodel import select
 
 from storage import workdays
 from storage.actor import Actor
+from storage.classifier import labelled_example
 from storage.clock import local
 from storage.db import Database
 from storage.needs.deadlines import default_resolve_by, feedback_due, format_date
@@ -114,6 +115,7 @@ async def reclassify_need(db: Database, actor: Actor, ticket: str, item_code: st
                                note=f"分类由 {before_code} 改为 {item.label}")
         s.add(audit_entry(now, actor.name, "need.reclassify", "need", need.ticket,
                           before=before_code, after=item.code))
+        s.add(labelled_example(need.text, before_code, item.code, now))  # what the classifier learns from
     return need
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import or_, update
@@ -22,11 +23,17 @@ from storage.needs.deadlines import respond_due
 from storage.needs.events import _record
 from storage.needs.model import (
     DUPLICATE_WINDOW,
+    MAX_PHOTOS,
     MAX_TEXT,
+    MAX_VOICES,
     OPEN_STATUSES,
+    UNCLASSIFIED,
+    UNCLASSIFIED_CATEGORY,
+    UNCLASSIFIED_TIER,
     Need,
     NeedError,
     NeedFollower,
+    NeedMedia,
     NeedTicketCounter,
 )
 from storage.needs.notices import _clip, _followers, _outbox, summary_line
@@ -44,11 +51,43 @@ SURVEY_FALLBACK_ITEM = "PB-04"  # when the classifier finds nothing; staff corre
 
 
 @dataclass(frozen=True)
+class MediaRef:
+    """A photo or voice a resident sent while reporting: WeChat's media id, valid 3 days from `received_at`."""
+
+    kind: str  # image | voice
+    media_id: str
+    received_at: dt.datetime
+    pic_url: str | None = None
+    recognition: str | None = None
+
+
+@dataclass(frozen=True)
 class Attachments:
     photo_url: str | None = None
     latitude: float | None = None
     longitude: float | None = None
     location_label: str | None = None
+    media: tuple[MediaRef, ...] = ()
+
+
+def media_token() -> str:
+    """The secret in a media link: 24 random bytes, so nobody finds a photo by trying or counting."""
+    return secrets.token_urlsafe(24)
+
+
+def _add_media(s, need: Need, media: tuple[MediaRef, ...], now: dt.datetime) -> None:
+    if sum(m.kind == "image" for m in media) > MAX_PHOTOS:
+        raise NeedError(f"照片最多{MAX_PHOTOS}张。")
+    if sum(m.kind == "voice" for m in media) > MAX_VOICES:
+        raise NeedError(f"语音最多{MAX_VOICES}段。")
+    for ref in media:
+        if ref.kind not in ("image", "voice") or not ref.media_id:
+            raise NeedError("附件只能是照片或语音。")
+        # next_try_at = now: the downloader (fetch_due_media) copies it on its next run.
+        s.add(NeedMedia(need_id=need.id, kind=ref.kind, media_id=ref.media_id[:128],
+                        pic_url=(ref.pic_url or None) and ref.pic_url[:512],
+                        recognition=(ref.recognition or None) and ref.recognition[:MAX_TEXT],
+                        received_at=ref.received_at, token=media_token(), next_try_at=now))
 
 
 async def _next_ticket(s, db: Database, now: dt.datetime) -> str:
@@ -85,15 +124,19 @@ async def _create(
         raise NeedError("请用一句话描述您要反映的问题。")
     if len(text) > MAX_TEXT:
         raise NeedError(f"内容太长了，请精简到{MAX_TEXT}字以内。")
-    item = taxonomy.get(item_code)
-    if item is None:
-        raise NeedError(f"没有分类代码 {item_code}。")
+    if item_code == UNCLASSIFIED:  # 其他/未分类: staff give it a code at triage
+        code, category, tier = UNCLASSIFIED, UNCLASSIFIED_CATEGORY, UNCLASSIFIED_TIER
+    else:
+        item = taxonomy.get(item_code)
+        if item is None:
+            raise NeedError(f"没有分类代码 {item_code}。")
+        code, category, tier = item.code, item.category, item.default_tier.value
     need = Need(
         ticket=await _next_ticket(s, db, now),
         text=text,
-        item_code=item.code,
-        category=item.category,
-        tier=item.default_tier.value,
+        item_code=code,
+        category=category,
+        tier=tier,
         reporter_id=reporter_id,
         filed_by_id=filed_by_id,
         contact_name=contact_name,
@@ -108,7 +151,7 @@ async def _create(
         location_label=attachments.location_label,
         created_at=now,
         updated_at=now,
-        respond_by=respond_due(taxonomy, item.default_tier.value, now),
+        respond_by=respond_due(taxonomy, tier, now),
     )
     s.add(need)
     await s.flush()
@@ -116,6 +159,7 @@ async def _create(
         s.add(NeedFollower(need_id=need.id, resident_id=reporter_id, role="reporter", created_at=now))
     if filed_by_id is not None and filed_by_id != reporter_id:
         s.add(NeedFollower(need_id=need.id, resident_id=filed_by_id, role="filer", created_at=now))
+    _add_media(s, need, attachments.media, now)
     await s.flush()
     return need
 

@@ -84,6 +84,11 @@ STAFF_NOTICE_LIMIT = 20  # at most this many staff are told of one escalation or
 TICKET_RE = re.compile(r"^(\d{8})-?(\d{4,})$")
 NOT_TRIAGED = "诉求 {ticket} 还没有分流定级，请先「分流 {ticket} A/B/C」。"
 MERGE_CANDIDATES = 5  # open needs of the same sub-item offered as merge targets
+# 其他/未分类: a resident who finds no sub-item that fits files the need without a code; staff give it one at
+# triage (改类). Its tier starts at B so its first-response clock is the ordinary one, not the fastest or slowest.
+UNCLASSIFIED = ""
+UNCLASSIFIED_CATEGORY = "未分类"
+UNCLASSIFIED_TIER = "B"
 
 
 class NeedError(Exception):
@@ -193,3 +198,41 @@ class NeedTicketCounter(SQLModel, table=True):
 
     day: str = Field(primary_key=True, max_length=8)
     last: int = 0
+
+
+class MediaStatus(enum.StrEnum):
+    PENDING = "pending"  # received; not yet copied out of WeChat
+    STORED = "stored"  # in the media store (storage/media.py): staff open it by its link
+    EXPIRED = "expired"  # not copied in time: WeChat keeps a message's media 3 days, or no longer knows the id
+
+
+MAX_PHOTOS = 9  # photos kept per need; a tenth is refused in the chat
+MAX_VOICES = 5  # voices kept per need (their words, when WeChat recognised them, join the need's text)
+MEDIA_VALIDITY = dt.timedelta(days=3)  # WeChat's temporary media (a message's photo or voice) lives this long
+
+
+class NeedMedia(SQLModel, table=True):
+    """A photo or voice message that came with a need: WeChat's media id until it is copied into the media store,
+    then the store's key. `token` is the secret part of the staff's link (`/media/<token>`): random, never the
+    row id, so links cannot be guessed by counting."""
+
+    __tablename__ = "need_media"
+    # The downloader's scan: status = pending AND next_try_at <= now, oldest first.
+    __table_args__ = (Index("ix_need_media_status_next_try_at", "status", "next_try_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    need_id: int = Field(foreign_key="need.id", index=True)
+    kind: str = Field(max_length=8)  # image | voice
+    media_id: str = Field(max_length=128)
+    pic_url: str | None = Field(default=None, max_length=512)
+    recognition: str | None = Field(default=None, max_length=MAX_TEXT)  # a voice's words, as WeChat heard them
+    received_at: dt.datetime  # when WeChat got it: its 3 days count from here
+    token: str = Field(max_length=48, unique=True)
+    status: str = Field(default=MediaStatus.PENDING.value, max_length=16)
+    attempts: int = 0
+    next_try_at: dt.datetime | None = None
+    stored_key: str | None = Field(default=None, max_length=256)
+    content_type: str | None = Field(default=None, max_length=64)
+    size: int | None = None  # bytes
+    stored_at: dt.datetime | None = None
+    error: str | None = Field(default=None, max_length=MAX_NOTE)
