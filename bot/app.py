@@ -13,8 +13,12 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from bot.config import Settings, use_settings
+from bot.console import PREFIX as CONSOLE_PREFIX
+from bot.console import ConsoleDeps, console_app
 from bot.gateway import Gateway
 from bot.menu import sync_tags
+from bot.metrics import Metrics, metrics_routes
+from bot.open311 import Open311
 from bot.push import Sender, show_waiting_notices
 from bot.wechat_api import INVALID_MEDIA_ID, WeChatAPIError, WeChatClient
 from handlers import ROUTERS
@@ -76,10 +80,13 @@ async def build_bot(
         raise SchemaOutOfDate("数据库结构不是最新，请先运行 steward db upgrade。")
     kv = kv or open_store(settings.redis_url, settings.redis_prefix, settings.redis_limits)
     clock = clock or Clock(settings.timezone)
-    wechat = WeChatClient(settings.wechat_appid, settings.wechat_secret, settings.wechat_api_base, kv)
+    metrics = Metrics()  # this app's own registry: a test process builds many apps
+    metrics.watch(db=db, kv=kv)
+    wechat = WeChatClient(settings.wechat_appid, settings.wechat_secret, settings.wechat_api_base, kv,
+                          metrics=metrics)
     sender = Sender.from_settings(settings, db, kv, wechat, clock)
     services: dict = {"wechat": wechat, "kv": kv, "sender": sender, "media": open_media_store(settings),
-                      "media_fetch": _media_fetcher(wechat)}
+                      "media_fetch": _media_fetcher(wechat), "metrics": metrics}
     services["menu_tags"] = functools.partial(sync_tags, db, wechat)  # the scheduler's menu.sync_tags job
     engine = Engine(ROUTERS, db, kv, clock, settings, services)
 
@@ -115,7 +122,7 @@ async def build_bot(
                     return
                 await asyncio.sleep(1.0 * (attempt + 1))
 
-    gateway = Gateway(settings, engine, kv, db, late_reply, reply_deadline=reply_deadline)
+    gateway = Gateway(settings, engine, kv, db, late_reply, reply_deadline=reply_deadline, metrics=metrics)
     return Bot(settings, db, kv, clock, wechat, engine, gateway, services)
 
 
@@ -168,7 +175,17 @@ def make_app(bot: Bot) -> web.Application:
     app[BOT_KEY] = bot
     app.add_routes(bot.gateway.routes())
     app.add_routes([web.get("/media/{token}", serve_media)])
+    if bot.settings.console:
+        mount_console(app, bot)
+    app.add_routes(Open311(bot.settings, bot.db, bot.clock).routes())
+    app.add_routes(metrics_routes(bot.services["metrics"], bot.settings.metrics_token))
     return app
+
+
+def mount_console(app: web.Application, bot: Bot) -> None:
+    """The staff console (bot/console/) under /console, on the bot's own database, store, clock and media."""
+    deps = ConsoleDeps(bot.settings, bot.db, bot.kv, bot.clock, bot.services["media"])
+    app.add_subapp(CONSOLE_PREFIX, console_app(deps))
 
 
 def _media_fetcher(wechat: WeChatClient):
@@ -217,6 +234,7 @@ SCHEDULER_KEY = web.AppKey("scheduler", SchedulerRunner)
 def start_scheduler(bot: Bot) -> SchedulerRunner:
     """Start the job runner (every registered job, and the prompt outbox drain) inside a running event loop."""
     runner = SchedulerRunner(job_context(bot))
+    bot.services["metrics"].watch(runner=runner)
     runner.start()
     return runner
 

@@ -28,6 +28,8 @@ FEATURE_COMMANDS = [
     "bot.cli_points",
     "bot.cli_review",
     "bot.cli_classifier",
+    "bot.cli_console",
+    "bot.cli_stats",
 ]
 
 
@@ -64,7 +66,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
         log.info("steward serving on http://%s:%s/wechat (%s, state: %s)", settings.host, settings.port, mode, state)
         return app
 
-    web.run_app(app_factory(), host=settings.host, port=settings.port, print=None, access_log=None)
+    def run() -> None:
+        web.run_app(app_factory(), host=settings.host, port=settings.port, print=None, access_log=None,
+                    reuse_port=args.workers > 1)
+
+    if args.workers <= 1:
+        run()
+        return
+    if not settings.redis_url:
+        raise ConfigError("--workers 需要 Redis（STEWARD_REDIS_URL）：多个进程要共享会话状态、锁和去重记录。")
+    from bot.workers import serve_workers
+
+    sys.exit(serve_workers(run, args.workers, settings.host, settings.port))
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> None:
@@ -121,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--no-scheduler", action="store_true", help="run the jobs in a separate `steward scheduler`")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="N processes on one port (SO_REUSEPORT; needs Redis; see bot/workers.py)")
     serve.add_argument("--clock-offset", type=clock_offset, metavar="3d",
                        help="dev only (loopback): run the bot's clock this far ahead (3d, 12h, 2天)")
     serve.set_defaults(func=cmd_serve)

@@ -13,6 +13,7 @@ from typing import Any
 from sqlmodel import select
 
 from bot.config import Settings, load_settings, use_settings
+from bot.logging_setup import install_request_ids
 from storage import migrate
 from storage.actor import Actor
 from storage.clock import Clock
@@ -47,6 +48,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if changes:
         settings = settings.replace(**changes)
     use_settings(settings)
+    if settings.log_format == "json":  # the command's stderr lines become JSON objects from here on
+        install_request_ids(json_lines=True)
     return settings
 
 

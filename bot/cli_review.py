@@ -8,8 +8,10 @@
   steward survey verify <id>
   steward survey report <id>
   steward survey comments <id>
-  steward project list --community C1 [--status published]
+  steward project list --community C1 [--status 待验收|awaiting_accept|…]
   steward project show <id>
+  steward project accept <id> [--note 意见]
+  steward project return <id> --reason 原因
 """
 
 from __future__ import annotations
@@ -18,20 +20,24 @@ import argparse
 import datetime as dt
 import secrets
 
-from sqlmodel import col, select
-
 from bot.cli_common import cli_clock, cli_operator, cli_settings, community_by_code, database, run
 from storage.clock import local
 from storage.db import Database
 from storage.exports import csv_text
 from storage.projects import (
     STATUS_LABELS,
-    Project,
+    UPDATE_LABELS,
     ProjectError,
+    ProjectStatus,
+    accept_project,
     agreement_of,
     deadline_text,
     get_project,
     project_card,
+    project_need_ids,
+    projects_of,
+    return_project,
+    status_from_word,
     unit_names,
     updates_of,
 )
@@ -124,15 +130,23 @@ async def survey_comments_show(db: Database, now: dt.datetime, args: argparse.Na
     return "\n".join(lines) or f"问卷 {args.id} 还没有意见。"
 
 
+PROJECT_STATUS_CHOICES = "、".join(f"{label}（{value}）" for value, label in STATUS_LABELS.items())
+
+
+def parse_project_status(word: str) -> str:
+    """A `--status` word, Chinese or English; SystemExit with one sentence listing the choices otherwise."""
+    status = status_from_word(word)
+    if status is None:
+        raise SystemExit(f"没有「{word.strip()}」这个项目状态，可选：{PROJECT_STATUS_CHOICES}。")
+    return status
+
+
 async def project_list(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
     community = await community_by_code(db, args.community, or_name=True)
-    query = select(Project).where(Project.community_id == community.id)
-    if args.status:
-        query = query.where(Project.status == args.status)
-    async with db.read() as s:
-        rows = list((await s.exec(query.order_by(col(Project.id)).limit(MAX_LIST))).all())
+    status = parse_project_status(args.status) if args.status else None
+    rows = await projects_of(db, community.id, status=status, limit=MAX_LIST)
     names = await unit_names(db, [p.unit_id for p in rows if p.unit_id])
-    cells = [[p.id, p.title, STATUS_LABELS[p.status], names.get(p.unit_id, ""), p.deadline] for p in rows]
+    cells = [[p.id, p.title, p.status_label, names.get(p.unit_id, ""), p.deadline] for p in rows]
     return csv_text(cells, ["编号", "名称", "状态", "承接单位", "期限"]).rstrip("\n")
 
 
@@ -147,9 +161,24 @@ async def project_show(db: Database, now: dt.datetime, args: argparse.Namespace)
         how = "接单" if agreement.via == "claim" else "指派"
         lines.append(f"服务项目书：{how}于 {local(agreement.signed_at):%Y-%m-%d %H:%M}，"
                      f"期限 {deadline_text(agreement.deadline)}")
+    if project.submitted_at:
+        lines.append(f"报完成：{local(project.submitted_at):%Y-%m-%d %H:%M}")
+    if project.status == ProjectStatus.COMPLETED and project.completed_at:
+        lines.append(f"验收通过：{local(project.completed_at):%Y-%m-%d %H:%M}")
     for u in await updates_of(db, project.id, limit=20):
-        lines.append(f"  {local(u.at):%Y-%m-%d %H:%M} [{u.kind}] {u.text}")
+        lines.append(f"  {local(u.at):%Y-%m-%d %H:%M} 【{UPDATE_LABELS.get(u.kind, '记录')}】{u.text}")
     return "\n".join(lines)
+
+
+async def project_accept(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    project = await accept_project(db, args.id, actor=cli_operator(), now=now, note=args.note or "")
+    resolved = "相关诉求已办结，" if await project_need_ids(db, project.id) else ""
+    return f"项目 {project.id}「{project.title}」验收通过，已完成；{resolved}承接单位和居民已通知。"
+
+
+async def project_return(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
+    project = await return_project(db, args.id, actor=cli_operator(), reason=args.reason, now=now)
+    return f"项目 {project.id}「{project.title}」已退回整改，承接单位和居民已收到原因。"
 
 
 async def run_command(db: Database, now: dt.datetime, args: argparse.Namespace) -> str:
@@ -207,8 +236,16 @@ def register(subparsers) -> None:
     sub = project.add_subparsers(dest="project_command", required=True)
     p = sub.add_parser("list", help="a community's projects")
     p.add_argument("--community", required=True)
-    p.add_argument("--status", choices=sorted(STATUS_LABELS))
+    p.add_argument("--status", help="状态（中文或英文）：" + PROJECT_STATUS_CHOICES)
     p.set_defaults(func=_run, action=project_list)
     p = sub.add_parser("show", help="one project with its agreement and updates")
     p.add_argument("id", type=int)
     p.set_defaults(func=_run, action=project_show)
+    p = sub.add_parser("accept", help="验收通过 (accept a project its unit reported done)")
+    p.add_argument("id", type=int)
+    p.add_argument("--note", help="验收意见")
+    p.set_defaults(func=_run, action=project_accept)
+    p = sub.add_parser("return", help="验收退回 (send it back to the unit with the reason)")
+    p.add_argument("id", type=int)
+    p.add_argument("--reason", required=True, help="退回原因，告知承接单位")
+    p.set_defaults(func=_run, action=project_return)

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from bot.config import Settings
+from bot.logging_setup import new_request_id
+from bot.metrics import Metrics
 from bot.protocol import (
     MAX_BODY,
     MAX_CLOCK_SKEW,
@@ -60,7 +62,9 @@ class Gateway:
         db: Database,
         late_reply: LateReply,
         reply_deadline: float = 4.0,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.settings = settings
         self.engine = engine
         self.kv = kv
@@ -100,6 +104,9 @@ class Gateway:
 
     async def receive(self, request: web.Request) -> web.Response:
         started = time.monotonic()
+        # Every log line about this message, its handler's and its late reply's (tasks copy the context), and
+        # nothing else: aiohttp runs each request in a task of its own.
+        new_request_id()
         try:
             check_request(self.settings.wechat_token, request.query)
         except Forbidden:
@@ -159,10 +166,14 @@ class Gateway:
         try:
             claimed = await self.kv.set_if_absent(key, PENDING, SEEN_TTL)
             if not claimed:
-                return await self._await_first_reply(key, deadline)
+                reply = await self._await_first_reply(key, deadline)
+                self.metrics.dedup_hits.inc()
+                self._count(msg, "duplicate", started)
+                return reply
         except StoreUnavailable as exc:
             # Without the dedup key a WeChat retry could run the step twice: take nothing on.
             log.warning("message %s refused, state store away: %s", msg.dedup_key, exc)
+            self._count(msg, "busy", started)
             return BUSY_REPLY
         task = asyncio.create_task(self._handle(msg))
         self._background.add(task)
@@ -172,13 +183,21 @@ class Gateway:
         if not done:
             task.add_done_callback(lambda t: self._send_late(msg, t))
             await self._remember(key, LATE)
+            self.metrics.fallbacks.inc()
+            self._count(msg, "late", started)
             return ""
         text = task.result()  # _handle never raises
         if isinstance(text, NotDone):
             await self._forget(key)  # a later delivery of this message is tried afresh
+            self._count(msg, "not_done", started)
         else:
             await self._remember(key, text or "")
+            self._count(msg, "replied" if text else "silent", started)
         return text
+
+    def _count(self, msg: InboundMessage, outcome: str, started: float) -> None:
+        self.metrics.messages.labels(type=msg.type, outcome=outcome).inc()
+        log.info("message type=%s outcome=%s ms=%d", msg.type, outcome, (time.monotonic() - started) * 1000)
 
     async def _await_first_reply(self, key: str, deadline: float) -> str:
         while time.monotonic() < deadline:
@@ -191,6 +210,10 @@ class Gateway:
         return ""
 
     async def _handle(self, msg: InboundMessage) -> str:
+        with self.metrics.handler_seconds.time():
+            return await self._handle_timed(msg)
+
+    async def _handle_timed(self, msg: InboundMessage) -> str:
         if msg.type in UNUSABLE_TYPES:
             return UNUSABLE_REPLY
         try:

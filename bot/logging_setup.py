@@ -8,8 +8,11 @@ whatever in its message, reaches the handler as 138****5678.
 
 from __future__ import annotations
 
+import contextvars
+import json
 import logging
 import re
+import uuid
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -61,6 +64,61 @@ def install_phone_mask(*handlers: logging.Handler) -> None:
             handler.addFilter(PhoneMaskFilter())
 
 
+# The inbound message a line was written for (bot/gateway.py sets it per request; tasks inherit it).
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("steward_request_id", default=None)
+
+
+def new_request_id() -> str:
+    """A fresh id for the message being handled in this context (and the tasks it starts)."""
+    value = uuid.uuid4().hex[:12]
+    request_id.set(value)
+    return value
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the request id of the message it was written for (None outside one), at the
+    moment it is logged: a handler that formats later, in another thread, still has it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id.get()
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """FORMAT, then ` request_id=…` when the line belongs to a message: one grep finds all of a message's lines."""
+
+    def __init__(self) -> None:
+        super().__init__(FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        rid = getattr(record, "request_id", None)
+        return f"{line} request_id={rid}" if rid else line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (STEWARD_LOG_FORMAT=json, for a log shipper): ts, level, logger, request_id,
+    msg, exc. Masked again as a whole, so no field can carry a full phone number."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                 "request_id": getattr(record, "request_id", None), "msg": record.getMessage()}
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        return mask_phones(json.dumps(entry, ensure_ascii=False))
+
+
+def install_request_ids(*handlers: logging.Handler, json_lines: bool = False) -> None:
+    """Put the request id on these handlers' lines (default: the root logger's), as text or JSON lines."""
+    for handler in handlers or tuple(logging.getLogger().handlers):
+        if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
+            handler.addFilter(RequestIdFilter())
+        handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """The `steward` command's logging: INFO lines on stderr, phone numbers masked, chatty libraries quiet."""
     logging.basicConfig(level=level, format=FORMAT)
@@ -69,3 +127,4 @@ def configure_logging(level: int = logging.INFO) -> None:
     for noisy in ("alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     install_phone_mask()
+    install_request_ids()

@@ -7,12 +7,14 @@ own would keep knocking each other's tokens out.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
 
+from bot.metrics import Metrics
 from storage.kv import KeyValueStore, LockTimeout
 
 INVALID_TOKEN = 40001
@@ -74,7 +76,9 @@ class WeChatClient:
         *,
         timeout: float = 5.0,
         session: aiohttp.ClientSession | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics  # errors by code, send latency (bot/metrics.py); None: not counted
         self.appid = appid
         self._secret = secret
         self.base_url = base_url.rstrip("/")
@@ -157,6 +161,22 @@ class WeChatClient:
     async def _request(
         self, method: str, path: str, params: dict[str, str], payload: dict[str, Any] | None = None
     ) -> dict[str, Any]:
+        try:
+            data = await self._exchange(method, path, params, payload)
+        except WeChatAPIError as exc:
+            self._count(exc.errcode)
+            raise
+        if data.get("errcode"):
+            self._count(data["errcode"])
+        return data
+
+    def _count(self, errcode: Any) -> None:
+        if self.metrics is not None:
+            self.metrics.wechat_errors.labels(code=str(errcode)).inc()
+
+    async def _exchange(
+        self, method: str, path: str, params: dict[str, str], payload: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         # WeChat shows \u escapes literally, so Chinese must go out as real UTF-8.
         body = None if payload is None else json.dumps(payload, ensure_ascii=False).encode("utf-8")
         try:
@@ -210,7 +230,8 @@ class WeChatClient:
     async def send_text(self, openid: str, text: str) -> dict[str, Any]:
         """A customer-service text message; only allowed within 48 h of the user's last message (else 45015)."""
         payload = {"touser": openid, "msgtype": "text", "text": {"content": text}}
-        return await self._call("POST", "/cgi-bin/message/custom/send", payload)
+        with self._timed("text"):
+            return await self._call("POST", "/cgi-bin/message/custom/send", payload)
 
     async def send_template(
         self, openid: str, template_id: str, data: dict[str, str], url: str | None = None
@@ -223,7 +244,11 @@ class WeChatClient:
         }
         if url:
             payload["url"] = url
-        return await self._call("POST", "/cgi-bin/message/template/send", payload)
+        with self._timed("template"):
+            return await self._call("POST", "/cgi-bin/message/template/send", payload)
+
+    def _timed(self, channel: str):
+        return self.metrics.send_seconds.labels(channel=channel).time() if self.metrics else contextlib.nullcontext()
 
     async def get_media(self, media_id: str) -> tuple[bytes, str]:
         """A temporary media file (a message's photo or voice, kept by WeChat 3 days): (bytes, content type).
@@ -241,6 +266,16 @@ class WeChatClient:
 
     async def _media_answer(self, path: str, token: str, media_id: str) -> tuple[bytes, str] | dict[str, Any]:
         """The file, or WeChat's JSON answer (an error) as a dict."""
+        try:
+            answer = await self._media_exchange(path, token, media_id)
+        except WeChatAPIError as exc:
+            self._count(exc.errcode)
+            raise
+        if isinstance(answer, dict) and answer.get("errcode"):
+            self._count(answer["errcode"])
+        return answer
+
+    async def _media_exchange(self, path: str, token: str, media_id: str) -> tuple[bytes, str] | dict[str, Any]:
         status, content_type, raw = await self._download(path, {"access_token": token, "media_id": media_id})
         if status >= 500 or status == 429:
             raise WeChatTransientError(SYSTEM_BUSY, f"{path}: HTTP {status}")

@@ -6,6 +6,7 @@ from handlers import (
     binding,
     broadcast,
     claims,
+    console_link,
     consultation,
     deliveries,
     leader,
@@ -15,6 +16,7 @@ from handlers import (
     projects,
     review,
     staff,
+    stats,
     survey,
 )
 
@@ -24,3 +26,5 @@ ROUTERS += [projects.router, review.router, survey.router]
 ROUTERS += [consultation.router, broadcast.router]
 ROUTERS += [points.router, activities.router]
 ROUTERS += [deliveries.router]
+ROUTERS += [stats.router]
+ROUTERS += [console_link.router]

@@ -1,8 +1,9 @@
 """Building leaders (楼片长) and grid workers (网格员): 代报 on behalf of a resident, 楼栋诉求 for their area.
 
 代报 flow: who (room, phone, or 姓名+手机号 for someone not bound) → [pick among matches / the building] → the
-text (pasted or forwarded) → the proposed sub-item (1 是 / 2 选择) → a similar open need nearby is offered
-instead (1 代为附议 / 2 仍然新建) → summary → 1 提交.
+text (pasted or forwarded) → the proposed sub-item (1 是 / 2 选择) → similar open needs of the community, nearest
+first and each with where it is, are offered instead (one: 1 代为附议 / 2 仍然新建; several: a numbered list ending
+with 仍然新建) → summary → 1 提交.
 """
 
 from __future__ import annotations
@@ -10,15 +11,14 @@ from __future__ import annotations
 import re
 
 from handlers.framework import Context, Router
-from handlers.needs import summary_line_text
-from handlers.steps import pick_subitem
+from handlers.needs import SIMILAR_HEAD, lone_twin, summary_line_text, twin_labels
+from handlers.steps import pick_one, pick_subitem
 from storage.classifier import default_classifier
 from storage.needs import (
     OPEN_STATUSES,
     NeedError,
     file_on_behalf,
-    find_duplicate,
-    is_follower,
+    find_similar,
     list_needs,
     promise_text,
     second_on_behalf,
@@ -147,15 +147,25 @@ async def _check_duplicate(ctx: Context, code: str) -> str:
     subject = await get_resident(ctx.db, d["subject"]) if d.get("subject") else None
     building_id = subject.building_id if subject else d.get("building")
     building = await get_building(ctx.db, building_id) if building_id else None
-    twin = await find_duplicate(ctx.db, code, building_id, building.grid_id if building else None, d["text"], ctx.now)
-    if twin is None or (subject is not None and await is_follower(ctx.db, twin.id, subject.id)):
+    if building is None:
         return _ask_confirm(ctx, code)
-    question = (
-        f"附近已有相同的问题：\n{twin.ticket}「{summary_line(twin, 24)}」\n"
-        f"状态：{twin.state.label}，已有{twin.supporters}位居民反映\n"
-        "1. 代居民附议（一起跟进，有进展通知居民和您）\n2. 仍然新建"
-    )
-    return ctx.ask(question, router.step("duplicate"), code=code, twin=twin.ticket)
+    found = await find_similar(ctx.db, code, d["text"], ctx.now, community_id=building.community_id,
+                               building_id=building.id, grid_id=building.grid_id,
+                               exclude_follower=subject.id if subject else None)
+    if len(found) == 1:
+        question = lone_twin(found[0]) + "\n1. 代居民附议（一起跟进，有进展通知居民和您）\n2. 仍然新建"
+        return ctx.ask(question, router.step("duplicate"), code=code, twin=found[0].need.ticket)
+    if found:
+        n = len(found)
+        return twin_picked.ask(ctx, SIMILAR_HEAD, twin_labels(found), [f.need.ticket for f in found] + [""],
+                               footer=f"回复1-{n}代居民附议对应的问题（有进展通知居民和您），回复{n + 1}仍然新建。",
+                               code=code)
+    return _ask_confirm(ctx, code)
+
+
+@pick_one(router, "pick_twin", key="twins", roles=LEADERS)
+async def twin_picked(ctx: Context, ticket: str) -> str:
+    return await _second(ctx, ticket) if ticket else _ask_confirm(ctx, ctx.data["code"])
 
 
 @router.state("duplicate", roles=LEADERS)
@@ -164,10 +174,14 @@ async def duplicate_step(ctx: Context) -> str:
         return _ask_confirm(ctx, ctx.data["code"])
     if ctx.text != "1":
         return ctx.retry("请回复 1 附议，或 2 仍然新建。")
+    return await _second(ctx, ctx.data["twin"])
+
+
+async def _second(ctx: Context, ticket: str) -> str:
     d = ctx.data
     try:
         need = await second_on_behalf(
-            ctx.db, await ctx.actor(), d["twin"], ctx.now, subject_id=d.get("subject"), building_id=d.get("building"),
+            ctx.db, await ctx.actor(), ticket, ctx.now, subject_id=d.get("subject"), building_id=d.get("building"),
             contact_name=d.get("contact_name"), contact_phone=d.get("contact_phone"),
         )
     except NeedError as exc:

@@ -27,11 +27,11 @@ RESIDENT_MENU_KEY = "RESIDENT_MENU"
 # A page is also at most one screen of lines, so a page never needs scrolling past what a glance takes in.
 HELP_PAGE_CHARS = 520
 HELP_PAGE_LINES = 20
-HELP_PAGES = 2
+HELP_PAGES = 3
 STAFF_HELP_HEADING = "工作人员口令（编号见各列表）："
 RESIDENT_HELP_HEADING = "常用口令（也可回复「菜单」按数字选择）："
 HELP_CONTINUED = "口令（续）："
-HELP_MORE = "回复「命令 2」查看下一页。"
+HELP_MORE = "回复「命令 2」查看下一页。"  # on page n, 「命令 n+1」
 HELP_TAIL = "居民服务请回复「菜单」。"
 
 
@@ -85,13 +85,15 @@ def help_pages(lines: list[HelpLine], staff: bool) -> list[str]:
     return ["\n".join(page) for page in pages]
 
 
-@router.command("命令", "帮助", "help", "命令 2", "命令2", "帮助 2", "帮助2", everywhere=True)
+@router.command("命令", "帮助", "help", *(f"{w}{sp}{n}" for w in ("命令", "帮助") for sp in ("", " ")
+                                        for n in range(2, HELP_PAGES + 1)), everywhere=True)
 async def show_help(ctx: Context) -> str:
     lines = await ctx.help_lines()
     staff = [h for h in lines if h.roles]
     if not staff and ctx.command_word.lower() in ("帮助", "help"):
         return await show_menu(ctx)
     pages = help_pages(staff or lines, staff=bool(staff))[:HELP_PAGES]
-    if ctx.command_word.endswith("2") and len(pages) > 1:
-        return ctx.done(pages[1])
-    return ctx.done(pages[0] + ("\n" + HELP_MORE if len(pages) > 1 else ""))
+    wanted = int(ctx.command_word[-1]) if ctx.command_word[-1].isdigit() else 1
+    n = min(wanted, len(pages))
+    more = "\n" + HELP_MORE.replace("2", str(n + 1)) if n < len(pages) else ""
+    return ctx.done(pages[n - 1] + more)

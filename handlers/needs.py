@@ -5,8 +5,9 @@ Nobody retypes a ticket number: 「进度」 lists the resident's needs numbered
 the resident's rating, or asks which one when several do. The rating words mean a rating only then; otherwise they
 fall through like any text.
 
-Report flow: text → the proposed sub-item (1 是 / 2 重新选择 → category → sub-item) → a similar open need nearby
-is offered instead (1 附议 / 2 仍然新建) → photos (up to 9), voices, location (optional, 「跳过」/「提交」) → summary
+Report flow: text → the proposed sub-item (1 是 / 2 重新选择 → category → sub-item) → similar open needs of the
+community, nearest first and each with where it is, are offered instead (one: 1 附议 / 2 仍然新建; up to three: a
+numbered list ending with 仍然新建) → photos (up to 9), voices, location (optional, 「跳过」/「提交」) → summary
 → 1 提交. A voice's recognised words join the description as 「（语音）…」; photos and voices are kept as media
 (storage/needs/media.py copies them out of WeChat).
 The category list ends with 其他/未分类: the need is filed without a code and staff classify it in 待分流.
@@ -35,14 +36,16 @@ from storage.needs import (
     Need,
     NeedError,
     NeedStatus,
+    SimilarNeed,
     awaiting_rating,
-    find_duplicate,
     find_need,
+    find_similar,
     format_time,
     is_follower,
     list_needs,
     normalise_ticket,
     promise_text,
+    public_summary,
     rate_need,
     report_need,
     second_need,
@@ -116,34 +119,62 @@ async def subitem_picked(ctx: Context, code: str | None) -> str:
 
 
 async def _check_duplicate(ctx: Context, code: str) -> str:
+    """Open needs like this one, nearest first, are offered for 附议: one as 1 附议 / 2 仍然新建, several as a list."""
     resident = ctx.resident
     building = await _building(ctx, resident.building_id)
-    twin = await find_duplicate(ctx.db, code, resident.building_id, building.grid_id if building else None,
-                                ctx.data["text"], ctx.now)
-    if twin is not None and not await is_follower(ctx.db, twin.id, resident.id):
-        question = (
-            f"附近已有居民反映了相同的问题：\n{twin.ticket}「{summary_line(twin, 24)}」\n"
-            f"状态：{twin.state.label}，已有{twin.supporters}位居民反映\n"
-            "1. 附议（一起跟进，有进展同时通知您）\n2. 仍然新建"
-        )
-        return ctx.ask(question, router.step("duplicate"), code=code, twin=twin.ticket)
+    found = await find_similar(ctx.db, code, ctx.data["text"], ctx.now, community_id=resident.community_id,
+                               building_id=resident.building_id, grid_id=building.grid_id if building else None,
+                               exclude_follower=resident.id)
+    if len(found) == 1:
+        question = lone_twin(found[0]) + "\n1. 附议（一起跟进，有进展同时通知您）\n2. 仍然新建"
+        return ctx.ask(question, router.step("duplicate"), code=code, twin=found[0].need.ticket)
+    if found:
+        n = len(found)
+        return twin_picked.ask(ctx, SIMILAR_HEAD, twin_labels(found), [f.need.ticket for f in found] + [""],
+                               footer=f"回复1-{n}附议对应的问题（一起跟进，有进展同时通知您），回复{n + 1}仍然新建。",
+                               code=code)
     return _ask_attach(ctx, code=code)
+
+
+SIMILAR_HEAD = "已有居民反映了相似的问题："
+NEW_ANYWAY = "仍然新建"
+
+
+def lone_twin(twin: SimilarNeed) -> str:
+    """The one need offered: where it is, what it says (nobody's name, room or phone), its state and count."""
+    need = twin.need
+    return (f"{SIMILAR_HEAD}\n{twin.place} · {public_summary(need, 24)}\n"
+            f"编号 {need.ticket}，状态：{need.state.label}\n已有{need.supporters}位居民反映")
+
+
+def twin_labels(found: list[SimilarNeed]) -> list[str]:
+    """The lines of the list, then 仍然新建 (its value is "")."""
+    return [f"{f.place} · {public_summary(f.need, 14)}（{f.need.supporters}人反映）" for f in found] + [NEW_ANYWAY]
+
+
+@pick_one(router, "pick_twin", key="twins")
+async def twin_picked(ctx: Context, ticket: str) -> str:
+    return await _second(ctx, ticket) if ticket else _ask_attach(ctx)
 
 
 @router.state("duplicate")
 async def duplicate_step(ctx: Context) -> str:
     if ctx.text == "1":
-        try:
-            need = await second_need(ctx.db, ctx.data["twin"], ctx.resident.id, ctx.now)
-        except NeedError as exc:
-            return ctx.done(exc.reason)
-        return ctx.done(
-            f"已附议诉求 {need.ticket}，目前共{need.supporters}位居民反映。\n"
-            f"有进展会通知您，也可回复「进度 {need.ticket}」查看。"
-        )
+        return await _second(ctx, ctx.data["twin"])
     if ctx.text == "2":
         return _ask_attach(ctx)
     return ctx.retry("请回复 1 或 2。")
+
+
+async def _second(ctx: Context, ticket: str) -> str:
+    try:
+        need = await second_need(ctx.db, ticket, ctx.resident.id, ctx.now)
+    except NeedError as exc:
+        return ctx.done(exc.reason)
+    return ctx.done(
+        f"已附议诉求 {need.ticket}，目前共{need.supporters}位居民反映。\n"
+        f"有进展会通知您，也可回复「进度 {need.ticket}」查看。"
+    )
 
 
 def _ask_attach(ctx: Context, **data) -> str:

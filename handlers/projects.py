@@ -1,5 +1,9 @@
 """Service projects in chat: residents `项目`; units `可接项目`, `接单`, `项目进展`, `项目完成`, `我的项目`;
-community staff `新建项目` (from needs or an accepted topic), `发布项目`, `指派项目`."""
+community staff `新建项目` (from needs or an accepted topic), `发布项目`, `指派项目`, `验收`.
+
+    验收 ─▶ projects awaiting acceptance (numbered) ─▶ card with the unit's report ─▶ 1 通过 / 2 退回 ─▶ reason
+         ─▶ the list again (until none is left)
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,17 @@ import datetime as dt
 import re
 
 from handlers.framework import Context, Router
+from handlers.steps import pick_one
 from storage.clock import local
+from storage.policy import Can, allows
 from storage.projects import (
     PAGE,
+    UPDATE_LABELS,
     ProjectError,
     ProjectStatus,
+    accept_project,
     assign_project,
+    awaiting_acceptance,
     claim_project,
     community_projects,
     complete_project,
@@ -24,7 +33,9 @@ from storage.projects import (
     parse_number,
     post_progress,
     project_card,
+    project_need_ids,
     publish_project,
+    return_project,
     unit_names,
     unit_projects,
     updates_of,
@@ -88,7 +99,8 @@ async def _show(ctx: Context, number: int) -> str:
     names = await unit_names(ctx.db, [project.unit_id] if project.unit_id else [])
     lines = [project_card(project, names.get(project.unit_id))]
     for u in await updates_of(ctx.db, project.id, limit=3):
-        lines.append(f"· {local(u.at):%m-%d} {u.text[:30]}")
+        label = "" if u.kind == "progress" else f"{UPDATE_LABELS.get(u.kind, '')}："
+        lines.append(f"· {local(u.at):%m-%d} {label}{u.text[:30]}")
     return "\n".join(lines)
 
 
@@ -160,14 +172,17 @@ async def complete(ctx: Context) -> str:
         project = await complete_project(ctx.db, number, actor=await ctx.actor(), text=text, now=ctx.now)
     except ProjectError as exc:
         return exc.reason
-    return f"项目「{project.title}」已标记完成，相关诉求已办结，居民将对结果进行评价。感谢您的付出！"
+    return (
+        f"项目「{project.title}」已标记完成，已提交社区验收。\n"
+        "验收通过后相关诉求办结，居民将对结果进行评价；如需整改，社区会告诉您原因。"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- staff
 
 
 @router.staff_menu(150, "新建项目", key="STAFF_NEW_PROJECT", roles=Role.COMMUNITY_STAFF)
-@router.command("新建项目", roles=Role.COMMUNITY_STAFF, help="新建项目")
+@router.command("新建项目", roles=Role.COMMUNITY_STAFF, help="新建项目：从议题立项")
 async def new_project(ctx: Context) -> str:
     return ctx.ask(
         "新建服务项目（第1/5步）\n请输入项目来源的诉求编号，多个用空格分隔；\n来自议事议题请回复「议题 编号」。",
@@ -267,3 +282,89 @@ async def assign(ctx: Context) -> str:
     names = await unit_names(ctx.db, [agreement.unit_id])
     return f"已将项目 {number} 指派给{names[agreement.unit_id]}，服务项目书已生成并通知该单位。"
 
+
+
+# ---------------------------------------------------------------------------------------------- staff: 验收
+
+ACCEPTORS = (Role.COMMUNITY_STAFF, Role.ADMIN)
+NONE_AWAITING = "目前没有待验收的服务项目。"
+ACCEPT_CHOICES = "请到现场核实后回复：\n1. 通过\n2. 退回（写明原因）"
+ACCEPT_HINT = "请回复 1 通过，或 2 退回。"
+REASON_QUESTION = "请写明退回原因（200字以内），将告知承接单位："
+
+
+@router.command("验收", "项目验收", roles=ACCEPTORS, args=True, help="验收 [编号]：单位完成的项目")
+async def acceptance(ctx: Context) -> str:
+    number = parse_number(ctx.args) if ctx.args else None
+    if number is not None:
+        return await _acceptance_card(ctx, number)
+    return await _acceptance_list(ctx)
+
+
+async def _acceptance_list(ctx: Context, before: str = "") -> str:
+    rows, total = await awaiting_acceptance(ctx.db, await ctx.actor())
+    if not rows:
+        return ctx.done(before or NONE_AWAITING)
+    names = await unit_names(ctx.db, [p.unit_id for p in rows if p.unit_id])
+    labels = [
+        f"【{p.id}】{p.title[:14]}·{names.get(p.unit_id, '社区')}（{local(p.submitted_at or ctx.now):%m-%d}报完成）"
+        for p in rows
+    ]
+    more = f"仅显示最早的{PAGE}个。\n" if total > len(rows) else ""
+    question = picked_for_acceptance.ask(ctx, f"【待验收项目】共{total}个：", labels, [p.id for p in rows],
+                                         footer=f"{more}回复序号查看并验收。")
+    return f"{before}\n\n{question}" if before else question
+
+
+@pick_one(router, "accept_pick", key="accept_ids", not_a_number="afresh", roles=ACCEPTORS)
+async def picked_for_acceptance(ctx: Context, project_id: int) -> str:
+    return await _acceptance_card(ctx, project_id)
+
+
+async def _acceptance_card(ctx: Context, number: int) -> str:
+    project = await get_project(ctx.db, number)
+    if project is None or not allows(await ctx.actor(), Can.RUN_COMMUNITY, project.community_id):
+        return ctx.done(f"没有找到编号为 {number} 的服务项目，或不在您负责的社区。")
+    if project.status != ProjectStatus.AWAITING_ACCEPTANCE:
+        return ctx.done(f"项目 {number}「{project.title[:14]}」当前「{project.status_label}」，不在待验收中。"
+                        "回复「验收」查看待验收的项目。")
+    names = await unit_names(ctx.db, [project.unit_id] if project.unit_id else [])
+    reported = local(project.submitted_at or ctx.now)
+    card = (
+        f"{project_card(project, names.get(project.unit_id))}\n"
+        f"完成报告（{reported:%m-%d %H:%M}）：{(project.completion_note or '')[:100]}"
+    )
+    return ctx.ask(f"{card}\n\n{ACCEPT_CHOICES}", router.step("accept_decide"), project=project.id)
+
+
+@router.state("accept_decide", roles=ACCEPTORS)
+async def acceptance_decided(ctx: Context) -> str:
+    choice = ctx.text.strip()
+    if choice == "2":
+        return ctx.ask(REASON_QUESTION, router.step("accept_reason"))
+    if choice != "1":
+        return ctx.retry(ACCEPT_HINT)
+    project_id = int(ctx.data["project"])
+    try:
+        project = await accept_project(ctx.db, project_id, actor=await ctx.actor(), now=ctx.now)
+    except ProjectError as exc:
+        return await _acceptance_list(ctx, exc.reason)
+    resolved = "相关诉求已办结，居民将对结果进行评价；" if await project_need_ids(ctx.db, project_id) else ""
+    return await _acceptance_list(
+        ctx, f"项目「{project.title}」验收通过，已完成。{resolved}已通知承接单位和关注该项目的居民。"
+    )
+
+
+@router.state("accept_reason", roles=ACCEPTORS)
+async def acceptance_reason(ctx: Context) -> str:
+    reason = ctx.text.strip()
+    if not 2 <= len(reason) <= 200:
+        return ctx.retry("退回原因需在2到200字之间。")
+    try:
+        project = await return_project(ctx.db, int(ctx.data["project"]), actor=await ctx.actor(), reason=reason,
+                                       now=ctx.now)
+    except ProjectError as exc:
+        return await _acceptance_list(ctx, exc.reason)
+    return await _acceptance_list(
+        ctx, f"项目「{project.title}」已退回整改，承接单位已收到原因，整改后会重新提交验收。"
+    )

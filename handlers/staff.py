@@ -1,14 +1,17 @@
 """Staff triage and handling (精细分流): 待分流 with a guided flow, and one-line forms for fast work.
 
 Guided: 待分流 → a need → 1 A / 2 B / 3 C / 4 上报区级 / 5 驳回 / 6 改类 / 7 指派 / 8 合并.
+  A tier runs on to the end in one flow: (B: the deadline, 0 keeps the default) → 指派给谁 (0 skips) → summary.
   改类: category → sub-item (then back to the tier choice).  指派: a numbered list of the community's grid
-  workers and staff, or a phone/name.  合并: a numbered list of open needs of the same sub-item, or a ticket →
-  confirm.  `改类 <编号>`, `指派 <编号>`, `合并 <编号>` alone start the same guided steps.
+  workers and staff and of the units (property companies…), or a phone/name/unit code; before a tier it shows
+  the tier choice first.  上报区级: a numbered list of the district departments someone could receive it in.
+  合并: a numbered list of open needs of the same sub-item, or a ticket → confirm.  `改类 <编号>`,
+  `指派 <编号>`, `合并 <编号>`, `上报区级 <编号>` alone start the same guided steps.
 
 One-line forms (编号 = ticket number):
-  分流 <编号> A|B|C [月-日] [延期理由]   改类 <编号> <子项代码>     指派 <编号> <手机号或姓名>
+  分流 <编号> A|B|C [月-日] [延期理由]   改类 <编号> <子项代码>     指派 <编号> <手机号、姓名或单位代码>
   上报区级 <编号> <部门代码>             合并 <编号> <目标编号>     驳回 <编号> <理由>
-  进展 <编号> <文字>                     办结 <编号> <文字>         区级待办 (district staff)
+  进展 <编号> <文字>                     办结 <编号> <文字>         区级待办 (district staff), 单位待办 (units)
 """
 
 from __future__ import annotations
@@ -20,13 +23,18 @@ from handlers.steps import pick_subitem
 from storage.actor import Actor
 from storage.clock import local
 from storage.needs import (
+    OPEN_STATUSES,
     UNCLASSIFIED,
     Need,
     NeedError,
     NeedStatus,
     assign_need,
+    assign_unit,
     assignable_people,
+    assignable_units,
+    default_resolve_by,
     escalate_need,
+    escalation_departments,
     find_need,
     format_time,
     list_needs,
@@ -46,17 +54,19 @@ from storage.needs import (
     summary_line,
     timeline,
     triage_need,
+    unit_named,
+    unit_needs,
 )
-from storage.org import district_departments
+from storage.org import Department
 from storage.policy import Can, allows
-from storage.residents import mask_phone
+from storage.residents import Resident, mask_phone
 from storage.roles import Role
 from storage.taxonomy import Tier, load_taxonomy
 
 router = Router("staff", "诉求分流")
 
 MANAGERS = (Role.COMMUNITY_STAFF, Role.ADMIN)
-HANDLERS = (Role.COMMUNITY_STAFF, Role.DISTRICT_STAFF, Role.GRID_WORKER, Role.ADMIN)
+HANDLERS = (Role.COMMUNITY_STAFF, Role.DISTRICT_STAFF, Role.GRID_WORKER, Role.UNIT_MEMBER, Role.ADMIN)
 NEW_STATUSES = frozenset({NeedStatus.REPORTED, NeedStatus.REOPENED, NeedStatus.SUPERVISED})
 DEPT_STATUSES = frozenset({NeedStatus.ESCALATED, NeedStatus.IN_PROGRESS, NeedStatus.SUPERVISED})
 MARKS = {NeedStatus.REOPENED: "【重办】", NeedStatus.SUPERVISED: "【督办】"}
@@ -64,6 +74,7 @@ UNCLASSIFIED_MARK = "未分类（居民选了「其他」，请先改类）"
 SUPERVISED_HINT = "区级督办件：请「进展 {ticket} 内容」登记进展，办好后「办结 {ticket} 办理结果」。"
 PAGE = 8
 PEOPLE_MENU = 9  # people listed for 指派; anyone else by phone or name
+SKIP_WORDS = ("0", "跳过", "默认")
 TIER_CHOICES = "请选择：\n1. A 立行立办  2. B 限时办理\n3. C 定期办理  4. 上报区级\n5. 驳回  6. 改类\n7. 指派  8. 合并"
 
 
@@ -93,6 +104,8 @@ async def staff_detail(ctx: Context, need: Need) -> str:
         lines.append(f"居民意见：{need.rating}（{need.rating_comment}）")
     if need.assignee_id:
         lines.append(f"负责人：{names['resident'].get(need.assignee_id, '')}")
+    if need.unit_id:
+        lines.append(f"承办单位：{names['department'].get(need.unit_id, '')}")
     if need.department_id:
         lines.append(f"承办部门：{names['department'].get(need.department_id, '')}")
     if need.resolve_by and need.is_open:
@@ -165,16 +178,20 @@ async def _ask_tier(ctx: Context, need: Need) -> str:
 async def tier_step(ctx: Context) -> str:
     ticket = ctx.data["ticket"]
     if ctx.text in ("1", "3"):
-        return await _do(ctx, triage_need(ctx.db, await ctx.actor(), ticket, "A" if ctx.text == "1" else "C", ctx.now))
+        try:
+            need = await triage_need(ctx.db, await ctx.actor(), ticket, "A" if ctx.text == "1" else "C", ctx.now)
+        except NeedError as exc:
+            return ctx.done(exc.reason)
+        return await _ask_assignee(ctx, need, _triaged_line(need))
     if ctx.text == "2":
-        return ctx.ask("请回复办结期限（月-日，如 12-10），或回复「默认」（7个工作日）：", router.step("deadline"))
+        default = default_resolve_by(load_taxonomy(), "B", ctx.now)
+        return ctx.ask(f"请回复办结期限（月-日，如 12-10；超过7个工作日请在日期后写延期理由）。\n"
+                       f"回复 0 或「跳过」用默认期限 {format_time(default)}（7个工作日）。", router.step("deadline"))
     if ctx.text == "4":
-        depts = await district_departments(ctx.db)
-        if not depts:
-            return ctx.done("还没有登记区级部门，请联系管理员。")
-        menu = "\n".join(f"{n}. {d.name}" for n, d in enumerate(depts, 1))
-        return ctx.ask(f"上报到哪个部门？\n{menu}", router.step("department"),
-                       depts={str(n): d.code for n, d in enumerate(depts, 1)})
+        need = await find_need(ctx.db, ticket)
+        if need is None:
+            return ctx.done("这条诉求找不到了。")
+        return await _ask_department(ctx, need, from_triage=True)
     if ctx.text == "5":
         return ctx.ask("请写明驳回理由，以及居民可以去哪里办理：", router.step("reason"))
     if ctx.text in GUIDED:
@@ -185,7 +202,7 @@ async def tier_step(ctx: Context) -> str:
 @router.state("deadline", roles=MANAGERS)
 async def deadline_step(ctx: Context) -> str:
     deadline = None
-    if ctx.text not in ("默认", "跳过"):
+    if ctx.text not in SKIP_WORDS:
         try:
             deadline = parse_deadline(ctx.text.split()[0], ctx.now)
         except NeedError as exc:
@@ -195,7 +212,20 @@ async def deadline_step(ctx: Context) -> str:
         need = await triage_need(ctx.db, await ctx.actor(), ctx.data["ticket"], "B", ctx.now, deadline, reason)
     except NeedError as exc:
         return ctx.retry(exc.reason + "\n（格式：月-日 延期理由）")
-    return ctx.done(_triaged_reply(need))
+    return await _ask_assignee(ctx, need, _triaged_line(need))
+
+
+async def _ask_department(ctx: Context, need: Need, from_triage: bool = False) -> str:
+    """上报区级: the district departments someone would receive it in, by number."""
+    depts = await escalation_departments(ctx.db)
+    if not depts:
+        why = "还没有可以接收的区级部门（各部门都还没有开通工作人员账号），请联系管理员。"
+        return ctx.retry(why) if from_triage else ctx.done(why)
+    lines = [f"把 {need.ticket}「{summary_line(need, 12)}」上报到哪个区级部门？"]
+    lines += [f"{n}. {d.name}" for n, d in enumerate(depts, 1)]
+    lines.append("回复序号。")
+    return ctx.ask("\n".join(lines), router.step("department"), ticket=need.ticket,
+                   depts={str(n): d.code for n, d in enumerate(depts, 1)})
 
 
 @router.state("department", roles=MANAGERS)
@@ -203,7 +233,11 @@ async def department_step(ctx: Context) -> str:
     code = ctx.data.get("depts", {}).get(ctx.text)
     if code is None:
         return ctx.retry("请回复列表中的序号。")
-    return await _do(ctx, escalate_need(ctx.db, await ctx.actor(), ctx.data["ticket"], code, ctx.now))
+    try:
+        need = await escalate_need(ctx.db, await ctx.actor(), ctx.data["ticket"], code, ctx.now)
+    except NeedError as exc:
+        return await _still_allowed(ctx, ctx.data["ticket"], "escalate", exc.reason)
+    return ctx.done(_escalated_reply(need))
 
 
 @router.state("reason", roles=MANAGERS)
@@ -215,11 +249,25 @@ async def reason_step(ctx: Context) -> str:
     return ctx.done(f"已驳回 {need.ticket}，理由已告知居民。")
 
 
-def _triaged_reply(need: Need) -> str:
+def _triaged_line(need: Need) -> str:
     text = f"已分流 {need.ticket}：{Tier(need.tier).label}"
     if need.resolve_by:
         text += f"，办结期限 {format_time(need.resolve_by)}"
-    return text + f"。\n可继续：「指派 {need.ticket}」从名单中选人"
+    return text + "。"
+
+
+def _triaged_reply(need: Need) -> str:
+    return _triaged_line(need) + f"\n可继续：「指派 {need.ticket}」从名单中选人"
+
+
+def _escalated_reply(need: Need) -> str:
+    return f"已上报区级：{need.ticket}，区级部门会收到待办。"
+
+
+def _assigned_reply(need: Need, target: Resident | Department) -> str:
+    if isinstance(target, Department):
+        return f"已指派 {need.ticket} 给{target.name}，已通知该单位，居民会收到「已交由{target.name}办理」。"
+    return f"已指派 {need.ticket} 给 {target.name or '未留名'}（{mask_phone(target.phone)}），已通知对方。"
 
 
 async def _do(ctx: Context, action) -> str:
@@ -229,11 +277,9 @@ async def _do(ctx: Context, action) -> str:
     except NeedError as exc:
         return ctx.done(exc.reason)
     if isinstance(need, tuple):
-        need, person = need
-        who = f"{person.name or '未留名'}（{mask_phone(person.phone)}）"
-        return ctx.done(f"已指派 {need.ticket} 给 {who}，已通知对方。")
+        return ctx.done(_assigned_reply(*need))
     if need.state is NeedStatus.ESCALATED:
-        return ctx.done(f"已上报区级：{need.ticket}，区级部门会收到待办。")
+        return ctx.done(_escalated_reply(need))
     if need.state is NeedStatus.TRIAGED:
         return ctx.done(_triaged_reply(need))
     return ctx.done(f"已完成：{need.ticket} 当前「{need.state.label}」。")
@@ -249,13 +295,23 @@ async def _start_guided(ctx: Context, ticket: str, action: str, from_triage: boo
     need = await find_need(ctx.db, ticket)
     if need is None:
         return ctx.done(f"没有找到编号为 {normalise_ticket(ticket) or ticket} 的诉求，请核对编号。")
-    refusal = management_refusal(await ctx.actor(), need, action)
+    actor = await ctx.actor()
+    if action == "assign" and need.state is NeedStatus.REPORTED and not management_refusal(actor, need, "triage"):
+        # 指派 needs a tier first: the tier choice, after which the flow asks 指派给谁 anyway.
+        first = f"{need.ticket} 还没有分流定级：请先定级（1-3），定好后接着选指派给谁。"
+        if from_triage:
+            return ctx.retry(first)
+        return ctx.ask(f"{first}\n{await staff_detail(ctx, need)}\n{TIER_CHOICES}", router.step("tier"),
+                       ticket=need.ticket)
+    refusal = management_refusal(actor, need, action)
     if refusal is not None:
         return ctx.retry(refusal) if from_triage else ctx.done(refusal)
     if action == "reclassify":
         return _ask_category(ctx, need, from_triage)
     if action == "assign":
         return await _ask_assignee(ctx, need)
+    if action == "escalate":
+        return await _ask_department(ctx, need)
     return await _ask_target(ctx, need)
 
 
@@ -291,31 +347,62 @@ async def re_item_picked(ctx: Context, code: str) -> str:
     return ctx.done(done)
 
 
-async def _ask_assignee(ctx: Context, need: Need) -> str:
+async def _ask_assignee(ctx: Context, need: Need, triaged: str = "") -> str:
+    """指派给谁: the community's grid workers and staff, then the units, by number; 0 skips. `triaged` is the
+    line saying the tier was just set (the guided triage runs on to here), repeated in the summary."""
     people = await assignable_people(ctx.db, need.community_id)
-    if not people:
-        return ctx.done("本社区还没有登记网格员或工作人员，请联系管理员开通。")
+    units = await assignable_units(ctx.db)
+    if not people and not units:
+        nobody = "本社区还没有可指派的网格员、工作人员或单位"
+        if triaged:
+            return ctx.done(f"{triaged}\n{nobody}，暂不指派；开通后可「指派 {need.ticket}」。")
+        return ctx.done(f"{nobody}，请联系管理员开通。")
     people.sort(key=lambda p: p[1] != Role.GRID_WORKER.label)  # grid workers first
     shown = people[:PEOPLE_MENU]
-    lines = [f"把 {need.ticket}「{summary_line(need, 12)}」指派给谁？"]
-    lines += [f"{n}. {r.name or '未留名'}（{label}）{mask_phone(r.phone)}" for n, (r, label) in enumerate(shown, 1)]
-    others = f"；其余{len(people) - len(shown)}位" if len(people) > len(shown) else "，或"
-    lines.append(f"回复序号{others}请直接回复手机号或姓名。")
-    people_map = {str(n): r.id for n, (r, _) in enumerate(shown, 1)}
-    return ctx.ask("\n".join(lines), router.step("assignee"), ticket=need.ticket, people=people_map)
+    lines = [triaged] if triaged else []
+    lines.append(f"把 {need.ticket}「{summary_line(need, 12)}」指派给谁？")
+    choices: dict[str, list] = {}
+    for resident, label in shown:
+        choices[str(len(choices) + 1)] = ["person", resident.id]
+        lines.append(f"{len(choices)}. {resident.name or '未留名'}（{label}）{mask_phone(resident.phone)}")
+    for unit in units:
+        choices[str(len(choices) + 1)] = ["unit", unit.id]
+        lines.append(f"{len(choices)}. {unit.name}（单位）")
+    lines.append(f"0. 跳过（稍后可「指派 {need.ticket}」）" if triaged else "0. 暂不指派")
+    others = f"；其余{len(people) - len(shown)}位请回复手机号或姓名" if len(people) > len(shown) else ""
+    lines.append(f"回复序号{others}。")
+    return ctx.ask("\n".join(lines), router.step("assignee"), ticket=need.ticket, choices=choices, triaged=triaged)
+
+
+async def _assign(ctx: Context, ticket: str, who: str, choice: list | None = None
+                  ) -> tuple[Need, Resident | Department]:
+    """指派 to whoever `who` names (a listed `choice`, a unit's code or name, a person's phone or name)."""
+    actor = await ctx.actor()
+    if choice is not None and choice[0] == "unit":
+        return await assign_unit(ctx.db, actor, ticket, choice[1], ctx.now)
+    if choice is not None:
+        return await assign_need(ctx.db, actor, ticket, who, ctx.now, person_id=choice[1])
+    unit = await unit_named(ctx.db, who)
+    if unit is not None:
+        return await assign_unit(ctx.db, actor, ticket, unit.id, ctx.now)
+    return await assign_need(ctx.db, actor, ticket, who, ctx.now)
 
 
 @router.state("assignee", roles=MANAGERS)
 async def assignee_step(ctx: Context) -> str:
-    ticket = ctx.data["ticket"]
-    person_id = ctx.data.get("people", {}).get(ctx.text)
-    if person_id is None and ((ctx.text.isdigit() and len(ctx.text) < 11) or not ctx.text.strip()):
-        return ctx.retry("请回复列表中的序号，或对方的手机号、姓名。")
+    ticket, triaged = ctx.data["ticket"], ctx.data.get("triaged", "")
+    if ctx.text in ("0", "跳过"):
+        if triaged:
+            return ctx.done(f"{triaged}\n暂未指派，稍后可回复「指派 {ticket}」。")
+        return ctx.done(f"好的，{ticket} 暂不指派。")
+    choice = ctx.data.get("choices", {}).get(ctx.text)
+    if choice is None and ((ctx.text.isdigit() and len(ctx.text) < 11) or not ctx.text.strip()):
+        return ctx.retry("请回复列表中的序号，或对方的手机号、姓名、单位代码。")
     try:
-        need, person = await assign_need(ctx.db, await ctx.actor(), ticket, ctx.text, ctx.now, person_id=person_id)
+        need, target = await _assign(ctx, ticket, ctx.text, choice)
     except NeedError as exc:
         return await _still_allowed(ctx, ticket, "assign", exc.reason)
-    return ctx.done(f"已指派 {need.ticket} 给 {person.name or '未留名'}（{mask_phone(person.phone)}），已通知对方。")
+    return ctx.done("\n".join(x for x in (triaged, _assigned_reply(need, target)) if x))
 
 
 async def _ask_target(ctx: Context, need: Need) -> str:
@@ -418,21 +505,23 @@ async def reclassify_line(ctx: Context) -> str:
     )
 
 
-@router.command("指派", roles=MANAGERS, args=True, everywhere=True, help="指派 编号 [手机号或姓名]")
+@router.command("指派", roles=MANAGERS, args=True, everywhere=True, help="指派 编号 [人或单位]")
 async def assign_line(ctx: Context) -> str:
     if len(ctx.args.split()) == 1:
         return await _start_guided(ctx, ctx.args, "assign")
     try:
-        ticket, who = _split(ctx, "指派 <编号> <手机号或姓名>（只写编号可从名单选择）", 2)
+        ticket, who = _split(ctx, "指派 <编号> <手机号、姓名或单位代码>（只写编号可从名单选择）", 2)
     except NeedError as exc:
         return exc.reason
-    return await _do(ctx, assign_need(ctx.db, await ctx.actor(), ticket, who, ctx.now))
+    return await _do(ctx, _assign(ctx, ticket, who))
 
 
-@router.command("上报区级", roles=MANAGERS, args=True, everywhere=True, help="上报区级 编号 部门代码")
+@router.command("上报区级", roles=MANAGERS, args=True, everywhere=True, help="上报区级 编号 [部门代码]")
 async def escalate_line(ctx: Context) -> str:
+    if len(ctx.args.split()) == 1:
+        return await _start_guided(ctx, ctx.args, "escalate")
     try:
-        ticket, code = _split(ctx, "上报区级 <编号> <部门代码>", 2)
+        ticket, code = _split(ctx, "上报区级 <编号> <部门代码>（只写编号可从部门列表选择）", 2)
     except NeedError as exc:
         return exc.reason
     return await _do(ctx, escalate_need(ctx.db, await ctx.actor(), ticket, code, ctx.now))
@@ -504,3 +593,30 @@ async def department_inbox(ctx: Context) -> str:
         lines.append(f"回复「区级待办 {page.page + 1}」看下一页。")
     return "\n".join(lines)
 
+
+@router.staff_menu(151, "单位待办", key="UNIT_NEEDS", roles=Role.UNIT_MEMBER)
+# No 命令 line: the two help pages are full; the staff 菜单 entry and the 新派单 notice name it.
+@router.command("单位待办", roles=(Role.UNIT_MEMBER,), args=True, help="单位待办 [页码]：派给本单位的诉求")
+async def unit_inbox(ctx: Context) -> str:
+    """The needs the community assigned to the sender's unit (a property company…), to open and handle."""
+    page_no = int(ctx.args) if ctx.args.isdigit() else 1
+    page = await unit_needs(ctx.db, await ctx.actor(), OPEN_STATUSES, page=page_no, size=PAGE)
+    if not page.total:
+        return ctx.done("暂无派给本单位的诉求。有新派单时会通知您。")
+    lines = [f"单位待办 {page.total} 条（第{page.page}/{page.pages}页）："]
+    lines += [_line(ctx, page.offset + n, need) for n, need in enumerate(page.needs, 1)]
+    lines.append("回复序号看详情" + (f"；「单位待办 {page.page + 1}」下一页" if page.page < page.pages else "") + "。")
+    tickets = {str(page.offset + n): need.ticket for n, need in enumerate(page.needs, 1)}
+    return ctx.ask("\n".join(lines), router.step("unit_pick"), tickets=tickets)
+
+
+@router.state("unit_pick", roles=Role.UNIT_MEMBER)
+async def unit_pick(ctx: Context) -> str:
+    ticket = ctx.data.get("tickets", {}).get(ctx.text)
+    if ticket is None:
+        return await ctx.handle_afresh()  # not a listed number: 进展/办结 … or anything else, as a fresh message
+    need = await find_need(ctx.db, ticket)
+    if need is None or not allows(await ctx.actor(), Can.SEE_NEED, need):
+        return ctx.retry("这条诉求找不到了，请换一条。")
+    hint = f"回复「进展 {need.ticket} 内容」登记进展，办好后「办结 {need.ticket} 办理结果」。"
+    return ctx.done(f"{await staff_detail(ctx, need)}\n{hint}")

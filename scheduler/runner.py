@@ -49,6 +49,7 @@ class SchedulerRunner:
         self.instance = instance or uuid.uuid4().hex[:12]
         self.is_leader = False
         self.runs: dict[str, int] = dict.fromkeys(self.jobs, 0)
+        self.failures: dict[str, int] = dict.fromkeys(self.jobs, 0)  # runs that raised (bot/metrics.py reads both)
         self._redis = getattr(ctx.kv, "client", None)
         self._renew = self._redis.register_script(_RENEW) if self._redis is not None else None
         self._scheduler: AsyncIOScheduler | None = None
@@ -104,6 +105,7 @@ class SchedulerRunner:
             handled = await job.run(self.ctx)
         except Exception:
             log.exception("job %s failed; it runs again next tick", job.name)
+            self.failures[job.name] = self.failures.get(job.name, 0) + 1
             return None
         self.runs[job.name] = self.runs.get(job.name, 0) + 1
         if handled:

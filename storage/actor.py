@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from storage.db import Database
 from storage.roles import Role, RoleGrant, active_grants
 
+PARTNER_PREFIX = "open311:"  # a partner actor's name; no resident's ("resident:<id>") or operator's starts so
+
 
 @dataclass(frozen=True)
 class Actor:
@@ -28,6 +30,15 @@ class Actor:
     @classmethod
     def system(cls) -> Actor:
         return cls(name="system", trusted=True)
+
+    @classmethod
+    def partner(cls, name: str) -> Actor:
+        """Another system that hands needs over (a 12345 hotline, through Open311), known by its API key."""
+        return cls(name=PARTNER_PREFIX + name)
+
+    @property
+    def is_partner(self) -> bool:
+        return self.name.startswith(PARTNER_PREFIX)
 
     @classmethod
     def resident(cls, resident_id: int, grants: tuple[RoleGrant, ...] = ()) -> Actor:

@@ -11,15 +11,19 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.kv import StoreUnavailable
 
 log = logging.getLogger("steward.db")
 
@@ -54,8 +58,14 @@ class DatabaseLimits:
     """How long the bot waits for PostgreSQL. Each bound is well under WeChat's 5 s: a hung server costs a
     resident a polite "busy" reply (or a push saying the step was not saved), never a silent loss."""
 
-    pool_size: int = 10
-    max_overflow: int = 20
+    # Kept connections: an overflow connection is closed when it is returned, and under a steady 50 messages in
+    # flight the pool of 10 opened and closed one per few messages (a connect is ~20 statements' worth of CPU).
+    pool_size: int = 20
+    max_overflow: int = 10
+    # A pooled connection idle this long is pinged before use (a dead one is replaced, not handed out). Not
+    # every checkout: asyncpg's ping is three round trips, as much as the query it guards; a connection used
+    # within this window that has died since fails its statement, which invalidates the whole pool.
+    ping_after: float = 2.0
     # Seconds a query waits for a pooled connection. Longer than WeChat's window on purpose: the gateway answers
     # `success` at 4 s whatever happens, so a burst that queues here finishes and is pushed, instead of being
     # told "busy"; a hung server still fails each waiter within this bound (and the resident is told by push).
@@ -100,20 +110,34 @@ class Database:
             }
             self.engine = create_async_engine(
                 url, echo=echo, pool_size=limits.pool_size, max_overflow=limits.max_overflow,
-                pool_timeout=limits.pool_wait, pool_pre_ping=True, connect_args=connect_args,
-                hide_parameters=True,
+                pool_timeout=limits.pool_wait, connect_args=connect_args, hide_parameters=True,
             )
+            _ping_when_idle(self.engine, limits.ping_after)
         self._writer = self.engine.execution_options(steward_write=True)
         self._read_sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(self._writer, class_=AsyncSession, expire_on_commit=False)
         # Called after a write transaction commits, with the watched rows it changed.
         self.on_commit: list[Callable[[Changes], Awaitable[None]]] = []
+        self.errors = 0  # sessions that failed to reach or hear from the server (bot/metrics.py reads it)
+        # SQLite takes one writer at a time. Writers of this process queue here, in order, instead of in
+        # SQLite's busy handler, which sleeps in growing steps and lets a late writer overtake (p99 of seconds
+        # at 50 residents); the busy handler still orders this process against others (a separate scheduler).
+        self._writers = asyncio.Lock() if self.is_sqlite else None
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A session for queries; nothing it changes is committed."""
-        async with self._read_sessions() as session:
-            yield session
+        try:
+            async with self._read_sessions() as session:
+                yield session
+        except Exception as exc:
+            self._count(exc)
+            raise
+
+    def _count(self, exc: BaseException) -> None:
+        # A Redis outage met inside a transaction is Redis's error (storage.kv counts it), not the database's.
+        if is_unavailable(exc) and not isinstance(exc, StoreUnavailable):
+            self.errors += 1
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
@@ -122,18 +146,21 @@ class Database:
         What runs after the commit (cache invalidation hooks) cannot undo it, so it never raises: a change
         that committed is reported as saved whatever fails afterwards."""
         async with self._write_sessions() as session:
-            transaction = await session.begin()
-            try:
-                yield session
-            except BaseException:
-                await _quietly(transaction.rollback())
-                raise
-            try:
-                await transaction.commit()
-            except BaseException as exc:
-                if _lost_contact(exc):
-                    raise CommitUnknown(str(exc) or type(exc).__name__) from exc
-                raise
+            async with self._write_turn():
+                transaction = await session.begin()
+                try:
+                    yield session
+                except BaseException as exc:
+                    self._count(exc)
+                    await _quietly(transaction.rollback())
+                    raise
+                try:
+                    await transaction.commit()
+                except BaseException as exc:
+                    if _lost_contact(exc):
+                        self.errors += 1
+                        raise CommitUnknown(str(exc) or type(exc).__name__) from exc
+                    raise
             counter = _commits.get()
             if counter is not None:
                 counter[0] += 1
@@ -145,6 +172,24 @@ class Database:
                     except Exception:
                         log.warning("after-commit hook %s failed; its cache entries expire on their own",
                                     getattr(hook, "__qualname__", hook), exc_info=True)
+
+    @contextlib.asynccontextmanager
+    async def _write_turn(self) -> AsyncIterator[None]:
+        """On SQLite, this process's turn to write (released at COMMIT, before the after-commit hooks, which may
+        write themselves); the wait is bounded like a pool wait. On PostgreSQL, nothing: rows are locked."""
+        if self._writers is None:
+            yield
+            return
+        try:
+            async with asyncio.timeout(self.limits.pool_wait):
+                await self._writers.acquire()
+        except TimeoutError:
+            self.errors += 1
+            raise DatabaseUnavailable("waited too long for the SQLite writer's turn") from None
+        try:
+            yield
+        finally:
+            self._writers.release()
 
     async def ping(self, timeout: float = 1.0) -> bool:
         try:
@@ -199,6 +244,24 @@ async def _quietly(aw: Awaitable[Any]) -> None:
             await aw
     except Exception as exc:
         log.debug("rollback after a failure did not finish: %s", exc)
+
+
+def _ping_when_idle(engine: AsyncEngine, idle: float) -> None:
+    """pool_pre_ping, for connections that sat in the pool longer than `idle` seconds only."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection, record) -> None:
+        record.info["steward_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection, record, _proxy) -> None:
+        since = record.info.get("steward_idle_since")
+        if since is None or time.monotonic() - since <= idle:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError("a pooled connection did not answer its ping") from exc  # the pool retries
 
 
 def _make_sqlite_transactions_explicit(engine: AsyncEngine) -> None:

@@ -18,6 +18,8 @@ import io
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
+from openpyxl import Workbook
+
 BOM = "\ufeff"
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -50,3 +52,17 @@ def csv_text(rows: Iterable[Sequence[Any]], header: Sequence[str] | None = None)
 def dict_rows(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> list[list[Any]]:
     """Rows of dicts as rows of cells in `columns` order (a missing key is an empty cell)."""
     return [[row.get(column, "") for column in columns] for row in rows]
+
+
+def xlsx_bytes(rows: Iterable[Sequence[Any]], header: Sequence[str] | None = None, title: str = "Sheet1") -> bytes:
+    """An .xlsx workbook of one sheet (openpyxl), every cell through `safe_cell` like the CSV: a sheet is opened
+    in Excel just the same, and openpyxl would store a text starting with "=" as a live formula."""
+    out = io.BytesIO()
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet(title[:31])
+    if header is not None:
+        sheet.append([safe_cell(cell) for cell in header])
+    for row in rows:
+        sheet.append([safe_cell(cell) for cell in row])
+    book.save(out)
+    return out.getvalue()

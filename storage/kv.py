@@ -208,6 +208,7 @@ class RedisStore:
         self.prefix = prefix
         self._down_until = 0.0
         self._probing = False
+        self.errors = 0  # calls that raised StoreUnavailable (bot/metrics.py reads it)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
         self._local_locks: dict[str, asyncio.Lock] = {}
@@ -232,6 +233,7 @@ class RedisStore:
         probe = False
         if time.monotonic() < self._down_until:
             if self._probing:
+                self.errors += 1
                 raise StoreUnavailable("redis is unavailable")
             self._probing = probe = True
         try:
@@ -241,6 +243,7 @@ class RedisStore:
             # "No connection available" is a burst, not an outage: it must not stop the other calls.
             if "No connection available" not in str(exc):
                 self._down_until = time.monotonic() + self.limits.cooldown
+            self.errors += 1
             raise StoreUnavailable(f"redis: {exc or type(exc).__name__}") from exc
         finally:
             if probe:

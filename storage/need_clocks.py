@@ -77,9 +77,14 @@ async def _grantees(s, role: Role, scope_id: int | None = None) -> list[int]:
 
 
 async def _handlers(s, need: Need) -> list[int]:
-    """Who works on the need: the assignee; else the department's staff (上报区级); else the community's staff."""
+    """Who works on the need: the assignee or the unit's members; else the department's staff (上报区级); else the
+    community's staff."""
     if need.assignee_id:
         return [need.assignee_id]
+    if need.unit_id:  # 指派 to a unit: its members
+        members = await _grantees(s, Role.UNIT_MEMBER, need.unit_id)
+        if members:
+            return members
     if need.department_id:
         staff = await _grantees(s, Role.DISTRICT_STAFF, need.department_id)
         if staff:

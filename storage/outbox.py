@@ -91,6 +91,8 @@ class NoticeKind(enum.StrEnum):
     PROJECT_CLAIMED = "project_claimed", "项目承接"
     PROJECT_ASSIGNED = "project_assigned", "项目指派"
     PROJECT_PROGRESS = "project_progress", "项目进展"
+    # submitted for 验收 (staff), accepted or returned (the unit, the residents who asked)
+    PROJECT_ACCEPTANCE = "project_acceptance", "项目验收"
     REVIEW_OPENED = "review_opened", "年度评议", NoticePriority.DIGEST
     REVIEW_CLOSED = "review_closed", "评议结果"
     SURVEY_INVITE = "survey_invite", "问卷邀请", NoticePriority.DIGEST
@@ -573,6 +575,15 @@ async def status_counts(db: Database) -> dict[str, int]:
             await session.exec(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))
         ).all()
     return {status: count for status, count in rows}
+
+
+async def status_kind_counts(db: Database) -> dict[tuple[str, str], int]:
+    """Rows by (status, kind): what /metrics shows of the outbox."""
+    async with db.read() as session:
+        query = select(OutboxMessage.status, OutboxMessage.kind, func.count()).group_by(
+            OutboxMessage.status, OutboxMessage.kind)
+        rows = (await session.exec(query)).all()
+    return {(status, kind): count for status, kind, count in rows}
 
 
 async def needing_review(

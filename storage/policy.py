@@ -5,7 +5,7 @@ Each permission is one rule: who holds it (the test over the actor's grants and 
 organisation) and the Chinese sentence a refused person reads. Targets are read by attribute, so a rule needs
 no import of the tables it guards:
 
-    need      community_id, grid_id, building_id, department_id, assignee_id, ticket
+    need      community_id, grid_id, building_id, department_id, unit_id, assignee_id, ticket
     building  id, grid_id, community_id, name
     community an id (int)
     unit      an id (int) or None (a project's unit)
@@ -33,6 +33,8 @@ class Can(enum.StrEnum):
     GRANT_ROLES = "roles.grant"  # grant and revoke roles
     SEE_PHONE = "need.see_phone"  # the reporter's full phone number (every reveal audited)
     ACT_FOR_UNIT = "unit.act_for"  # claim a project for a unit, report its progress and completion
+    FILE_PARTNER = "need.file_partner"  # hand a need over from another system (Open311 POST requests)
+    USE_CONSOLE = "console.use"  # sign in to the staff web console (what it shows is still scoped by the rules above)
 
 
 def runs_community(actor: Actor, community_id: int | None) -> bool:
@@ -49,6 +51,8 @@ def _handles(actor: Actor, need: Any) -> bool:
         or (need.assignee_id is not None and need.assignee_id == actor.resident_id)
         or (need.department_id is not None and need.department_id in actor.ids(Role.DISTRICT_STAFF))
         or (need.department_id is not None and need.department_id in actor.ids(Role.UNIT_MEMBER))
+        # 指派 to a unit (a property company…): each of its members handles the need as an assignee would.
+        or (need.unit_id is not None and need.unit_id in actor.ids(Role.UNIT_MEMBER))
     )
 
 
@@ -86,7 +90,7 @@ RULES: dict[Can, Rule] = {
     Can.FILE_FOR: Rule("该楼栋的楼片长；所在网格的网格员", _files_for, "{t.name}不在您负责的范围内，不能代报。"),
     Can.MANAGE_NEED: Rule("所在社区的社区工作人员；管理员", _manages, "诉求 {t.ticket} 不在您负责的社区。"),
     Can.HANDLE_NEED: Rule(
-        "能管理的人；被指派的人；上报到的区级部门或单位", _handles, "诉求 {t.ticket} 不在您负责的范围内。"
+        "能管理的人；被指派的人或单位的成员；上报到的区级部门或单位", _handles, "诉求 {t.ticket} 不在您负责的范围内。"
     ),
     Can.SEE_NEED: Rule(
         "能办理的人；所在楼栋的楼片长、所在网格的网格员", _sees, "诉求 {t.ticket} 不在您负责的范围内。"
@@ -96,6 +100,16 @@ RULES: dict[Can, Rule] = {
         "该单位的单位成员",
         lambda a, t: a.trusted or (t is not None and t in a.ids(Role.UNIT_MEMBER)),
         "您不是该单位的成员。",
+    ),
+    Can.USE_CONSOLE: Rule(
+        "社区工作人员、网格员、区级部门工作人员、管理员",
+        lambda a, _t: a.is_admin or a.holds(Role.COMMUNITY_STAFF, Role.GRID_WORKER, Role.DISTRICT_STAFF),
+        "管理后台只对社区、网格和区级工作人员开放。",
+    ),
+    Can.FILE_PARTNER: Rule(
+        "有 API 密钥的对接系统（如12345热线）；管理员",
+        lambda a, _t: a.is_admin or a.is_partner,
+        "您无权代其他系统提交诉求。",
     ),
 }
 

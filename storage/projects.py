@@ -2,10 +2,13 @@
 
 Staff turn needs (or a consultation topic) into a project; publishing it tells the units and the residents whose
 needs it answers; the first valid claim by a unit wins and becomes the project agreement (服务项目书); the unit
-posts progress, pushed to the followers of the project's needs; completion resolves those needs.
+posts progress, pushed to the followers of the project's needs and to the resident who proposed its consultation
+topic; when the unit reports it done the community checks the work (验收): only an accepted project counts as done
+(the year-end review lists it, its needs are resolved), a returned one goes back to the unit with the reason.
 
-Life of a project: draft → published → claimed → in_progress → completed (staff may also assign a draft or a
-published project straight to a unit: → claimed). Every change goes through an operation here.
+Life of a project: draft → published → claimed → in_progress → awaiting_accept → completed (staff may also assign
+a draft or a published project straight to a unit: → claimed; 退回 sends awaiting_accept back to in_progress).
+Every change goes through an operation here.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ class ProjectStatus:
     PUBLISHED = "published"
     CLAIMED = "claimed"
     IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"
+    AWAITING_ACCEPTANCE = "awaiting_accept"  # the unit says it is done, not yet checked (fits the 16-char column)
+    COMPLETED = "completed"  # accepted by the community: the only state that counts as done
 
 
 STATUS_LABELS = {
@@ -40,8 +44,28 @@ STATUS_LABELS = {
     ProjectStatus.PUBLISHED: "待接单",
     ProjectStatus.CLAIMED: "已接单",
     ProjectStatus.IN_PROGRESS: "实施中",
+    ProjectStatus.AWAITING_ACCEPTANCE: "待验收",
     ProjectStatus.COMPLETED: "已完成",
 }
+
+# ProjectUpdate.kind → how staff and residents read it ("completed" rows are the unit's report, as before 验收)
+UPDATE_LABELS = {
+    "progress": "进展",
+    "milestone": "节点",
+    "completed": "完成报告",
+    "returned": "验收退回",
+    "accepted": "验收通过",
+}
+
+
+def status_from_word(word: str) -> str | None:
+    """The project status a person names: its Chinese label (待验收) or its stored value (awaiting_accept)."""
+    word = word.strip()
+    for status, label in STATUS_LABELS.items():
+        if word.lower() == status or word == label:
+            return status
+    return None
+
 
 MAX_NEEDS_PER_PROJECT = 20
 PAGE = 8  # list lengths in chat
@@ -61,7 +85,8 @@ class Project(SQLModel, table=True):
     created_at: dt.datetime
     published_at: dt.datetime | None = None
     claimed_at: dt.datetime | None = None
-    completed_at: dt.datetime | None = None
+    submitted_at: dt.datetime | None = None  # the unit's latest 项目完成 (0019_project_acceptance)
+    completed_at: dt.datetime | None = None  # accepted by the community: the review counts the year of this
     completion_note: str | None = Field(default=None, max_length=500)
 
     @property
@@ -103,7 +128,7 @@ class ProjectUpdate(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     project_id: int = Field(foreign_key="project.id", index=True)
-    kind: str = Field(max_length=16)  # progress | milestone | completed
+    kind: str = Field(max_length=16)  # progress | milestone | completed | returned | accepted (UPDATE_LABELS)
     text: str = Field(max_length=500)
     actor: str = Field(max_length=64)
     at: dt.datetime
@@ -252,6 +277,29 @@ async def updates_of(db: Database, project_id: int, limit: int = 5) -> list[Proj
         return list((await s.exec(query)).all())
 
 
+async def awaiting_acceptance(db: Database, actor: Actor, *, offset: int = 0,
+                              limit: int = PAGE) -> tuple[list[Project], int]:
+    """A page of the projects waiting for 验收 in the communities the actor runs, longest waiting first, and how
+    many there are."""
+    where = [Project.status == ProjectStatus.AWAITING_ACCEPTANCE]
+    if actor.communities is not None:
+        where.append(col(Project.community_id).in_(sorted(actor.communities)))
+    async with db.read() as s:
+        total = (await s.exec(select(func.count()).select_from(Project).where(*where))).one()
+        query = select(Project).where(*where).order_by(col(Project.submitted_at), col(Project.id))
+        return list((await s.exec(query.offset(offset).limit(limit))).all()), total
+
+
+async def projects_of(db: Database, community_id: int, *, status: str | None = None,
+                      limit: int = 200) -> list[Project]:
+    """A community's projects (of one status), oldest first: the CLI's list."""
+    query = select(Project).where(Project.community_id == community_id)
+    if status is not None:
+        query = query.where(Project.status == status)
+    async with db.read() as s:
+        return list((await s.exec(query.order_by(col(Project.id)).limit(limit))).all())
+
+
 async def unit_by_code(db: Database, code: str) -> Department | None:
     async with db.read() as s:
         return (await s.exec(select(Department).where(Department.code == code.strip().upper()))).first()
@@ -370,8 +418,7 @@ async def publish_project(db: Database, project_id: int, *, actor: Actor, now: d
             RoleGrant.role == Role.UNIT_MEMBER.value, RoleGrant.revoked_at.is_(None)
         )
         members = sorted(set((await s.exec(members_q)).all()))
-        need_ids = list((await s.exec(select(ProjectNeed.need_id).where(ProjectNeed.project_id == project.id))).all())
-        followers = await need_follower_ids(s, need_ids)
+        followers = await residents_to_tell(s, project)
         residents_text = (
             f"您反映的问题已列入社区服务项目「{project.title}」，"
             f"正在征集承接单位，计划{deadline_text(project.deadline)}前完成。我们会持续告诉您进展。"
@@ -419,13 +466,39 @@ async def _take(
     return project
 
 
-async def _tell_followers(session: AsyncSession, project: Project, kind: NoticeKind, text: str, tag: str,
-                          now: dt.datetime) -> int:
+async def _proposer_id(session: AsyncSession, project: Project) -> int | None:
+    """The resident who proposed the consultation topic the project came from (topic → project), if any."""
+    if project.topic_id is None:
+        return None
+    topic = await session.get(consultation.Topic, project.topic_id)
+    return topic.proposer_id if topic else None
+
+
+async def residents_to_tell(session: AsyncSession, project: Project) -> list[int]:
+    """Who asked for this project: the followers of its needs and the proposer of its topic."""
     need_ids = list(
         (await session.exec(select(ProjectNeed.need_id).where(ProjectNeed.project_id == project.id))).all()
     )
-    followers = await need_follower_ids(session, need_ids)
-    return await enqueue(session, kind, text, [(r, f"project:{project.id}:{tag}:{r}") for r in followers], now)
+    people = set(await need_follower_ids(session, need_ids))
+    proposer = await _proposer_id(session, project)
+    if proposer is not None:
+        people.add(proposer)
+    return sorted(people)
+
+
+async def _tell_followers(session: AsyncSession, project: Project, kind: NoticeKind, text: str, tag: str,
+                          now: dt.datetime) -> int:
+    people = await residents_to_tell(session, project)
+    return await enqueue(session, kind, text, [(r, f"project:{project.id}:{tag}:{r}") for r in people], now)
+
+
+async def _unit_member_ids(session: AsyncSession, unit_id: int | None) -> list[int]:
+    if unit_id is None:
+        return []
+    query = select(RoleGrant.resident_id).where(
+        RoleGrant.role == Role.UNIT_MEMBER.value, RoleGrant.scope_id == unit_id, RoleGrant.revoked_at.is_(None)
+    )
+    return sorted(set((await session.exec(query)).all()))
 
 
 async def claim_project(db: Database, project_id: int, *, actor: Actor, unit_id: int,
@@ -511,8 +584,9 @@ async def post_progress(db: Database, project_id: int, *, actor: Actor, text: st
 
 
 async def complete_project(db: Database, project_id: int, *, actor: Actor, text: str, now: dt.datetime) -> Project:
-    """项目完成: by a member of the unit that carries it, or by the community's staff (or the CLI). Linked needs
-    become resolved, which asks their residents to rate the result."""
+    """项目完成: by a member of the unit that carries it, or by the community's staff (or the CLI). The project
+    waits for the community's 验收 (accept_project): a unit's word alone does not make it done, so its needs stay
+    open and the review does not list it yet. Staff are asked to check; the residents who asked are told."""
     text = text.strip()
     if not text or len(text) > 500:
         raise ProjectError("完成情况需在1到500字之间。")
@@ -526,16 +600,97 @@ async def complete_project(db: Database, project_id: int, *, actor: Actor, text:
             update(Project)
             .where(col(Project.id) == project.id,
                    col(Project.status).in_([ProjectStatus.CLAIMED, ProjectStatus.IN_PROGRESS]))
-            .values(status=ProjectStatus.COMPLETED, completed_at=now, completion_note=text)
+            .values(status=ProjectStatus.AWAITING_ACCEPTANCE, submitted_at=now, completion_note=text)
         )
         if result.rowcount != 1:
             raise ProjectError(f"项目当前状态为「{project.status_label}」，不能标记完成。")
         project = await s.get(Project, project.id, populate_existing=True)
         entry = ProjectUpdate(project_id=project.id, kind="completed", text=text, actor=actor.name, at=now)
         s.add(entry)
+        await s.flush()
+        staff_text = (
+            f"【项目待验收】「{project.title}」（编号{project.id}）承接单位报告已完成：{text[:60]}\n"
+            f"请到现场核实后回复「验收 {project.id}」处理。"
+        )
+        staff = await staff_resident_ids(s, project.community_id)
+        await enqueue(s, NoticeKind.PROJECT_ACCEPTANCE, staff_text,
+                      [(r, f"project:{project.id}:submitted:{entry.id}:staff:{r}") for r in staff], now)
+        residents_text = (
+            f"【项目进展】服务项目「{project.title}」承接单位报告已完成：{text[:60]}\n"
+            "社区验收通过后，我们会告诉您结果。"
+        )
+        await _tell_followers(s, project, NoticeKind.PROJECT_PROGRESS, residents_text, f"submitted:{entry.id}", now)
+        s.add(audit_entry(now, actor.name, "project.complete", "project", project.id, update=entry.id))
+    return project
+
+
+async def _awaiting(s: AsyncSession, project_id: int, actor: Actor) -> Project:
+    """The project locked for 验收 by staff of its community; a refusal names why."""
+    project = await s.get(Project, project_id, with_for_update=True)
+    if project is None or not allows(actor, Can.RUN_COMMUNITY, project.community_id):
+        raise ProjectError(NOT_IN_REACH)
+    if project.status != ProjectStatus.AWAITING_ACCEPTANCE:
+        raise ProjectError(f"项目当前状态为「{project.status_label}」，不在待验收中。")
+    return project
+
+
+async def accept_project(db: Database, project_id: int, *, actor: Actor, now: dt.datetime,
+                         note: str = "") -> Project:
+    """验收通过: the project is done. Its linked needs are resolved (their residents are asked to rate), it counts
+    for the year-end review of this year, and the unit and the residents who asked are told."""
+    note = note.strip()
+    if len(note) > 200:
+        raise ProjectError("验收意见不超过200字。")
+    async with db.write() as s:
+        project = await _awaiting(s, project_id, actor)
+        project.status = ProjectStatus.COMPLETED
+        project.completed_at = now
+        s.add(project)
+        s.add(ProjectUpdate(project_id=project.id, kind="accepted", text=note or "社区验收通过", actor=actor.name,
+                            at=now))
         need_ids = list((await s.exec(select(ProjectNeed.need_id).where(ProjectNeed.project_id == project.id))).all())
-        await _resolve_needs(s, need_ids, actor, f"服务项目「{project.title}」已完成：{text}", now)
-        s.add(audit_entry(now, actor.name, "project.complete", "project", project.id, needs=need_ids))
+        report = project.completion_note or "已完成"
+        await _resolve_needs(s, need_ids, actor, f"服务项目「{project.title}」已通过社区验收：{report}", now)
+        residents_text = (
+            f"【项目验收】服务项目「{project.title}」已通过社区验收，项目完成。\n完成情况：{report[:60]}\n"
+            "年底社区会请您对项目进行评议。"
+        )
+        await _tell_followers(s, project, NoticeKind.PROJECT_ACCEPTANCE, residents_text, "accepted", now)
+        unit_text = f"【验收通过】服务项目「{project.title}」（编号{project.id}）已通过社区验收。感谢您的付出！"
+        members = await _unit_member_ids(s, project.unit_id)
+        await enqueue(s, NoticeKind.PROJECT_ACCEPTANCE, unit_text,
+                      [(r, f"project:{project.id}:accepted:unit:{r}") for r in members], now)
+        s.add(audit_entry(now, actor.name, "project.accept", "project", project.id, needs=need_ids,
+                          note=note or None))
+    return project
+
+
+async def return_project(db: Database, project_id: int, *, actor: Actor, reason: str, now: dt.datetime) -> Project:
+    """验收退回: the work is not done yet. Back to in_progress; the unit is told why (it reports 项目完成 again
+    when it has fixed it), and so are the residents who asked."""
+    reason = reason.strip()
+    if not 2 <= len(reason) <= 200:
+        raise ProjectError("退回原因需在2到200字之间。")
+    async with db.write() as s:
+        project = await _awaiting(s, project_id, actor)
+        project.status = ProjectStatus.IN_PROGRESS
+        s.add(project)
+        entry = ProjectUpdate(project_id=project.id, kind="returned", text=reason, actor=actor.name, at=now)
+        s.add(entry)
+        await s.flush()
+        unit_text = (
+            f"【验收退回】服务项目「{project.title}」（编号{project.id}）社区验收未通过。\n原因：{reason}\n"
+            f"请整改后回复「项目完成 {project.id} 情况」重新提交验收。"
+        )
+        members = await _unit_member_ids(s, project.unit_id)
+        await enqueue(s, NoticeKind.PROJECT_ACCEPTANCE, unit_text,
+                      [(r, f"project:{project.id}:returned:{entry.id}:unit:{r}") for r in members], now)
+        residents_text = (
+            f"【项目验收】服务项目「{project.title}」社区验收未通过，已退回承接单位整改。\n原因：{reason}"
+        )
+        await _tell_followers(s, project, NoticeKind.PROJECT_ACCEPTANCE, residents_text, f"returned:{entry.id}", now)
+        s.add(audit_entry(now, actor.name, "project.return", "project", project.id, reason=reason,
+                          update=entry.id))
     return project
 
 

@@ -318,7 +318,8 @@ async def open_review(
 
 
 async def _completed_in(s: AsyncSession, community_id: int, year: int) -> list[Project]:
-    """The community's projects completed in `year` (district time), in completion order."""
+    """The community's projects completed in `year` (district time), in completion order. Completed means
+    accepted by the community (验收): a project its unit called done but nobody checked is not judged."""
     start = dt.datetime(year, 1, 1, tzinfo=local(dt.datetime.now(dt.UTC)).tzinfo)
     query = (
         select(Project)

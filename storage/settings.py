@@ -173,6 +173,42 @@ def _calendar_file(raw: str, name: str) -> Path:
     return path.resolve()
 
 
+def _partner_keys(raw: str, name: str) -> dict[str, str]:
+    """`name:key,name:key` → {key: name}: a request names no partner, its key alone says who it is."""
+    keys: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        partner, sep, key = part.partition(":")
+        partner, key = partner.strip(), key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", partner) or len(key) < 16:
+            raise ConfigError(f"{name} must look like name:key,name:key (names of letters and digits, keys of at "
+                              "least 16 characters).")
+        if key in keys:
+            raise ConfigError(f"{name} gives two partners the same key.")
+        keys[key] = partner
+    return keys
+
+
+def _log_format(raw: str, name: str) -> str:
+    if raw.lower() not in ("text", "json"):
+        raise ConfigError(f"{name} must be text or json.")
+    return raw.lower()
+
+
+def _secret(raw: str, name: str) -> str:
+    if len(raw) < 16:
+        raise ConfigError(f"{name} must be at least 16 characters.")
+    return raw
+
+
+def _switch(raw: str, name: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "on", "true", "yes"):
+        return True
+    if value in ("0", "off", "false", "no"):
+        return False
+    raise ConfigError(f"{name} must be on or off.")
+
+
 def _directory(raw: str, name: str) -> Path:
     """A directory the bot writes to; made when first written, so only a path that is a file is refused."""
     path = Path(raw)
@@ -257,6 +293,16 @@ class Settings:
     media_s3_region: str = "us-east-1"
     # Where the bot keeps what it learns (the retrained classifier's messages, storage.classifier.retrain).
     data_dir: Annotated[Path, _directory] = Path("steward-data")
+    # The staff web console under /console (bot/console/) in `steward serve`; off: only `steward console` serves it.
+    console: Annotated[bool, _switch] = True
+    # Open311 GeoReport v2 (bot/open311.py): partners' API keys for POST requests ("name:key,…"; empty: no
+    # POST), and the jurisdiction_id the read API answers to (the district).
+    open311_keys: Annotated[dict[str, str], _partner_keys] = field(default_factory=dict, repr=False)
+    open311_jurisdiction: str = "district"
+    # /metrics (bot/metrics.py) is served only with this bearer token; unset: no /metrics at all.
+    metrics_token: Annotated[str | None, _secret] = field(default=None, repr=False)
+    # Log lines as text ("… request_id=…") or one JSON object each, for a log shipper.
+    log_format: Annotated[str, _log_format] = "text"
 
     @property
     def redis_limits(self) -> RedisLimits:

@@ -7,6 +7,7 @@ from storage import (  # noqa: F401
     broadcast,
     claims,
     classifier,
+    console_auth,
     consultation,
     consultation_tables,
     need_clocks,

@@ -142,14 +142,19 @@ async def test_from_a_residents_need_to_a_completed_project_the_resident_hears_e
     assert "灯具已到货" in detail
 
     done = (await phone.text("o_wuye", f"项目完成 {number} 12盏声控灯已全部安装")).text
-    assert "已标记完成" in done
+    assert "已标记完成" in done and "已提交社区验收" in done
+    # The unit's word is not enough: the need stays open until the community accepts the work (验收).
+    assert (await needs.find_need(db, need.ticket)).status != needs.NeedStatus.RESOLVED
+    assert "1. 通过\n2. 退回（写明原因）" in (await phone.text("o_staff", f"验收 {number}")).text
+    assert "验收通过" in (await phone.text("o_staff", "1")).text
     assert (await needs.find_need(db, need.ticket)).status == needs.NeedStatus.RESOLVED
     async with db.read() as s:
         rate_asks = (await s.exec(select(OutboxMessage.text).where(OutboxMessage.resident_id == resident.id,
                                                                    OutboxMessage.kind == "need_update"))).all()
         audit = set((await s.exec(select(AuditLog.action))).all())
     assert any("评价" in t and "12盏声控灯" in t for t in rate_asks)
-    assert {"project.create", "project.publish", "project.claim", "project.progress", "project.complete"} <= audit
+    assert {"project.create", "project.publish", "project.claim", "project.progress", "project.complete",
+            "project.accept"} <= audit
     assert "不能标记完成" in (await phone.text("o_wuye", f"项目完成 {number} 再来一次")).text
     assert "已完成" in (await phone.text("o_resident", "项目")).text
 

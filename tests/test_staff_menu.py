@@ -20,14 +20,14 @@ RESIDENT_MENU = (
 )
 COMMUNITY_STAFF_MENU = (
     "工作人员菜单，请回复数字：\n1. 待分流诉求\n2. 绑定核实\n3. 发送广播\n4. 议事设置\n5. 新建项目\n6. 发布活动\n"
-    "7. 兑换核销\n8. 投递失败\n9. 居民服务（反映问题等）\n回复「命令」查看口令，「取消」退出当前操作。"
+    "7. 兑换核销\n8. 投递失败\n9. 本月统计\n10. 居民服务（反映问题等）\n回复「命令」查看口令，「取消」退出当前操作。"
 )
 LEADER_MENU = (
     "工作人员菜单，请回复数字：\n1. 代居民反映\n2. 楼栋诉求\n3. 居民服务（反映问题等）\n"
     "回复「命令」查看口令，「取消」退出当前操作。"
 )
 UNIT_MENU = (
-    "工作人员菜单，请回复数字：\n1. 可接项目\n2. 本单位项目\n3. 居民服务（反映问题等）\n"
+    "工作人员菜单，请回复数字：\n1. 单位待办\n2. 可接项目\n3. 本单位项目\n4. 居民服务（反映问题等）\n"
     "回复「命令」查看口令，「取消」退出当前操作。"
 )
 ASK_BROADCAST = f"请输入要发送的通知内容（{MAX_TEXT}字以内）："
@@ -42,7 +42,7 @@ LEADER_HELP = (
 )
 GRID_HELP = (
     "工作人员口令（编号见各列表）：\n代报：替居民反映问题\n楼栋诉求 [页码]：未办结诉求\n进展 编号 进展内容\n"
-    "号码 编号（看完整手机号）\n办结 编号 办理结果\n居民服务请回复「菜单」。"
+    "号码 编号（看完整手机号）\n办结 编号 办理结果\n后台：电脑登录管理后台\n居民服务请回复「菜单」。"
 )
 RESIDENT_HELP = (
     "常用口令（也可回复「菜单」按数字选择）：\n我的信息：住址与手机\n反映 [问题描述]\n进度 [编号]：我的诉求\n"
@@ -71,7 +71,7 @@ async def test_staff_menu_lists_their_entries_and_a_number_starts_that_flow(phon
         ("1", NO_NEEDS),
         # The last entry leads to the resident menu they still have, whose numbers work as for any resident.
         ("菜单", COMMUNITY_STAFF_MENU),
-        ("9", RESIDENT_MENU),
+        ("10", RESIDENT_MENU),
         ("1", needs.ASK_TEXT),
     ])
 
@@ -83,7 +83,7 @@ async def test_leaders_and_unit_members_see_only_their_own_entries(phone, db):
     unit = await make_resident(db, "o_unit", d.buildings["B2"], name="赵工", phone="13900000003")
     await grant(db, unit, Role.UNIT_MEMBER, d.departments["D-JS"].id)
     await talk(phone, "o_lead", [("菜单", LEADER_MENU), ("1", leader.ASK_WHO), ("取消", LEFT_LEADER)])
-    await talk(phone, "o_unit", [("菜单", UNIT_MENU), ("1", NO_OPEN_PROJECTS)])
+    await talk(phone, "o_unit", [("菜单", UNIT_MENU), ("2", NO_OPEN_PROJECTS)])
 
 
 async def test_the_resident_menu_is_unchanged_and_staff_entries_refuse_residents(phone, db):
@@ -115,7 +115,7 @@ async def test_an_unbound_staff_member_picking_a_resident_entry_is_asked_to_bind
     staff = await make_resident(db, "o_unbound", None)
     await grant(db, staff, Role.UNIT_MEMBER, d.departments["D-JS"].id)
     await talk(phone, "o_unbound", [
-        ("菜单", UNIT_MENU), ("3", RESIDENT_MENU), ("1", NEEDS_BINDING + "\n" + ASK_COMMUNITY),
+        ("菜单", UNIT_MENU), ("4", RESIDENT_MENU), ("1", NEEDS_BINDING + "\n" + ASK_COMMUNITY),
     ])
 
 
@@ -129,7 +129,7 @@ async def test_help_lists_each_roles_commands(phone, db):
     await talk(phone, "o_grid_h", [("命令", GRID_HELP)])
 
 
-async def test_help_for_every_role_at_once_fits_two_phone_sized_pages(phone, db):
+async def test_help_for_every_role_at_once_fits_three_phone_sized_pages(phone, db):
     d = await make_district(db)
     boss = await make_resident(db, "o_all", d.buildings["B1"], phone="13900000006")
     for role, scope in ((Role.ADMIN, None), (Role.COMMUNITY_STAFF, d.communities["C1"].id),
@@ -138,15 +138,18 @@ async def test_help_for_every_role_at_once_fits_two_phone_sized_pages(phone, db)
         await grant(db, boss, role, scope)
     first = (await phone.text("o_all", "命令")).text
     second = (await phone.text("o_all", "命令 2")).text
+    third = (await phone.text("o_all", "命令 3")).text
     assert first.startswith(menu.STAFF_HELP_HEADING + "\n") and first.endswith("\n" + menu.HELP_MORE)
-    for page in (first, second):
+    assert second.startswith(menu.HELP_CONTINUED + "\n") and second.endswith("\n回复「命令 3」查看下一页。")
+    assert third.startswith(menu.HELP_CONTINUED + "\n") and "下一页" not in third
+    for page in (first, second, third):
         assert len(page.encode()) <= 2048  # one passive text reply
         assert len(page.splitlines()) <= menu.HELP_PAGE_LINES + 2  # a screenful: heading, lines, "next page"
         assert all(len(line) <= 24 for line in page.splitlines()[1:-1])  # a line fits a phone's width
     staff_lines = [h.text for r in ROUTERS for h in r.help_lines if h.roles]
-    assert second.startswith(menu.HELP_CONTINUED + "\n")
-    shown = first.splitlines()[1:-1] + second.splitlines()[1:]
+    shown = first.splitlines()[1:-1] + second.splitlines()[1:-1] + third.splitlines()[1:]
     assert shown == [*staff_lines, menu.HELP_TAIL]
+    assert (await phone.text("o_all", "帮助3")).text == third
     assert (await phone.text("o_all", "帮助2")).text == second
 
 

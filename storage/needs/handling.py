@@ -14,8 +14,8 @@ from storage.classifier import labelled_example
 from storage.clock import local
 from storage.db import Database
 from storage.needs.deadlines import default_resolve_by, feedback_due, format_date
-from storage.needs.model import NOT_TRIAGED, STAFF_NOTICE_LIMIT, Need, NeedError, NeedFollower, NeedStatus
-from storage.needs.notices import _clip, _followers, _outbox, summary_line
+from storage.needs.model import NOT_TRIAGED, Need, NeedError, NeedFollower, NeedStatus
+from storage.needs.notices import _clip, _followers, _holders, _outbox, summary_line
 from storage.needs.permissions import actor_label, load_for, load_need
 from storage.needs.queries import assignable_people
 from storage.needs.transitions import TRANSITIONS, apply_transition, check, refusal
@@ -23,7 +23,7 @@ from storage.org import Department
 from storage.outbox import NoticeKind
 from storage.policy import Can, allows
 from storage.residents import Resident
-from storage.roles import Role, RoleGrant, audit_entry
+from storage.roles import Role, audit_entry
 from storage.taxonomy import Tier, load_taxonomy
 
 PROJECT_RESOLVABLE = frozenset(TRANSITIONS["resolve_by_project"].moves)  # the open needs
@@ -141,7 +141,7 @@ async def assign_need(
         if need.state is NeedStatus.REPORTED:
             raise NeedError(NOT_TRIAGED.format(ticket=need.ticket))
         check(need, "assign")
-        need.assignee_id = person.id
+        need.assignee_id, need.unit_id = person.id, None  # one handler at a time: a person replaces a unit
         event = await apply_transition(s, need, "assign", now, actor_id=actor.resident_id,
                                        actor_label=await actor_label(s, actor, need), note=f"已安排{label}负责办理",
                                        assignee=person.id)
@@ -153,6 +153,36 @@ async def assign_need(
     return need, person
 
 
+async def assign_unit(db: Database, actor: Actor, ticket: str, unit_id: int, now: dt.datetime
+                      ) -> tuple[Need, Department]:
+    """指派 to a unit (a property company, a social organisation): every member of it is told and may handle the
+    need (storage/policy.py); the residents read which unit handles it."""
+    async with db.write() as s:
+        need = await load_need(s, ticket)
+        if not allows(actor, Can.MANAGE_NEED, need):
+            raise NeedError(f"诉求 {need.ticket} 不在您负责的社区。")
+        if need.state is NeedStatus.REPORTED:
+            raise NeedError(NOT_TRIAGED.format(ticket=need.ticket))
+        check(need, "assign")
+        unit = await s.get(Department, unit_id)
+        if unit is None or unit.kind == "district":
+            raise NeedError("没有这个单位。区级部门请用「上报区级」。")
+        members = await _holders(s, Role.UNIT_MEMBER, unit.id)
+        if not members:
+            raise NeedError(f"{unit.name}还没有开通成员账号，指派后无人接收。请选其他单位，或联系管理员为其开通。")
+        need.unit_id, need.assignee_id = unit.id, None  # one handler at a time: the unit replaces a person
+        event = await apply_transition(s, need, "assign", now, actor_id=actor.resident_id,
+                                       actor_label=await actor_label(s, actor, need), note=f"已交由{unit.name}办理",
+                                       unit=unit.code)
+        text = (f"【新派单】{need.ticket}\n{summary_line(need, 30)}\n社区交由{unit.name}办理。回复「单位待办」查看，"
+                f"「进展 {need.ticket} 内容」登记进展，「办结 {need.ticket} 内容」办结。")
+        followers = set(await _followers(s, need.id))
+        told = [rid for rid in members if rid != actor.resident_id and rid not in followers]
+        await _outbox(s, need, event, told, NoticeKind.NEED_ASSIGNED, text, now)
+        s.add(audit_entry(now, actor.name, "need.assign", "need", need.ticket, unit=unit.code))
+    return need, unit
+
+
 async def escalate_need(db: Database, actor: Actor, ticket: str, department_code: str, now: dt.datetime) -> Need:
     """上报区级: hand the need to a district department; its staff then see it in 区级待办."""
     async with db.write() as s:
@@ -160,21 +190,20 @@ async def escalate_need(db: Database, actor: Actor, ticket: str, department_code
         dept = (await s.exec(select(Department).where(Department.code == department_code.strip().upper()))).first()
         if dept is None or dept.kind != "district":
             raise NeedError(f"没有代码为 {department_code} 的区级部门。")
+        staff = await _holders(s, Role.DISTRICT_STAFF, dept.id)
+        if not staff:
+            # Nobody would see it in 区级待办: refused, so the need stays with the community instead of orphaned.
+            raise NeedError(f"{dept.name}还没有开通工作人员账号，上报后无人接收。"
+                            "请选其他部门，或联系管理员为该部门开通。")
         taxonomy = load_taxonomy()
         need.tier, need.department_id = Tier.DISTRICT.value, dept.id
         event = await apply_transition(s, need, "escalate", now, actor_id=actor.resident_id,
                                        actor_label=await actor_label(s, actor, need),
                                        note=f"已上报{dept.name}，由区级部门统筹办理", department=dept.code)
         need.feedback_due_at = feedback_due(taxonomy, Tier.DISTRICT.value, now)
-        staff = await s.exec(
-            select(RoleGrant.resident_id).where(
-                RoleGrant.role == Role.DISTRICT_STAFF.value, RoleGrant.scope_id == dept.id,
-                RoleGrant.revoked_at.is_(None),
-            ).limit(STAFF_NOTICE_LIMIT)
-        )
         text = f"【区级待办】{need.ticket}\n{summary_line(need, 30)}\n回复「区级待办」查看。"
         followers = set(await _followers(s, need.id))
-        told = [rid for rid in dict.fromkeys(staff.all()) if rid not in followers]  # followers have this event's
+        told = [rid for rid in staff if rid not in followers]  # followers have this event's
         await _outbox(s, need, event, told, NoticeKind.NEED_ESCALATED, text, now)  # notice already
         s.add(audit_entry(now, actor.name, "need.escalate", "need", need.ticket, department=dept.code))
     return need

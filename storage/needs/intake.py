@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import or_, update
+from sqlalchemy import String, case, cast, func, literal, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 
 from storage.actor import Actor
-from storage.classifier import default_classifier
+from storage.classifier import default_classifier, normalise
 from storage.clock import local
 from storage.db import Database
 from storage.needs.deadlines import respond_due
@@ -39,12 +41,13 @@ from storage.needs.model import (
 from storage.needs.notices import _clip, _followers, _outbox, summary_line
 from storage.needs.permissions import load_need
 from storage.needs.transitions import apply_transition, check
-from storage.org import Building
+from storage.org import Building, Community, Grid
 from storage.outbox import NoticeKind
 from storage.policy import Can, refusal
-from storage.residents import Resident, mask_phone
+from storage.residents import BindingError, Resident, clean_name, clean_phone, clean_room, mask_phone
 from storage.roles import Role, audit_entry
 from storage.taxonomy import load_taxonomy
+from storage.text import clip
 
 SUBMITTED_NOTE = "诉求已提交"  # the first timeline note; it only repeats the state
 SURVEY_FALLBACK_ITEM = "PB-04"  # when the classifier finds nothing; staff correct it at triage
@@ -91,14 +94,54 @@ def _add_media(s, need: Need, media: tuple[MediaRef, ...], now: dt.datetime) -> 
 
 
 async def _next_ticket(s, db: Database, now: dt.datetime) -> str:
+    """The day's next number, in one statement. It locks the day's counter row until COMMIT (so numbers stay
+    gap-free: a transaction that fails gives its number back), and every report of the day queues on that row:
+    take it as late in the transaction as possible (see `_assign_ticket`)."""
     day = local(now).strftime("%Y%m%d")
     table = NeedTicketCounter.__table__
     insert = sqlite_insert if db.is_sqlite else pg_insert
-    await s.exec(insert(table).values(day=day, last=0).on_conflict_do_nothing(index_elements=["day"]))
     result = await s.exec(
-        update(table).where(table.c.day == day).values(last=table.c.last + 1).returning(table.c.last)
+        insert(table).values(day=day, last=1)
+        .on_conflict_do_update(index_elements=["day"], set_={"last": table.c.last + 1})
+        .returning(table.c.last)
     )
     return f"{day}-{result.scalar_one():04d}"
+
+
+# A need created with `late_ticket=True` is inserted under "~" + 18 hex digits (unique) and numbered by
+# `_number_last` just before COMMIT. Nothing may show the placeholder.
+_UNNUMBERED = "~"
+
+
+async def _number_last(s, db: Database, need: Need, now: dt.datetime) -> None:
+    """Give a need created with `late_ticket=True` its number: the transaction's last statement, so the day's
+    counter row is held until COMMIT only (at 50 reporters, held for the whole transaction, it was the queue
+    every report waited in). On PostgreSQL one statement takes the number and writes it into the row; on SQLite
+    writers already take turns, so two plain statements do."""
+    if db.is_sqlite:
+        need.ticket = await _next_ticket(s, db, now)
+        s.add(need)
+        await s.flush()
+        return
+    await s.flush()  # everything else first
+    day = local(now).strftime("%Y%m%d")
+    counter = NeedTicketCounter.__table__
+    taken = (
+        pg_insert(counter).values(day=day, last=1)
+        .on_conflict_do_update(index_elements=["day"], set_={"last": counter.c.last + 1})
+        .returning(counter.c.last)
+        .cte("taken")
+    )
+    digits = select(cast(taken.c.last, String)).scalar_subquery()  # PostgreSQL runs the INSERT once
+    table = Need.__table__
+    numbered = (
+        update(table)
+        .add_cte(taken)
+        .where(table.c.id == need.id)
+        .values(ticket=literal(day + "-") + func.lpad(digits, func.greatest(4, func.length(digits)), "0"))
+        .returning(table.c.ticket)
+    )
+    set_committed_value(need, "ticket", (await s.exec(numbered)).scalar_one())
 
 
 async def _create(
@@ -117,6 +160,7 @@ async def _create(
     contact_name: str | None,
     contact_phone: str | None,
     attachments: Attachments,
+    late_ticket: bool = False,
 ) -> Need:
     taxonomy = load_taxonomy()
     text = text.strip()
@@ -132,7 +176,7 @@ async def _create(
             raise NeedError(f"没有分类代码 {item_code}。")
         code, category, tier = item.code, item.category, item.default_tier.value
     need = Need(
-        ticket=await _next_ticket(s, db, now),
+        ticket=_UNNUMBERED + secrets.token_hex(9) if late_ticket else await _next_ticket(s, db, now),
         text=text,
         item_code=code,
         category=category,
@@ -174,18 +218,26 @@ async def report_need(
 ) -> Need:
     """A bound resident reports a need; their building and room on file are attached."""
     async with db.write() as s:
-        resident = await s.get(Resident, reporter_id)
+        # Every statement here is a round trip while this process's other writers wait (SQLite) or the day's
+        # counter row is held (below): the resident and their building in one.
+        found = (await s.exec(
+            select(Resident, Building).outerjoin(Building, col(Building.id) == Resident.building_id)
+            .where(Resident.id == reporter_id)
+        )).first()
+        resident, building = found if found else (None, None)
         if resident is None or not resident.is_bound or resident.community_id is None:
             raise NeedError("请先绑定您的住址信息，再反映问题。")
-        building = await s.get(Building, resident.building_id) if resident.building_id else None
         need = await _create(
             s, db, now, text=text, item_code=item_code, community_id=resident.community_id,
             grid_id=building.grid_id if building else None, building_id=resident.building_id, room=resident.room,
             reporter_id=resident.id, filed_by_id=None, contact_name=resident.name, contact_phone=resident.phone,
-            attachments=attachments or Attachments(),
+            attachments=attachments or Attachments(), late_ticket=True,
         )
+        # A new need's only follower is its reporter, the actor: nobody to notify (no notice shows the
+        # placeholder ticket).
         await _record(s, need, now, "reported", actor_id=resident.id, actor_label="居民",
-                      from_status=None, note=SUBMITTED_NOTE)
+                      from_status=None, note=SUBMITTED_NOTE, notify=False)
+        await _number_last(s, db, need, now)
     return need
 
 
@@ -235,6 +287,47 @@ async def file_on_behalf(
     return need
 
 
+PARTNER_LABEL = "对接系统"  # the timeline's actor for a need handed over by another system (Open311)
+
+
+async def report_from_partner(
+    db: Database,
+    actor: Actor,
+    text: str,
+    item_code: str,
+    now: dt.datetime,
+    *,
+    building_id: int,
+    contact_name: str | None = None,
+    contact_phone: str | None = None,
+    room: str | None = None,
+) -> Need:
+    """A need handed over by another system (a 12345 hotline, through Open311 POST requests): the same checks
+    and ticket as 反映 and 代报, placed at a building; the caller's name and phone are kept for staff to call
+    back, never shown to the partner again. Nobody follows it in chat: the partner reads its state by ticket."""
+    try:
+        contact_phone = clean_phone(contact_phone) if contact_phone else None
+        contact_name = clean_name(contact_name) if contact_name else None
+        room = clean_room(room) if room else None
+    except BindingError as exc:
+        raise NeedError(str(exc)) from None
+    async with db.write() as s:
+        if (why := refusal(actor, Can.FILE_PARTNER)) is not None:
+            raise NeedError(why)
+        building = await s.get(Building, building_id)
+        if building is None:
+            raise NeedError("没有这个楼栋。")
+        need = await _create(
+            s, db, now, text=text, item_code=item_code, community_id=building.community_id,
+            grid_id=building.grid_id, building_id=building.id, room=room, reporter_id=None, filed_by_id=None,
+            contact_name=contact_name, contact_phone=contact_phone, attachments=Attachments(),
+        )
+        await _record(s, need, now, "reported", actor_id=None, actor_label=PARTNER_LABEL, from_status=None,
+                      note=f"由{PARTNER_LABEL}转来，已提交")
+        s.add(audit_entry(now, actor.name, "need.file_partner", "need", need.ticket, phone=mask_phone(contact_phone)))
+    return need
+
+
 def _bigrams(text: str) -> set[str]:
     chars = [c for c in text if c.isalnum()]
     return {a + b for a, b in itertools.pairwise(chars)}
@@ -250,32 +343,144 @@ def similar(a: str, b: str) -> bool:
     return bool(words_a & words_b)
 
 
+# 附议 candidates: read the nearest first, so a busy grid cannot push the same building's need out of the read.
+SIMILAR_READ = 20
+SIMILAR_OFFERED = 3  # a phone screen's worth of choices
+SIMILAR_DICE = 0.25  # shared character pairs that make two texts of one sub-item the same problem
+# Another sub-item of the same 大类 was filed by someone who read the problem differently (or staff reclassified
+# it): offered only when the wording is clearly close, or every 居住环境 need would be offered for every other.
+SIBLING_BAR = 0.6
+NEAR_BUILDING, NEAR_GRID, NEAR_COMMUNITY = 0, 1, 2
+# 「三单元」 and 「3单元」 are the same place in a resident's words.
+_SPOKEN_NUMBER = re.compile(r"(?<![一二三四五六七八九十])([一二三四五六七八九])(?=单元|号楼|栋|幢|层|号)")
+_CHINESE_DIGITS = str.maketrans("一二三四五六七八九", "123456789")
+_BUILDING_WORDS = re.compile(r"\d+(?:号楼|栋|幢)")
+_MOBILE = re.compile(r"(?<!\d)1\d{10}(?!\d)")
+
+
+@dataclass(frozen=True)
+class SimilarNeed:
+    """An open need offered for 附议, with where it is: a building's name, else its grid's, else the community's."""
+
+    need: Need
+    place: str
+    nearness: int  # NEAR_BUILDING, NEAR_GRID or NEAR_COMMUNITY, from the asking resident's address
+    score: float  # closeness of the wording: bigram Dice plus the share of the 大类's keywords both texts hit
+
+
+def _wording(text: str) -> str:
+    """The words that say what the problem is: spoken numbers as digits, the building left out (place is ranked
+    on its own, and 「1号楼」 next to 「2号楼」 would count as shared words)."""
+    text = _SPOKEN_NUMBER.sub(lambda m: m.group(1).translate(_CHINESE_DIGITS), normalise(text))
+    return _BUILDING_WORDS.sub("", text)
+
+
+def _category_words(text: str, category: str) -> set[str]:
+    """Keywords the classifier found for sub-items of this 大类 (看不见 of 残疾人服务 says nothing about a lamp)."""
+    return {w for m in default_classifier().explain(text) if m.item.category == category for w in m.keywords}
+
+
+def _nearness(need: Need, building_id: int | None, grid_id: int | None) -> int:
+    if building_id is not None and need.building_id == building_id:
+        return NEAR_BUILDING
+    if grid_id is not None and need.grid_id == grid_id:
+        return NEAR_GRID
+    return NEAR_COMMUNITY
+
+
+async def _place_names(s, needs: list[Need], community_id: int) -> dict[int, str]:
+    """need id → where it is, as a resident names it."""
+    building_ids = {n.building_id for n in needs if n.building_id is not None}
+    grid_ids = {n.grid_id for n in needs if n.building_id is None and n.grid_id is not None}
+    buildings = dict((await s.exec(select(Building.id, Building.name)
+                                   .where(col(Building.id).in_(building_ids)))).all()) if building_ids else {}
+    grids = dict((await s.exec(select(Grid.id, Grid.name).where(col(Grid.id).in_(grid_ids)))).all()) \
+        if grid_ids else {}
+    community = await s.get(Community, community_id)
+    fallback = community.name if community else "本社区"
+    return {n.id: buildings.get(n.building_id) or grids.get(n.grid_id) or fallback for n in needs}
+
+
+async def find_similar(
+    db: Database,
+    item_code: str,
+    text: str,
+    now: dt.datetime,
+    *,
+    community_id: int | None,
+    building_id: int | None = None,
+    grid_id: int | None = None,
+    exclude_follower: int | None = None,
+    limit: int = SIMILAR_OFFERED,
+) -> list[SimilarNeed]:
+    """Open needs of the community to offer for 附议, nearest first: the same building, then the same grid, then
+    the rest of the community; within a place, the closer wording first.
+
+    Candidates are from the last 14 days, of the same sub-item — or of another sub-item of the same 大类 when
+    the wording is clearly close — and not already followed by `exclude_follower` (the resident asking).
+    """
+    item = load_taxonomy().get(item_code) if item_code else None
+    if item is None or community_id is None:  # 其他/未分类: nothing to compare with, staff classify it
+        return []
+    query = select(Need).where(
+        Need.community_id == community_id,
+        col(Need.status).in_([s.value for s in OPEN_STATUSES]),
+        Need.created_at >= now - DUPLICATE_WINDOW,
+        or_(Need.item_code == item.code, Need.category == item.category),
+    )
+    if exclude_follower is not None:
+        followed = select(NeedFollower.need_id).where(NeedFollower.resident_id == exclude_follower)
+        query = query.where(col(Need.id).not_in(followed))
+    places = [(Need.building_id == building_id, NEAR_BUILDING)] if building_id is not None else []
+    if grid_id is not None:
+        places.append((Need.grid_id == grid_id, NEAR_GRID))
+    order = [case(*places, else_=NEAR_COMMUNITY)] if places else []
+    order += [case((Need.item_code == item.code, 0), else_=1), col(Need.created_at).desc(), col(Need.id).desc()]
+    async with db.read() as s:
+        candidates = list((await s.exec(query.order_by(*order).limit(SIMILAR_READ))).all())
+        names = await _place_names(s, candidates, community_id) if candidates else {}
+    pairs, words = _bigrams(_wording(text)), _category_words(text, item.category)
+    found = []
+    for need in candidates:
+        their_pairs, their_words = _bigrams(_wording(need.text)), _category_words(need.text, item.category)
+        dice = 2 * len(pairs & their_pairs) / (len(pairs) + len(their_pairs)) if pairs and their_pairs else 0.0
+        shared = len(words & their_words) / len(words | their_words) if words & their_words else 0.0
+        score = dice + shared
+        if need.item_code == item.code:
+            if dice < SIMILAR_DICE and not shared:
+                continue
+        elif not shared or score < SIBLING_BAR:
+            continue
+        found.append(SimilarNeed(need, names[need.id], _nearness(need, building_id, grid_id), round(score, 4)))
+    found.sort(key=lambda f: (f.nearness, -f.score))  # stable: ties stay newest first, as read
+    return found[:limit]
+
+
+def public_summary(need: Need, width: int) -> str:
+    """A need's text as another resident may read it (offered for 附议): mobile numbers masked, the reporter's
+    name, room and phone hidden where their own words repeat them; cut to `width`."""
+    text = _MOBILE.sub(lambda m: mask_phone(m.group()), need.text.replace("\n", " "))
+    if need.contact_phone and len(need.contact_phone) >= 7:
+        text = text.replace(need.contact_phone, mask_phone(need.contact_phone))
+    for private in (need.room, need.contact_name):
+        if private and len(private) >= 2:  # one character would blank out ordinary words
+            text = text.replace(private, "*" * len(private))
+    return clip(text, width)
+
+
 async def find_duplicate(
     db: Database, item_code: str, building_id: int | None, grid_id: int | None, text: str, now: dt.datetime
 ) -> Need | None:
-    """An open need of the same sub-item in the same building (or grid), from the last 14 days, similar in text."""
+    """The one open need `find_similar` would offer first for this place (building, else grid), or None."""
     if building_id is None and grid_id is None:
         return None
-    place = []
-    if building_id is not None:
-        place.append(Need.building_id == building_id)
-    if grid_id is not None:
-        place.append(Need.grid_id == grid_id)
-    query = (
-        select(Need)
-        .where(
-            Need.item_code == item_code,
-            col(Need.status).in_([s.value for s in OPEN_STATUSES]),
-            Need.created_at >= now - DUPLICATE_WINDOW,
-            or_(*place),
-        )
-        .order_by(Need.created_at.desc())
-        .limit(10)
-    )
     async with db.read() as s:
-        candidates = list((await s.exec(query)).all())
-    candidates.sort(key=lambda n: n.building_id != building_id)  # the same building first
-    return next((n for n in candidates if similar(n.text, text)), None)
+        place = await s.get(Building, building_id) if building_id is not None else await s.get(Grid, grid_id)
+    if place is None:
+        return None
+    found = await find_similar(db, item_code, text, now, community_id=place.community_id,
+                               building_id=building_id, grid_id=grid_id, limit=1)
+    return found[0].need if found else None
 
 
 async def second_need(db: Database, ticket: str, resident_id: int, now: dt.datetime) -> Need:

@@ -104,9 +104,17 @@ def normalise_ticket(text: str) -> str | None:
     return f"{match.group(1)}-{match.group(2)}" if match else None
 
 
+STATS_COLUMNS = ("community_id", "created_at", "status", "grid_id", "category", "department_id", "respond_by",
+                 "first_respond_by", "first_responded_at", "resolve_by", "resolved_at", "district_reported_at",
+                 "ratings_given", "rating", "rework_count")
+
+
 class Need(SQLModel, table=True):
     # The rating-window scan (close_unrated): status = resolved AND rate_by <= now, in rate_by order.
-    __table_args__ = (Index("ix_need_status_rate_by", "status", "rate_by"),)
+    # The 三率 (storage/stats.py; 0021): a community's month is one range of this index and the district a scan of
+    # it, never of the table (a row with its text is ~600 bytes); it covers every column the statistics read.
+    __table_args__ = (Index("ix_need_status_rate_by", "status", "rate_by"),
+                      Index("ix_need_stats", *STATS_COLUMNS))
 
     id: int | None = Field(default=None, primary_key=True)
     ticket: str = Field(max_length=20, unique=True)
@@ -132,6 +140,9 @@ class Need(SQLModel, table=True):
     # Handling
     assignee_id: int | None = Field(default=None, foreign_key="resident.id", index=True)
     department_id: int | None = Field(default=None, foreign_key="department.id", index=True)
+    # 指派 to a unit (a property company, a social organisation: a Department whose kind is not "district"):
+    # its members handle the need as an assignee would (0018).
+    unit_id: int | None = Field(default=None, foreign_key="department.id", index=True)
     merged_into_id: int | None = Field(default=None, foreign_key="need.id")
     extension_reason: str | None = Field(default=None, max_length=MAX_NOTE)
     latest_note: str | None = Field(default=None, max_length=MAX_NOTE)  # the last public note
@@ -145,6 +156,10 @@ class Need(SQLModel, table=True):
     triaged_at: dt.datetime | None = None
     respond_by: dt.datetime | None = Field(default=None, index=True)
     responded_at: dt.datetime | None = None
+    # The FIRST response and the clock it answered: a rejection or merge clears respond_by and a rework resets
+    # both columns above, but the 响应率 (storage/stats.py) judges the first answer the resident got (0021).
+    first_respond_by: dt.datetime | None = None
+    first_responded_at: dt.datetime | None = None
     resolve_by: dt.datetime | None = Field(default=None, index=True)
     feedback_due_at: dt.datetime | None = Field(default=None, index=True)
     last_progress_at: dt.datetime | None = None

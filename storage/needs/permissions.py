@@ -37,6 +37,9 @@ async def actor_label(s, actor: Actor, need: Need) -> str:
     ):
         dept = await s.get(Department, need.department_id)
         return dept.name if dept else "区级部门"
+    if need.unit_id is not None and need.unit_id in actor.ids(Role.UNIT_MEMBER):
+        unit = await s.get(Department, need.unit_id)
+        return unit.name[:32] if unit else "承办单位"  # the label column holds 32
     if need.grid_id is not None and need.grid_id in actor.ids(Role.GRID_WORKER):
         return "网格员"
     return "工作人员"

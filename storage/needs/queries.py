@@ -6,9 +6,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_
+from sqlalchemy import exists, func, or_
 from sqlmodel import col, select
 
+from storage.actor import Actor
 from storage.db import Database
 from storage.needs.model import (
     MERGE_CANDIDATES,
@@ -112,6 +113,7 @@ async def list_needs(
     building_ids: set[int] | None = None,
     grid_ids: set[int] | None = None,
     department_ids: set[int] | None = None,
+    unit_ids: set[int] | None = None,
     follower_id: int | None = None,
     overdue_at: dt.datetime | None = None,
     newest_first: bool = False,
@@ -123,7 +125,8 @@ async def list_needs(
         conditions.append(col(Need.status).in_([s.value for s in statuses]))
     places = []
     for column, ids in ((Need.community_id, community_ids), (Need.building_id, building_ids),
-                        (Need.grid_id, grid_ids), (Need.department_id, department_ids)):
+                        (Need.grid_id, grid_ids), (Need.department_id, department_ids),
+                        (Need.unit_id, unit_ids)):
         if ids is not None:
             places.append(col(column).in_(sorted(ids) or [-1]))
     if places:
@@ -148,7 +151,7 @@ async def names_for(db: Database, needs: list[Need]) -> dict[str, dict[int, str]
     ids = {
         "community": {n.community_id for n in needs},
         "building": {n.building_id for n in needs if n.building_id},
-        "department": {n.department_id for n in needs if n.department_id},
+        "department": {n.department_id for n in needs if n.department_id} | {n.unit_id for n in needs if n.unit_id},
         "resident": {n.assignee_id for n in needs if n.assignee_id},
     }
     out: dict[str, dict[int, str]] = {k: {} for k in ids}
@@ -185,3 +188,262 @@ async def assignable_people(db: Database, community_id: int) -> list[tuple[Resid
     for resident, role in rows:
         seen.setdefault(resident.id, (resident, Role(role).label))
     return list(seen.values())
+
+
+UNIT_CHOICES = 6  # units offered by number in 指派 (others by code or name)
+ESCALATION_CHOICES = 20  # district departments offered by number in 上报区级
+
+
+def _has_member(role: Role, scope):
+    """An active grant of `role` over `scope` (a column): someone who would receive what is sent there."""
+    return exists().where(RoleGrant.role == role.value, RoleGrant.scope_id == scope, RoleGrant.revoked_at.is_(None))
+
+
+async def escalation_departments(db: Database, limit: int = ESCALATION_CHOICES) -> list[Department]:
+    """District departments a need can be escalated to: those with at least one member to receive it."""
+    query = (
+        select(Department)
+        .where(Department.kind == "district", _has_member(Role.DISTRICT_STAFF, Department.id))
+        .order_by(Department.id)
+        .limit(limit)
+    )
+    async with db.read() as s:
+        return list((await s.exec(query)).all())
+
+
+async def assignable_units(db: Database, limit: int = UNIT_CHOICES) -> list[Department]:
+    """Units (property companies, social organisations: any kind but "district") with at least one member, the
+    ones a need can be assigned to."""
+    query = (
+        select(Department)
+        .where(Department.kind != "district", _has_member(Role.UNIT_MEMBER, Department.id))
+        .order_by(Department.id)
+        .limit(limit)
+    )
+    async with db.read() as s:
+        return list((await s.exec(query)).all())
+
+
+async def unit_named(db: Database, words: str) -> Department | None:
+    """The unit (not a district department) whose code or name is `words`; None when there is none."""
+    words = words.strip()
+    if not words:
+        return None
+    query = select(Department).where(
+        Department.kind != "district", (Department.code == words.upper()) | (Department.name == words)
+    )
+    async with db.read() as s:
+        return (await s.exec(query.order_by(Department.id).limit(1))).first()
+
+
+async def unit_needs(db: Database, actor: Actor, statuses: frozenset[NeedStatus], *, page: int = 1,
+                     size: int = PAGE_SIZE) -> Page:
+    """单位待办: the needs assigned to the units the actor is a member of."""
+    return await list_needs(db, statuses=statuses, unit_ids=actor.ids(Role.UNIT_MEMBER), page=page, size=size)
+
+
+# -- the console's ledger (台账) and today's queue (今日) ------------------------------------------------------
+
+LEDGER_PAGE = 50
+LEDGER_EXPORT_LIMIT = 5000  # rows in one export: a district's year fits; more is a database job, not a sheet
+SEARCH_MAX = 50  # characters of a search text
+SOURCES = {"self": "居民反映", "proxy": "代报", "survey": "满意度问卷"}
+SORTS = {"new": "最新提交", "old": "最早提交", "updated": "最近更新"}
+SURVEY_LABEL = "满意度问卷"  # the actor label of a need made from a survey comment (intake.create_from_survey)
+
+
+@dataclass(frozen=True)
+class LedgerFilter:
+    """What the 台账 shows; None (or empty) leaves a field unfiltered."""
+
+    statuses: frozenset[NeedStatus] | None = None
+    category: str | None = None
+    item_code: str | None = None
+    tier: str | None = None
+    grid_id: int | None = None
+    building_id: int | None = None
+    created_from: dt.datetime | None = None  # inclusive
+    created_before: dt.datetime | None = None  # exclusive
+    overdue_at: dt.datetime | None = None
+    source: str | None = None  # a key of SOURCES
+    text: str | None = None
+    sort: str = "new"  # a key of SORTS
+
+
+@dataclass(frozen=True)
+class LedgerPage:
+    needs: list[Need]
+    total: int
+    next_after: str | None  # the keyset cursor of the next page; None on the last
+
+
+def seen_by(actor: Actor) -> list:
+    """The needs `actor` may see (policy SEE_NEED, as a query): one OR of the places and duties in their grants;
+    an admin or trusted caller, every need. Rows are checked with the policy again where they are shown."""
+    if actor.is_admin:
+        return []
+    places = [Need.id == -1]
+    for column, role in ((Need.community_id, Role.COMMUNITY_STAFF), (Need.grid_id, Role.GRID_WORKER),
+                         (Need.building_id, Role.BUILDING_LEADER), (Need.department_id, Role.DISTRICT_STAFF),
+                         (Need.department_id, Role.UNIT_MEMBER), (Need.unit_id, Role.UNIT_MEMBER)):
+        if ids := actor.ids(role):
+            places.append(col(column).in_(sorted(ids)))
+    if actor.resident_id is not None:
+        places.append(Need.assignee_id == actor.resident_id)
+    return [or_(*places)]
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _ledger_conditions(actor: Actor, f: LedgerFilter) -> list:
+    conditions = seen_by(actor)
+    if f.statuses:
+        conditions.append(col(Need.status).in_([s.value for s in f.statuses]))
+    if f.item_code is not None:
+        conditions.append(Need.item_code == f.item_code)
+    elif f.category:
+        conditions.append(Need.category == f.category)
+    if f.tier:
+        conditions.append(Need.tier == f.tier)
+    if f.grid_id is not None:
+        conditions.append(Need.grid_id == f.grid_id)
+    if f.building_id is not None:
+        conditions.append(Need.building_id == f.building_id)
+    if f.created_from is not None:
+        conditions.append(Need.created_at >= f.created_from)
+    if f.created_before is not None:
+        conditions.append(Need.created_at < f.created_before)
+    if f.overdue_at is not None:
+        conditions.append(col(Need.status).in_([s.value for s in OPEN_STATUSES]))
+        conditions.append(
+            or_(Need.resolve_by < f.overdue_at, (Need.responded_at.is_(None)) & (Need.respond_by < f.overdue_at))
+        )
+    if f.source in SOURCES:
+        survey = select(NeedEvent.need_id).where(NeedEvent.kind == "reported", NeedEvent.actor_label == SURVEY_LABEL)
+        if f.source == "survey":
+            conditions.append(col(Need.id).in_(survey))
+        elif f.source == "proxy":
+            conditions.append(Need.filed_by_id.is_not(None))
+        else:
+            conditions += [Need.filed_by_id.is_(None), col(Need.id).not_in(survey)]
+    text = (f.text or "").strip()[:SEARCH_MAX]
+    if text:
+        pattern = _like(text)
+        conditions.append(or_(*(col(c).like(pattern, escape="\\") for c in (
+            Need.ticket, Need.text, Need.contact_name, Need.location_label, Need.latest_note, Need.room))))
+    return conditions
+
+
+def _sort(f: LedgerFilter):
+    """(column, newest first?) of the ledger's order; the id breaks ties the same way."""
+    return {"old": (Need.created_at, False), "updated": (Need.updated_at, True)}.get(f.sort, (Need.created_at, True))
+
+
+def _cursor(need: Need, column) -> str:
+    return f"{getattr(need, column.key).isoformat()}|{need.id}"
+
+
+def _after(cursor: str | None, column, newest_first: bool) -> list:
+    if not cursor:
+        return []
+    try:
+        at_text, id_text = cursor.rsplit("|", 1)
+        at, last_id = dt.datetime.fromisoformat(at_text), int(id_text)
+    except ValueError:
+        return []  # a mangled cursor starts from the top
+    if newest_first:
+        return [or_(column < at, (column == at) & (Need.id < last_id))]
+    return [or_(column > at, (column == at) & (Need.id > last_id))]
+
+
+async def ledger(db: Database, actor: Actor, f: LedgerFilter, *, after: str | None = None,
+                 size: int = LEDGER_PAGE) -> LedgerPage:
+    """One page of the ledger: the needs the actor may see that match `f`, in its order, after the keyset cursor
+    `after` (what the previous page's `next_after` said), with the count of all that match."""
+    column, newest_first = _sort(f)
+    conditions = _ledger_conditions(actor, f)
+    order = (column.desc(), Need.id.desc()) if newest_first else (column, Need.id)
+    size = max(1, min(size, LEDGER_EXPORT_LIMIT))
+    async with db.read() as s:
+        total = (await s.exec(select(func.count()).select_from(Need).where(*conditions))).one()
+        query = select(Need).where(*conditions, *_after(after, column, newest_first)).order_by(*order)
+        rows = list((await s.exec(query.limit(size + 1))).all())
+    more = len(rows) > size
+    rows = rows[:size]
+    return LedgerPage(rows, int(total), _cursor(rows[-1], column) if more and rows else None)
+
+
+async def ledger_rows(db: Database, actor: Actor, f: LedgerFilter,
+                      limit: int = LEDGER_EXPORT_LIMIT) -> list[Need]:
+    """Every need of the ledger's filter (an export), at most `limit`."""
+    return (await ledger(db, actor, f, size=limit)).needs
+
+
+NEW_STATUSES = frozenset({NeedStatus.REPORTED, NeedStatus.REOPENED, NeedStatus.SUPERVISED})  # waiting for triage
+DEPARTMENT_STATUSES = frozenset({NeedStatus.ESCALATED, NeedStatus.SUPERVISED})
+
+
+@dataclass(frozen=True)
+class QueueSection:
+    key: str
+    title: str
+    total: int
+    needs: list[Need]
+
+
+async def today_queue(db: Database, actor: Actor, now: dt.datetime, day_start: dt.datetime,
+                      day_end: dt.datetime, size: int = 10) -> list[QueueSection]:
+    """今日: what waits on the actor, in the order it should be done, each with its count and first rows."""
+    open_values = [s.value for s in OPEN_STATUSES]
+    sections = (
+        ("triage", "待分流", [col(Need.status).in_([s.value for s in NEW_STATUSES])]),
+        ("overdue", "已逾期（督办）", [col(Need.status).in_(open_values), or_(
+            Need.resolve_by < now, (Need.responded_at.is_(None)) & (Need.respond_by < now))]),
+        ("due_today", "今日到期", [col(Need.status).in_(open_values), Need.resolve_by >= now,
+                                   Need.resolve_by < day_end]),
+        ("escalated", "上报区级 / 督办", [col(Need.status).in_([s.value for s in DEPARTMENT_STATUSES])]),
+        ("awaiting_rating", "已办结待评价", [Need.status == NeedStatus.RESOLVED.value]),
+    )
+    out = []
+    scope = seen_by(actor)
+    async with db.read() as s:
+        for key, title, conditions in sections:
+            where = [*scope, *conditions]
+            total = (await s.exec(select(func.count()).select_from(Need).where(*where))).one()
+            rows = await s.exec(select(Need).where(*where).order_by(Need.id.desc()).limit(size))
+            out.append(QueueSection(key, title, int(total), list(rows.all())))
+    return out
+
+
+PLACES_LIMIT = 500  # grids or buildings offered in the ledger's filter
+
+
+async def ledger_places(db: Database, actor: Actor) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """The grids and buildings the ledger may be filtered by: those of the communities the actor staffs, the
+    grids they work, the buildings they lead (an admin: all), labelled with their community."""
+    communities = actor.communities
+    grids_of, buildings_of = actor.ids(Role.GRID_WORKER), actor.ids(Role.BUILDING_LEADER)
+
+    def scoped(model, own: set[int]) -> list:
+        if communities is None:
+            return []
+        return [or_(col(model.community_id).in_(sorted(communities) or [-1]), col(model.id).in_(sorted(own) or [-1]))]
+
+    async with db.read() as s:
+        names = {c.id: c.name for c in (await s.exec(select(Community))).all()}
+        grids = (await s.exec(select(Grid).where(*scoped(Grid, grids_of)).order_by(Grid.community_id, Grid.id)
+                              .limit(PLACES_LIMIT))).all()
+        buildings = (await s.exec(select(Building).where(*scoped(Building, buildings_of))
+                                  .order_by(Building.community_id, Building.id).limit(PLACES_LIMIT))).all()
+    return ([(g.id, f"{names.get(g.community_id, '')} {g.name}") for g in grids],
+            [(b.id, f"{names.get(b.community_id, '')} {b.name}") for b in buildings])
+
+
+async def follower_counts(db: Database, need_id: int) -> dict[str, int]:
+    """How many follow a need, by role (reporter, filer, seconder)."""
+    async with db.read() as s:
+        rows = await s.exec(select(NeedFollower.role, func.count()).where(NeedFollower.need_id == need_id)
+                            .group_by(NeedFollower.role))
+        return {role: int(n) for role, n in rows.all()}

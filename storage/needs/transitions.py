@@ -155,10 +155,13 @@ async def apply_transition(
     check(need, action)
     transition = TRANSITIONS[action]
     before = need.state
+    due = need.respond_by  # before a stamp clears it (驳回, 合并): the 响应率 judges against it
     need.status = transition.target(before).value
     if transition.stamp is not None:
         transition.stamp(need, now)
     if transition.responds and need.responded_at is None:
         need.responded_at = now
+    if transition.responds and need.first_responded_at is None:
+        need.first_responded_at, need.first_respond_by = now, due
     return await _record(s, need, now, transition.event, actor_id=actor_id, actor_label=actor_label,
                          from_status=before.value, note=note, public=public, notify=notify, **detail)

@@ -1,0 +1,73 @@
+"""What every console page shares: the services it runs on, who is signed in, rendering, small formatting."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from bot.config import Settings
+from storage.actor import Actor
+from storage.clock import Clock, local
+from storage.console_auth import ConsoleSession
+from storage.db import Database
+from storage.kv import KeyValueStore
+from storage.media import MediaStore
+
+PREFIX = "/console"
+COOKIE = "steward_console"
+
+
+@dataclass
+class ConsoleDeps:
+    """The bot's parts the console uses (bot/app.py hands them over; the console imports nothing of the app)."""
+
+    settings: Settings
+    db: Database
+    kv: KeyValueStore
+    clock: Clock
+    media: MediaStore
+
+
+DEPS_KEY = web.AppKey("console_deps", ConsoleDeps)
+ACTOR_KEY = web.RequestKey("console_actor", Actor)
+SESSION_KEY = web.RequestKey("console_session", ConsoleSession)
+USER_KEY = web.RequestKey("console_user", str)  # the signed-in person's name, for the nav
+
+
+def deps(request: web.Request) -> ConsoleDeps:
+    return request.config_dict[DEPS_KEY]
+
+
+def actor(request: web.Request) -> Actor:
+    return request[ACTOR_KEY]
+
+
+def session(request: web.Request) -> ConsoleSession:
+    return request[SESSION_KEY]
+
+
+def url(path: str) -> str:
+    return PREFIX + path
+
+
+def render(request: web.Request, template: str, context: dict[str, Any], status: int = 200) -> web.Response:
+    """A page, with what the layout needs (the nav's person, the CSRF token for every form)."""
+    base = {"prefix": PREFIX, "user": request.get(USER_KEY)}
+    if SESSION_KEY in request:
+        base["csrf"] = request[SESSION_KEY].csrf
+    return aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)
+
+
+def when(moment: dt.datetime | None) -> str:
+    if moment is None:
+        return ""
+    at = local(moment)
+    return f"{at.year}-{at.month:02d}-{at.day:02d} {at.hour:02d}:{at.minute:02d}"
+
+
+def day(moment: dt.datetime | None) -> str:
+    return when(moment)[:10]
