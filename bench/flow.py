@@ -7,7 +7,8 @@ Per backend and worker count, in one run with one Python client (bench/gateway.p
   (a) the bare aiohttp + wechatpy echo of bench/gateway.py: each sender sends 你好 in a loop;
   (r) the report flow: `--residents` bound residents, each looping 反映 <text> → 1 (是) → 跳过 → 1 (确认提交) → 进度,
       reading each reply to choose the next message as a person would (2 仍然新建 when a similar need is
-      offered). Each resident lives in its own grid and building, so the 附议 offer is rare, as in a district.
+      offered, N 仍然新建 from a list). Each resident lives in its own community, grid and building: the 附议
+      search runs on every report but finds only the resident's own needs, which it does not offer.
 Prints msgs/s, reports/s, p50/p99 latency and errors (non-200, empty, busy/error or unexpected replies), then
 reads the database back: reports acknowledged (a ticket in a reply) against rows, lost (told, no row), saved
 but never told, ticket numbers given twice. Targets (issue "the write path at scale"): PostgreSQL + Redis
@@ -16,8 +17,9 @@ but never told, ticket numbers given twice. Targets (issue "the write path at sc
 The server is pinned to core 1 and the client to core 0 when taskset exists (PostgreSQL and Redis float).
 The PostgreSQL database named by --database-url is dropped and created afresh; Redis keys under the run's
 prefix are deleted first. `--profile DIR` attaches py-spy (PyPI `py-spy`) to the one-worker bot for the
-measured window and writes DIR/<backend>.txt: on-CPU samples, collapsed stacks, plus a summary of the
-functions holding the most samples (own and total), so a change can be weighed by what it removed.
+measured window and writes DIR/<backend><workers>.txt: on-CPU samples (idle pool threads left out), the
+functions holding the most (own and total), then the collapsed stacks: a change is weighed by what it removed.
+Several workers need Redis, so they run on PostgreSQL + Redis only.
 """
 
 from __future__ import annotations
@@ -251,6 +253,9 @@ async def read_back(db_url: str, result: Result, openids: list[str]) -> str:
             f"ticket twice (rows {dup_rows}, replies {result.told_twice}), someone else's {wrong}")
 
 
+IDLE_LEAVES = ("concurrent/futures/thread.py:81)", "_connection_worker_thread (aiosqlite/core.py:59)")
+
+
 def summarise(raw: Path, out: Path, top: int = 40) -> None:
     """py-spy's collapsed stacks → the functions with the most on-CPU samples, own and total (repo code and
     libraries alike), then the raw stacks."""
@@ -263,6 +268,8 @@ def summarise(raw: Path, out: Path, top: int = 40) -> None:
         if not count.isdigit():
             continue
         n = int(count)
+        if stack.endswith(IDLE_LEAVES):
+            continue  # a pool thread blocked on its queue: py-spy sees it as running
         samples += n
         frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
                   for f in stack.split(";")]
@@ -403,7 +410,7 @@ def main() -> None:
     parser.add_argument("--residents", type=int, default=50)
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/scale")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/3")
-    parser.add_argument("--profile", help="a folder: run the one-worker bot under pyinstrument, reports there")
+    parser.add_argument("--profile", help="a folder: py-spy samples of the one-worker bot during the measured run")
     args = parser.parse_args()
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import socket
 import sys
 import textwrap
 from typing import Any
@@ -64,6 +65,9 @@ class _Terminal:
 
 def show(who: str, text: str) -> None:
     for line in text.splitlines() or [""]:
+        if "://" in line:  # a link cut in two cannot be copied into a browser
+            print(f"{who} {line}")
+            continue
         print(textwrap.fill(line, width=40, initial_indent=f"{who} ", subsequent_indent="     ") if line else who)
 
 
@@ -179,13 +183,16 @@ async def run_chat(
         settings = settings.replace(wechat_api_base=await fake.start(), templates=settings.templates or DEMO_TEMPLATES)
         clock = Clock(settings.timezone, clock_offset or dt.timedelta(0))
         quiet.enter()
+        # The port first, so the links the bot hands out (后台, photos) point at this in-process bot.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        settings = settings.replace(public_url=settings.public_url or url)
         app = await serving_app(settings, clock=clock)
         jobs = app.get(SCHEDULER_KEY)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        await web.SockSite(runner, sock).start()
     phone = Phone(bot_base_url(url), settings)
     feed = PushFeed(settings.wechat_api_base, openid)
     terminal = _Terminal()
@@ -268,21 +275,24 @@ async def _fast_forward_command(
 
 
 class _QuietScheduler:
-    """The scheduler's "job X handled N" lines are for an operator's log, not the chat screen (stderr is the same
-    terminal); /快进 says in Chinese what ran. Restored when the chat ends."""
+    """The scheduler's "job X handled N" lines and the gateway's line per message are for an operator's log, not
+    the chat screen (stderr is the same terminal); /快进 says in Chinese what ran. Restored when the chat ends."""
+
+    NAMES = ("steward.scheduler", "steward.gateway")
 
     def __init__(self) -> None:
-        self._logger = logging.getLogger("steward.scheduler")
-        self._level: int | None = None
+        self._levels: dict[str, int] = {}
 
     def enter(self) -> None:
-        self._level = self._logger.level
-        self._logger.setLevel(logging.WARNING)
+        for name in self.NAMES:
+            logger = logging.getLogger(name)
+            self._levels[name] = logger.level
+            logger.setLevel(logging.WARNING)
 
     def leave(self) -> None:
-        if self._level is not None:
-            self._logger.setLevel(self._level)
-            self._level = None
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)
+        self._levels.clear()
 
 
 def _read_line(terminal: _Terminal) -> str:
