@@ -9,8 +9,10 @@ Starts, each in its own process so client and server do not share a core:
 Prints messages/s and p50/p99 latency per scenario, and the ratio to the baseline.
 
 The load comes from `wrk` when it is on PATH (--client wrk, the default then): one thread pinned to the client
-core, one connection per sender, driven by bench/gateway_wrk.lua (real signed XML, a unique MsgId per request,
-each sender's texts in strict turn). Without wrk, or with --client python, an aiohttp client sends instead; it
+core, one connection per sender, driven by bench/gateway_wrk.lua (real XML, a unique MsgId per request, each
+sender's texts in strict turn). Each request carries its own signature (its own nonce), taken from a pool this
+file signs before the run, as WeChat signs every callback: the bot refuses a signature replayed with another
+body. Without wrk, or with --client python, an aiohttp client sends instead (signing each message); it
 saturates its own core at a few thousand messages/s, so its figures measure the client as much as the server.
 Safe mode (AES) always uses the Python client: the Lua in wrk has no AES. Before each timed run one sender
 goes through the scenario with the Python client and its replies are checked (and shown); wrk then checks
@@ -113,7 +115,6 @@ async def drive(name: str, url: str, texts: list[str], senders: int, seconds: fl
     msg_ids = iter(range(10**15 + int(time.time() * 1000) % 10**9 * 1000, 10**18))
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
         phone = Phone(url, settings, session)
-        query = phone.signed_query()  # one fresh signature serves the whole run (the timestamp stays in range)
 
         async def sender(i: int, until: float) -> None:
             nonlocal errors, sample
@@ -122,8 +123,8 @@ async def drive(name: str, url: str, texts: list[str], senders: int, seconds: fl
             while time.monotonic() < until:
                 xml = message_xml(openid, "text", {"Content": texts[step % len(texts)], "MsgId": next(msg_ids)})
                 started = time.perf_counter()
-                try:
-                    answer = await phone.post_xml(xml, query)
+                try:  # a fresh signature per message, as WeChat sends: the bot refuses one replayed with another body
+                    answer = await phone.post_xml(xml, phone.signed_query())
                 except (aiohttp.ClientError, TimeoutError):
                     errors += 1
                     continue
@@ -196,31 +197,48 @@ async def first_contact(url: str, openids: list[str], text: str) -> None:
 async def drive_wrk(name: str, url: str, texts: list[str], expects: list[str], senders: int, seconds: float, tag: str,
               sample: str) -> Result:
     """`senders` wrk connections, each one sender at a time, for `seconds` (after a 1 s warm-up)."""
-    from urllib.parse import urlencode
-
-    from bot.protocol import sign
-
-    timestamp, nonce = str(int(time.time())), str(int(time.time() * 1000) % 10**9)
-    path = "/wechat?" + urlencode({"timestamp": timestamp, "nonce": nonce, "signature": sign(TOKEN, timestamp, nonce)})
     pairs = [item for pair in zip(texts, expects, strict=True) for item in pair]
 
-    def run(duration: int) -> dict[str, float]:
+    def run(duration: int, pool_size: int) -> dict[str, float]:
         prefix = f"9{next(_wrk_runs):05d}"  # MsgId = prefix + thread + counter: unique across this bench's runs
-        cmd = ["wrk", "-t1", f"-c{senders}", f"-d{duration}s", "--latency", "--timeout", "10s",
-               "-s", str(WRK_SCRIPT), url + path, "--", path, tag, prefix, str(senders), *pairs]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+        with tempfile.NamedTemporaryFile("w", prefix="steward-wrk-", suffix=".txt") as pool:
+            pool.write(signed_paths(prefix, pool_size))
+            pool.flush()
+            cmd = ["wrk", "-t1", f"-c{senders}", f"-d{duration}s", "--latency", "--timeout", "10s",
+                   "-s", str(WRK_SCRIPT), url + "/wechat", "--", pool.name, tag, prefix, str(senders), *pairs]
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
         if done.returncode != 0:
             raise SystemExit(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-        return parse_wrk(done.stdout)
+        got = parse_wrk(done.stdout)
+        if got["exhausted"]:
+            raise SystemExit(f"{tag}: wrk sent {got['exhausted']:.0f} requests beyond its {pool_size} signatures; "
+                             "a bigger pool is needed")
+        return got
 
     # First contact creates each resident (up to ~2 s for 50 at once on SQLite): do it before wrk's warm-up, or
     # a warm-up cut off mid-creation leaves the timed run's first messages waiting for it (seconds of p99).
     await first_contact(url, [f"o_wrk_{tag}_1_{i:03d}" for i in range(1, senders + 1)], texts[0])
-    await asyncio.to_thread(run, 1)  # warm-up: connections, caches
+    warm = await asyncio.to_thread(run, 1, 30_000)  # warm-up: connections, caches
     await asyncio.sleep(0.3)
-    got = await asyncio.to_thread(run, max(1, round(seconds)))
+    duration = max(1, round(seconds))
+    # One signature per request: room for three times the warm-up's rate (the timed run is usually faster).
+    got = await asyncio.to_thread(run, duration, int(max(10_000, 3 * warm["rate"]) * duration) + 1_000)
     errors = int(got["socket_errors"] + got["non2xx"] + got["mismatches"] + got["unrouted"])
     return Result(name, got["rate"], got["p50"], got["p99"], errors, sample, "wrk")
+
+
+def signed_paths(prefix: str, count: int) -> str:
+    """`count` lines of /wechat?timestamp=..&nonce=..&signature=.., one per wrk request, each nonce its own (the
+    run's prefix and a counter): WeChat signs every callback afresh, and the bot refuses a signature replayed with
+    another body. All share one timestamp, well inside the bot's clock-skew window for a run of seconds."""
+    from bot.protocol import sign
+
+    timestamp = str(int(time.time()))
+    lines = []
+    for i in range(count):
+        nonce = f"{prefix}{i:08d}"
+        lines.append(f"/wechat?timestamp={timestamp}&nonce={nonce}&signature={sign(TOKEN, timestamp, nonce)}\n")
+    return "".join(lines)
 
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -241,7 +259,7 @@ def parse_wrk(out: str) -> dict[str, float]:
 
     sockets = find(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", "")
     non2xx = find(r"Non-2xx or 3xx responses: (\d+)", "")
-    script = find(r"steward-bench: mismatches (\d+) unrouted (\d+) extra_senders (\d+)")
+    script = find(r"steward-bench: mismatches (\d+) unrouted (\d+) extra_senders (\d+) exhausted (\d+)")
     return {
         "rate": float(find(r"^Requests/sec:\s+([\d.]+)").group(1)),
         "p50": latency("50"),
@@ -250,6 +268,7 @@ def parse_wrk(out: str) -> dict[str, float]:
         "non2xx": int(non2xx.group(1)) if non2xx else 0,
         "mismatches": int(script.group(1)),
         "unrouted": int(script.group(2)),
+        "exhausted": int(script.group(4)),
     }
 
 
@@ -288,10 +307,17 @@ async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30) ->
 
 
 @contextlib.contextmanager
-def server(cmd: list[str], env: dict[str, str], cwd: str):
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def server(cmd: list[str], env: dict[str, str], cwd: str, log: Path):
+    """The server's stderr goes to `log`, never to a pipe nobody reads: the bot logs a line per message, and once
+    a pipe's 64 KiB buffer is full its next log write blocks the whole event loop (the bench then hangs)."""
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=sink)
     try:
         yield proc
+    except BaseException:
+        tail = log.read_text(errors="replace").splitlines()[-20:]
+        print(f"the server's last log lines ({log}):\n  " + "\n  ".join(tail), file=sys.stderr)
+        raise
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -320,7 +346,7 @@ async def bench(args: argparse.Namespace) -> list[Result]:
             label = "safe" if safe else "plain"
             port = free_port()
             cmd = [*pin(1), sys.executable, str(THIS), "--baseline-server", "--port", str(port)]
-            with server([*cmd, *(["--safe"] if safe else [])], base_env, tmp) as proc:
+            with server([*cmd, *(["--safe"] if safe else [])], base_env, tmp, Path(tmp, f"a-{label}.log")) as proc:
                 url = f"http://127.0.0.1:{port}"
                 await wait_healthy(url, proc)
                 results.append(await scenario(f"(a) baseline echo, {label}", url, ["你好"], args, safe, f"a{label}"))
@@ -334,7 +360,8 @@ async def bench(args: argparse.Namespace) -> list[Result]:
             }
             if safe:
                 env["STEWARD_WECHAT_AES_KEY"] = AES_KEY
-            with server([*pin(1), sys.executable, "-m", "bot.cli", "serve"], env, tmp) as proc:
+            bot_cmd = [*pin(1), sys.executable, "-m", "bot.cli", "serve"]
+            with server(bot_cmd, env, tmp, Path(tmp, f"bot-{label}.log")) as proc:
                 url = f"http://127.0.0.1:{port}"
                 await wait_healthy(url, proc)
                 results.append(await scenario(f"(b) bot bare reply, {label}", url, [args.bare_text], args, safe,

@@ -30,6 +30,7 @@ FEATURE_COMMANDS = [
     "bot.cli_classifier",
     "bot.cli_console",
     "bot.cli_stats",
+    "bot.cli_assess",
 ]
 
 

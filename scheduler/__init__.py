@@ -7,5 +7,6 @@ from scheduler import (  # noqa: F401
     need_jobs,
     outbox_jobs,
     points_jobs,
+    report_jobs,
     review_jobs,
 )

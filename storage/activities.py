@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import UniqueConstraint, func, update
+from sqlalchemy import UniqueConstraint, case, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, col, select
 
@@ -576,3 +576,44 @@ async def cancel_activity(
         s.add(audit_entry(now, actor.name, "activity.cancel", "activity", activity_id, reason=reason,
                           notified=notified))
         return Cancelled(activity, notified)
+
+
+@dataclass
+class ToConfirm:
+    activity: Activity
+    signed: int
+    ready: int  # checked in and out, not yet confirmed
+    confirmed: int
+
+
+async def activities_to_confirm(
+    db: Database, actor: Actor, now: dt.datetime, *, days: int = 30, limit: int = 20
+) -> list[ToConfirm]:
+    """The open activities of the actor's communities that started in the last `days` days, newest first, with
+    their sign-up counts: what 确认时长 is asked about."""
+    communities = actor.communities
+    if communities is not None and not communities:
+        return []
+    query = select(Activity).where(
+        Activity.status == ActivityStatus.OPEN, Activity.starts_at <= now,
+        Activity.starts_at >= now - dt.timedelta(days=days),
+    )
+    if communities is not None:
+        query = query.where(col(Activity.community_id).in_(sorted(communities)))
+    async with db.read() as s:
+        activities = list((await s.exec(query.order_by(col(Activity.starts_at).desc()).limit(limit))).all())
+        counts = {}
+        if activities:
+            rows = await s.exec(
+                select(ActivitySignup.activity_id,
+                       func.count(),
+                       func.count(ActivitySignup.confirmed_at),
+                       func.sum(case((col(ActivitySignup.checked_in_at).is_not(None)
+                                      & col(ActivitySignup.checked_out_at).is_not(None)
+                                      & col(ActivitySignup.confirmed_at).is_(None), 1), else_=0)))
+                .where(col(ActivitySignup.activity_id).in_([a.id for a in activities]),
+                       ActivitySignup.status == SignupStatus.SIGNED)
+                .group_by(col(ActivitySignup.activity_id))
+            )
+            counts = {a: (n, int(r or 0), c) for a, n, c, r in rows.all()}
+    return [ToConfirm(a, *counts.get(a.id, (0, 0, 0))) for a in activities]

@@ -392,6 +392,14 @@ async def get(db: Database, broadcast_id: int) -> Broadcast | None:
         return await s.get(Broadcast, broadcast_id)
 
 
+async def authored(db: Database, actor: Actor, broadcast_id: int) -> Broadcast | None:
+    """The broadcast if this actor may follow it: its author's own, any for an admin (as `cancel` allows)."""
+    row = await get(db, broadcast_id)
+    if row is None or (row.author_id != actor.resident_id and not actor.is_admin):
+        return None
+    return row
+
+
 def progress_text(b: Broadcast, p: Progress, final: bool = False) -> str:
     head = f"广播#{b.id}（{b.audience_label}）"
     if p.status == BroadcastStatus.CANCELLED:

@@ -96,6 +96,8 @@ class NoticeKind(enum.StrEnum):
     REVIEW_OPENED = "review_opened", "年度评议", NoticePriority.DIGEST
     REVIEW_CLOSED = "review_closed", "评议结果"
     SURVEY_INVITE = "survey_invite", "问卷邀请", NoticePriority.DIGEST
+    # the monthly report (storage/reports.py): where staff get last month's spreadsheet
+    MONTHLY_REPORT = "monthly_report", "月度报告", NoticePriority.DIGEST
 
     @classmethod
     def label_of(cls, kind: str, default: str = "通知") -> str:

@@ -34,7 +34,9 @@ class Can(enum.StrEnum):
     SEE_PHONE = "need.see_phone"  # the reporter's full phone number (every reveal audited)
     ACT_FOR_UNIT = "unit.act_for"  # claim a project for a unit, report its progress and completion
     FILE_PARTNER = "need.file_partner"  # hand a need over from another system (Open311 POST requests)
+    READ_AUDIT = "audit.read"  # the audit log of every staff action
     USE_CONSOLE = "console.use"  # sign in to the staff web console (what it shows is still scoped by the rules above)
+    ENTER_INDICATORS = "assess.enter"  # enter a community's yearly indicator values (the district's assessment)
 
 
 def runs_community(actor: Actor, community_id: int | None) -> bool:
@@ -101,10 +103,16 @@ RULES: dict[Can, Rule] = {
         lambda a, t: a.trusted or (t is not None and t in a.ids(Role.UNIT_MEMBER)),
         "您不是该单位的成员。",
     ),
+    Can.READ_AUDIT: Rule("管理员", lambda a, _t: a.is_admin, "只有管理员可以查看审计日志。"),
     Can.USE_CONSOLE: Rule(
         "社区工作人员、网格员、区级部门工作人员、管理员",
         lambda a, _t: a.is_admin or a.holds(Role.COMMUNITY_STAFF, Role.GRID_WORKER, Role.DISTRICT_STAFF),
         "管理后台只对社区、网格和区级工作人员开放。",
+    ),
+    Can.ENTER_INDICATORS: Rule(
+        "区级部门工作人员；管理员（社区不能给自己打分）",
+        lambda a, _t: a.is_admin or a.holds(Role.DISTRICT_STAFF),
+        "只有区级工作人员可以录入社区的评价指标。",
     ),
     Can.FILE_PARTNER: Rule(
         "有 API 密钥的对接系统（如12345热线）；管理员",

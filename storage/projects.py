@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import UniqueConstraint, func, update
+from sqlalchemy import UniqueConstraint, case, func, update
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -705,3 +705,19 @@ def project_card(project: Project, unit_name: str | None = None) -> str:
         lines.append(f"承接单位：{unit_name}")
     return "\n".join(lines)
 
+
+
+async def projects_in_reach(db: Database, actor: Actor, *, status: str | None = None,
+                            limit: int = 100) -> list[Project]:
+    """The projects of the communities the actor runs (of one status), 待验收 first, then newest first."""
+    communities = actor.communities
+    if communities is not None and not communities:
+        return []
+    query = select(Project)
+    if communities is not None:
+        query = query.where(col(Project.community_id).in_(sorted(communities)))
+    if status is not None:
+        query = query.where(Project.status == status)
+    waiting = case((Project.status == ProjectStatus.AWAITING_ACCEPTANCE, 0), else_=1)
+    async with db.read() as s:
+        return list((await s.exec(query.order_by(waiting, col(Project.id).desc()).limit(limit))).all())

@@ -293,6 +293,7 @@ class ResidentRecord:
     building_id: int
     room: str
     on_wechat: bool
+    resident_id: int | None = None  # the WeChat resident (None: a roster entry only)
 
 
 async def residents_by_phone(db: Database, phone: str, community_ids: set[int] | None) -> list[ResidentRecord]:
@@ -312,7 +313,8 @@ async def residents_by_phone(db: Database, phone: str, community_ids: set[int] |
         people = (await s.exec(bound.order_by(Resident.id).limit(LOOKUP_LIMIT))).all()
         entries = (await s.exec(roster.order_by(RosterEntry.id).limit(LOOKUP_LIMIT))).all()
     found = [
-        ResidentRecord(r.name or "", r.phone or "", r.community_id, r.building_id, r.room or "", True) for r in people
+        ResidentRecord(r.name or "", r.phone or "", r.community_id, r.building_id, r.room or "", True, r.id)
+        for r in people
     ]
     shown = {r.id for r in people}
     found += [

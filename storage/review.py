@@ -526,3 +526,22 @@ async def close_due_reviews(db: Database, now: dt.datetime, limit: int = 20) -> 
     for review_id in ids:
         await close_review(db, review_id, actor=Actor.system(), now=now)
     return ids
+
+
+async def reviews_in_reach(db: Database, actor: Actor, limit: int = 10) -> list[ReviewView]:
+    """The latest reviews of the communities the actor runs, newest first (open ones too: their tally is empty
+    until closing)."""
+    communities = actor.communities
+    if communities is not None and not communities:
+        return []
+    query = select(Review)
+    if communities is not None:
+        query = query.where(col(Review.community_id).in_(sorted(communities)))
+    async with db.read() as s:
+        query = query.order_by(col(Review.year).desc(), col(Review.id).desc()).limit(limit)
+        reviews = list((await s.exec(query)).all())
+        views = []
+        for review in reviews:
+            community = await s.get(Community, review.community_id)
+            views.append(ReviewView(review, community.name if community else "", await _projects(s, review.id)))
+        return views

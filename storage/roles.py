@@ -210,3 +210,22 @@ async def list_active_grants(db: Database, role: Role | None = None, limit: int 
         query = query.where(RoleGrant.role == role.value)
     async with db.read() as s:
         return list((await s.exec(query.order_by(RoleGrant.id).limit(limit))).all())
+
+
+AUDIT_PAGE = 50
+
+
+async def audit_page(
+    db: Database, *, action: str | None = None, before_id: int | None = None, limit: int = AUDIT_PAGE
+) -> tuple[list[AuditLog], int | None]:
+    """The audit log newest first, keyed by id (stable while rows are added), optionally only actions starting with
+    `action`; returns the page and the id to continue before (None on the last page). Callers check Can.READ_AUDIT."""
+    limit = max(1, min(limit, 200))
+    query = select(AuditLog)
+    if action:
+        query = query.where(col(AuditLog.action).startswith(action, autoescape=True))
+    if before_id is not None:
+        query = query.where(col(AuditLog.id) < before_id)
+    async with db.read() as s:
+        rows = list((await s.exec(query.order_by(col(AuditLog.id).desc()).limit(limit + 1))).all())
+    return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)

@@ -372,3 +372,31 @@ def as_dict(report: Report) -> dict:
             "rows": [row(r) for r in report.rows], "total": row(report.total),
             "median_response_hours": report.median_response_hours,
             "median_resolution_days": report.median_resolution_days}
+
+
+COMMUNITY_CHOICES = 300  # a district has dozens of communities; the console's picker never lists more
+
+
+async def report_communities(db: Database, actor: Actor, limit: int = COMMUNITY_CHOICES) -> list[tuple[int, str]]:
+    """The communities whose report the actor may ask for (`rates(community_id=…)`), as (id, name) by code: their
+    own, or every one for the whole district; none for someone statistics are not open to."""
+    mine = actor.communities
+    query = select(Community.id, Community.name).order_by(Community.code).limit(limit)
+    if mine is not None:
+        if not mine:
+            return []
+        query = query.where(col(Community.id).in_(sorted(mine)))
+    async with db.read() as s:
+        return [(row[0], row[1]) for row in (await s.exec(query)).all()]
+
+
+async def rates_by_community_id(db: Database, now: dt.datetime, period: Period) -> dict[int, Rates]:
+    """三率 of the whole district in `period`, keyed by community id (the yearly assessment, storage/assess.py):
+    the same one grouped query as `rates(by="community")`, without names or medians."""
+    query = (select(col(Need.community_id), *_aggregates(now))
+             .where(col(Need.created_at) >= period.start, col(Need.created_at) < period.end)
+             .group_by(col(Need.community_id)))
+    async with db.read() as s:
+        rows = (await s.exec(query)).all()
+    return {row[0]: Rates(label=str(row[0]), **{name: int(row._mapping[name] or 0) for name in COUNTS})
+            for row in rows}

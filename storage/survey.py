@@ -295,3 +295,9 @@ async def survey_report(db: Database, survey_id: int) -> tuple[list[ScoreRow], d
         per_community.append(row(name, keys))
         per_grid[name] = [row(grid_names[g], [(c, g)]) for c, g in keys]
     return per_community, per_grid
+
+
+async def recent_surveys(db: Database, limit: int = 5) -> list[Survey]:
+    """The latest surveys, newest first."""
+    async with db.read() as s:
+        return list((await s.exec(select(Survey).order_by(col(Survey.id).desc()).limit(limit))).all())

@@ -4,6 +4,7 @@ from sqlmodel import SQLModel
 
 from storage import (  # noqa: F401
     activities,
+    assess,
     broadcast,
     claims,
     classifier,

@@ -156,8 +156,8 @@ async def fake_wechat():
 
 
 @pytest.fixture
-def settings(fake_wechat) -> Settings:
-    return Settings(wechat_token="stewardtest", wechat_api_base=fake_wechat.base_url)
+def settings(fake_wechat, tmp_path) -> Settings:
+    return Settings(wechat_token="stewardtest", wechat_api_base=fake_wechat.base_url, data_dir=tmp_path / "data")
 
 
 async def start_bot(settings, db, kv, clock, **kwargs):

@@ -11,6 +11,7 @@ import itertools
 import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -79,7 +80,10 @@ async def town(chat_db):
 def chat_settings(db: Database, **extra) -> Settings:
     # Quiet hours off: this suite runs at any hour, and a 02:00 push would (rightly) wait for 08:00. Installed
     # for storage at once: the notices the tests queue before the chat starts read it too.
-    settings = Settings(wechat_token="stewardtest", database_url=str(db.engine.url), quiet_hours="off", **extra)
+    # The data dir beside the database file: the chat's scheduler writes reports and media there, not in the CWD.
+    data_dir = Path(str(db.engine.url.database)).parent / "steward-data"
+    settings = Settings(wechat_token="stewardtest", database_url=str(db.engine.url), quiet_hours="off",
+                        data_dir=data_dir, **extra)
     use_settings(settings)
     return settings
 

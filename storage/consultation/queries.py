@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from sqlalchemy import func
 from sqlmodel import col, select
 
+from storage.actor import Actor
 from storage.consultation.common import AGENDA_LIMIT
 from storage.consultation_tables import Booking, BookingStatus, ConsultationSession, SessionStatus, Topic
 from storage.db import Database
 from storage.org import Community
+from storage.residents import Resident
 
 
 async def get_session(db: Database, session_id: int) -> ConsultationSession | None:
@@ -87,3 +89,29 @@ async def session_view(db: Database, session_id: int) -> SessionView | None:
         )).all())
     return SessionView(row, community.name if community else "", counts.get(BookingStatus.BOOKED, 0),
                        counts.get(BookingStatus.WAITLISTED, 0), agenda)
+
+
+async def sessions_for(db: Database, actor: Actor, limit: int = 40) -> list[tuple[ConsultationSession, str]]:
+    """The sessions of the communities the actor staffs (every community for an admin), latest first, each with
+    its community's name: the console's list, scoped as storage.policy's Can.RUN_COMMUNITY is."""
+    communities = actor.communities
+    if communities is not None and not communities:
+        return []
+    async with db.read() as s:
+        q = (select(ConsultationSession, Community.name)
+             .join(Community, Community.id == ConsultationSession.community_id)
+             .order_by(col(ConsultationSession.starts_at).desc(), col(ConsultationSession.id).desc()).limit(limit))
+        if communities is not None:
+            q = q.where(col(ConsultationSession.community_id).in_(sorted(communities)))
+        return [(row, name) for row, name in (await s.exec(q)).all()]
+
+
+async def session_roster(db: Database, session_id: int, limit: int = 1200) -> list[tuple[Booking, Resident]]:
+    """Those booked (in arrival order: their seat numbers) then the waitlist (in its order), with each resident.
+    Bounded: a session has at most 1000 seats."""
+    async with db.read() as s:
+        q = (select(Booking, Resident).join(Resident, Resident.id == Booking.resident_id)
+             .where(Booking.session_id == session_id,
+                    col(Booking.status).in_([BookingStatus.BOOKED, BookingStatus.WAITLISTED]))
+             .order_by(Booking.status, Booking.queue_no).limit(limit))
+        return [(booking, resident) for booking, resident in (await s.exec(q)).all()]

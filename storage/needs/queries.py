@@ -270,11 +270,18 @@ class LedgerFilter:
     sort: str = "new"  # a key of SORTS
 
 
+LEDGER_COUNT_CAP = 10_000  # the ledger counts its matches up to here, then says 10000+
+
+
 @dataclass(frozen=True)
 class LedgerPage:
     needs: list[Need]
-    total: int
+    total: int  # at most LEDGER_COUNT_CAP + 1: past the cap, "more than" is all a page needs to say
     next_after: str | None  # the keyset cursor of the next page; None on the last
+
+    @property
+    def total_text(self) -> str:
+        return f"{LEDGER_COUNT_CAP}+" if self.total > LEDGER_COUNT_CAP else str(self.total)
 
 
 def seen_by(actor: Actor) -> list:
@@ -367,7 +374,9 @@ async def ledger(db: Database, actor: Actor, f: LedgerFilter, *, after: str | No
     order = (column.desc(), Need.id.desc()) if newest_first else (column, Need.id)
     size = max(1, min(size, LEDGER_EXPORT_LIMIT))
     async with db.read() as s:
-        total = (await s.exec(select(func.count()).select_from(Need).where(*conditions))).one()
+        # An exact count of 100,000 matching rows costs a page hundreds of milliseconds; counting stops past the cap.
+        capped = select(Need.id).where(*conditions).limit(LEDGER_COUNT_CAP + 1).subquery()
+        total = (await s.exec(select(func.count()).select_from(capped))).one()
         query = select(Need).where(*conditions, *_after(after, column, newest_first)).order_by(*order)
         rows = list((await s.exec(query.limit(size + 1))).all())
     more = len(rows) > size
