@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import getpass
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -129,3 +130,15 @@ def run(coro: Coroutine[Any, Any, Any], refusals: tuple[type[Exception], ...] = 
         print(result)
     elif isinstance(result, int) and not isinstance(result, bool) and result:
         sys.exit(result)
+
+
+def run_with_db(args: argparse.Namespace, command: Callable[[Database, dt.datetime, argparse.Namespace],
+                                                            Awaitable[Any]]) -> None:
+    """One `steward` command against the settings' database: `command(db, now, args)`, its result printed."""
+    settings = cli_settings(args)
+
+    async def go() -> Any:
+        async with database(settings) as db:
+            return await command(db, cli_clock(settings).now(), args)
+
+    run(go())

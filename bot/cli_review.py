@@ -20,7 +20,7 @@ import argparse
 import datetime as dt
 import secrets
 
-from bot.cli_common import cli_clock, cli_operator, cli_settings, community_by_code, database, run
+from bot.cli_common import cli_operator, community_by_code, run_with_db
 from storage.clock import local
 from storage.db import Database
 from storage.exports import csv_text
@@ -190,13 +190,7 @@ async def run_command(db: Database, now: dt.datetime, args: argparse.Namespace) 
 
 
 def _run(args: argparse.Namespace) -> None:
-    settings = cli_settings(args)
-
-    async def go() -> str:
-        async with database(settings) as db:
-            return await run_command(db, cli_clock(settings).now(), args)
-
-    run(go())
+    run_with_db(args, run_command)
 
 
 def register(subparsers) -> None:

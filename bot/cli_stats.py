@@ -15,7 +15,7 @@ import json
 
 import openpyxl
 
-from bot.cli_common import cli_clock, cli_operator, cli_settings, database, find_community, run
+from bot.cli_common import cli_operator, find_community, run_with_db
 from storage.db import Database
 from storage.exports import csv_text, safe_cell
 from storage.stats import (
@@ -99,13 +99,7 @@ async def run_command(db: Database, now: dt.datetime, args: argparse.Namespace) 
 
 
 def _run(args: argparse.Namespace) -> None:
-    settings = cli_settings(args)
-
-    async def go() -> str:
-        async with database(settings) as db:
-            return await run_command(db, cli_clock(settings).now(), args)
-
-    run(go())
+    run_with_db(args, run_command)
 
 
 def register(subparsers) -> None:

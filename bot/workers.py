@@ -71,7 +71,7 @@ def _fork(run: Callable[[], None]) -> int:
     try:
         run()
     except KeyboardInterrupt:
-        pass
+        code = 0  # Ctrl-C reaches every worker of the group: a clean stop, not a failure
     except BaseException:
         log.exception("worker failed")
         code = 1

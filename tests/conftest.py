@@ -26,6 +26,7 @@ from storage.db import Database
 from storage.kv import MemoryStore, RedisStore
 from storage.settings import use_settings
 from storage.tables import metadata
+from tests.browser import launched_chromium
 
 PG_URL = os.environ.get("STEWARD_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("STEWARD_TEST_REDIS_URL")
@@ -122,6 +123,23 @@ async def db(backend, tmp_path, sqlite_template, pg_schema):
         database = Database(f"sqlite+aiosqlite:///{path}")
     yield database
     await database.dispose()
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path, sqlite_template):
+    """A SQLite database whatever the backend: for what only SQLite does (one writer at a time)."""
+    path = tmp_path / "steward-sqlite.db"
+    shutil.copy(sqlite_template, path)
+    database = Database(f"sqlite+aiosqlite:///{path}")
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def chromium():
+    """Debian's chromium under Playwright (tests/browser.py): fails under CI when missing, else skips."""
+    async with launched_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import re
-import shutil
 from pathlib import Path
 
 import openpyxl
@@ -22,30 +20,11 @@ from storage.actor import actor_for
 from storage.console_auth import issue_link
 from storage.needs import NeedStatus, find_need, report_need
 from storage.roles import Role
+from tests.browser import ARTIFACTS, LINK
 from tests.factories import grant, make_district, make_resident
 
 pytestmark = pytest.mark.slow
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "console"
-LINK = re.compile(r"https?://\S+/console/login/([A-Za-z0-9_-]+)")
-# Debian's chromium: /usr/bin/chromium is a shell wrapper; Playwright must start the browser binary itself.
-CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", shutil.which("chromium") or "") if p and Path(p).exists()),
-                None)
-
-
-@pytest.fixture
-async def browser():
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (.ci/run installs Debian's chromium package)")
-        pytest.skip("chromium is not installed: apt-get install chromium")
-    from playwright.async_api import async_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    async with async_playwright() as p:
-        chromium = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        yield chromium
-        await chromium.close()
 
 
 async def _pushes(fake_wechat, openid: str, words: str, wait: float = 10.0) -> list[str]:
@@ -58,17 +37,17 @@ async def _pushes(fake_wechat, openid: str, words: str, wait: float = 10.0) -> l
     raise AssertionError(f"no push with {words!r} to {openid}: {fake_wechat.texts_to(openid)}")
 
 
-async def test_a_staff_member_works_a_need_from_the_console(db, clock, phone, bot_server, fake_wechat, browser):
+async def test_a_staff_member_works_a_need_from_the_console(db, clock, phone, bot_server, fake_wechat, chromium):
     bot, url = bot_server
     runner = SchedulerRunner(job_context(bot), jobs={})  # only the prompt outbox drain, as in `serve`
     runner.start()
     try:
-        await _story(db, clock, phone, url, fake_wechat, browser)
+        await _story(db, clock, phone, url, fake_wechat, chromium)
     finally:
         await runner.stop()
 
 
-async def _story(db, clock, phone, url, fake_wechat, browser) -> None:
+async def _story(db, clock, phone, url, fake_wechat, chromium) -> None:
     d = await make_district(db)
     resident = await make_resident(db, "o_res", d.buildings["B1"], room="301", phone="13912345678", name="李阿姨")
     staff = await make_resident(db, "o_staff", d.buildings["B1"], name="社工小周", phone="13700000000")
@@ -82,7 +61,7 @@ async def _story(db, clock, phone, url, fake_wechat, browser) -> None:
         token = LINK.search((await phone.text(openid, "后台")).text).group(1)
         return f"{url}/console/login/{token}"
 
-    office = await browser.new_context(viewport={"width": 1366, "height": 768}, accept_downloads=True)
+    office = await chromium.new_context(viewport={"width": 1366, "height": 768}, accept_downloads=True)
     page = await office.new_page()
 
     # Sign in with the link chat gave: a page with one button, then 今日.
@@ -142,7 +121,7 @@ async def _story(db, clock, phone, url, fake_wechat, browser) -> None:
     await page.screenshot(path=ARTIFACTS / "06-csrf-refused.png")
 
     # On a phone the same file reads in one column.
-    mobile = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    mobile = await chromium.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     small = await mobile.new_page()
     await small.goto(await link_for("o_staff"))
     await small.click("#enter")
@@ -153,7 +132,7 @@ async def _story(db, clock, phone, url, fake_wechat, browser) -> None:
     await mobile.close()
 
     # The link already used, and one left past its 10 minutes, sign nobody in.
-    elsewhere = await browser.new_context()
+    elsewhere = await chromium.new_context()
     tab = await elsewhere.new_page()
     await tab.goto(first_link)
     await tab.click("#enter")
@@ -167,7 +146,7 @@ async def _story(db, clock, phone, url, fake_wechat, browser) -> None:
     await elsewhere.close()
 
     # Staff of another community: that need's URL is 404.
-    south = await browser.new_context()
+    south = await chromium.new_context()
     tab = await south.new_page()
     await tab.goto(await link_for("o_other"))
     await tab.click("#enter")

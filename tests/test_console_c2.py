@@ -13,7 +13,6 @@ import re
 from zoneinfo import ZoneInfo
 
 import pytest
-from playwright.async_api import async_playwright
 from sqlmodel import select
 
 from bot.config import Settings
@@ -21,9 +20,9 @@ from storage import broadcast as bc
 from storage import consultation as cs
 from storage.actor import Actor, actor_for
 from storage.roles import AuditLog, Role
+from tests.browser import ARTIFACTS
 from tests.factories import grant, make_district, make_resident
 from tests.test_console import Browser, sign_in
-from tests.test_console_browser import ARTIFACTS, CHROMIUM
 
 TZ = ZoneInfo("Asia/Shanghai")
 REGISTRATION_OPEN = dt.datetime(2026, 12, 10, 10, 0, tzinfo=TZ)
@@ -267,15 +266,6 @@ async def test_another_persons_broadcast_is_404_and_forms_need_the_token(db, pho
 # ---------------------------------------------------------------------------------------------- in a browser
 
 
-@pytest.fixture
-async def chromium():
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed: apt-get install chromium")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        yield launched
-        await launched.close()
 
 
 @pytest.mark.slow

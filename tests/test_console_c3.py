@@ -6,10 +6,7 @@ the admin's alone."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-import shutil
-from pathlib import Path
 
 import pytest
 from sqlmodel import select
@@ -27,6 +24,7 @@ from storage.residents import Resident
 from storage.review import Review, ReviewItem, ReviewTally
 from storage.roles import AuditLog, Role, RoleGrant
 from storage.survey import SurveySample, answer_survey, start_survey
+from tests.browser import ARTIFACTS
 from tests.factories import grant, make_district, make_resident
 from tests.test_console import Browser, sign_in
 
@@ -374,24 +372,6 @@ async def test_the_pages_fit_a_phone_and_a_grid_worker_sees_no_community_records
 
 # ---------------------------------------------------------------------------------------------- in a real browser
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "console"
-CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", shutil.which("chromium") or "") if p and Path(p).exists()),
-                None)
-
-
-@pytest.fixture
-async def chromium():
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (.ci/run installs Debian's chromium package)")
-        pytest.skip("chromium is not installed: apt-get install chromium")
-    from playwright.async_api import async_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        yield launched
-        await launched.close()
 
 
 @pytest.mark.slow

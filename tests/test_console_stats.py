@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
-import shutil
-from pathlib import Path
 
 import pytest
 
@@ -19,6 +16,7 @@ from storage.actor import actor_for
 from storage.needs import report_need, resolve_need, triage_need
 from storage.roles import Role
 from storage.stats import month_period, percent, rates
+from tests.browser import ARTIFACTS, LINK
 from tests.factories import grant, make_district, make_resident
 from tests.test_console import Browser, sign_in
 
@@ -180,52 +178,36 @@ async def test_the_stats_page_posts_nothing_and_a_forged_post_changes_nothing(db
 
 # ---------------------------------------------------------------------------------------------- in a browser
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "console"
-CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", shutil.which("chromium") or "") if p and Path(p).exists()),
-                None)
-LINK = re.compile(r"https?://\S+/console/login/([A-Za-z0-9_-]+)")
 
 
 @pytest.mark.slow
-async def test_the_charts_draw_in_a_browser_at_the_office_and_on_a_phone(phone, bot_server, town):
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (.ci/run installs Debian's chromium package)")
-        pytest.skip("chromium is not installed: apt-get install chromium")
-    from playwright.async_api import async_playwright
-
+async def test_the_charts_draw_in_a_browser_at_the_office_and_on_a_phone(phone, bot_server, town, chromium):
     _bot, url = bot_server
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    async with async_playwright() as p:
-        chromium = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        try:
-            for name, viewport, mobile in (("office", {"width": 1366, "height": 768}, False),
-                                           ("phone", {"width": 390, "height": 844}, True)):
-                context = await chromium.new_context(viewport=viewport, is_mobile=mobile)
-                page = await context.new_page()
-                problems: list[str] = []
-                page.on("console", lambda m, seen=problems: seen.append(f"{m.text} {m.location.get('url', '')}")
-                        if m.type == "error" and "favicon" not in m.location.get("url", "") else None)
-                page.on("pageerror", lambda e, seen=problems: seen.append(str(e)))
-                token = LINK.search((await phone.text("o_staff", "后台")).text).group(1)
-                await page.goto(f"{url}/console/login/{token}")
-                await page.click("#enter")
-                await page.wait_for_selector("text=待分流")
-                await page.click("nav >> text=统计")
-                for chart in ("#chart-trend", "#chart-ranking", "#chart-categories"):
-                    await page.wait_for_selector(f"{chart} canvas")
-                    box = await page.locator(chart).bounding_box()
-                    assert box["width"] > 200 and box["height"] >= 160  # the ranking: a bar a row
-                assert problems == []  # the CSP lets ECharts run: nothing refused, nothing thrown
-                await page.screenshot(path=ARTIFACTS / f"stats-{name}.png", full_page=True)
-                assert await page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
-                if not mobile:
-                    await page.fill("input[name=month]", "2026-10")
-                    await page.click("#apply")
-                    await page.wait_for_url(re.compile(r"month=2026-10"))
-                    await page.wait_for_selector("#chart-trend canvas")
-                    assert await page.inner_text("#count-reported") == "1"
-                    await page.screenshot(path=ARTIFACTS / f"stats-{name}-october.png", full_page=True)
-                await context.close()
-        finally:
-            await chromium.close()
+    for name, viewport, mobile in (("office", {"width": 1366, "height": 768}, False),
+                                   ("phone", {"width": 390, "height": 844}, True)):
+        context = await chromium.new_context(viewport=viewport, is_mobile=mobile)
+        page = await context.new_page()
+        problems: list[str] = []
+        page.on("console", lambda m, seen=problems: seen.append(f"{m.text} {m.location.get('url', '')}")
+                if m.type == "error" and "favicon" not in m.location.get("url", "") else None)
+        page.on("pageerror", lambda e, seen=problems: seen.append(str(e)))
+        token = LINK.search((await phone.text("o_staff", "后台")).text).group(1)
+        await page.goto(f"{url}/console/login/{token}")
+        await page.click("#enter")
+        await page.wait_for_selector("text=待分流")
+        await page.click("nav >> text=统计")
+        for chart in ("#chart-trend", "#chart-ranking", "#chart-categories"):
+            await page.wait_for_selector(f"{chart} canvas")
+            box = await page.locator(chart).bounding_box()
+            assert box["width"] > 200 and box["height"] >= 160  # the ranking: a bar a row
+        assert problems == []  # the CSP lets ECharts run: nothing refused, nothing thrown
+        await page.screenshot(path=ARTIFACTS / f"stats-{name}.png", full_page=True)
+        assert await page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+        if not mobile:
+            await page.fill("input[name=month]", "2026-10")
+            await page.click("#apply")
+            await page.wait_for_url(re.compile(r"month=2026-10"))
+            await page.wait_for_selector("#chart-trend canvas")
+            assert await page.inner_text("#count-reported") == "1"
+            await page.screenshot(path=ARTIFACTS / f"stats-{name}-october.png", full_page=True)
+        await context.close()

@@ -67,9 +67,8 @@ async def test_a_refused_report_takes_no_number(db, clock):
     assert (first.ticket, second.ticket) == ("20261127-0001", "20261127-0002")
 
 
-async def test_sqlite_writers_take_turns_in_the_order_they_came(db):
-    if not db.is_sqlite:
-        pytest.skip("PostgreSQL writers lock rows, not the database")
+async def test_sqlite_writers_take_turns_in_the_order_they_came(sqlite_db):  # PostgreSQL locks rows instead
+    db = sqlite_db
     order: list[int] = []
     gate = asyncio.Event()
 
@@ -90,9 +89,8 @@ async def test_sqlite_writers_take_turns_in_the_order_they_came(db):
     assert order == list(range(8))
 
 
-async def test_a_sqlite_writer_waits_a_bounded_time_then_reports_the_database_busy(db):
-    if not db.is_sqlite:
-        pytest.skip("PostgreSQL writers lock rows, not the database")
+async def test_a_sqlite_writer_waits_a_bounded_time_then_reports_the_database_busy(sqlite_db):
+    db = sqlite_db
     impatient = Database(db.url, limits=DatabaseLimits(pool_wait=0.2))
     held = asyncio.Event()
     release = asyncio.Event()
@@ -109,7 +107,7 @@ async def test_a_sqlite_writer_waits_a_bounded_time_then_reports_the_database_bu
     started = loop.time()
     with pytest.raises(DatabaseUnavailable):
         async with impatient.write():
-            pass
+            raise AssertionError("given the write turn while another writer held it")
     assert 0.15 < loop.time() - started < 2
     release.set()
     await task
