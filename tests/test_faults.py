@@ -357,9 +357,10 @@ async def test_a_signed_query_string_carries_one_body_only(rig):
     phone = Phone(url, rig.settings)
     try:
         query = phone.signed_query()
-        first = await phone.post_xml(message_xml("o_li", "text", {"Content": "菜单", "MsgId": 42}), query)
+        sent = message_xml("o_li", "text", {"Content": "菜单", "MsgId": 42})  # its CreateTime too: a retry is the
+        first = await phone.post_xml(sent, query)  # same bytes (built twice, a second could pass between them)
         assert first.status == 200 and "回复" in first.text
-        retry = await phone.post_xml(message_xml("o_li", "text", {"Content": "菜单", "MsgId": 42}), query)
+        retry = await phone.post_xml(sent, query)
         assert (retry.status, retry.text) == (200, first.text)  # WeChat's retry: the stored reply
         forged = await phone.post_xml(message_xml("o_admin", "text", {"Content": "待分流", "MsgId": 43}), query)
         assert forged.status == 403
