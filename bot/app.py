@@ -177,7 +177,7 @@ def make_app(bot: Bot) -> web.Application:
     app.add_routes([web.get("/media/{token}", serve_media)])
     if bot.settings.console:
         mount_console(app, bot)
-    app.add_routes(Open311(bot.settings, bot.db, bot.clock).routes())
+    app.add_routes(Open311(bot.settings, bot.db, bot.clock, bot.kv).routes())
     app.add_routes(metrics_routes(bot.services["metrics"], bot.settings.metrics_token))
     return app
 

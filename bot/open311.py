@@ -4,9 +4,12 @@
   suffix (or `?format=xml`); no key needed, and nothing personal in them (storage/open311.py decides what is
   shown). The jurisdiction is the district: a `jurisdiction_id` other than STEWARD_OPEN311_JURISDICTION is 404.
 - `POST requests` with a partner's `api_key` (STEWARD_OPEN311_KEYS) files a need through the same intake
-  operation as chat (`storage.needs.report_from_partner`), audited as `open311:<partner>`.
+  operation as chat (`storage.needs.hand_over_from_partner`), audited as `open311:<partner>`; the open need chat
+  would offer for 附议 at that building is seconded instead, and its ticket comes back. Each key may post
+  STEWARD_OPEN311_RATE times a minute (counted in the shared state store, so across workers); bodies are small.
 - Errors are the spec's list of {code, description}: 400 for a bad parameter (with the intake's Chinese
-  reason), 403 for a missing or wrong key, 404 for an unknown service, request or jurisdiction.
+  reason), 403 for a missing or wrong key, 404 for an unknown service, request or jurisdiction, 413 for a body
+  over MAX_BODY, 429 (with Retry-After) for a key over its rate.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import datetime as dt
 import hmac
 import json
 import logging
+import math
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from typing import Any
@@ -26,13 +30,15 @@ from bot.config import Settings
 from storage.actor import Actor
 from storage.clock import Clock
 from storage.db import Database
-from storage.needs import NeedError, report_from_partner
+from storage.kv import KeyValueStore
+from storage.needs import NeedError, hand_over_from_partner
 from storage.open311 import (
     MAX_REQUESTS,
     WINDOW,
     PublicRequest,
     find_building,
     item_code_for,
+    post_wait,
     public_request,
     public_requests,
     services,
@@ -43,20 +49,25 @@ log = logging.getLogger("steward.open311")
 BASE = "/open311/v2"
 _EXT = r"{ext:(\.json|\.xml)?}"
 MAX_IDS = 50  # service_request_id=a,b,c… at most this many at once
+# A hand-over is a few short fields (500 characters of description are 4.5 KB form-encoded): far below the
+# app's limit for WeChat's callbacks, so a partner's mistake or a flood is refused before it is parsed.
+MAX_BODY = 16 * 1024
 
 
 class Open311Error(Exception):
-    def __init__(self, status: int, description: str) -> None:
+    def __init__(self, status: int, description: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(description)
         self.status = status
         self.description = description
+        self.headers = headers
 
 
 class Open311:
-    def __init__(self, settings: Settings, db: Database, clock: Clock) -> None:
+    def __init__(self, settings: Settings, db: Database, clock: Clock, kv: KeyValueStore) -> None:
         self.settings = settings
         self.db = db
         self.clock = clock
+        self.kv = kv
         self.tz = ZoneInfo(settings.timezone)
 
     def routes(self) -> list[web.RouteDef]:
@@ -74,14 +85,14 @@ class Open311:
             try:
                 params = dict(request.query)
                 if request.method == "POST":
-                    params.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+                    params.update({k: v for k, v in (await _small_form(request)).items() if isinstance(v, str)})
                 wanted = params.get("jurisdiction_id")
                 if wanted and wanted != self.settings.open311_jurisdiction:
                     raise Open311Error(404, "jurisdiction_id not found")
                 root, items = await handler(request, params)
             except Open311Error as exc:
                 return _render("errors", "error", [{"code": exc.status, "description": exc.description}], xml,
-                               status=exc.status)
+                               status=exc.status, headers=exc.headers)
             except Exception as exc:  # the database away: the spec's error shape, never a stack trace
                 log.warning("open311 %s %s failed: %s", request.method, request.path, exc)
                 return _render("errors", "error", [{"code": 503, "description": "temporarily unavailable"}], xml,
@@ -165,6 +176,11 @@ class Open311:
         partner = self._partner(params.get("api_key", ""))
         if partner is None:
             raise Open311Error(403, "api_key is missing or not valid")
+        # Counted before any work, refused ones too: a flood costs a counter, not a database read.
+        wait = await post_wait(self.kv, params["api_key"], self.settings.open311_rate)
+        if wait is not None:
+            raise Open311Error(429, f"more than {self.settings.open311_rate} requests a minute with this api_key; "
+                                    "try again later", headers={"Retry-After": str(max(1, math.ceil(wait)))})
         code = params.get("service_code", "").strip()
         if not code:
             raise Open311Error(400, "service_code is required")
@@ -180,16 +196,21 @@ class Open311:
             raise Open311Error(400, "没有找到这个地址对应的社区和楼栋，请写明社区名和楼栋名（或楼栋编码）。")
         name = (params.get("last_name", "").strip() + params.get("first_name", "").strip()) or None
         try:
-            need = await report_from_partner(
+            handed = await hand_over_from_partner(
                 self.db, Actor.partner(partner), params.get("description", ""), item_code, self.clock.now(),
                 building_id=building.id, contact_name=name, contact_phone=params.get("phone") or None,
                 room=params.get("attribute[room]") or None,
             )
         except NeedError as exc:
             raise Open311Error(400, exc.reason) from None
-        log.info("open311 partner %s handed over need %s", partner, need.ticket)
+        need = handed.need
+        notice = need.state.label
+        if handed.seconded:  # the spec lets a server answer with an existing request's id
+            notice = f"同一问题已有诉求，已附议（{need.supporters}人反映）：{notice}"
+        log.info("open311 partner %s %s need %s", partner, "seconded" if handed.seconded else "handed over",
+                 need.ticket)
         return "service_requests", ("request", [
-            {"service_request_id": need.ticket, "service_notice": need.state.label, "account_id": None}
+            {"service_request_id": need.ticket, "service_notice": notice, "account_id": None}
         ])
 
     def _partner(self, key: str) -> str | None:
@@ -198,6 +219,17 @@ class Open311:
             if hmac.compare_digest(known.encode(), key.encode()):
                 found = partner
         return found
+
+
+async def _small_form(request: web.Request):
+    """The POST form, refused (413) past MAX_BODY: by its Content-Length at once, else while it is read."""
+    too_big = Open311Error(413, f"the request body may be at most {MAX_BODY} bytes")
+    if (request.content_length or 0) > MAX_BODY:
+        raise too_big
+    try:
+        return await request.clone(client_max_size=MAX_BODY).post()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_big from None
 
 
 def _wants_xml(request: web.Request) -> bool:
@@ -213,13 +245,15 @@ def _listed(raw: str | None) -> list[str] | None:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
-def _render(root: str, item: str, rows: Iterable[Any], xml: bool, status: int = 200) -> web.Response:
+def _render(root: str, item: str, rows: Iterable[Any], xml: bool, status: int = 200,
+            headers: dict[str, str] | None = None) -> web.Response:
     rows = list(rows)
     if not xml:
         body: Any = rows
         if root == "service_definition":
             body = {"service_code": rows[0], "attributes": []}
-        return web.json_response(body, status=status, dumps=lambda v: json.dumps(v, ensure_ascii=False))
+        return web.json_response(body, status=status, headers=headers,
+                                 dumps=lambda v: json.dumps(v, ensure_ascii=False))
     top = ET.Element(root)
     if root == "service_definition":
         ET.SubElement(top, "service_code").text = rows[0]
@@ -231,7 +265,7 @@ def _render(root: str, item: str, rows: Iterable[Any], xml: bool, status: int = 
                 # ElementTree escapes &, < and > in text: a need's place or note cannot break the document.
                 ET.SubElement(element, key).text = _xml_text(value)
     text = ET.tostring(top, encoding="unicode")
-    return web.Response(text='<?xml version="1.0" encoding="utf-8"?>\n' + text, status=status,
+    return web.Response(text='<?xml version="1.0" encoding="utf-8"?>\n' + text, status=status, headers=headers,
                         content_type="text/xml", charset="utf-8")
 
 

@@ -6,16 +6,17 @@ import datetime as dt
 
 from handlers.framework import Context, Router
 from handlers.steps import pick_one
-from storage.clock import local
 from storage.review import (
     CHOICE_BY_NUMBER,
     CHOICES,
+    REVIEW_DAYS,
     ReviewError,
     ReviewStatus,
     ReviewView,
     cast_vote,
     check_receipt,
     close_review,
+    closing_time,
     current_review,
     my_ballots,
     my_receipt,
@@ -160,7 +161,7 @@ async def _staff_community(ctx: Context) -> int | None:
 async def staff_open(ctx: Context) -> str:
     community_id = await _staff_community(ctx)
     days = int(ctx.args) if ctx.args.isdigit() else DEFAULT_DAYS
-    if not 1 <= days <= 60:
+    if days not in REVIEW_DAYS:
         return "评议天数请在1到60之间，如「开启评议 7」。"
     openable = await openable_years(ctx.db, community_id, ctx.now)
     if not openable.years:
@@ -183,7 +184,7 @@ async def pick_year(ctx: Context, year: int) -> str:
 
 
 def _ask_to_open(ctx: Context, community_id: int, year: int, projects: list, days: int) -> str:
-    closes = local(ctx.now).replace(hour=18, minute=0, second=0, microsecond=0) + dt.timedelta(days=days)
+    closes = closing_time(ctx.now, days)
     lines = [f"将开启{year}年度项目评议，共{len(projects)}个已完成项目："]
     lines += [f"{n}. {p.title[:16]}" for n, p in enumerate(projects[:LIST_LIMIT], 1)]
     lines.append(f"截止：{time_text(closes)}，届时通知本社区已绑定居民。")

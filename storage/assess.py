@@ -17,6 +17,7 @@ import tomllib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import openpyxl
 from sqlalchemy import UniqueConstraint, case, func
@@ -43,6 +44,7 @@ FILE_NAME = "indicators.toml"
 TOTAL_WEIGHT = 100
 ENTERED = "entered"
 MAX_ID = 16
+NOTE_MAX = 200
 
 
 class AssessError(Exception):
@@ -487,15 +489,15 @@ def explain(assessment: Assessment, community_id: int) -> str:
     return "\n".join(out)
 
 
-def write_xlsx(assessment: Assessment, path: Path | str) -> None:
+def write_xlsx(assessment: Assessment, path: Path | str | BinaryIO) -> None:
     """排名 (each community's total, rank and first-level subtotals) and 明细 (every item of every community: the
     data, the value, the weight, the points), so a reader can check each number."""
     book = openpyxl.Workbook()
     ranking = book.active
     ranking.title = "排名"
     areas = assessment.system.areas
-    ranking.append([f"{assessment.system.title} {assessment.year}年度"])
-    ranking.append(["排名", "社区", "编码", "总分", *(f"{a.id} {a.name}（{a.weight:g}）" for a in areas)])
+    ranking.append([safe_cell(f"{assessment.system.title} {assessment.year}年度")])
+    ranking.append(["排名", "社区", "编码", "总分", *(safe_cell(f"{a.id} {a.name}（{a.weight:g}）") for a in areas)])
     for r in assessment.rows:
         ranking.append([r.rank, safe_cell(r.name), safe_cell(r.code), r.total, *(r.area_points(a) for a in areas)])
     detail = book.create_sheet("明细")
@@ -504,7 +506,7 @@ def write_xlsx(assessment: Assessment, path: Path | str) -> None:
     for r in assessment.rows:
         for line in r.lines:
             item = line.item
-            detail.append([safe_cell(r.name), item.id, safe_cell(item.area), safe_cell(item.name),
+            detail.append([safe_cell(r.name), safe_cell(item.id), safe_cell(item.area), safe_cell(item.name),
                            "录入" if item.entered else SOURCES[item.source].label, safe_cell(line.basis),
                            line.value, item.target, item.floor, item.weight, line.points])
     book.save(path)
@@ -514,9 +516,10 @@ def write_xlsx(assessment: Assessment, path: Path | str) -> None:
 
 
 async def enter_value(db: Database, actor: Actor, system: IndicatorSystem, *, community_id: int, year: int,
-                      indicator: str, value: float, now: dt.datetime) -> IndicatorValue:
+                      indicator: str, value: float, now: dt.datetime, note: str = "") -> IndicatorValue:
     """Record what district staff entered for one community, year and item (a second entry replaces the first;
-    both are in the audit log, with the value replaced)."""
+    both are in the audit log, with the value replaced). A note (where the figure came from) goes to the audit
+    row only: the value is what scores."""
     reason = refusal(actor, Can.ENTER_INDICATORS, community_id)
     if reason is not None:
         raise AssessError(reason)
@@ -543,5 +546,6 @@ async def enter_value(db: Database, actor: Actor, system: IndicatorSystem, *, co
             row.value, row.entered_by, row.entered_at = value, actor.name, now
         s.add(row)
         s.add(audit_entry(now, actor.name, "indicator.enter", "community", community_id, year=year,
-                          indicator=item.id, value=value, before=before))
+                          indicator=item.id, value=value, before=before,
+                          **({"note": note.strip()[:NOTE_MAX]} if note.strip() else {})))
     return row

@@ -159,7 +159,9 @@ async def sign_out(db: Database, kv: KeyValueStore, actor: Actor, session: Conso
         s.add(audit_entry(now, actor.name, "console.logout", "resident", str(session.resident_id)))
 
 
-async def record_export(db: Database, actor: Actor, kind: str, count: int, filters: str, now: dt.datetime) -> None:
-    """A ledger export leaves the system: who took how many rows, under which filter (phones stay masked)."""
+async def record_export(db: Database, actor: Actor, kind: str, count: int, filters: str, now: dt.datetime,
+                        what: str = "ledger") -> None:
+    """An export leaves the system: who took how many rows of what (the ledger, the assessment, a monthly report
+    file), under which filter (phones stay masked)."""
     async with db.write() as s:
-        s.add(audit_entry(now, actor.name, "console.export", "ledger", kind, count=count, filters=filters[:200]))
+        s.add(audit_entry(now, actor.name, "console.export", what, kind, count=count, filters=filters[:200]))

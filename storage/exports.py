@@ -49,6 +49,16 @@ def csv_text(rows: Iterable[Sequence[Any]], header: Sequence[str] | None = None)
     return out.getvalue()
 
 
+def csv_part(rows: Iterable[Sequence[Any]]) -> str:
+    """More rows of a CSV streamed out in parts, after `csv_text` began it (BOM and header): no BOM here, which
+    mid-file would be a stray character in a cell."""
+    out = io.StringIO(newline="")
+    writer = csv.writer(out)
+    for row in rows:
+        writer.writerow([safe_cell(cell) for cell in row])
+    return out.getvalue()
+
+
 def dict_rows(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> list[list[Any]]:
     """Rows of dicts as rows of cells in `columns` order (a missing key is an empty cell)."""
     return [[row.get(column, "") for column in columns] for row in rows]
@@ -66,3 +76,29 @@ def xlsx_bytes(rows: Iterable[Sequence[Any]], header: Sequence[str] | None = Non
         sheet.append([safe_cell(cell) for cell in row])
     book.save(out)
     return out.getvalue()
+
+
+class XlsxSheet:
+    """A one-sheet workbook written a batch of rows at a time: openpyxl's write-only sheet sends each row to its
+    own temporary file as it is appended (inline strings, no shared-string table), so memory stays one batch
+    however long the sheet. `save` zips it to a path; `discard` drops a sheet that will not be saved."""
+
+    def __init__(self, header: Sequence[str] | None = None, title: str = "Sheet1") -> None:
+        self.book = Workbook(write_only=True)
+        self.sheet = self.book.create_sheet(title[:31])
+        if header is not None:
+            self.append([header])
+
+    def append(self, rows: Iterable[Sequence[Any]]) -> None:
+        for row in rows:
+            self.sheet.append([safe_cell(cell) for cell in row])
+
+    def save(self, path: str) -> None:
+        self.book.save(path)  # removes openpyxl's temporary file too
+
+    def discard(self) -> None:
+        """Remove the rows' temporary file now: openpyxl would leave it until the process exits."""
+        writer = getattr(self.sheet, "_writer", None)
+        if writer is not None and not self.sheet.closed:
+            writer.close()
+            writer.cleanup()

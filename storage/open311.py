@@ -10,12 +10,14 @@ The partner who handed a need over knows what it sent.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 
 from sqlalchemy import false
 from sqlmodel import col, select
 
 from storage.db import Database
+from storage.kv import KeyValueStore
 from storage.needs import OPEN_STATUSES, UNCLASSIFIED, UNCLASSIFIED_CATEGORY, Need, NeedStatus, normalise_ticket
 from storage.org import Building, Community, Department, Grid
 from storage.taxonomy import Tier, load_taxonomy
@@ -24,6 +26,7 @@ OTHER_SERVICE = "OTHER"  # Open311's code for 其他/未分类 (a need without a
 OTHER_NAME = "其他问题（由工作人员分类）"
 MAX_REQUESTS = 200  # the most one GET requests answers (newest first); the spec lets a server cap it
 WINDOW = dt.timedelta(days=90)  # the spec's default and largest date range
+POST_WINDOW = 60  # seconds: STEWARD_OPEN311_RATE counts one key's hand-overs per this window
 
 
 @dataclass(frozen=True)
@@ -177,3 +180,16 @@ async def find_building(db: Database, *, address_id: str | None = None, address:
         buildings = (await s.exec(select(Building).where(Building.community_id == communities[0].id))).all()
         matches = sorted((b for b in buildings if b.name and b.name in rest), key=lambda b: -len(b.name))
         return matches[0] if matches else None
+
+
+async def post_wait(kv: KeyValueStore, api_key: str, limit: int | None) -> float | None:
+    """Count one hand-over by this key, as the console counts sign-in tries (a window in the shared state
+    store, so every worker counts against one budget): None while the key is within `limit` per window, else
+    the seconds until its window ends."""
+    if limit is None:
+        return None
+    # The key's hash names the counter: the state store (Redis) is no place for a partner's secret.
+    counter = "open311:posts:" + hashlib.sha256(api_key.encode()).hexdigest()[:24]
+    if await kv.incr(counter, POST_WINDOW) <= limit:
+        return None
+    return await kv.ttl(counter) or float(POST_WINDOW)

@@ -261,6 +261,15 @@ async def export_csv(db: Database, review_id: int) -> str:
 # Changing
 
 
+REVIEW_DAYS = range(1, 61)  # how many days 开启评议 may run a review
+DEFAULT_REVIEW_DAYS = 7
+
+
+def closing_time(now: dt.datetime, days: int) -> dt.datetime:
+    """When a review opened now for `days` days closes, as 开启评议 announces it: 18:00 district time."""
+    return local(now).replace(hour=18, minute=0, second=0, microsecond=0) + dt.timedelta(days=days)
+
+
 async def open_review(
     db: Database,
     *,

@@ -299,10 +299,16 @@ class Settings:
     # POST), and the jurisdiction_id the read API answers to (the district).
     open311_keys: Annotated[dict[str, str], _partner_keys] = field(default_factory=dict, repr=False)
     open311_jurisdiction: str = "district"
+    # Hand-overs (POST requests) per API key per minute, across workers: a partner's runaway loop or a leaked
+    # key cannot flood intake ("none": no limit).
+    open311_rate: Annotated[int | None, _limit(100000)] = 60
     # /metrics (bot/metrics.py) is served only with this bearer token; unset: no /metrics at all.
     metrics_token: Annotated[str | None, _secret] = field(default=None, repr=False)
     # Log lines as text ("… request_id=…") or one JSON object each, for a log shipper.
     log_format: Annotated[str, _log_format] = "text"
+    # `steward serve` runs on uvloop (libuv) when it is installed: the same asyncio API at a fraction of the
+    # per-socket-call cost the report flow is bound by ("off": the standard library's loop).
+    uvloop: Annotated[bool, _switch] = True
 
     @property
     def redis_limits(self) -> RedisLimits:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import re
 
 import aiohttp
@@ -16,7 +17,7 @@ from sqlmodel import select
 from bot.cli import build_parser
 from bot.cli_console import link_text
 from bot.config import Settings
-from bot.console import COOKIE
+from bot.console import COOKIE, pages
 from storage.actor import Actor, actor_for
 from storage.console_auth import ConsoleAuthError, issue_link
 from storage.grants import revoke_role
@@ -30,6 +31,7 @@ from storage.needs import (
     find_need,
     ledger,
     need_media,
+    queries,
     report_need,
 )
 from storage.policy import Can, allows
@@ -317,6 +319,51 @@ async def test_the_ledger_exports_to_xlsx_and_csv_with_cells_defused(db, phone, 
     exports = await _audits(db, "console.export")
     assert [(a.target_id, a.actor) for a in exports] == [("xlsx", f"resident:{town['staff'].id}"),
                                                          ("csv", f"resident:{town['staff'].id}")]
+
+
+async def test_an_export_read_in_many_batches_has_every_row_once_in_order(db, phone, browser, clock, town,
+                                                                            monkeypatch):
+    """The export reads the database a batch at a time by keyset (ledger_batches): with batches of 3, eight needs
+    (some created in the same second: the id breaks the tie) come out once each, in the ledger's order."""
+    for n in range(7):
+        await report_need(db, town["resident"].id, f"第{n}号诉求：路灯不亮", "JZ-05", clock.now())
+        if n % 2:
+            clock.advance(minutes=1)
+    monkeypatch.setattr(queries, "LEDGER_EXPORT_BATCH", 3)
+    batches: list[int] = []
+
+    async def counted(*args, **kwargs):
+        async for batch in queries.ledger_batches(*args, **kwargs):
+            batches.append(len(batch))
+            yield batch
+
+    monkeypatch.setattr(pages, "ledger_batches", counted)
+    await sign_in(phone, browser, "o_staff")
+    me = await actor_for(db, town["staff"].id)
+    for sort in ("new", "old"):
+        expected = [n.ticket for n in (await ledger(db, me, LedgerFilter(sort=sort))).needs]
+        assert len(expected) == 8
+
+        status, body, _h = await browser.raw(f"/console/ledger.csv?sort={sort}")
+        lines = body.decode("utf-8-sig").strip().splitlines()
+        assert status == 200 and lines[0].startswith("编号,") and [x.split(",")[0] for x in lines[1:]] == expected
+
+        status, body, _h = await browser.raw(f"/console/ledger.xlsx?sort={sort}")
+        rows = list(openpyxl.load_workbook(io.BytesIO(body)).active.iter_rows(values_only=True))
+        assert status == 200 and rows[0][0] == "编号" and [r[0] for r in rows[1:]] == expected
+    assert batches == [3, 3, 2] * 4  # four exports, each three reads
+    assert [json.loads(a.detail)["count"] for a in await _audits(db, "console.export")] == [8, 8, 8, 8]
+
+    # Past the cap the file stops there and says so; the audit row counts what was handed out.
+    monkeypatch.setattr(pages, "LEDGER_EXPORT_LIMIT", 5)
+    newest = [n.ticket for n in (await ledger(db, me, LedgerFilter())).needs][:5]
+    _s, body, _h = await browser.raw("/console/ledger.csv")
+    lines = body.decode("utf-8-sig").strip().splitlines()
+    assert [x.split(",")[0] for x in lines[1:6]] == newest and lines[6].startswith("已截断") and len(lines) == 7
+    _s, body, _h = await browser.raw("/console/ledger.xlsx")
+    rows = list(openpyxl.load_workbook(io.BytesIO(body)).active.iter_rows(values_only=True))
+    assert [r[0] for r in rows[1:6]] == newest and rows[6][0].startswith("已截断") and len(rows) == 7
+    assert [json.loads(a.detail)["count"] for a in await _audits(db, "console.export")][-2:] == [5, 5]
 
 
 async def test_pages_carry_security_headers_and_local_assets(phone, browser, town):

@@ -191,6 +191,108 @@ async def test_another_communitys_session_is_404_and_forms_need_the_token(db, ph
     assert await _audits(db, "consultation.cancel") == []
 
 
+async def _booking(db, session_id: int, resident_id: int) -> cs.Booking:
+    return next(b for b, r in await cs.session_roster(db, session_id) if r.id == resident_id)
+
+
+async def test_check_in_on_the_session_page_as_chats_check_in(db, phone, browser, clock, town):
+    await sign_in(phone, browser, "o_staff")
+    sid, li = town["session"].id, town["li"]
+    mine = await _booking(db, sid, li.id)
+    wang = next(b for b, r in await cs.session_roster(db, sid) if r.name == "王叔")
+    zhao = next(b for b, r in await cs.session_roster(db, sid) if r.name == "赵大爷")
+    status, page = await browser.get(f"/console/consultation/{sid}")
+    assert 'id="checkin-closed">签到在议事当天开放' in page and 'id="checkin-1"' not in page
+    csrf = await browser.csrf(f"/console/consultation/{sid}")
+    status, page = await browser.post(f"/console/consultation/{sid}/checkin", {"csrf": csrf, "booking": mine.id})
+    assert status == 400 and "签到仅限议事当天" in page  # the storage operation's own refusal
+
+    clock.set(MEETING - dt.timedelta(minutes=10))
+    status, page = await browser.get(f"/console/consultation/{sid}")
+    assert 'id="form-checkin"' in page and 'id="checkin-1"' in page and 'id="checkin-2"' in page
+    status, page = await browser.post(f"/console/consultation/{sid}/checkin", {"csrf": csrf, "booking": mine.id})
+    assert status == 200 and 'id="done">签到成功：李**（139****5678）。<' in page and "李阿姨" not in page
+    assert _rows(page, "booked")[0] == ["1", "李**", "139****5678", "301", "14:20"]
+    assert (await _booking(db, sid, li.id)).checked_in_at == clock.now()
+
+    status, page = await browser.post(f"/console/consultation/{sid}/checkin", {"csrf": csrf, "code": mine.code})
+    assert status == 400 and "这位居民已于14:20签到过了。" in page
+    status, page = await browser.post(f"/console/consultation/{sid}/checkin", {"csrf": csrf, "booking": zhao.id})
+    assert status == 400 and "这位居民不在本场的预约名单上。" in page  # waitlisted: no seat to sign in to
+    status, page = await browser.post(f"/console/consultation/{sid}/checkin", {"csrf": csrf, "code": "ZZZZZZ"})
+    assert status == 400 and "本场议事没有这个签到码" in page
+    assert (await _booking(db, sid, zhao.id)).checked_in_at is None
+
+    # Chat's 议事签到 for 王叔, the console's typed code the same way: the same audit rows.
+    assert "签到成功" in (await phone.text("o_staff", f"议事签到 {wang.code}")).text
+    clock.advance(minutes=1)
+    audits = await _audits(db, "consultation.check_in")
+    assert [(a.actor, a.target_type, a.target_id, a.detail) for a in audits] == [
+        (f"resident:{town['staff'].id}", "consultation_booking", str(b.id), f'{{"session": {sid}}}')
+        for b in (mine, wang)]
+
+
+async def test_session_settings_as_chats_settings(db, phone, browser, clock, town):
+    await sign_in(phone, browser, "o_staff")
+    sid = town["session"].id
+    csrf = await browser.csrf(f"/console/consultation/{sid}")
+    minutes = str(town["session"].duration_minutes)
+    form = {"csrf": csrf, "venue": "大海阳社区党群服务中心", "capacity": "12", "reserved_seats": "10",
+            "duration_minutes": minutes}
+    status, page = await browser.get(f"/console/consultation/{sid}")
+    assert 'id="form-settings"' in page and 'name="capacity" value="12"' in page
+    assert f'name="duration_minutes" value="{minutes}"' in page
+    status, page = await browser.post(f"/console/consultation/{sid}/settings", form)
+    assert status == 400 and 'id="error">没有改动。<' in page
+    status, page = await browser.post(f"/console/consultation/{sid}/settings", {**form, "capacity": "十三"})
+    assert status == 400 and "总名额请输入数字。" in page
+    status, page = await browser.post(f"/console/consultation/{sid}/settings", {**form, "reserved_seats": "12"})
+    assert status == 400 and "已有2人预约，可预约名额不能少于2。" in page
+
+    # One more seat: 赵大爷 moves up from the waitlist, as chat's 议事设置 does it.
+    status, page = await browser.post(f"/console/consultation/{sid}/settings", {**form, "capacity": "13"})
+    assert status == 200 and "议事设置已保存。" in page and 'id="counts">已预约 3，候补 0，余 0<' in page
+    assert (await cs.get_session(db, sid)).capacity == 13
+
+    await phone.text("o_staff", "议事设置")
+    await phone.text("o_staff", "1")
+    assert "已修改。地点：社区二楼会议室" in (await phone.text("o_staff", "社区二楼会议室")).text
+    audits = await _audits(db, "consultation.edit")
+    assert [(a.actor, a.target_type, a.target_id, a.detail) for a in audits] == [
+        (f"resident:{town['staff'].id}", "consultation_session", str(sid), '{"capacity": 13}'),
+        (f"resident:{town['staff'].id}", "consultation_session", str(sid), '{"venue": "社区二楼会议室"}')]
+
+
+async def test_check_in_and_settings_of_another_community_are_404_and_need_the_token(db, phone, browser, clock,
+                                                                                     town):
+    clock.set(MEETING - dt.timedelta(minutes=10))
+    sid = town["session"].id
+    mine = await _booking(db, sid, town["li"].id)
+    await sign_in(phone, browser, "o_other")
+    csrf = await browser.csrf("/console/consultation")
+    status, _page = await browser.post(f"/console/consultation/{sid}/checkin", {"csrf": csrf, "booking": mine.id})
+    assert status == 404
+    status, _page = await browser.post(f"/console/consultation/{sid}/settings", {
+        "csrf": csrf, "venue": "不该能改", "capacity": "20", "reserved_seats": "0", "duration_minutes": "60"})
+    assert status == 404
+    await browser.close()
+
+    staff = Browser(browser.base)
+    try:
+        await sign_in(phone, staff, "o_staff")
+        for data in ({"booking": mine.id}, {"booking": mine.id, "csrf": "forged"}):
+            status, page = await staff.post(f"/console/consultation/{sid}/checkin", data)
+            assert status == 403 and "页面已过期" in page
+        status, page = await staff.post(f"/console/consultation/{sid}/settings", {
+            "venue": "没有令牌", "capacity": "20", "reserved_seats": "0", "duration_minutes": "60"})
+        assert status == 403 and "页面已过期" in page
+    finally:
+        await staff.close()
+    assert (await _booking(db, sid, town["li"].id)).checked_in_at is None
+    assert (await cs.get_session(db, sid)).venue == "大海阳社区党群服务中心"
+    assert await _audits(db, "consultation.check_in") == [] and await _audits(db, "consultation.edit") == []
+
+
 # ---------------------------------------------------------------------------------------------- 广播
 
 

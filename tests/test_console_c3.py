@@ -6,6 +6,7 @@ the admin's alone."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 
 import pytest
@@ -19,9 +20,9 @@ from storage.claims import BindingClaim, ClaimStatus
 from storage.needs import report_need
 from storage.outbox import OutboxMessage
 from storage.points import PointsPolicy, balance_of, credit_service
-from storage.projects import Project, ProjectStatus, create_project
+from storage.projects import Project, ProjectStatus, accept_project, create_project
 from storage.residents import Resident
-from storage.review import Review, ReviewItem, ReviewTally
+from storage.review import Review, ReviewItem, ReviewTally, open_review
 from storage.roles import AuditLog, Role, RoleGrant
 from storage.survey import SurveySample, answer_survey, start_survey
 from tests.browser import ARTIFACTS
@@ -469,3 +470,89 @@ async def test_review_tallies_and_survey_scores_show_only_the_persons_communitie
     # 南山 drew nobody (its only resident is staff): its staff see no other community's scores or comments.
     assert "还没有评议。" in words and "还没有问卷结果。" in words and "大海阳社区" not in words
     assert "网格员很负责" not in words
+
+
+async def _accepted(db, town, clock) -> None:
+    """Both communities' projects accepted: each community has one completed project of 2026 to review."""
+    for key in ("c1", "c2"):
+        await accept_project(db, town["projects"][key].id, actor=CLI, now=clock.now(), note="验收合格")
+
+
+def _shape(audit: AuditLog) -> tuple:
+    """An audit row without whose and which: what chat's and the console's rows must share."""
+    return audit.action, audit.actor.split(":")[0], audit.target_type, sorted(json.loads(audit.detail))
+
+
+async def test_staff_open_and_close_the_year_end_review_as_chat_does(db, phone, browser, town, clock):
+    await _accepted(db, town, clock)
+    c1 = town["d"].communities["C1"].id
+    await sign_in(phone, browser, "o_staff")
+    status, page = await browser.get("/console/projects")
+    assert f'id="open-review-{c1}-2026"' in page and "2026 年度，1 个已完成项目：老年活动室" in page
+    csrf = await browser.csrf("/console/projects")
+    form = {"csrf": csrf, "community": str(c1), "year": "2026", "days": "0"}
+    status, page = await browser.post("/console/projects/reviews/open", form)
+    assert status == 400 and 'id="error">评议天数请在1到60之间。<' in page
+    status, page = await browser.post("/console/projects/reviews/open", {**form, "days": "7", "year": "2020"})
+    assert status == 400 and "2020年度的评议已不能开启。" in page
+    assert await _audits(db, "review.open") == []
+
+    status, page = await browser.post("/console/projects/reviews/open", {**form, "days": "7"})
+    assert status == 200 and "评议已开启，已通知本社区已绑定居民。" in page
+    async with db.read() as s:
+        review = (await s.exec(select(Review).where(Review.community_id == c1))).one()
+    assert review.status == "open" and review.closes_at == dt.datetime(2026, 12, 4, 18, 0, tzinfo=clock.tz)
+    assert any("2026年度服务项目评议" in t for t in await _told(db, town["volunteer"].id))
+    assert f'id="openable-{c1}">大海阳社区2026年度的评议正在进行' in page and "提前结束评议" in page
+
+    status, page = await browser.post(f"/console/projects/reviews/{review.id}/close", {"csrf": csrf})
+    assert status == 400 and "尚未到期，需确认后才能提前结束。" in page  # chat asks twice too
+    status, page = await browser.post(f"/console/projects/reviews/{review.id}/close", {"csrf": csrf, "early": "1"})
+    assert status == 200 and "评议已结束，结果已通知参评居民。" in page and "参与 0 /" in page
+    async with db.read() as s:
+        assert (await s.get(Review, review.id)).status == "closed"
+
+    # The same two steps in chat, by 南山's staff for their community: the audit rows have the same shape.
+    assert "回复 1 确认开启" in (await phone.text("o_other", "开启评议 7")).text
+    assert "评议已开启" in (await phone.text("o_other", "1")).text
+    await phone.text("o_other", "结束评议")
+    assert "评议已提前结束" in (await phone.text("o_other", "1")).text
+    for action in ("review.open", "review.close"):
+        console, chat = await _audits(db, action)
+        assert console.actor == f"resident:{town['staff'].id}" and chat.actor == f"resident:{town['other'].id}"
+        assert _shape(console) == _shape(chat)
+    console, chat = await _audits(db, "review.close")
+    assert json.loads(console.detail)["early"] is True and json.loads(chat.detail)["early"] is True
+
+
+async def test_another_communitys_review_is_404_and_review_forms_need_the_token(db, phone, browser, town, clock):
+    await _accepted(db, town, clock)
+    c1 = town["d"].communities["C1"].id
+    review = await open_review(db, community_id=c1, year=2026, closes_at=clock.now() + dt.timedelta(days=3),
+                               actor=CLI, now=clock.now())
+    c2 = town["d"].communities["C2"].id
+    await sign_in(phone, browser, "o_staff")
+    for token in ({}, {"csrf": "forged"}):  # with the page's token this would close it
+        status, page = await browser.post(f"/console/projects/reviews/{review.review.id}/close",
+                                          {"early": "1", **token})
+        assert status == 403 and "页面已过期" in page
+    await browser.post("/console/logout", {"csrf": await browser.csrf("/console/projects")})
+
+    await sign_in(phone, browser, "o_other")
+    csrf = await browser.csrf("/console/projects")
+    _status, page = await browser.get("/console/projects")
+    assert f'id="open-review-{c1}' not in page and "提前结束评议" not in page and f'id="open-review-{c2}-2026"' in page
+    for token in ({}, {"csrf": "forged"}):  # with the page's token this would open 南山's
+        status, page = await browser.post("/console/projects/reviews/open",
+                                          {"community": str(c2), "year": "2026", "days": "7", **token})
+        assert status == 403 and "页面已过期" in page
+    status, _page = await browser.post("/console/projects/reviews/open",
+                                       {"csrf": csrf, "community": str(c1), "year": "2026", "days": "7"})
+    assert status == 404
+    status, _page = await browser.post(f"/console/projects/reviews/{review.review.id}/close",
+                                       {"csrf": csrf, "early": "1"})
+    assert status == 404
+    async with db.read() as s:
+        assert (await s.get(Review, review.review.id)).status == "open"
+        assert (await s.exec(select(Review).where(Review.community_id == c2))).first() is None
+    assert await _audits(db, "review.close") == [] and len(await _audits(db, "review.open")) == 1

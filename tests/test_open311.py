@@ -7,6 +7,7 @@ as by our own parsing of the spec's fields."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import xml.etree.ElementTree as ET
 
@@ -17,9 +18,10 @@ from sqlmodel import select
 
 from bot.config import Settings
 from storage.actor import Actor
-from storage.needs import NeedEvent, find_need, reject_need, report_need
+from storage.needs import Need, NeedEvent, find_need, reject_need, report_need
 from storage.roles import AuditLog
 from storage.taxonomy import load_taxonomy
+from tests.conftest import start_bot
 from tests.factories import make_district, make_resident
 
 KEY = "hotline-key-0123456789"
@@ -222,3 +224,94 @@ async def test_a_handoff_by_building_code_to_other_files_an_unclassified_need(bo
     other = await asyncio.to_thread(client(url).get_service_requests, service_code="OTHER")
     assert [r["service_request_id"] for r in other] == [ticket]
     assert await asyncio.to_thread(client(url).get_service_requests, service_code="XX-99") == []
+
+
+OTHER_KEY = "portal-key-0123456789"
+
+
+async def test_a_key_past_its_rate_is_429_in_every_worker_while_another_key_goes_through(settings, db, kv, clock,
+                                                                                         district):
+    limited = dataclasses.replace(settings, open311_rate=3, open311_keys={KEY: "hotline", OTHER_KEY: "portal"})
+    # Two workers on one state store: the count is the store's, not a process's.
+    workers = [await start_bot(limited, db, kv, clock) for _ in range(2)]
+    urls = [url + "/open311/v2" for _bot, _runner, url in workers]
+    form = {"service_code": "OTHER", "address_id": "B1", "description": "来电反映小区广播太吵"}
+    try:
+        async with aiohttp.ClientSession() as http:
+            for n in range(3):
+                async with http.post(urls[n % 2] + "/requests.json", data={**form, "api_key": KEY}) as resp:
+                    assert resp.status == 200
+            async with http.post(urls[1] + "/requests.json", data={**form, "api_key": KEY}) as resp:
+                assert resp.status == 429
+                assert 1 <= int(resp.headers["Retry-After"]) <= 60
+                body = await resp.json()
+            assert body == [{"code": 429, "description": "more than 3 requests a minute with this api_key; "
+                                                         "try again later"}]
+            async with http.post(urls[0] + "/requests.xml", data={**form, "api_key": KEY}) as resp:
+                assert resp.status == 429 and "Retry-After" in resp.headers
+                error = ET.fromstring(await resp.text()).find("error")
+            assert error.findtext("code") == "429" and "api_key" in error.findtext("description")
+            async with http.post(urls[0] + "/requests.json", data={**form, "api_key": OTHER_KEY}) as resp:
+                assert resp.status == 200
+                other = (await resp.json())[0]["service_request_id"]
+    finally:
+        for bot, runner, _url in workers:
+            await bot.gateway.drain(5)
+            await bot.wechat.close()
+            await runner.cleanup()
+    async with db.read() as s:
+        needs = (await s.exec(select(Need))).all()
+        audits = (await s.exec(select(AuditLog).where(AuditLog.action == "need.file_partner"))).all()
+    assert len(needs) == 4 and other in {n.ticket for n in needs}  # the refused posts filed nothing
+    assert sorted(a.actor for a in audits) == ["open311:hotline"] * 3 + ["open311:portal"]
+
+
+async def test_a_body_past_the_small_limit_is_413_and_files_nothing(bot_server, db, district):
+    _bot, url = bot_server
+    big = handoff(api_key=KEY, description="楼道灯不亮" * 2000)
+
+    async def chunks():  # no Content-Length: the limit holds while the body is read
+        yield "&".join(f"{k}={v}" for k, v in big.items()).encode()
+
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url + "/open311/v2/requests.json", data=big) as resp:
+            assert resp.status == 413
+            assert await resp.json() == [{"code": 413, "description": "the request body may be at most 16384 bytes"}]
+        async with http.post(url + "/open311/v2/requests.xml", data=chunks(),
+                             headers={"Content-Type": "application/x-www-form-urlencoded"}) as resp:
+            assert resp.status == 413
+            assert ET.fromstring(await resp.text()).find("error").findtext("code") == "413"
+    async with db.read() as s:
+        assert (await s.exec(select(Need))).all() == []
+
+
+async def test_a_handoff_of_an_open_need_of_the_same_building_seconds_it_and_returns_its_ticket(
+        bot_server, db, district, clock):
+    _bot, url = bot_server
+    resident = await make_resident(db, "o-b2", district.buildings["B2"])
+    open_need = await report_need(db, resident.id, "2号楼楼道灯坏了，晚上上下楼看不见", "JZ-05", clock.now())
+    same = handoff(api_key=KEY, address_id="B2", address_string="",
+                   description="12345来电：2号楼楼道灯坏了，晚上看不见")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url + "/open311/v2/requests.json", data=same) as resp:
+            assert resp.status == 200
+            answer = await resp.json()
+        # The same words at the next building of the grid: chat would offer it, but it is another lamp.
+        async with http.post(url + "/open311/v2/requests.xml", data={**same, "address_id": "B1"}) as resp:
+            assert resp.status == 200
+            elsewhere = ET.fromstring(await resp.text()).find("request").findtext("service_request_id")
+    assert answer == [{"service_request_id": open_need.ticket, "account_id": None,
+                       "service_notice": "同一问题已有诉求，已附议（2人反映）：已提交，待社区受理"}]
+    assert elsewhere != open_need.ticket
+
+    async with db.read() as s:
+        at_b2 = (await s.exec(select(Need).where(Need.building_id == district.buildings["B2"].id))).all()
+        events = (await s.exec(select(NeedEvent).where(NeedEvent.need_id == open_need.id)
+                               .order_by(NeedEvent.id))).all()
+        audit = (await s.exec(select(AuditLog).where(AuditLog.action == "need.second_partner"))).one()
+    assert [(n.ticket, n.supporters) for n in at_b2] == [(open_need.ticket, 2)]  # one need, one more resident
+    assert [(e.kind, e.actor_label, e.public) for e in events] == [("reported", "居民", True),
+                                                                    ("seconded", "对接系统", False)]
+    assert audit.actor == "open311:hotline" and audit.target_id == open_need.ticket
+    assert "137****1111" in audit.detail and "13700001111" not in audit.detail
+    assert (await find_need(db, elsewhere)).building_id == district.buildings["B1"].id

@@ -1,8 +1,9 @@
 """The console's 阳光17议 and 广播 pages: a community's consultation sessions (bookings and waitlist, a printable
-sign-in sheet, topics and the agenda draft, outcomes and minutes, moving or cancelling a session with what became
-of the residents' notices), and composing a broadcast to an audience chat offers, with its exact count, confirm,
-progress and stop. Every page calls the storage operations chat's 议事/广播 flows call, as the signed-in person's
-Actor; a session outside their communities, or a broadcast that is not theirs, is 404."""
+sign-in sheet, 议事签到 on the day, 议事设置, topics and the agenda draft, outcomes and minutes, moving or
+cancelling a session with what became of the residents' notices), and composing a broadcast to an audience chat
+offers, with its exact count, confirm, progress and stop. Every page calls the storage operations chat's 议事/广播
+flows call, as the signed-in person's Actor; a session outside their communities, or a broadcast that is not
+theirs, is 404."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from multidict import MultiDictProxy
 from bot.console.common import actor, deps, render, url, when
 from storage import broadcast as bc
 from storage import consultation as cs
+from storage.clock import QuietHours
 from storage.outbox import delivery_counts
 from storage.policy import Can, allows
 from storage.residents import mask_phone
@@ -23,7 +25,10 @@ routes = web.RouteTableDef()
 SESSION_STATUS = {cs.SessionStatus.SCHEDULED: "待召开", cs.SessionStatus.CANCELLED: "已取消",
                   cs.SessionStatus.HELD: "已召开（纪要已发布）"}
 OUTCOME_CHOICES = [cs.Outcome.ACCEPTED, cs.Outcome.REFERRED, cs.Outcome.ANSWERED, cs.Outcome.DECLINED]
-DONE = {"agenda": "已列入议程，居民回复「议事」即可看到。", "outcome": "已登记议题结果。"}
+DONE = {"agenda": "已列入议程，居民回复「议事」即可看到。", "outcome": "已登记议题结果。",
+        "settings": "议事设置已保存。"}
+SETTINGS_FIELDS = [("venue", "地点"), ("capacity", "总名额"), ("reserved_seats", "预留名额"),
+                   ("duration_minutes", "时长（分钟）")]  # chat's 议事设置, in its order
 KIND_LABELS = {  # as chat's 广播 asks 「发送给谁？」
     bc.AudienceKind.STREET: "全街道居民", bc.AudienceKind.COMMUNITY: "全社区居民", bc.AudienceKind.GRIDS: "按网格",
     bc.AudienceKind.BUILDINGS: "按楼栋", bc.AudienceKind.SESSION: "议事已预约居民",
@@ -71,7 +76,7 @@ def _roster(entries: list) -> tuple[list[dict], list[dict]]:
     for booking, resident in entries:
         row = {"name": masked_name(resident.name), "phone": mask_phone(resident.phone),
                "room": resident.room or "", "checked_in": when(booking.checked_in_at)[11:],
-               "queued": when(booking.queued_at)}
+               "queued": when(booking.queued_at), "booking": booking.id}
         (booked if booking.status == cs.BookingStatus.BOOKED else waiting).append(row)
     for number, row in enumerate(booked, 1):
         row["seat"] = number
@@ -106,6 +111,7 @@ async def session_page(request: web.Request, session: cs.ConsultationSession, *,
         "outcomes": [(o, cs.OUTCOME_LABELS[o]) for o in OUTCOME_CHOICES],
         "minutes_why": minutes_why, "may_record": minutes_why is None,
         "move_value": session.starts_at.astimezone(d.clock.tz).strftime("%Y-%m-%dT%H:%M"),
+        "checkin_open": cs.check_in_open(session, now), "settings": SETTINGS_FIELDS,
         "error": error, "done": done or DONE.get(request.query.get("done", ""), ""), "told": told,
     }, status=status)
 
@@ -141,10 +147,46 @@ def _move_time(form: MultiDictProxy, tz) -> dt.datetime:
     return moment.replace(tzinfo=tz) if moment.tzinfo is None else moment
 
 
-@routes.post("/consultation/{sid:\\d+}/{action:(agenda|outcome|minutes|move|cancel)}", name="consult_action")
+async def _code_to_check_in(db, session: cs.ConsultationSession, form: MultiDictProxy) -> str:
+    """The sign-in code of the booking ticked on the roster, or typed as chat's 议事签到 takes it; only this
+    session's (chat would look in every session of the day, but on this page another is a slip)."""
+    roster = [b for b, _r in await cs.session_roster(db, session.id) if b.status == cs.BookingStatus.BOOKED]
+    picked = str(form.get("booking", ""))
+    if picked:
+        booking = next((b for b in roster if str(b.id) == picked), None)
+        if booking is None:
+            raise cs.ConsultationError("这位居民不在本场的预约名单上。")
+        return booking.code
+    code = cs.normalise_code(str(form.get("code", "")))
+    if not code:
+        raise cs.ConsultationError("请输入居民的签到码。")
+    if not any(b.code == code for b in roster):
+        raise cs.ConsultationError("本场议事没有这个签到码，请核对后重试。")
+    return code
+
+
+def _setting_changes(session: cs.ConsultationSession, form: MultiDictProxy) -> dict[str, str | int]:
+    """The fields of the form that differ from the session's, typed as chat's 议事设置 takes them."""
+    changes: dict[str, str | int] = {}
+    for name, label in SETTINGS_FIELDS:
+        text = str(form.get(name, "")).strip()
+        value: str | int = text
+        if name != "venue":
+            if not text.isdigit():
+                raise cs.ConsultationError(f"{label}请输入数字。")
+            value = int(text)
+        if value != getattr(session, name):
+            changes[name] = value
+    if not changes:
+        raise cs.ConsultationError("没有改动。")
+    return changes
+
+
+@routes.post("/consultation/{sid:\\d+}/{action:(agenda|outcome|minutes|move|cancel|checkin|settings)}",
+             name="consult_action")
 async def session_action(request: web.Request) -> web.Response:
-    """One staff action of chat's 议程草稿 / 议事纪要 / 改期 / 取消议事, through the same storage operation (its
-    rules, its audit row, the residents' notices)."""
+    """One staff action of chat's 议程草稿 / 议事纪要 / 改期 / 取消议事 / 议事签到 / 议事设置, through the same
+    storage operation (its rules, its audit row, the residents' notices)."""
     session = await _visible_session(request)
     d, me, action = deps(request), actor(request), request.match_info["action"]
     now, form = d.clock.now(), await request.post()
@@ -172,6 +214,13 @@ async def session_action(request: web.Request) -> web.Response:
         elif action == "cancel":
             cancelled = await cs.cancel_session(d.db, session.id, str(form.get("reason", "")), me, now)
             return await _after_change(request, cancelled, "议事已取消。", None)
+        elif action == "checkin":
+            _booking, resident = await cs.check_in(d.db, me, await _code_to_check_in(d.db, session, form), now)
+            return await session_page(request, session, done=(
+                f"签到成功：{masked_name(resident.name)}（{mask_phone(resident.phone)}）。"))
+        elif action == "settings":
+            await cs.edit_session(d.db, session.id, me, now, QuietHours.parse(d.settings.quiet_hours),
+                                  **_setting_changes(session, form))
     except cs.ConsultationError as exc:
         fresh = await cs.get_session(d.db, session.id) or session
         return await session_page(request, fresh, error=exc.reason, status=400)

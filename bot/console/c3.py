@@ -1,9 +1,10 @@
 """积分, 项目与评议, 居民与待核实: the community office's pages beside the needs.
 
 Each page asks storage with the signed-in person's Actor, through the operations chat's 居民查询, 确认时长, 核销,
-取消兑换, 验收, 待核实 and the CLI's role commands use, so it shows and does exactly what those would: their rules,
-their audit rows, the residents' notices. A record the person may not act on is 404 (never telling whether it
-exists); a refusal is the operation's own Chinese sentence. The role grants and the audit log are the admin's.
+取消兑换, 验收, 开启评议/结束评议, 待核实 and the CLI's role commands use, so it shows and does exactly what
+those would: their rules, their audit rows, the residents' notices. A record the person may not act on is 404
+(never telling whether it exists); a refusal is the operation's own Chinese sentence. The role grants and the
+audit log are the admin's.
 """
 
 from __future__ import annotations
@@ -33,7 +34,21 @@ from storage.projects import (
 )
 from storage.projects import unit_names as project_unit_names
 from storage.residents import BindingError, clean_phone, find_residents_by_phone, get_resident, mask_phone
-from storage.review import percent, reviews_in_reach, tally
+from storage.review import (
+    DEFAULT_REVIEW_DAYS,
+    REVIEW_DAYS,
+    ReviewError,
+    ReviewStatus,
+    close_review,
+    closing_time,
+    open_review,
+    openable_years,
+    percent,
+    review_view,
+    reviews_in_reach,
+    tally,
+    time_text,
+)
 from storage.roles import ROLE_LABELS, AuditLog, Role, RoleError, audit_page, describe_grants, list_active_grants
 from storage.survey import recent_surveys, survey_comments, survey_report
 
@@ -46,6 +61,8 @@ DONE = {
     "confirm": "已确认时长，志愿者会收到积分通知。",
     "accept": "已验收通过，承接单位和居民会收到通知。",
     "return": "已退回整改，承接单位会收到原因。",
+    "review_open": "评议已开启，已通知本社区已绑定居民。截止后在这里结束评议、公布结果。",
+    "review_close": "评议已结束，结果已通知参评居民。",
     "claim_confirm": "已确认绑定，居民会收到通知。",
     "claim_reject": "已驳回，居民会收到通知。",
     "grant": "已授予角色。",
@@ -203,15 +220,19 @@ def _project_row(p, units: dict[int, str]) -> dict:
 
 
 @routes.get("/projects", name="c3_projects")
-async def projects(request: web.Request) -> web.Response:
+async def projects(request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
     d, me = deps(request), actor(request)
-    status = request.query.get("status", "")
-    rows = await projects_in_reach(d.db, me, status=status if status in PROJECT_LABELS else None)
+    now = d.clock.now()
+    staffed = me.ids(Role.COMMUNITY_STAFF)  # chat's 开启评议/结束评议 are community staff's
+    wanted = request.query.get("status", "")
+    rows = await projects_in_reach(d.db, me, status=wanted if wanted in PROJECT_LABELS else None)
     units = await project_unit_names(d.db, {p.unit_id for p in rows if p.unit_id})
     reviews = []
     for view in await reviews_in_reach(d.db, me, limit=6):
         counted = await tally(d.db, view.review.id)
         reviews.append({
+            "id": view.review.id, "closable": view.review.status == ReviewStatus.OPEN
+            and view.review.community_id in staffed, "early": now < view.review.closes_at,
             "community": view.community, "year": view.review.year, "open": view.review.status == "open",
             "closes": when(view.review.closes_at), "voters": view.review.voters, "eligible": view.review.eligible,
             "projects": len(view.projects),
@@ -220,9 +241,69 @@ async def projects(request: web.Request) -> web.Response:
                      for t in counted],
         })
     return _page(request, "c3_projects.html", "projects", "项目与评议", {
-        "rows": [_project_row(p, units) for p in rows], "statuses": list(PROJECT_LABELS.items()), "status": status,
-        "reviews": reviews, "surveys": await _surveys(request),
-    })
+        "rows": [_project_row(p, units) for p in rows], "statuses": list(PROJECT_LABELS.items()),
+        "status": wanted, "reviews": reviews, "surveys": await _surveys(request),
+        "openable": await _openable(request, staffed), "error": error, "days": DEFAULT_REVIEW_DAYS,
+        "days_range": (REVIEW_DAYS.start, REVIEW_DAYS.stop - 1),
+        "closes": time_text(closing_time(now, DEFAULT_REVIEW_DAYS)),
+    }, status=status)
+
+
+async def _openable(request: web.Request, staffed: set[int]) -> list[dict]:
+    """Per community the person staffs, the years 开启评议 would offer (or why none)."""
+    d = deps(request)
+    names = await unit_names(d.db, "community", staffed) if staffed else {}
+    out = []
+    for community_id in sorted(staffed):
+        openable = await openable_years(d.db, community_id, d.clock.now())
+        out.append({"id": community_id, "name": names.get(community_id, ("", ""))[1], "reason": openable.reason,
+                    "years": [{"year": year, "count": len(done), "titles": [p.title for p in done]}
+                              for year, done in openable.years]})
+    return out
+
+
+def _form_int(text: object) -> int | None:
+    text = str(text or "").strip()
+    return int(text) if text.isdigit() and len(text) <= 9 else None
+
+
+@routes.post("/projects/reviews/open", name="c3_review_open")
+async def review_open(request: web.Request) -> web.Response:
+    """开启评议 as chat's: a year it offers (this year or last, completed projects, no review yet), closing at
+    18:00 after 1 to 60 days; open_review checks the policy, tells the residents and writes the audit row."""
+    d, me = deps(request), actor(request)
+    form = await request.post()
+    community_id, year, days = (_form_int(form.get(k)) for k in ("community", "year", "days"))
+    if community_id is None or community_id not in me.ids(Role.COMMUNITY_STAFF):
+        raise web.HTTPNotFound()
+    now = d.clock.now()
+    try:
+        if days not in REVIEW_DAYS:
+            raise ReviewError("评议天数请在1到60之间。")
+        openable = await openable_years(d.db, community_id, now)
+        if year not in dict(openable.years):
+            raise ReviewError(openable.reason or f"{year}年度的评议已不能开启。")
+        await open_review(d.db, community_id=community_id, year=year, closes_at=closing_time(now, days), actor=me,
+                          now=now)
+    except ReviewError as exc:
+        return await projects(request, error=exc.reason, status=400)
+    raise _see_other("/projects", "review_open")
+
+
+@routes.post("/projects/reviews/{id}/close", name="c3_review_close")
+async def review_close(request: web.Request) -> web.Response:
+    """结束评议 as chat's: before the announced deadline only with the explicit 提前结束 (chat's second
+    question); close_review freezes the tally, tells the voters and writes the audit row."""
+    d, me = deps(request), actor(request)
+    view = await review_view(d.db, _id(request))
+    if view is None or view.review.community_id not in me.ids(Role.COMMUNITY_STAFF):
+        raise web.HTTPNotFound()
+    form = await request.post()
+    try:
+        await close_review(d.db, view.review.id, actor=me, now=d.clock.now(), early=form.get("early") == "1")
+    except ReviewError as exc:
+        return await projects(request, error=exc.reason, status=400)
+    raise _see_other("/projects", "review_close")
 
 
 async def _surveys(request: web.Request) -> list[dict]:

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -14,9 +18,10 @@ from multidict import MultiDictProxy
 from bot.console.common import actor, day, deps, render, url, when
 from storage import outbox as ob
 from storage.console_auth import record_export
-from storage.exports import csv_text, xlsx_bytes
+from storage.exports import XlsxSheet, csv_part, csv_text
 from storage.needs import (
     EVENT_LABELS,
+    LEDGER_EXPORT_LIMIT,
     OPEN_STATUSES,
     SORTS,
     SOURCES,
@@ -32,8 +37,8 @@ from storage.needs import (
     find_need,
     follower_counts,
     ledger,
+    ledger_batches,
     ledger_places,
-    ledger_rows,
     management_refusal,
     merge_candidates,
     merge_need,
@@ -197,46 +202,101 @@ async def ledger_page(request: web.Request) -> web.Response:
     })
 
 
-async def _export_rows(request: web.Request, kind: str) -> list[list]:
+EXPORT_CHUNK = 256 * 1024  # bytes of the finished sheet sent per write
+TRUNCATED = "已截断：只导出前{limit}条，请缩小筛选范围后分次导出。"
+
+
+@dataclass
+class _Tally:
+    rows: int = 0
+    cut: bool = False
+
+
+def _export_row(n: Need, names: dict, taxonomy) -> list:
+    item = taxonomy.get(n.item_code)
+    return [
+        n.ticket, n.state.label, when(n.created_at), n.category, item.name if item else "", _tier_label(n),
+        names["community"].get(n.community_id, ""), names["building"].get(n.building_id or 0, ""), n.room or "",
+        n.text, n.contact_name or "", mask_phone(n.contact_phone), n.supporters,
+        names["resident"].get(n.assignee_id or 0, ""), names["department"].get(n.department_id or 0, ""),
+        when(n.resolve_by), when(n.resolved_at), n.rating or "",
+    ]
+
+
+async def _export_batches(request: web.Request, tally: _Tally) -> AsyncIterator[list[list]]:
+    """The export's rows a database batch at a time, at most LEDGER_EXPORT_LIMIT; one row past it is read only
+    to know the file must say it was cut."""
     d, me = deps(request), actor(request)
-    now = d.clock.now()
-    needs = await ledger_rows(d.db, me, ledger_filter(request.query, now, d.clock.tz))
-    names = await names_for(d.db, needs)
+    f = ledger_filter(request.query, d.clock.now(), d.clock.tz)
     taxonomy = load_taxonomy()
-    rows = []
-    for n in needs:
-        item = taxonomy.get(n.item_code)
-        rows.append([
-            n.ticket, n.state.label, when(n.created_at), n.category, item.name if item else "", _tier_label(n),
-            names["community"].get(n.community_id, ""), names["building"].get(n.building_id or 0, ""), n.room or "",
-            n.text, n.contact_name or "", mask_phone(n.contact_phone), n.supporters,
-            names["resident"].get(n.assignee_id or 0, ""), names["department"].get(n.department_id or 0, ""),
-            when(n.resolve_by), when(n.resolved_at), n.rating or "",
-        ])
-    await record_export(d.db, me, kind, len(rows), urlencode(_kept(request.query)), now)
-    return rows
+    async for needs in ledger_batches(d.db, me, f, limit=LEDGER_EXPORT_LIMIT + 1):
+        if tally.rows + len(needs) > LEDGER_EXPORT_LIMIT:
+            needs, tally.cut = needs[:LEDGER_EXPORT_LIMIT - tally.rows], True
+        names = await names_for(d.db, needs)
+        tally.rows += len(needs)
+        yield [_export_row(n, names, taxonomy) for n in needs]
+
+
+async def _record(request: web.Request, kind: str, tally: _Tally) -> None:
+    d = deps(request)
+    await record_export(d.db, actor(request), kind, tally.rows, urlencode(_kept(request.query)), d.clock.now())
 
 
 def _attachment(name: str) -> dict[str, str]:
     return {"Content-Disposition": f'attachment; filename="{name}"'}
 
 
+def _stamp(request: web.Request) -> str:
+    return deps(request).clock.now().astimezone(deps(request).clock.tz).strftime("%Y%m%d-%H%M")
+
+
 @routes.get("/ledger.xlsx", name="ledger_xlsx")
-async def ledger_xlsx(request: web.Request) -> web.Response:
-    rows = await _export_rows(request, "xlsx")
-    stamp = deps(request).clock.now().astimezone(deps(request).clock.tz).strftime("%Y%m%d-%H%M")
-    # Seconds of CPU for a big sheet: in a thread, so the other staff's pages are not held up meanwhile.
-    body = await asyncio.to_thread(xlsx_bytes, rows, EXPORT_HEADER, "台账")
-    return web.Response(body=body, headers=_attachment(f"ledger-{stamp}.xlsx"),
-                        content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+async def ledger_xlsx(request: web.Request) -> web.StreamResponse:
+    """The sheet is written batch by batch to a temporary file, then sent from it in chunks: memory stays one
+    batch, and a zip cannot be sent before it is finished anyway."""
+    tally, stamp = _Tally(), _stamp(request)
+    handle, path = tempfile.mkstemp(prefix="steward-ledger-", suffix=".xlsx")
+    os.close(handle)
+    sheet = XlsxSheet(EXPORT_HEADER, "台账")
+    try:
+        # openpyxl's work is CPU: in a thread, so the other staff's pages are not held up meanwhile.
+        async for rows in _export_batches(request, tally):
+            await asyncio.to_thread(sheet.append, rows)
+        if tally.cut:
+            sheet.append([[TRUNCATED.format(limit=LEDGER_EXPORT_LIMIT)]])
+        await asyncio.to_thread(sheet.save, path)
+        await _record(request, "xlsx", tally)
+        response = web.StreamResponse(headers=_attachment(f"ledger-{stamp}.xlsx"))
+        response.content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+        with await asyncio.to_thread(open, path, "rb") as file:
+            response.content_length = os.fstat(file.fileno()).st_size
+            await response.prepare(request)
+            while chunk := await asyncio.to_thread(file.read, EXPORT_CHUNK):
+                await response.write(chunk)
+        await response.write_eof()
+        return response
+    finally:
+        sheet.discard()
+        os.unlink(path)
 
 
 @routes.get("/ledger.csv", name="ledger_csv")
-async def ledger_csv(request: web.Request) -> web.Response:
-    rows = await _export_rows(request, "csv")
-    stamp = deps(request).clock.now().astimezone(deps(request).clock.tz).strftime("%Y%m%d-%H%M")
-    return web.Response(body=csv_text(rows, EXPORT_HEADER).encode("utf-8"), content_type="text/csv",
-                        charset="utf-8", headers=_attachment(f"ledger-{stamp}.csv"))
+async def ledger_csv(request: web.Request) -> web.StreamResponse:
+    tally = _Tally()
+    response = web.StreamResponse(headers=_attachment(f"ledger-{_stamp(request)}.csv"))
+    response.content_type, response.charset = "text/csv", "utf-8"
+    await response.prepare(request)
+    try:
+        await response.write(csv_text([], EXPORT_HEADER).encode("utf-8"))
+        async for rows in _export_batches(request, tally):
+            await response.write(csv_part(rows).encode("utf-8"))
+        if tally.cut:
+            await response.write(csv_part([[TRUNCATED.format(limit=LEDGER_EXPORT_LIMIT)]]).encode("utf-8"))
+    finally:
+        # Audited even when the download breaks off: the rows read may have left already.
+        await _record(request, "csv", tally)
+    await response.write_eof()
+    return response
 
 
 # ---------------------------------------------------------------------------------------------- a need's file

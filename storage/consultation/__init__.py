@@ -33,6 +33,7 @@ from storage.consultation.bookings import (
     book_seat,
     cancel_booking,
     check_in,
+    check_in_open,
     my_booking,
     promoted_text,
 )
@@ -125,6 +126,7 @@ __all__ = [
     "cancel_booking",
     "cancel_session",
     "check_in",
+    "check_in_open",
     "create_upcoming_sessions",
     "create_upcoming_sessions_for",
     "draft_agenda",

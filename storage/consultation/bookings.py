@@ -159,6 +159,15 @@ async def my_booking(db: Database, session_id: int, resident_id: int) -> tuple[B
         return booking, position
 
 
+CHECK_IN_WINDOW = dt.timedelta(hours=12)  # 议事签到 works this long either side of the start: on the day
+
+
+def check_in_open(session: ConsultationSession, now: dt.datetime) -> bool:
+    """Whether `check_in` would find the session's bookings now."""
+    return (session.status == SessionStatus.SCHEDULED
+            and session.starts_at - CHECK_IN_WINDOW < now < session.starts_at + CHECK_IN_WINDOW)
+
+
 async def check_in(db: Database, actor: Actor, code: str, now: dt.datetime) -> tuple[Booking, Resident]:
     """议事签到: find the booking by code in the current sessions of the communities the actor runs and mark it
     checked in."""
@@ -171,8 +180,8 @@ async def check_in(db: Database, actor: Actor, code: str, now: dt.datetime) -> t
             .join(ConsultationSession, ConsultationSession.id == Booking.session_id)
             .where(Booking.code == code,
                    ConsultationSession.status == SessionStatus.SCHEDULED,
-                   ConsultationSession.starts_at < now + dt.timedelta(hours=12),
-                   ConsultationSession.starts_at > now - dt.timedelta(hours=12))
+                   ConsultationSession.starts_at < now + CHECK_IN_WINDOW,
+                   ConsultationSession.starts_at > now - CHECK_IN_WINDOW)
             .with_for_update()
         )
         if actor.communities is not None:

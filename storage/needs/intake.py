@@ -144,6 +144,15 @@ async def _number_last(s, db: Database, need: Need, now: dt.datetime) -> None:
     set_committed_value(need, "ticket", (await s.exec(numbered)).scalar_one())
 
 
+def _checked_text(text: str) -> str:
+    text = text.strip()
+    if len(text) < 2:
+        raise NeedError("请用一句话描述您要反映的问题。")
+    if len(text) > MAX_TEXT:
+        raise NeedError(f"内容太长了，请精简到{MAX_TEXT}字以内。")
+    return text
+
+
 async def _create(
     s,
     db: Database,
@@ -163,11 +172,7 @@ async def _create(
     late_ticket: bool = False,
 ) -> Need:
     taxonomy = load_taxonomy()
-    text = text.strip()
-    if len(text) < 2:
-        raise NeedError("请用一句话描述您要反映的问题。")
-    if len(text) > MAX_TEXT:
-        raise NeedError(f"内容太长了，请精简到{MAX_TEXT}字以内。")
+    text = _checked_text(text)
     if item_code == UNCLASSIFIED:  # 其他/未分类: staff give it a code at triage
         code, category, tier = UNCLASSIFIED, UNCLASSIFIED_CATEGORY, UNCLASSIFIED_TIER
     else:
@@ -325,6 +330,74 @@ async def report_from_partner(
         await _record(s, need, now, "reported", actor_id=None, actor_label=PARTNER_LABEL, from_status=None,
                       note=f"由{PARTNER_LABEL}转来，已提交")
         s.add(audit_entry(now, actor.name, "need.file_partner", "need", need.ticket, phone=mask_phone(contact_phone)))
+    return need
+
+
+@dataclass(frozen=True)
+class PartnerHandoff:
+    need: Need
+    seconded: bool  # an open need of the same problem was there: the hand-over was its 附议, no new ticket
+
+
+async def hand_over_from_partner(
+    db: Database,
+    actor: Actor,
+    text: str,
+    item_code: str,
+    now: dt.datetime,
+    *,
+    building_id: int,
+    contact_name: str | None = None,
+    contact_phone: str | None = None,
+    room: str | None = None,
+) -> PartnerHandoff:
+    """A partner's hand-over as chat would take it: the open need of this building chat would offer first for
+    附议 (`find_similar`) is seconded — its count staff see goes up, no second ticket — otherwise a new need is
+    filed (`report_from_partner`). A resident chooses among the offered needs; a partner cannot be asked, so the
+    first offer is taken."""
+    try:  # the same checks as a new need, so a bad hand-over is refused whether or not it matches one
+        contact_phone = clean_phone(contact_phone) if contact_phone else None
+        contact_name = clean_name(contact_name) if contact_name else None
+        room = clean_room(room) if room else None
+    except BindingError as exc:
+        raise NeedError(str(exc)) from None
+    text = _checked_text(text)
+    if (why := refusal(actor, Can.FILE_PARTNER)) is not None:
+        raise NeedError(why)
+    async with db.read() as s:
+        building = await s.get(Building, building_id)
+    if building is None:
+        raise NeedError("没有这个楼栋。")
+    offered = await find_similar(db, item_code, text, now, community_id=building.community_id,
+                                 building_id=building.id, grid_id=building.grid_id, limit=1)
+    # Only the same building's: a resident sees where an offered need is before choosing it, a partner's
+    # caller cannot, and the lamp of another building is another lamp.
+    if offered and offered[0].nearness == NEAR_BUILDING:
+        try:
+            return PartnerHandoff(await second_from_partner(db, actor, offered[0].need.ticket, now,
+                                                            contact_phone=contact_phone), seconded=True)
+        except NeedError:
+            pass  # it was closed or merged since it was read: the problem is new again
+    need = await report_from_partner(db, actor, text, item_code, now, building_id=building.id,
+                                     contact_name=contact_name, contact_phone=contact_phone, room=room)
+    return PartnerHandoff(need, seconded=False)
+
+
+async def second_from_partner(
+    db: Database, actor: Actor, ticket: str, now: dt.datetime, *, contact_phone: str | None = None
+) -> Need:
+    """附议 handed over by another system: the count staff see goes up. Nobody new follows it in chat (the
+    partner reads its state by ticket); the caller's phone is in the audit, masked, as for 代为附议."""
+    async with db.write() as s:
+        if (why := refusal(actor, Can.FILE_PARTNER)) is not None:
+            raise NeedError(why)
+        need = await load_need(s, ticket)
+        check(need, "second")
+        need.supporters += 1
+        await apply_transition(s, need, "second", now, actor_id=None, actor_label=PARTNER_LABEL, public=False,
+                               note=f"{PARTNER_LABEL}又转来一位居民反映了这个问题")
+        s.add(audit_entry(now, actor.name, "need.second_partner", "need", need.ticket,
+                          phone=mask_phone(contact_phone)))
     return need
 
 

@@ -4,6 +4,7 @@ a need can be assigned to, display names."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from sqlalchemy import exists, func, or_
@@ -246,6 +247,7 @@ async def unit_needs(db: Database, actor: Actor, statuses: frozenset[NeedStatus]
 
 LEDGER_PAGE = 50
 LEDGER_EXPORT_LIMIT = 5000  # rows in one export: a district's year fits; more is a database job, not a sheet
+LEDGER_EXPORT_BATCH = 1000  # rows an export reads at a time (ledger_batches)
 SEARCH_MAX = 50  # characters of a search text
 SOURCES = {"self": "居民反映", "proxy": "代报", "survey": "满意度问卷"}
 SORTS = {"new": "最新提交", "old": "最早提交", "updated": "最近更新"}
@@ -360,6 +362,11 @@ def _after(cursor: str | None, column, newest_first: bool) -> list:
         at, last_id = dt.datetime.fromisoformat(at_text), int(id_text)
     except ValueError:
         return []  # a mangled cursor starts from the top
+    return _past(column, at, last_id, newest_first)
+
+
+def _past(column, at: dt.datetime, last_id: int, newest_first: bool) -> list:
+    """The rows after (`at`, `last_id`) in the ledger's order."""
     if newest_first:
         return [or_(column < at, (column == at) & (Need.id < last_id))]
     return [or_(column > at, (column == at) & (Need.id > last_id))]
@@ -384,10 +391,30 @@ async def ledger(db: Database, actor: Actor, f: LedgerFilter, *, after: str | No
     return LedgerPage(rows, int(total), _cursor(rows[-1], column) if more and rows else None)
 
 
-async def ledger_rows(db: Database, actor: Actor, f: LedgerFilter,
-                      limit: int = LEDGER_EXPORT_LIMIT) -> list[Need]:
-    """Every need of the ledger's filter (an export), at most `limit`."""
-    return (await ledger(db, actor, f, size=limit)).needs
+async def ledger_batches(db: Database, actor: Actor, f: LedgerFilter, *, limit: int = LEDGER_EXPORT_LIMIT,
+                         batch: int | None = None) -> AsyncIterator[list[Need]]:
+    """The needs of the ledger's filter, in its order, at most `limit`, `batch` at a time by keyset: an export
+    holds one batch in memory, and each batch is its own short read, so a slow download holds no connection.
+    A need changed between two batches may move past the cursor (sorted by 最近更新) and be missed; a sheet
+    is a snapshot of a moving ledger either way."""
+    size = max(1, batch or LEDGER_EXPORT_BATCH)  # read at call time, so a test can make it small
+    column, newest_first = _sort(f)
+    conditions = _ledger_conditions(actor, f)
+    order = (column.desc(), Need.id.desc()) if newest_first else (column, Need.id)
+    after: list = []
+    left = limit
+    while left > 0:
+        async with db.read() as s:
+            query = select(Need).where(*conditions, *after).order_by(*order).limit(min(size, left))
+            rows = list((await s.exec(query)).all())
+        if not rows:
+            return
+        left -= len(rows)
+        yield rows
+        if len(rows) < size:
+            return
+        last = rows[-1]
+        after = _past(column, getattr(last, column.key), last.id, newest_first)
 
 
 NEW_STATUSES = frozenset({NeedStatus.REPORTED, NeedStatus.REOPENED, NeedStatus.SUPERVISED})  # waiting for triage

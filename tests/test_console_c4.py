@@ -1,0 +1,232 @@
+"""The console's 考核评价 and 月度报告 (bot/console/c4.py): the yearly scores computed by storage/assess.py for the
+communities a person may see (a community's staff: their own row and its rank among all), each number explained,
+values entered only by whom the CLI lets (its refusal, its audit row), a bad value refused on the page; the monthly
+report files the person may take, downloaded and audited, and nothing else the folder (or a URL) names."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+
+import openpyxl
+import pytest
+from sqlmodel import select
+from yarl import URL
+
+from storage.actor import actor_for
+from storage.assess import IndicatorValue
+from storage.needs import rate_need, report_need, resolve_need, triage_need
+from storage.reports import write_report
+from storage.roles import AuditLog, Role
+from storage.stats import month_period
+from tests.factories import grant, make_district, make_resident
+from tests.test_console import Browser, sign_in
+
+H = dt.timedelta(hours=1)
+
+
+@pytest.fixture
+async def browser(bot_server):
+    _bot, url = bot_server
+    b = Browser(url)
+    yield b
+    await b.close()
+
+
+@pytest.fixture
+async def town(db, clock):
+    """2026 so far: 大海阳社区 (C1) had two needs answered, resolved in time and rated 满意 — the full 5 + 5 + 4 of
+    B1.1–B1.3 and nothing else, 14.00 — and 南山社区 (C2) nothing, 0.00. Each has a staff member; the district has a
+    clerk of 区住建局 (district staff) and a grid worker."""
+    d = await make_district(db)
+    staff = await make_resident(db, "o_staff", d.buildings["B1"], name="社工小周", phone="13700000000")
+    await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
+    other = await make_resident(db, "o_other", d.buildings["B4"], name="南山小王", phone="13600000000")
+    await grant(db, other, Role.COMMUNITY_STAFF, d.communities["C2"].id)
+    clerk = await make_resident(db, "o_clerk", None, name="区住建局小刘", phone="13500000001")
+    await grant(db, clerk, Role.DISTRICT_STAFF, d.departments["D-JS"].id)
+    worker = await make_resident(db, "o_worker", d.buildings["B1"], name="网格员老陈", phone="13500000000")
+    await grant(db, worker, Role.GRID_WORKER, d.grids["G1"].id)
+    resident = await make_resident(db, "o_res", d.buildings["B1"], room="301", phone="13912345678", name="李阿姨")
+    me, t0 = await actor_for(db, staff.id), clock.now()
+    for text in ("楼道灯坏了", "垃圾没清运"):
+        ticket = (await report_need(db, resident.id, text, "JZ-01", t0)).ticket
+        await triage_need(db, me, ticket, "B", t0 + H)
+        await resolve_need(db, me, ticket, "已处理", t0 + 2 * H)
+        await rate_need(db, resident.id, ticket, "满意", t0 + 3 * H)
+    clock.advance(days=1)
+    return {"d": d, "c1": d.communities["C1"], "c2": d.communities["C2"], "staff": staff, "other": other,
+            "clerk": clerk}
+
+
+async def _audits(db, action: str) -> list[AuditLog]:
+    async with db.read() as s:
+        return list((await s.exec(select(AuditLog).where(AuditLog.action == action).order_by(AuditLog.id))).all())
+
+
+async def _values(db) -> list[tuple[int, str, float]]:
+    async with db.read() as s:
+        rows = (await s.exec(select(IndicatorValue).order_by(IndicatorValue.id))).all()
+    return [(r.community_id, r.indicator, r.value) for r in rows]
+
+
+def _text(page: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+
+
+def _csrf(page: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+async def test_district_staff_see_every_community_scored_and_ranked_with_each_number_explained(
+        db, phone, browser, town):
+    await sign_in(phone, browser, "o_clerk")
+    status, page = await browser.get("/console/stats")
+    assert 'href="/console/assess" id="link-assess">考核评价<' in page
+    assert 'href="/console/reports" id="link-reports">月度报告<' in page
+
+    status, page = await browser.get("/console/assess?year=2026")
+    words = _text(page)
+    assert status == 200 and "<h1>考核评价" in page and 'class="on">统计' in page
+    assert "1/2 大海阳社区" in words and "2/2 南山社区" in words
+    c1_row = _text(re.search(rf'<tr id="community-{town["c1"].id}">.*?</tr>', page, re.S).group(0))
+    assert " 14.00 " in c1_row and " 0.00 14.00 " in c1_row  # A 党建引领 0, B 诉求响应 14
+    c2_row = _text(re.search(rf'<tr id="community-{town["c2"].id}">.*?</tr>', page, re.S).group(0))
+    assert " 0.00 " in c2_row and "14.00" not in c2_row
+
+    status, page = await browser.get(f"/console/assess/{town['c1'].id}?year=2026")
+    words = _text(page)
+    assert status == 200 and 'id="total">14.00<' in page and 'id="rank">1/2<' in page
+    b11 = _text(re.search(r'<tr id="item-B1.1">.*?</tr>', page, re.S).group(0))
+    assert "诉求按时响应率：2026年报来的诉求：按时响应/应响应 2/2" in b11 and "100.0% 95.0% 5 5.00" in b11
+    assert "区级工作人员尚未录入" in words and 'id="form-A1.1"' in page and 'id="form-B1.1"' not in page
+
+    # A year the page cannot assess is said, not a crash.
+    status, page = await browser.get("/console/assess?year=1999")
+    assert status == 400 and "年份 1999 不对" in page
+
+
+async def test_a_communitys_staff_see_only_their_row_and_enter_nothing(db, phone, browser, town):
+    await sign_in(phone, browser, "o_other")
+    c1, c2 = town["c1"].id, town["c2"].id
+    status, page = await browser.get("/console/assess?year=2026")
+    words = _text(page)
+    assert status == 200 and "2/2 南山社区" in words and "大海阳社区" not in words
+    assert f"/console/assess/{c1}" not in page
+
+    assert (await browser.get(f"/console/assess/{c1}?year=2026"))[0] == 404
+    assert (await browser.get("/console/assess/999999?year=2026"))[0] == 404  # the same answer as no community
+    status, page = await browser.get(f"/console/assess/{c2}?year=2026")
+    assert status == 200 and 'id="rank">2/2<' in page and 'id="form-A1.1"' not in page
+    csrf = _csrf(page)
+    form = {"csrf": csrf, "indicator": "A1.1", "value": "12", "note": "自评"}
+    assert (await browser.post(f"/console/assess/{c1}/enter?year=2026", form))[0] == 404
+    status, page = await browser.post(f"/console/assess/{c2}/enter?year=2026", form)
+    assert status == 403 and "只有区级工作人员可以录入社区的评价指标。" in page  # the CLI's rule: none marks itself
+    assert await _values(db) == [] and await _audits(db, "indicator.enter") == []
+
+    # The export carries their row alone.
+    status, body, _headers = await browser.raw("/console/assess.xlsx?year=2026")
+    ranking = list(openpyxl.load_workbook(io.BytesIO(body))["排名"].iter_rows(values_only=True))
+    assert status == 200 and [r[:4] for r in ranking[2:]] == [(2, "南山社区", "C2", 0)]
+
+
+async def test_a_grid_worker_is_told_the_pages_are_not_theirs(db, phone, browser, town):
+    await sign_in(phone, browser, "o_worker")
+    for path in ("/console/assess", "/console/reports"):
+        status, page = await browser.get(path)
+        assert status == 403 and "只对社区工作人员、区级工作人员和管理员开放" in page and "大海阳社区" not in page
+    assert (await browser.get(f"/console/assess/{town['c1'].id}"))[0] == 404
+
+
+async def test_an_entered_value_changes_the_score_is_audited_and_a_bad_one_saves_nothing(db, phone, browser, town):
+    await sign_in(phone, browser, "o_clerk")
+    c1 = town["c1"].id
+    status, page = await browser.get(f"/console/assess/{c1}?year=2026")
+    csrf = _csrf(page)
+
+    status, page = await browser.post(f"/console/assess/{c1}/enter?year=2026",
+                                      {"csrf": csrf, "indicator": "A1.1", "value": "12", "note": "党委会议记录12份"})
+    assert status == 200 and "已录入，得分已按新值重算" in page and 'id="total">17.00<' in page
+    assert f"resident:{town['clerk'].id}于2026-11-28录入" in _text(page)  # the basis assess gives, as the CLI shows
+    assert await _values(db) == [(c1, "A1.1", 12.0)]
+    [row] = await _audits(db, "indicator.enter")
+    assert row.actor == f"resident:{town['clerk'].id}" and row.target_id == str(c1)
+    assert '"value": 12.0' in row.detail and '"note": "党委会议记录12份"' in row.detail
+    status, page = await browser.get("/console/assess?year=2026")
+    c1_row = _text(re.search(rf'<tr id="community-{c1}">.*?</tr>', page, re.S).group(0))
+    assert " 17.00 3.00 14.00 " in c1_row
+
+    for value, indicator, hint in (("十二", "A1.1", "请填写数字，如 12 或 0.5。"), ("nan", "A1.1", "请填写数字"),
+                                   ("150", "A1.2", "「A1.2 党员参与志愿服务比例」的值应0到100（%）。"),
+                                   ("3", "B1.1", "由系统根据诉求按时响应率计算，不需要录入。")):
+        status, page = await browser.post(f"/console/assess/{c1}/enter?year=2026",
+                                          {"csrf": csrf, "indicator": indicator, "value": value, "note": ""})
+        assert status == 400 and hint in page and 'id="total">17.00<' in page
+    assert await _values(db) == [(c1, "A1.1", 12.0)] and len(await _audits(db, "indicator.enter")) == 1
+
+    # A form without the session's CSRF token does nothing.
+    status, _page = await browser.post(f"/console/assess/{c1}/enter?year=2026",
+                                       {"indicator": "A1.1", "value": "1"})
+    assert status == 403 and await _values(db) == [(c1, "A1.1", 12.0)]
+
+    status, body, headers = await browser.raw("/console/assess.xlsx?year=2026")
+    assert status == 200 and 'filename="assess-2026.xlsx"' in headers["Content-Disposition"]
+    book = openpyxl.load_workbook(io.BytesIO(body))
+    ranking = list(book["排名"].iter_rows(values_only=True))
+    assert [r[:4] for r in ranking[2:]] == [(1, "大海阳社区", "C1", 17), (2, "南山社区", "C2", 0)]
+    a11 = next(r for r in book["明细"].iter_rows(values_only=True) if r[:2] == ("大海阳社区", "A1.1"))
+    assert a11[6] == 12 and a11[-1] == 3
+    [export] = await _audits(db, "console.export")
+    assert export.target_type == "assess" and '"count": 2' in export.detail and "year=2026" in export.detail
+
+
+@pytest.fixture
+async def reports(db, clock, settings, town):
+    """October's files as the scheduler writes them, and a stray spreadsheet and a secret beside them."""
+    month, now = month_period("2026-10", clock.now()), clock.now()
+    for community in (town["c1"], town["c2"], None):
+        await write_report(db, settings.data_dir, month, now, community)
+    folder = settings.data_dir / "reports" / "2026-10"
+    (folder / "stray.xlsx").write_bytes((folder / "C1.xlsx").read_bytes())
+    (settings.data_dir / "reports" / "secret.txt").write_text("not for the console")
+    return folder
+
+
+async def test_staff_list_and_download_their_communitys_monthly_report_only(db, phone, browser, town, reports):
+    await sign_in(phone, browser, "o_staff")
+    status, page = await browser.get("/console/reports")
+    words = _text(page)
+    assert status == 200 and "2026年10月" in words and "大海阳社区 C1.xlsx" in words
+    assert "C2.xlsx" not in page and "district.xlsx" not in page and "stray.xlsx" not in page
+
+    status, body, headers = await browser.raw("/console/reports/2026-10/C1.xlsx")
+    assert status == 200 and headers["Content-Type"].startswith("application/vnd.openxmlformats")
+    summary = list(openpyxl.load_workbook(io.BytesIO(body))["概要"].iter_rows(values_only=True))
+    assert summary[0][0] == "大海阳社区 2026年10月 月度报告"
+    [row] = await _audits(db, "console.export")
+    assert row.actor == f"resident:{town['staff'].id}" and row.target_type == "report"
+    assert "2026-10/C1.xlsx" in row.detail
+
+    for path in ("/console/reports/2026-10/C2.xlsx", "/console/reports/2026-10/district.xlsx",
+                 "/console/reports/2026-10/stray.xlsx", "/console/reports/2026-13/C1.xlsx",
+                 "/console/reports/2026-09/C1.xlsx"):
+        assert (await browser.raw(path))[0] == 404, path
+    for raw in ("/console/reports/2026-10/..%2Fsecret.txt", "/console/reports/2026-10/..%2F2026-10%2FC1.xlsx",
+                "/console/reports/..%2F2026-10/C1.xlsx", "/console/reports/2026-10/../secret.txt"):
+        async with browser.http.get(URL(browser.base + raw, encoded=True)) as r:
+            assert r.status == 404 and b"not for the console" not in await r.read(), raw
+    assert len(await _audits(db, "console.export")) == 1
+
+
+async def test_district_staff_take_every_file_the_districts_first(db, phone, browser, town, reports):
+    await sign_in(phone, browser, "o_clerk")
+    status, page = await browser.get("/console/reports")
+    names = re.findall(r'href="/console/reports/2026-10/([^"]+)"', page)
+    assert status == 200 and names == ["district.xlsx", "C1.xlsx", "C2.xlsx"]  # no stray file
+    assert "全区 district.xlsx" in _text(page)
+    status, body, _headers = await browser.raw("/console/reports/2026-10/district.xlsx")
+    summary = list(openpyxl.load_workbook(io.BytesIO(body))["概要"].iter_rows(values_only=True))
+    assert status == 200 and summary[0][0] == "全区 2026年10月 月度报告"
+    assert (await browser.raw("/console/reports/2026-10/stray.xlsx"))[0] == 404
