@@ -42,7 +42,7 @@ THIS = Path(__file__).resolve()
 REPO = THIS.parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.gateway import TOKEN, _pct, free_port, pin, server, wait_healthy  # noqa: E402
+from bench.gateway import TOKEN, _pct, free_port, pin, server, summarise, wait_healthy  # noqa: E402
 
 TICKET = re.compile(r"诉求编号：(\d{8}-\d{4,})")
 NEW_ANYWAY = re.compile(r"^(\d+)\. 仍然新建", re.M)
@@ -253,35 +253,6 @@ async def read_back(db_url: str, result: Result, openids: list[str]) -> str:
             f"ticket twice (rows {dup_rows}, replies {result.told_twice}), someone else's {wrong}")
 
 
-IDLE_LEAVES = ("concurrent/futures/thread.py:81)", "_connection_worker_thread (aiosqlite/core.py:59)")
-
-
-def summarise(raw: Path, out: Path, top: int = 40) -> None:
-    """py-spy's collapsed stacks → the functions with the most on-CPU samples, own and total (repo code and
-    libraries alike), then the raw stacks."""
-    own: Counter = Counter()
-    total: Counter = Counter()
-    samples = 0
-    text = raw.read_text() if raw.exists() else ""
-    for line in text.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        n = int(count)
-        if stack.endswith(IDLE_LEAVES):
-            continue  # a pool thread blocked on its queue: py-spy sees it as running
-        samples += n
-        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
-                  for f in stack.split(";")]
-        own[frames[-1]] += n
-        for frame in set(frames):
-            total[frame] += n
-    lines = [f"{samples} on-CPU samples"]
-    lines += ["", "own:"] + [f"{n / samples:6.1%}  {f}" for f, n in own.most_common(top)] if samples else []
-    lines += ["", "total:"] + [f"{n / samples:6.1%}  {f}" for f, n in total.most_common(top)] if samples else []
-    out.write_text("\n".join(lines) + "\n\n" + text)
-
-
 @contextlib.contextmanager
 def bot(backend: str, workers: int, env: dict[str, str], tmp: str):
     cmd = [sys.executable, "-m", "bot.cli", "serve"]
@@ -331,7 +302,7 @@ async def run_backend(backend: str, args: argparse.Namespace, tmp: str) -> list[
 
         port = free_port()
         with server([*pin(1), sys.executable, str(REPO / "bench" / "gateway.py"), "--baseline-server", "--port",
-                     str(port)], base_env, tmp) as proc:
+                     str(port)], base_env, tmp, Path(tmp, "echo.log")) as proc:
             url = f"http://127.0.0.1:{port}"
             await wait_healthy(url, proc)
             echo = await drive(url, [f"o_echo_{i}" for i in range(args.residents)], args.seconds, echo=True)

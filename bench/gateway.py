@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +94,35 @@ class Result:
     errors: int  # socket errors, non-200 answers, empty or wrong replies
     sample: str  # what the checking sender got back
     client: str
+
+
+IDLE_LEAVES = ("concurrent/futures/thread.py:81)", "_connection_worker_thread (aiosqlite/core.py:59)")
+
+
+def summarise(raw: Path, out: Path, top: int = 40) -> None:
+    """py-spy's collapsed stacks → the functions with the most on-CPU samples, own and total (repo code and
+    libraries alike), then the raw stacks."""
+    own: Counter = Counter()
+    total: Counter = Counter()
+    samples = 0
+    text = raw.read_text() if raw.exists() else ""
+    for line in text.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        if stack.endswith(IDLE_LEAVES):
+            continue  # a pool thread blocked on its queue: py-spy sees it as running
+        samples += n
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
+                  for f in stack.split(";")]
+        own[frames[-1]] += n
+        for frame in set(frames):
+            total[frame] += n
+    lines = [f"{samples} on-CPU samples"]
+    lines += ["", "own:"] + [f"{n / samples:6.1%}  {f}" for f, n in own.most_common(top)] if samples else []
+    lines += ["", "total:"] + [f"{n / samples:6.1%}  {f}" for f, n in total.most_common(top)] if samples else []
+    out.write_text("\n".join(lines) + "\n\n" + text)
 
 
 def _pct(latencies: list[float], q: float) -> float:
@@ -366,8 +396,17 @@ async def bench(args: argparse.Namespace) -> list[Result]:
                 await wait_healthy(url, proc)
                 results.append(await scenario(f"(b) bot bare reply, {label}", url, [args.bare_text], args, safe,
                                               f"b{label}"))
+                spy = None
+                if args.profile:
+                    spy = await asyncio.create_subprocess_exec(
+                        str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(proc.pid), "-f", "raw",
+                        "-r", "200", "-d", str(int(args.seconds + 3)), "-o", str(Path(args.profile) / f"c{label}.raw"),
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 results.append(await scenario(f"(c) bot menu step, {label}", url, ["菜单", "1"], args, safe,
                                               f"c{label}"))
+                if spy is not None:
+                    await spy.wait()
+                    summarise(Path(args.profile) / f"c{label}.raw", Path(args.profile) / f"c{label}.txt")
     return results
 
 
@@ -410,9 +449,12 @@ def main() -> None:
     parser.add_argument("--client", choices=["wrk", "python"], default=None,
                         help="load generator (default: wrk when it is on PATH, else the Python client)")
     parser.add_argument("--bare-text", default="嗯", help="the message for (b), answered outside any flow")
+    parser.add_argument("--profile", help="a folder: py-spy samples of the bot during the menu step")
     parser.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
     if args.baseline_server:
         run_baseline_server(args.port, args.safe)
         return

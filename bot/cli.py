@@ -12,7 +12,7 @@ import sys
 
 from aiohttp import web
 
-from bot.cli_common import settings_from
+from bot.cli_common import server_loop, settings_from
 from bot.config import ConfigError, Settings, check_public_serving, is_loopback
 from bot.logging_setup import configure_logging
 from storage.clock import Clock, describe_offset, parse_offset
@@ -69,7 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     def run() -> None:
         web.run_app(app_factory(), host=settings.host, port=settings.port, print=None, access_log=None,
-                    reuse_port=args.workers > 1)
+                    reuse_port=args.workers > 1, loop=server_loop(settings))
 
     if args.workers <= 1:
         run()

@@ -142,3 +142,15 @@ def run_with_db(args: argparse.Namespace, command: Callable[[Database, dt.dateti
             return await command(db, cli_clock(settings).now(), args)
 
     run(go())
+
+
+def server_loop(settings: Settings) -> asyncio.AbstractEventLoop | None:
+    """The event loop a server process runs on: uvloop when it is installed and not switched off (STEWARD_UVLOOP),
+    else None (aiohttp makes the standard library's)."""
+    if not settings.uvloop:
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop()

@@ -8,7 +8,7 @@ import logging
 
 from aiohttp import web
 
-from bot.cli_common import cli_clock, cli_operator, cli_settings, database, run
+from bot.cli_common import cli_clock, cli_operator, cli_settings, database, run, server_loop
 from bot.config import check_public_serving
 from handlers.console_link import login_url
 from storage.console_auth import ConsoleAuthError, issue_link
@@ -51,7 +51,8 @@ def cmd_console(args: argparse.Namespace) -> None:
         log.info("steward console on http://%s:%s/console/", settings.host, settings.port)
         return app
 
-    web.run_app(app_factory(), host=settings.host, port=settings.port, print=None, access_log=None)
+    web.run_app(app_factory(), host=settings.host, port=settings.port, print=None, access_log=None,
+                loop=server_loop(settings))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -13,6 +13,7 @@ that was down on the 1st catches up on its next run).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import re
@@ -65,6 +66,27 @@ def existing_reports(data_dir: Path, month: Period) -> list[Path]:
     return ([district] if district.exists() else []) + files
 
 
+async def report_files(db: Database, data_dir: Path, months: list[Period],
+                       communities: set[int] | None) -> list[tuple[Period, list[tuple[Path, str]]]]:
+    """Each month's files for someone who runs `communities` (None: the whole district, its own file included),
+    each with whose it is. Only names this module writes are offered: a stray file in the folder, or a name typed
+    into a URL, is never one of them."""
+    if communities is not None and not communities:
+        return [(month, []) for month in months]
+    query = select(Community).order_by(Community.code)
+    if communities is not None:
+        query = query.where(col(Community.id).in_(sorted(communities)))
+    async with db.read() as s:
+        rows = (await s.exec(query)).all()
+    found = []
+    for month in months:
+        named = {DISTRICT_FILE: "全区"} if communities is None else {}
+        named.update({report_path(data_dir, month, c).name: c.name for c in rows})
+        found.append((month, [(path, named[path.name]) for path in existing_reports(data_dir, month)
+                              if path.name in named]))
+    return found
+
+
 # ---------------------------------------------------------------------------------------------- the workbook
 
 
@@ -108,12 +130,16 @@ def _table_sheet(book, title: str, report: Report) -> None:
             line[index].number_format = "0.0%"
 
 
-async def build_report(db: Database, month: Period, now: dt.datetime, community: Community | None) -> openpyxl.Workbook:
-    """The workbook of one community (or the district, None) for `month`: 概要, 三率, 大类."""
+async def _figures(db: Database, month: Period, now: dt.datetime, community: Community | None) -> tuple[Report, ...]:
     actor, cid = Actor.system(), (community.id if community else None)
     this = await rates(db, actor, now, period=month, by="grid" if community else "community", community_id=cid)
     before = await rates(db, actor, now, period=previous_month(month.start), community_id=cid)
     by_category = await rates(db, actor, now, period=month, by="category", community_id=cid, medians=False)
+    return this, before, by_category
+
+
+def _workbook(figures: tuple[Report, ...], month: Period, now: dt.datetime, by_grid: bool) -> openpyxl.Workbook:
+    this, before, by_category = figures
     book = openpyxl.Workbook()
     summary = book.active
     summary.title = "概要"
@@ -125,7 +151,7 @@ async def build_report(db: Database, month: Period, now: dt.datetime, community:
     for row in _summary_rows(this, before):
         summary.append(row)
     summary.append([])
-    summary.append(["三率明细见「三率」（按" + ("网格" if community else "社区") + "）和「大类」两张表。"])
+    summary.append(["三率明细见「三率」（按" + ("网格" if by_grid else "社区") + "）和「大类」两张表。"])
     summary.column_dimensions["A"].width = 20
     summary.column_dimensions["B"].width = 22
     summary.column_dimensions["C"].width = 22
@@ -138,14 +164,25 @@ async def build_report(db: Database, month: Period, now: dt.datetime, community:
     return book
 
 
+async def build_report(db: Database, month: Period, now: dt.datetime, community: Community | None) -> openpyxl.Workbook:
+    """The workbook of one community (or the district, None) for `month`: 概要, 三率, 大类."""
+    return _workbook(await _figures(db, month, now, community), month, now, community is not None)
+
+
+def _save(figures: tuple[Report, ...], month: Period, now: dt.datetime, by_grid: bool, path: Path) -> None:
+    partial = path.with_suffix(".xlsx.part")
+    _workbook(figures, month, now, by_grid).save(partial)
+    os.replace(partial, path)  # a reader (or the next run) never sees half a file
+
+
 async def write_report(db: Database, data_dir: Path, month: Period, now: dt.datetime,
                        community: Community | None) -> Path:
     path = report_path(data_dir, month, community)
     path.parent.mkdir(parents=True, exist_ok=True)
-    book = await build_report(db, month, now, community)
-    partial = path.with_suffix(".xlsx.part")
-    book.save(partial)
-    os.replace(partial, path)  # a reader (or the next run) never sees half a file
+    figures = await _figures(db, month, now, community)
+    # Building and saving a workbook is tens of milliseconds of CPU: in a thread, so the residents' messages
+    # the same event loop answers are not held up by the scheduler's monthly run.
+    await asyncio.to_thread(_save, figures, month, now, community is not None, path)
     return path
 
 
@@ -163,7 +200,7 @@ async def write_month(db: Database, data_dir: Path, month: Period, now: dt.datet
 
 def notice_text(scope: str, month: Period) -> str:
     return (f"【月度报告】{scope}{month.label}的月度报告已生成（概要和三率统计表，Excel）。\n"
-            f"文件在服务器的报告目录，管理员运行 steward report --month {month.key} 可取得；管理后台下载即将上线。")
+            f"请在管理后台「统计 › 月度报告」下载，或由管理员运行 steward report --month {month.key} 取得。")
 
 
 async def _notify(db: Database, month: Period, now: dt.datetime, community: Community | None) -> int:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import uvloop
 
+from bot.cli_common import server_loop
 from bot.config import Settings
 from bot.simulator import Phone
 from handlers import ROUTERS
@@ -139,3 +141,12 @@ async def test_serve_on_a_public_address_from_the_environment_names_the_placehol
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "STEWARD_WECHAT_SECRET" in lines[0] and "10.1.2.3" in lines[0]
     assert "STEWARD_WECHAT_TOKEN" not in lines[0]
+
+
+def test_servers_run_on_uvloop_unless_switched_off():
+    loop = server_loop(Settings())
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+    assert server_loop(Settings(uvloop=False)) is None  # aiohttp then makes the standard library's loop

@@ -10,7 +10,7 @@ from sqlalchemy import inspect
 from sqlmodel import select
 
 from storage import migrate
-from storage.db import Database
+from storage.db import Database, ReadOnlySession
 from storage.residents import CONTACT_REFRESH, Resident, find_resident, touch_resident
 
 
@@ -122,3 +122,30 @@ async def test_a_resident_imported_before_following_is_subscribed_once_they_writ
 
     assert seen.subscribed is True and seen.last_contact_at == now
     assert (await find_resident(db, "o_imported")).subscribed is True
+
+
+async def test_a_read_session_refuses_to_write_and_nothing_is_saved(db, clock):
+    # Read sessions run without a transaction (no BEGIN/ROLLBACK round trips): a write slipped into one would
+    # be committed at once, so it is refused instead — an INSERT as much as an autoflush of a changed object.
+    await touch_resident(db, "o_reader", clock.now())
+    with pytest.raises(ReadOnlySession):
+        async with db.read() as s:
+            s.add(Resident(openid="o_sneaky", created_at=clock.now()))
+            await s.flush()
+    with pytest.raises(ReadOnlySession):
+        async with db.read() as s:
+            row = (await s.exec(select(Resident).where(Resident.openid == "o_reader"))).one()
+            row.name = "改了"
+            await s.exec(select(Resident))  # autoflush first
+    assert await find_resident(db, "o_sneaky") is None
+    assert (await find_resident(db, "o_reader")).name is None
+
+
+async def test_a_read_sees_what_a_write_committed_meanwhile(db, clock):
+    # Each statement of a read session sees the latest commit (READ COMMITTED, as PostgreSQL gives by default).
+    await touch_resident(db, "o_a", clock.now())
+    async with db.read() as s:
+        first = len((await s.exec(select(Resident))).all())
+        await touch_resident(db, "o_b", clock.now())
+        second = len((await s.exec(select(Resident))).all())
+    assert (first, second) == (1, 2)
