@@ -100,7 +100,7 @@ def _sqlite_cell(value):
     return value
 
 
-async def insert_rows(db: Database, rows: list[dict]) -> None:
+async def insert_rows(db: Database, rows: list[dict], table: str = "need") -> None:
     """Bulk insert past the ORM: SQLite's executemany on the raw connection, PostgreSQL's COPY."""
     columns = list(rows[0])
     async with db.engine.begin() as conn:
@@ -108,10 +108,10 @@ async def insert_rows(db: Database, rows: list[dict]) -> None:
         driver = raw.driver_connection
         if db.is_sqlite:
             names, marks = ", ".join(columns), ", ".join("?" * len(columns))
-            await driver.executemany(f"INSERT INTO need ({names}) VALUES ({marks})",
+            await driver.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})",
                                      [[_sqlite_cell(row[c]) for c in columns] for row in rows])
         else:
-            await driver.copy_records_to_table("need", records=[[row[c] for c in columns] for row in rows],
+            await driver.copy_records_to_table(table, records=[[row[c] for c in columns] for row in rows],
                                                columns=columns)
 
 

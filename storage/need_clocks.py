@@ -133,17 +133,56 @@ def reminder_due(need: Need, now: dt.datetime) -> bool:
     return now >= started + (need.resolve_by - started) * REMIND_AT
 
 
+# The due scans, one per clock: each job below reads its work with one of these (bench/scale.py times them on a
+# district of 1,000,000 needs).
+
+
+def remind_query(now: dt.datetime, limit: int = 200):
+    horizon = workdays.end_of_working_day(workdays.add_working_days(now, 1))
+    return (select(Need).where(col(Need.status).in_(OPEN), Need.resolve_by.is_not(None), Need.resolve_by <= horizon,
+                               Need.resolve_by > now, Need.reminded_at.is_(None))
+            .order_by(Need.resolve_by).limit(limit))
+
+
+def chase_query(now: dt.datetime, limit: int = 200):
+    return (select(Need).where(col(Need.status).in_(OPEN), Need.resolve_by.is_not(None), Need.resolve_by < now,
+                               Need.chased_at.is_(None))
+            .order_by(Need.resolve_by).limit(limit))
+
+
+def district_query(now: dt.datetime, limit: int = 200):
+    return (select(Need).where(col(Need.status).in_(OPEN), Need.chased_at.is_not(None), Need.resolve_by < now,
+                               Need.district_reported_at.is_(None))
+            .order_by(Need.chased_at).limit(limit))
+
+
+def late_response_query(now: dt.datetime, limit: int = 200):
+    marked = exists().where(
+        ClockMark.need_id == Need.id, ClockMark.stage == "respond", ClockMark.due == Need.respond_by
+    )
+    return (select(Need).where(col(Need.status).in_(OPEN), Need.respond_by < now, Need.responded_at.is_(None),
+                               ~marked)
+            .order_by(Need.respond_by).limit(limit))
+
+
+def feedback_query(now: dt.datetime, limit: int = 200):
+    return (select(Need).where(col(Need.status).in_(OPEN), Need.feedback_due_at.is_not(None),
+                               Need.feedback_due_at <= now)
+            .order_by(Need.feedback_due_at).limit(limit))
+
+
+def unrated_query(now: dt.datetime, limit: int = 200):
+    marked = exists().where(ClockMark.need_id == Need.id, ClockMark.stage == "rate", ClockMark.due == Need.resolved_at)
+    return (select(Need).where(Need.status == NeedStatus.RESOLVED.value, Need.rated_at.is_(None),
+                               Need.resolved_at <= now - dt.timedelta(hours=24), ~marked)
+            .order_by(Need.resolved_at).limit(limit))
+
+
 async def remind_due_soon(db: Database, now: dt.datetime, limit: int = 200) -> int:
     """Remind the handler once when the deadline falls on or before the next working day and three quarters of
     the time the clock gave have passed (never just after the deadline was set)."""
-    tomorrow = workdays.add_working_days(now, 1)
-    horizon = workdays.end_of_working_day(tomorrow)
     async with db.write() as s:
-        needs = (await s.exec(
-            select(Need).where(col(Need.status).in_(OPEN), Need.resolve_by.is_not(None), Need.resolve_by <= horizon,
-                               Need.resolve_by > now, Need.reminded_at.is_(None))
-            .order_by(Need.resolve_by).limit(limit)
-        )).all()
+        needs = (await s.exec(remind_query(now, limit))).all()
         done = 0
         for need in needs:
             if not reminder_due(need, now):
@@ -162,11 +201,7 @@ async def chase_overdue(db: Database, now: dt.datetime, limit: int = 200) -> int
     """From the working day after the deadline: a chase notice (督办) to the community's staff, once."""
     today = _day(now)
     async with db.write() as s:
-        needs = (await s.exec(
-            select(Need).where(col(Need.status).in_(OPEN), Need.resolve_by.is_not(None), Need.resolve_by < now,
-                               Need.chased_at.is_(None))
-            .order_by(Need.resolve_by).limit(limit)
-        )).all()
+        needs = (await s.exec(chase_query(now, limit))).all()
         done = 0
         for need in needs:
             if workdays.next_working_day(_day(need.resolve_by)) > today:
@@ -185,11 +220,7 @@ async def chase_overdue(db: Database, now: dt.datetime, limit: int = 200) -> int
 async def report_to_district(db: Database, now: dt.datetime, limit: int = 200) -> int:
     """5 working days after the chase and still open: report to the district (admins), once."""
     async with db.write() as s:
-        needs = (await s.exec(
-            select(Need).where(col(Need.status).in_(OPEN), Need.chased_at.is_not(None), Need.resolve_by < now,
-                               Need.district_reported_at.is_(None))
-            .order_by(Need.chased_at).limit(limit)
-        )).all()
+        needs = (await s.exec(district_query(now, limit))).all()
         done = 0
         for need in needs:
             if workdays.working_days_between(need.chased_at, now) < DISTRICT_AFTER:
@@ -208,15 +239,8 @@ async def report_to_district(db: Database, now: dt.datetime, limit: int = 200) -
 
 async def flag_late_response(db: Database, now: dt.datetime, limit: int = 200) -> int:
     """First response overdue (A: 2 working hours; others: 1 working day): tell the community's staff, once."""
-    marked = exists().where(
-        ClockMark.need_id == Need.id, ClockMark.stage == "respond", ClockMark.due == Need.respond_by
-    )
     async with db.write() as s:
-        needs = (await s.exec(
-            select(Need).where(col(Need.status).in_(OPEN), Need.respond_by < now, Need.responded_at.is_(None),
-                               ~marked)
-            .order_by(Need.respond_by).limit(limit)
-        )).all()
+        needs = (await s.exec(late_response_query(now, limit))).all()
         done = 0
         for need in needs:
             if not await _mark(s, need, "respond", need.respond_by, now):
@@ -249,11 +273,7 @@ async def feedback_due_now(db: Database, now: dt.datetime, limit: int = 200) -> 
     上报区级: weekly); for B the handler is asked for a progress note. The due time then moves on."""
     taxonomy = load_taxonomy()
     async with db.write() as s:
-        needs = (await s.exec(
-            select(Need).where(col(Need.status).in_(OPEN), Need.feedback_due_at.is_not(None),
-                               Need.feedback_due_at <= now)
-            .order_by(Need.feedback_due_at).limit(limit)
-        )).all()
+        needs = (await s.exec(feedback_query(now, limit))).all()
         done = 0
         for need in needs:
             due = need.feedback_due_at
@@ -276,13 +296,8 @@ async def feedback_due_now(db: Database, now: dt.datetime, limit: int = 200) -> 
 
 async def remind_unrated(db: Database, now: dt.datetime, limit: int = 200) -> int:
     """A need resolved 24 hours ago and still unrated: one reminder to its followers."""
-    marked = exists().where(ClockMark.need_id == Need.id, ClockMark.stage == "rate", ClockMark.due == Need.resolved_at)
     async with db.write() as s:
-        needs = (await s.exec(
-            select(Need).where(Need.status == NeedStatus.RESOLVED.value, Need.rated_at.is_(None),
-                               Need.resolved_at <= now - dt.timedelta(hours=24), ~marked)
-            .order_by(Need.resolved_at).limit(limit)
-        )).all()
+        needs = (await s.exec(unrated_query(now, limit))).all()
         done = 0
         for need in needs:
             if not await _mark(s, need, "rate", need.resolved_at, now):

@@ -117,6 +117,24 @@ async def test_a_broadcast_to_five_thousand_killed_midway_reaches_each_exactly_o
     assert progress.total == 5001 and progress.line() == "已发送 0 / 共 5001，失败 0"
 
 
+async def test_one_job_run_writes_a_large_community_broadcast_and_a_spent_budget_stops_after_one_batch(db, clock):
+    """The job runs every 5 s; capped at 10,000 rows a run, a broadcast to 100,000 took ~50 s to queue."""
+    d = await make_district(db)
+    staff = await staff_of_c1(db, d)
+    await bulk_residents(db, d.buildings["B1"], 12_000, "o_big_")
+    actor = await actor_for(db, staff.id)
+    audience = bc.Audience(bc.AudienceKind.COMMUNITY, (d.communities["C1"].id,), "大海阳社区全体居民")
+    first = await bc.save_draft(db, actor, "停水通知：周六上午检修。", audience, clock.now())
+    await bc.confirm(db, first.id, actor, clock.now())
+    second = await bc.save_draft(db, actor, "停电通知：周日上午检修。", audience, clock.now())
+    await bc.confirm(db, second.id, actor, clock.now())
+
+    assert await bc.run_enqueue(db, clock.now(), seconds=0) == bc.BATCH_SIZE  # out of time: one batch, then yield
+    assert await bc.run_enqueue(db, clock.now(), seconds=60) == 2 * 12_001 - bc.BATCH_SIZE
+    assert len(await rows_for(db, first.id)) == len(await rows_for(db, second.id)) == 12_001
+    assert (await bc.get(db, first.id)).enqueued_at is not None and (await bc.get(db, second.id)).enqueued_at
+
+
 async def test_stopping_a_broadcast_midway_cancels_what_is_still_waiting(db, clock, phone):
     d = await make_district(db)
     staff = await staff_of_c1(db, d)

@@ -14,6 +14,7 @@ import enum
 import re
 
 from sqlalchemy import Index, UniqueConstraint
+from sqlalchemy import text as sql_text
 from sqlmodel import Field, SQLModel
 
 
@@ -113,8 +114,13 @@ class Need(SQLModel, table=True):
     # The rating-window scan (close_unrated): status = resolved AND rate_by <= now, in rate_by order.
     # The 三率 (storage/stats.py; 0021): a community's month is one range of this index and the district a scan of
     # it, never of the table (a row with its text is ~600 bytes); it covers every column the statistics read.
+    # Staff views "or assigned to me" (queries.seen_by) and the 督办 scan (need_clocks.district_query); 0023: the
+    # assignee index holds assigned rows only, so the planner sees how few match one person.
     __table_args__ = (Index("ix_need_status_rate_by", "status", "rate_by"),
-                      Index("ix_need_stats", *STATS_COLUMNS))
+                      Index("ix_need_stats", *STATS_COLUMNS),
+                      Index("ix_need_assigned", "assignee_id", sqlite_where=sql_text("assignee_id IS NOT NULL"),
+                            postgresql_where=sql_text("assignee_id IS NOT NULL")),
+                      Index("ix_need_chased_at", "chased_at"))
 
     id: int | None = Field(default=None, primary_key=True)
     ticket: str = Field(max_length=20, unique=True)
