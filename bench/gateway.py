@@ -79,7 +79,7 @@ def run_baseline_server(port: int, safe: bool) -> None:
 
     app = web.Application()
     app.add_routes([web.post("/wechat", wechat), web.get("/healthz", lambda _r: web.json_response({"ok": True}))])
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, backlog=2048)  # as steward serve
 
 
 # -- the load generator ----------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from bot.logging_setup import configure_logging
 from storage.clock import Clock, describe_offset, parse_offset
 
 log = logging.getLogger("steward")
+LISTEN_BACKLOG = 2048
 
 # Each feature's commands live in its own module with `register(subparsers)`; list them here.
 FEATURE_COMMANDS = [
@@ -68,8 +69,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
         return app
 
     def run() -> None:
+        # WeChat delivers a district's burst (a broadcast answered, a morning's first messages) as that many
+        # connections at once: a queue of 128 (the default) drops the rest, which reconnect a second later.
         web.run_app(app_factory(), host=settings.host, port=settings.port, print=None, access_log=None,
-                    reuse_port=args.workers > 1, loop=server_loop(settings))
+                    reuse_port=args.workers > 1, loop=server_loop(settings), backlog=LISTEN_BACKLOG)
 
     if args.workers <= 1:
         run()

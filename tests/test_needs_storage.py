@@ -20,6 +20,7 @@ from storage.needs import (
     find_need,
     merge_need,
     post_progress,
+    queries,
     rate_need,
     reject_need,
     report_need,
@@ -197,3 +198,20 @@ def test_staff_add_a_newly_published_holiday_year_and_correct_a_known_date(tmp_p
             load_settings({"STEWARD_CALENDAR_FILE": str(path)}, env_file="/dev/null")
     finally:
         use_settings(None)
+
+
+async def test_todays_queues_count_up_to_a_cap_then_say_more(db, clock, monkeypatch):
+    d = await make_district(db)
+    staff = await make_resident(db, "o_q_staff", d.buildings["B1"], name="社工")
+    await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
+    reporters = [await make_resident(db, f"o_q{i}", d.buildings["B1"], room=str(201 + i)) for i in range(4)]
+    for i, r in enumerate(reporters):
+        await report_need(db, r.id, f"楼道灯坏了第{i}处", "JZ-05", clock.now())
+    me = await actor_for(db, staff.id)
+    day = clock.now().replace(hour=0, minute=0)
+    exact = {s.key: s for s in await queries.today_queue(db, me, clock.now(), day, day + dt.timedelta(days=1))}
+    assert (exact["triage"].total, exact["triage"].shown_total) == (4, "4")
+    monkeypatch.setattr(queries, "QUEUE_COUNT_CAP", 2)
+    capped = {s.key: s for s in await queries.today_queue(db, me, clock.now(), day, day + dt.timedelta(days=1))}
+    assert (capped["triage"].total, capped["triage"].shown_total) == (3, "2+")
+    assert len(capped["triage"].needs) == 4  # the rows shown are not capped, only the count

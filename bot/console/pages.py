@@ -132,7 +132,8 @@ async def today(request: web.Request) -> web.Response:
                    "status": item.message.status, "text": item.message.text[:40]} for item in failed]
     return render(request, "today.html", {
         "title": "今日", "nav": "today",
-        "sections": [{"key": s.key, "title": s.title, "total": s.total, "rows": _rows(s.needs, names, now)}
+        "sections": [{"key": s.key, "title": s.title, "total": s.total, "shown": s.shown_total,
+                      "rows": _rows(s.needs, names, now)}
                      for s in sections],
         "deliveries": deliveries, "deliveries_total": failed_total,
     })

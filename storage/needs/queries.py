@@ -425,8 +425,17 @@ DEPARTMENT_STATUSES = frozenset({NeedStatus.ESCALATED, NeedStatus.SUPERVISED})
 class QueueSection:
     key: str
     title: str
-    total: int
+    total: int  # at most QUEUE_COUNT_CAP + 1
     needs: list[Need]
+
+    @property
+    def shown_total(self) -> str:
+        return f"{QUEUE_COUNT_CAP}+" if self.total > QUEUE_COUNT_CAP else str(self.total)
+
+
+# 今日 counts each queue up to here, then says 999+: a district's queues hold tens of thousands of needs and an
+# exact count of each cost hundreds of milliseconds (bench/scale.py); the 台账 has the fuller figure.
+QUEUE_COUNT_CAP = 999
 
 
 async def today_queue(db: Database, actor: Actor, now: dt.datetime, day_start: dt.datetime,
@@ -447,7 +456,8 @@ async def today_queue(db: Database, actor: Actor, now: dt.datetime, day_start: d
     async with db.read() as s:
         for key, title, conditions in sections:
             where = [*scope, *conditions]
-            total = (await s.exec(select(func.count()).select_from(Need).where(*where))).one()
+            capped = select(Need.id).where(*where).limit(QUEUE_COUNT_CAP + 1).subquery()
+            total = (await s.exec(select(func.count()).select_from(capped))).one()
             rows = await s.exec(select(Need).where(*where).order_by(Need.id.desc()).limit(size))
             out.append(QueueSection(key, title, int(total), list(rows.all())))
     return out
