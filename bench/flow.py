@@ -258,7 +258,15 @@ def bot(backend: str, workers: int, env: dict[str, str], tmp: str):
     cmd = [sys.executable, "-m", "bot.cli", "serve"]
     if workers > 1:
         cmd += ["--workers", str(workers)]
-    cores = "1" if workers == 1 or (os.cpu_count() or 1) < 3 else f"1-{min(workers, (os.cpu_count() or 2) - 1)}"
+    # One worker on the server's core; several on every core but the client's — or, on a machine with fewer
+    # cores than workers + 1, on all of them, sharing with the client as the 2-core measure asks.
+    cpus = os.cpu_count() or 1
+    if workers == 1:
+        cores = "1"
+    elif cpus > workers:
+        cores = f"1-{workers}"
+    else:
+        cores = f"0-{cpus - 1}"
     prefix = pin(1) if cores == "1" else ["/usr/bin/taskset", "-c", cores]
     log = Path(tmp) / f"serve-{backend}{workers}.log"
     with open(log, "w") as out:

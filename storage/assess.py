@@ -420,6 +420,16 @@ async def entered_values(db: Database, year: int) -> dict[tuple[int, str], Indic
     return {(row.community_id, row.indicator): row for row in rows}
 
 
+async def _enterers(s: AsyncSession, names: set[str]) -> dict[str, str]:
+    """The audit names of those who entered values ("resident:7") as people read them (their name); a CLI user
+    ("cli:wang") stays as it is."""
+    ids = {int(n.split(":", 1)[1]) for n in names if n.startswith("resident:") and n.split(":", 1)[1].isdigit()}
+    if not ids:
+        return {}
+    rows = (await s.exec(select(Resident.id, Resident.name).where(col(Resident.id).in_(sorted(ids))))).all()
+    return {f"resident:{rid}": name for rid, name in rows if name}
+
+
 async def assess(db: Database, system: IndicatorSystem, year: int, now: dt.datetime) -> Assessment:
     """Every community's score and rank for `year`: one grouped query per computed source in the file, one for
     the entered values."""
@@ -432,6 +442,7 @@ async def assess(db: Database, system: IndicatorSystem, year: int, now: dt.datet
     entered = await entered_values(db, year)
     async with db.read() as s:
         communities = (await s.exec(select(Community).order_by(Community.code))).all()
+        who = await _enterers(s, {row.entered_by for row in entered.values()})
     rows = []
     for c in communities:
         row = CommunityScore(c.id, c.code, c.name)
@@ -439,8 +450,8 @@ async def assess(db: Database, system: IndicatorSystem, year: int, now: dt.datet
             if item.entered:
                 got = entered.get((c.id, item.id))
                 value = got.value if got else None
-                basis = (f"{got.entered_by}于{got.entered_at.astimezone(TZ):%Y-%m-%d}录入" if got
-                         else "区级工作人员尚未录入")
+                basis = (f"{who.get(got.entered_by, got.entered_by)}于{got.entered_at.astimezone(TZ):%Y-%m-%d}录入"
+                         if got else "区级工作人员尚未录入")
             else:
                 none = Datum(None, f"{period.label}没有{SOURCES[item.source].label}的数据")
                 datum = computed[item.source].get(c.id, none)

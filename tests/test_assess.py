@@ -201,3 +201,16 @@ async def test_equal_scores_share_a_place(db, clock, year):
     assert [(r.name, r.total, r.rank) for r in result.rows] == [("大海阳社区", 0, 1), ("南山社区", 0, 1)]
     with pytest.raises(A.AssessError, match="年份 26 不对"):
         await A.assess(db, A.load_system(), 26, clock.now())
+
+
+async def test_an_entered_value_says_who_entered_it_by_name(db, clock, year):
+    system, c1 = A.load_system(), year["d"].communities["C1"]
+    named = await make_resident(db, "o_named_clerk", year["d"].buildings["B1"], name="区民政局老周")
+    await grant(db, named, Role.DISTRICT_STAFF, year["d"].departments["D-JS"].id)
+    await A.enter_value(db, await actor_for(db, named.id), system, community_id=c1.id, year=2026, indicator="A1.1",
+                        value=12, now=clock.now())
+    await A.enter_value(db, year_clerk := await actor_for(db, year["clerk"].id), system, community_id=c1.id,
+                        year=2026, indicator="A1.2", value=50, now=clock.now())
+    text = A.explain(await A.assess(db, system, 2026, clock.now()), c1.id)
+    assert f"区民政局老周于{clock.now().astimezone(TZ):%Y-%m-%d}录入" in text  # a person, not "resident:<id>"
+    assert f"{year_clerk.name}于" in text  # someone without a name on record keeps the audit's name

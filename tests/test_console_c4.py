@@ -15,11 +15,12 @@ from sqlmodel import select
 from yarl import URL
 
 from storage.actor import actor_for
-from storage.assess import IndicatorValue
+from storage.assess import IndicatorValue, assess, load_system
 from storage.needs import rate_need, report_need, resolve_need, triage_need
-from storage.reports import write_report
+from storage.reports import previous_month, write_report
 from storage.roles import AuditLog, Role
 from storage.stats import month_period
+from tests.browser import ARTIFACTS
 from tests.factories import grant, make_district, make_resident
 from tests.test_console import Browser, sign_in
 
@@ -230,3 +231,82 @@ async def test_district_staff_take_every_file_the_districts_first(db, phone, bro
     summary = list(openpyxl.load_workbook(io.BytesIO(body))["概要"].iter_rows(values_only=True))
     assert status == 200 and summary[0][0] == "全区 2026年10月 月度报告"
     assert (await browser.raw("/console/reports/2026-10/stray.xlsx"))[0] == 404
+
+
+@pytest.mark.slow
+async def test_district_staff_assess_and_take_a_report_in_a_browser(db, phone, bot_server, town, clock, settings,
+                                                                    chromium):
+    _bot, url = bot_server
+    system = load_system(data_dir=settings.data_dir)
+    c1, c2 = town["c1"].id, town["c2"].id
+
+    async def scores() -> dict[int, str]:
+        result = await assess(db, system, clock.now().year, clock.now())
+        return {r.community_id: f"{r.total:.2f}" for r in result.rows}
+
+    async def enter(page) -> None:
+        token = re.search(r"/console/login/([A-Za-z0-9_-]+)", (await phone.text("o_clerk", "后台")).text).group(1)
+        await page.goto(f"{url}/console/login/{token}")
+        await page.click("#enter")
+        await page.wait_for_selector("nav")
+
+    office = await chromium.new_context(viewport={"width": 1366, "height": 768}, accept_downloads=True)
+    page = await office.new_page()
+    await enter(page)
+
+    before = await scores()
+    await page.click("nav >> text=统计")
+    await page.click("#link-assess")
+    await page.wait_for_selector("#assess-table")
+    for cid, name in ((c1, "大海阳社区"), (c2, "南山社区")):
+        cells = [c.strip() for c in (await page.inner_text(f"#community-{cid}")).split("\t")]
+        assert name in cells[1] and cells[2] == before[cid], (name, cells)
+    assert before[c1] != before[c2]  # the table must tell the two apart
+    # Every area's column is in view on a laptop, not behind the table's own scroll bar.
+    assert await page.evaluate("(s => s.scrollWidth <= s.clientWidth)(document.querySelector('#assess-table')"
+                               ".parentElement)")
+    await page.screenshot(path=ARTIFACTS / "c4-assess.png", full_page=True)
+
+    await page.click("#assess-table >> text=大海阳社区")
+    form = '[id="form-A1.1"]'
+    await page.fill(f"{form} input[name=value]", "12")
+    await page.fill(f"{form} input[name=note]", "党委会议记录12份")
+    await page.click(f"{form} button")
+    await page.wait_for_selector("#done >> text=已录入")
+    after = await scores()
+    shown = (await page.inner_text("#total")).strip()
+    assert shown == after[c1] and shown != before[c1], (shown, before[c1], after[c1])
+    assert after[c2] == before[c2]
+    assert "12" in await page.inner_text('[id="item-A1.1"]')
+    [row] = await _audits(db, "indicator.enter")
+    assert row.actor == f"resident:{town['clerk'].id}" and row.target_id == str(c1)
+    assert '"note": "党委会议记录12份"' in row.detail
+    await page.screenshot(path=ARTIFACTS / "c4-assess-detail.png", full_page=True)
+
+    month = previous_month(clock.now())
+    await write_report(db, settings.data_dir, month, clock.now(), town["c1"])
+    await page.click("#tabs >> text=月度报告")
+    await page.wait_for_selector(f"#month-{month.key}")
+    await page.screenshot(path=ARTIFACTS / "c4-reports.png", full_page=True)
+    async with page.expect_download() as info:
+        await page.click(f'#month-{month.key} a[href$="/C1.xlsx"]')
+    download = await info.value
+    assert download.suggested_filename == f"report-{month.key}-C1.xlsx"
+    book = openpyxl.load_workbook(io.BytesIO((await download.path()).read_bytes()))  # saved without an extension
+    title = book.worksheets[0]["A1"].value
+    assert title.startswith("大海阳社区") and month.label in title, title
+    [export] = await _audits(db, "console.export")
+    assert export.target_type == "report" and f"{month.key}/C1.xlsx" in export.detail
+
+    # On a phone the ranking scrolls inside its own box; the page itself does not scroll sideways.
+    mobile = await chromium.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    small = await mobile.new_page()
+    await enter(small)
+    for name, path in (("assess", "/assess"), ("assess-detail", f"/assess/{c1}")):
+        await small.goto(f"{url}/console{path}")
+        await small.wait_for_selector("#tabs")
+        width, inner = await small.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert width <= inner + 1, (path, width, inner)
+        await small.screenshot(path=ARTIFACTS / f"c4-{name}-phone.png", full_page=True)
+    await mobile.close()
+    await office.close()
