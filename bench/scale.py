@@ -380,10 +380,10 @@ def staff_actor(role, scope_id: int | None, resident_id: int = 1):
 
 
 async def run_queues(backend: str, args: argparse.Namespace, tmp: str) -> list[Row]:
-    from sqlalchemy import text, update
+    from sqlalchemy import update
     from sqlmodel import func, select
 
-    from bench.stats import NOW, fill
+    from bench.stats import NOW, analyze, fill
     from storage import migrate, need_clocks
     from storage.db import Database
     from storage.needs import OPEN_STATUSES, Need
@@ -413,13 +413,7 @@ async def run_queues(backend: str, args: argparse.Namespace, tmp: str) -> list[R
         async with db.write() as s:
             await s.exec(update(Need).where(Need.community_id == community, Need.grid_id == grids[0],
                                             Need.id % 7 == 0).values(assignee_id=worker.id))
-        if db.is_sqlite:
-            async with db.engine.begin() as conn:
-                await conn.execute(text("ANALYZE"))
-        else:
-            async with db.engine.connect() as conn:
-                await conn.execution_options(isolation_level="AUTOCOMMIT")
-                await conn.execute(text("VACUUM ANALYZE need"))
+        await analyze(db)
         print(f"[{name}] {args.needs:,} needs inserted in {time.perf_counter() - started:.1f} s", flush=True)
 
         now = NOW

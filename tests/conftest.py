@@ -27,6 +27,7 @@ from storage.kv import MemoryStore, RedisStore
 from storage.settings import use_settings
 from storage.tables import metadata
 from tests.browser import launched_chromium
+from tests.console_client import Browser
 
 PG_URL = os.environ.get("STEWARD_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("STEWARD_TEST_REDIS_URL")
@@ -203,3 +204,12 @@ async def phone(bot_server, settings):
     p = Phone(url, settings)
     yield p
     await p.close()
+
+
+@pytest.fixture
+async def browser(bot_server):
+    """The console over HTTP, as the signed-in person's browser would reach it (tests/console_client.py)."""
+    _bot, url = bot_server
+    b = Browser(url)
+    yield b
+    await b.close()

@@ -37,37 +37,10 @@ from storage.needs import (
 from storage.policy import Can, allows
 from storage.roles import AuditLog, Role
 from tests.conftest import start_bot
+from tests.console_client import LINK, Browser, sign_in
 from tests.factories import grant, make_district, make_resident
 
 PHONE = "13912345678"
-LINK = re.compile(r"/console/login/([A-Za-z0-9_-]+)")
-
-
-class Browser:
-    """An aiohttp client keeping the console's cookie (loopback is an IP address: the jar must accept it)."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-
-    async def get(self, path: str, **kw) -> tuple[int, str]:
-        async with self.http.get(self.base + path, allow_redirects=kw.pop("follow", True), **kw) as r:
-            return r.status, await r.text()
-
-    async def raw(self, path: str) -> tuple[int, bytes, aiohttp.typedefs.LooseHeaders]:
-        async with self.http.get(self.base + path) as r:
-            return r.status, await r.read(), r.headers
-
-    async def post(self, path: str, data: dict | None = None, follow: bool = True) -> tuple[int, str]:
-        async with self.http.post(self.base + path, data=data or {}, allow_redirects=follow) as r:
-            return r.status, await r.text()
-
-    async def csrf(self, path: str = "/console/") -> str:
-        _status, page = await self.get(path)
-        return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
-
-    async def close(self) -> None:
-        await self.http.close()
 
 
 @pytest.fixture
@@ -89,28 +62,10 @@ async def town(db, clock):
     return {"d": d, "resident": resident, "staff": staff, "other": other, "worker": worker, "need": need}
 
 
-@pytest.fixture
-async def browser(bot_server):
-    _bot, url = bot_server
-    b = Browser(url)
-    yield b
-    await b.close()
-
-
 async def _audits(db, prefix: str) -> list[AuditLog]:
     async with db.read() as s:
         rows = await s.exec(select(AuditLog).where(AuditLog.action.startswith(prefix)).order_by(AuditLog.id))
         return list(rows.all())
-
-
-async def sign_in(phone, browser: Browser, openid: str) -> str:
-    reply = (await phone.text(openid, "后台")).text
-    token = LINK.search(reply).group(1)
-    status, page = await browser.get(f"/console/login/{token}")
-    assert status == 200 and "进入管理后台" in page
-    status, page = await browser.post(f"/console/login/{token}")
-    assert status == 200 and "<h1>今日</h1>" in page
-    return token
 
 
 async def test_staff_get_a_single_use_link_in_chat_and_sign_in_with_it(db, phone, browser, town):

@@ -21,8 +21,8 @@ from storage import consultation as cs
 from storage.actor import Actor, actor_for
 from storage.roles import AuditLog, Role
 from tests.browser import ARTIFACTS
+from tests.console_client import Browser, sign_in
 from tests.factories import grant, make_district, make_resident
-from tests.test_console import Browser, sign_in
 
 TZ = ZoneInfo("Asia/Shanghai")
 REGISTRATION_OPEN = dt.datetime(2026, 12, 10, 10, 0, tzinfo=TZ)
@@ -58,14 +58,6 @@ async def town(db, clock):
     other = await make_resident(db, "o_other", d.buildings["B4"], name="南山小王", phone="13600000000")
     await grant(db, other, Role.COMMUNITY_STAFF, c2)
     return {"d": d, "session": session, "south": south, "topic": topic, "li": li, "staff": staff, "other": other}
-
-
-@pytest.fixture
-async def browser(bot_server):
-    _bot, url = bot_server
-    b = Browser(url)
-    yield b
-    await b.close()
 
 
 async def _audits(db, action: str) -> list[AuditLog]:

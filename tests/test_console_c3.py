@@ -26,8 +26,8 @@ from storage.review import Review, ReviewItem, ReviewTally, open_review
 from storage.roles import AuditLog, Role, RoleGrant
 from storage.survey import SurveySample, answer_survey, start_survey
 from tests.browser import ARTIFACTS
+from tests.console_client import sign_in
 from tests.factories import grant, make_district, make_resident
-from tests.test_console import Browser, sign_in
 
 CLI = Actor.operator("cli:test")
 
@@ -35,14 +35,6 @@ CLI = Actor.operator("cli:test")
 @pytest.fixture
 def settings(fake_wechat, tmp_path) -> Settings:
     return Settings(wechat_token="stewardtest", wechat_api_base=fake_wechat.base_url, media_dir=tmp_path / "media")
-
-
-@pytest.fixture
-async def browser(bot_server):
-    _bot, url = bot_server
-    b = Browser(url)
-    yield b
-    await b.close()
 
 
 @pytest.fixture

@@ -21,18 +21,10 @@ from storage.reports import previous_month, write_report
 from storage.roles import AuditLog, Role
 from storage.stats import month_period
 from tests.browser import ARTIFACTS
+from tests.console_client import sign_in
 from tests.factories import grant, make_district, make_resident
-from tests.test_console import Browser, sign_in
 
 H = dt.timedelta(hours=1)
-
-
-@pytest.fixture
-async def browser(bot_server):
-    _bot, url = bot_server
-    b = Browser(url)
-    yield b
-    await b.close()
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from storage.needs import report_need, resolve_need, triage_need
 from storage.roles import Role
 from storage.stats import month_period, percent, rates
 from tests.browser import ARTIFACTS, LINK
+from tests.console_client import Browser, sign_in
 from tests.factories import grant, make_district, make_resident
-from tests.test_console import Browser, sign_in
 
 DATA = re.compile(r'<script type="application/json" id="stats-data">(.*?)</script>', re.S)
 
@@ -59,14 +59,6 @@ async def town(db, clock):
     await triage_need(db, me, second.ticket, "B", now - dt.timedelta(days=2) + dt.timedelta(hours=2))
     await report_need(db, south.id, "南山的问题", "JZ-01", now - dt.timedelta(days=1))
     return {"d": d, "staff": staff, "other": other, "admin": admin, "worker": worker}
-
-
-@pytest.fixture
-async def browser(bot_server):
-    _bot, url = bot_server
-    b = Browser(url)
-    yield b
-    await b.close()
 
 
 async def test_the_stats_page_shows_the_months_rates_with_their_charts_data(db, phone, browser, clock, town):
