@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from sqlmodel import select
 
 from storage import activities, consultation, points, rewards
-from storage.actor import Actor
+from storage.actor import Actor, actor_for
 from storage.db import Database
 from storage.grants import grant_role
 from storage.imports import ImportReport, import_departments, import_org, import_residents
+from storage.needs import Need, post_progress, rate_need, report_need, resolve_need, triage_need
 from storage.org import Community
 from storage.outbox import NoticeKind
 from storage.residents import Resident
@@ -110,7 +111,46 @@ async def load_demo(db: Database, now: dt.datetime, actor: Actor = DEMO_OPERATOR
             await grant_role(db, ids[openid], role, scope, actor, now)
             summary.grants += 1
     await _load_community_life(db, ids, now, actor)
+    await _load_needs(db, ids, now)
     return summary
+
+
+# A month of needs in 大海阳社区 (and one in 南山社区), so 今日, 台账, a need's timeline and 统计 show something:
+# (reporter, days ago, text, sub-item, what staff did since: tier, progress note, result, rating)
+DEMO_NEEDS = [
+    ("o_demo_resident_2", 26, "1号楼2单元楼道灯坏了，晚上上下楼看不见", "JZ-05", "B", "已联系物业电工，明天上午更换",
+     "已更换楼道灯3盏", "满意"),
+    ("o_demo_leader_1", 19, "小区东门的垃圾桶满了好几天没人清运", "JZ-02", "B", "已通知环卫公司加派车辆",
+     "垃圾已清运，约定每天早晚各清一次", "基本满意"),
+    ("o_demo_resident_2", 9, "楼下消防通道总有私家车占道停放", "CJ-02", "B", "已在通道口张贴提示，联系车主挪车",
+     "已加装隔离桩", None),
+    ("o_demo_leader_2", 6, "南山社区广场的健身器材有一个坏了，有安全隐患", "JZ-04", "B", "已拍照报物业，等待配件", None,
+     None),
+    ("o_demo_resident_2", 2, "隔壁装修每天早上七点就开始打钻，太吵了", "JZ-03", "A", None, None, None),
+    ("o_demo_leader_1", 0, "1号楼单元门禁坏了，外人随便进出", "JZ-05", None, None, None, None),
+]
+
+
+async def _load_needs(db: Database, ids: dict[str, int], now: dt.datetime) -> None:
+    """Through the same operations as chat (the staff member of each community acting), so every timeline,
+    clock and notice is what the real loop would leave. Loaded once: skipped when demo residents have needs."""
+    async with db.read() as s:
+        if (await s.exec(select(Need.id).where(Need.reporter_id.in_(list(ids.values()))).limit(1))).first():
+            return
+    staff = {"C01": await actor_for(db, ids["o_demo_staff_1"]), "C03": await actor_for(db, ids["o_demo_staff_2"])}
+    for openid, days, text, item, tier, progress, result, rating in DEMO_NEEDS:
+        at = (now - dt.timedelta(days=days)).replace(hour=9, minute=30, second=0, microsecond=0)
+        at = min(at, now)
+        need = await report_need(db, ids[openid], text, item, at)
+        who = staff["C03" if openid == "o_demo_leader_2" else "C01"]
+        if tier:
+            await triage_need(db, who, need.ticket, tier, at + dt.timedelta(hours=1))
+        if progress:
+            await post_progress(db, who, need.ticket, progress, at + dt.timedelta(hours=3))
+        if result:
+            await resolve_need(db, who, need.ticket, result, at + dt.timedelta(days=1))
+        if rating:
+            await rate_need(db, ids[openid], need.ticket, rating, at + dt.timedelta(days=1, hours=2))
 
 
 # The first community's reward catalogue and a volunteer activity, so points can be tried at once.

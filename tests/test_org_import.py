@@ -8,8 +8,9 @@ from sqlmodel import func, select
 
 from bot.cli import main
 from storage.actor import Actor
-from storage.demo import PEOPLE, load_demo
+from storage.demo import DEMO_NEEDS, PEOPLE, load_demo
 from storage.imports import import_departments, import_org, import_residents
+from storage.needs import Need, NeedStatus
 from storage.org import Building, Community, Department, Grid, Street, search_communities
 from storage.residents import Resident, RosterEntry, find_resident
 from storage.roles import AuditLog, RoleGrant
@@ -158,6 +159,19 @@ async def test_demo_data_loads_a_district_and_loading_it_again_changes_nothing(d
         audited = (await s.exec(select(func.count()).where(AuditLog.action == "role_grant"))).one()
     assert audited == grants
     assert not (await find_resident(db, "o_demo_staff_1")).subscribed  # imported, not yet followed
+
+
+async def test_demo_data_brings_a_month_of_needs_through_the_loop_once(db, clock):
+    await load_demo(db, clock.now())
+    await load_demo(db, clock.now())
+    async with db.read() as s:
+        needs = (await s.exec(select(Need).order_by(Need.created_at))).all()
+    assert len(needs) == len(DEMO_NEEDS)  # the second load added none
+    states = [n.state for n in needs]
+    # Rated, resolved awaiting a rating, in progress, accepted, and one waiting for triage: each page has rows.
+    assert {NeedStatus.RATED, NeedStatus.RESOLVED, NeedStatus.IN_PROGRESS, NeedStatus.TRIAGED,
+            NeedStatus.REPORTED} <= set(states)
+    assert [n.rating for n in needs if n.rating] == [r[7] for r in DEMO_NEEDS if r[7]]
 
 
 def test_steward_import_prints_each_bad_row_and_exits_nonzero(tmp_path, monkeypatch, capsys):
