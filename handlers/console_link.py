@@ -12,7 +12,7 @@ from storage.roles import Role
 router = Router("console", "管理后台")
 
 # No 命令 line: the staff help pages are full; the README and the console's sign-in page name 「后台」.
-CONSOLE_ROLES = (Role.COMMUNITY_STAFF, Role.GRID_WORKER, Role.DISTRICT_STAFF, Role.ADMIN)
+CONSOLE_ROLES = (Role.COMMUNITY_STAFF, Role.GRID_WORKER, Role.DISTRICT_STAFF, Role.UNIT_MEMBER, Role.ADMIN)
 LINK_TEXT = ("管理后台登录链接（{minutes}分钟内有效，只能用一次，请勿转发）：\n{url}\n"
              "建议复制到办公电脑的浏览器打开。")
 

@@ -179,7 +179,8 @@ async def tier_step(ctx: Context) -> str:
     ticket = ctx.data["ticket"]
     if ctx.text in ("1", "3"):
         try:
-            need = await triage_need(ctx.db, await ctx.actor(), ticket, "A" if ctx.text == "1" else "C", ctx.now)
+            need = await triage_need(ctx.db, await ctx.actor(), ticket, "A" if ctx.text == "1" else "C", ctx.now,
+                                     first=True)
         except NeedError as exc:
             return ctx.done(exc.reason)
         return await _ask_assignee(ctx, need, _triaged_line(need))
@@ -209,8 +210,12 @@ async def deadline_step(ctx: Context) -> str:
             return ctx.retry(exc.reason)
     reason = " ".join(ctx.text.split()[1:]) or None
     try:
-        need = await triage_need(ctx.db, await ctx.actor(), ctx.data["ticket"], "B", ctx.now, deadline, reason)
+        need = await triage_need(ctx.db, await ctx.actor(), ctx.data["ticket"], "B", ctx.now, deadline, reason,
+                                 first=True)
     except NeedError as exc:
+        current = await find_need(ctx.db, ctx.data["ticket"])
+        if current is None or current.state not in (NeedStatus.REPORTED, NeedStatus.REOPENED):  # not the date's fault
+            return ctx.done(exc.reason)
         return ctx.retry(exc.reason + "\n（格式：月-日 延期理由）")
     return await _ask_assignee(ctx, need, _triaged_line(need))
 
@@ -482,6 +487,7 @@ async def _one_line(
 @router.command("分流", roles=MANAGERS, args=True, everywhere=True, help="分流 编号 A|B|C [月-日]")
 async def triage_line(ctx: Context) -> str:
     usage = "分流 <编号> A|B|C [月-日] [延期理由]"
+    deadline, reason = None, None
     try:
         ticket, rest = _split(ctx, usage, 2)
         pieces = rest.split(maxsplit=2)
@@ -490,7 +496,8 @@ async def triage_line(ctx: Context) -> str:
         reason = pieces[2] if len(pieces) > 2 else None
         need = await triage_need(ctx.db, await ctx.actor(), ticket, tier, ctx.now, deadline, reason)
     except NeedError as exc:
-        return exc.reason
+        # The sentence is shared with the console's form; here the command's syntax shows where a reason goes.
+        return f"{exc.reason}\n（格式：{usage}）" if deadline is not None and not reason else exc.reason
     return _triaged_reply(need)
 
 

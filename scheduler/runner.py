@@ -57,6 +57,7 @@ class SchedulerRunner:
         self._waker = OutboxWaker()
         self._stopping = False
         self._running: set[asyncio.Task] = set()
+        self._active: set[str] = set()  # names of the jobs running now
 
     # -- leadership ---------------------------------------------------------------------------
 
@@ -92,6 +93,10 @@ class SchedulerRunner:
         """Run one job if this runner leads and nobody ran it in this tick slot; None if skipped."""
         if not await self.elect():
             return None
+        if job.name in self._active:
+            # Still running from an earlier slot (a long monthly run, a drain, or chat's /快进 opening a new slot
+            # meanwhile): one run of a job at a time, so two never write the same rows or files.
+            return None
         # The slot counts the dev clock's offset too: a jump (chat's /快进) of at least a job's interval opens a
         # new slot, so a tick right after it runs the job at once rather than when the real clock gets there.
         slot = int((time.time() + self.ctx.clock.offset.total_seconds()) // job.every_seconds)
@@ -101,12 +106,15 @@ class SchedulerRunner:
             return None  # the next tick tries again
         if not claimed:
             return None
+        self._active.add(job.name)
         try:
             handled = await job.run(self.ctx)
         except Exception:
             log.exception("job %s failed; it runs again next tick", job.name)
             self.failures[job.name] = self.failures.get(job.name, 0) + 1
             return None
+        finally:
+            self._active.discard(job.name)
         self.runs[job.name] = self.runs.get(job.name, 0) + 1
         if handled:
             log.info("job %s handled %s", job.name, handled)

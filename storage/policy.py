@@ -105,9 +105,10 @@ RULES: dict[Can, Rule] = {
     ),
     Can.READ_AUDIT: Rule("管理员", lambda a, _t: a.is_admin, "只有管理员可以查看审计日志。"),
     Can.USE_CONSOLE: Rule(
-        "社区工作人员、网格员、区级部门工作人员、管理员",
-        lambda a, _t: a.is_admin or a.holds(Role.COMMUNITY_STAFF, Role.GRID_WORKER, Role.DISTRICT_STAFF),
-        "管理后台只对社区、网格和区级工作人员开放。",
+        "社区工作人员、网格员、区级部门工作人员、单位成员、管理员",
+        lambda a, _t: a.is_admin
+        or a.holds(Role.COMMUNITY_STAFF, Role.GRID_WORKER, Role.DISTRICT_STAFF, Role.UNIT_MEMBER),
+        "管理后台只对社区、网格、区级工作人员和承办单位成员开放。",
     ),
     Can.ENTER_INDICATORS: Rule(
         "区级部门工作人员；管理员（社区不能给自己打分）",

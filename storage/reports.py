@@ -17,6 +17,7 @@ import asyncio
 import datetime as dt
 import os
 import re
+import secrets
 from pathlib import Path
 
 import openpyxl
@@ -170,7 +171,7 @@ async def build_report(db: Database, month: Period, now: dt.datetime, community:
 
 
 def _save(figures: tuple[Report, ...], month: Period, now: dt.datetime, by_grid: bool, path: Path) -> None:
-    partial = path.with_suffix(".xlsx.part")
+    partial = path.with_suffix(f".xlsx.{secrets.token_hex(4)}.part")  # two writers never share one
     _workbook(figures, month, now, by_grid).save(partial)
     os.replace(partial, path)  # a reader (or the next run) never sees half a file
 

@@ -18,6 +18,7 @@ from bot.cli import build_parser
 from bot.cli_console import link_text
 from bot.config import Settings
 from bot.console import COOKIE, pages
+from storage import console_auth
 from storage.actor import Actor, actor_for
 from storage.console_auth import ConsoleAuthError, issue_link
 from storage.grants import revoke_role
@@ -33,6 +34,7 @@ from storage.needs import (
     need_media,
     queries,
     report_need,
+    triage_need,
 )
 from storage.policy import Can, allows
 from storage.roles import AuditLog, Role
@@ -93,7 +95,7 @@ async def test_only_staff_get_a_link(db, phone, town):
     assert "/console/login/" not in (await phone.text("o_res", "后台")).text
     leader = await make_resident(db, "o_leader", town["d"].buildings["B1"])
     await grant(db, leader, Role.BUILDING_LEADER, town["d"].buildings["B1"].id)
-    with pytest.raises(ConsoleAuthError, match="只对社区、网格和区级工作人员开放"):
+    with pytest.raises(ConsoleAuthError, match="只对社区、网格、区级工作人员和承办单位成员开放"):
         await issue_link(db, await actor_for(db, leader.id), leader.id, dt.datetime.now(dt.UTC))
     assert await _audits(db, "console.") == []
 
@@ -110,8 +112,9 @@ async def test_an_expired_or_unknown_link_is_refused(db, browser, clock, town):
 
 
 async def test_link_use_is_rate_limited_per_address(browser, town):
-    statuses = [(await browser.post(f"/console/login/guess{n:04d}"))[0] for n in range(11)]
-    assert statuses == [403] * 10 + [429]
+    tries = console_auth.LOGIN_TRIES
+    statuses = [(await browser.post(f"/console/login/guess{n:04d}"))[0] for n in range(tries + 1)]
+    assert statuses == [403] * tries + [429]
 
 
 async def test_a_form_without_the_csrf_token_is_refused(db, phone, browser, town):
@@ -344,7 +347,7 @@ async def test_the_console_can_be_switched_off(settings, db, kv, clock):
 async def test_an_admin_prints_a_link_at_the_command_line(db, clock, town):
     text = await link_text(db, "o_staff", "https://steward.example.gov.cn", clock.now())
     assert re.match(r"https://steward\.example\.gov\.cn/console/login/[A-Za-z0-9_-]{30,}\n（10分钟内有效", text)
-    with pytest.raises(ConsoleAuthError, match="只对社区、网格和区级工作人员开放"):
+    with pytest.raises(ConsoleAuthError, match="只对社区、网格、区级工作人员和承办单位成员开放"):
         await link_text(db, "o_res", "https://x", clock.now())
     args = build_parser().parse_args(["console", "link", "o_staff"])
     assert args.openid == "o_staff" and args.func.__name__ == "cmd_console_link"
@@ -410,3 +413,20 @@ async def test_the_ledgers_scope_is_exactly_the_policys_see_need(db, clock, town
         me = await actor_for(db, person.id)
         shown = {n.ticket for n in (await ledger(db, me, LedgerFilter(), size=100)).needs}
         assert shown == {n.ticket for n in everything if allows(me, Can.SEE_NEED, n)}, person.openid
+
+
+async def test_a_triage_form_opened_before_a_colleague_triaged_is_refused_not_applied(db, phone, browser, clock, town):
+    ticket = town["need"].ticket
+    await sign_in(phone, browser, "o_staff")
+    _status, page = await browser.get(f"/console/needs/{ticket}")
+    assert 'name="first" value="1"' in page  # opened while it waits for triage
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    colleague = await actor_for(db, town["staff"].id)
+    await triage_need(db, colleague, ticket, "A", clock.now(), first=True)  # in chat, a moment earlier
+    status, page = await browser.post(f"/console/needs/{ticket}/triage", {"csrf": csrf, "tier": "C", "first": "1"})
+    assert status == 400 and "已被分流" in page
+    assert (await find_need(db, ticket)).tier == "A"  # the colleague's decision stands
+    _status, page = await browser.get(f"/console/needs/{ticket}")
+    assert 'name="first"' not in page  # re-tiering a triaged need stays possible on purpose
+    status, page = await browser.post(f"/console/needs/{ticket}/triage", {"csrf": csrf, "tier": "C"})
+    assert status == 200 and (await find_need(db, ticket)).tier == "C"

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import insert
 from sqlmodel import func, select
 
@@ -267,3 +268,19 @@ async def test_topics_close_at_the_cut_off_and_bookings_at_the_start(db, clock, 
     assert "已经开始" in (await phone.text("o_late", "预约议事")).text
     async with db.read() as s:
         assert (await s.exec(select(func.count()).select_from(cs.Topic))).one() == 0
+
+
+async def test_a_session_moved_before_its_booking_opens_can_be_booked_at_once(db, clock):
+    d = await make_district(db)
+    await cs.set_defaults(db, d.communities["C1"].id, clock.now(), Actor.operator("cli:test"), capacity=30,
+                          reserved_seats=10, venue="大海阳社区党群服务中心")
+    await cs.create_upcoming_sessions(db, clock.now())  # December's, booking opens 12-10
+    session = (await cs.list_sessions(db, d.communities["C1"].id))[0]
+    resident = await make_resident(db, "o_early", d.buildings["B1"], room="501")
+    with pytest.raises(cs.ConsultationError):
+        await cs.book_seat(db, session.id, resident, clock.now())  # 11-27: not open yet
+    moved = await cs.move_session(db, session.id, clock.now() + dt.timedelta(days=5), Actor.operator("cli:test"),
+                                  clock.now())
+    assert moved.registration_opens_at <= clock.now()
+    booking = await cs.book_seat(db, session.id, resident, clock.now())
+    assert (booking.status, booking.session.id) == ("booked", session.id) and booking.code

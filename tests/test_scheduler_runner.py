@@ -74,3 +74,29 @@ async def test_apscheduler_ticks_two_runners_and_no_tick_runs_twice(db, kv, othe
     assert counts["digest"] >= 2
     assert len(slots) == len(set(slots))  # once per tick, never twice
     assert sum(r.runs["digest"] for r in runners) == counts["digest"]
+
+
+async def test_a_job_still_running_is_not_started_again_when_a_new_slot_opens(db, kv, clock):
+    # A monthly run that takes a while (its workbooks are written in a thread) and chat's /快进 opening a new
+    # tick slot meanwhile: the second call must not start a second run writing the same files.
+    started, release = asyncio.Event(), asyncio.Event()
+    runs: list[int] = []
+
+    async def slow(ctx: JobContext) -> int:
+        runs.append(len(runs) + 1)
+        started.set()
+        await release.wait()
+        return 1
+
+    job = Job("reports.monthly", 0.001, slow)
+    runner = SchedulerRunner(JobContext(db, kv, clock, None, {}), {job.name: job}, instance="a")
+    first = asyncio.create_task(runner.run_job(job))
+    await started.wait()
+    await asyncio.sleep(0.002)  # a new slot
+    assert await runner.run_job(job) is None
+    release.set()
+    assert await first == 1
+    await asyncio.sleep(0.002)
+    release.clear()
+    release.set()
+    assert await runner.run_job(job) == 1 and runs == [1, 2]  # once it finished, it runs again

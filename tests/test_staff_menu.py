@@ -44,6 +44,11 @@ GRID_HELP = (
     "工作人员口令（编号见各列表）：\n代报：替居民反映问题\n楼栋诉求 [页码]：未办结诉求\n进展 编号 进展内容\n"
     "号码 编号（看完整手机号）\n办结 编号 办理结果\n后台：电脑登录管理后台\n居民服务请回复「菜单」。"
 )
+UNIT_HELP = (
+    "工作人员口令（编号见各列表）：\n进展 编号 进展内容\n号码 编号（看完整手机号）\n办结 编号 办理结果\n"
+    "单位待办 [页码]：派给本单位的诉求\n可接项目 [页码]\n接单 项目编号\n我的项目：本单位承接的\n项目进展 编号 内容\n"
+    "项目完成 编号 完成情况\n后台：电脑登录管理后台\n居民服务请回复「菜单」。"
+)
 RESIDENT_HELP = (
     "常用口令（也可回复「菜单」按数字选择）：\n我的信息：住址与手机\n反映 [问题描述]\n进度 [编号]：我的诉求\n"
     "评价：给办结的诉求打分\n议事：阳光17议\n提议题 / 我的议题\n积分 / 积分明细\n兑换 / 我的兑换\n志愿活动：报名\n"
@@ -127,6 +132,9 @@ async def test_help_lists_each_roles_commands(phone, db):
     await grant(db, grid, Role.GRID_WORKER, d.grids["G1"].id)
     await talk(phone, "o_lead_h", [("帮助", LEADER_HELP), ("命令", LEADER_HELP)])
     await talk(phone, "o_grid_h", [("命令", GRID_HELP)])
+    unit = await make_resident(db, "o_unit_h", d.buildings["B2"], phone="13900000007")
+    await grant(db, unit, Role.UNIT_MEMBER, d.departments["D-JS"].id)
+    await talk(phone, "o_unit_h", [("命令", UNIT_HELP)])  # 后台 is theirs too: the console shows their unit's needs
 
 
 async def test_help_for_every_role_at_once_fits_three_phone_sized_pages(phone, db):

@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from handlers.staff import TIER_CHOICES
 from storage.classifier import default_classifier
-from storage.needs import find_need, report_need
+from storage.needs import NeedEvent, find_need, report_need
 from storage.org import Department
 from storage.outbox import OutboxMessage
 from storage.roles import AuditLog, Role
@@ -141,6 +141,45 @@ async def test_tier_b_keeps_the_default_deadline_and_skips_the_assignee(db, phon
     row = await find_need(db, t)
     assert (row.status, row.tier, row.assignee_id, row.unit_id) == ("triaged", "B", None, None)
     assert await _audit(db, t) == ["need.triage"]
+
+
+async def test_two_staff_picking_one_need_from_the_queue_triage_it_once(db, phone, clock):
+    """bench/flow.py --scenario triage: two staff clearing one queue picked the same need and both were told
+    已分流, the second silently re-tiering the first's decision. The second now learns it was taken; the tier,
+    the timeline and the audit hold the first's choice only. 分流 <编号> still re-tiers on purpose."""
+    d, resident, staff, *_ = await _town(db)
+    other = await make_resident(db, "o_staff2", d.buildings["B2"], name="社工小吴", phone="13700000002")
+    await grant(db, other, Role.COMMUNITY_STAFF, d.communities["C1"].id)
+    need = await report_need(db, resident.id, "楼道灯坏了好几天", "JZ-05", clock.now())
+    t = need.ticket
+    taken = f"{t} 刚刚已被分流（社区已受理），请回复「待分流」换一条。"
+
+    for openid in ("o_staff", "o_staff2"):
+        await talk(phone, openid, [("待分流", INBOX.format(ticket=t)), ("1", Card(t))])
+    await talk(phone, "o_staff", [("1", Has(f"已分流 {t}：立行立办", "指派给谁"))])
+    await talk(phone, "o_staff2", [
+        ("3", taken),
+        ("取消", "当前没有进行中的操作。回复「菜单」查看全部服务。"),  # the refusal ended the flow
+    ])
+    await talk(phone, "o_staff2", [("待分流", "暂无待分流的诉求。")])
+    # The same race on the B path: the date is not at fault, so the step is left rather than asked again.
+    second = await report_need(db, resident.id, "电梯又坏了", "JZ-05", clock.now())
+    for openid in ("o_staff", "o_staff2"):
+        await talk(phone, openid, [("取消", Has("")), ("待分流", Has(second.ticket)), ("1", Card(second.ticket))])
+    await talk(phone, "o_staff", [("3", Has(f"已分流 {second.ticket}：定期办理"))])
+    await talk(phone, "o_staff2", [("2", Has("请回复办结期限")), ("0", taken.replace(t, second.ticket))])
+
+    row = await find_need(db, t)
+    assert (row.status, row.tier) == ("triaged", "A")
+    assert (await find_need(db, second.ticket)).tier == "C"
+    async with db.read() as s:
+        events = (await s.exec(select(NeedEvent.need_id, NeedEvent.actor_id).where(NeedEvent.kind == "triaged")
+                               .order_by(NeedEvent.id))).all()
+    assert events == [(row.id, staff.id), (second.id, staff.id)]
+    assert await _audit(db, t) == ["need.triage"]
+
+    await talk(phone, "o_staff2", [("分流 " + t + " C", Has(f"已分流 {t}：定期办理"))])
+    assert (await find_need(db, t)).tier == "C"
 
 
 async def test_assign_before_a_tier_shows_the_tier_choice_first_and_then_asks_the_assignee(db, phone, clock):

@@ -15,7 +15,7 @@ from multidict import MultiDictProxy
 from bot.console.common import actor, deps, render, url, when
 from storage import broadcast as bc
 from storage import consultation as cs
-from storage.clock import QuietHours
+from storage.clock import QuietHours, local
 from storage.outbox import delivery_counts
 from storage.policy import Can, allows
 from storage.residents import mask_phone
@@ -324,6 +324,17 @@ async def broadcast_file(request: web.Request) -> web.Response:
     return await _broadcast_page(request, await _visible_broadcast(request))
 
 
+def _done_text(request: web.Request, row: bc.Broadcast) -> str:
+    done = request.query.get("done", "")
+    if done == "confirm" and not row.urgent:
+        d = deps(request)
+        now = d.clock.now()
+        release = QuietHours.parse(d.settings.quiet_hours).release(now)
+        if release > now:  # confirmed at night: "开始发送" would have staff expect phones buzzing now
+            return f"已确认。现在是夜间免打扰时段，广播将在{local(release):%H:%M}开始发送。"
+    return BROADCAST_DONE.get(done, "")
+
+
 async def _broadcast_page(request: web.Request, row: bc.Broadcast, error: str = "", status: int = 200) -> web.Response:
     p = await bc.progress(deps(request).db, row.id)
     return render(request, "c2_broadcast.html", {
@@ -331,7 +342,7 @@ async def _broadcast_page(request: web.Request, row: bc.Broadcast, error: str = 
         "status_label": BROADCAST_STATUS.get(row.status, row.status), "draft": row.status == bc.BroadcastStatus.DRAFT,
         "stoppable": row.status in (bc.BroadcastStatus.CONFIRMED, bc.BroadcastStatus.SENDING),
         "created": when(row.created_at), "confirmed": when(row.confirmed_at),
-        "done": BROADCAST_DONE.get(request.query.get("done", ""), ""),
+        "done": _done_text(request, row),
     }, status=status)
 
 

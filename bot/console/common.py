@@ -16,6 +16,7 @@ from storage.console_auth import ConsoleSession
 from storage.db import Database
 from storage.kv import KeyValueStore
 from storage.media import MediaStore
+from storage.policy import Can, allows
 
 PREFIX = "/console"
 COOKIE = "steward_console"
@@ -54,9 +55,27 @@ def url(path: str) -> str:
     return PREFIX + path
 
 
+def nav_allowed(me: Actor | None) -> frozenset[str]:
+    """The nav entries whose pages hold something for this person, by the scopes those pages ask storage for:
+    阳光17议, 积分与居民 and 统计 are the communities one runs (`Actor.communities`, as Can.RUN_COMMUNITY), 广播
+    those or the whole district (Can.REACH_DISTRICT), 考核评价 and 月度报告 (under 统计) Can.ENTER_INDICATORS.
+    今日 and 台账 are everyone's: they list the needs policy lets the person see, maybe none."""
+    if me is None:
+        return frozenset()
+    allowed = {"today", "ledger"}
+    if me.communities is None or me.communities:
+        allowed |= {"consult", "broadcast", "c3", "stats"}
+    if allows(me, Can.REACH_DISTRICT):
+        allowed.add("broadcast")
+    if allows(me, Can.ENTER_INDICATORS):
+        allowed.add("stats")
+    return frozenset(allowed)
+
+
 def render(request: web.Request, template: str, context: dict[str, Any], status: int = 200) -> web.Response:
-    """A page, with what the layout needs (the nav's person, the CSRF token for every form)."""
-    base = {"prefix": PREFIX, "user": request.get(USER_KEY)}
+    """A page, with what the layout needs (the nav's person and the entries they may use, the CSRF token for
+    every form)."""
+    base = {"prefix": PREFIX, "user": request.get(USER_KEY), "nav_allowed": nav_allowed(request.get(ACTOR_KEY))}
     if SESSION_KEY in request:
         base["csrf"] = request[SESSION_KEY].csrf
     return aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)

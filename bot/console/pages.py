@@ -103,7 +103,9 @@ def _rows(needs: list[Need], names: dict, now: dt.datetime) -> list[dict]:
         "item": _item_label(n), "tier": _tier_label(n), "late": _is_late(n, now), "supporters": n.supporters,
         "place": " ".join(x for x in (names["community"].get(n.community_id, ""),
                                       names["building"].get(n.building_id or 0, "")) if x),
-        "handler": names["resident"].get(n.assignee_id or 0) or names["department"].get(n.department_id or 0, ""),
+        # A need handed to a unit (a property company…) names the unit, as the timeline does.
+        "handler": names["resident"].get(n.assignee_id or 0)
+        or names["department"].get(n.department_id or n.unit_id or 0, ""),
         "due": day(n.resolve_by) if n.is_open else "",
     } for n in needs]
 
@@ -317,11 +319,13 @@ async def need_page(request: web.Request, need: Need, *, error: str = "", phone:
     context = {
         "title": f"诉求 {need.ticket}", "nav": "ledger", "need": need, "error": error, "phone": phone,
         "done": DONE.get(request.query.get("done", ""), ""),
-        "status": need.state.label, "item": _item_label(need), "tier": _tier_label(need), "late": _is_late(need, now),
+        "status": need.state.label, "awaiting_triage": need.state in (NeedStatus.REPORTED, NeedStatus.REOPENED),
+        "item": _item_label(need), "tier": _tier_label(need), "late": _is_late(need, now),
         "community": names["community"].get(need.community_id, ""),
         "building": names["building"].get(need.building_id or 0, ""),
         "assignee": names["resident"].get(need.assignee_id or 0, ""),
         "department": names["department"].get(need.department_id or 0, ""),
+        "unit": names["department"].get(need.unit_id or 0, ""),
         "masked": mask_phone(need.contact_phone), "may_reveal": bool(need.contact_phone)
         and allows(me, Can.SEE_PHONE, need),
         "followers": await follower_counts(d.db, need.id),
@@ -372,7 +376,10 @@ async def _do(request: web.Request, need: Need, action: str, form: MultiDictProx
     text = str(form.get("text", "")).strip()
     if action == "triage":
         deadline = parse_deadline(str(form["deadline"]), now) if form.get("deadline") else None
-        await triage_need(d.db, me, ticket, str(form.get("tier", "")), now, deadline, text or None)
+        # A form opened on a need waiting for triage is a first triage: if a colleague has triaged it since, the
+        # storage operation refuses rather than silently re-tier what they decided (as in chat's 待分流 queue).
+        await triage_need(d.db, me, ticket, str(form.get("tier", "")), now, deadline, text or None,
+                          first=form.get("first") == "1")
     elif action == "reclassify":
         await reclassify_need(d.db, me, ticket, str(form.get("item", "")), now)
     elif action == "assign":

@@ -202,6 +202,10 @@ async def move_session(db: Database, session_id: int, starts_at: dt.datetime, ac
         session.remind_2d_at = session.remind_day_at = None
         if session.topic_cutoff_at > starts_at:
             session.topic_cutoff_at = starts_at
+        if session.registration_opens_at >= starts_at:
+            # Moved before its booking would open (a session of February brought forward to next week): booking
+            # opens now, or nobody could ever book it.
+            session.registration_opens_at = now
         s.add(session)
         s.add(audit_entry(now, actor.name, "consultation.move", "consultation_session", session_id,
                           old=local(old).isoformat(), new=local(starts_at).isoformat()))

@@ -54,8 +54,11 @@ async def triage_need(
     now: dt.datetime,
     deadline: dt.date | None = None,
     extension_reason: str | None = None,
+    first: bool = False,
 ) -> Need:
-    """分流定级: A (立行立办), B (限时办理, deadline default 7 working days, up to 15 with a reason), C (定期办理)."""
+    """分流定级: A (立行立办), B (限时办理, deadline default 7 working days, up to 15 with a reason), C (定期办理).
+    `first`: the staff member chose it from 待分流; two staff clearing one queue may pick the same need, and the
+    second must not silently re-tier what the first just decided (分流 <编号> re-tiers on purpose: not first)."""
     taxonomy = load_taxonomy()
     try:
         wanted = Tier.parse(tier)
@@ -68,6 +71,8 @@ async def triage_need(
         if not allows(actor, Can.MANAGE_NEED, need):
             raise NeedError(f"诉求 {need.ticket} 不在您负责的社区，不能分流。")
         check(need, "triage")
+        if first and need.state not in (NeedStatus.REPORTED, NeedStatus.REOPENED):
+            raise NeedError(f"{need.ticket} 刚刚已被分流（{need.state.label}），请回复「待分流」换一条。")
         clock = taxonomy.clock(wanted)
         resolve_by = default_resolve_by(taxonomy, wanted.value, now)
         reason = (extension_reason or "").strip() or None
@@ -81,7 +86,7 @@ async def triage_need(
             if days > max_days:
                 raise NeedError(f"限时办理最长{max_days}个工作日，{deadline.month}-{deadline.day} 超出了。")
             if days > default_days and not reason:
-                raise NeedError(f"超过{default_days}个工作日需要登记延期理由：分流 <编号> B 月-日 <理由>。")
+                raise NeedError(f"办结期限超过{default_days}个工作日，需要写明延期理由。")
             resolve_by = workdays.end_of_working_day(deadline)
         elif wanted is not Tier.B:
             reason = None
@@ -254,7 +259,7 @@ async def post_progress(db: Database, actor: Actor, ticket: str, note: str, now:
     """进展: a public progress note; followers are told."""
     note = note.strip()
     if len(note) < 2:
-        raise NeedError("请写上进展内容，例如：进展 20261127-0001 已联系物业，明天上午维修。")
+        raise NeedError("请写上进展内容，例如：已联系物业，明天上午维修。")
     async with db.write() as s:
         need = await load_for(s, actor, Can.HANDLE_NEED, ticket, "progress")
         await apply_transition(s, need, "progress", now, actor_id=actor.resident_id,
@@ -267,7 +272,7 @@ async def resolve_need(db: Database, actor: Actor, ticket: str, note: str, now: 
     """办结 with a note of what was done; followers are asked to rate."""
     note = note.strip()
     if len(note) < 2:
-        raise NeedError("办结需要写明办理结果，例如：办结 20261127-0001 已更换楼道灯。")
+        raise NeedError("办结需要写明办理结果，例如：已更换楼道灯。")
     async with db.write() as s:
         need = await load_for(s, actor, Can.HANDLE_NEED, ticket, "resolve")
         await apply_transition(s, need, "resolve", now, actor_id=actor.resident_id,
