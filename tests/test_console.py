@@ -176,6 +176,9 @@ async def test_every_staff_action_is_the_chat_operation_with_its_audit_and_push(
     assert any("已联系物业，明天上午维修" in t for t in texts)
     assert any("已更换楼道灯" in t for t in texts)
     assert any("【新派单】" in t for t in fake_wechat.texts_to("o_worker"))
+    _status, page = await browser.get(f"/console/needs/{ticket}")
+    # Residents read a role in the timeline; staff see who it was.
+    assert "社区工作人员·社工小周" in page and "居民·李阿姨" in page
 
     # A refused action reads the operation's own sentence, on the same page, with nothing done.
     status, page = await browser.post(f"/console/needs/{ticket}/progress", {"csrf": csrf, "text": "再看看"})

@@ -45,6 +45,7 @@ from storage.needs import (
     names_for,
     need_media,
     parse_deadline,
+    people_names,
     post_progress,
     reclassify_need,
     reject_need,
@@ -108,6 +109,13 @@ def _rows(needs: list[Need], names: dict, now: dt.datetime) -> list[dict]:
         or names["department"].get(n.department_id or n.unit_id or 0, ""),
         "due": day(n.resolve_by) if n.is_open else "",
     } for n in needs]
+
+
+def _who(event, doers: dict[int, str]) -> str:
+    """The timeline's role label (what residents read), and for staff the person behind it: who did it."""
+    name = doers.get(event.actor_id or 0)
+    label = event.actor_label or ""
+    return f"{label}·{name}" if name and name not in label else (label or name or "")
 
 
 async def _visible_need(request: web.Request) -> Need:
@@ -314,6 +322,7 @@ async def need_page(request: web.Request, need: Need, *, error: str = "", phone:
     for action in HANDLE_ACTIONS:
         allowed[action] = allows(me, Can.HANDLE_NEED, need) and state_refusal(need, action) is None
     events = await timeline(d.db, need.id, public_only=False, limit=200)
+    doers = await people_names(d.db, {e.actor_id for e in events if e.actor_id})
     media = await need_media(d.db, need.id)
     taxonomy = load_taxonomy()
     context = {
@@ -334,7 +343,7 @@ async def need_page(request: web.Request, need: Need, *, error: str = "", phone:
             ("分流", "triaged_at"), ("办结期限", "resolve_by"), ("下次反馈期限", "feedback_due_at"),
             ("最近进展", "last_progress_at"), ("办结", "resolved_at"), ("评价期限", "rate_by"), ("评价", "rated_at"),
         ) if getattr(need, attr) is not None],
-        "events": [{"when": when(e.at), "kind": EVENT_LABELS.get(e.kind, e.kind), "who": e.actor_label,
+        "events": [{"when": when(e.at), "kind": EVENT_LABELS.get(e.kind, e.kind), "who": _who(e, doers),
                     "note": e.note, "public": e.public} for e in events],
         "photos": [{"src": url(f"/needs/{need.ticket}/media/{m.token}"), "stored": m.status == MediaStatus.STORED,
                     "status": m.status} for m in media if m.kind == "image"],

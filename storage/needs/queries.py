@@ -167,6 +167,15 @@ async def names_for(db: Database, needs: list[Need]) -> dict[str, dict[int, str]
     return out
 
 
+async def people_names(db: Database, ids: set[int]) -> dict[int, str]:
+    """The names on record of some residents (staff among them), for staff's view of a timeline: who did it."""
+    if not ids:
+        return {}
+    async with db.read() as s:
+        rows = await s.exec(select(Resident.id, Resident.name).where(col(Resident.id).in_(sorted(ids))))
+        return {rid: name for rid, name in rows.all() if name}
+
+
 async def assignable_people(db: Database, community_id: int) -> list[tuple[Resident, str]]:
     """Grid workers of the community's grids and the community's staff, with their role label."""
     async with db.read() as s:
