@@ -98,7 +98,8 @@ async def test_a_unit_member_works_the_need_as_chat_lets_them_and_the_resident_i
 
     status, page = await browser.post(f"/console/needs/{ticket}/progress",
                                       {"csrf": csrf, "text": "已派电工，今天下午更换。"})
-    assert status == 200 and "已登记进展" in page and "海阳物业：已派电工，今天下午更换。" in page
+    assert status == 200 and "已登记进展" in page and "已派电工，今天下午更换。" in page
+    assert "海阳物业·物业老王" in page  # the unit as residents read it, and who it was
     [row] = await _audits(db, "need.progress")
     assert row.actor == f"resident:{town['member'].id}"
     await bot.services["sender"].drain()
