@@ -222,27 +222,34 @@ async def report_need(
     attachments: Attachments | None = None,
 ) -> Need:
     """A bound resident reports a need; their building and room on file are attached."""
-    async with db.write() as s:
-        # Every statement here is a round trip while this process's other writers wait (SQLite) or the day's
-        # counter row is held (below): the resident and their building in one.
+    # The resident and their building, read before the write: every statement inside it is a round trip while
+    # this process's other writers wait (SQLite's one writer) or the day's counter row is held (PostgreSQL). The
+    # resident's own messages take turns (the gateway's lock), so their binding cannot change in between but by
+    # staff at that very moment — and then the need is still what they reported while bound.
+    async with db.read() as s:
         found = (await s.exec(
             select(Resident, Building).outerjoin(Building, col(Building.id) == Resident.building_id)
             .where(Resident.id == reporter_id)
         )).first()
-        resident, building = found if found else (None, None)
-        if resident is None or not resident.is_bound or resident.community_id is None:
-            raise NeedError("请先绑定您的住址信息，再反映问题。")
+    resident, building = found if found else (None, None)
+    if resident is None or not resident.is_bound or resident.community_id is None:
+        raise NeedError("请先绑定您的住址信息，再反映问题。")
+    # On SQLite the whole write is one writer's turn anyway: the number comes first and goes in with the row (one
+    # statement fewer); on PostgreSQL it is taken last (`_number_last`), holding the day's counter row only to COMMIT.
+    late = not db.is_sqlite
+    async with db.write() as s:
         need = await _create(
             s, db, now, text=text, item_code=item_code, community_id=resident.community_id,
             grid_id=building.grid_id if building else None, building_id=resident.building_id, room=resident.room,
             reporter_id=resident.id, filed_by_id=None, contact_name=resident.name, contact_phone=resident.phone,
-            attachments=attachments or Attachments(), late_ticket=True,
+            attachments=attachments or Attachments(), late_ticket=late,
         )
         # A new need's only follower is its reporter, the actor: nobody to notify (no notice shows the
         # placeholder ticket).
         await _record(s, need, now, "reported", actor_id=resident.id, actor_label="居民",
                       from_status=None, note=SUBMITTED_NOTE, notify=False)
-        await _number_last(s, db, need, now)
+        if late:
+            await _number_last(s, db, need, now)
     return need
 
 
