@@ -22,7 +22,7 @@ from bot.fake_wechat import FakeWeChat
 from bot.simulator import Phone
 from storage import migrate
 from storage.clock import FrozenClock
-from storage.db import Database
+from storage.db import Database, DatabaseLimits
 from storage.kv import MemoryStore, RedisStore
 from storage.settings import use_settings
 from storage.tables import metadata
@@ -113,10 +113,16 @@ def backend(request) -> str:
     return request.param
 
 
+TEST_LIMITS = DatabaseLimits(connect_timeout=4.0)
+
+
 @pytest.fixture
 async def db(backend, tmp_path, sqlite_template, pg_schema):
     if backend == "services" and PG_URL:
-        database = Database(_pg_async_url(PG_URL), schema=pg_schema)
+        # A fresh pool per test opens its connections all at once under a race test's gather; on a loaded 2-core CI
+        # machine twenty PostgreSQL connects can take past the 2 s a server's burst allows (seen: a TimeoutError
+        # in connect, not in any query). Still under WeChat's 5 s; the fault tests set their own limits.
+        database = Database(_pg_async_url(PG_URL), schema=pg_schema, limits=TEST_LIMITS)
         await empty_postgres(database)
     else:
         path = tmp_path / "steward.db"

@@ -63,11 +63,13 @@ async def test_each_kind_has_a_label_and_reaches_wechat_at_once_through_the_wake
         started = loop.time()
         assert await queue(db, kind, f"{kind.label}：一条测试通知", [(resident.id, f"test:{kind.value}")],
                            clock.now()) == 1
-        texts = await eventually(lambda: fake_wechat.texts_to(openid), timeout=2.5)
+        # With no jobs there is no tick to fall back on: a delivery at all is the wake-up's. The bound is loose
+        # because a loaded CI machine once took 2.5 s; a missing wake-up never delivers.
+        texts = await eventually(lambda: fake_wechat.texts_to(openid), timeout=8)
         took = loop.time() - started
     finally:
         await runner.stop()
-    assert texts == [f"{kind.label}：一条测试通知"] and took < 2.5
+    assert texts == [f"{kind.label}：一条测试通知"] and took < 8
     [row] = await outbox(db, f"test:{kind.value}")
     assert (row.kind, row.priority, row.status) == (kind.value, kind.priority, OutboxStatus.SENT)
 
