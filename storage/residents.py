@@ -82,8 +82,14 @@ async def touch_resident(db: Database, openid: str, now: dt.datetime, resident: 
         resident = await find_resident(db, openid)
     if resident is not None and _contact_is_fresh(resident, now):
         return resident
+    return (await _write_contact(db, openid, now))[0]
+
+
+async def _write_contact(db: Database, openid: str, now: dt.datetime) -> tuple[Resident, bool]:
+    """The contact written (the row made on first contact); whether the row is new."""
     async with db.write() as session:
         row = (await session.exec(select(Resident).where(Resident.openid == openid))).first()
+        created = row is None
         if row is None:
             row = Resident(openid=openid, created_at=now, last_contact_at=now)
         else:
@@ -92,7 +98,7 @@ async def touch_resident(db: Database, openid: str, now: dt.datetime, resident: 
             # whose follow event was missed, is subscribed the moment they write.
             row.subscribed = True
         session.add(row)
-    return row
+    return row, created
 
 
 def _contact_is_fresh(resident: Resident | ResidentSnapshot, now: dt.datetime) -> bool:
@@ -122,6 +128,8 @@ class ResidentSnapshot:
     bound_at: dt.datetime | None = None
     last_contact_at: dt.datetime | None = None
     created_at: dt.datetime | None = None
+    # Made by this very message: nothing (a role grant, a claim) can refer to the row yet. Never cached.
+    _first_contact: bool = False
 
     _TIMES = ("bound_at", "last_contact_at", "created_at")
 
@@ -188,11 +196,13 @@ class ResidentDirectory:
 
     async def touch(self, openid: str, now: dt.datetime) -> ResidentSnapshot:
         """The sender of a message, created on first contact; the 48-hour window's start refreshed."""
-        known = await self.get(openid)
+        known = await self.get(openid)  # on a cache miss, read from the database
         if known is not None and _contact_is_fresh(known, now):
             return known
-        snapshot = ResidentSnapshot.of(await touch_resident(self.db, openid, now))
+        row, created = await _write_contact(self.db, openid, now)  # not read a second time
+        snapshot = ResidentSnapshot.of(row)
         await self.kv.set(self._key(openid), snapshot.to_json(), ttl=self.TTL)
+        snapshot._first_contact = created
         return snapshot
 
 

@@ -7,6 +7,8 @@ two phone-sized pages. Every reply of each exchange is checked in full."""
 
 from __future__ import annotations
 
+from sqlalchemy import event
+
 from handlers import ROUTERS, leader, menu, needs
 from handlers.binding import ASK_COMMUNITY, NEEDS_BINDING
 from handlers.framework import Engine
@@ -167,3 +169,20 @@ def test_every_staff_entry_is_a_click_key_of_the_engine_and_names_its_roles():
     assert len(keys) == len(set(keys))
     assert all(e.route.roles for e in entries)
     assert not set(keys) & {e.key for e in Engine.collect_menu(ROUTERS)}
+
+
+async def test_a_first_message_reads_no_role_grants_and_the_next_one_does(phone, db):
+    # Nothing can grant a role to a row this very message made; a staff member's roles are read from their
+    # second message on (and every message of someone already known), so a grant is never missed.
+    seen: list[str] = []
+    listen = lambda _c, _cur, statement, *_a: seen.append(statement)  # noqa: E731
+    event.listen(db.engine.sync_engine, "before_cursor_execute", listen)
+    try:
+        assert (await phone.text("o_brand_new", "菜单")).text == RESIDENT_MENU
+        first = [s for s in seen if "role_grant" in s]
+        seen.clear()
+        assert (await phone.text("o_brand_new", "菜单")).text == RESIDENT_MENU
+        second = [s for s in seen if "role_grant" in s]
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", listen)
+    assert first == [] and len(second) == 1

@@ -6,12 +6,12 @@ import asyncio
 import datetime as dt
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import event, inspect
 from sqlmodel import select
 
 from storage import migrate
 from storage.db import Database, ReadOnlySession
-from storage.residents import CONTACT_REFRESH, Resident, find_resident, touch_resident
+from storage.residents import CONTACT_REFRESH, Resident, ResidentDirectory, find_resident, touch_resident
 
 
 async def test_migrations_bring_a_fresh_database_to_every_head(db):
@@ -149,3 +149,20 @@ async def test_a_read_sees_what_a_write_committed_meanwhile(db, clock):
         await touch_resident(db, "o_b", clock.now())
         second = len((await s.exec(select(Resident))).all())
     assert (first, second) == (1, 2)
+
+
+async def test_a_first_contact_reads_once_writes_once_and_holds_no_roles(db, kv, clock):
+    # A campaign's thousand new followers at once: each first message costs one read (the cache missed), one
+    # write, and no read of role grants — nothing can refer to a row made by this very message.
+    directory = ResidentDirectory(db, kv)
+    statements: list[str] = []
+    listen = lambda _c, _cur, statement, *_a: statements.append(statement.split()[0].upper())  # noqa: E731
+    event.listen(db.engine.sync_engine, "before_cursor_execute", listen)
+    try:
+        first = await directory.touch("o_new_follower", clock.now())
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", listen)
+    assert first._first_contact and first.id is not None
+    assert [s for s in statements if s in ("SELECT", "INSERT", "UPDATE")] == ["SELECT", "SELECT", "INSERT"]
+    again = await directory.touch("o_new_follower", clock.now())
+    assert not again._first_contact  # the cached copy never says so
