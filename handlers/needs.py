@@ -363,13 +363,24 @@ async def progress(ctx: Context) -> str:
     labels = []
     for need in result.needs:
         note = need.latest_note if need.latest_note != SUBMITTED_NOTE else ""
-        labels.append(f"{need.ticket} {summary_line(need, 10)}\n  {need.state.label}"
+        label = need.state.label
+        note = note_after_state(label, note)
+        labels.append(f"{need.ticket} {summary_line(need, 10)}\n  {label}"
                       + (f"：{summary_line_text(note, 16)}" if note else ""))
     footer = "回复序号看详情。"
     if result.page < result.pages:
         footer += f"\n回复「进度 第{result.page + 1}页」看下一页。"
     return need_picked.ask(ctx, f"您的诉求（共{result.total}条，第{result.page}/{result.pages}页）：", labels,
                            [need.ticket for need in result.needs], footer=footer, first=result.offset + 1)
+
+
+def note_after_state(label: str, note: str) -> str:
+    """The latest note without its opening words when the state already says them: 「社区已受理：社区已受理，按…」
+    and 「已办结，待评价：已办结：…」 read twice on a phone's narrow line."""
+    cut = min((i for i in (note.find("："), note.find("，")) if i > 0), default=-1)
+    if cut > 0 and note[:cut] in label and note[cut + 1:]:
+        return note[cut + 1:]
+    return note
 
 
 @pick_one(router, "pick_need", key="tickets", not_a_number="afresh")

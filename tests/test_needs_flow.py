@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
+from handlers.needs import note_after_state
 from storage.classifier import default_classifier
 from storage.needs import Need, NeedFollower, find_need, report_need
 from storage.outbox import OutboxMessage
@@ -240,3 +241,11 @@ async def test_a_staff_one_line_form_works_mid_flow_and_a_residents_look_alike_t
     await phone.text("o_mid_res", "反映")
     described = (await phone.text("o_mid_res", "分流 处的井盖松了")).text
     assert "仅限" not in described and "属于" in described
+
+
+def test_the_progress_list_does_not_say_the_state_twice():
+    said = note_after_state("社区已受理", "社区已受理，按「立行立办」办理，联系人：李社工")
+    assert said == "按「立行立办」办理，联系人：李社工"
+    assert note_after_state("已办结，待评价", "已办结：已加装隔离桩") == "已加装隔离桩"
+    assert note_after_state("已办结，已评价", "居民评价：满意") == "居民评价：满意"  # other words are kept
+    assert note_after_state("办理中", "已联系物业") == "已联系物业"
