@@ -389,22 +389,13 @@ async def seed(db_url: str, openids: list[str]) -> None:
     open needs of its community, and 50 residents filing the same text in one community all day is not a
     district; the offer's cost is still paid on every report (the search runs, it finds only the resident's own)."""
     from storage.db import Database
-    from storage.org import Building, Community, Grid
     from tests.factories import make_district, make_resident
 
     db = Database(async_url(db_url))
     d = await make_district(db)
     street = d.streets["S1"]
     for i, openid in enumerate(openids):
-        async with db.write() as s:
-            community = Community(code=f"BC{i:03d}", name=f"压测社区{i}", street_id=street.id)
-            s.add(community)
-            await s.flush()
-            grid = Grid(code=f"BG{i:03d}", name=f"压测网格{i}", community_id=community.id)
-            s.add(grid)
-            await s.flush()
-            building = Building(code=f"BB{i:03d}", name=f"{i + 10}号楼", grid_id=grid.id, community_id=community.id)
-            s.add(building)
+        building = await _place(db, street.id, i)
         await make_resident(db, openid, building, room=f"{i + 1}01", phone=f"1380000{i:04d}")
     await db.dispose()
 
