@@ -41,6 +41,7 @@ from storage.needs.model import (
 from storage.needs.notices import _clip, _followers, _outbox, summary_line
 from storage.needs.permissions import load_need
 from storage.needs.transitions import apply_transition, check
+from storage.needs.transitions import refusal as state_refusal
 from storage.org import Building, Community, Grid
 from storage.outbox import NoticeKind
 from storage.policy import Can, refusal
@@ -380,11 +381,10 @@ async def hand_over_from_partner(
     # Only the same building's: a resident sees where an offered need is before choosing it, a partner's
     # caller cannot, and the lamp of another building is another lamp.
     if offered and offered[0].nearness == NEAR_BUILDING:
-        try:
-            return PartnerHandoff(await second_from_partner(db, actor, offered[0].need.ticket, now,
-                                                            contact_phone=contact_phone), seconded=True)
-        except NeedError:
-            pass  # it was closed or merged since it was read: the problem is new again
+        seconded = await second_from_partner(db, actor, offered[0].need.ticket, now, contact_phone=contact_phone)
+        if seconded is not None:
+            return PartnerHandoff(seconded, seconded=True)
+        # It was closed or merged since it was read: the problem is new again.
     need = await report_from_partner(db, actor, text, item_code, now, building_id=building.id,
                                      contact_name=contact_name, contact_phone=contact_phone, room=room)
     return PartnerHandoff(need, seconded=False)
@@ -392,14 +392,16 @@ async def hand_over_from_partner(
 
 async def second_from_partner(
     db: Database, actor: Actor, ticket: str, now: dt.datetime, *, contact_phone: str | None = None
-) -> Need:
+) -> Need | None:
     """附议 handed over by another system: the count staff see goes up. Nobody new follows it in chat (the
-    partner reads its state by ticket); the caller's phone is in the audit, masked, as for 代为附议."""
+    partner reads its state by ticket); the caller's phone is in the audit, masked, as for 代为附议. None when
+    the need's state no longer takes a 附议 (closed or merged since it was offered)."""
     async with db.write() as s:
         if (why := refusal(actor, Can.FILE_PARTNER)) is not None:
             raise NeedError(why)
         need = await load_need(s, ticket)
-        check(need, "second")
+        if state_refusal(need, "second") is not None:
+            return None
         need.supporters += 1
         await apply_transition(s, need, "second", now, actor_id=None, actor_label=PARTNER_LABEL, public=False,
                                note=f"{PARTNER_LABEL}又转来一位居民反映了这个问题")
