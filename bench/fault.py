@@ -121,12 +121,15 @@ class Load:
             await asyncio.sleep(0.05 if reply in ("", BUSY_REPLY) else 0.01)
 
 
+NEW_ANYWAY = re.compile(r"^(\d+)\. 仍然新建", re.M)
+
+
 def _next_message(reply: str, previous: str) -> str:
     """What a resident sends next, reading the reply as a person would; anything else starts a new report."""
     if "1. 是" in reply:
         return "1"
-    if "2. 仍然新建" in reply:
-        return "2"
+    if new := NEW_ANYWAY.search(reply):  # 附议 offered (one need: 2; a list of three: 4): file it anyway
+        return new.group(1)
     if "照片" in reply and "跳过" in reply:
         return "跳过"
     if "1. 确认提交" in reply:
@@ -238,7 +241,8 @@ async def main() -> None:
         await r.delete(*keys)
     await r.aclose()
 
-    subprocess.run([*_steward(), "db", "upgrade"],  # noqa: ASYNC221 (set-up, before any load) env=_env(args.database_url, args.redis_url, fake.base_url),
+    # Set-up, before any load: blocking is fine here.
+    subprocess.run([*_steward(), "db", "upgrade"], env=_env(args.database_url, args.redis_url, fake.base_url),  # noqa: ASYNC221
                    check=True, cwd=REPO, capture_output=True)
     residents = await _seed("postgresql+asyncpg://" + args.database_url.split("://", 1)[1], args.residents)
 

@@ -429,8 +429,10 @@ class Engine:
                 log.warning("message %s not handled: %s", msg.dedup_key, exc)
             else:
                 log.exception("handler failed for message %s", msg.dedup_key)
-            if not commits[0] and state is not None:
-                await self._put_back(msg.openid, state)  # nothing changed: the same question stands
+            # Nothing changed: the same question stands. Not after a COMMIT whose fate is unknown: it may have
+            # saved, and the same question again would invite the same answer — saved twice.
+            if not commits[0] and state is not None and not isinstance(exc, CommitUnknown):
+                await self._put_back(msg.openid, state)
             return failure_reply(exc, committed=bool(commits[0]))
         try:
             if ctx._next is not None:

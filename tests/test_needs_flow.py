@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
+from handlers import needs as needs_handlers
+from handlers.framework import UNSURE_REPLY
 from handlers.needs import note_after_state
+from storage import db as db_module
 from storage.classifier import default_classifier
+from storage.db import CommitUnknown
 from storage.needs import Need, NeedFollower, find_need, report_need
 from storage.outbox import OutboxMessage
 from storage.roles import AuditLog, Role
@@ -249,3 +253,27 @@ def test_the_progress_list_does_not_say_the_state_twice():
     assert note_after_state("已办结，待评价", "已办结：已加装隔离桩") == "已加装隔离桩"
     assert note_after_state("已办结，已评价", "居民评价：满意") == "居民评价：满意"  # other words are kept
     assert note_after_state("办理中", "已联系物业") == "已联系物业"
+
+
+async def test_a_submit_whose_commit_is_unknown_is_not_asked_again(db, phone, monkeypatch):
+    # The database stopped answering during COMMIT (here: after it saved): the resident is told we cannot be
+    # sure, and the confirmation is not put back — a second 「1」 would file the same need twice.
+    d = await make_district(db)
+    await make_resident(db, "o_unsure", d.buildings["B1"], room="301")
+    real = needs_handlers.report_need
+
+    async def saved_then_lost(*args, **kwargs):
+        await real(*args, **kwargs)
+        # As when COMMIT itself raised: the row is there, but this message's count of commits never heard of it.
+        db_module._commits.get()[0] -= 1
+        raise CommitUnknown("connection lost during COMMIT")
+
+    monkeypatch.setattr(needs_handlers, "report_need", saved_then_lost)
+    await phone.text("o_unsure", "反映 3单元楼道灯坏了，晚上上楼看不见")
+    await phone.text("o_unsure", "1")
+    assert "1. 确认提交" in (await phone.text("o_unsure", "跳过")).text
+    assert (await phone.text("o_unsure", "1")).text == UNSURE_REPLY
+    again = (await phone.text("o_unsure", "1")).text
+    assert "已提交" not in again and "确认提交" not in again
+    async with db.read() as s:
+        assert len((await s.exec(select(Need))).all()) == 1
