@@ -103,11 +103,16 @@ class Result:
     idle_seats: list[int] = field(default_factory=lambda: [0, 0])  # booking: samples with a seat free while
     # someone waited, of all samples
     readback: str = ""
+    cpu: tuple[float, float] = (0.0, 0.0)  # CPU seconds in the window: the bot's processes, PostgreSQL + Redis
     replies: Counter = field(default_factory=Counter)  # the first line of each reply, to see where time goes
 
     @property
     def rate(self) -> float:
         return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    def cpu_per_message(self, which: int) -> float:
+        """Milliseconds of CPU per answered message: 0 the bot, 1 PostgreSQL + Redis."""
+        return 1000 * self.cpu[which] / len(self.latencies) if self.latencies else 0.0
 
     @property
     def done_rate(self) -> float:
@@ -229,8 +234,41 @@ class BookingFlow:
 FLOWS = {"report": ReportFlow, "triage": TriageFlow, "booking": BookingFlow}
 
 
-async def drive(url: str, openids: list[str], seconds: float, flow=None, warmup: float = 1.0) -> Result:
-    """Each openid is one sender with one message in flight, for `seconds` after a warm-up; no flow: the echo."""
+def _processes() -> list[tuple[int, int, str, float]]:
+    """(pid, parent, name, CPU seconds) of every process, from /proc (Linux); empty elsewhere."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            raw = entry.read_text()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1:raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2:].split()
+        found.append((int(entry.parent.name), int(fields[1]), name, (int(fields[11]) + int(fields[12])) / ticks))
+    return found
+
+
+def cpu_seconds(root: int | None) -> tuple[float, float]:
+    """CPU seconds used so far by `root` and its descendants (the bot), and by PostgreSQL and Redis."""
+    processes = _processes()
+    children = defaultdict(list)
+    for pid, parent, _name, _cpu in processes:
+        children[parent].append(pid)
+    tree, todo = set(), [root] if root else []
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo += children[pid]
+    bot_cpu = sum(cpu for pid, _p, _n, cpu in processes if pid in tree)
+    services = sum(cpu for _pid, _p, name, cpu in processes if name.startswith(("postgres", "redis-server")))
+    return bot_cpu, services
+
+
+async def drive(url: str, openids: list[str], seconds: float, flow=None, warmup: float = 1.0,
+                server_pid: int | None = None) -> Result:
+    """Each openid is one sender with one message in flight, for `seconds` after a warm-up; no flow: the echo.
+    With `server_pid`, the CPU that process (and its workers) and the database services used in the window."""
     import aiohttp
 
     from bot.config import Settings
@@ -283,10 +321,13 @@ async def drive(url: str, openids: list[str], seconds: float, flow=None, warmup:
         # Tickets told during the warm-up are not counted: the read-back below only counts rows of this window
         # by ticket, so it matches what was measured.
         measuring = True
+        cpu_before = cpu_seconds(server_pid)
         started = time.monotonic()
         until[0] = started + seconds
         await asyncio.gather(*(sender(o, until) for o in openids))
         result.seconds = time.monotonic() - started
+        cpu_after = cpu_seconds(server_pid)
+        result.cpu = (cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1])
     return result
 
 
@@ -703,7 +744,7 @@ async def run_scenario(scenario: str, backend: str, workers: int, args: argparse
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         stop, most, idle = asyncio.Event(), {}, [0, 0]
         watcher = asyncio.create_task(watch_seats(db_url, stop, most, idle)) if scenario == "booking" else None
-        result = await drive(url, openids, args.seconds, FLOWS[scenario]())
+        result = await drive(url, openids, args.seconds, FLOWS[scenario](), server_pid=proc.pid)
         stop.set()
         if watcher is not None:
             await watcher
@@ -738,7 +779,8 @@ async def run_backend(backend: str, args: argparse.Namespace, tmp: str) -> list[
                      str(port)], base_env, tmp, Path(tmp, "echo.log")) as proc:
             url = f"http://127.0.0.1:{port}"
             await wait_healthy(url, proc)
-            echo = await drive(url, [f"o_echo_{i}" for i in range(args.residents)], args.seconds)
+            echo = await drive(url, [f"o_echo_{i}" for i in range(args.residents)], args.seconds,
+                               server_pid=proc.pid)
         flows = [await run_scenario(scenario, backend, workers, args, tmp, base_env) for scenario in args.scenarios]
         rows.append((f"{'SQLite' if backend == 'sqlite' else 'PostgreSQL+Redis'}, {workers} worker"
                      f"{'s' if workers > 1 else ''}", echo, flows))
@@ -747,9 +789,11 @@ async def run_backend(backend: str, args: argparse.Namespace, tmp: str) -> list[
 
 def report(rows: list[tuple[str, Result, list[Result]]], residents: int) -> None:
     print(f"\n{residents} senders, one message in flight each, Python client on loopback; latency at the client.")
-    print("done/s: reports filed (report), needs triaged (triage), bookings answered, seat or waitlist (booking).\n")
+    print("done/s: reports filed (report), needs triaged (triage), bookings answered, seat or waitlist (booking).")
+    print("bot CPU, db CPU: milliseconds of CPU per answered message in the bot's processes, and in PostgreSQL and")
+    print("Redis (every such process on the machine): the cost of a message whatever else shares the cores.\n")
     head = (f"{'backend, workers':28} {'scenario':10} {'msgs/s':>8} {'done/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-            f"{'errors':>6} {'vs echo':>8}")
+            f"{'errors':>6} {'vs echo':>8} {'bot CPU':>8} {'db CPU':>7}")
     print(head)
     print("-" * len(head))
     one_worker: dict[str, float] = {}
@@ -759,7 +803,8 @@ def report(rows: list[tuple[str, Result, list[Result]]], residents: int) -> None
             ratio = f"{r.rate / echo.rate:.2f}×" if r is not echo and echo.rate else "-"
             done = f"{r.done_rate:8.0f}" if r is not echo else f"{'-':>8}"
             print(f"{name:28} {r.name:10} {r.rate:8.0f} {done} {_pct(r.latencies, 0.5):8.1f} "
-                  f"{_pct(r.latencies, 0.99):8.1f} {r.errors:6d} {ratio:>8}")
+                  f"{_pct(r.latencies, 0.99):8.1f} {r.errors:6d} {ratio:>8} {r.cpu_per_message(0):8.2f} "
+                  f"{r.cpu_per_message(1):7.2f}")
         flow = next((r for r in flows if r.name == "report"), None)
         if flow is None:
             continue

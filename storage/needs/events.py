@@ -13,6 +13,41 @@ from storage.outbox import NoticeKind
 from storage.taxonomy import load_taxonomy
 
 
+def _event_row(
+    need: Need,
+    now: dt.datetime,
+    kind: str,
+    *,
+    actor_id: int | None,
+    actor_label: str,
+    from_status: str | None,
+    note: str = "",
+    public: bool = True,
+    **detail,
+) -> NeedEvent:
+    """A timeline event and what it does to its need: a public one moves the feedback clock and the latest note.
+    Both change in memory only; the caller writes them."""
+    event = NeedEvent(
+        need_id=need.id,
+        at=now,
+        kind=kind,
+        actor_id=actor_id,
+        actor_label=actor_label,
+        from_status=from_status,
+        to_status=need.status,
+        public=public,
+        note=_clip(note, MAX_TEXT) if note else "",
+        detail=json.dumps(detail, ensure_ascii=False, default=str),
+    )
+    need.updated_at = now
+    if public:
+        need.last_progress_at = now
+        if note:
+            need.latest_note = _clip(note)
+        need.feedback_due_at = feedback_due(load_taxonomy(), need.tier, now) if need.is_open else None
+    return event
+
+
 async def _record(
     s,
     need: Need,
@@ -28,25 +63,9 @@ async def _record(
     **detail,
 ) -> NeedEvent:
     """Add a timeline event and, for public ones, one outbox row per follower (the actor excepted)."""
-    event = NeedEvent(
-        need_id=need.id,
-        at=now,
-        kind=kind,
-        actor_id=actor_id,
-        actor_label=actor_label,
-        from_status=from_status,
-        to_status=need.status,
-        public=public,
-        note=_clip(note, MAX_TEXT) if note else "",
-        detail=json.dumps(detail, ensure_ascii=False, default=str),
-    )
+    event = _event_row(need, now, kind, actor_id=actor_id, actor_label=actor_label, from_status=from_status,
+                       note=note, public=public, **detail)
     s.add(event)
-    need.updated_at = now
-    if public:
-        need.last_progress_at = now
-        if note:
-            need.latest_note = _clip(note)
-        need.feedback_due_at = feedback_due(load_taxonomy(), need.tier, now) if need.is_open else None
     s.add(need)
     await s.flush()
     if public and notify:

@@ -10,11 +10,10 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import String, case, cast, func, literal, or_, update
+from sqlalchemy import case, or_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 
 from storage.actor import Actor
@@ -22,7 +21,8 @@ from storage.classifier import default_classifier, normalise
 from storage.clock import local
 from storage.db import Database
 from storage.needs.deadlines import respond_due
-from storage.needs.events import _record
+from storage.needs.events import _event_row, _record
+from storage.needs.filing import write_new_need
 from storage.needs.model import (
     DUPLICATE_WINDOW,
     MAX_PHOTOS,
@@ -79,25 +79,29 @@ def media_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-def _add_media(s, need: Need, media: tuple[MediaRef, ...], now: dt.datetime) -> None:
+def _media_rows(media: tuple[MediaRef, ...], now: dt.datetime) -> list[NeedMedia]:
+    """The rows of a report's photos and voices (their need_id set by whoever writes them), checked."""
     if sum(m.kind == "image" for m in media) > MAX_PHOTOS:
         raise NeedError(f"照片最多{MAX_PHOTOS}张。")
     if sum(m.kind == "voice" for m in media) > MAX_VOICES:
         raise NeedError(f"语音最多{MAX_VOICES}段。")
+    rows = []
     for ref in media:
         if ref.kind not in ("image", "voice") or not ref.media_id:
             raise NeedError("附件只能是照片或语音。")
         # next_try_at = now: the downloader (fetch_due_media) copies it on its next run.
-        s.add(NeedMedia(need_id=need.id, kind=ref.kind, media_id=ref.media_id[:128],
-                        pic_url=(ref.pic_url or None) and ref.pic_url[:512],
-                        recognition=(ref.recognition or None) and ref.recognition[:MAX_TEXT],
-                        received_at=ref.received_at, token=media_token(), next_try_at=now))
+        rows.append(NeedMedia(kind=ref.kind, media_id=ref.media_id[:128],
+                              pic_url=(ref.pic_url or None) and ref.pic_url[:512],
+                              recognition=(ref.recognition or None) and ref.recognition[:MAX_TEXT],
+                              received_at=ref.received_at, token=media_token(), next_try_at=now))
+    return rows
 
 
 async def _next_ticket(s, db: Database, now: dt.datetime) -> str:
     """The day's next number, in one statement. It locks the day's counter row until COMMIT (so numbers stay
     gap-free: a transaction that fails gives its number back), and every report of the day queues on that row:
-    take it as late in the transaction as possible (see `_assign_ticket`)."""
+    take it as late in the transaction as possible (a resident's report takes it in its only statement:
+    storage/needs/filing.py)."""
     day = local(now).strftime("%Y%m%d")
     table = NeedTicketCounter.__table__
     insert = sqlite_insert if db.is_sqlite else pg_insert
@@ -109,42 +113,6 @@ async def _next_ticket(s, db: Database, now: dt.datetime) -> str:
     return f"{day}-{result.scalar_one():04d}"
 
 
-# A need created with `late_ticket=True` is inserted under "~" + 18 hex digits (unique) and numbered by
-# `_number_last` just before COMMIT. Nothing may show the placeholder.
-_UNNUMBERED = "~"
-
-
-async def _number_last(s, db: Database, need: Need, now: dt.datetime) -> None:
-    """Give a need created with `late_ticket=True` its number: the transaction's last statement, so the day's
-    counter row is held until COMMIT only (at 50 reporters, held for the whole transaction, it was the queue
-    every report waited in). On PostgreSQL one statement takes the number and writes it into the row; on SQLite
-    writers already take turns, so two plain statements do."""
-    if db.is_sqlite:
-        need.ticket = await _next_ticket(s, db, now)
-        s.add(need)
-        await s.flush()
-        return
-    await s.flush()  # everything else first
-    day = local(now).strftime("%Y%m%d")
-    counter = NeedTicketCounter.__table__
-    taken = (
-        pg_insert(counter).values(day=day, last=1)
-        .on_conflict_do_update(index_elements=["day"], set_={"last": counter.c.last + 1})
-        .returning(counter.c.last)
-        .cte("taken")
-    )
-    digits = select(cast(taken.c.last, String)).scalar_subquery()  # PostgreSQL runs the INSERT once
-    table = Need.__table__
-    numbered = (
-        update(table)
-        .add_cte(taken)
-        .where(table.c.id == need.id)
-        .values(ticket=literal(day + "-") + func.lpad(digits, func.greatest(4, func.length(digits)), "0"))
-        .returning(table.c.ticket)
-    )
-    set_committed_value(need, "ticket", (await s.exec(numbered)).scalar_one())
-
-
 def _checked_text(text: str) -> str:
     text = text.strip()
     if len(text) < 2:
@@ -154,11 +122,10 @@ def _checked_text(text: str) -> str:
     return text
 
 
-async def _create(
-    s,
-    db: Database,
+def _new_need(
     now: dt.datetime,
     *,
+    ticket: str,
     text: str,
     item_code: str,
     community_id: int,
@@ -170,8 +137,8 @@ async def _create(
     contact_name: str | None,
     contact_phone: str | None,
     attachments: Attachments,
-    late_ticket: bool = False,
 ) -> Need:
+    """A new need as filed, checked: its text, its sub-item's category and tier, its first clock."""
     taxonomy = load_taxonomy()
     text = _checked_text(text)
     if item_code == UNCLASSIFIED:  # 其他/未分类: staff give it a code at triage
@@ -181,8 +148,8 @@ async def _create(
         if item is None:
             raise NeedError(f"没有分类代码 {item_code}。")
         code, category, tier = item.code, item.category, item.default_tier.value
-    need = Need(
-        ticket=_UNNUMBERED + secrets.token_hex(9) if late_ticket else await _next_ticket(s, db, now),
+    return Need(
+        ticket=ticket,
         text=text,
         item_code=code,
         category=category,
@@ -203,13 +170,26 @@ async def _create(
         updated_at=now,
         respond_by=respond_due(taxonomy, tier, now),
     )
+
+
+def _first_followers(need: Need, now: dt.datetime) -> list[NeedFollower]:
+    """Who follows a new need: its reporter, and whoever filed it for them."""
+    rows = []
+    if need.reporter_id is not None:
+        rows.append(NeedFollower(need_id=need.id, resident_id=need.reporter_id, role="reporter", created_at=now))
+    if need.filed_by_id is not None and need.filed_by_id != need.reporter_id:
+        rows.append(NeedFollower(need_id=need.id, resident_id=need.filed_by_id, role="filer", created_at=now))
+    return rows
+
+
+async def _create(s, db: Database, now: dt.datetime, *, attachments: Attachments, **fields) -> Need:
+    need = _new_need(now, ticket=await _next_ticket(s, db, now), attachments=attachments, **fields)
+    media = _media_rows(attachments.media, now)
     s.add(need)
     await s.flush()
-    if reporter_id is not None:
-        s.add(NeedFollower(need_id=need.id, resident_id=reporter_id, role="reporter", created_at=now))
-    if filed_by_id is not None and filed_by_id != reporter_id:
-        s.add(NeedFollower(need_id=need.id, resident_id=filed_by_id, role="filer", created_at=now))
-    _add_media(s, need, attachments.media, now)
+    for row in (*_first_followers(need, now), *media):
+        row.need_id = need.id
+        s.add(row)
     await s.flush()
     return need
 
@@ -235,22 +215,18 @@ async def report_need(
     resident, building = found if found else (None, None)
     if resident is None or not resident.is_bound or resident.community_id is None:
         raise NeedError("请先绑定您的住址信息，再反映问题。")
-    # On SQLite the whole write is one writer's turn anyway: the number comes first and goes in with the row (one
-    # statement fewer); on PostgreSQL it is taken last (`_number_last`), holding the day's counter row only to COMMIT.
-    late = not db.is_sqlite
+    need = _new_need(
+        now, ticket="", text=text, item_code=item_code, community_id=resident.community_id,
+        grid_id=building.grid_id if building else None, building_id=resident.building_id, room=resident.room,
+        reporter_id=resident.id, filed_by_id=None, contact_name=resident.name, contact_phone=resident.phone,
+        attachments=attachments or Attachments(),
+    )
+    media = _media_rows(attachments.media if attachments else (), now)
+    # A new need's only follower is its reporter, the actor: nobody to notify.
+    event = _event_row(need, now, "reported", actor_id=resident.id, actor_label="居民", from_status=None,
+                       note=SUBMITTED_NOTE)
     async with db.write() as s:
-        need = await _create(
-            s, db, now, text=text, item_code=item_code, community_id=resident.community_id,
-            grid_id=building.grid_id if building else None, building_id=resident.building_id, room=resident.room,
-            reporter_id=resident.id, filed_by_id=None, contact_name=resident.name, contact_phone=resident.phone,
-            attachments=attachments or Attachments(), late_ticket=late,
-        )
-        # A new need's only follower is its reporter, the actor: nobody to notify (no notice shows the
-        # placeholder ticket).
-        await _record(s, need, now, "reported", actor_id=resident.id, actor_label="居民",
-                      from_status=None, note=SUBMITTED_NOTE, notify=False)
-        if late:
-            await _number_last(s, db, need, now)
+        await write_new_need(s, db, need, _first_followers(need, now), event, media)
     return need
 
 
