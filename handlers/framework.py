@@ -16,7 +16,7 @@ A handler is `async def step(ctx) -> str`: it reads ctx.text, calls storage oper
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -402,8 +402,13 @@ class Engine:
     def flow_title(self, state: FlowState) -> str:
         return self.flow_titles.get(state.flow, state.flow)
 
-    async def handle(self, msg: InboundMessage) -> str:
-        """One message in, one reply out (empty: nothing to say).
+    def read_ahead(self, openid: str) -> tuple[list[str], list[str]]:
+        """The store keys `handle` reads and takes first, for the caller's lock to fetch as it is taken."""
+        return [self.residents.key(openid)], [self.states.key(openid)]
+
+    async def handle(self, msg: InboundMessage, ahead: Mapping[str, str | None] | None = None) -> str:
+        """One message in, one reply out (empty: nothing to say). `ahead`: the keys of `read_ahead`, when the
+        caller's lock fetched them.
 
         The resident's flow state is taken (read and removed) before the step runs and written back after
         it, so a step whose outcome could not be recorded (Redis gone after a commit) is never run twice by
@@ -415,8 +420,8 @@ class Engine:
         if msg.event == "unsubscribe":
             resident = Resident(openid=msg.openid, created_at=now)
         else:
-            resident = await self.residents.touch(msg.openid, now)
-        state = await self.states.take(msg.openid)
+            resident = await self.residents.touch(msg.openid, now, ahead)
+        state = await self.states.take(msg.openid, ahead)
         notice = ""
         if state and state.expired(self.states.now()):
             notice = f"（您在「{self.flow_title(state)}」中停留超过30分钟，已自动退出。）\n"

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -24,7 +24,23 @@ class LockTimeout(Exception):
     """The lock could not be acquired within the allowed wait."""
 
 
+@dataclass(frozen=True)
+class Guard:
+    """For `claim`: `key` keeps the first `value` set under it (for `ttl` seconds); another value refuses."""
+
+    key: str
+    value: str
+    ttl: float
+
+
 class KeyValueStore(Protocol):
+    """`claim`: set `key` unless present (True; False when present), after checking `guard` — None when the guard
+    holds another value, and then nothing is set. One round trip.
+
+    `lock`: held by one holder at a time across every worker. Once taken, in the same step, it reads the keys in
+    `read` and takes (reads and deletes) those in `take`; the context manager gives them as a dict (None: absent).
+    A message's turn starts with one round trip: the resident's lock, their cached row and their flow state."""
+
     async def get(self, key: str) -> str | None: ...
 
     async def getdel(self, key: str) -> str | None: ...
@@ -39,9 +55,12 @@ class KeyValueStore(Protocol):
 
     async def ttl(self, key: str) -> float | None: ...
 
+    async def claim(self, key: str, value: str, ttl: float, guard: Guard | None = None) -> bool | None: ...
+
     def lock(
-        self, name: str, timeout: float = 30.0, wait: float = 10.0
-    ) -> contextlib.AbstractAsyncContextManager[None]: ...
+        self, name: str, timeout: float = 30.0, wait: float = 10.0, *, read: Sequence[str] = (),
+        take: Sequence[str] = (),
+    ) -> contextlib.AbstractAsyncContextManager[dict[str, str | None]]: ...
 
     async def ping(self) -> bool: ...
 
@@ -106,6 +125,15 @@ class MemoryStore:
         await self.set(key, value, ttl)
         return True
 
+    async def claim(self, key: str, value: str, ttl: float, guard: Guard | None = None) -> bool | None:
+        if guard is not None:
+            held = self._alive(guard.key)
+            if held is None:
+                await self.set(guard.key, guard.value, guard.ttl)
+            elif held[0] != guard.value:
+                return None
+        return await self.set_if_absent(key, value, ttl)
+
     async def delete(self, *keys: str) -> None:
         for key in keys:
             self._data.pop(key, None)
@@ -126,7 +154,8 @@ class MemoryStore:
         return item[1] - time.monotonic()
 
     @contextlib.asynccontextmanager
-    async def lock(self, name: str, timeout: float = 30.0, wait: float = 10.0) -> AsyncIterator[None]:
+    async def lock(self, name: str, timeout: float = 30.0, wait: float = 10.0, *, read: Sequence[str] = (),
+                   take: Sequence[str] = ()) -> AsyncIterator[dict[str, str | None]]:
         lock = self._locks.get(name)
         if lock is None:
             lock = self._locks[name] = asyncio.Lock()
@@ -138,7 +167,9 @@ class MemoryStore:
         else:
             await lock.acquire()
         try:
-            yield
+            ahead = {key: await self.get(key) for key in read}
+            ahead.update({key: await self.getdel(key) for key in take})
+            yield ahead
         finally:
             lock.release()
             # Drop idle locks so one lock per resident ever seen does not pile up.
@@ -163,6 +194,27 @@ return redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') and 1 or 0
 """
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+# Take the lock KEYS[1] (token ARGV[1], ARGV[2] ms); once taken, read the next ARGV[3] keys and take (GETDEL) the
+# rest. {} when the lock is held by someone else; else {'1', value or '' for each key}.
+_TAKE_AND_READ = """
+if not redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return {} end
+local out, reads = {'1'}, tonumber(ARGV[3])
+for i = 2, #KEYS do
+  local value = redis.call(i - 1 <= reads and 'get' or 'getdel', KEYS[i])
+  out[i] = value or ''
+end
+return out
+"""
+# Set KEYS[1] unless present (1; 0 if present), after the guard KEYS[2] (if any): it keeps the first value
+# (ARGV[3], ARGV[4] ms) and another value refuses (-1) with nothing set.
+_CLAIM = """
+if KEYS[2] and not redis.call('set', KEYS[2], ARGV[3], 'PX', ARGV[4], 'NX')
+   and redis.call('get', KEYS[2]) ~= ARGV[3] then
+  return -1
+end
+if redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
 return 0
 """
 
@@ -211,6 +263,8 @@ class RedisStore:
         self.errors = 0  # calls that raised StoreUnavailable (bot/metrics.py reads it)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
+        self._take_and_read = self._redis.register_script(_TAKE_AND_READ)
+        self._claim = self._redis.register_script(_CLAIM)
         self._local_locks: dict[str, asyncio.Lock] = {}
         self._pending_releases: dict[str, str] = {}  # lock key → token whose release failed; retried
         self._release_retry: asyncio.Task | None = None
@@ -264,6 +318,12 @@ class RedisStore:
     async def set_if_absent(self, key: str, value: str, ttl: float) -> bool:
         return bool(await self._call(lambda: self._redis.set(self.key(key), value, px=int(ttl * 1000), nx=True)))
 
+    async def claim(self, key: str, value: str, ttl: float, guard: Guard | None = None) -> bool | None:
+        keys = [self.key(key)] + ([self.key(guard.key)] if guard else [])
+        args = [value, int(ttl * 1000)] + ([guard.value, int(guard.ttl * 1000)] if guard else [])
+        outcome = await self._call(lambda: self._claim(keys=keys, args=args))
+        return None if outcome == -1 else bool(outcome)
+
     async def delete(self, *keys: str) -> None:
         if keys:
             await self._call(lambda: self._redis.delete(*(self.key(k) for k in keys)))
@@ -283,7 +343,8 @@ class RedisStore:
         return ms / 1000 if ms and ms > 0 else None
 
     @contextlib.asynccontextmanager
-    async def lock(self, name: str, timeout: float = 10.0, wait: float = 10.0) -> AsyncIterator[None]:
+    async def lock(self, name: str, timeout: float = 10.0, wait: float = 10.0, *, read: Sequence[str] = (),
+                   take: Sequence[str] = ()) -> AsyncIterator[dict[str, str | None]]:
         """A lock shared by every worker. It lives `timeout` seconds and is renewed while held, so a holder
         that crashed frees it within `timeout`, and one whose step runs long (a slow database) keeps it.
 
@@ -306,10 +367,10 @@ class RedisStore:
             try:
                 key, token = self.key("lock:" + name), uuid.uuid4().hex
                 ttl_ms = int(timeout * 1000)
-                await self._take(name, key, token, ttl_ms, deadline)
+                ahead = await self._take(name, key, token, ttl_ms, deadline, read, take)
                 renewer = asyncio.create_task(self._keep(key, token, ttl_ms, timeout / 3))
                 try:
-                    yield
+                    yield ahead
                 finally:
                     renewer.cancel()
                     await self._let_go(key, token)
@@ -319,18 +380,28 @@ class RedisStore:
             if not local.locked() and not getattr(local, "_waiters", None):
                 self._local_locks.pop(name, None)
 
-    async def _take(self, name: str, key: str, token: str, ttl_ms: int, deadline: float) -> None:
+    async def _take(self, name: str, key: str, token: str, ttl_ms: int, deadline: float, read: Sequence[str],
+                    take: Sequence[str]) -> dict[str, str | None]:
+        names = [*read, *take]
+        keys = [key, *(self.key(k) for k in names)]
+
+        async def attempt() -> dict[str, str | None] | None:
+            if not names:
+                return {} if await self._redis.set(key, token, px=ttl_ms, nx=True) else None
+            values = await self._take_and_read(keys=keys, args=[token, ttl_ms, len(read)])
+            return {k: v or None for k, v in zip(names, values[1:], strict=True)} if values else None
+
         pause = 0.005
         while True:
             try:
-                taken = await self._call(lambda: self._redis.set(key, token, px=ttl_ms, nx=True))
+                taken = await self._call(attempt)
             except StoreUnavailable:
                 # The SET may have reached Redis with its answer lost: release our token once Redis is back,
                 # or this resident would wait out the lock's whole life.
                 self._release_later(key, token)
                 raise
-            if taken:
-                return
+            if taken is not None:
+                return taken
             if time.monotonic() + pause > deadline:
                 raise LockTimeout(name)
             await asyncio.sleep(pause)

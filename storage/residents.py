@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import UniqueConstraint, true
@@ -175,33 +176,36 @@ class ResidentDirectory:
         db.on_commit.append(self._forget)
 
     @staticmethod
-    def _key(openid: str) -> str:
+    def key(openid: str) -> str:
         return "resident:" + openid
 
     async def _forget(self, changes: dict[str, set[str]]) -> None:
         openids = changes.get("resident")
         if openids:
-            await self.kv.delete(*(self._key(o) for o in openids))
+            await self.kv.delete(*(self.key(o) for o in openids))
 
-    async def get(self, openid: str) -> ResidentSnapshot | None:
-        cached = await self.kv.get(self._key(openid))
+    async def get(self, openid: str, ahead: Mapping[str, str | None] | None = None) -> ResidentSnapshot | None:
+        """`ahead`: keys already read (storage.kv's `lock(read=...)`), when it holds this one."""
+        key = self.key(openid)
+        cached = ahead[key] if ahead is not None and key in ahead else await self.kv.get(key)
         if cached:
             return ResidentSnapshot.from_json(cached)
         row = await find_resident(self.db, openid)
         if row is None:
             return None
         snapshot = ResidentSnapshot.of(row)
-        await self.kv.set(self._key(openid), snapshot.to_json(), ttl=self.TTL)
+        await self.kv.set(self.key(openid), snapshot.to_json(), ttl=self.TTL)
         return snapshot
 
-    async def touch(self, openid: str, now: dt.datetime) -> ResidentSnapshot:
+    async def touch(self, openid: str, now: dt.datetime,
+                    ahead: Mapping[str, str | None] | None = None) -> ResidentSnapshot:
         """The sender of a message, created on first contact; the 48-hour window's start refreshed."""
-        known = await self.get(openid)  # on a cache miss, read from the database
+        known = await self.get(openid, ahead)  # on a cache miss, read from the database
         if known is not None and _contact_is_fresh(known, now):
             return known
         row, created = await _write_contact(self.db, openid, now)  # not read a second time
         snapshot = ResidentSnapshot.of(row)
-        await self.kv.set(self._key(openid), snapshot.to_json(), ttl=self.TTL)
+        await self.kv.set(self.key(openid), snapshot.to_json(), ttl=self.TTL)
         snapshot._first_contact = created
         return snapshot
 

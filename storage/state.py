@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from storage.clock import Clock
@@ -41,19 +42,21 @@ class StateStore:
         return self.clock.now().timestamp() if self.clock else time.time()
 
     @staticmethod
-    def _key(openid: str) -> str:
+    def key(openid: str) -> str:
         return "state:" + openid
 
     async def load(self, openid: str) -> FlowState | None:
-        raw = await self.kv.get(self._key(openid))
+        raw = await self.kv.get(self.key(openid))
         if not raw:
             return None
         item = json.loads(raw)
         return FlowState(item["n"], item.get("d") or {}, item.get("t") or 0.0)
 
-    async def take(self, openid: str) -> FlowState | None:
-        """Read and remove in one step: the caller writes back whatever state follows."""
-        raw = await self.kv.getdel(self._key(openid))
+    async def take(self, openid: str, ahead: Mapping[str, str | None] | None = None) -> FlowState | None:
+        """Read and remove in one step: the caller writes back whatever state follows. `ahead`: the keys a lock
+        already took (storage.kv's `lock(take=...)`), when it holds this one."""
+        key = self.key(openid)
+        raw = ahead[key] if ahead is not None and key in ahead else await self.kv.getdel(key)
         if not raw:
             return None
         item = json.loads(raw)
@@ -62,7 +65,7 @@ class StateStore:
     async def save(self, openid: str, state: FlowState) -> None:
         state.touched = self.now()
         raw = json.dumps({"n": state.name, "d": state.data, "t": state.touched}, ensure_ascii=False)
-        await self.kv.set(self._key(openid), raw, ttl=IDLE_LIMIT + REMEMBER_EXPIRED)
+        await self.kv.set(self.key(openid), raw, ttl=IDLE_LIMIT + REMEMBER_EXPIRED)
 
     async def clear(self, openid: str) -> None:
-        await self.kv.delete(self._key(openid))
+        await self.kv.delete(self.key(openid))

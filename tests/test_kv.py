@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from storage.kv import LockTimeout, MemoryStore
+from storage.kv import Guard, LockTimeout, MemoryStore
 from storage.state import IDLE_LIMIT, FlowState, StateStore
 
 
@@ -38,6 +38,40 @@ async def test_set_if_absent_claims_a_key_once(kv):
     assert await kv.get("claim") == "first"
     results = await asyncio.gather(*(kv.set_if_absent("race", str(i), ttl=30) for i in range(20)))
     assert results.count(True) == 1
+
+
+async def test_claim_sets_once_and_a_guard_holding_another_value_refuses_without_setting(kv):
+    guard = Guard("sig:1", "body-a", 60)
+    assert await kv.claim("seen:1", "pending", 30, guard) is True
+    assert await kv.claim("seen:1", "pending", 30, guard) is False  # a retry of the same body: already claimed
+    assert await kv.get("sig:1") == "body-a"
+    # The same guard key with another value: refused, and the message key is not claimed.
+    assert await kv.claim("seen:2", "pending", 30, Guard("sig:1", "body-b", 60)) is None
+    assert await kv.get("seen:2") is None
+    assert await kv.get("sig:1") == "body-a"
+    assert await kv.claim("seen:2", "pending", 30) is True  # no guard: a plain claim
+    assert 25 < await kv.ttl("seen:2") <= 30 and 55 < await kv.ttl("sig:1") <= 60
+    results = await asyncio.gather(*(kv.claim("race", str(i), 30, Guard("sig:race", "same", 60)) for i in range(20)))
+    assert results.count(True) == 1 and results.count(False) == 19
+
+
+async def test_a_lock_reads_and_takes_keys_as_it_is_taken_and_takes_nothing_while_held(kv):
+    await kv.set("row", "cached")
+    await kv.set("state", "step-1")
+    async with kv.lock("resident:o_ahead", timeout=5, wait=1, read=["row", "missing"], take=["state"]) as ahead:
+        assert ahead == {"row": "cached", "missing": None, "state": "step-1"}
+        assert await kv.get("row") == "cached"  # read, kept
+        assert await kv.get("state") is None  # taken
+        await kv.set("state", "step-2")
+        # Someone else waiting for the held lock takes nothing: the holder's state is still there.
+        with pytest.raises(LockTimeout):
+            async with kv.lock("resident:o_ahead", timeout=5, wait=0.1, take=["state"]):
+                pytest.fail("entered a held lock")
+        assert await kv.get("state") == "step-2"
+    async with kv.lock("resident:o_ahead", timeout=5, wait=1, take=["state"]) as ahead:
+        assert ahead == {"state": "step-2"}
+    async with kv.lock("resident:o_ahead", timeout=5, wait=1) as ahead:
+        assert ahead == {}
 
 
 async def test_incr_counts_and_keeps_its_first_ttl(kv):
