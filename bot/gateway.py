@@ -205,11 +205,12 @@ class Gateway:
             return UNUSABLE_REPLY
         try:
             # Two messages from one resident never run a flow step at once. Taking the lock fetches what the
-            # step reads first (the resident's cached row and flow state): one round trip instead of three.
+            # step reads first (the resident's cached row and flow state): one round trip instead of three; the
+            # engine releases it with the next state written, one instead of two.
             read, take = self.engine.read_ahead(msg.openid)
             async with self.kv.lock("resident:" + msg.openid, timeout=LOCK_TTL, wait=30, read=read,
-                                    take=take) as ahead:
-                return await self.engine.handle(msg, ahead)
+                                    take=take) as held:
+                return await self.engine.handle(msg, held)
         except LockTimeout:
             return NotDone(WAIT_REPLY)
         except Exception as exc:

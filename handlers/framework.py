@@ -16,7 +16,7 @@ A handler is `async def step(ctx) -> str`: it reads ctx.text, calls storage oper
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -24,7 +24,7 @@ from handlers.message import InboundMessage
 from storage.actor import Actor
 from storage.clock import Clock
 from storage.db import CommitUnknown, Database, count_commits, is_unavailable
-from storage.kv import KeyValueStore, StoreUnavailable
+from storage.kv import Held, KeyValueStore, StoreUnavailable
 from storage.residents import Resident, ResidentDirectory
 from storage.roles import Role, RoleGrant, active_grants
 from storage.settings import Settings
@@ -406,9 +406,10 @@ class Engine:
         """The store keys `handle` reads and takes first, for the caller's lock to fetch as it is taken."""
         return [self.residents.key(openid)], [self.states.key(openid)]
 
-    async def handle(self, msg: InboundMessage, ahead: Mapping[str, str | None] | None = None) -> str:
-        """One message in, one reply out (empty: nothing to say). `ahead`: the keys of `read_ahead`, when the
-        caller's lock fetched them.
+    async def handle(self, msg: InboundMessage, held: Held | None = None) -> str:
+        """One message in, one reply out (empty: nothing to say). `held`: the caller's lock on this resident,
+        holding the keys of `read_ahead`; the step's next state is written as it is released, before the
+        after-reply extras.
 
         The resident's flow state is taken (read and removed) before the step runs and written back after
         it, so a step whose outcome could not be recorded (Redis gone after a commit) is never run twice by
@@ -420,8 +421,8 @@ class Engine:
         if msg.event == "unsubscribe":
             resident = Resident(openid=msg.openid, created_at=now)
         else:
-            resident = await self.residents.touch(msg.openid, now, ahead)
-        state = await self.states.take(msg.openid, ahead)
+            resident = await self.residents.touch(msg.openid, now, held)
+        state = await self.states.take(msg.openid, held)
         notice = ""
         if state and state.expired(self.states.now()):
             notice = f"（您在「{self.flow_title(state)}」中停留超过30分钟，已自动退出。）\n"
@@ -441,9 +442,11 @@ class Engine:
             return failure_reply(exc, committed=bool(commits[0]))
         try:
             if ctx._next is not None:
-                await self.states.save(msg.openid, ctx._next)
+                await self.states.save(msg.openid, ctx._next, held)
             elif not ctx._clear and state is not None:
-                await self.states.save(msg.openid, state)
+                await self.states.save(msg.openid, state, held)
+            elif held is not None:
+                await held.release()
         except StoreUnavailable as exc:
             log.warning("flow state of message %s not saved: %s", msg.dedup_key, exc)
             if not commits[0]:

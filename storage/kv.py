@@ -33,13 +33,35 @@ class Guard:
     ttl: float
 
 
+Writes = dict[str, tuple[str, float | None]]  # key → (value, ttl in seconds or None)
+
+
+class Held(dict):
+    """What `lock` gives its holder: the keys it read and took as it was taken (None where absent). `release`
+    ends the hold before the block does, setting `writes` in the same round trip (a flow step's next state with
+    the resident's lock); the block's end then has nothing left to do. A failed release with writes raises
+    StoreUnavailable (the writes may be lost); the lock itself is still let go once the store is back."""
+
+    def __init__(self, values: dict[str, str | None], release: Callable[[Writes], Awaitable[None]]) -> None:
+        super().__init__(values)
+        self._release = release
+        self.released = False
+
+    async def release(self, writes: Writes | None = None) -> None:
+        if self.released:
+            raise RuntimeError("the lock was already released")
+        self.released = True
+        await self._release(writes or {})
+
+
 class KeyValueStore(Protocol):
     """`claim`: set `key` unless present (True; False when present), after checking `guard` — None when the guard
     holds another value, and then nothing is set. One round trip.
 
     `lock`: held by one holder at a time across every worker. Once taken, in the same step, it reads the keys in
-    `read` and takes (reads and deletes) those in `take`; the context manager gives them as a dict (None: absent).
-    A message's turn starts with one round trip: the resident's lock, their cached row and their flow state."""
+    `read` and takes (reads and deletes) those in `take`, and gives them as a `Held` (None: absent), which can
+    also release the lock early with writes. A message's turn starts with one round trip (the resident's lock,
+    their cached row and their flow state) and ends with one (their next state and the lock's release)."""
 
     async def get(self, key: str) -> str | None: ...
 
@@ -60,7 +82,7 @@ class KeyValueStore(Protocol):
     def lock(
         self, name: str, timeout: float = 30.0, wait: float = 10.0, *, read: Sequence[str] = (),
         take: Sequence[str] = (),
-    ) -> contextlib.AbstractAsyncContextManager[dict[str, str | None]]: ...
+    ) -> contextlib.AbstractAsyncContextManager[Held]: ...
 
     async def ping(self) -> bool: ...
 
@@ -155,7 +177,7 @@ class MemoryStore:
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str, timeout: float = 30.0, wait: float = 10.0, *, read: Sequence[str] = (),
-                   take: Sequence[str] = ()) -> AsyncIterator[dict[str, str | None]]:
+                   take: Sequence[str] = ()) -> AsyncIterator[Held]:
         lock = self._locks.get(name)
         if lock is None:
             lock = self._locks[name] = asyncio.Lock()
@@ -166,12 +188,21 @@ class MemoryStore:
                 raise LockTimeout(name) from exc
         else:
             await lock.acquire()
-        try:
-            ahead = {key: await self.get(key) for key in read}
-            ahead.update({key: await self.getdel(key) for key in take})
-            yield ahead
-        finally:
+        ahead = {key: await self.get(key) for key in read}
+        ahead.update({key: await self.getdel(key) for key in take})
+
+        async def release(writes: Writes) -> None:
+            for key, (value, ttl) in writes.items():
+                await self.set(key, value, ttl)
             lock.release()
+
+        held = Held(ahead, release)
+        try:
+            yield held
+        finally:
+            if not held.released:
+                held.released = True
+                lock.release()
             # Drop idle locks so one lock per resident ever seen does not pile up.
             if not lock.locked() and not getattr(lock, "_waiters", None):
                 self._locks.pop(name, None)
@@ -206,6 +237,16 @@ for i = 2, #KEYS do
   out[i] = value or ''
 end
 return out
+"""
+# Set KEYS[2..] (per key in ARGV after the token: value, ttl ms or 0 for none), then release the lock KEYS[1]
+# held with token ARGV[1].
+_SET_AND_RELEASE = """
+for i = 2, #KEYS do
+  local value, ms = ARGV[2 * i - 2], tonumber(ARGV[2 * i - 1])
+  if ms > 0 then redis.call('set', KEYS[i], value, 'PX', ms) else redis.call('set', KEYS[i], value) end
+end
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
 """
 # Set KEYS[1] unless present (1; 0 if present), after the guard KEYS[2] (if any): it keeps the first value
 # (ARGV[3], ARGV[4] ms) and another value refuses (-1) with nothing set.
@@ -265,6 +306,7 @@ class RedisStore:
         self._release = self._redis.register_script(_RELEASE)
         self._take_and_read = self._redis.register_script(_TAKE_AND_READ)
         self._claim = self._redis.register_script(_CLAIM)
+        self._set_and_release = self._redis.register_script(_SET_AND_RELEASE)
         self._local_locks: dict[str, asyncio.Lock] = {}
         self._pending_releases: dict[str, str] = {}  # lock key → token whose release failed; retried
         self._release_retry: asyncio.Task | None = None
@@ -344,7 +386,7 @@ class RedisStore:
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str, timeout: float = 10.0, wait: float = 10.0, *, read: Sequence[str] = (),
-                   take: Sequence[str] = ()) -> AsyncIterator[dict[str, str | None]]:
+                   take: Sequence[str] = ()) -> AsyncIterator[Held]:
         """A lock shared by every worker. It lives `timeout` seconds and is renewed while held, so a holder
         that crashed frees it within `timeout`, and one whose step runs long (a slow database) keeps it.
 
@@ -364,18 +406,33 @@ class RedisStore:
                     raise LockTimeout(name) from exc
             else:
                 await local.acquire()
+            local_held = True
             try:
                 key, token = self.key("lock:" + name), uuid.uuid4().hex
                 ttl_ms = int(timeout * 1000)
                 ahead = await self._take(name, key, token, ttl_ms, deadline, read, take)
                 renewer = asyncio.create_task(self._keep(key, token, ttl_ms, timeout / 3))
-                try:
-                    yield ahead
-                finally:
+
+                async def release(writes: Writes) -> None:
+                    nonlocal local_held
                     renewer.cancel()
-                    await self._let_go(key, token)
+                    try:
+                        await self._let_go(key, token, writes)
+                    finally:
+                        local_held = False
+                        local.release()
+
+                held = Held(ahead, release)
+                try:
+                    yield held
+                finally:
+                    if not held.released:
+                        held.released = True
+                        renewer.cancel()
+                        await self._let_go(key, token)
             finally:
-                local.release()
+                if local_held:
+                    local.release()
         finally:
             if not local.locked() and not getattr(local, "_waiters", None):
                 self._local_locks.pop(name, None)
@@ -416,11 +473,20 @@ class RedisStore:
                 if not await self._call(lambda: self._renew(keys=[key], args=[token, ttl_ms])):
                     log.warning("lock %s was taken by another holder while held", key)
 
-    async def _let_go(self, key: str, token: str) -> None:
+    async def _let_go(self, key: str, token: str, writes: Writes | None = None) -> None:
         try:
-            await self._call(lambda: self._release(keys=[key], args=[token]))
+            if writes:
+                keys = [key, *(self.key(k) for k in writes)]
+                args = [token]
+                for value, ttl in writes.values():
+                    args += [value, int(ttl * 1000) if ttl else 0]
+                await self._call(lambda: self._set_and_release(keys=keys, args=args))
+            else:
+                await self._call(lambda: self._release(keys=[key], args=[token]))
         except StoreUnavailable:
             self._release_later(key, token)
+            if writes:
+                raise
 
     def _release_later(self, key: str, token: str) -> None:
         self._pending_releases[key] = token

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from storage.clock import Clock
-from storage.kv import KeyValueStore
+from storage.kv import Held, KeyValueStore
 
 IDLE_LIMIT = 30 * 60
 REMEMBER_EXPIRED = 24 * 3600
@@ -62,10 +62,14 @@ class StateStore:
         item = json.loads(raw)
         return FlowState(item["n"], item.get("d") or {}, item.get("t") or 0.0)
 
-    async def save(self, openid: str, state: FlowState) -> None:
+    async def save(self, openid: str, state: FlowState, held: Held | None = None) -> None:
+        """`held`: the resident's lock, released with this write in one round trip."""
         state.touched = self.now()
         raw = json.dumps({"n": state.name, "d": state.data, "t": state.touched}, ensure_ascii=False)
-        await self.kv.set(self.key(openid), raw, ttl=IDLE_LIMIT + REMEMBER_EXPIRED)
+        if held is not None:
+            await held.release({self.key(openid): (raw, IDLE_LIMIT + REMEMBER_EXPIRED)})
+        else:
+            await self.kv.set(self.key(openid), raw, ttl=IDLE_LIMIT + REMEMBER_EXPIRED)
 
     async def clear(self, openid: str) -> None:
         await self.kv.delete(self.key(openid))

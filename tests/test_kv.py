@@ -74,6 +74,21 @@ async def test_a_lock_reads_and_takes_keys_as_it_is_taken_and_takes_nothing_whil
         assert ahead == {}
 
 
+async def test_a_lock_released_early_writes_its_keys_in_the_same_step_and_frees_the_lock(kv):
+    async with kv.lock("resident:o_early", timeout=5, wait=1, take=["state:o_early"]) as held:
+        await held.release({"state:o_early": ("next-step", 60), "forever": ("x", None)})
+        assert await kv.get("state:o_early") == "next-step"
+        assert 55 < await kv.ttl("state:o_early") <= 60 and await kv.ttl("forever") is None
+        # Free already, inside the block: another holder gets it at once.
+        async with kv.lock("resident:o_early", timeout=5, wait=0.2) as other:
+            assert other == {}
+        with pytest.raises(RuntimeError):
+            await held.release()
+    async with kv.lock("resident:o_early", timeout=5, wait=0.2, take=["state:o_early"]) as held:
+        assert held == {"state:o_early": "next-step"}
+        await held.release()  # nothing to write: only let go
+
+
 async def test_incr_counts_and_keeps_its_first_ttl(kv):
     assert await kv.incr("n", ttl=60) == 1
     assert await kv.incr("n", ttl=1) == 2  # the window does not restart
