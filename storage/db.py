@@ -35,7 +35,7 @@ log = logging.getLogger("steward.db")
 # Tables whose committed changes other layers want to hear about (e.g. to drop a cached copy), with the
 # function that names the changed row. Filled by the table modules through `watch`.
 _WATCHED: dict[str, Callable[[Any], str]] = {}
-Changes = dict[str, set[str]]
+Changes = dict[str, set[Any]]  # table → the keys (`watch`) of its rows a transaction changed
 
 
 def watch(table: str, key: Callable[[Any], str]) -> None:
@@ -131,6 +131,9 @@ class Database:
         # Called after a write transaction commits, with the watched rows it changed.
         self.on_commit: list[Callable[[Changes], Awaitable[None]]] = []
         self.errors = 0  # sessions that failed to reach or hear from the server (bot/metrics.py reads it)
+        # Per-process copies of rarely changed rows, by the module that keeps them (storage.org's buildings);
+        # each drops what this process commits through `on_commit`.
+        self.memo: dict[str, Any] = {}
         # SQLite takes one writer at a time. Writers of this process queue here, in order, instead of in
         # SQLite's busy handler, which sleeps in growing steps and lets a late writer overtake (p99 of seconds
         # at 50 residents); the busy handler still orders this process against others (a separate scheduler).

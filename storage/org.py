@@ -5,12 +5,13 @@ Codes are stable identifiers used in imports, QR scenes (qrscene_<building code>
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import func
 from sqlmodel import Field, SQLModel, col, select
 
-from storage.db import Database
+from storage.db import Changes, Database, watch
 
 
 class Street(SQLModel, table=True):
@@ -149,9 +150,37 @@ async def get_community(db: Database, community_id: int) -> Community | None:
         return await s.get(Community, community_id)
 
 
+# Buildings change a few times a year (an org import, a rename) and a report reads its building at two steps: each
+# process keeps a building BUILDING_TTL seconds. A change this process commits drops it at once; one made by
+# another process is seen within BUILDING_TTL (a building's name in a summary, the grid a 附议 search looks in).
+BUILDING_TTL = 60.0
+BUILDINGS_KEPT = 20_000  # a district's buildings; past this the copies are all dropped and read again
+
+watch("building", lambda row: row.id)
+
+
 async def get_building(db: Database, building_id: int) -> Building | None:
+    """The building, from this process's copy when fresh (shared: read it, never change it or add it to a
+    session — change buildings through this module's operations)."""
+    kept = db.memo.get("building")
+    if kept is None:
+        kept = db.memo["building"] = {}
+
+        async def drop(changes: Changes) -> None:
+            for changed in changes.get("building", ()):
+                kept.pop(changed, None)
+
+        db.on_commit.append(drop)
+    hit = kept.get(building_id)
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
     async with db.read() as s:
-        return await s.get(Building, building_id)
+        building = await s.get(Building, building_id)
+    if building is not None:
+        if len(kept) >= BUILDINGS_KEPT:
+            kept.clear()
+        kept[building_id] = (time.monotonic() + BUILDING_TTL, building)
+    return building
 
 
 DEPARTMENT_MENU_LIMIT = 20  # district departments offered as numbered choices

@@ -90,7 +90,8 @@ def audit_entry(
 async def active_grants(db: Database, resident_id: int) -> list[RoleGrant]:
     async with db.read() as session:
         query = select(RoleGrant).where(RoleGrant.resident_id == resident_id, RoleGrant.revoked_at.is_(None))
-        return list((await session.exec(query)).all())
+        # In the order granted: 我的角色 numbers them (PostgreSQL returned them in another order once in a while).
+        return list((await session.exec(query.order_by(RoleGrant.id))).all())
 
 
 # ---------------------------------------------------------------------------------------------------------------

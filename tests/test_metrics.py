@@ -74,9 +74,9 @@ async def test_a_message_a_retry_and_a_late_reply_are_counted(settings, db, kv, 
 
         handle = bot.engine.handle
 
-        async def slow(msg):
+        async def slow(msg, held=None):
             await asyncio.sleep(0.6)
-            return await handle(msg)
+            return await handle(msg, held)
 
         bot.engine.handle = slow
         late = await phone.text("o_m2", "菜单", msg_id=700002)
@@ -163,9 +163,9 @@ async def test_each_message_logs_under_its_own_request_id_with_phones_masked(pho
     logger.setLevel(logging.INFO)
     handle = bot.engine.handle
 
-    async def logging_handle(msg):
+    async def logging_handle(msg, held=None):
         logging.getLogger("steward.engine").info("handling for %s", "13812345678")
-        return await handle(msg)
+        return await handle(msg, held)
 
     bot.engine.handle = logging_handle
     try:
