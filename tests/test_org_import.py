@@ -208,3 +208,26 @@ def test_demo_guide_prints_codes_and_demo_openids(tmp_path, monkeypatch, capsys)
     assert "B0101" in out and "o_demo_staff_1" in out and "o_demo_resident " in out
     main(["demo-data"])  # a second run changes nothing
     assert "org: 导入成功：共 24 行，新增 0，更新 0，未变 24。" in capsys.readouterr().out
+
+
+async def test_a_building_renamed_by_an_import_is_read_afresh_in_this_process_at_once(db, clock):
+    from storage.org import get_building
+
+    await import_org(db, ORG, CLI, clock.now())
+    async with db.read() as s:
+        building_id = (await s.exec(select(Building.id).where(Building.code == "B101"))).one()
+    assert (await get_building(db, building_id)).name == "1号楼"
+    reads = []
+    real_read = db.read
+
+    def counting_read():
+        reads.append(1)
+        return real_read()
+
+    db.read = counting_read
+    assert (await get_building(db, building_id)).name == "1号楼"
+    assert reads == []  # this process's copy: no database read
+    await import_org(db, ORG.replace("B101,1号楼", "B101,1号楼（东）"), CLI, clock.now())
+    reads.clear()
+    assert (await get_building(db, building_id)).name == "1号楼（东）"  # the import's commit dropped the copy
+    assert reads == [1]
