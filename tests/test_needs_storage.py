@@ -215,3 +215,22 @@ async def test_todays_queues_count_up_to_a_cap_then_say_more(db, clock, monkeypa
     capped = {s.key: s for s in await queries.today_queue(db, me, clock.now(), day, day + dt.timedelta(days=1))}
     assert (capped["triage"].total, capped["triage"].shown_total) == (3, "2+")
     assert len(capped["triage"].needs) == 4  # the rows shown are not capped, only the count
+
+
+async def test_a_residents_own_list_counts_with_its_page_and_a_page_past_the_end_still_knows_the_total(db, clock):
+    from storage.needs.queries import list_needs
+
+    d = await make_district(db)
+    me = await make_resident(db, "o_mine", d.buildings["B1"], room="101")
+    other = await make_resident(db, "o_other", d.buildings["B1"], room="102")
+    mine = [await report_need(db, me.id, f"楼道灯坏了 第{i}处", "JZ-05", clock.now()) for i in range(7)]
+    await report_need(db, other.id, "垃圾桶满了", "JZ-02", clock.now())
+    first = await list_needs(db, follower_id=me.id, page=1, size=5, newest_first=True)
+    assert (first.total, [n.ticket for n in first.needs]) == (7, [n.ticket for n in mine[::-1][:5]])
+    second = await list_needs(db, follower_id=me.id, page=2, size=5, newest_first=True)
+    assert (second.total, [n.ticket for n in second.needs]) == (7, [n.ticket for n in mine[1::-1]])
+    past = await list_needs(db, follower_id=me.id, page=4, size=5)
+    assert (past.total, past.needs, past.pages) == (7, [], 2)
+    nobody = await make_resident(db, "o_none", d.buildings["B1"], room="103")
+    empty = await list_needs(db, follower_id=nobody.id)
+    assert (empty.total, empty.needs) == (0, [])
