@@ -195,6 +195,15 @@ async def _create(s, db: Database, now: dt.datetime, *, attachments: Attachments
     return need
 
 
+# What a report takes from its reporter's row and building (columns, not ORM objects: read at every report).
+_REPORTER = (
+    select(Resident.community_id, Resident.building_id, Resident.room, Resident.name, Resident.phone,
+           Resident.bound_at, Building.grid_id)
+    .outerjoin(Building, col(Building.id) == Resident.building_id)
+    .where(Resident.id == bindparam("reporter_id"))
+)
+
+
 async def report_need(
     db: Database,
     reporter_id: int,
@@ -209,22 +218,18 @@ async def report_need(
     # resident's own messages take turns (the gateway's lock), so their binding cannot change in between but by
     # staff at that very moment — and then the need is still what they reported while bound.
     async with db.read() as s:
-        found = (await s.exec(
-            select(Resident, Building).outerjoin(Building, col(Building.id) == Resident.building_id)
-            .where(Resident.id == reporter_id)
-        )).first()
-    resident, building = found if found else (None, None)
-    if resident is None or not resident.is_bound or resident.community_id is None:
+        resident = (await s.exec(_REPORTER, params={"reporter_id": reporter_id})).first()
+    if resident is None or resident.bound_at is None or resident.community_id is None:
         raise NeedError("请先绑定您的住址信息，再反映问题。")
     need = _new_need(
         now, ticket="", text=text, item_code=item_code, community_id=resident.community_id,
-        grid_id=building.grid_id if building else None, building_id=resident.building_id, room=resident.room,
-        reporter_id=resident.id, filed_by_id=None, contact_name=resident.name, contact_phone=resident.phone,
+        grid_id=resident.grid_id, building_id=resident.building_id, room=resident.room,
+        reporter_id=reporter_id, filed_by_id=None, contact_name=resident.name, contact_phone=resident.phone,
         attachments=attachments or Attachments(),
     )
     media = _media_rows(attachments.media if attachments else (), now)
     # A new need's only follower is its reporter, the actor: nobody to notify.
-    event = _event_row(need, now, "reported", actor_id=resident.id, actor_label="居民", from_status=None,
+    event = _event_row(need, now, "reported", actor_id=reporter_id, actor_label="居民", from_status=None,
                        note=SUBMITTED_NOTE)
     async with db.write() as s:
         await write_new_need(s, db, need, _first_followers(need, now), event, media)
