@@ -105,6 +105,7 @@ class Result:
     readback: str = ""
     cpu: tuple[float, float] = (0.0, 0.0)  # CPU seconds in the window: the bot's processes, PostgreSQL + Redis
     replies: Counter = field(default_factory=Counter)  # the first line of each reply, to see where time goes
+    by_step: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # latencies by message
 
     @property
     def rate(self) -> float:
@@ -234,6 +235,13 @@ class BookingFlow:
 FLOWS = {"report": ReportFlow, "triage": TriageFlow, "booking": BookingFlow}
 
 
+def _step_name(text: str, asked: str) -> str:
+    """A message as its step: 反映 … for any report; a number with the first words of what it answers."""
+    if text.isdigit():
+        return f"{text}({asked.split(chr(10), 1)[0][:6]})"
+    return text.split(" ", 1)[0] + (" …" if " " in text else "")
+
+
 def _processes() -> list[tuple[int, int, str, float]]:
     """(pid, parent, name, CPU seconds) of every process, from /proc (Linux); empty elsewhere."""
     ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -288,6 +296,7 @@ async def drive(url: str, openids: list[str], seconds: float, flow=None, warmup:
 
         async def sender(openid: str, until_ref: list[float]) -> None:
             text = where.get(openid) or ("你好" if flow is None else flow.next(openid, ""))
+            asked = ""
             while time.monotonic() < until_ref[0]:
                 xml = message_xml(openid, "text", {"Content": text, "MsgId": next(msg_ids)})
                 started = time.perf_counter()
@@ -308,12 +317,14 @@ async def drive(url: str, openids: list[str], seconds: float, flow=None, warmup:
                     result.replies[re.sub(r"\d+", "N", reply.split("\n", 1)[0][:24])] += 1
                     if ok:
                         result.latencies.append(elapsed)
+                        result.by_step[_step_name(text, asked)].append(elapsed)
                     else:
                         result.errors += 1
                         if len(result.unexpected) < 3:
                             result.unexpected.append(f"{text!r} → HTTP {answer.status} {reply[:50]!r}")
                 if flow is not None:
                     text = flow.next(openid, reply)
+                asked = reply
             where[openid] = text
 
         until = [time.monotonic() + warmup]
@@ -826,6 +837,9 @@ def report(rows: list[tuple[str, Result, list[Result]]], residents: int) -> None
         for flow in flows:
             print(f"  {name}, {flow.name}: {flow.readback}")
             print("    replies: " + ", ".join(f"{text!r} {n}" for text, n in flow.replies.most_common(8)))
+            print("    by message, p50/p99 ms: " + ", ".join(
+                f"{step} {_pct(times, 0.5):.0f}/{_pct(times, 0.99):.0f}"
+                for step, times in sorted(flow.by_step.items(), key=lambda kv: -len(kv[1]))))
             for line in flow.unexpected:
                 print(f"    e.g. {line}")
     if verdicts:

@@ -166,3 +166,40 @@ async def test_a_first_contact_reads_once_writes_once_and_holds_no_roles(db, kv,
     assert [s for s in statements if s in ("SELECT", "INSERT", "UPDATE")] == ["SELECT", "SELECT", "INSERT"]
     again = await directory.touch("o_new_follower", clock.now())
     assert not again._first_contact  # the cached copy never says so
+
+
+async def test_a_write_at_once_commits_rolls_back_whole_counts_its_commit_and_takes_turns_with_other_writers(db):
+    from sqlalchemy import insert as core_insert
+
+    from storage.db import count_commits
+
+    table = Resident.__table__
+    now = dt.datetime(2026, 11, 27, 9, 30, tzinfo=dt.UTC)
+
+    def add(openid: str, fail: bool = False):
+        def work(connection):
+            connection.execute(core_insert(table).values(openid=openid, created_at=now, subscribed=True,
+                                                         notify_consultation=True))
+            if fail:
+                raise RuntimeError("after the insert")
+            return openid
+        return work
+
+    commits = count_commits()
+    assert await db.write_at_once(add("o_once")) == "o_once"
+    assert commits == [1]
+    with pytest.raises(RuntimeError):
+        await db.write_at_once(add("o_half", fail=True))
+    assert commits == [1]
+    assert await find_resident(db, "o_half") is None  # rolled back whole
+
+    async def ordinary(i: int) -> None:
+        async with db.write() as s:
+            s.add(Resident(openid=f"o_orm{i}", created_at=now))
+
+    # Both kinds of writer at once: none fails on SQLite's lock, every row is there.
+    await asyncio.gather(*(db.write_at_once(add(f"o_at{i}")) for i in range(15)), *(ordinary(i) for i in range(15)))
+    async with db.read() as s:
+        openids = set((await s.exec(select(Resident.openid))).all())
+    assert openids == {f"o_at{i}" for i in range(15)} | {f"o_orm{i}" for i in range(15)} | {"o_once"}
+    assert commits == [31]

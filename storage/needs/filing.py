@@ -6,19 +6,18 @@ most of the report flow's cost. Here the rows are built by the same rules as eve
 (intake._new_need, events._event_row) and written by Core statements compiled once:
 - PostgreSQL: one statement. The day's number, the need, its followers, its first event and its media go in
   together as data-modifying CTEs, so the day's counter row is held for that statement and the COMMIT only.
-- SQLite: one statement per table, inside the writer's turn every SQLite write takes anyway.
+- SQLite: one statement per table, all in one hop to the SQLite writer's thread (Database.write_at_once).
 """
 
 from __future__ import annotations
 
 import functools
 
-from sqlalchemy import String, bindparam, cast, func, insert, literal, select, true, union_all
+from sqlalchemy import Connection, String, bindparam, cast, func, insert, literal, select, true, union_all
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from storage.clock import local
-from storage.db import Database
 from storage.needs.model import Need, NeedEvent, NeedFollower, NeedMedia, NeedTicketCounter
 
 NEED, EVENT, FOLLOWER, MEDIA = (model.__table__ for model in (Need, NeedEvent, NeedFollower, NeedMedia))
@@ -87,25 +86,24 @@ def _sqlite_statements():
     return counter, insert(NEED).returning(NEED.c.id), insert(EVENT), insert(FOLLOWER), insert(MEDIA)
 
 
-async def write_new_need(
-    s, db: Database, need: Need, followers: list[NeedFollower], event: NeedEvent, media: list[NeedMedia]
+def write_new_need(
+    connection: Connection, need: Need, followers: list[NeedFollower], event: NeedEvent, media: list[NeedMedia]
 ) -> None:
-    """Write a new need with its first rows inside the session's transaction; gives the need (and its rows) the
-    id and the day's next ticket number. The objects stay outside the session."""
+    """Write a new need with its first rows in the connection's transaction (`Database.write_at_once`); gives the
+    need (and its rows) the id and the day's next ticket number."""
     day = local(need.created_at).strftime("%Y%m%d")
-    connection = await s.connection()
-    if db.is_sqlite:
+    if connection.dialect.name == "sqlite":
         counter, need_insert, event_insert, follower_insert, media_insert = _sqlite_statements()
-        last = (await connection.execute(counter, {"day": day})).scalar_one()
+        last = connection.execute(counter, {"day": day}).scalar_one()
         need.ticket = f"{day}-{last:04d}"
-        need.id = (await connection.execute(need_insert, _values(need, _columns(NEED), ""))).scalar_one()
+        need.id = connection.execute(need_insert, _values(need, _columns(NEED), "")).scalar_one()
         for row in (event, *followers, *media):
             row.need_id = need.id
-        await connection.execute(event_insert, _values(event, _columns(EVENT), ""))
+        connection.execute(event_insert, _values(event, _columns(EVENT), ""))
         if followers:
-            await connection.execute(follower_insert, [_values(f, _columns(FOLLOWER), "") for f in followers])
+            connection.execute(follower_insert, [_values(f, _columns(FOLLOWER), "") for f in followers])
         if media:
-            await connection.execute(media_insert, [_values(m, _columns(MEDIA), "") for m in media])
+            connection.execute(media_insert, [_values(m, _columns(MEDIA), "") for m in media])
         return
     params = {"day": day, "day_dash": day + "-", **_values(need, _columns(NEED, "ticket"), "n_"),
               **_values(event, _columns(EVENT, "need_id"), "e_")}
@@ -113,6 +111,6 @@ async def write_new_need(
         params.update(_values(row, _columns(FOLLOWER, "need_id"), f"f{i}_"))
     for i, row in enumerate(media):
         params.update(_values(row, _columns(MEDIA, "need_id"), f"m{i}_"))
-    need.id, need.ticket = (await connection.execute(_postgres_statement(len(followers), len(media)), params)).one()
+    need.id, need.ticket = connection.execute(_postgres_statement(len(followers), len(media)), params).one()
     for row in (event, *followers, *media):
         row.need_id = need.id

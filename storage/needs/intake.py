@@ -231,8 +231,8 @@ async def report_need(
     # A new need's only follower is its reporter, the actor: nobody to notify.
     event = _event_row(need, now, "reported", actor_id=reporter_id, actor_label="居民", from_status=None,
                        note=SUBMITTED_NOTE)
-    async with db.write() as s:
-        await write_new_need(s, db, need, _first_followers(need, now), event, media)
+    followers = _first_followers(need, now)
+    await db.write_at_once(lambda connection: write_new_need(connection, need, followers, event, media))
     return need
 
 
