@@ -30,7 +30,7 @@ from storage.db import Database
 from storage.kv import KeyValueStore, open_store
 from storage.media import MediaStore, MediaStoreError, open_media_store
 from storage.needs import MediaGone, stored_media
-from storage.outbox import NoticeKind, enqueue
+from storage.outbox import NoticeKind, enqueue, none_waiting_key
 from storage.residents import find_resident
 
 log = logging.getLogger("steward")
@@ -91,6 +91,7 @@ async def build_bot(
     engine = Engine(ROUTERS, db, kv, clock, settings, services)
 
     engine.after_reply.append(show_waiting_notices)
+    engine.read_also.append(none_waiting_key)
 
     drains = _CoalescedDrain(sender)
 

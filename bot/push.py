@@ -196,9 +196,10 @@ class Sender:
     async def _forget_none_waiting(self, rows: list[OutboxMessage], outcomes: list[Outcome]) -> None:
         now_waiting = {o.id for o in outcomes if o.status == OutboxStatus.WAITING}
         try:
-            await forget_none_waiting(self.kv, (r.resident_id for r in rows if r.id in now_waiting))
-        except (StoreUnavailable, RedisError) as exc:
-            # Never raise here: the next batch may already be claimed. A stale flag expires within minutes.
+            await forget_none_waiting(self.db, self.kv, (r.resident_id for r in rows if r.id in now_waiting))
+        except Exception as exc:
+            # Never raise here (Redis or the database away): the next batch may already be claimed. A stale flag
+            # expires within minutes.
             log.warning("could not drop the no-waiting-notices flags: %s", exc)
 
     async def _send_all(self, rows: list[OutboxMessage], now: dt.datetime) -> list[Outcome]:
@@ -307,7 +308,8 @@ async def show_waiting_notices(ctx: Any, reply: str) -> str:
     resident = ctx.resident
     if resident.id is None or ctx.msg.event == "unsubscribe":
         return reply
-    texts, total = await take_waiting_cached(ctx.db, ctx.engine.kv, resident.id, ctx.now, limit=SHOW_AT_ONCE)
+    texts, total = await take_waiting_cached(ctx.db, ctx.engine.kv, resident.id, resident.openid, ctx.now,
+                                             limit=SHOW_AT_ONCE, known=ctx.held)
     if not texts:
         return reply
     lines = [f"📬 您有 {total} 条新消息："]

@@ -16,7 +16,7 @@ A handler is `async def step(ctx) -> str`: it reads ctx.text, calls storage oper
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -222,6 +222,8 @@ class Context:
         self._actor: Actor | None = None
         self._next: FlowState | None = None
         self._clear = False
+        # Store keys fetched with the resident's lock (Engine.read_ahead), for the after-reply hooks.
+        self.held: Mapping[str, str | None] | None = None
 
     @property
     def text(self) -> str:
@@ -350,6 +352,8 @@ class Engine:
         self.settings = settings
         self.services = services if services is not None else {}
         self.after_reply: list[AfterReply] = []
+        # Store keys the after-reply hooks read, by openid: fetched with the resident's lock (`read_ahead`).
+        self.read_also: list[Callable[[str], str]] = []
         self.global_commands: dict[str, Route] = {}
         self.commands: dict[str, Route] = {}
         self.clicks: dict[str, Route] = {}
@@ -404,7 +408,7 @@ class Engine:
 
     def read_ahead(self, openid: str) -> tuple[list[str], list[str]]:
         """The store keys `handle` reads and takes first, for the caller's lock to fetch as it is taken."""
-        return [self.residents.key(openid)], [self.states.key(openid)]
+        return [self.residents.key(openid), *(key(openid) for key in self.read_also)], [self.states.key(openid)]
 
     async def handle(self, msg: InboundMessage, held: Held | None = None) -> str:
         """One message in, one reply out (empty: nothing to say). `held`: the caller's lock on this resident,
@@ -428,6 +432,7 @@ class Engine:
             notice = f"（您在「{self.flow_title(state)}」中停留超过30分钟，已自动退出。）\n"
             state = None
         ctx = Context(msg, resident, state, self)
+        ctx.held = held
         try:
             reply = await self.dispatch(ctx)
         except Exception as exc:

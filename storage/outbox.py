@@ -23,7 +23,7 @@ import functools
 import json
 import weakref
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -440,22 +440,30 @@ async def count_waiting(db: Database, resident_id: int) -> int:
 NONE_WAITING_TTL = 300.0
 
 
-def _none_waiting_key(resident_id: int) -> str:
-    return f"notices:none:{resident_id}"
+def none_waiting_key(openid: str) -> str:
+    """The flag's key, by openid: the resident's lock fetches it with their flow state (Engine.read_also)."""
+    return f"notices:none:{openid}"
 
 
-async def forget_none_waiting(kv: KeyValueStore, resident_ids: Iterable[int]) -> None:
-    keys = [_none_waiting_key(r) for r in set(resident_ids)]
-    if keys:
-        await kv.delete(*keys)
+async def forget_none_waiting(db: Database, kv: KeyValueStore, resident_ids: Iterable[int]) -> None:
+    ids = sorted(set(resident_ids))
+    if not ids:
+        return
+    async with db.read() as session:
+        openids = (await session.exec(select(Resident.openid).where(col(Resident.id).in_(ids)))).all()
+    if openids:
+        await kv.delete(*(none_waiting_key(o) for o in openids))
 
 
 async def take_waiting_cached(
-    db: Database, kv: KeyValueStore, resident_id: int, now: dt.datetime, limit: int = 3
+    db: Database, kv: KeyValueStore, resident_id: int, openid: str, now: dt.datetime, limit: int = 3,
+    known: Mapping[str, str | None] | None = None,
 ) -> tuple[list[str], int]:
-    """take_waiting, skipping the database while the store says nothing waits for this resident."""
-    key = _none_waiting_key(resident_id)
-    if await kv.get(key):
+    """take_waiting, skipping the database while the store says nothing waits for this resident. `known`: store
+    keys already read (the resident's lock fetched the flag)."""
+    key = none_waiting_key(openid)
+    flag = known[key] if known is not None and key in known else await kv.get(key)
+    if flag:
         return [], 0
     async with db.read() as session:
         waiting = (
