@@ -70,7 +70,7 @@ from storage.outbox import (
     take_waiting_cached,
 )
 from storage.ratelimit import RateLimiter
-from storage.residents import Resident, set_subscribed
+from storage.residents import Resident, made_by_this_message, set_subscribed
 from storage.text import clip
 
 log = logging.getLogger("steward.push")
@@ -306,7 +306,7 @@ SHOW_AT_ONCE = 3
 async def show_waiting_notices(ctx: Any, reply: str) -> str:
     """Engine after_reply hook: add the resident's waiting notices to the reply, once each."""
     resident = ctx.resident
-    if resident.id is None or ctx.msg.event == "unsubscribe":
+    if resident.id is None or ctx.msg.event == "unsubscribe" or made_by_this_message(resident):
         return reply
     texts, total = await take_waiting_cached(ctx.db, ctx.engine.kv, resident.id, resident.openid, ctx.now,
                                              limit=SHOW_AT_ONCE, known=ctx.held)

@@ -25,7 +25,7 @@ from storage.actor import Actor
 from storage.clock import Clock
 from storage.db import CommitUnknown, Database, count_commits, is_unavailable
 from storage.kv import Held, KeyValueStore, StoreUnavailable
-from storage.residents import Resident, ResidentDirectory
+from storage.residents import Resident, ResidentDirectory, made_by_this_message
 from storage.roles import Role, RoleGrant, active_grants
 from storage.settings import Settings
 from storage.state import FlowState, StateStore
@@ -247,7 +247,7 @@ class Context:
         if self._actor is None:
             # Someone writing for the first time holds no role yet (a grant names an existing row): one read
             # fewer for each of a campaign's thousand new followers.
-            known = self.resident.id and not getattr(self.resident, "_first_contact", False)
+            known = self.resident.id and not made_by_this_message(self.resident)
             grants = tuple(await active_grants(self.db, self.resident.id)) if known else ()
             self._actor = Actor.resident(self.resident.id, grants)
         return self._actor

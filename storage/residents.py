@@ -158,6 +158,12 @@ class ResidentSnapshot:
         return cls(**values)
 
 
+def made_by_this_message(resident: Resident | ResidentSnapshot) -> bool:
+    """The row was made by the message being handled: nothing (a role grant, a claim, a waiting notice) can refer
+    to it yet, so none need be looked for."""
+    return bool(getattr(resident, "_first_contact", False))
+
+
 class ResidentDirectory:
     """Residents by openid for the gateway's hot path, with a short-lived copy in the key-value store.
 

@@ -217,3 +217,36 @@ async def test_a_retry_after_a_502_delivers_the_notice(db, kv, clock, settings, 
     [row] = await rows(db)
     assert row.status == OutboxStatus.SENT and fake_wechat.texts_to("o_flaky") == ["进展：已派单。"]
     assert json.loads(row.payload) == {}
+
+
+async def test_a_notice_made_waiting_after_nothing_waited_is_shown_at_the_next_message(bot_server, phone, db, clock):
+    # The first message finds nothing waiting and remembers that in the store; the sender then makes a row
+    # waiting and must drop that memory (by the resident's openid), or the notice would hide for minutes.
+    resident = await make_resident(db, "o_flag", now=clock.now() - dt.timedelta(days=3))
+    assert "新消息" not in (await phone.text("o_flag", "你好")).text
+    clock.advance(days=3)  # the 48-hour window closes: with no template the notice waits
+    await queue(db, resident, "您预约的议事会座位已确认。", "seat:9", clock.now(), kind=NoticeKind.CONSULTATION)
+    await bot_server[0].services["sender"].drain()
+    assert {r.status for r in await rows(db)} == {OutboxStatus.WAITING}
+    assert "您有 1 条新消息" in (await phone.text("o_flag", "你好")).text
+
+
+async def test_a_first_message_looks_for_no_waiting_notices(bot_server, phone, db):
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        assert "民需管家" in (await phone.text("o_brand_new", "菜单")).text
+        first = [s for s in statements if "FROM outbox" in s]
+        statements.clear()
+        await phone.text("o_brand_new", "菜单")
+        second = [s for s in statements if "FROM outbox" in s]
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+    assert first == []  # the row was made by this very message: nothing can be waiting for it
+    assert len(second) == 1  # the next message counts once (then the store remembers none wait)
