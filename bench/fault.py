@@ -39,6 +39,7 @@ from bot.config import Settings  # noqa: E402
 from bot.fake_wechat import FakeWeChat  # noqa: E402
 from bot.simulator import Phone  # noqa: E402
 from handlers.framework import BUSY_REPLY, ERROR_REPLY, SAVED_BUT_REPLY, UNSURE_REPLY  # noqa: E402
+from handlers.needs import REPORT_UNSURE  # noqa: E402
 from tests.tcpproxy import TcpProxy  # noqa: E402
 
 TOKEN = "faultbench"
@@ -111,7 +112,7 @@ class Load:
                 tally.busy += 1
             elif reply == ERROR_REPLY:
                 tally.error += 1
-            elif reply in (UNSURE_REPLY, SAVED_BUT_REPLY):
+            elif reply in (UNSURE_REPLY, SAVED_BUT_REPLY, REPORT_UNSURE):
                 tally.unsure += 1
             elif reply == "":
                 tally.success_only += 1

@@ -124,6 +124,7 @@ async def build_bot(
                 await asyncio.sleep(1.0 * (attempt + 1))
 
     gateway = Gateway(settings, engine, kv, db, late_reply, reply_deadline=reply_deadline, metrics=metrics)
+    services["tell_later"] = gateway.tell_later
     return Bot(settings, db, kv, clock, wechat, engine, gateway, services)
 
 

@@ -50,6 +50,8 @@ UNUSABLE_REPLY = "暂时无法处理这类消息（视频、链接、文件等�
 WAIT_REPLY = "您的上一条消息还在处理中，请稍等片刻再发送。"
 LOCK_TTL = 10.0  # a per-resident lock outlives a crashed holder by at most this; renewed while held
 LATE_FAILED = "抱歉，您刚才发送的「{text}」因系统繁忙没有保存，请再发送一次。"
+FOLLOW_UP_EVERY = 2.0  # seconds between tries of a follow-up's question while storage is away
+FOLLOW_UP_FOR = 180.0  # then it is given up (logged): the reply already told the resident how to look
 
 LateReply = Callable[[str, str], Awaitable[None]]
 
@@ -230,6 +232,26 @@ class Gateway:
             await self.kv.delete(key)
         except Exception:  # the store itself is down: the key expires on its own
             log.warning("could not clear dedup key %s", key)
+
+    def tell_later(self, openid: str, outcome: Callable[[], Awaitable[str]]) -> None:
+        """Context.tell_later: in the background, ask `outcome()` every few seconds while storage is away (for
+        FOLLOW_UP_FOR at most), then send its text by push; drained at shutdown like the late replies."""
+        task = asyncio.create_task(self._follow_up(openid, outcome))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _follow_up(self, openid: str, outcome: Callable[[], Awaitable[str]]) -> None:
+        give_up = time.monotonic() + FOLLOW_UP_FOR
+        while True:
+            try:
+                text = await outcome()
+                break
+            except Exception as exc:
+                if time.monotonic() > give_up:
+                    log.error("follow-up for …%s given up: %s", openid[-6:], exc)
+                    return
+                await asyncio.sleep(FOLLOW_UP_EVERY)
+        await self.late_reply(openid, text)
 
     def _send_late(self, msg: InboundMessage, task: asyncio.Task) -> None:
         if task.cancelled():

@@ -272,6 +272,14 @@ class Context:
             self._next = self.state
         return f"{hint}\n\n{question}" if question else hint
 
+    def tell_later(self, outcome: Callable[[], Awaitable[str]]) -> None:
+        """Push this resident `outcome()`'s text once it can be known: it is tried again while the storage it reads
+        is away (a COMMIT that went unanswered: the database is back within seconds, or the resident is told
+        nothing more than the reply already said). Without a push service (a bare engine) nothing is sent."""
+        later = self.services.get("tell_later")
+        if later is not None:
+            later(self.msg.openid, outcome)
+
     def done(self, text: str) -> str:
         """The flow is finished (or left): forget the state."""
         self._next = None

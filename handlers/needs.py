@@ -16,6 +16,7 @@ The category list ends with 其他/未分类: the need is filed without a code a
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 
 from handlers.framework import Context, Router
@@ -23,6 +24,7 @@ from handlers.staff import staff_detail
 from handlers.steps import pick_one, pick_subitem
 from storage.classifier import default_classifier
 from storage.clock import local
+from storage.db import CommitUnknown
 from storage.needs import (
     MAX_PHOTOS,
     MAX_TEXT,
@@ -48,6 +50,7 @@ from storage.needs import (
     public_summary,
     rate_need,
     report_need,
+    reported_ticket,
     second_need,
     summary_line,
     timeline,
@@ -287,11 +290,26 @@ async def confirm_step(ctx: Context) -> str:
         need = await report_need(ctx.db, ctx.resident.id, data["text"], data["code"], ctx.now, attachments)
     except NeedError as exc:
         return ctx.done(exc.reason)
+    except CommitUnknown:
+        # The database stopped answering at COMMIT: the need may or may not be saved. Say so, and tell the
+        # resident which it was as soon as the database can say (a push); asking again now would file it twice.
+        ctx.tell_later(functools.partial(_outcome_of_report, ctx.db, ctx.resident.id, data["text"], ctx.now))
+        return ctx.done(REPORT_UNSURE)
     return ctx.done(
         f"已提交！诉求编号：{need.ticket}\n"
         f"社区{promise_text(need)}您。\n"
         f"回复「进度 {need.ticket}」随时查看办理情况。"
     )
+
+
+REPORT_UNSURE = "系统繁忙，暂时无法确认您的问题是否已提交。有结果会马上发消息告诉您，请先不要重复提交。"
+REPORT_SAVED_LATER = "您刚才反映的问题已提交成功。\n诉求编号：{ticket}\n回复「进度 {ticket}」随时查看办理情况。"
+REPORT_LOST_LATER = "抱歉，您刚才反映的问题没有提交成功（系统繁忙）。请回复「反映」重新提交。"
+
+
+async def _outcome_of_report(db, reporter_id: int, text: str, at: dt.datetime) -> str:
+    ticket = await reported_ticket(db, reporter_id, text, at)
+    return REPORT_SAVED_LATER.format(ticket=ticket) if ticket else REPORT_LOST_LATER
 
 
 async def _building(ctx: Context, building_id: int | None) -> Building | None:

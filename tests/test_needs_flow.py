@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlmodel import select
 
 from handlers import needs as needs_handlers
-from handlers.framework import UNSURE_REPLY
-from handlers.needs import note_after_state
+from handlers.needs import REPORT_LOST_LATER, REPORT_SAVED_LATER, REPORT_UNSURE, note_after_state
 from storage import db as db_module
 from storage.classifier import default_classifier
-from storage.db import CommitUnknown
+from storage.db import CommitUnknown, DatabaseUnavailable
 from storage.needs import Need, NeedFollower, find_need, report_need
 from storage.outbox import OutboxMessage
 from storage.roles import AuditLog, Role
@@ -255,25 +256,70 @@ def test_the_progress_list_does_not_say_the_state_twice():
     assert note_after_state("办理中", "已联系物业") == "已联系物业"
 
 
-async def test_a_submit_whose_commit_is_unknown_is_not_asked_again(db, phone, monkeypatch):
-    # The database stopped answering during COMMIT (here: after it saved): the resident is told we cannot be
-    # sure, and the confirmation is not put back — a second 「1」 would file the same need twice.
+async def _pushed_to(fake_wechat, openid: str, seconds: float = 5.0) -> list[str]:
+    """Texts pushed to `openid` at the fake WeChat API, once at least one arrived (or after `seconds`)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        texts = [e["text"] for e in fake_wechat.sent if e.get("openid") == openid and e.get("text")]
+        if texts:
+            return texts
+        await asyncio.sleep(0.05)
+    return []
+
+
+async def _submit_with_unanswered_commit(db, phone, monkeypatch, openid: str, saved: bool) -> str:
     d = await make_district(db)
-    await make_resident(db, "o_unsure", d.buildings["B1"], room="301")
+    await make_resident(db, openid, d.buildings["B1"], room="301")
     real = needs_handlers.report_need
 
-    async def saved_then_lost(*args, **kwargs):
-        await real(*args, **kwargs)
-        # As when COMMIT itself raised: the row is there, but this message's count of commits never heard of it.
-        db_module._commits.get()[0] -= 1
+    async def commit_unanswered(*args, **kwargs):
+        if saved:
+            await real(*args, **kwargs)
+            # As when COMMIT itself raised: the row is there, but this message's count of commits never heard of it.
+            db_module._commits.get()[0] -= 1
         raise CommitUnknown("connection lost during COMMIT")
 
-    monkeypatch.setattr(needs_handlers, "report_need", saved_then_lost)
-    await phone.text("o_unsure", "反映 3单元楼道灯坏了，晚上上楼看不见")
-    await phone.text("o_unsure", "1")
-    assert "1. 确认提交" in (await phone.text("o_unsure", "跳过")).text
-    assert (await phone.text("o_unsure", "1")).text == UNSURE_REPLY
+    monkeypatch.setattr(needs_handlers, "report_need", commit_unanswered)
+    await phone.text(openid, "反映 3单元楼道灯坏了，晚上上楼看不见")
+    await phone.text(openid, "1")
+    assert "1. 确认提交" in (await phone.text(openid, "跳过")).text
+    return (await phone.text(openid, "1")).text
+
+
+async def test_a_submit_whose_commit_is_unknown_is_not_asked_again_and_its_outcome_is_pushed(
+    db, phone, monkeypatch, fake_wechat
+):
+    # The database stopped answering during COMMIT (here: after it saved): the resident is told we cannot be
+    # sure, and the confirmation is not put back — a second 「1」 would file the same need twice. Once the
+    # database answers, a push says what became of it.
+    assert await _submit_with_unanswered_commit(db, phone, monkeypatch, "o_unsure", saved=True) == REPORT_UNSURE
     again = (await phone.text("o_unsure", "1")).text
     assert "已提交" not in again and "确认提交" not in again
     async with db.read() as s:
-        assert len((await s.exec(select(Need))).all()) == 1
+        tickets = (await s.exec(select(Need.ticket))).all()
+    assert len(tickets) == 1
+    pushed = await _pushed_to(fake_wechat, "o_unsure")
+    assert pushed == [REPORT_SAVED_LATER.format(ticket=tickets[0])]
+
+
+async def test_a_submit_whose_commit_is_unknown_and_did_not_save_is_told_so_once_the_database_answers(
+    db, phone, monkeypatch, fake_wechat
+):
+    from bot import gateway as gateway_module
+
+    monkeypatch.setattr(gateway_module, "FOLLOW_UP_EVERY", 0.05)
+    real_lookup = needs_handlers.reported_ticket
+    tries = []
+
+    async def away_at_first(*args):
+        tries.append(1)
+        if len(tries) < 3:
+            raise DatabaseUnavailable("still away")
+        return await real_lookup(*args)
+
+    monkeypatch.setattr(needs_handlers, "reported_ticket", away_at_first)
+    assert await _submit_with_unanswered_commit(db, phone, monkeypatch, "o_lost", saved=False) == REPORT_UNSURE
+    assert await _pushed_to(fake_wechat, "o_lost") == [REPORT_LOST_LATER]
+    assert len(tries) == 3  # asked again while the database was away, then once it answered
+    async with db.read() as s:
+        assert (await s.exec(select(Need))).all() == []

@@ -236,6 +236,16 @@ async def report_need(
     return need
 
 
+async def reported_ticket(db: Database, reporter_id: int, text: str, at: dt.datetime) -> str | None:
+    """The ticket of the need this resident reported at `at` with this text, or None if there is none: what became
+    of a report whose COMMIT went unanswered (`report_need` gives a need its `created_at` = the message's time)."""
+    async with db.read() as s:
+        return (await s.exec(
+            select(Need.ticket).where(Need.reporter_id == reporter_id, Need.created_at == at,
+                                      Need.text == _checked_text(text)).limit(1)
+        )).first()
+
+
 async def file_on_behalf(
     db: Database,
     actor: Actor,
