@@ -18,8 +18,10 @@ Per backend and worker count, in one run with one Python client (bench/gateway.p
       seats (fewer than its residents: the waitlist is used), each resident looping 议事 → 1 (预约座位) →
       取消预约 → 1 (确定取消): a cancelled seat goes to the head of the waitlist (told by push).
 Each scenario runs on a fresh database and a fresh server, beside the one echo figure of its backend.
-Prints msgs/s, done/s (reports filed, needs triaged, bookings answered), p50/p99 latency and errors (non-200,
-empty, busy/error or unforeseen replies), then reads the database back:
+Prints msgs/s, done/s (reports filed, needs triaged, bookings answered), p50/p99 latency, errors (non-200,
+empty, busy/error or unforeseen replies) and the CPU per answered message of the bot's processes and of PostgreSQL
+and Redis (from /proc over the measured window: steadier than msgs/s on shared cores), p50/p99 by message, then
+reads the database back:
   report: reports acknowledged (a ticket in a reply) against rows, lost (told, no row), saved but never told,
       ticket numbers given twice.
   triage: needs triaged against what staff were told (lost, done but untold, told to two staff), needs with
