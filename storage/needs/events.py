@@ -48,27 +48,14 @@ def _event_row(
     return event
 
 
-async def _record(
-    s,
-    need: Need,
-    now: dt.datetime,
-    kind: str,
-    *,
-    actor_id: int | None,
-    actor_label: str,
-    from_status: str | None,
-    note: str = "",
-    public: bool = True,
-    notify: bool = True,
-    **detail,
-) -> NeedEvent:
-    """Add a timeline event and, for public ones, one outbox row per follower (the actor excepted)."""
-    event = _event_row(need, now, kind, actor_id=actor_id, actor_label=actor_label, from_status=from_status,
-                       note=note, public=public, **detail)
-    s.add(event)
+async def _record(s, need: Need, now: dt.datetime, kind: str, *, notify: bool = True, **event) -> NeedEvent:
+    """Add a timeline event (`_event_row`'s arguments) and, for public ones, one outbox row per follower (the
+    actor excepted)."""
+    row = _event_row(need, now, kind, **event)
+    s.add(row)
     s.add(need)
     await s.flush()
-    if public and notify:
-        told = [rid for rid in await _followers(s, need.id) if rid != actor_id]
-        await _outbox(s, need, event, told, NoticeKind.NEED_UPDATE, follower_notice(need, event), now)
-    return event
+    if row.public and notify:
+        told = [rid for rid in await _followers(s, need.id) if rid != row.actor_id]
+        await _outbox(s, need, row, told, NoticeKind.NEED_UPDATE, follower_notice(need, row), now)
+    return row
