@@ -81,3 +81,30 @@ async def grant(db: Database, resident: Resident, role: Role, scope_id: int | No
     async with db.write() as s:
         s.add(row)
     return row
+
+
+@dataclass
+class Cast:
+    """The console tests' people: C1's staff member, 区住建局's clerk, G1's grid worker, a resident of B1 (and,
+    when asked, C2's staff member)."""
+
+    staff: Resident
+    clerk: Resident
+    worker: Resident
+    resident: Resident
+    other: Resident | None = None
+
+
+async def make_cast(db: Database, d: District, *, other: bool = False) -> Cast:
+    staff = await make_resident(db, "o_staff", d.buildings["B1"], name="社工小周", phone="13700000000")
+    await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
+    c2_staff = None
+    if other:
+        c2_staff = await make_resident(db, "o_other", d.buildings["B4"], name="南山小王", phone="13600000000")
+        await grant(db, c2_staff, Role.COMMUNITY_STAFF, d.communities["C2"].id)
+    clerk = await make_resident(db, "o_clerk", None, name="区住建局小刘", phone="13500000001")
+    await grant(db, clerk, Role.DISTRICT_STAFF, d.departments["D-JS"].id)
+    worker = await make_resident(db, "o_worker", d.buildings["B1"], name="网格员老陈", phone="13500000000")
+    await grant(db, worker, Role.GRID_WORKER, d.grids["G1"].id)
+    resident = await make_resident(db, "o_res", d.buildings["B1"], room="301", phone="13912345678", name="李阿姨")
+    return Cast(staff, clerk, worker, resident, c2_staff)

@@ -18,11 +18,11 @@ from storage.actor import actor_for
 from storage.assess import IndicatorValue, assess, load_system
 from storage.needs import rate_need, report_need, resolve_need, triage_need
 from storage.reports import previous_month, write_report
-from storage.roles import AuditLog, Role
+from storage.roles import AuditLog
 from storage.stats import month_period
 from tests.browser import ARTIFACTS
 from tests.console_client import sign_in
-from tests.factories import grant, make_district, make_resident
+from tests.factories import make_cast, make_district
 
 H = dt.timedelta(hours=1)
 
@@ -33,15 +33,8 @@ async def town(db, clock):
     B1.1–B1.3 and nothing else, 14.00 — and 南山社区 (C2) nothing, 0.00. Each has a staff member; the district has a
     clerk of 区住建局 (district staff) and a grid worker."""
     d = await make_district(db)
-    staff = await make_resident(db, "o_staff", d.buildings["B1"], name="社工小周", phone="13700000000")
-    await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
-    other = await make_resident(db, "o_other", d.buildings["B4"], name="南山小王", phone="13600000000")
-    await grant(db, other, Role.COMMUNITY_STAFF, d.communities["C2"].id)
-    clerk = await make_resident(db, "o_clerk", None, name="区住建局小刘", phone="13500000001")
-    await grant(db, clerk, Role.DISTRICT_STAFF, d.departments["D-JS"].id)
-    worker = await make_resident(db, "o_worker", d.buildings["B1"], name="网格员老陈", phone="13500000000")
-    await grant(db, worker, Role.GRID_WORKER, d.grids["G1"].id)
-    resident = await make_resident(db, "o_res", d.buildings["B1"], room="301", phone="13912345678", name="李阿姨")
+    cast = await make_cast(db, d, other=True)
+    staff, resident = cast.staff, cast.resident
     me, t0 = await actor_for(db, staff.id), clock.now()
     for text in ("楼道灯坏了", "垃圾没清运"):
         ticket = (await report_need(db, resident.id, text, "JZ-01", t0)).ticket
@@ -49,8 +42,8 @@ async def town(db, clock):
         await resolve_need(db, me, ticket, "已处理", t0 + 2 * H)
         await rate_need(db, resident.id, ticket, "满意", t0 + 3 * H)
     clock.advance(days=1)
-    return {"d": d, "c1": d.communities["C1"], "c2": d.communities["C2"], "staff": staff, "other": other,
-            "clerk": clerk}
+    return {"d": d, "c1": d.communities["C1"], "c2": d.communities["C2"], "staff": staff, "other": cast.other,
+            "clerk": cast.clerk}
 
 
 async def _audits(db, action: str) -> list[AuditLog]:

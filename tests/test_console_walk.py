@@ -12,9 +12,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from storage.needs import find_need, report_need
-from storage.roles import Role
 from tests.console_client import Browser, sign_in
-from tests.factories import grant, make_district, make_resident
+from tests.factories import make_cast, make_district
 
 TZ = ZoneInfo("Asia/Shanghai")
 
@@ -22,14 +21,8 @@ TZ = ZoneInfo("Asia/Shanghai")
 @pytest.fixture
 async def town(db, clock):
     d = await make_district(db)
-    staff = await make_resident(db, "o_staff", d.buildings["B1"], name="社工小周", phone="13700000000")
-    await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
-    clerk = await make_resident(db, "o_clerk", None, name="区住建局小刘", phone="13500000001")
-    await grant(db, clerk, Role.DISTRICT_STAFF, d.departments["D-JS"].id)
-    worker = await make_resident(db, "o_worker", d.buildings["B1"], name="网格员老陈", phone="13500000000")
-    await grant(db, worker, Role.GRID_WORKER, d.grids["G1"].id)
-    resident = await make_resident(db, "o_res", d.buildings["B1"], room="301", phone="13912345678", name="李阿姨")
-    need = await report_need(db, resident.id, "楼道灯坏了一个多星期", "JZ-05", clock.now())
+    cast = await make_cast(db, d)
+    need = await report_need(db, cast.resident.id, "楼道灯坏了一个多星期", "JZ-05", clock.now())
     return {"d": d, "c1": d.communities["C1"], "need": need}
 
 
