@@ -25,6 +25,7 @@ from storage.clock import local
 from storage.needs import (
     OPEN_STATUSES,
     UNCLASSIFIED,
+    DeadlineError,
     Need,
     NeedError,
     NeedStatus,
@@ -212,11 +213,10 @@ async def deadline_step(ctx: Context) -> str:
     try:
         need = await triage_need(ctx.db, await ctx.actor(), ctx.data["ticket"], "B", ctx.now, deadline, reason,
                                  first=True)
-    except NeedError as exc:
-        current = await find_need(ctx.db, ctx.data["ticket"])
-        if current is None or current.state not in (NeedStatus.REPORTED, NeedStatus.REOPENED):  # not the date's fault
-            return ctx.done(exc.reason)
+    except DeadlineError as exc:
         return ctx.retry(exc.reason + "\n（格式：月-日 延期理由）")
+    except NeedError as exc:  # not the date's fault (a colleague triaged it meanwhile…)
+        return ctx.done(exc.reason)
     return await _ask_assignee(ctx, need, _triaged_line(need))
 
 
@@ -487,7 +487,6 @@ async def _one_line(
 @router.command("分流", roles=MANAGERS, args=True, everywhere=True, help="分流 编号 A|B|C [月-日]")
 async def triage_line(ctx: Context) -> str:
     usage = "分流 <编号> A|B|C [月-日] [延期理由]"
-    deadline, reason = None, None
     try:
         ticket, rest = _split(ctx, usage, 2)
         pieces = rest.split(maxsplit=2)
@@ -495,9 +494,11 @@ async def triage_line(ctx: Context) -> str:
         deadline = parse_deadline(pieces[1], ctx.now) if len(pieces) > 1 else None
         reason = pieces[2] if len(pieces) > 2 else None
         need = await triage_need(ctx.db, await ctx.actor(), ticket, tier, ctx.now, deadline, reason)
+    except DeadlineError as exc:
+        # The sentence is shared with the console's form; here the command's syntax shows where a date and reason go.
+        return f"{exc.reason}\n（格式：{usage}）"
     except NeedError as exc:
-        # The sentence is shared with the console's form; here the command's syntax shows where a reason goes.
-        return f"{exc.reason}\n（格式：{usage}）" if deadline is not None and not reason else exc.reason
+        return exc.reason
     return _triaged_reply(need)
 
 

@@ -20,6 +20,7 @@ from storage import outbox as ob
 from storage.console_auth import record_export
 from storage.exports import XlsxSheet, csv_part, csv_text
 from storage.needs import (
+    AWAITING_TRIAGE,
     EVENT_LABELS,
     LEDGER_EXPORT_LIMIT,
     OPEN_STATUSES,
@@ -328,7 +329,7 @@ async def need_page(request: web.Request, need: Need, *, error: str = "", phone:
     context = {
         "title": f"诉求 {need.ticket}", "nav": "ledger", "need": need, "error": error, "phone": phone,
         "done": DONE.get(request.query.get("done", ""), ""),
-        "status": need.state.label, "awaiting_triage": need.state in (NeedStatus.REPORTED, NeedStatus.REOPENED),
+        "status": need.state.label, "awaiting_triage": need.state in AWAITING_TRIAGE,
         "item": _item_label(need), "tier": _tier_label(need), "late": _is_late(need, now),
         "community": names["community"].get(need.community_id, ""),
         "building": names["building"].get(need.building_id or 0, ""),

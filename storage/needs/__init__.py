@@ -107,6 +107,7 @@ from storage.needs.intake import (
 )
 from storage.needs.media import MediaGone, fetch_due_media, media_lines, media_link, need_media, stored_media
 from storage.needs.model import (
+    AWAITING_TRIAGE,
     DUPLICATE_WINDOW,
     EVENT_LABELS,
     MAX_NOTE,
@@ -125,6 +126,7 @@ from storage.needs.model import (
     TICKET_RE,
     UNCLASSIFIED,
     UNCLASSIFIED_CATEGORY,
+    DeadlineError,
     MediaStatus,
     Need,
     NeedError,
@@ -171,6 +173,7 @@ from storage.needs.rating import CLOSE_BATCH, CLOSED_NOTE, SUPERVISED_NOTE, clos
 from storage.needs.transitions import TRANSITIONS, Transition, apply_transition, check, refusal
 
 __all__ = [
+    "AWAITING_TRIAGE",
     "CLOSED_NOTE",
     "CLOSE_BATCH",
     "DUPLICATE_WINDOW",
@@ -204,6 +207,7 @@ __all__ = [
     "UNCLASSIFIED_CATEGORY",
     "URGENT_EVENTS",
     "Attachments",
+    "DeadlineError",
     "LedgerFilter",
     "LedgerPage",
     "MediaGone",

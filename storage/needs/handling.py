@@ -14,7 +14,7 @@ from storage.classifier import labelled_example
 from storage.clock import local
 from storage.db import Database
 from storage.needs.deadlines import default_resolve_by, feedback_due, format_date
-from storage.needs.model import NOT_TRIAGED, Need, NeedError, NeedFollower, NeedStatus
+from storage.needs.model import AWAITING_TRIAGE, NOT_TRIAGED, DeadlineError, Need, NeedError, NeedFollower, NeedStatus
 from storage.needs.notices import _clip, _followers, _holders, _outbox, summary_line
 from storage.needs.permissions import actor_label, load_for, load_need
 from storage.needs.queries import assignable_people
@@ -71,7 +71,7 @@ async def triage_need(
         if not allows(actor, Can.MANAGE_NEED, need):
             raise NeedError(f"诉求 {need.ticket} 不在您负责的社区，不能分流。")
         check(need, "triage")
-        if first and need.state not in (NeedStatus.REPORTED, NeedStatus.REOPENED):
+        if first and need.state not in AWAITING_TRIAGE:
             raise NeedError(f"{need.ticket} 刚刚已被分流（{need.state.label}），请回复「待分流」换一条。")
         clock = taxonomy.clock(wanted)
         resolve_by = default_resolve_by(taxonomy, wanted.value, now)
@@ -79,14 +79,14 @@ async def triage_need(
         if wanted is Tier.B and deadline is not None:
             today = local(now).date()
             if deadline <= today:
-                raise NeedError("办结期限要晚于今天。")
+                raise DeadlineError("办结期限要晚于今天。")
             days = workdays.working_days_between(today, deadline)
             default_days = clock.deadline_default.amount if clock.deadline_default else 7
             max_days = clock.deadline_max.amount if clock.deadline_max else 15
             if days > max_days:
-                raise NeedError(f"限时办理最长{max_days}个工作日，{deadline.month}-{deadline.day} 超出了。")
+                raise DeadlineError(f"限时办理最长{max_days}个工作日，{deadline.month}-{deadline.day} 超出了。")
             if days > default_days and not reason:
-                raise NeedError(f"办结期限超过{default_days}个工作日，需要写明延期理由。")
+                raise DeadlineError(f"办结期限超过{default_days}个工作日，需要写明延期理由。")
             resolve_by = workdays.end_of_working_day(deadline)
         elif wanted is not Tier.B:
             reason = None

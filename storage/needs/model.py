@@ -100,6 +100,15 @@ class NeedError(Exception):
         self.reason = reason
 
 
+# A need no one has triaged yet: a first triage (from 待分流, or a form opened on such a need) finds it in one of these.
+AWAITING_TRIAGE = frozenset({NeedStatus.REPORTED, NeedStatus.REOPENED})
+
+
+class DeadlineError(NeedError):
+    """A triage refused for its 办结期限 (too late, too soon, over the default without a reason): the caller can
+    ask for the date again."""
+
+
 def normalise_ticket(text: str) -> str | None:
     match = TICKET_RE.match(text.strip())
     return f"{match.group(1)}-{match.group(2)}" if match else None
