@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -52,6 +52,15 @@ class Held(dict):
             raise RuntimeError("the lock was already released")
         self.released = True
         await self._release(writes or {})
+
+
+async def fetched(kv: KeyValueStore, key: str, ahead: Mapping[str, str | None] | None, *,
+                  take: bool = False) -> str | None:
+    """`key`'s value: from `ahead` (what the resident's lock already read or took) when it holds the key, else read
+    now — or taken (read and deleted), as the lock would have."""
+    if ahead is not None and key in ahead:
+        return ahead[key]
+    return await (kv.getdel(key) if take else kv.get(key))
 
 
 class KeyValueStore(Protocol):

@@ -34,7 +34,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from storage.actor import Actor
 from storage.clock import QuietHours
 from storage.db import Database, insert_for
-from storage.kv import KeyValueStore
+from storage.kv import KeyValueStore, fetched
 from storage.policy import Can, allows
 from storage.residents import Resident
 from storage.roles import audit_entry
@@ -462,8 +462,7 @@ async def take_waiting_cached(
     """take_waiting, skipping the database while the store says nothing waits for this resident. `known`: store
     keys already read (the resident's lock fetched the flag)."""
     key = none_waiting_key(openid)
-    flag = known[key] if known is not None and key in known else await kv.get(key)
-    if flag:
+    if await fetched(kv, key, known):
         return [], 0
     async with db.read() as session:
         waiting = (

@@ -12,7 +12,7 @@ from sqlalchemy import UniqueConstraint, true
 from sqlmodel import Field, SQLModel, col, select
 
 from storage.db import Database, watch
-from storage.kv import KeyValueStore
+from storage.kv import KeyValueStore, fetched
 
 
 class Resident(SQLModel, table=True):
@@ -192,8 +192,7 @@ class ResidentDirectory:
 
     async def get(self, openid: str, ahead: Mapping[str, str | None] | None = None) -> ResidentSnapshot | None:
         """`ahead`: keys already read (storage.kv's `lock(read=...)`), when it holds this one."""
-        key = self.key(openid)
-        cached = ahead[key] if ahead is not None and key in ahead else await self.kv.get(key)
+        cached = await fetched(self.kv, self.key(openid), ahead)
         if cached:
             return ResidentSnapshot.from_json(cached)
         row = await find_resident(self.db, openid)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from storage.clock import Clock
-from storage.kv import Held, KeyValueStore
+from storage.kv import Held, KeyValueStore, fetched
 
 IDLE_LIMIT = 30 * 60
 REMEMBER_EXPIRED = 24 * 3600
@@ -55,8 +55,7 @@ class StateStore:
     async def take(self, openid: str, ahead: Mapping[str, str | None] | None = None) -> FlowState | None:
         """Read and remove in one step: the caller writes back whatever state follows. `ahead`: the keys a lock
         already took (storage.kv's `lock(take=...)`), when it holds this one."""
-        key = self.key(openid)
-        raw = ahead[key] if ahead is not None and key in ahead else await self.kv.getdel(key)
+        raw = await fetched(self.kv, self.key(openid), ahead, take=True)
         if not raw:
             return None
         item = json.loads(raw)
