@@ -89,25 +89,35 @@ def pg_schema() -> str | None:
 
 async def empty_postgres(database: Database) -> None:
     """Every table emptied and every id sequence back to 1, as on a fresh SQLite copy."""
+    from sqlalchemy.exc import DBAPIError
+
     # A transaction a finished test left open (a background send still running when its loop closed) holds
     # row locks in this run's schema, and the DELETEs below would wait on it until the statement timeout. The
-    # schema is this run's alone: whoever holds a lock in it now is such a leftover.
-    async with database.engine.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await conn.exec_driver_sql(
-            "SELECT pg_terminate_backend(pid) FROM (SELECT DISTINCT l.pid FROM pg_locks l"
-            " JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = current_schema() AND l.pid <> pg_backend_pid()) AS leftovers"
-        )
-    # DELETE beats TRUNCATE by far on a few dozen near-empty tables (TRUNCATE rewrites each file).
-    async with database.engine.begin() as conn:
-        for table in reversed(metadata.sorted_tables):
-            await conn.exec_driver_sql(f'DELETE FROM "{table.name}"')
-        sequences = await conn.exec_driver_sql(
-            "SELECT sequence_name FROM information_schema.sequences WHERE sequence_schema = current_schema()"
-        )
-        for (name,) in sequences.all():
-            await conn.exec_driver_sql(f'ALTER SEQUENCE "{name}" RESTART')
+    # schema is this run's alone: whoever holds a lock in it now is such a leftover. One may start again right
+    # after (a leftover task retrying): the DELETEs give up a lock wait after a second and the sweep is redone.
+    for attempt in range(5):
+        async with database.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM (SELECT DISTINCT l.pid FROM pg_locks l"
+                " JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = current_schema() AND l.pid <> pg_backend_pid()) AS leftovers"
+            )
+        try:
+            # DELETE beats TRUNCATE by far on a few dozen near-empty tables (TRUNCATE rewrites each file).
+            async with database.engine.begin() as conn:
+                await conn.exec_driver_sql("SET LOCAL lock_timeout = '1s'")
+                for table in reversed(metadata.sorted_tables):
+                    await conn.exec_driver_sql(f'DELETE FROM "{table.name}"')
+                sequences = await conn.exec_driver_sql(
+                    "SELECT sequence_name FROM information_schema.sequences WHERE sequence_schema = current_schema()"
+                )
+                for (name,) in sequences.all():
+                    await conn.exec_driver_sql(f'ALTER SEQUENCE "{name}" RESTART')
+            return
+        except DBAPIError as exc:
+            if attempt == 4 or "lock timeout" not in str(exc):
+                raise
 
 
 @pytest.fixture(autouse=True)
