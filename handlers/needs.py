@@ -290,10 +290,10 @@ async def confirm_step(ctx: Context) -> str:
         need = await report_need(ctx.db, ctx.resident.id, data["text"], data["code"], ctx.now, attachments)
     except NeedError as exc:
         return ctx.done(exc.reason)
-    except CommitUnknown:
+    except CommitUnknown as unknown:
         # The database stopped answering at COMMIT: the need may or may not be saved. Say so, and tell the
         # resident which it was as soon as the database can say (a push); asking again now would file it twice.
-        ctx.tell_later(functools.partial(_outcome_of_report, ctx.db, ctx.resident.id, data["text"], ctx.now))
+        ctx.tell_later(functools.partial(_outcome_of_report, ctx.db, unknown, ctx.resident.id, data["text"], ctx.now))
         return ctx.done(REPORT_UNSURE)
     return ctx.done(
         f"已提交！诉求编号：{need.ticket}\n"
@@ -307,7 +307,8 @@ REPORT_SAVED_LATER = "您刚才反映的问题已提交成功。\n诉求编号�
 REPORT_LOST_LATER = "抱歉，您刚才反映的问题没有提交成功（系统繁忙）。请回复「反映」重新提交。"
 
 
-async def _outcome_of_report(db, reporter_id: int, text: str, at: dt.datetime) -> str:
+async def _outcome_of_report(db, unknown: CommitUnknown, reporter_id: int, text: str, at: dt.datetime) -> str:
+    await db.settle(unknown)  # first: the write can no longer land after we look
     ticket = await reported_ticket(db, reporter_id, text, at)
     return REPORT_SAVED_LATER.format(ticket=ticket) if ticket else REPORT_LOST_LATER
 

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -61,7 +61,14 @@ class DatabaseUnavailable(Exception):
 
 
 class CommitUnknown(DatabaseUnavailable):
-    """The database stopped answering during COMMIT: the change may or may not have been saved."""
+    """The database stopped answering during COMMIT: the change may or may not have been saved.
+
+    `server` names the PostgreSQL server process that had the change (its pid, and a wall-clock time after it
+    started) so that `Database.settle` can end it before anyone looks the outcome up."""
+
+    def __init__(self, message: str, server: tuple[int, float] | None = None) -> None:
+        super().__init__(message)
+        self.server = server
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,9 @@ class Database:
             )
             _ping_when_idle(self.engine, limits.ping_after)
         self._writer = self.engine.execution_options(steward_write=True)
+        # PostgreSQL: one statement as its own transaction (`write_at_once(one_statement=True)`).
+        self._autocommit_writer = self.engine.execution_options(
+            steward_write=True, steward_one_statement=True, isolation_level="AUTOCOMMIT")
         self._reader = self.engine.execution_options(steward_read=True) if self.is_sqlite else \
             self.engine.execution_options(steward_read=True, isolation_level="AUTOCOMMIT")
         _refuse_writes_when_reading(self.engine)
@@ -172,12 +182,14 @@ class Database:
                     self._count(exc)
                     await _quietly(transaction.rollback())
                     raise
+                server = None if self.is_sqlite else _server_of(await session.connection())
                 try:
                     await transaction.commit()
                 except BaseException as exc:
                     if _lost_contact(exc):
                         self.errors += 1
-                        raise CommitUnknown(str(exc) or type(exc).__name__) from exc
+                        await _never_again(await session.connection())
+                        raise CommitUnknown(str(exc) or type(exc).__name__, server) from exc
                     raise
             counter = _commits.get()
             if counter is not None:
@@ -209,28 +221,124 @@ class Database:
         finally:
             self._writers.release()
 
-    async def write_at_once(self, work: Callable[[Connection], T]) -> T:
+    async def write_at_once(self, work: Callable[[Connection], T], *, one_statement: bool = False) -> T:
         """A write transaction of Core statements: `work` gets a synchronous connection; committed when it returns,
-        rolled back if it raises. On SQLite the whole of it runs in one hop to a thread of its own, in this
-        process's writer turn: through aiosqlite each statement is a hop and a turn of a busy event loop, and every
-        other writer waits through all of them (a report held the turn ~14 ms at 100 reports a second, and the
-        submit's p99 was 0.9 s). On PostgreSQL it runs in `write()`'s transaction."""
-        if not self.is_sqlite:
+        rolled back if it raises.
+
+        On SQLite the writes queued at that moment go together, in order, in one hop to a thread of its own and
+        one transaction (`_SqliteWriter`), each in a savepoint of its own, so one that raises undoes only itself:
+        through aiosqlite each statement was a hop and a turn of a busy event loop while every other writer waited,
+        and even one hop per write held the one writer's turn for a loop's turn (the submit's p50 350 ms at 90
+        reports a second).
+
+        On PostgreSQL it runs in `write()`'s transaction; with `one_statement` (on PostgreSQL, work runs exactly
+        one statement; a second is refused) the statement is its own transaction, without BEGIN and COMMIT: the
+        rows it locks are released by the server as it ends, not a client round trip later. Contact lost during
+        it raises CommitUnknown: it may have been saved."""
+        if self.is_sqlite:
+            return await self._queue_sqlite_write(work)
+        if not one_statement:
             async with self.write() as session:
                 connection = await session.connection()
                 return await connection.run_sync(work)
-        if self._sqlite_writer is None:
-            self._sqlite_writer = _SqliteWriter(self.url)
-        async with self._write_turn():
-            try:
-                result = await self._sqlite_writer.run(work)
-            except BaseException as exc:
-                self._count(exc)
-                raise
+        try:
+            async with self._autocommit_writer.connect() as connection:
+                server = _server_of(connection)
+                try:
+                    connection.sync_connection.info["steward_statements"] = 0
+                    result = await connection.run_sync(work)
+                except BaseException as exc:
+                    if _lost_contact(exc):
+                        self.errors += 1
+                        await _never_again(connection)
+                        raise CommitUnknown(str(exc) or type(exc).__name__, server) from exc
+                    raise
+        except CommitUnknown:
+            raise
+        except BaseException as exc:
+            self._count(exc)
+            raise
         counter = _commits.get()
         if counter is not None:
             counter[0] += 1
         return result
+
+    async def _queue_sqlite_write(self, work: Callable[[Connection], T]) -> T:
+        if self._sqlite_writer is None:
+            self._sqlite_writer = _SqliteWriter(self.url)
+        writer = self._sqlite_writer
+        job = _Job(work, asyncio.get_running_loop().create_future())
+        # Read even if its writer gave up waiting (cancelled): no "exception never retrieved" noise.
+        job.outcome.add_done_callback(lambda f: f.cancelled() or f.exception())
+        writer.queue.append(job)
+        if writer.drainer is None or writer.drainer.done():
+            writer.drainer = asyncio.create_task(self._drain_sqlite_writes(writer))
+        try:
+            async with asyncio.timeout(self.limits.pool_wait):
+                await asyncio.wait([job.outcome])  # neither raises its outcome nor cancels it
+        except TimeoutError:
+            if not job.taken:  # still queued: it never ran, and never will
+                writer.queue.remove(job)
+                self.errors += 1
+                raise DatabaseUnavailable("waited too long for the SQLite writer's turn") from None
+        # Taken: it runs to its end in the writer's thread; its outcome is known only then.
+        try:
+            result = await asyncio.shield(job.outcome)
+        except BaseException as exc:
+            self._count(exc)
+            raise
+        counter = _commits.get()
+        if counter is not None:
+            counter[0] += 1
+        return result
+
+    async def _drain_sqlite_writes(self, writer: _SqliteWriter) -> None:
+        while writer.queue:
+            try:
+                async with self._write_turn():
+                    batch = writer.queue[:_SqliteWriter.BATCH]
+                    del writer.queue[:_SqliteWriter.BATCH]
+                    for job in batch:
+                        job.taken = True
+                    try:
+                        outcomes = await asyncio.get_running_loop().run_in_executor(
+                            writer.thread, writer.transaction, [job.work for job in batch])
+                    except BaseException as exc:  # the transaction itself failed (BEGIN or COMMIT): none saved
+                        outcomes = [exc] * len(batch)
+            except DatabaseUnavailable:
+                continue  # the turn did not come: the queued writes time out on their own bound
+            for job, outcome in zip(batch, outcomes, strict=True):
+                if job.outcome.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    job.outcome.set_exception(outcome)
+                else:
+                    job.outcome.set_result(outcome.value)
+
+    async def settle(self, unknown: CommitUnknown) -> None:
+        """Make an unknown outcome final before it is looked up: end the PostgreSQL server process that had the
+        write, if it is still there. A statement or COMMIT still on its way (held by the network past our
+        timeout) could otherwise run after a lookup had said "not saved". Ending the process rolls back what it
+        runs and closes its socket, so what was not saved by now never will be. Raises while the server cannot
+        be reached (the caller asks again later)."""
+        if unknown.server is None or self.is_sqlite:
+            return
+        pid, after = unknown.server
+        # The pid and a start before the failure: a later process given the same pid is left alone.
+        same = "FROM pg_stat_activity WHERE pid = :pid AND backend_start < to_timestamp(:after)"
+        params = {"pid": pid, "after": after}
+        try:
+            async with self._reader.connect() as connection:
+                await connection.execute(text(f"SELECT pg_terminate_backend(pid, 2000) {same}"), params)
+                left = (await connection.execute(text(f"SELECT count(*) {same}"), params)).scalar_one()
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise
+            # Not allowed to end it (another role's server process): the outcome is looked up as it stands.
+            log.warning("could not end server process %s to settle an unknown commit: %s", pid, exc)
+            return
+        if left:
+            raise DatabaseUnavailable(f"server process {pid} has not ended yet")
 
     async def ping(self, timeout: float = 1.0) -> bool:
         try:
@@ -248,23 +356,61 @@ class Database:
             self._sqlite_writer = None
 
 
+@dataclass(eq=False)
+class _Job:
+    work: Callable[[Connection], Any]
+    outcome: asyncio.Future
+    taken: bool = False
+
+
+@dataclass(frozen=True)
+class _Done:
+    value: Any
+
+
 class _SqliteWriter:
     """A synchronous engine on the same SQLite file and the one thread that uses it (sqlite3 connections stay in
-    the thread that made them), for `Database.write_at_once`."""
+    the thread that made them), for `Database.write_at_once`, with the writes waiting for it."""
+
+    BATCH = 64  # writes per transaction at most: a batch holds the one writer's turn for all of them
 
     def __init__(self, url: str) -> None:
         self.engine = create_engine(url.replace("+aiosqlite", ""), connect_args={"timeout": 30}, hide_parameters=True)
         _make_sqlite_transactions_explicit(self.engine)
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self.queue: list[_Job] = []
+        self.drainer: asyncio.Task | None = None
 
-    async def run(self, work: Callable[[Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.thread, self._transaction, work)
-
-    def _transaction(self, work: Callable[[Connection], T]) -> T:
+    def transaction(self, works: list[Callable[[Connection], Any]]) -> list[_Done | BaseException]:
+        """Run each in a savepoint of one transaction; what each returned (in _Done) or raised. Raises if the
+        transaction itself fails, and then nothing was saved."""
+        outcomes: list[_Done | BaseException] = []
         with self.engine.connect() as connection:
             connection = connection.execution_options(steward_write=True)
-            with connection.begin():
-                return work(connection)
+            transaction = connection.begin()
+            try:
+                if len(works) == 1:  # no savepoint needed: the transaction is the one write's
+                    try:
+                        outcomes.append(_Done(works[0](connection)))
+                    except Exception as exc:
+                        transaction.rollback()
+                        return [exc]
+                    transaction.commit()
+                    return outcomes
+                for work in works:
+                    savepoint = connection.begin_nested()
+                    try:
+                        outcomes.append(_Done(work(connection)))
+                    except Exception as exc:
+                        savepoint.rollback()
+                        outcomes.append(exc)
+                    else:
+                        savepoint.commit()
+                transaction.commit()
+            except BaseException:
+                transaction.rollback()
+                raise
+        return outcomes
 
     def close(self) -> None:
         self.thread.shutdown(wait=True)
@@ -301,6 +447,22 @@ def _lost_contact(exc: BaseException) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def _server_of(connection: AsyncConnection) -> tuple[int, float] | None:
+    """The PostgreSQL server process behind a checked-out connection, and a time after it started: no round trip
+    (asyncpg learnt the pid when it connected)."""
+    try:
+        return connection.sync_connection.connection.driver_connection.get_server_pid(), time.time()
+    except Exception:  # not asyncpg, or no longer connected
+        return None
+
+
+async def _never_again(connection: AsyncConnection) -> None:
+    """A connection whose last statement went unanswered is closed, never handed out again: its server process
+    may be ended to settle that statement (`Database.settle`)."""
+    with contextlib.suppress(Exception):
+        await connection.invalidate()
 
 
 async def _quietly(aw: Awaitable[Any]) -> None:
@@ -359,7 +521,14 @@ READ_STATEMENTS = ("SELECT", "WITH", "PRAGMA", "SHOW", "EXPLAIN", "VALUES")
 def _refuse_writes_when_reading(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "before_cursor_execute")
     def _check(conn, _cursor, statement: str, _parameters, _context, _executemany) -> None:
-        if conn.get_execution_options().get("steward_read") and not statement.lstrip()[:7].upper().startswith(
+        options = conn.get_execution_options()
+        if options.get("steward_one_statement"):
+            # Each statement would be a transaction of its own: a second one would not be undone with the first.
+            info = conn.connection.info
+            info["steward_statements"] = info.get("steward_statements", 0) + 1
+            if info["steward_statements"] > 1:
+                raise RuntimeError("write_at_once(one_statement=True) ran a second statement")
+        if options.get("steward_read") and not statement.lstrip()[:7].upper().startswith(
                 READ_STATEMENTS):
             # Without a transaction it would be committed at once: a read session's change must never be.
             raise ReadOnlySession(f"a read session tried to write: {statement.split(None, 1)[0]}")

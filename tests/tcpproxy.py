@@ -4,6 +4,9 @@
     proxy.cut()      # every open connection reset, new ones refused: the service is gone
     proxy.freeze()   # connections stay open and new ones are accepted, but no byte moves: the service hangs
     proxy.restore()  # traffic flows again (a frozen connection resumes where it stopped)
+    proxy.restore(held=True)  # new connections flow; those open when it froze stay held (a route that came
+                              # back for new connections while an old one's bytes are still in flight)
+    proxy.release()  # the held ones flow again too
 
 It runs in the caller's event loop and forwards bytes unchanged; nothing here knows either protocol.
 """
@@ -23,7 +26,7 @@ class TcpProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._server: asyncio.Server | None = None
-        self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._pairs: dict[tuple[asyncio.StreamWriter, asyncio.StreamWriter], asyncio.Event] = {}
         self._tasks: set[asyncio.Task] = set()
         self.connections = 0  # accepted while open (for tests that want to see traffic)
 
@@ -43,6 +46,7 @@ class TcpProxy:
     def cut(self) -> None:
         self.mode = "cut"
         self._flowing.set()
+        self.release()  # held pumps wake, see the cut and end
         for client, upstream in list(self._pairs):
             _abort(client)
             _abort(upstream)
@@ -51,10 +55,18 @@ class TcpProxy:
     def freeze(self) -> None:
         self.mode = "frozen"
         self._flowing.clear()
+        for flowing in self._pairs.values():
+            flowing.clear()
 
-    def restore(self) -> None:
+    def restore(self, held: bool = False) -> None:
         self.mode = "open"
         self._flowing.set()
+        if not held:
+            self.release()
+
+    def release(self) -> None:
+        for flowing in self._pairs.values():
+            flowing.set()
 
     async def stop(self) -> None:
         self.cut()
@@ -82,8 +94,12 @@ class TcpProxy:
             return
         self.connections += 1
         pair = (writer, up_writer)
-        self._pairs.add(pair)
-        pumps = [asyncio.create_task(self._pump(reader, up_writer)), asyncio.create_task(self._pump(up_reader, writer))]
+        flowing = asyncio.Event()
+        if self._flowing.is_set():
+            flowing.set()
+        self._pairs[pair] = flowing
+        pumps = [asyncio.create_task(self._pump(reader, up_writer, flowing)),
+                 asyncio.create_task(self._pump(up_reader, writer, flowing))]
         self._tasks.update(pumps)
         try:
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
@@ -91,18 +107,18 @@ class TcpProxy:
             for task in pumps:
                 task.cancel()
                 self._tasks.discard(task)
-            self._pairs.discard(pair)
+            self._pairs.pop(pair, None)
             for w in pair:
                 with contextlib.suppress(Exception):
                     w.close()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event) -> None:
         with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
             while True:
                 data = await reader.read(65536)
                 if not data:
                     return
-                await self._flowing.wait()  # frozen: hold the bytes, keep the socket open
+                await flowing.wait()  # frozen: hold the bytes, keep the socket open
                 if self.mode == "cut":
                     return
                 writer.write(data)

@@ -12,6 +12,7 @@ They run where STEWARD_TEST_DATABASE_URL and STEWARD_TEST_REDIS_URL are set (as 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import Counter
 
@@ -279,6 +280,57 @@ async def test_a_report_that_committed_is_reported_saved_though_redis_dies_right
         # The flow ended with the commit: a second "1" is not read as "submit again".
         again = (await phone.text("o_li", "1")).text
         assert "已提交" not in again
+        assert len(await rig.needs()) == 1
+    finally:
+        await phone.close()
+
+
+async def test_a_report_whose_statement_went_unanswered_is_told_unsure_then_lost_and_stays_lost(
+    rig, fake_wechat, monkeypatch
+):
+    # On PostgreSQL a report is one statement, its own transaction: no COMMIT to lose, but the statement itself can
+    # go unanswered. Here PostgreSQL's route freezes as it is sent, then comes back for new connections while the
+    # statement's own bytes are still held: the follow-up must not say "not saved" while that statement can still
+    # run — it ends the server process that held it first, so the held bytes, released after, save nothing.
+    import storage.needs.intake as intake
+
+    monkeypatch.setattr(gateway_module, "FOLLOW_UP_EVERY", 0.2)
+    # One pooled connection, on which a neighbour's report has already prepared the statement: the held bytes are
+    # then the statement's execution itself, not a first round trip to prepare it.
+    await rig.db.dispose()
+    rig.db = Database(rig.pg.url_for(_pg_async_url(PG_URL)), schema=rig.pg_schema,
+                      limits=dataclasses.replace(DB_LIMITS, pool_size=1, max_overflow=0))
+    real = intake.write_new_need
+
+    def freeze_then_write(connection, *args):
+        rig.pg.freeze()
+        return real(connection, *args)
+
+    _bot, url = await rig.bot()
+    d = await make_district(rig.truth)
+    await make_resident(rig.truth, "o_li", d.buildings["B1"], room="301", phone="13800138001")
+    wang = await make_resident(rig.truth, "o_wang", d.buildings["B1"], room="502", phone="13800138002")
+    phone = Phone(url, rig.settings)
+    try:
+        await _to_confirm(phone, "o_wang", "2号楼门口的垃圾桶满了，好几天没人清理")
+        assert "已提交" in (await phone.text("o_wang", "1")).text
+        await _to_confirm(phone, "o_li")
+        monkeypatch.setattr(intake, "write_new_need", freeze_then_write)
+        fake_wechat.sent.clear()
+        answer, took = await _timed(phone.text("o_li", "1"))
+        assert took < WECHAT_WINDOW
+        assert answer.text == needs_handlers.REPORT_UNSURE
+        monkeypatch.setattr(intake, "write_new_need", real)
+        rig.pg.restore(held=True)
+        for _ in range(100):
+            if fake_wechat.texts_to("o_li"):
+                break
+            await asyncio.sleep(0.1)
+        assert fake_wechat.texts_to("o_li") == [needs_handlers.REPORT_LOST_LATER]
+        rig.pg.release()  # the statement's bytes reach PostgreSQL only now
+        await asyncio.sleep(0.5)
+        assert [n.reporter_id for n in await rig.needs()] == [wang.id]  # as the resident was told: not saved
+        assert "已提交" not in (await phone.text("o_li", "1")).text  # and the question is not put again
         assert len(await rig.needs()) == 1
     finally:
         await phone.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import signal
 import socket
@@ -114,6 +115,91 @@ async def test_a_sqlite_writer_waits_a_bounded_time_then_reports_the_database_bu
     async with impatient.write() as s:  # the turn was given back: the next writer goes at once
         await s.exec(select(1))
     await impatient.dispose()
+
+
+def _add_resident(openid: str, order: list[str] | None = None, fail: bool = False):
+    from sqlalchemy import insert
+
+    from storage.residents import Resident
+
+    def work(connection):
+        connection.execute(insert(Resident.__table__).values(
+            openid=openid, created_at=dt.datetime(2026, 11, 27, 9, 30, tzinfo=dt.UTC), subscribed=True,
+            notify_consultation=True))
+        if order is not None:
+            order.append(openid)
+        if fail:
+            raise ValueError(f"{openid} refused after its insert")
+        return openid
+    return work
+
+
+async def _openids(db: Database) -> set[str]:
+    from storage.residents import Resident
+
+    async with db.read() as s:
+        return set((await s.exec(select(Resident.openid))).all())
+
+
+async def test_sqlite_writes_queued_together_go_in_order_and_one_that_fails_undoes_only_itself(sqlite_db):
+    db = sqlite_db
+    order: list[str] = []
+    gate, held = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with db.write() as s:
+            await s.exec(select(1))
+            held.set()
+            await gate.wait()
+
+    # While an ordinary writer holds the turn, twelve writes queue: they then go as one batch.
+    task = asyncio.create_task(holder())
+    await held.wait()
+    writes = [asyncio.create_task(db.write_at_once(_add_resident(f"o_q{i}", order, fail=i == 5))) for i in range(12)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    await task
+    assert order == [f"o_q{i}" for i in range(12)]  # in the order they came
+    assert isinstance(outcomes[5], ValueError)
+    assert [o for i, o in enumerate(outcomes) if i != 5] == [f"o_q{i}" for i in range(12) if i != 5]
+    assert await _openids(db) == {f"o_q{i}" for i in range(12) if i != 5}
+
+
+async def test_a_queued_sqlite_write_that_waited_past_the_bound_is_refused_and_never_runs(sqlite_db):
+    impatient = Database(sqlite_db.url, limits=DatabaseLimits(pool_wait=0.2))
+    gate, held = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with impatient.write() as s:
+            await s.exec(select(1))
+            held.set()
+            await gate.wait()
+
+    task = asyncio.create_task(holder())
+    await held.wait()
+    with pytest.raises(DatabaseUnavailable):
+        await impatient.write_at_once(_add_resident("o_late"))
+    gate.set()
+    await task
+    assert await impatient.write_at_once(_add_resident("o_next")) == "o_next"  # the queue goes on
+    assert await _openids(impatient) == {"o_next"}
+    await impatient.dispose()
+
+
+async def test_a_one_statement_write_is_refused_a_second_statement(db):
+    from sqlalchemy import text
+
+    if db.is_sqlite:
+        pytest.skip("one statement as its own transaction is PostgreSQL's")
+
+    def two(connection):
+        connection.execute(text("SELECT 1"))
+        connection.execute(text("SELECT 2"))
+
+    with pytest.raises(RuntimeError, match="second statement"):
+        await db.write_at_once(two, one_statement=True)
+    assert await db.write_at_once(lambda c: c.execute(text("SELECT 3")).scalar_one(), one_statement=True) == 3
 
 
 # -- several workers on one port ------------------------------------------------------------------------------

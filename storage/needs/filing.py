@@ -5,8 +5,10 @@ A resident's report is the write residents make most. Through the ORM's unit of 
 most of the report flow's cost. Here the rows are built by the same rules as every other need
 (intake._new_need, events._event_row) and written by Core statements compiled once:
 - PostgreSQL: one statement. The day's number, the need, its followers, its first event and its media go in
-  together as data-modifying CTEs, so the day's counter row is held for that statement and the COMMIT only.
-- SQLite: one statement per table, all in one hop to the SQLite writer's thread (Database.write_at_once).
+  together as data-modifying CTEs, run as a transaction of its own (no BEGIN, no COMMIT), so the day's counter
+  row is held for that statement only, on the server, and never while the client's event loop is busy.
+- SQLite: one statement per table, in one hop to the SQLite writer's thread, with the other writes queued at
+  that moment (Database.write_at_once).
 """
 
 from __future__ import annotations

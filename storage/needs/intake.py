@@ -232,7 +232,8 @@ async def report_need(
     event = _event_row(need, now, "reported", actor_id=reporter_id, actor_label="居民", from_status=None,
                        note=SUBMITTED_NOTE)
     followers = _first_followers(need, now)
-    await db.write_at_once(lambda connection: write_new_need(connection, need, followers, event, media))
+    await db.write_at_once(lambda connection: write_new_need(connection, need, followers, event, media),
+                          one_statement=True)  # on PostgreSQL it is one statement
     return need
 
 
