@@ -309,6 +309,8 @@ async def main() -> None:
             pushed[entry["openid"]].add(ticket)
     owners = {ticket: openid for openid, rows in saved.items() for ticket, _ in rows}
     lost = silent = dupes = wrong_owner = 0
+    untold: list[str] = []
+    trace: list[str] = []
     for r in residents:
         rows = saved.get(r.openid, [])
         tickets = {t for t, _ in rows}
@@ -316,6 +318,10 @@ async def main() -> None:
         wrong_owner += sum(1 for t in r.told if t in owners and owners[t] != r.openid)
         lost += sum(1 for t in r.told if t not in owners)
         silent += sum(1 for t in tickets if t not in told)
+        untold += [f"{t} (…{r.openid[-6:]})" for t in sorted(tickets - told)]
+        if tickets - told:  # what that resident was pushed, for the trace
+            trace.append(f"  {r.openid}, saved {sorted(tickets - told)}, pushed "
+                         f"{[e.get('text') for e in fake.sent if e['openid'] == r.openid]}")
         dupes += sum(n - 1 for n in Counter(text for _, text in rows).values() if n > 1)
     total = Tally()
     print()
@@ -332,7 +338,10 @@ async def main() -> None:
     print(f"reports saved: {reports} from {args.residents} residents ({sum(r.reported for r in residents)} started)")
     print(f"HTTP 500s: {total.http_500}   other non-200: {total.other_status}   answers past 5 s: {total.late}")
     print(f"replies that disagree with the database: lost (told a ticket, no row) {lost}, "
-          f"ticket of someone else {wrong_owner}, saved but never told {silent}")
+          f"ticket of someone else {wrong_owner}, saved but never told {silent}"
+          + (f": {', '.join(untold[:10])}" if untold else ""))
+    if trace:
+        print("\n".join(trace[:10]))
     print(f"duplicates (one report text saved twice): {dupes}")
     for phase, seconds in recoveries.items():
         shown = f"{seconds:.1f} s" if seconds is not None else "not within 30 s"

@@ -217,8 +217,8 @@ class Gateway:
             return NotDone(WAIT_REPLY)
         except Exception as exc:
             # Storage unreachable before a step ran (the engine answers for errors inside a step itself).
-            log.warning("message %s not handled: %s", msg.dedup_key, exc, exc_info=not isinstance(
-                exc, StoreUnavailable))
+            log.warning("message %s not handled: %s: %s", msg.dedup_key, type(exc).__name__, exc,
+                        exc_info=not isinstance(exc, StoreUnavailable))
             return failure_reply(exc, committed=False)
 
     async def _remember(self, key: str, value: str) -> None:

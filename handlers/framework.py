@@ -445,7 +445,8 @@ class Engine:
             reply = await self.dispatch(ctx)
         except Exception as exc:
             if outage(exc):
-                log.warning("message %s not handled: %s", msg.dedup_key, exc)
+                log.warning("message %s not handled: %s: %s (after %d commits)", msg.dedup_key, type(exc).__name__, exc,
+                            commits[0])
             else:
                 log.exception("handler failed for message %s", msg.dedup_key)
             # Nothing changed: the same question stands. Not after a COMMIT whose fate is unknown: it may have

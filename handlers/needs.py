@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 import re
 
 from handlers.framework import Context, Router
@@ -59,6 +60,8 @@ from storage.org import Building, get_building
 from storage.policy import Can, allows
 from storage.taxonomy import load_taxonomy
 from storage.text import clip
+
+log = logging.getLogger("steward.needs")
 
 router = Router("need", "反映问题")
 
@@ -286,14 +289,17 @@ async def confirm_step(ctx: Context) -> str:
     )
     attachments = Attachments(data.get("photo"), data.get("lat"), data.get("lng"), data.get("place") or None,
                               media=media)
+    now = ctx.now  # once: the follow-up finds the need by this very time
     try:
-        need = await report_need(ctx.db, ctx.resident.id, data["text"], data["code"], ctx.now, attachments)
+        need = await report_need(ctx.db, ctx.resident.id, data["text"], data["code"], now, attachments)
     except NeedError as exc:
         return ctx.done(exc.reason)
     except CommitUnknown as unknown:
         # The database stopped answering at COMMIT: the need may or may not be saved. Say so, and tell the
         # resident which it was as soon as the database can say (a push); asking again now would file it twice.
-        ctx.tell_later(functools.partial(_outcome_of_report, ctx.db, unknown, ctx.resident.id, data["text"], ctx.now))
+        log.warning("report by …%s at %s: outcome unknown (%s: %s)", ctx.msg.openid[-6:], now.isoformat(),
+                    type(unknown.__cause__).__name__, unknown)
+        ctx.tell_later(functools.partial(_outcome_of_report, ctx.db, unknown, ctx.resident.id, data["text"], now))
         return ctx.done(REPORT_UNSURE)
     return ctx.done(
         f"已提交！诉求编号：{need.ticket}\n"
@@ -310,6 +316,8 @@ REPORT_LOST_LATER = "抱歉，您刚才反映的问题没有提交成功（系�
 async def _outcome_of_report(db, unknown: CommitUnknown, reporter_id: int, text: str, at: dt.datetime) -> str:
     await db.settle(unknown)  # first: the write can no longer land after we look
     ticket = await reported_ticket(db, reporter_id, text, at)
+    log.info("report of %s followed up: %s (server process %s)", at.isoformat(), ticket or "not saved",
+             unknown.server and unknown.server[0])
     return REPORT_SAVED_LATER.format(ticket=ticket) if ticket else REPORT_LOST_LATER
 
 

@@ -267,7 +267,7 @@ async def _pushed_to(fake_wechat, openid: str, seconds: float = 5.0) -> list[str
     return []
 
 
-async def _submit_with_unanswered_commit(db, phone, monkeypatch, openid: str, saved: bool) -> str:
+async def _submit_with_unanswered_commit(db, phone, monkeypatch, openid: str, saved: bool, clock=None) -> str:
     d = await make_district(db)
     await make_resident(db, openid, d.buildings["B1"], room="301")
     real = needs_handlers.report_need
@@ -277,6 +277,8 @@ async def _submit_with_unanswered_commit(db, phone, monkeypatch, openid: str, sa
             await real(*args, **kwargs)
             # As when COMMIT itself raised: the row is there, but this message's count of commits never heard of it.
             db_module._commits.get()[0] -= 1
+        if clock is not None:
+            clock.advance(seconds=3)  # an unanswered COMMIT takes seconds: the clock has moved on since the report
         raise CommitUnknown("connection lost during COMMIT")
 
     monkeypatch.setattr(needs_handlers, "report_need", commit_unanswered)
@@ -287,12 +289,12 @@ async def _submit_with_unanswered_commit(db, phone, monkeypatch, openid: str, sa
 
 
 async def test_a_submit_whose_commit_is_unknown_is_not_asked_again_and_its_outcome_is_pushed(
-    db, phone, monkeypatch, fake_wechat
+    db, phone, monkeypatch, fake_wechat, clock
 ):
     # The database stopped answering during COMMIT (here: after it saved): the resident is told we cannot be
     # sure, and the confirmation is not put back — a second 「1」 would file the same need twice. Once the
     # database answers, a push says what became of it.
-    assert await _submit_with_unanswered_commit(db, phone, monkeypatch, "o_unsure", saved=True) == REPORT_UNSURE
+    assert await _submit_with_unanswered_commit(db, phone, monkeypatch, "o_unsure", True, clock) == REPORT_UNSURE
     again = (await phone.text("o_unsure", "1")).text
     assert "已提交" not in again and "确认提交" not in again
     async with db.read() as s:
