@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import UniqueConstraint, true
+from sqlalchemy import Boolean, UniqueConstraint, bindparam, literal_column, true
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, col, select
 
 from storage.db import Database, watch
@@ -88,18 +90,45 @@ async def touch_resident(db: Database, openid: str, now: dt.datetime, resident: 
 
 async def _write_contact(db: Database, openid: str, now: dt.datetime) -> tuple[Resident, bool]:
     """The contact written (the row made on first contact); whether the row is new."""
-    async with db.write() as session:
-        row = (await session.exec(select(Resident).where(Resident.openid == openid))).first()
-        created = row is None
-        if row is None:
-            row = Resident(openid=openid, created_at=now, last_contact_at=now)
-        else:
-            row.last_contact_at = now
-            # Only followers can write to an Official Account: someone imported before they followed, or
-            # whose follow event was missed, is subscribed the moment they write.
-            row.subscribed = True
-        session.add(row)
-    return row, created
+    row, created = await _write_contact_row(db, openid, now)
+    return Resident(**{c.name: getattr(row, c.name) for c in _RESIDENT.columns}), created
+
+
+async def _write_contact_row(db: Database, openid: str, now: dt.datetime):
+    """The contact as one upsert (a campaign's thousand new followers at once are a thousand of these): on
+    PostgreSQL one statement, its own transaction; on SQLite with the other writes queued at that moment."""
+    new = Resident(openid=openid, created_at=now, last_contact_at=now)
+    values = {c.name: getattr(new, c.name) for c in _RESIDENT.columns if c.name != "id"}
+
+    def write(connection):
+        upsert = _contact_upsert(connection.dialect.name)
+        if connection.dialect.name == "postgresql":
+            row = connection.execute(upsert, values).one()
+            return row, row.created
+        # SQLite: the one writer holds the file, so looking first is exact.
+        known = connection.execute(select(_RESIDENT.c.id).where(_RESIDENT.c.openid == openid)).first()
+        return connection.execute(upsert, values).one(), known is None
+
+    return await db.write_at_once(write, one_statement=True)
+
+
+_RESIDENT = Resident.__table__
+
+
+@functools.cache
+def _contact_upsert(dialect: str):
+    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = make(_RESIDENT).values({c.name: bindparam(c.name, type_=c.type)
+                                        for c in _RESIDENT.columns if c.name != "id"})
+    # Only followers can write to an Official Account: someone imported before they followed, or whose follow
+    # event was missed, is subscribed the moment they write.
+    statement = statement.on_conflict_do_update(
+        index_elements=["openid"], set_={"last_contact_at": statement.excluded.last_contact_at, "subscribed": true()})
+    returning = list(_RESIDENT.columns)
+    if dialect == "postgresql":
+        # xmax is 0 on a row this statement inserted, the updating transaction's id on one it updated.
+        returning.append(literal_column("(xmax = 0)", Boolean).label("created"))
+    return statement.returning(*returning)
 
 
 def _contact_is_fresh(resident: Resident | ResidentSnapshot, now: dt.datetime) -> bool:
@@ -208,7 +237,7 @@ class ResidentDirectory:
         known = await self.get(openid, ahead)  # on a cache miss, read from the database
         if known is not None and _contact_is_fresh(known, now):
             return known
-        row, created = await _write_contact(self.db, openid, now)  # not read a second time
+        row, created = await _write_contact_row(self.db, openid, now)  # not read a second time
         snapshot = ResidentSnapshot.of(row)
         await self.kv.set(self.key(openid), snapshot.to_json(), ttl=self.TTL)
         snapshot._first_contact = created
