@@ -5,7 +5,7 @@ beside its target and a baseline measured in the same run.
     python bench/scale.py [--scenario burst|broadcast|queues|all] [--backend sqlite|pg|both]
                           [--burst 1000] [--audience 100000] [--needs 1000000]
                           [--database-url postgresql://postgres@127.0.0.1:5432/scale_bench]
-                          [--redis-url redis://127.0.0.1:6379/5]
+                          [--redis-url redis://127.0.0.1:6379/5] [--profile DIR]
 
   burst      `--burst` residents the bot has never seen send 「菜单」 all at once to `steward serve` (one worker,
              pinned to core 1; the client on core 0). Target: every one answered (HTTP 200 with a real reply: not
@@ -44,7 +44,7 @@ THIS = Path(__file__).resolve()
 REPO = THIS.parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.flow import async_url, bot, clear_redis, fresh_postgres, steward_env  # noqa: E402
+from bench.flow import async_url, bot, clear_redis, fresh_postgres, steward_env, summarise  # noqa: E402
 from bench.gateway import TOKEN, _pct, free_port, pin, server, wait_healthy  # noqa: E402
 
 PREFIX = "steward-scale:"
@@ -214,7 +214,18 @@ async def run_burst(backend: str, args: argparse.Namespace, tmp: str) -> list[Ro
     with bot(backend, 1, env, tmp) as proc:
         url = f"http://127.0.0.1:{port}"
         await wait_healthy(url, proc, timeout=60)
+        spy = None
+        if args.profile:
+            raw = Path(args.profile) / f"burst-{backend}.raw"
+            spy = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(proc.pid), "-f", "raw", "-r", "200",
+                "-o", str(raw), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            await asyncio.sleep(1.0)  # py-spy attached before the burst
         got = await burst(url, openids, "菜单", echo=False)
+        if spy is not None:
+            spy.send_signal(2)  # SIGINT: py-spy writes what it has
+            await spy.wait()
+            summarise(raw, raw.with_suffix(".txt"))
     rows_, twice = await residents_named(db_url, tag)
 
     answered = len(got.latencies)
@@ -519,6 +530,7 @@ def main() -> None:
     parser.add_argument("--needs", type=int, default=1_000_000, help="the district's needs (default 1,000,000)")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/scale_bench")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/5")
+    parser.add_argument("--profile", help="a folder: py-spy samples of the bot during the burst (PyPI py-spy)")
     args = parser.parse_args()
     rows = asyncio.run(main_async(args))
     print("\n== all figures ==")

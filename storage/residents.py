@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import Boolean, UniqueConstraint, bindparam, literal_column, true
+from sqlalchemy import Boolean, UniqueConstraint, bindparam, literal_column, or_, true
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, col, select
 
@@ -94,19 +94,25 @@ async def _write_contact(db: Database, openid: str, now: dt.datetime) -> tuple[R
     return Resident(**{c.name: getattr(row, c.name) for c in _RESIDENT.columns}), created
 
 
-async def _write_contact_row(db: Database, openid: str, now: dt.datetime):
+async def _write_contact_row(db: Database, openid: str, now: dt.datetime, *, unless_fresh: bool = False):
     """The contact as one upsert (a campaign's thousand new followers at once are a thousand of these): on
-    PostgreSQL one statement, its own transaction; on SQLite with the other writes queued at that moment."""
+    PostgreSQL one statement, its own transaction; on SQLite with the other writes queued at that moment.
+    The row and whether this made it. `unless_fresh`: a row whose contact is fresh is left as it is; on
+    PostgreSQL the statement then returns no row (None)."""
     new = Resident(openid=openid, created_at=now, last_contact_at=now)
     values = {c.name: getattr(new, c.name) for c in _RESIDENT.columns if c.name != "id"}
+    if unless_fresh:
+        values["stale"] = now - CONTACT_REFRESH
 
     def write(connection):
-        upsert = _contact_upsert(connection.dialect.name)
+        upsert = _contact_upsert(connection.dialect.name, unless_fresh)
         if connection.dialect.name == "postgresql":
-            row = connection.execute(upsert, values).one()
-            return row, row.created
+            row = connection.execute(upsert, values).first()
+            return (row, row.created) if row is not None else (None, False)
         # SQLite: the one writer holds the file, so looking first is exact.
-        known = connection.execute(select(_RESIDENT.c.id).where(_RESIDENT.c.openid == openid)).first()
+        known = connection.execute(select(_RESIDENT).where(_RESIDENT.c.openid == openid)).first()
+        if known is not None and unless_fresh and _contact_is_fresh(known, now):
+            return known, False
         return connection.execute(upsert, values).one(), known is None
 
     return await db.write_at_once(write, one_statement=True)
@@ -116,14 +122,19 @@ _RESIDENT = Resident.__table__
 
 
 @functools.cache
-def _contact_upsert(dialect: str):
+def _contact_upsert(dialect: str, unless_fresh: bool):
     make = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = make(_RESIDENT).values({c.name: bindparam(c.name, type_=c.type)
                                         for c in _RESIDENT.columns if c.name != "id"})
     # Only followers can write to an Official Account: someone imported before they followed, or whose follow
     # event was missed, is subscribed the moment they write.
+    due = None
+    if unless_fresh:
+        last = _RESIDENT.c.last_contact_at
+        due = or_(last.is_(None), last < bindparam("stale", type_=last.type), _RESIDENT.c.subscribed.is_(False))
     statement = statement.on_conflict_do_update(
-        index_elements=["openid"], set_={"last_contact_at": statement.excluded.last_contact_at, "subscribed": true()})
+        index_elements=["openid"], set_={"last_contact_at": statement.excluded.last_contact_at, "subscribed": true()},
+        where=due)
     returning = list(_RESIDENT.columns)
     if dialect == "postgresql":
         # xmax is 0 on a row this statement inserted, the updating transaction's id on one it updated.
@@ -234,10 +245,16 @@ class ResidentDirectory:
     async def touch(self, openid: str, now: dt.datetime,
                     ahead: Mapping[str, str | None] | None = None) -> ResidentSnapshot:
         """The sender of a message, created on first contact; the 48-hour window's start refreshed."""
-        known = await self.get(openid, ahead)  # on a cache miss, read from the database
-        if known is not None and _contact_is_fresh(known, now):
-            return known
-        row, created = await _write_contact_row(self.db, openid, now)  # not read a second time
+        cached = await fetched(self.kv, self.key(openid), ahead)
+        if cached:
+            known = ResidentSnapshot.from_json(cached)
+            if _contact_is_fresh(known, now):
+                return known
+        # Not cached, or the contact is due: one upsert, which writes only a contact that is due and returns the
+        # row (a thousand new followers at once cost a statement each, not a read and a write).
+        row, created = await _write_contact_row(self.db, openid, now, unless_fresh=True)
+        if row is None:  # PostgreSQL: the row was there, contact fresh: nothing written, nothing returned
+            row = await find_resident(self.db, openid)
         snapshot = ResidentSnapshot.of(row)
         await self.kv.set(self.key(openid), snapshot.to_json(), ttl=self.TTL)
         snapshot._first_contact = created

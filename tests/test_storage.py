@@ -109,6 +109,25 @@ async def test_ping_answers_for_a_working_database(db):
     assert await db.ping()
 
 
+async def test_a_resident_whose_cached_copy_is_gone_is_written_only_when_their_contact_is_due(db, kv, clock):
+    from storage.residents import ResidentDirectory
+
+    directory = ResidentDirectory(db, kv)
+    first = clock.now()
+    made = await directory.touch("o_regular", first)
+    assert made._first_contact
+    await kv.delete(directory.key("o_regular"))  # expired, or dropped by a change elsewhere
+    clock.advance(seconds=30)
+    seen = await directory.touch("o_regular", clock.now())
+    assert (seen.id, seen.last_contact_at, seen._first_contact) == (made.id, first, False)  # fresh: not written
+    assert (await find_resident(db, "o_regular")).last_contact_at == first
+    await kv.delete(directory.key("o_regular"))
+    clock.advance(seconds=31)
+    seen = await directory.touch("o_regular", clock.now())
+    assert (seen.id, seen.last_contact_at, seen._first_contact) == (made.id, clock.now(), False)  # due: written
+    assert (await find_resident(db, "o_regular")).last_contact_at == clock.now()
+
+
 async def test_a_resident_imported_before_following_is_subscribed_once_they_write(db, kv, clock):
     from storage.residents import ResidentDirectory
 
@@ -155,8 +174,8 @@ async def test_a_read_sees_what_a_write_committed_meanwhile(db, clock):
 
 
 async def test_a_first_contact_reads_once_writes_once_and_holds_no_roles(db, kv, clock):
-    # A campaign's thousand new followers at once: each first message costs one read (the cache missed), one
-    # write, and no read of role grants — nothing can refer to a row made by this very message.
+    # A campaign's thousand new followers at once: each first message costs one statement (the cache missed, and
+    # the upsert returns the row), and no read of role grants — nothing can refer to a row made by this message.
     from sqlalchemy import Engine
 
     directory = ResidentDirectory(db, kv)
@@ -168,8 +187,8 @@ async def test_a_first_contact_reads_once_writes_once_and_holds_no_roles(db, kv,
     finally:
         event.remove(Engine, "before_cursor_execute", listen)
     assert first._first_contact and first.id is not None
-    # The read that missed, then one upsert (on SQLite the one writer looks first, in the same hop).
-    expected = ["SELECT", "SELECT", "INSERT"] if db.is_sqlite else ["SELECT", "INSERT"]
+    # One upsert, which reads the row too (on SQLite the one writer looks first, in the same hop).
+    expected = ["SELECT", "INSERT"] if db.is_sqlite else ["INSERT"]
     assert [s for s in statements if s in ("SELECT", "INSERT", "UPDATE")] == expected
     again = await directory.touch("o_new_follower", clock.now())
     assert not again._first_contact  # the cached copy never says so
