@@ -97,6 +97,12 @@ class DatabaseLimits:
 _commits: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("steward_commits", default=None)
 
 
+def _count_commit() -> None:
+    counter = _commits.get()
+    if counter is not None:
+        counter[0] += 1
+
+
 def count_commits() -> list[int]:
     """Start counting this task's commits; returns the counter (a one-element list)."""
     counter = [0]
@@ -191,9 +197,7 @@ class Database:
                         await _never_again(await session.connection())
                         raise CommitUnknown(str(exc) or type(exc).__name__, server) from exc
                     raise
-            counter = _commits.get()
-            if counter is not None:
-                counter[0] += 1
+            _count_commit()
             changes = session.info.pop("changes", None)
             if changes:
                 for hook in self.on_commit:
@@ -258,9 +262,7 @@ class Database:
         except BaseException as exc:
             self._count(exc)
             raise
-        counter = _commits.get()
-        if counter is not None:
-            counter[0] += 1
+        _count_commit()
         return result
 
     async def _queue_sqlite_write(self, work: Callable[[Connection], T]) -> T:
@@ -287,9 +289,7 @@ class Database:
         except BaseException as exc:
             self._count(exc)
             raise
-        counter = _commits.get()
-        if counter is not None:
-            counter[0] += 1
+        _count_commit()
         return result
 
     async def _drain_sqlite_writes(self, writer: _SqliteWriter) -> None:

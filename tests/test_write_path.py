@@ -93,25 +93,13 @@ async def test_sqlite_writers_take_turns_in_the_order_they_came(sqlite_db):  # P
 async def test_a_sqlite_writer_waits_a_bounded_time_then_reports_the_database_busy(sqlite_db):
     db = sqlite_db
     impatient = Database(db.url, limits=DatabaseLimits(pool_wait=0.2))
-    held = asyncio.Event()
-    release = asyncio.Event()
-
-    async def holder() -> None:
-        async with impatient.write() as s:
-            await s.exec(select(1))
-            held.set()
-            await release.wait()
-
-    task = asyncio.create_task(holder())
-    await held.wait()
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    with pytest.raises(DatabaseUnavailable):
-        async with impatient.write():
-            raise AssertionError("given the write turn while another writer held it")
-    assert 0.15 < loop.time() - started < 2
-    release.set()
-    await task
+    async with _turn_held(impatient):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(DatabaseUnavailable):
+            async with impatient.write():
+                raise AssertionError("given the write turn while another writer held it")
+        assert 0.15 < loop.time() - started < 2
     async with impatient.write() as s:  # the turn was given back: the next writer goes at once
         await s.exec(select(1))
     await impatient.dispose()
@@ -141,9 +129,9 @@ async def _openids(db: Database) -> set[str]:
         return set((await s.exec(select(Resident.openid))).all())
 
 
-async def test_sqlite_writes_queued_together_go_in_order_and_one_that_fails_undoes_only_itself(sqlite_db):
-    db = sqlite_db
-    order: list[str] = []
+@contextlib.asynccontextmanager
+async def _turn_held(db: Database):
+    """An ordinary writer holds SQLite's one write turn until the block ends."""
     gate, held = asyncio.Event(), asyncio.Event()
 
     async def holder() -> None:
@@ -152,14 +140,24 @@ async def test_sqlite_writes_queued_together_go_in_order_and_one_that_fails_undo
             held.set()
             await gate.wait()
 
-    # While an ordinary writer holds the turn, twelve writes queue: they then go as one batch.
     task = asyncio.create_task(holder())
     await held.wait()
-    writes = [asyncio.create_task(db.write_at_once(_add_resident(f"o_q{i}", order, fail=i == 5))) for i in range(12)]
-    await asyncio.sleep(0.05)
-    gate.set()
+    try:
+        yield
+    finally:
+        gate.set()
+        await task
+
+
+async def test_sqlite_writes_queued_together_go_in_order_and_one_that_fails_undoes_only_itself(sqlite_db):
+    db = sqlite_db
+    order: list[str] = []
+    # While an ordinary writer holds the turn, twelve writes queue: they then go as one batch.
+    async with _turn_held(db):
+        writes = [asyncio.create_task(db.write_at_once(_add_resident(f"o_q{i}", order, fail=i == 5)))
+                  for i in range(12)]
+        await asyncio.sleep(0.05)
     outcomes = await asyncio.gather(*writes, return_exceptions=True)
-    await task
     assert order == [f"o_q{i}" for i in range(12)]  # in the order they came
     assert isinstance(outcomes[5], ValueError)
     assert [o for i, o in enumerate(outcomes) if i != 5] == [f"o_q{i}" for i in range(12) if i != 5]
@@ -168,20 +166,9 @@ async def test_sqlite_writes_queued_together_go_in_order_and_one_that_fails_undo
 
 async def test_a_queued_sqlite_write_that_waited_past_the_bound_is_refused_and_never_runs(sqlite_db):
     impatient = Database(sqlite_db.url, limits=DatabaseLimits(pool_wait=0.2))
-    gate, held = asyncio.Event(), asyncio.Event()
-
-    async def holder() -> None:
-        async with impatient.write() as s:
-            await s.exec(select(1))
-            held.set()
-            await gate.wait()
-
-    task = asyncio.create_task(holder())
-    await held.wait()
-    with pytest.raises(DatabaseUnavailable):
-        await impatient.write_at_once(_add_resident("o_late"))
-    gate.set()
-    await task
+    async with _turn_held(impatient):
+        with pytest.raises(DatabaseUnavailable):
+            await impatient.write_at_once(_add_resident("o_late"))
     assert await impatient.write_at_once(_add_resident("o_next")) == "o_next"  # the queue goes on
     assert await _openids(impatient) == {"o_next"}
     await impatient.dispose()
