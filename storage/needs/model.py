@@ -124,12 +124,21 @@ class Need(SQLModel, table=True):
     # The 三率 (storage/stats.py; 0021): a community's month is one range of this index and the district a scan of
     # it, never of the table (a row with its text is ~600 bytes); it covers every column the statistics read.
     # Staff views "or assigned to me" (queries.seen_by) and the 督办 scan (need_clocks.district_query); 0023: the
-    # assignee index holds assigned rows only, so the planner sees how few match one person.
+    # assignee index holds assigned rows only, so the planner sees how few match one person. 0025: a community's,
+    # a grid's, a building's and an assignee's needs by date, so a staff page walks only its own places' needs in
+    # order (queries._first_in_scope), not the district's.
+    # The rating-reminder scan (need_clocks.unrated_query; 0024): resolved, not rated, in resolved_at order.
     __table_args__ = (Index("ix_need_status_rate_by", "status", "rate_by"),
                       Index("ix_need_stats", *STATS_COLUMNS),
-                      Index("ix_need_assigned", "assignee_id", sqlite_where=sql_text("assignee_id IS NOT NULL"),
+                      Index("ix_need_community_created", "community_id", "created_at"),
+                      Index("ix_need_grid_created", "grid_id", "created_at"),
+                      Index("ix_need_building_created", "building_id", "created_at"),
+                      Index("ix_need_assigned_created", "assignee_id", "created_at",
+                            sqlite_where=sql_text("assignee_id IS NOT NULL"),
                             postgresql_where=sql_text("assignee_id IS NOT NULL")),
-                      Index("ix_need_chased_at", "chased_at"))
+                      Index("ix_need_chased_at", "chased_at"),
+                      Index("ix_need_unrated", "status", "resolved_at", sqlite_where=sql_text("rated_at IS NULL"),
+                            postgresql_where=sql_text("rated_at IS NULL")))
 
     id: int | None = Field(default=None, primary_key=True)
     ticket: str = Field(max_length=20, unique=True)
@@ -143,9 +152,9 @@ class Need(SQLModel, table=True):
     filed_by_id: int | None = Field(default=None, foreign_key="resident.id")  # 代报: the leader
     contact_name: str | None = Field(default=None, max_length=32)
     contact_phone: str | None = Field(default=None, max_length=20)
-    community_id: int = Field(foreign_key="community.id", index=True)
-    grid_id: int | None = Field(default=None, foreign_key="grid.id", index=True)
-    building_id: int | None = Field(default=None, foreign_key="building.id", index=True)
+    community_id: int = Field(foreign_key="community.id")  # indexed with created_at (0025)
+    grid_id: int | None = Field(default=None, foreign_key="grid.id")  # indexed with created_at (0025)
+    building_id: int | None = Field(default=None, foreign_key="building.id")  # indexed with created_at (0025)
     room: str | None = Field(default=None, max_length=16)
     photo_url: str | None = Field(default=None, max_length=512)
     latitude: float | None = None

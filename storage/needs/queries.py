@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from sqlalchemy import exists, func, or_
+from sqlalchemy import exists, func, or_, union
 from sqlmodel import col, select
 
 from storage.actor import Actor
@@ -304,15 +304,18 @@ class LedgerPage:
         return f"{LEDGER_COUNT_CAP}+" if self.total > LEDGER_COUNT_CAP else str(self.total)
 
 
+_PLACES = ((Need.community_id, Role.COMMUNITY_STAFF), (Need.grid_id, Role.GRID_WORKER),
+           (Need.building_id, Role.BUILDING_LEADER), (Need.department_id, Role.DISTRICT_STAFF),
+           (Need.department_id, Role.UNIT_MEMBER), (Need.unit_id, Role.UNIT_MEMBER))
+
+
 def seen_by(actor: Actor) -> list:
     """The needs `actor` may see (policy SEE_NEED, as a query): one OR of the places and duties in their grants;
     an admin or trusted caller, every need. Rows are checked with the policy again where they are shown."""
     if actor.is_admin:
         return []
     places = [Need.id == -1]
-    for column, role in ((Need.community_id, Role.COMMUNITY_STAFF), (Need.grid_id, Role.GRID_WORKER),
-                         (Need.building_id, Role.BUILDING_LEADER), (Need.department_id, Role.DISTRICT_STAFF),
-                         (Need.department_id, Role.UNIT_MEMBER), (Need.unit_id, Role.UNIT_MEMBER)):
+    for column, role in _PLACES:
         if ids := actor.ids(role):
             places.append(col(column).in_(sorted(ids)))
     if actor.resident_id is not None:
@@ -320,12 +323,42 @@ def seen_by(actor: Actor) -> list:
     return [or_(*places)]
 
 
+SCOPE_BRANCHES = 12  # past this many places, a page is one query over their OR
+
+
+def _scope_branches(actor: Actor) -> list | None:
+    """seen_by as one condition per place (a community, a grid, …) and one for what is assigned to the actor;
+    None for an admin (everything)."""
+    if actor.is_admin:
+        return None
+    branches = [column == i for column, role in _PLACES for i in sorted(actor.ids(role))]
+    if actor.resident_id is not None:
+        branches.append(Need.assignee_id == actor.resident_id)
+    return branches
+
+
+def _first_in_scope(actor: Actor, conditions: list, order: tuple, limit: int):
+    """The first `limit` needs in `order` that the actor may see and match `conditions`.
+
+    With their places OR-ed, a database walks the newest needs of the whole district until it has `limit` that
+    match: on 1,000,000 needs, ~100,000 rows for a community's overdue ones or a worker's few assigned (160-230 ms
+    on PostgreSQL). Each place alone walks its own index in order (ix_need_*_created: a community's, a grid's, an
+    assignee's needs by date) and stops at `limit`; the page is the first `limit` of those few."""
+    branches = _scope_branches(actor)
+    if branches is None or len(branches) > SCOPE_BRANCHES or len(branches) <= 1:
+        return select(Need).where(*seen_by(actor), *conditions).order_by(*order).limit(limit)
+    firsts = [select(Need.id).where(branch, *conditions).order_by(*order).limit(limit).subquery()
+              for branch in branches]
+    ids = union(*(select(first.c.id) for first in firsts))
+    return select(Need).where(col(Need.id).in_(ids)).order_by(*order).limit(limit)
+
+
 def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _ledger_conditions(actor: Actor, f: LedgerFilter) -> list:
-    conditions = seen_by(actor)
+def _ledger_conditions(actor: Actor, f: LedgerFilter, *, scoped: bool = True) -> list:
+    conditions = seen_by(actor) if scoped else []
     if f.statuses:
         conditions.append(col(Need.status).in_([s.value for s in f.statuses]))
     if f.item_code is not None:
@@ -402,8 +435,8 @@ async def ledger(db: Database, actor: Actor, f: LedgerFilter, *, after: str | No
         # An exact count of 100,000 matching rows costs a page hundreds of milliseconds; counting stops past the cap.
         capped = select(Need.id).where(*conditions).limit(LEDGER_COUNT_CAP + 1).subquery()
         total = (await s.exec(select(func.count()).select_from(capped))).one()
-        query = select(Need).where(*conditions, *_after(after, column, newest_first)).order_by(*order)
-        rows = list((await s.exec(query.limit(size + 1))).all())
+        page = _ledger_conditions(actor, f, scoped=False) + _after(after, column, newest_first)
+        rows = list((await s.exec(_first_in_scope(actor, page, order, size + 1))).all())
     more = len(rows) > size
     rows = rows[:size]
     return LedgerPage(rows, int(total), _cursor(rows[-1], column) if more and rows else None)
