@@ -45,8 +45,9 @@ async def test_a_page_over_several_places_is_the_first_of_all_they_see_in_order_
         building = ("B1", "B2", "B3", "B4")[n % 4]
         await report_need(db, reporters[building].id, f"楼道灯坏了第{n}处", "JZ-05", clock.now())
         clock.advance(minutes=7 * (n % 3) + 1)
-    async with db.write() as s:  # two of C2's (B4, a place the worker lacks) are assigned to them
+    async with db.write() as s:  # two of C2's (B4, a place the worker lacks) and one of their own grid's, assigned
         ids = (await s.exec(select(Need.id).where(Need.building_id == d.buildings["B4"].id).limit(2))).all()
+        ids += (await s.exec(select(Need.id).where(Need.building_id == d.buildings["B1"].id).limit(1))).all()
         await s.exec(update(Need).where(Need.id.in_(ids)).values(assignee_id=worker.id))
     actor = await actor_for(db, worker.id)
     assert len(queries._scope_branches(actor)) == 3  # G1, B3, assigned: the merged path
@@ -55,6 +56,7 @@ async def test_a_page_over_several_places_is_the_first_of_all_they_see_in_order_
         shown, after = [], None
         while True:
             page = await ledger(db, actor, LedgerFilter(sort=sort), size=4, after=after)
+            assert page.total == 20  # counted place by place, the one in two places once
             shown += [n.id for n in page.needs]
             if not (after := page.next_after):
                 break

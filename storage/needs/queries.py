@@ -3,11 +3,14 @@ a need can be assigned to, display names."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import functools
+import operator
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from sqlalchemy import exists, func, or_, union
+from sqlalchemy import exists, func, literal, or_, union
 from sqlmodel import col, select
 
 from storage.actor import Actor
@@ -326,15 +329,40 @@ def seen_by(actor: Actor) -> list:
 SCOPE_BRANCHES = 12  # past this many places, a page is one query over their OR
 
 
-def _scope_branches(actor: Actor) -> list | None:
-    """seen_by as one condition per place (a community, a grid, …) and one for what is assigned to the actor;
-    None for an admin (everything)."""
+def _scope_places(actor: Actor) -> list[tuple] | None:
+    """seen_by as (column, value) pairs, one per place (a community, a grid, …) and one for what is assigned to
+    the actor; None for an admin (everything)."""
     if actor.is_admin:
         return None
-    branches = [column == i for column, role in _PLACES for i in sorted(actor.ids(role))]
+    places = [(column, i) for column, role in _PLACES for i in sorted(actor.ids(role))]
     if actor.resident_id is not None:
-        branches.append(Need.assignee_id == actor.resident_id)
-    return branches
+        places.append((Need.assignee_id, actor.resident_id))
+    return places
+
+
+def _scope_branches(actor: Actor) -> list | None:
+    places = _scope_places(actor)
+    return None if places is None else [column == value for column, value in places]
+
+
+def _count_in_scope(actor: Actor, conditions: list, cap: int):
+    """How many needs the actor may see match `conditions`, as one statement: up to `cap` + 1 a place, so the
+    caller caps the sum.
+
+    Place by place, each leaving out the places before it (so a need in two is counted once): a count of one place
+    reads only an index (ix_need_stats leads with the community and holds the statuses and deadlines), where the
+    OR of the places read every matching row (a community's 今日 counts: 5-37 ms each on 1,000,000 needs)."""
+    places = _scope_places(actor)
+    if places is None or not 1 < len(places) <= SCOPE_BRANCHES:
+        scope = [] if places is None else seen_by(actor)
+        matching = select(literal(1)).select_from(Need).where(*scope, *conditions).limit(cap + 1)
+        return select(func.count()).select_from(matching.subquery())
+    counts = []
+    for i, (column, value) in enumerate(places):
+        before = [c.is_distinct_from(v) for c, v in places[:i]]
+        one = select(literal(1)).select_from(Need).where(column == value, *before, *conditions).limit(cap + 1)
+        counts.append(select(func.count()).select_from(one.subquery()).scalar_subquery())
+    return select(functools.reduce(operator.add, counts))
 
 
 def _first_in_scope(actor: Actor, conditions: list, order: tuple, limit: int):
@@ -428,14 +456,13 @@ async def ledger(db: Database, actor: Actor, f: LedgerFilter, *, after: str | No
     """One page of the ledger: the needs the actor may see that match `f`, in its order, after the keyset cursor
     `after` (what the previous page's `next_after` said), with the count of all that match."""
     column, newest_first = _sort(f)
-    conditions = _ledger_conditions(actor, f)
     order = (column.desc(), Need.id.desc()) if newest_first else (column, Need.id)
     size = max(1, min(size, LEDGER_EXPORT_LIMIT))
     async with db.read() as s:
         # An exact count of 100,000 matching rows costs a page hundreds of milliseconds; counting stops past the cap.
-        capped = select(Need.id).where(*conditions).limit(LEDGER_COUNT_CAP + 1).subquery()
-        total = (await s.exec(select(func.count()).select_from(capped))).one()
-        page = _ledger_conditions(actor, f, scoped=False) + _after(after, column, newest_first)
+        unscoped = _ledger_conditions(actor, f, scoped=False)
+        total = min((await s.exec(_count_in_scope(actor, unscoped, LEDGER_COUNT_CAP))).one(), LEDGER_COUNT_CAP + 1)
+        page = unscoped + _after(after, column, newest_first)
         rows = list((await s.exec(_first_in_scope(actor, page, order, size + 1))).all())
     more = len(rows) > size
     rows = rows[:size]
@@ -502,16 +529,17 @@ async def today_queue(db: Database, actor: Actor, now: dt.datetime, day_start: d
         ("escalated", "上报区级 / 督办", [col(Need.status).in_([s.value for s in DEPARTMENT_STATUSES])]),
         ("awaiting_rating", "已办结待评价", [Need.status == NeedStatus.RESOLVED.value]),
     )
-    out = []
     scope = seen_by(actor)
-    async with db.read() as s:
-        for key, title, conditions in sections:
-            where = [*scope, *conditions]
-            capped = select(Need.id).where(*where).limit(QUEUE_COUNT_CAP + 1).subquery()
-            total = (await s.exec(select(func.count()).select_from(capped))).one()
-            rows = await s.exec(select(Need).where(*where).order_by(Need.id.desc()).limit(size))
-            out.append(QueueSection(key, title, int(total), list(rows.all())))
-    return out
+
+    async def section(key: str, title: str, conditions: list) -> QueueSection:
+        async with db.read() as s:
+            total = min((await s.exec(_count_in_scope(actor, conditions, QUEUE_COUNT_CAP))).one(), QUEUE_COUNT_CAP + 1)
+            rows = await s.exec(select(Need).where(*scope, *conditions).order_by(Need.id.desc()).limit(size))
+            return QueueSection(key, title, int(total), list(rows.all()))
+
+    # Each section on a connection of its own, all at once: the page waits for the slowest count, not their sum
+    # (on 1,000,000 needs five capped counts of 8-15 ms each made a community's 今日 60-70 ms).
+    return list(await asyncio.gather(*(section(*s) for s in sections)))
 
 
 PLACES_LIMIT = 500  # grids or buildings offered in the ledger's filter
