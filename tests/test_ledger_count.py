@@ -50,7 +50,7 @@ async def test_a_page_over_several_places_is_the_first_of_all_they_see_in_order_
         ids += (await s.exec(select(Need.id).where(Need.building_id == d.buildings["B1"].id).limit(1))).all()
         await s.exec(update(Need).where(Need.id.in_(ids)).values(assignee_id=worker.id))
     actor = await actor_for(db, worker.id)
-    assert len(queries._scope_branches(actor)) == 3  # G1, B3, assigned: the merged path
+    assert len(queries._places_apart(actor)) == 3  # G1, B3, assigned: the merged path
 
     for sort in ("new", "old"):
         shown, after = [], None

@@ -329,20 +329,16 @@ def seen_by(actor: Actor) -> list:
 SCOPE_BRANCHES = 12  # past this many places, a page is one query over their OR
 
 
-def _scope_places(actor: Actor) -> list[tuple] | None:
-    """seen_by as (column, value) pairs, one per place (a community, a grid, …) and one for what is assigned to
-    the actor; None for an admin (everything)."""
+def _places_apart(actor: Actor) -> list[tuple] | None:
+    """seen_by as (column, value) pairs, to be taken one by one: one per place (a community, a grid, …) and one
+    for what is assigned to the actor. None where one query over seen_by serves: an admin (everything), a single
+    place, or more than SCOPE_BRANCHES."""
     if actor.is_admin:
         return None
     places = [(column, i) for column, role in _PLACES for i in sorted(actor.ids(role))]
     if actor.resident_id is not None:
         places.append((Need.assignee_id, actor.resident_id))
-    return places
-
-
-def _scope_branches(actor: Actor) -> list | None:
-    places = _scope_places(actor)
-    return None if places is None else [column == value for column, value in places]
+    return places if 1 < len(places) <= SCOPE_BRANCHES else None
 
 
 def _count_in_scope(actor: Actor, conditions: list, cap: int):
@@ -352,10 +348,9 @@ def _count_in_scope(actor: Actor, conditions: list, cap: int):
     Place by place, each leaving out the places before it (so a need in two is counted once): a count of one place
     reads only an index (ix_need_stats leads with the community and holds the statuses and deadlines), where the
     OR of the places read every matching row (a community's 今日 counts: 5-37 ms each on 1,000,000 needs)."""
-    places = _scope_places(actor)
-    if places is None or not 1 < len(places) <= SCOPE_BRANCHES:
-        scope = [] if places is None else seen_by(actor)
-        matching = select(literal(1)).select_from(Need).where(*scope, *conditions).limit(cap + 1)
+    places = _places_apart(actor)
+    if places is None:
+        matching = select(literal(1)).select_from(Need).where(*seen_by(actor), *conditions).limit(cap + 1)
         return select(func.count()).select_from(matching.subquery())
     counts = []
     for i, (column, value) in enumerate(places):
@@ -372,11 +367,11 @@ def _first_in_scope(actor: Actor, conditions: list, order: tuple, limit: int):
     match: on 1,000,000 needs, ~100,000 rows for a community's overdue ones or a worker's few assigned (160-230 ms
     on PostgreSQL). Each place alone walks its own index in order (ix_need_*_created: a community's, a grid's, an
     assignee's needs by date) and stops at `limit`; the page is the first `limit` of those few."""
-    branches = _scope_branches(actor)
-    if branches is None or len(branches) > SCOPE_BRANCHES or len(branches) <= 1:
+    places = _places_apart(actor)
+    if places is None:
         return select(Need).where(*seen_by(actor), *conditions).order_by(*order).limit(limit)
-    firsts = [select(Need.id).where(branch, *conditions).order_by(*order).limit(limit).subquery()
-              for branch in branches]
+    firsts = [select(Need.id).where(column == value, *conditions).order_by(*order).limit(limit).subquery()
+              for column, value in places]
     ids = union(*(select(first.c.id) for first in firsts))
     return select(Need).where(col(Need.id).in_(ids)).order_by(*order).limit(limit)
 
