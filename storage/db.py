@@ -303,7 +303,13 @@ class Database:
                     try:
                         outcomes = await asyncio.get_running_loop().run_in_executor(
                             writer.thread, writer.transaction, [job.work for job in batch])
-                    except BaseException as exc:  # the transaction itself failed (BEGIN or COMMIT): none saved
+                    except asyncio.CancelledError:
+                        # Shutting down while the thread runs the batch: it may yet commit. Say so, never "not saved".
+                        for job in batch:
+                            if not job.outcome.done():
+                                job.outcome.set_exception(CommitUnknown("the SQLite writer stopped during a write"))
+                        raise
+                    except Exception as exc:  # the transaction itself failed (BEGIN or COMMIT): none saved
                         outcomes = [exc] * len(batch)
             except DatabaseUnavailable:
                 continue  # the turn did not come: the queued writes time out on their own bound

@@ -263,3 +263,29 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+async def test_a_sqlite_write_whose_writer_stops_mid_write_is_reported_unknown_never_lost(sqlite_db):
+    import threading
+
+    from storage.db import CommitUnknown
+
+    db = sqlite_db
+    running, go_on = asyncio.Event(), threading.Event()
+    loop = asyncio.get_running_loop()
+    add = _add_resident("o_mid_write")
+
+    def slow(connection):
+        loop.call_soon_threadsafe(running.set)
+        go_on.wait(5)
+        return add(connection)
+
+    write = asyncio.create_task(db.write_at_once(slow))
+    await running.wait()
+    db._sqlite_writer.drainer.cancel()  # shutdown while the thread holds the batch
+    await asyncio.sleep(0.05)
+    go_on.set()
+    with pytest.raises(CommitUnknown):
+        await write
+    await asyncio.sleep(0.2)  # the thread finishes its transaction
+    assert await _openids(db) == {"o_mid_write"}  # it did commit: "unknown" was the honest answer
