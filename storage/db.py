@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -124,7 +125,9 @@ class Database:
             )
             _make_sqlite_transactions_explicit(self.engine)
         else:
-            server_settings = {"statement_timeout": str(int(limits.command_timeout * 1000))}
+            # The process in pg_stat_activity: whose session holds a lock, when one is held too long.
+            server_settings = {"statement_timeout": str(int(limits.command_timeout * 1000)),
+                               "application_name": f"steward:{os.getpid()}"}
             if schema:
                 server_settings["search_path"] = schema
             connect_args = {
