@@ -191,13 +191,15 @@ class Database:
                     self._count(exc)
                     await _quietly(transaction.rollback())
                     raise
-                server = None if self.is_sqlite else _server_of(await session.connection())
+                connection = None if self.is_sqlite else await session.connection()
+                server = None if connection is None else _server_of(connection)
                 try:
                     await transaction.commit()
                 except BaseException as exc:
                     if _lost_contact(exc):
                         self.errors += 1
-                        await _never_again(await session.connection())
+                        if connection is not None:
+                            await _never_again(connection)
                         raise CommitUnknown(str(exc) or type(exc).__name__, server) from exc
                     raise
             _count_commit()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import time
 from collections import Counter
 
@@ -334,6 +335,26 @@ async def test_a_report_whose_statement_went_unanswered_is_told_unsure_then_lost
         assert len(await rig.needs()) == 1
     finally:
         await phone.close()
+
+
+async def test_a_commit_that_went_unanswered_is_unknown_and_settled_before_anyone_looks(rig):
+    # The transaction's COMMIT is held on its way to PostgreSQL: the writer hears "unknown" (never "not saved"),
+    # and once settled (its server process ended) the held COMMIT can no longer land.
+    from storage.db import CommitUnknown
+    from storage.residents import Resident, find_resident
+
+    now = dt.datetime(2026, 11, 27, 9, 30, tzinfo=dt.UTC)
+    with pytest.raises(CommitUnknown) as raised:
+        async with rig.db.write() as s:
+            s.add(Resident(openid="o_held_commit", created_at=now))
+            await s.flush()
+            rig.pg.freeze()
+    assert raised.value.server is not None
+    rig.pg.restore(held=True)
+    await rig.db.settle(raised.value)
+    rig.pg.release()  # the COMMIT's bytes reach PostgreSQL only now
+    await asyncio.sleep(0.3)
+    assert await find_resident(rig.truth, "o_held_commit") is None
 
 
 # -- 3. recovery -----------------------------------------------------------------------------------------------
