@@ -524,12 +524,15 @@ async def today_queue(db: Database, actor: Actor, now: dt.datetime, day_start: d
         ("escalated", "上报区级 / 督办", [col(Need.status).in_([s.value for s in DEPARTMENT_STATUSES])]),
         ("awaiting_rating", "已办结待评价", [Need.status == NeedStatus.RESOLVED.value]),
     )
-    scope = seen_by(actor)
 
     async def section(key: str, title: str, conditions: list) -> QueueSection:
         async with db.read() as s:
             total = min((await s.exec(_count_in_scope(actor, conditions, QUEUE_COUNT_CAP))).one(), QUEUE_COUNT_CAP + 1)
-            rows = await s.exec(select(Need).where(*scope, *conditions).order_by(Need.id.desc()).limit(size))
+            if _places_apart(actor) is None:  # everything, or one place: newest by id, the table's own order
+                first = select(Need).where(*seen_by(actor), *conditions).order_by(Need.id.desc()).limit(size)
+            else:  # each place's newest by its date index (the OR of them walked the whole table on SQLite)
+                first = _first_in_scope(actor, conditions, (Need.created_at.desc(), Need.id.desc()), size)
+            rows = await s.exec(first)
             return QueueSection(key, title, int(total), list(rows.all()))
 
     # Each section on a connection of its own, all at once: the page waits for the slowest count, not their sum
