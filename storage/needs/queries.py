@@ -525,10 +525,12 @@ async def today_queue(db: Database, actor: Actor, now: dt.datetime, day_start: d
         ("awaiting_rating", "已办结待评价", [Need.status == NeedStatus.RESOLVED.value]),
     )
 
+    by_place = _places_apart(actor) is not None
+
     async def section(key: str, title: str, conditions: list) -> QueueSection:
         async with db.read() as s:
             total = min((await s.exec(_count_in_scope(actor, conditions, QUEUE_COUNT_CAP))).one(), QUEUE_COUNT_CAP + 1)
-            if _places_apart(actor) is None:  # everything, or one place: newest by id, the table's own order
+            if not by_place:  # everything, or one place: newest by id, the table's own order
                 first = select(Need).where(*seen_by(actor), *conditions).order_by(Need.id.desc()).limit(size)
             else:  # each place's newest by its date index (the OR of them walked the whole table on SQLite)
                 first = _first_in_scope(actor, conditions, (Need.created_at.desc(), Need.id.desc()), size)
