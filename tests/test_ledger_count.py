@@ -67,3 +67,86 @@ async def test_a_page_over_several_places_is_the_first_of_all_they_see_in_order_
         newest_first = sort == "new"
         expected = [n.id for n in sorted(seen, key=lambda n: (n.created_at, n.id), reverse=newest_first)]
         assert shown == expected and len(expected) == 20  # 6 each of B1, B2 (G1), B3, and the 2 assigned
+
+
+async def test_the_districts_overdue_pages_are_the_open_needs_past_a_deadline_newest_first(db, clock):
+    # The admin's 台账 ?overdue=1 takes ids from ix_need_open_created, then their rows (queries._first_in_scope):
+    # every open need past either deadline, none other, in the ledger's order across pages.
+    import datetime as dt
+
+    from sqlalchemy import update
+    from sqlmodel import select
+
+    from storage.needs import Need
+
+    d = await make_district(db)
+    resident = await make_resident(db, "o_late", d.buildings["B1"])
+    for n in range(12):
+        await report_need(db, resident.id, f"楼道灯坏了第{n}处", "JZ-05", clock.now())
+        clock.advance(minutes=n % 2)  # some share a minute: the id breaks the tie
+    now = clock.now()
+    past, future = now - dt.timedelta(hours=1), now + dt.timedelta(days=1)
+    cases = [  # status, resolve_by, respond_by, responded
+        ("assigned", past, future, True), ("triaged", future, past, False), ("in_progress", future, past, True),
+        ("resolved", past, past, False), ("supervised", past, past, True), ("reported", future, future, False),
+    ]
+    async with db.write() as s:
+        ids = (await s.exec(select(Need.id).order_by(Need.id))).all()
+        for need_id, (status, resolve_by, respond_by, responded) in zip(ids, cases * 2, strict=True):
+            await s.exec(update(Need).where(Need.id == need_id).values(
+                status=status, resolve_by=resolve_by, respond_by=respond_by, responded_at=now if responded else None))
+    async with db.read() as s:
+        rows = (await s.exec(select(Need))).all()
+    late = sorted((n for n in rows if n.is_open and (n.resolve_by < now or (n.responded_at is None
+                                                                            and n.respond_by < now))),
+                  key=lambda n: (n.created_at, n.id), reverse=True)
+    assert len(late) == 6
+
+    operator, shown, after = Actor.operator("cli:test"), [], None
+    while True:
+        page = await ledger(db, operator, LedgerFilter(overdue_at=now), size=4, after=after)
+        assert page.total == 6
+        shown += [n.id for n in page.needs]
+        if not (after := page.next_after):
+            break
+    assert shown == [n.id for n in late]
+
+
+async def test_the_districts_overdue_walk_can_use_the_open_needs_index(db, clock):
+    # The partial index serves a query only when the query says "open" in the index's own words (model.OPEN_SQL):
+    # bound parameters (which PostgreSQL's generic plan cannot match to the index's predicate, nor SQLite), or the
+    # statuses in another order, would leave the district's overdue page walking the table. The statement asked is
+    # the one the driver was sent, with its parameters.
+    from sqlalchemy import event, text
+
+    from storage.needs import Need
+
+    sent = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        sent.append((statement, parameters))
+
+    walk = queries._first_in_scope(Actor.operator("cli:test"), queries.overdue(clock.now()),
+                                   (Need.created_at.desc(), Need.id.desc()), 51)
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with db.read() as s:
+            await s.exec(walk)
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+    statement, parameters = sent[-1]
+    outer, inner = statement.split("FROM need", 1)
+    async with db.engine.connect() as conn:
+        if db.is_sqlite:  # INDEXED BY makes SQLite refuse the statement if that index cannot answer it
+            forced = outer + "FROM need" + inner.replace("FROM need", "FROM need INDEXED BY ix_need_open_created", 1)
+            plan = " ".join(str(r[-1]) for r in (await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + forced,
+                                                                            parameters)).all())
+        else:  # the plan PostgreSQL keeps for a prepared statement once it stops planning each call
+            for setting in ("enable_seqscan", "enable_bitmapscan"):
+                await conn.execute(text(f"SET {setting} = off"))
+            await conn.execute(text("SET plan_cache_mode = force_generic_plan"))
+            await conn.exec_driver_sql("PREPARE overdue_walk AS " + statement)
+            values = ", ".join(str(v) if isinstance(v, int) else f"'{getattr(v, 'isoformat', lambda: v)()}'"
+                               for v in parameters)
+            plan = " ".join(r[0] for r in (await conn.exec_driver_sql(f"EXPLAIN EXECUTE overdue_walk({values})")).all())
+    assert "ix_need_open_created" in plan, plan

@@ -74,6 +74,11 @@ def status_from_word(word: str) -> NeedStatus | None:
 S = NeedStatus
 OPEN_STATUSES = frozenset({S.REPORTED, S.TRIAGED, S.ASSIGNED, S.ESCALATED, S.IN_PROGRESS, S.REOPENED,
                            S.SUPERVISED})
+# "Open" in SQL, its words written out in one fixed order: a partial index on it (ix_need_open_created) serves only
+# a query whose condition is the same words, not bound parameters (which a generic plan on PostgreSQL cannot match
+# to an index's predicate, nor SQLite at all, and a frozenset's order changes from process to process).
+OPEN_VALUES = tuple(sorted(s.value for s in OPEN_STATUSES))
+OPEN_SQL = "status IN (" + ", ".join(f"'{v}'" for v in OPEN_VALUES) + ")"
 
 RATINGS = ("满意", "基本满意", "不满意")
 DUPLICATE_WINDOW = dt.timedelta(days=14)
@@ -128,6 +133,8 @@ class Need(SQLModel, table=True):
     # a grid's, a building's and an assignee's needs by date, so a staff page walks only its own places' needs in
     # order (queries._first_in_scope), not the district's.
     # The rating-reminder scan (need_clocks.unrated_query; 0024): resolved, not rated, in resolved_at order.
+    # 0026: the open needs by date with their deadlines, so "overdue, newest first" over the whole district (the
+    # admin's 台账) reads the index alone, skipping the newest needs (not yet late) without fetching them.
     __table_args__ = (Index("ix_need_status_rate_by", "status", "rate_by"),
                       Index("ix_need_stats", *STATS_COLUMNS),
                       Index("ix_need_community_created", "community_id", "created_at"),
@@ -138,7 +145,10 @@ class Need(SQLModel, table=True):
                             postgresql_where=sql_text("assignee_id IS NOT NULL")),
                       Index("ix_need_chased_at", "chased_at"),
                       Index("ix_need_unrated", "status", "resolved_at", sqlite_where=sql_text("rated_at IS NULL"),
-                            postgresql_where=sql_text("rated_at IS NULL")))
+                            postgresql_where=sql_text("rated_at IS NULL")),
+                      Index("ix_need_open_created", "created_at", "resolve_by", "respond_by", "responded_at",
+                            postgresql_include=["id"], sqlite_where=sql_text(OPEN_SQL),
+                            postgresql_where=sql_text(OPEN_SQL)))
 
     id: int | None = Field(default=None, primary_key=True)
     ticket: str = Field(max_length=20, unique=True)

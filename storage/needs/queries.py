@@ -10,7 +10,7 @@ import operator
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from sqlalchemy import exists, func, literal, or_, union
+from sqlalchemy import exists, func, literal, literal_column, or_, union
 from sqlmodel import col, select
 
 from storage.actor import Actor
@@ -18,6 +18,7 @@ from storage.db import Database
 from storage.needs.model import (
     MERGE_CANDIDATES,
     OPEN_STATUSES,
+    OPEN_VALUES,
     PAGE_SIZE,
     Need,
     NeedEvent,
@@ -28,6 +29,13 @@ from storage.needs.model import (
 from storage.org import Building, Community, Department, Grid
 from storage.residents import Resident, mask_phone
 from storage.roles import Role, RoleGrant
+
+
+def overdue(at: dt.datetime) -> list:
+    """Open and past a deadline at `at`: not resolved by its 办结期限, or not answered by its 答复期限. "Open" is
+    written as model.OPEN_SQL says, so the partial index ix_need_open_created serves it."""
+    return [col(Need.status).in_([literal_column(f"'{v}'") for v in OPEN_VALUES]),
+            or_(Need.resolve_by < at, Need.responded_at.is_(None) & (Need.respond_by < at))]
 
 
 async def find_need(db: Database, ticket: str) -> Need | None:
@@ -138,10 +146,7 @@ async def list_needs(
     if follower_id is not None:
         conditions.append(col(Need.id).in_(select(NeedFollower.need_id).where(NeedFollower.resident_id == follower_id)))
     if overdue_at is not None:
-        conditions.append(col(Need.status).in_([s.value for s in OPEN_STATUSES]))
-        conditions.append(
-            or_(Need.resolve_by < overdue_at, (Need.responded_at.is_(None)) & (Need.respond_by < overdue_at))
-        )
+        conditions += overdue(overdue_at)
     page = max(1, page)
     order = Need.id.desc() if newest_first else Need.id
     async with db.read() as s:
@@ -369,7 +374,10 @@ def _first_in_scope(actor: Actor, conditions: list, order: tuple, limit: int):
     assignee's needs by date) and stops at `limit`; the page is the first `limit` of those few."""
     places = _places_apart(actor)
     if places is None:
-        return select(Need).where(*seen_by(actor), *conditions).order_by(*order).limit(limit)
+        # The ids first, then their rows: where an index holds every column the conditions read (the district's
+        # overdue needs: ix_need_open_created), the walk past the rows that do not match never reads the table.
+        ids = select(Need.id).where(*seen_by(actor), *conditions).order_by(*order).limit(limit)
+        return select(Need).where(col(Need.id).in_(ids)).order_by(*order)
     firsts = [select(Need.id).where(column == value, *conditions).order_by(*order).limit(limit).subquery()
               for column, value in places]
     ids = union(*(select(first.c.id) for first in firsts))
@@ -399,10 +407,7 @@ def _ledger_conditions(actor: Actor, f: LedgerFilter, *, scoped: bool = True) ->
     if f.created_before is not None:
         conditions.append(Need.created_at < f.created_before)
     if f.overdue_at is not None:
-        conditions.append(col(Need.status).in_([s.value for s in OPEN_STATUSES]))
-        conditions.append(
-            or_(Need.resolve_by < f.overdue_at, (Need.responded_at.is_(None)) & (Need.respond_by < f.overdue_at))
-        )
+        conditions += overdue(f.overdue_at)
     if f.source in SOURCES:
         survey = select(NeedEvent.need_id).where(NeedEvent.kind == "reported", NeedEvent.actor_label == SURVEY_LABEL)
         if f.source == "survey":
@@ -517,8 +522,7 @@ async def today_queue(db: Database, actor: Actor, now: dt.datetime, day_start: d
     open_values = [s.value for s in OPEN_STATUSES]
     sections = (
         ("triage", "待分流", [col(Need.status).in_([s.value for s in NEW_STATUSES])]),
-        ("overdue", "已逾期（督办）", [col(Need.status).in_(open_values), or_(
-            Need.resolve_by < now, (Need.responded_at.is_(None)) & (Need.respond_by < now))]),
+        ("overdue", "已逾期（督办）", overdue(now)),
         ("due_today", "今日到期", [col(Need.status).in_(open_values), Need.resolve_by >= now,
                                    Need.resolve_by < day_end]),
         ("escalated", "上报区级 / 督办", [col(Need.status).in_([s.value for s in DEPARTMENT_STATUSES])]),
