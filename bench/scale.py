@@ -390,11 +390,19 @@ def staff_actor(role, scope_id: int | None, resident_id: int = 1):
     return Actor.resident(resident_id, (grant,))
 
 
+async def db_community_code(db, community_id: int) -> str:
+    from storage.org import Community
+
+    async with db.read() as s:
+        return (await s.get(Community, community_id)).code
+
+
 async def run_queues(backend: str, args: argparse.Namespace, tmp: str) -> list[Row]:
     from sqlalchemy import update
     from sqlmodel import func, select
 
     from bench.stats import NOW, analyze, fill
+    from bot.cli_needs import ledger_rows
     from storage import migrate, need_clocks
     from storage.db import Database
     from storage.needs import OPEN_STATUSES, Need
@@ -446,8 +454,10 @@ async def run_queues(backend: str, args: argparse.Namespace, tmp: str) -> list[R
         async def queue(who: str, what: str, make, scope: str) -> None:
             took, result = await best_of(5, make)
             total = getattr(result, "total", None)
-            if isinstance(result, list):  # 今日: its sections
+            if isinstance(result, list) and result and hasattr(result[0], "title"):  # 今日: its sections
                 total = " / ".join(f"{s.title} {s.total}" for s in result)
+            elif isinstance(result, list):  # rows of the command line's listing
+                total = f"{len(result)} rows"
             rows.append(Row(name, f"{who}: {what}", took, "ms", QUEUE_MS, baseline=base_text[scope],
                             notes=[f"{total:,}" if isinstance(total, int) else f"{total}"]))
 
@@ -456,8 +466,9 @@ async def run_queues(backend: str, args: argparse.Namespace, tmp: str) -> list[R
                     lambda: list_needs(db, statuses=NEW_STATUSES, community_ids=communities, size=8), "c")
         await queue("community staff", "超期 (console 台账 ?overdue=1)",
                     lambda: ledger(db, staff, LedgerFilter(overdue_at=now)), "c")
-        await queue("community staff", "超期 (steward needs --overdue)",
-                    lambda: list_needs(db, community_ids=communities, overdue_at=now, size=20), "c")
+        code = await db_community_code(db, community)
+        await queue("community staff", "超期 (steward needs --overdue --limit 20)",
+                    lambda: ledger_rows(db, now, community=code, overdue=True, limit=20), "c")
         await queue("community staff", "今日 (console, 5 queues)",
                     lambda: today_queue(db, staff, now, day_start, day_end), "c")
         await queue("district admin", "待分流 (chat, page 1)",

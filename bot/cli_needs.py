@@ -21,7 +21,6 @@ from storage.needs import (
     EVENT_LABELS,
     NeedStatus,
     find_need,
-    list_needs,
     media_lines,
     names_for,
     need_media,
@@ -30,6 +29,7 @@ from storage.needs import (
     status_from_word,
     timeline,
 )
+from storage.needs.queries import LedgerFilter, ledger_batches
 from storage.residents import mask_phone
 from storage.taxonomy import Tier
 
@@ -66,18 +66,16 @@ async def ledger_rows(
 ) -> list[dict[str, str]]:
     """The ledger as rows of display strings (oldest first), at most `limit`; with `phones`, full numbers (the
     operator's reveal is audited, one row per page)."""
-    wanted = {parse_status(word) for word in statuses if word.strip()} if statuses else None
-    communities = {(await find_community(db, community)).id} if community else None
+    wanted = frozenset(parse_status(word) for word in statuses if word.strip()) if statuses else None
+    community_id = (await find_community(db, community)).id if community else None
+    f = LedgerFilter(statuses=wanted or None, community_id=community_id, overdue_at=now if overdue else None,
+                     sort="old")
     rows: list[dict[str, str]] = []
-    page = 1
-    while len(rows) < min(limit, MAX_LIMIT):
-        result = await list_needs(db, page=page, size=PAGE, statuses=wanted, community_ids=communities,
-                                  overdue_at=now if overdue else None)
-        if not result.needs:
-            break
-        names = await names_for(db, result.needs)
-        full = await reveal_phones(db, cli_operator(), result.needs, now, "needs list") if phones else {}
-        for need in result.needs:
+    # By keyset, a batch at a time (the console's export): no count, no offset that grows with each page
+    async for batch in ledger_batches(db, cli_operator(), f, limit=max(0, min(limit, MAX_LIMIT)), batch=PAGE):
+        names = await names_for(db, batch)
+        full = await reveal_phones(db, cli_operator(), batch, now, "needs list") if phones else {}
+        for need in batch:
             late = need.is_open and (
                 (need.resolve_by is not None and need.resolve_by < now)
                 or (need.responded_at is None and need.respond_by is not None and need.respond_by < now)
@@ -101,11 +99,6 @@ async def ledger_rows(
                 "逾期": "是" if late else "",
                 "评价": need.rating or "",
             })
-            if len(rows) >= limit:
-                break
-        if page >= result.pages:
-            break
-        page += 1
     return rows
 
 

@@ -146,7 +146,7 @@ async def test_the_districts_overdue_walk_can_use_the_open_needs_index(db, clock
                 await conn.execute(text(f"SET {setting} = off"))
             await conn.execute(text("SET plan_cache_mode = force_generic_plan"))
             await conn.exec_driver_sql("PREPARE overdue_walk AS " + statement)
-            values = ", ".join(str(v) if isinstance(v, int) else f"'{getattr(v, 'isoformat', lambda: v)()}'"
+            values = ", ".join(str(v) if isinstance(v, int) else f"'{v.isoformat() if hasattr(v, 'isoformat') else v}'"
                                for v in parameters)
             plan = " ".join(r[0] for r in (await conn.exec_driver_sql(f"EXPLAIN EXECUTE overdue_walk({values})")).all())
     assert "ix_need_open_created" in plan, plan

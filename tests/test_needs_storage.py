@@ -148,7 +148,9 @@ def test_working_days_follow_the_official_calendar_and_fall_back_to_weekends():
     assert not workdays.is_working_day(dt.date(2031, 1, 4))
 
 
-async def test_the_ledger_lists_filters_and_shows_a_need(db, clock):
+async def test_the_ledger_lists_filters_and_shows_a_need(db, clock, monkeypatch):
+    from bot import cli_needs
+
     d, staff = await _town(db)
     resident = await make_resident(db, "o_l", d.buildings["B1"], phone="13812345678")
     late = await report_need(db, resident.id, "楼道灯坏了", "JZ-05", clock.now())
@@ -156,8 +158,13 @@ async def test_the_ledger_lists_filters_and_shows_a_need(db, clock):
     await triage_need(db, await actor_for(db, staff.id), fresh.ticket, "B", clock.now())
     clock.advance(hours=5)  # the A-tier need passed its 2-working-hour response time
 
+    elsewhere = await make_resident(db, "o_l2", d.buildings["B4"])
+    other = await report_need(db, elsewhere.id, "小区门口路灯不亮", "JZ-05", clock.now())
     rows = await ledger_rows(db, clock.now(), community="C1")
     assert [r["编号"] for r in rows] == [late.ticket, fresh.ticket]
+    monkeypatch.setattr(cli_needs, "PAGE", 1)  # batch by batch, oldest first, as far as the limit
+    assert [r["编号"] for r in await ledger_rows(db, clock.now())] == [late.ticket, fresh.ticket, other.ticket]
+    assert [r["编号"] for r in await ledger_rows(db, clock.now(), limit=2)] == [late.ticket, fresh.ticket]
     assert rows[0]["逾期"] == "是" and rows[1]["逾期"] == ""
     overdue = await ledger_rows(db, clock.now(), overdue=True)
     assert [r["编号"] for r in overdue] == [late.ticket]

@@ -127,11 +127,11 @@ async def list_needs(
     department_ids: set[int] | None = None,
     unit_ids: set[int] | None = None,
     follower_id: int | None = None,
-    overdue_at: dt.datetime | None = None,
     newest_first: bool = False,
 ) -> Page:
-    """One page of needs filtered by place, state, follower and lateness. Place filters are OR-ed (a leader's
-    buildings or a grid worker's grids); None means no filter on it; an empty set matches nothing."""
+    """One page of needs filtered by place, state and follower (lateness: the ledger's `overdue`). Place filters
+    are OR-ed (a leader's buildings or a grid worker's grids); None means no filter on it; an empty set matches
+    nothing."""
     conditions = []
     if statuses is not None:
         conditions.append(col(Need.status).in_([s.value for s in statuses]))
@@ -145,8 +145,6 @@ async def list_needs(
         conditions.append(or_(*places))
     if follower_id is not None:
         conditions.append(col(Need.id).in_(select(NeedFollower.need_id).where(NeedFollower.resident_id == follower_id)))
-    if overdue_at is not None:
-        conditions += overdue(overdue_at)
     page = max(1, page)
     order = Need.id.desc() if newest_first else Need.id
     async with db.read() as s:
@@ -287,6 +285,7 @@ class LedgerFilter:
     category: str | None = None
     item_code: str | None = None
     tier: str | None = None
+    community_id: int | None = None
     grid_id: int | None = None
     building_id: int | None = None
     created_from: dt.datetime | None = None  # inclusive
@@ -398,6 +397,8 @@ def _ledger_conditions(actor: Actor, f: LedgerFilter, *, scoped: bool = True) ->
         conditions.append(Need.category == f.category)
     if f.tier:
         conditions.append(Need.tier == f.tier)
+    if f.community_id is not None:
+        conditions.append(Need.community_id == f.community_id)
     if f.grid_id is not None:
         conditions.append(Need.grid_id == f.grid_id)
     if f.building_id is not None:
