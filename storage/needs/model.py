@@ -146,9 +146,8 @@ class Need(SQLModel, table=True):
                       Index("ix_need_chased_at", "chased_at"),
                       Index("ix_need_unrated", "status", "resolved_at", sqlite_where=sql_text("rated_at IS NULL"),
                             postgresql_where=sql_text("rated_at IS NULL")),
-                      Index("ix_need_open_created", "created_at", "resolve_by", "respond_by", "responded_at",
-                            postgresql_include=["id"], sqlite_where=sql_text(OPEN_SQL),
-                            postgresql_where=sql_text(OPEN_SQL)))
+                      Index("ix_need_open_created", "created_at", "id", "resolve_by", "respond_by", "responded_at",
+                            sqlite_where=sql_text(OPEN_SQL), postgresql_where=sql_text(OPEN_SQL)))
 
     id: int | None = Field(default=None, primary_key=True)
     ticket: str = Field(max_length=20, unique=True)

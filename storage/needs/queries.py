@@ -156,8 +156,12 @@ async def list_needs(
                                  .offset((page - 1) * size).limit(size))).all()
             if rows or page == 1:
                 return Page([need for need, _ in rows], int(rows[0][1]) if rows else 0, page, size)
+        # A staff list goes in date order, which each place's index gives (ix_need_*_created): in id order SQLite
+        # sorted a community's 33,000 needs for the 8 shown (80-130 ms on 1,000,000 needs).
+        by_date = (Need.created_at.desc(), Need.id.desc()) if newest_first else (Need.created_at, Need.id)
         total = (await s.exec(select(func.count()).select_from(Need).where(*conditions))).one()
-        rows = await s.exec(select(Need).where(*conditions).order_by(order).offset((page - 1) * size).limit(size))
+        rows = await s.exec(select(Need).where(*conditions).order_by(*by_date).offset((page - 1) * size)
+                            .limit(size))
         return Page(list(rows.all()), int(total), page, size)
 
 

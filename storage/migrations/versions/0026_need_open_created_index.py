@@ -3,7 +3,8 @@
 Revision ID: 0026_need_open_created_index
 Revises: 0001_base
 Depends on: 0025_need_scope_order_indexes
-`ix_need_open_created`: the open needs by date, with their deadlines (and, on PostgreSQL, their id) in the index.
+`ix_need_open_created`: the open needs by date and id (the ledger's whole order, so neither database sorts what it
+walks; SQLite chose another index when the id was not there), with their deadlines in the index.
 The district admin's 台账 ?overdue=1 (open, past a deadline, newest first) walked the district's newest needs,
 which are not late yet, fetching each row to read its deadlines: ~80,000 rows, 130-200 ms on 1,000,000 needs.
 This index holds what the filter reads, so the walk reads the index alone. Its predicate is the open statuses
@@ -23,8 +24,8 @@ OPEN = sa.text("status IN ('assigned', 'escalated', 'in_progress', 'reopened', '
 
 
 def upgrade() -> None:
-    op.create_index("ix_need_open_created", "need", ["created_at", "resolve_by", "respond_by", "responded_at"],
-                    unique=False, postgresql_include=["id"], sqlite_where=OPEN, postgresql_where=OPEN)
+    op.create_index("ix_need_open_created", "need", ["created_at", "id", "resolve_by", "respond_by", "responded_at"],
+                    unique=False, sqlite_where=OPEN, postgresql_where=OPEN)
 
 
 def downgrade() -> None:
