@@ -37,7 +37,7 @@ from bot.protocol import (
 )
 from handlers.framework import BUSY_REPLY, Engine, NotDone, failure_reply
 from storage.db import Database
-from storage.kv import Guard, KeyValueStore, LockTimeout, StoreUnavailable
+from storage.kv import Guard, KeyValueStore, LockTimeout, StoreUnavailable, Swap
 from storage.text import clip
 
 log = logging.getLogger("steward.gateway")
@@ -54,6 +54,10 @@ FOLLOW_UP_EVERY = 2.0  # seconds between tries of a follow-up's question while s
 FOLLOW_UP_FOR = 180.0  # then it is given up (logged): the reply already told the resident how to look
 
 LateReply = Callable[[str, str], Awaitable[None]]
+
+
+class Recorded(str):
+    """A reply already stored under its message's dedup key, as the resident's lock was released."""
 
 
 class Gateway:
@@ -164,7 +168,7 @@ class Gateway:
             log.warning("message %s refused, state store away: %s", msg.dedup_key, exc)
             self._count(msg, "busy", started)
             return BUSY_REPLY
-        task = asyncio.create_task(self._handle(msg))
+        task = asyncio.create_task(self._handle(msg, key))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         # asyncio.wait leaves the task running past the deadline (no cancel, no shield needed).
@@ -180,7 +184,8 @@ class Gateway:
             await self._forget(key)  # a later delivery of this message is tried afresh
             self._count(msg, "not_done", started)
         else:
-            await self._remember(key, text or "")
+            if not isinstance(text, Recorded):
+                await self._remember(key, text or "")
             self._count(msg, "replied" if text else "silent", started)
         return text
 
@@ -198,21 +203,23 @@ class Gateway:
             await asyncio.sleep(0.02)
         return ""
 
-    async def _handle(self, msg: InboundMessage) -> str:
+    async def _handle(self, msg: InboundMessage, key: str) -> str:
         with self.metrics.handler_seconds.time():
-            return await self._handle_timed(msg)
+            return await self._handle_timed(msg, key)
 
-    async def _handle_timed(self, msg: InboundMessage) -> str:
+    async def _handle_timed(self, msg: InboundMessage, key: str) -> str:
         if msg.type in UNUSABLE_TYPES:
             return UNUSABLE_REPLY
         try:
             # Two messages from one resident never run a flow step at once. Taking the lock fetches what the
             # step reads first (the resident's cached row and flow state): one round trip instead of three; the
-            # engine releases it with the next state written, one instead of two.
+            # engine releases it with the next state and the reply (under the dedup key, if still pending)
+            # written: one instead of three.
             read, take = self.engine.read_ahead(msg.openid)
-            async with self.kv.lock("resident:" + msg.openid, timeout=LOCK_TTL, wait=30, read=read,
-                                    take=take) as held:
-                return await self.engine.handle(msg, held)
+            async with self.kv.lock("resident:" + msg.openid, timeout=LOCK_TTL, wait=30, read=read, take=take,
+                                    swap=Swap(key, PENDING, SEEN_TTL)) as held:
+                text = await self.engine.handle(msg, held)
+                return Recorded(text) if held.swapped and not isinstance(text, NotDone) else text
         except LockTimeout:
             return NotDone(WAIT_REPLY)
         except Exception as exc:

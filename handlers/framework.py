@@ -420,8 +420,8 @@ class Engine:
 
     async def handle(self, msg: InboundMessage, held: Held | None = None) -> str:
         """One message in, one reply out (empty: nothing to say). `held`: the caller's lock on this resident,
-        holding the keys of `read_ahead`; the step's next state is written as it is released, before the
-        after-reply extras.
+        holding the keys of `read_ahead`; the step's next state (and the reply, for the lock's Swap) is written
+        as it is released, after the after-reply extras.
 
         The resident's flow state is taken (read and removed) before the step runs and written back after
         it, so a step whose outcome could not be recorded (Redis gone after a commit) is never run twice by
@@ -454,25 +454,29 @@ class Engine:
             if not commits[0] and state is not None and not isinstance(exc, CommitUnknown):
                 await self._put_back(msg.openid, state)
             return failure_reply(exc, committed=bool(commits[0]))
-        try:
-            if ctx._next is not None:
-                await self.states.save(msg.openid, ctx._next, held)
-            elif not ctx._clear and state is not None:
-                await self.states.save(msg.openid, state, held)
-            elif held is not None:
-                await held.release()
-        except StoreUnavailable as exc:
-            log.warning("flow state of message %s not saved: %s", msg.dedup_key, exc)
-            if not commits[0]:
-                return NotDone(BUSY_REPLY)
-            # Committed: the reply is true. The flow ends here (its state was taken), so nothing repeats it.
         reply = notice + (reply or "") if (reply or notice) else ""
         for hook in self.after_reply:
             try:
                 reply = await hook(ctx, reply)
             except Exception as exc:  # extras (waiting notices) must never cost the reply itself
                 log.warning("after-reply hook failed for message %s: %s", msg.dedup_key, exc)
-        return reply.strip()
+        reply = reply.strip()
+        # The whole reply is known before the lock goes: its release writes the next state and, where the caller
+        # asked (the gateway's reply record), the reply itself, in one round trip.
+        try:
+            if ctx._next is not None:
+                await self.states.save(msg.openid, ctx._next, held, reply=reply)
+            elif not ctx._clear and state is not None:
+                await self.states.save(msg.openid, state, held, reply=reply)
+            elif held is not None:
+                await held.release(value=reply)
+        except StoreUnavailable as exc:
+            log.warning("flow state of message %s not saved: %s", msg.dedup_key, exc)
+            if not commits[0]:
+                return NotDone(BUSY_REPLY)
+            # Committed (the step, or the extras: notices taken are shown now or never): the reply is true. The
+            # flow ends here (its state was taken), so nothing repeats it.
+        return reply
 
     async def _put_back(self, openid: str, state: FlowState) -> None:
         try:

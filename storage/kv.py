@@ -36,22 +36,36 @@ class Guard:
 Writes = dict[str, tuple[str, float | None]]  # key → (value, ttl in seconds or None)
 
 
+@dataclass(frozen=True)
+class Swap:
+    """For `lock(swap=...)`: the value the holder gives its release is set under `key` (for `ttl` seconds) only if
+    `key` still holds `expected`, in the release's round trip (the gateway's reply record: a message's reply
+    replaces its "pending" mark, not the "late" one a deadline put there meanwhile)."""
+
+    key: str
+    expected: str
+    ttl: float
+
+
 class Held(dict):
     """What `lock` gives its holder: the keys it read and took as it was taken (None where absent). `release`
-    ends the hold before the block does, setting `writes` in the same round trip (a flow step's next state with
-    the resident's lock); the block's end then has nothing left to do. A failed release with writes raises
-    StoreUnavailable (the writes may be lost); the lock itself is still let go once the store is back."""
+    ends the hold before the block does, setting `writes` (and, with `value`, the lock's Swap) in the same round
+    trip (a flow step's next state and reply with the resident's lock); the block's end then has nothing left
+    to do. A failed release with writes raises StoreUnavailable (the writes may be lost); the lock itself is
+    still let go once the store is back. `swapped`: the Swap's value was set."""
 
-    def __init__(self, values: dict[str, str | None], release: Callable[[Writes], Awaitable[None]]) -> None:
+    def __init__(self, values: dict[str, str | None],
+                 release: Callable[[Writes, str | None], Awaitable[bool]]) -> None:
         super().__init__(values)
         self._release = release
         self.released = False
+        self.swapped = False
 
-    async def release(self, writes: Writes | None = None) -> None:
+    async def release(self, writes: Writes | None = None, *, value: str | None = None) -> None:
         if self.released:
             raise RuntimeError("the lock was already released")
         self.released = True
-        await self._release(writes or {})
+        self.swapped = await self._release(writes or {}, value)
 
 
 async def fetched(kv: KeyValueStore, key: str, ahead: Mapping[str, str | None] | None, *,
@@ -90,7 +104,7 @@ class KeyValueStore(Protocol):
 
     def lock(
         self, name: str, timeout: float = 30.0, wait: float = 10.0, *, read: Sequence[str] = (),
-        take: Sequence[str] = (),
+        take: Sequence[str] = (), swap: Swap | None = None,
     ) -> contextlib.AbstractAsyncContextManager[Held]: ...
 
     async def ping(self) -> bool: ...
@@ -186,7 +200,7 @@ class MemoryStore:
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str, timeout: float = 30.0, wait: float = 10.0, *, read: Sequence[str] = (),
-                   take: Sequence[str] = ()) -> AsyncIterator[Held]:
+                   take: Sequence[str] = (), swap: Swap | None = None) -> AsyncIterator[Held]:
         lock = self._locks.get(name)
         if lock is None:
             lock = self._locks[name] = asyncio.Lock()
@@ -200,10 +214,14 @@ class MemoryStore:
         ahead = {key: await self.get(key) for key in read}
         ahead.update({key: await self.getdel(key) for key in take})
 
-        async def release(writes: Writes) -> None:
-            for key, (value, ttl) in writes.items():
-                await self.set(key, value, ttl)
+        async def release(writes: Writes, value: str | None) -> bool:
+            for key, (written, ttl) in writes.items():
+                await self.set(key, written, ttl)
+            swapped = swap is not None and value is not None and await self.get(swap.key) == swap.expected
+            if swapped:
+                await self.set(swap.key, value, swap.ttl)
             lock.release()
+            return swapped
 
         held = Held(ahead, release)
         try:
@@ -247,15 +265,21 @@ for i = 2, #KEYS do
 end
 return out
 """
-# Set KEYS[2..] (per key in ARGV after the token: value, ttl ms or 0 for none), then release the lock KEYS[1]
-# held with token ARGV[1].
+# Set KEYS[3..] (per key, from ARGV[6]: value, ttl ms or 0 for none); if ARGV[2] is '1', set KEYS[2] to ARGV[4]
+# (ARGV[5] ms) only if it holds ARGV[3] (the lock's Swap); then release the lock KEYS[1] held with token ARGV[1].
+# 1 if the swap was made.
 _SET_AND_RELEASE = """
-for i = 2, #KEYS do
-  local value, ms = ARGV[2 * i - 2], tonumber(ARGV[2 * i - 1])
+for i = 3, #KEYS do
+  local value, ms = ARGV[2 * i], tonumber(ARGV[2 * i + 1])
   if ms > 0 then redis.call('set', KEYS[i], value, 'PX', ms) else redis.call('set', KEYS[i], value) end
 end
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
+local swapped = 0
+if ARGV[2] == '1' and redis.call('get', KEYS[2]) == ARGV[3] then
+  redis.call('set', KEYS[2], ARGV[4], 'PX', ARGV[5])
+  swapped = 1
+end
+if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
+return swapped
 """
 # Set KEYS[1] unless present (1; 0 if present), after the guard KEYS[2] (if any): it keeps the first value
 # (ARGV[3], ARGV[4] ms) and another value refuses (-1) with nothing set.
@@ -395,7 +419,7 @@ class RedisStore:
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str, timeout: float = 10.0, wait: float = 10.0, *, read: Sequence[str] = (),
-                   take: Sequence[str] = ()) -> AsyncIterator[Held]:
+                   take: Sequence[str] = (), swap: Swap | None = None) -> AsyncIterator[Held]:
         """A lock shared by every worker. It lives `timeout` seconds and is renewed while held, so a holder
         that crashed frees it within `timeout`, and one whose step runs long (a slow database) keeps it.
 
@@ -422,11 +446,12 @@ class RedisStore:
                 ahead = await self._take(name, key, token, ttl_ms, deadline, read, take)
                 renewer = asyncio.create_task(self._keep(key, token, ttl_ms, timeout / 3))
 
-                async def release(writes: Writes) -> None:
+                async def release(writes: Writes, value: str | None) -> bool:
                     nonlocal local_held
                     renewer.cancel()
                     try:
-                        await self._let_go(key, token, writes)
+                        return await self._let_go(key, token, writes, (swap, value) if swap and value is not None
+                                                  else None)
                     finally:
                         local_held = False
                         local.release()
@@ -482,20 +507,27 @@ class RedisStore:
                 if not await self._call(lambda: self._renew(keys=[key], args=[token, ttl_ms])):
                     log.warning("lock %s was taken by another holder while held", key)
 
-    async def _let_go(self, key: str, token: str, writes: Writes | None = None) -> None:
+    async def _let_go(self, key: str, token: str, writes: Writes | None = None,
+                      swap: tuple[Swap, str] | None = None) -> bool:
+        """Release the lock, setting `writes` and making `swap` (the Swap, its value) on the way; True if swapped."""
         try:
-            if writes:
-                keys = [key, *(self.key(k) for k in writes)]
-                args = [token]
-                for value, ttl in writes.values():
-                    args += [value, int(ttl * 1000) if ttl else 0]
-                await self._call(lambda: self._set_and_release(keys=keys, args=args))
-            else:
-                await self._call(lambda: self._release(keys=[key], args=[token]))
+            if writes or swap:
+                if swap:
+                    rule, value = swap
+                    keys, args = [key, self.key(rule.key)], [token, "1", rule.expected, value, int(rule.ttl * 1000)]
+                else:
+                    keys, args = [key, key], [token, "0", "", "", 0]
+                for k, (written, ttl) in (writes or {}).items():
+                    keys.append(self.key(k))
+                    args += [written, int(ttl * 1000) if ttl else 0]
+                return bool(await self._call(lambda: self._set_and_release(keys=keys, args=args)))
+            await self._call(lambda: self._release(keys=[key], args=[token]))
+            return False
         except StoreUnavailable:
             self._release_later(key, token)
-            if writes:
+            if writes:  # a swap alone is not lost work: the caller records its value the slow way, or not at all
                 raise
+            return False
 
     def _release_later(self, key: str, token: str) -> None:
         self._pending_releases[key] = token

@@ -61,12 +61,12 @@ class StateStore:
         item = json.loads(raw)
         return FlowState(item["n"], item.get("d") or {}, item.get("t") or 0.0)
 
-    async def save(self, openid: str, state: FlowState, held: Held | None = None) -> None:
-        """`held`: the resident's lock, released with this write in one round trip."""
+    async def save(self, openid: str, state: FlowState, held: Held | None = None, *, reply: str | None = None) -> None:
+        """`held`: the resident's lock, released with this write in one round trip (with `reply` for its Swap)."""
         state.touched = self.now()
         raw = json.dumps({"n": state.name, "d": state.data, "t": state.touched}, ensure_ascii=False)
         if held is not None:
-            await held.release({self.key(openid): (raw, IDLE_LIMIT + REMEMBER_EXPIRED)})
+            await held.release({self.key(openid): (raw, IDLE_LIMIT + REMEMBER_EXPIRED)}, value=reply)
         else:
             await self.kv.set(self.key(openid), raw, ttl=IDLE_LIMIT + REMEMBER_EXPIRED)
 

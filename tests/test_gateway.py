@@ -176,6 +176,29 @@ async def test_wechat_retrying_a_message_gets_the_same_reply_and_the_handler_run
     assert fresh.text == "这是第2次处理。"
 
 
+async def test_the_reply_is_recorded_as_the_residents_lock_goes_three_store_calls_a_message(make_rig, kv):
+    # Claim the message, take the resident's lock (reading what the step needs), release it with the next state
+    # and the reply: a WeChat retry finds the reply stored the moment the lock is free, with no fourth call.
+    rig = await make_rig()
+    await rig.phone.text("o_calls", "菜单")  # a known resident: their cached row is read with the lock
+    calls: list[str] = []
+    if isinstance(kv, RedisStore):
+        real = kv._call
+
+        async def counted(make):
+            calls.append("call")
+            return await real(make)
+
+        kv._call = counted
+    answer = await rig.phone.text("o_calls", "计数", msg_id=900050)
+    assert answer.text == "这是第1次处理。"
+    if isinstance(kv, RedisStore):
+        assert len(calls) == 3
+    assert await kv.get("seen:id:900050") == "这是第1次处理。"
+    again = await rig.phone.text("o_calls", "计数", msg_id=900050)
+    assert again.text == answer.text and rig.probe.calls["count"] == 1
+
+
 async def test_a_retried_menu_click_event_is_handled_once(make_rig):
     rig = await make_rig()
     created = int(time.time())

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from storage.kv import Guard, LockTimeout, MemoryStore
+from storage.kv import Guard, LockTimeout, MemoryStore, Swap
 from storage.state import IDLE_LIMIT, FlowState, StateStore
 
 
@@ -87,6 +87,29 @@ async def test_a_lock_released_early_writes_its_keys_in_the_same_step_and_frees_
     async with kv.lock("resident:o_early", timeout=5, wait=0.2, take=["state:o_early"]) as held:
         assert held == {"state:o_early": "next-step"}
         await held.release()  # nothing to write: only let go
+
+
+async def test_a_locks_swap_sets_its_value_on_release_only_over_the_expected_one(kv):
+    # The gateway's reply record: the reply replaces the message's "pending" mark as the lock goes, in the same
+    # round trip, but never a "late" mark a deadline put there meanwhile.
+    swap = Swap("seen:1", "pending", 60)
+    await kv.set("seen:1", "pending")
+    async with kv.lock("resident:o_swap", timeout=5, wait=1, swap=swap) as held:
+        await held.release({"state:o_swap": ("next", 60)}, value="已提交！")
+    assert held.swapped and await kv.get("seen:1") == "已提交！" and await kv.get("state:o_swap") == "next"
+    assert 55 < await kv.ttl("seen:1") <= 60
+
+    await kv.set("seen:1", "late")
+    async with kv.lock("resident:o_swap", timeout=5, wait=1, swap=swap) as held:
+        await held.release(value="太晚了")  # no writes: the swap alone
+    assert not held.swapped and await kv.get("seen:1") == "late"
+
+    await kv.set("seen:1", "pending")
+    async with kv.lock("resident:o_swap", timeout=5, wait=1, swap=swap) as held:
+        await held.release({"state:o_swap": ("again", 60)})  # no value given: nothing swapped
+    assert not held.swapped and await kv.get("seen:1") == "pending" and await kv.get("state:o_swap") == "again"
+    async with kv.lock("resident:o_swap", timeout=5, wait=0.2) as other:  # every release let the lock go
+        assert other == {}
 
 
 async def test_incr_counts_and_keeps_its_first_ttl(kv):
