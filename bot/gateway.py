@@ -37,7 +37,7 @@ from bot.protocol import (
 )
 from handlers.framework import BUSY_REPLY, Engine, NotDone, failure_reply
 from storage.db import Database
-from storage.kv import Guard, KeyValueStore, LockTimeout, StoreUnavailable, Swap
+from storage.kv import Claim, Guard, KeyValueStore, LockTimeout, NotClaimed, StoreUnavailable, Swap
 from storage.text import clip
 
 log = logging.getLogger("steward.gateway")
@@ -154,8 +154,13 @@ class Gateway:
     async def _reply_once(self, msg: InboundMessage, started: float, guard: Guard | None) -> str:
         key = "seen:" + msg.dedup_key
         deadline = started + self.reply_deadline
+        # The message is claimed as the resident's lock is taken (one round trip): the step runs only if it was.
+        claim = Claim(key, PENDING, SEEN_TTL, guard)
+        task = asyncio.create_task(self._handle(msg, claim))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         try:
-            claimed = await self.kv.claim(key, PENDING, SEEN_TTL, guard)
+            claimed = await claim.outcome
             if claimed is None:
                 return REFUSED
             if not claimed:
@@ -168,9 +173,6 @@ class Gateway:
             log.warning("message %s refused, state store away: %s", msg.dedup_key, exc)
             self._count(msg, "busy", started)
             return BUSY_REPLY
-        task = asyncio.create_task(self._handle(msg, key))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
         # asyncio.wait leaves the task running past the deadline (no cancel, no shield needed).
         done, _ = await asyncio.wait((task,), timeout=max(0.05, deadline - time.monotonic()))
         if not done:
@@ -203,23 +205,31 @@ class Gateway:
             await asyncio.sleep(0.02)
         return ""
 
-    async def _handle(self, msg: InboundMessage, key: str) -> str:
-        with self.metrics.handler_seconds.time():
-            return await self._handle_timed(msg, key)
-
-    async def _handle_timed(self, msg: InboundMessage, key: str) -> str:
-        if msg.type in UNUSABLE_TYPES:
-            return UNUSABLE_REPLY
+    async def _handle(self, msg: InboundMessage, claim: Claim) -> str:
+        began = time.monotonic()
         try:
-            # Two messages from one resident never run a flow step at once. Taking the lock fetches what the
-            # step reads first (the resident's cached row and flow state): one round trip instead of three; the
-            # engine releases it with the next state and the reply (under the dedup key, if still pending)
-            # written: one instead of three.
+            return await self._handle_timed(msg, claim)
+        finally:
+            claim.fail(StoreUnavailable("the message could not be claimed"))  # the request waiting hears of it
+            if claim.made:  # a duplicate ran no handler
+                self.metrics.handler_seconds.observe(time.monotonic() - began)
+
+    async def _handle_timed(self, msg: InboundMessage, claim: Claim) -> str:
+        try:
+            if msg.type in UNUSABLE_TYPES:
+                claim.decide(await self._claim_alone(claim))
+                return UNUSABLE_REPLY
+            # Two messages from one resident never run a flow step at once. Taking the lock claims the message
+            # and fetches what the step reads first (the resident's cached row and flow state): one round trip
+            # instead of four; the engine releases it with the next state and the reply (under the dedup key,
+            # if still pending) written: one instead of three.
             read, take = self.engine.read_ahead(msg.openid)
             async with self.kv.lock("resident:" + msg.openid, timeout=LOCK_TTL, wait=30, read=read, take=take,
-                                    swap=Swap(key, PENDING, SEEN_TTL)) as held:
+                                    swap=Swap(claim.key, PENDING, SEEN_TTL), claim=claim) as held:
                 text = await self.engine.handle(msg, held)
                 return Recorded(text) if held.swapped and not isinstance(text, NotDone) else text
+        except NotClaimed:
+            return ""  # a duplicate (its request waits for the first reply) or refused: nothing to run
         except LockTimeout:
             return NotDone(WAIT_REPLY)
         except Exception as exc:
@@ -227,6 +237,13 @@ class Gateway:
             log.warning("message %s not handled: %s: %s", msg.dedup_key, type(exc).__name__, exc,
                         exc_info=not isinstance(exc, StoreUnavailable))
             return failure_reply(exc, committed=False)
+
+    async def _claim_alone(self, claim: Claim) -> bool | None:
+        try:
+            return await self.kv.claim(claim.key, claim.value, claim.ttl, claim.guard)
+        except StoreUnavailable as exc:
+            claim.fail(exc)
+            raise
 
     async def _remember(self, key: str, value: str) -> None:
         try:

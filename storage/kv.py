@@ -47,6 +47,42 @@ class Swap:
     ttl: float
 
 
+class Claim:
+    """For `lock(claim=...)`: `kv.claim(key, value, ttl, guard)` made as the lock is taken — in the same round trip
+    when nothing else of this process holds the lock — and before anything waits for it. Its `outcome` resolves
+    as soon as the claim is decided (True made, False already made, None refused by the guard), or to
+    StoreUnavailable; a claim not made leaves the lock untaken (the block raises NotClaimed)."""
+
+    def __init__(self, key: str, value: str, ttl: float, guard: Guard | None = None) -> None:
+        self.key, self.value, self.ttl, self.guard = key, value, ttl, guard
+        self.outcome: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+        # Whoever gave up waiting for it (a client gone) must not leave an exception nobody retrieves.
+        self.outcome.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    @property
+    def made(self) -> bool:
+        f = self.outcome
+        return f.done() and not f.cancelled() and f.exception() is None and f.result() is True
+
+    def decide(self, outcome: bool | None) -> None:
+        if not self.outcome.done():
+            self.outcome.set_result(outcome)
+        if outcome is not True:
+            raise NotClaimed(outcome)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.outcome.done():
+            self.outcome.set_exception(exc)
+
+
+class NotClaimed(Exception):
+    """The lock's Claim was not made (already made, or refused): the lock was not taken."""
+
+    def __init__(self, outcome: bool | None) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
 class Held(dict):
     """What `lock` gives its holder: the keys it read and took as it was taken (None where absent). `release`
     ends the hold before the block does, setting `writes` (and, with `value`, the lock's Swap) in the same round
@@ -104,7 +140,7 @@ class KeyValueStore(Protocol):
 
     def lock(
         self, name: str, timeout: float = 30.0, wait: float = 10.0, *, read: Sequence[str] = (),
-        take: Sequence[str] = (), swap: Swap | None = None,
+        take: Sequence[str] = (), swap: Swap | None = None, claim: Claim | None = None,
     ) -> contextlib.AbstractAsyncContextManager[Held]: ...
 
     async def ping(self) -> bool: ...
@@ -200,7 +236,10 @@ class MemoryStore:
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str, timeout: float = 30.0, wait: float = 10.0, *, read: Sequence[str] = (),
-                   take: Sequence[str] = (), swap: Swap | None = None) -> AsyncIterator[Held]:
+                   take: Sequence[str] = (), swap: Swap | None = None,
+                   claim: Claim | None = None) -> AsyncIterator[Held]:
+        if claim is not None:
+            claim.decide(await self.claim(claim.key, claim.value, claim.ttl, claim.guard))
         lock = self._locks.get(name)
         if lock is None:
             lock = self._locks[name] = asyncio.Lock()
@@ -281,6 +320,24 @@ end
 if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
 return swapped
 """
+# A claim (as _CLAIM: KEYS[1], its guard KEYS[2] if ARGV[3] is not '') and, once made, the lock KEYS[3] (token
+# ARGV[5], ARGV[6] ms) with the next ARGV[7] keys read and the rest taken (as _TAKE_AND_READ). {'-1'} refused by the
+# guard, {'0'} claimed before, {'1'} claimed now with the lock held by someone else, else {'1', '1', value or ''
+# for each key}.
+_CLAIM_AND_TAKE = """
+if ARGV[3] ~= '' and not redis.call('set', KEYS[2], ARGV[3], 'PX', ARGV[4], 'NX')
+   and redis.call('get', KEYS[2]) ~= ARGV[3] then
+  return {'-1'}
+end
+if not redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return {'0'} end
+if not redis.call('set', KEYS[3], ARGV[5], 'PX', ARGV[6], 'NX') then return {'1'} end
+local out, reads = {'1', '1'}, tonumber(ARGV[7])
+for i = 4, #KEYS do
+  local value = redis.call(i - 3 <= reads and 'get' or 'getdel', KEYS[i])
+  out[i - 1] = value or ''
+end
+return out
+"""
 # Set KEYS[1] unless present (1; 0 if present), after the guard KEYS[2] (if any): it keeps the first value
 # (ARGV[3], ARGV[4] ms) and another value refuses (-1) with nothing set.
 _CLAIM = """
@@ -339,6 +396,7 @@ class RedisStore:
         self._release = self._redis.register_script(_RELEASE)
         self._take_and_read = self._redis.register_script(_TAKE_AND_READ)
         self._claim = self._redis.register_script(_CLAIM)
+        self._claim_and_take = self._redis.register_script(_CLAIM_AND_TAKE)
         self._set_and_release = self._redis.register_script(_SET_AND_RELEASE)
         self._local_locks: dict[str, asyncio.Lock] = {}
         self._pending_releases: dict[str, str] = {}  # lock key → token whose release failed; retried
@@ -419,7 +477,8 @@ class RedisStore:
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str, timeout: float = 10.0, wait: float = 10.0, *, read: Sequence[str] = (),
-                   take: Sequence[str] = (), swap: Swap | None = None) -> AsyncIterator[Held]:
+                   take: Sequence[str] = (), swap: Swap | None = None,
+                   claim: Claim | None = None) -> AsyncIterator[Held]:
         """A lock shared by every worker. It lives `timeout` seconds and is renewed while held, so a holder
         that crashed frees it within `timeout`, and one whose step runs long (a slow database) keeps it.
 
@@ -432,6 +491,14 @@ class RedisStore:
             local = self._local_locks[name] = asyncio.Lock()
         try:
             if local.locked():
+                if claim is not None:  # decided now, not after the wait: on its own round trip
+                    try:
+                        made = await self.claim(claim.key, claim.value, claim.ttl, claim.guard)
+                    except StoreUnavailable as exc:
+                        claim.fail(exc)
+                        raise
+                    claim.decide(made)
+                    claim = None
                 try:
                     async with asyncio.timeout(wait):
                         await local.acquire()
@@ -443,7 +510,7 @@ class RedisStore:
             try:
                 key, token = self.key("lock:" + name), uuid.uuid4().hex
                 ttl_ms = int(timeout * 1000)
-                ahead = await self._take(name, key, token, ttl_ms, deadline, read, take)
+                ahead = await self._take(name, key, token, ttl_ms, deadline, read, take, claim)
                 renewer = asyncio.create_task(self._keep(key, token, ttl_ms, timeout / 3))
 
                 async def release(writes: Writes, value: str | None) -> bool:
@@ -472,11 +539,23 @@ class RedisStore:
                 self._local_locks.pop(name, None)
 
     async def _take(self, name: str, key: str, token: str, ttl_ms: int, deadline: float, read: Sequence[str],
-                    take: Sequence[str]) -> dict[str, str | None]:
+                    take: Sequence[str], claim: Claim | None = None) -> dict[str, str | None]:
         names = [*read, *take]
         keys = [key, *(self.key(k) for k in names)]
 
         async def attempt() -> dict[str, str | None] | None:
+            nonlocal claim
+            if claim is not None:  # the first attempt: the claim, then the lock, in one round trip
+                guard = claim.guard
+                values = await self._claim_and_take(
+                    keys=[self.key(claim.key), self.key(guard.key if guard else claim.key), *keys],
+                    args=[claim.value, int(claim.ttl * 1000), guard.value if guard else "",
+                          int(guard.ttl * 1000) if guard else 0, token, ttl_ms, len(read)])
+                decided, claim = claim, None
+                decided.decide({"-1": None, "0": False}.get(values[0], True))  # NotClaimed: no lock was taken
+                if len(values) == 1:
+                    return None  # claimed; the lock is held elsewhere
+                return {k: v or None for k, v in zip(names, values[2:], strict=True)}
             if not names:
                 return {} if await self._redis.set(key, token, px=ttl_ms, nx=True) else None
             values = await self._take_and_read(keys=keys, args=[token, ttl_ms, len(read)])
@@ -486,10 +565,12 @@ class RedisStore:
         while True:
             try:
                 taken = await self._call(attempt)
-            except StoreUnavailable:
+            except StoreUnavailable as exc:
                 # The SET may have reached Redis with its answer lost: release our token once Redis is back,
                 # or this resident would wait out the lock's whole life.
                 self._release_later(key, token)
+                if claim is not None:
+                    claim.fail(exc)
                 raise
             if taken is not None:
                 return taken

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from storage.kv import Guard, LockTimeout, MemoryStore, Swap
+from storage.kv import Claim, Guard, LockTimeout, MemoryStore, NotClaimed, RedisStore, Swap
 from storage.state import IDLE_LIMIT, FlowState, StateStore
+from tests.conftest import REDIS_URL
 
 
 async def test_set_get_delete_and_ttl(kv):
@@ -110,6 +111,48 @@ async def test_a_locks_swap_sets_its_value_on_release_only_over_the_expected_one
     assert not held.swapped and await kv.get("seen:1") == "pending" and await kv.get("state:o_swap") == "again"
     async with kv.lock("resident:o_swap", timeout=5, wait=0.2) as other:  # every release let the lock go
         assert other == {}
+
+
+async def test_a_lock_with_a_claim_is_taken_only_for_a_claim_made_now_and_tells_the_outcome_at_once(kv):
+    # The gateway claims a message as it takes its resident's lock: a message claimed before (a WeChat retry) or
+    # refused by its guard takes no lock, and the waiting request learns the outcome before the step runs.
+    await kv.set("row", "cached")
+    claim = Claim("seen:m1", "pending", 60, Guard("sig:m1", "body-a", 60))
+    async with kv.lock("resident:o_claim", timeout=5, wait=1, read=["row"], claim=claim) as held:
+        assert held == {"row": "cached"} and claim.outcome.result() is True and claim.made
+        assert await kv.get("seen:m1") == "pending"
+    again = Claim("seen:m1", "pending", 60)
+    with pytest.raises(NotClaimed) as refused:
+        async with kv.lock("resident:o_claim", timeout=5, wait=1, claim=again):
+            pytest.fail("ran a message claimed before")
+    assert refused.value.outcome is False and again.outcome.result() is False and not again.made
+    forged = Claim("seen:m2", "pending", 60, Guard("sig:m1", "body-b", 60))
+    with pytest.raises(NotClaimed):
+        async with kv.lock("resident:o_claim", timeout=5, wait=1, claim=forged):
+            pytest.fail("ran a body its signature was not made for")
+    assert forged.outcome.result() is None and await kv.get("seen:m2") is None
+    async with kv.lock("resident:o_claim", timeout=5, wait=0.2):  # no refusal left the lock taken
+        pass
+
+
+async def test_a_claim_behind_a_held_lock_is_decided_before_the_lock_is_free(kv):
+    holders = [kv]
+    if isinstance(kv, RedisStore):  # another worker holding it, as well as another message of this process
+        holders.append(RedisStore(REDIS_URL, prefix=kv.prefix))
+    for n, holder in enumerate(holders):
+        async with holder.lock("resident:o_behind", timeout=5, wait=1):
+            claim = Claim(f"seen:behind{n}", "pending", 60)
+
+            async def second(claim=claim) -> str:
+                async with kv.lock("resident:o_behind", timeout=5, wait=3, claim=claim):
+                    return "ran"
+
+            task = asyncio.create_task(second())
+            assert await asyncio.wait_for(claim.outcome, 1) is True  # while the first still holds the lock
+            assert not task.done()
+        assert await asyncio.wait_for(task, 3) == "ran"
+    for holder in holders[1:]:
+        await holder.close()
 
 
 async def test_incr_counts_and_keeps_its_first_ttl(kv):
