@@ -216,6 +216,7 @@ async def run_burst(backend: str, args: argparse.Namespace, tmp: str) -> list[Ro
         await wait_healthy(url, proc, timeout=60)
         spy = None
         if args.profile:
+            Path(args.profile).mkdir(parents=True, exist_ok=True)
             raw = Path(args.profile) / f"burst-{backend}.raw"
             spy = await asyncio.create_subprocess_exec(
                 str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(proc.pid), "-f", "raw", "-r", "200",
