@@ -40,7 +40,7 @@ async def list_activities(ctx: Context) -> str:
 
 
 # Not a number (「签到 K7M2QX」, 「积分」): not a choice from the list, handled afresh.
-@pick_one(router, "pick", key="ids", not_a_number="afresh", bound=True)
+@pick_one(router, "pick", key="ids", not_a_number="afresh", bound=True, browsing="志愿活动")
 async def pick(ctx: Context, activity_id: int) -> str:
     items = {i.activity.id: i for i in await act.upcoming(ctx.db, ctx.resident.community_id, ctx.resident.id, ctx.now)}
     item = items.get(activity_id)

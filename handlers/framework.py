@@ -108,6 +108,9 @@ class Router:
         self.staff_entries: list[MenuEntry] = []
         self.help_lines: list[HelpLine] = []
         self.unbound: Handler | None = None
+        # Steps that only show a list to pick from (a resident's own needs): 取消 there loses nothing typed,
+        # and leaves the list by its own name, not the flow's.
+        self.browsing: dict[str, str] = {}
 
     def _route(self, fn: Handler, roles: Iterable[Role] | Role | None, bound: bool, args: bool, label: str) -> Route:
         if isinstance(roles, Role):
@@ -372,6 +375,7 @@ class Engine:
         self.staff_entries: list[MenuEntry] = []
         self.help_lines: list[HelpLine] = []
         self.flow_titles: dict[str, str] = {}
+        self.browsing: dict[str, str] = {}
         self.unbound: Handler | None = None
         for router in self.routers:
             self._include(router)
@@ -408,6 +412,7 @@ class Engine:
         self.staff_entries.extend(router.staff_entries)
         self.help_lines.extend(router.help_lines)
         self.flow_titles[router.name] = router.title
+        self.browsing.update(router.browsing)
         if router.unbound:
             self.unbound = router.unbound
 
@@ -535,6 +540,8 @@ class Engine:
     def _cancel(self, ctx: Context) -> str:
         if ctx.state is None:
             return ctx.done("当前没有进行中的操作。回复「菜单」查看全部服务。")
+        if (looking := self.browsing.get(ctx.state.name)) is not None:
+            return ctx.done(f"已退出「{looking}」。回复「菜单」查看全部服务。")
         title = self.flow_title(ctx.state)
         return ctx.done(f"已退出「{title}」，刚才填写的内容没有保存。回复「菜单」查看全部服务。")
 

@@ -410,7 +410,7 @@ def note_after_state(label: str, note: str) -> str:
     return note
 
 
-@pick_one(router, "pick_need", key="tickets", not_a_number="afresh")
+@pick_one(router, "pick_need", key="tickets", not_a_number="afresh", browsing="我的诉求")
 async def need_picked(ctx: Context, ticket: str) -> str:
     return ctx.done(await _detail(ctx, ticket))
 

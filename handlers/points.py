@@ -126,7 +126,7 @@ async def _catalogue(ctx: Context) -> str:
                     footer="回复序号兑换。")
 
 
-@pick_one(router, "pick", key="items", not_a_number="afresh", bound=True)
+@pick_one(router, "pick", key="items", not_a_number="afresh", bound=True, browsing="积分兑换")
 async def pick(ctx: Context, reward_id: int) -> str:
     items = {r.id: r for r in await rw.catalogue(ctx.db, ctx.resident.community_id)}
     item = items.get(reward_id)

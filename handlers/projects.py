@@ -316,7 +316,8 @@ async def _acceptance_list(ctx: Context, before: str = "") -> str:
     return f"{before}\n\n{question}" if before else question
 
 
-@pick_one(router, "accept_pick", key="accept_ids", not_a_number="afresh", roles=ACCEPTORS)
+@pick_one(router, "accept_pick", key="accept_ids", not_a_number="afresh", roles=ACCEPTORS,
+          browsing="待验收项目")
 async def picked_for_acceptance(ctx: Context, project_id: int) -> str:
     return await _acceptance_card(ctx, project_id)
 

@@ -36,18 +36,22 @@ class PickOne:
 
     Any other answer gets `hint` ("{n}" is the number of lines) and the same question, or — with
     `not_a_number="afresh"` — a text that is not a number is handled as a fresh message (a keyword typed
-    instead of a choice). `back` adds a line `0. <label>` whose answer runs `on_back`.
+    instead of a choice). `back` adds a line `0. <label>` whose answer runs `on_back`. `browsing`: the list's
+    name when it is only looked through (取消 there says it left that list, not that anything typed is lost).
     """
 
     def __init__(
         self, router: Router, step: str, then: Then, *, hint: str = PICK_HINT, not_a_number: str = "retry",
         key: str = "_pick", back: str | None = None, on_back: Back | None = None, roles=None, bound: bool = False,
+        browsing: str | None = None,
     ) -> None:
         if not_a_number not in ("retry", "afresh"):
             raise ValueError(f"not_a_number must be 'retry' or 'afresh', not {not_a_number!r}")
         if (back is None) != (on_back is None):
             raise ValueError("back and on_back go together")
         self.step = router.step(step)
+        if browsing:
+            router.browsing[self.step] = browsing
         self.then = then
         self.hint = hint
         self.afresh = not_a_number == "afresh"

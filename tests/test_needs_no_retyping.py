@@ -117,6 +117,10 @@ async def test_progress_from_the_menu_lists_numbered_needs_and_a_number_opens_on
     assert (await phone.text("o_li", "进度 1")).text.startswith(f"诉求 {second.ticket}\n")
     assert (await phone.text("o_li", "进度 3")).text == "您的诉求共2条，没有第3条。回复「进度」查看列表。"
     assert (await phone.text("o_li", f"进度 {first.ticket}")).text == detail
+    # Leaving the list loses nothing typed: it says which list was left, not the 反映问题 flow's "not saved".
+    assert (await phone.text("o_li", "进度")).text == listing
+    assert (await phone.text("o_li", "取消")).text == "已退出「我的诉求」。回复「菜单」查看全部服务。"
+    assert not (await phone.text("o_li", "1")).text.startswith(f"诉求 {second.ticket}")  # its numbers pick no more
 
 
 async def test_a_long_list_numbers_on_across_pages(db, phone, clock):
