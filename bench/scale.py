@@ -216,7 +216,6 @@ async def run_burst(backend: str, args: argparse.Namespace, tmp: str) -> list[Ro
         await wait_healthy(url, proc, timeout=60)
         spy = None
         if args.profile:
-            Path(args.profile).mkdir(parents=True, exist_ok=True)
             raw = Path(args.profile) / f"burst-{backend}.raw"
             spy = await asyncio.create_subprocess_exec(
                 str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(proc.pid), "-f", "raw", "-r", "200",
@@ -544,6 +543,8 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/5")
     parser.add_argument("--profile", help="a folder: py-spy samples of the bot during the burst (PyPI py-spy)")
     args = parser.parse_args()
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
     rows = asyncio.run(main_async(args))
     print("\n== all figures ==")
     report(rows)
