@@ -280,8 +280,16 @@ class MemoryStore:
         self._data.clear()
 
 
+RELEASE_GRACE = 2.0  # seconds a failed release keeps being retried after Redis answers it (see _retry_releases)
+
+
 class StoreUnavailable(Exception):
-    """Redis did not answer in time (cut, frozen, restarting, or its pool is exhausted for too long)."""
+    """Redis did not answer in time (cut, frozen, restarting, or its pool is exhausted for too long). `sent`:
+    whether the call went out at all (False: refused here while Redis is known to be away)."""
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 # Compare-and-renew / compare-and-delete: a lock is extended or released only by the holder of its token.
@@ -399,7 +407,8 @@ class RedisStore:
         self._claim_and_take = self._redis.register_script(_CLAIM_AND_TAKE)
         self._set_and_release = self._redis.register_script(_SET_AND_RELEASE)
         self._local_locks: dict[str, asyncio.Lock] = {}
-        self._pending_releases: dict[str, str] = {}  # lock key → token whose release failed; retried
+        # lock key → (token whose release failed, when Redis first answered its retry); retried
+        self._pending_releases: dict[tuple[str, str], float | None] = {}
         self._release_retry: asyncio.Task | None = None
 
     @property
@@ -421,7 +430,7 @@ class RedisStore:
         if time.monotonic() < self._down_until:
             if self._probing:
                 self.errors += 1
-                raise StoreUnavailable("redis is unavailable")
+                raise StoreUnavailable("redis is unavailable", sent=False)
             self._probing = probe = True
         try:
             async with asyncio.timeout(self.limits.pool_wait + self.limits.timeout + 0.5):
@@ -490,15 +499,19 @@ class RedisStore:
         if local is None:
             local = self._local_locks[name] = asyncio.Lock()
         try:
+            # The claim goes alone, and at once, behind a lock this process holds (decided now, not after the
+            # wait), and while Redis has failed since it last answered: a claim-and-take sent into a frozen
+            # Redis runs when it wakes, taking the lock and the resident's flow state for a message long since
+            # answered "busy"; a claim alone only marks that message.
+            if claim is not None and (local.locked() or self._down_until):
+                try:
+                    made = await self.claim(claim.key, claim.value, claim.ttl, claim.guard)
+                except StoreUnavailable as exc:
+                    claim.fail(exc)
+                    raise
+                claim.decide(made)
+                claim = None
             if local.locked():
-                if claim is not None:  # decided now, not after the wait: on its own round trip
-                    try:
-                        made = await self.claim(claim.key, claim.value, claim.ttl, claim.guard)
-                    except StoreUnavailable as exc:
-                        claim.fail(exc)
-                        raise
-                    claim.decide(made)
-                    claim = None
                 try:
                     async with asyncio.timeout(wait):
                         await local.acquire()
@@ -543,19 +556,14 @@ class RedisStore:
         names = [*read, *take]
         keys = [key, *(self.key(k) for k in names)]
 
+        async def claim_and_take(claim: Claim) -> list[str]:
+            guard = claim.guard
+            return await self._claim_and_take(
+                keys=[self.key(claim.key), self.key(guard.key if guard else claim.key), *keys],
+                args=[claim.value, int(claim.ttl * 1000), guard.value if guard else "",
+                      int(guard.ttl * 1000) if guard else 0, token, ttl_ms, len(read)])
+
         async def attempt() -> dict[str, str | None] | None:
-            nonlocal claim
-            if claim is not None:  # the first attempt: the claim, then the lock, in one round trip
-                guard = claim.guard
-                values = await self._claim_and_take(
-                    keys=[self.key(claim.key), self.key(guard.key if guard else claim.key), *keys],
-                    args=[claim.value, int(claim.ttl * 1000), guard.value if guard else "",
-                          int(guard.ttl * 1000) if guard else 0, token, ttl_ms, len(read)])
-                decided, claim = claim, None
-                decided.decide({"-1": None, "0": False}.get(values[0], True))  # NotClaimed: no lock was taken
-                if len(values) == 1:
-                    return None  # claimed; the lock is held elsewhere
-                return {k: v or None for k, v in zip(names, values[2:], strict=True)}
             if not names:
                 return {} if await self._redis.set(key, token, px=ttl_ms, nx=True) else None
             values = await self._take_and_read(keys=keys, args=[token, ttl_ms, len(read)])
@@ -564,11 +572,21 @@ class RedisStore:
         pause = 0.005
         while True:
             try:
-                taken = await self._call(attempt)
+                if claim is not None:  # the first attempt: the claim, then the lock, in one round trip
+                    values = await self._call(lambda c=claim: claim_and_take(c))
+                    # Decided out here, not inside the call: an answer that is "not claimed" is still Redis
+                    # answering (inside, it would leave a probe after an outage failing, and Redis "down").
+                    decided, claim = claim, None
+                    decided.decide({"-1": None, "0": False}.get(values[0], True))  # NotClaimed: no lock taken
+                    taken = None if len(values) == 1 else {k: v or None for k, v in zip(names, values[2:],
+                                                                                        strict=True)}
+                else:
+                    taken = await self._call(attempt)
             except StoreUnavailable as exc:
                 # The SET may have reached Redis with its answer lost: release our token once Redis is back,
-                # or this resident would wait out the lock's whole life.
-                self._release_later(key, token)
+                # or this resident would wait out the lock's whole life. (Not for a call never sent.)
+                if exc.sent:
+                    self._release_later(key, token)
                 if claim is not None:
                     claim.fail(exc)
                 raise
@@ -611,22 +629,30 @@ class RedisStore:
             return False
 
     def _release_later(self, key: str, token: str) -> None:
-        self._pending_releases[key] = token
+        # By lock and token: two takes of one resident's lock may both be on their way (each its own token).
+        self._pending_releases[(key, token)] = None
         if self._release_retry is None or self._release_retry.done():
             self._release_retry = asyncio.create_task(self._retry_releases())
 
     async def _retry_releases(self) -> None:
         """Release locks whose holders finished while Redis was away, as soon as it is back, so the
-        residents behind them are not kept waiting for the locks to expire."""
+        residents behind them are not kept waiting for the locks to expire.
+
+        A release that finds nothing is tried again for RELEASE_GRACE: the take it undoes may still be on its
+        way (sent into a frozen connection, it runs when Redis wakes, possibly after this retry's first try)."""
         give_up = time.monotonic() + 120
         while self._pending_releases and time.monotonic() < give_up:
             await asyncio.sleep(0.2)
-            for key, token in list(self._pending_releases.items()):
+            for (key, token), answered in list(self._pending_releases.items()):
                 try:
-                    await self._call(lambda k=key, t=token: self._release(keys=[k], args=[t]))
+                    released = await self._call(lambda k=key, t=token: self._release(keys=[k], args=[t]))
                 except StoreUnavailable:
                     break
-                self._pending_releases.pop(key, None)
+                now = time.monotonic()
+                if released or (answered is not None and now - answered > RELEASE_GRACE):
+                    self._pending_releases.pop((key, token), None)
+                elif answered is None:
+                    self._pending_releases[(key, token)] = now
 
     async def ping(self) -> bool:
         try:

@@ -28,7 +28,7 @@ from bot.simulator import Phone, message_xml
 from handlers.framework import BUSY_REPLY, Context, Router
 from storage.classifier import default_classifier
 from storage.db import Database, DatabaseLimits
-from storage.kv import RedisLimits, RedisStore
+from storage.kv import Claim, LockTimeout, RedisLimits, RedisStore, StoreUnavailable
 from storage.needs import Need
 from tests.conftest import PG_URL, REDIS_URL, RUN_ID, _pg_async_url, empty_postgres, start_bot
 from tests.factories import make_district, make_resident
@@ -398,6 +398,71 @@ async def test_a_lock_held_when_redis_was_cut_frees_within_seconds_of_its_return
         assert time.monotonic() - back < 3  # not the lock's full life, let alone a minute
     finally:
         await phone.close()
+
+
+async def test_a_lock_taken_by_a_script_that_reached_redis_after_its_release_was_retried_is_still_freed(rig):
+    # A message's claim-and-lock script sent into a frozen Redis times out (the resident is told "busy"), but its
+    # bytes wait in the connection and run when Redis wakes — here only after the retried release has already
+    # found nothing to release. The lock it takes must still be let go within seconds, not live out its 10 s.
+    kv = rig.kv
+    await kv.set("warm", "x")  # a pooled connection that the freeze will hold
+    rig.redis.freeze()
+    claim = Claim("seen:late-take", "pending", 60)
+    with pytest.raises(StoreUnavailable):
+        async with kv.lock("resident:o_late", timeout=10, wait=1, claim=claim):
+            pytest.fail("took a lock through a frozen Redis")
+    # The resident's next message while another call probes the frozen Redis: refused here without being sent;
+    # its token must not take the place of the one on its way.
+    probe = asyncio.create_task(kv.get("warm"))
+    await asyncio.sleep(0.05)
+    with pytest.raises(StoreUnavailable) as refused:
+        async with kv.lock("resident:o_late", timeout=10, wait=1, claim=Claim("seen:late-next", "pending", 60)):
+            pytest.fail("took a lock through a frozen Redis")
+    assert refused.value.sent is False
+    with pytest.raises(StoreUnavailable):
+        await probe
+    rig.redis.restore(held=True)  # new connections flow; the frozen one's bytes still wait
+    await asyncio.sleep(0.6)  # the release is retried (and finds nothing: the take has not run yet)
+    rig.redis.release()  # the take runs now
+    freed_after = None
+    started = time.monotonic()
+    while time.monotonic() - started < 8:
+        try:
+            async with kv.lock("resident:o_late", timeout=10, wait=0.2):
+                freed_after = time.monotonic() - started
+                break
+        except (LockTimeout, StoreUnavailable):
+            await asyncio.sleep(0.1)
+    assert freed_after is not None and freed_after < 3
+
+
+async def test_after_a_redis_failure_a_message_is_claimed_alone_before_its_lock_is_taken(rig):
+    # Claim and lock go in one script only while Redis answers: once it has failed, until it answers again, the
+    # claim goes alone first (sent into a frozen Redis, a claim-and-take would later take the resident's lock
+    # and flow state for a message already answered "busy").
+    kv, calls = rig.kv, []
+    real = kv._call
+
+    async def counted(make):
+        calls.append("call")
+        return await real(make)
+
+    kv._call = counted
+    async with kv.lock("resident:o_alone", timeout=5, wait=1, claim=Claim("seen:alone-1", "pending", 60)):
+        pass
+    assert len(calls) == 2  # claim-and-take, release
+    rig.redis.freeze()
+    with pytest.raises(StoreUnavailable):
+        await kv.get("anything")  # Redis fails
+    rig.redis.restore()
+    calls.clear()
+    async with kv.lock("resident:o_alone", timeout=5, wait=1, claim=Claim("seen:alone-2", "pending", 60)):
+        pass
+    assert len(calls) == 3  # the claim alone (it finds Redis back), the take, the release
+    calls.clear()
+    async with kv.lock("resident:o_alone", timeout=5, wait=1, claim=Claim("seen:alone-3", "pending", 60)):
+        pass
+    assert len(calls) == 2  # answered since: together again
 
 
 async def test_two_workers_never_run_one_residents_steps_at_once_even_past_the_lock_life(rig, monkeypatch):
