@@ -37,7 +37,7 @@ from bot.protocol import (
 )
 from handlers.framework import BUSY_REPLY, Engine, NotDone, failure_reply
 from storage.db import Database
-from storage.kv import Claim, Guard, KeyValueStore, LockTimeout, NotClaimed, StoreUnavailable, Swap
+from storage.kv import Claim, Guard, KeyValueStore, LockTimeout, NotClaimed, StoreUnavailable, Swap, claim_alone
 from storage.text import clip
 
 log = logging.getLogger("steward.gateway")
@@ -217,7 +217,7 @@ class Gateway:
     async def _handle_timed(self, msg: InboundMessage, claim: Claim) -> str:
         try:
             if msg.type in UNUSABLE_TYPES:
-                claim.decide(await self._claim_alone(claim))
+                await claim_alone(self.kv, claim)
                 return UNUSABLE_REPLY
             # Two messages from one resident never run a flow step at once. Taking the lock claims the message
             # and fetches what the step reads first (the resident's cached row and flow state): one round trip
@@ -237,13 +237,6 @@ class Gateway:
             log.warning("message %s not handled: %s: %s", msg.dedup_key, type(exc).__name__, exc,
                         exc_info=not isinstance(exc, StoreUnavailable))
             return failure_reply(exc, committed=False)
-
-    async def _claim_alone(self, claim: Claim) -> bool | None:
-        try:
-            return await self.kv.claim(claim.key, claim.value, claim.ttl, claim.guard)
-        except StoreUnavailable as exc:
-            claim.fail(exc)
-            raise
 
     async def _remember(self, key: str, value: str) -> None:
         try:

@@ -83,6 +83,17 @@ class NotClaimed(Exception):
         self.outcome = outcome
 
 
+async def claim_alone(kv: KeyValueStore, claim: Claim) -> None:
+    """Make `claim` on a round trip of its own and decide it: NotClaimed unless made; StoreUnavailable (the
+    claim told of it too) when Redis is away."""
+    try:
+        made = await kv.claim(claim.key, claim.value, claim.ttl, claim.guard)
+    except StoreUnavailable as exc:
+        claim.fail(exc)
+        raise
+    claim.decide(made)
+
+
 class Held(dict):
     """What `lock` gives its holder: the keys it read and took as it was taken (None where absent). `release`
     ends the hold before the block does, setting `writes` (and, with `value`, the lock's Swap) in the same round
@@ -239,7 +250,7 @@ class MemoryStore:
                    take: Sequence[str] = (), swap: Swap | None = None,
                    claim: Claim | None = None) -> AsyncIterator[Held]:
         if claim is not None:
-            claim.decide(await self.claim(claim.key, claim.value, claim.ttl, claim.guard))
+            await claim_alone(self, claim)
         lock = self._locks.get(name)
         if lock is None:
             lock = self._locks[name] = asyncio.Lock()
@@ -407,7 +418,7 @@ class RedisStore:
         self._claim_and_take = self._redis.register_script(_CLAIM_AND_TAKE)
         self._set_and_release = self._redis.register_script(_SET_AND_RELEASE)
         self._local_locks: dict[str, asyncio.Lock] = {}
-        # lock key → (token whose release failed, when Redis first answered its retry); retried
+        # (lock key, token) whose release failed → when Redis first answered its retry (None: not yet); retried
         self._pending_releases: dict[tuple[str, str], float | None] = {}
         self._release_retry: asyncio.Task | None = None
 
@@ -504,12 +515,7 @@ class RedisStore:
             # Redis runs when it wakes, taking the lock and the resident's flow state for a message long since
             # answered "busy"; a claim alone only marks that message.
             if claim is not None and (local.locked() or self._down_until):
-                try:
-                    made = await self.claim(claim.key, claim.value, claim.ttl, claim.guard)
-                except StoreUnavailable as exc:
-                    claim.fail(exc)
-                    raise
-                claim.decide(made)
+                await claim_alone(self, claim)
                 claim = None
             if local.locked():
                 try:

@@ -448,20 +448,23 @@ async def test_after_a_redis_failure_a_message_is_claimed_alone_before_its_lock_
         return await real(make)
 
     kv._call = counted
-    async with kv.lock("resident:o_alone", timeout=5, wait=1, claim=Claim("seen:alone-1", "pending", 60)):
-        pass
+    claim = Claim("seen:alone-1", "pending", 60)
+    async with kv.lock("resident:o_alone", timeout=5, wait=1, claim=claim) as held:
+        assert held == {} and claim.made
     assert len(calls) == 2  # claim-and-take, release
     rig.redis.freeze()
     with pytest.raises(StoreUnavailable):
         await kv.get("anything")  # Redis fails
     rig.redis.restore()
     calls.clear()
-    async with kv.lock("resident:o_alone", timeout=5, wait=1, claim=Claim("seen:alone-2", "pending", 60)):
-        pass
+    claim = Claim("seen:alone-2", "pending", 60)
+    async with kv.lock("resident:o_alone", timeout=5, wait=1, claim=claim) as held:
+        assert held == {} and claim.made
     assert len(calls) == 3  # the claim alone (it finds Redis back), the take, the release
     calls.clear()
-    async with kv.lock("resident:o_alone", timeout=5, wait=1, claim=Claim("seen:alone-3", "pending", 60)):
-        pass
+    claim = Claim("seen:alone-3", "pending", 60)
+    async with kv.lock("resident:o_alone", timeout=5, wait=1, claim=claim) as held:
+        assert held == {} and claim.made
     assert len(calls) == 2  # answered since: together again
 
 

@@ -131,8 +131,8 @@ async def test_a_lock_with_a_claim_is_taken_only_for_a_claim_made_now_and_tells_
         async with kv.lock("resident:o_claim", timeout=5, wait=1, claim=forged):
             pytest.fail("ran a body its signature was not made for")
     assert forged.outcome.result() is None and await kv.get("seen:m2") is None
-    async with kv.lock("resident:o_claim", timeout=5, wait=0.2):  # no refusal left the lock taken
-        pass
+    async with kv.lock("resident:o_claim", timeout=5, wait=0.2) as free:  # no refusal left the lock taken
+        assert free == {}
 
 
 async def test_a_claim_behind_a_held_lock_is_decided_before_the_lock_is_free(kv):
