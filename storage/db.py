@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import itertools
 import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -34,6 +35,9 @@ from storage.kv import StoreUnavailable
 
 log = logging.getLogger("steward.db")
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
+R = TypeVar("R")
 
 # Tables whose committed changes other layers want to hear about (e.g. to drop a cached copy), with the
 # function that names the changed row. Filled by the table modules through `watch`.
@@ -365,6 +369,73 @@ class Database:
         if self._sqlite_writer is not None:
             self._sqlite_writer.close()
             self._sqlite_writer = None
+
+
+class Coalesced(Generic[K, V, R]):
+    """One kind of single-row write that can be made many rows at a time: those that arrive while earlier ones
+    are being written go together, `most` rows to one statement, at most `lanes` statements (pooled
+    connections) at once. A campaign's thousand new followers at once are a handful of statements, not a
+    thousand: each row costs a statement's client-side work (SQLAlchemy, the driver, a pooled connection's
+    checkout) that the server's side of a row is a fraction of. Nothing waits for a batch to fill: an idle
+    lane takes what is there, so a lone write goes at once.
+
+    `write_many(connection, {key: value})` runs one statement (its own transaction: `write_at_once(one_statement=
+    True)`) and returns what each key got (a key left out: None). Keys go in sorted order, so two batches lock
+    the same rows in the same order. A key written again before its batch goes keeps the later value
+    (`merge` decides) and both callers get its row. When the statement fails, every caller of its batch gets
+    the error; a commit counts (`count_commits`) in each caller's task, as its own write would have."""
+
+    def __init__(self, db: Database, write_many: Callable[[Connection, dict[K, V]], dict[K, R]], *,
+                 most: int = 200, lanes: int = 4, merge: Callable[[V, V], V] = lambda _old, new: new) -> None:
+        self.db = db
+        self.write_many = write_many
+        self.most = most
+        self.lanes = lanes
+        self.merge = merge
+        self._waiting: dict[K, tuple[V, list[asyncio.Future]]] = {}
+        self._busy = 0
+
+    async def write(self, key: K, value: V) -> R | None:
+        future = asyncio.get_running_loop().create_future()
+        # A caller that gave up (cancelled) leaves its row to be written all the same; nobody reads the outcome.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        known = self._waiting.get(key)
+        if known is None:
+            self._waiting[key] = (value, [future])
+        else:
+            self._waiting[key] = (self.merge(known[0], value), [*known[1], future])
+        if self._busy < self.lanes:
+            self._busy += 1
+            # A context of its own: the commit is counted in each caller's task, not in the one that started it.
+            asyncio.get_running_loop().create_task(self._drain(), context=contextvars.Context())
+        result = await future
+        _count_commit()
+        return result
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                keys = sorted(itertools.islice(self._waiting, self.most))  # the oldest first, then in key order
+                batch = {key: self._waiting.pop(key) for key in keys}
+                values = {key: value for key, (value, _) in batch.items()}
+                try:
+                    got = await self.db.write_at_once(lambda c, v=values: self.write_many(c, v), one_statement=True)
+                except BaseException as exc:
+                    for _, futures in batch.values():
+                        for future in futures:
+                            if not future.done() and isinstance(exc, Exception):
+                                future.set_exception(exc)
+                            elif not future.done():
+                                future.cancel()
+                    if not isinstance(exc, Exception):
+                        raise  # cancelled (shutdown): its callers were told; any still waiting go with the next write
+                    continue
+                for key, (_, futures) in batch.items():
+                    for future in futures:
+                        if not future.done():
+                            future.set_result(got.get(key))
+        finally:
+            self._busy -= 1
 
 
 @dataclass(eq=False)

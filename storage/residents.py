@@ -8,12 +8,25 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Boolean, UniqueConstraint, bindparam, literal_column, or_, true
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    String,
+    UniqueConstraint,
+    bindparam,
+    column,
+    func,
+    literal,
+    literal_column,
+    or_,
+    true,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, col, select
 
-from storage.db import Database, watch
+from storage.db import Coalesced, Database, watch
 from storage.kv import KeyValueStore, fetched
 
 
@@ -95,20 +108,18 @@ async def _write_contact(db: Database, openid: str, now: dt.datetime) -> tuple[R
 
 
 async def _write_contact_row(db: Database, openid: str, now: dt.datetime, *, unless_fresh: bool = False):
-    """The contact as one upsert (a campaign's thousand new followers at once are a thousand of these): on
-    PostgreSQL one statement, its own transaction; on SQLite with the other writes queued at that moment.
-    The row and whether this made it. `unless_fresh`: a row whose contact is fresh is left as it is; on
-    PostgreSQL the statement then returns no row (None)."""
+    """The contact as one upsert: on PostgreSQL one statement, its own transaction; on SQLite with the other
+    writes queued at that moment. The row and whether this made it. `unless_fresh` (SQLite, which looks first):
+    a row whose contact is fresh is given back as it is, unwritten. PostgreSQL's hot path, which writes only a
+    contact that is due, is `_contacts`."""
     new = Resident(openid=openid, created_at=now, last_contact_at=now)
     values = {c.name: getattr(new, c.name) for c in _RESIDENT.columns if c.name != "id"}
-    if unless_fresh:
-        values["stale"] = now - CONTACT_REFRESH
 
     def write(connection):
-        upsert = _contact_upsert(connection.dialect.name, unless_fresh)
+        upsert = _contact_upsert(connection.dialect.name)
         if connection.dialect.name == "postgresql":
-            row = connection.execute(upsert, values).first()
-            return (row, row.created) if row is not None else (None, False)
+            row = connection.execute(upsert, values).one()
+            return row, row.created
         # SQLite: the one writer holds the file, so looking first is exact.
         known = connection.execute(select(_RESIDENT).where(_RESIDENT.c.openid == openid)).first()
         if known is not None and unless_fresh and _contact_is_fresh(known, now):
@@ -121,25 +132,60 @@ async def _write_contact_row(db: Database, openid: str, now: dt.datetime, *, unl
 _RESIDENT = Resident.__table__
 
 
+def _contact_written(statement):
+    """Only followers can write to an Official Account: someone imported before they followed, or whose follow
+    event was missed, is subscribed the moment they write."""
+    return {"last_contact_at": statement.excluded.last_contact_at, "subscribed": true()}
+
+
 @functools.cache
-def _contact_upsert(dialect: str, unless_fresh: bool):
+def _contact_upsert(dialect: str):
     make = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = make(_RESIDENT).values({c.name: bindparam(c.name, type_=c.type)
                                         for c in _RESIDENT.columns if c.name != "id"})
-    # Only followers can write to an Official Account: someone imported before they followed, or whose follow
-    # event was missed, is subscribed the moment they write.
-    due = None
-    if unless_fresh:
-        last = _RESIDENT.c.last_contact_at
-        due = or_(last.is_(None), last < bindparam("stale", type_=last.type), _RESIDENT.c.subscribed.is_(False))
-    statement = statement.on_conflict_do_update(
-        index_elements=["openid"], set_={"last_contact_at": statement.excluded.last_contact_at, "subscribed": true()},
-        where=due)
+    statement = statement.on_conflict_do_update(index_elements=["openid"], set_=_contact_written(statement))
     returning = list(_RESIDENT.columns)
     if dialect == "postgresql":
-        # xmax is 0 on a row this statement inserted, the updating transaction's id on one it updated.
-        returning.append(literal_column("(xmax = 0)", Boolean).label("created"))
+        returning.append(_CREATED)
     return statement.returning(*returning)
+
+
+# PostgreSQL: xmax is 0 on a row the statement inserted, the updating transaction's id on one it updated.
+_CREATED = literal_column("(xmax = 0)", Boolean).label("created")
+
+
+@functools.cache
+def _contacts_upsert():
+    """PostgreSQL: many contacts in one statement, one shape whatever their number (the openids and times go as
+    two arrays): a row whose contact is fresh is left as it is and not returned; a new row says so (`created`)."""
+    arrays = func.unnest(bindparam("openids", type_=postgresql.ARRAY(String)),
+                         bindparam("times", type_=postgresql.ARRAY(DateTime(timezone=True))))
+    given = arrays.table_valued(column("openid", String), column("at", DateTime(timezone=True))).render_derived("given")
+    blank = Resident(openid="", created_at=dt.datetime.now(dt.UTC))
+    given_names = ("id", "openid", "last_contact_at", "created_at")
+    constant = {c.name: literal(getattr(blank, c.name), c.type) for c in _RESIDENT.columns
+                if c.name not in given_names and getattr(blank, c.name) is not None}
+    rows = select(given.c.openid, given.c.at, given.c.at, *constant.values())
+    statement = postgresql.insert(_RESIDENT).from_select(["openid", "last_contact_at", "created_at", *constant], rows)
+    last = _RESIDENT.c.last_contact_at
+    due = or_(last.is_(None), last < statement.excluded.last_contact_at - CONTACT_REFRESH,
+              _RESIDENT.c.subscribed.is_(False))
+    statement = statement.on_conflict_do_update(index_elements=["openid"], set_=_contact_written(statement), where=due)
+    return statement.returning(*_RESIDENT.columns, _CREATED)
+
+
+def _write_contacts(connection, times: dict[str, dt.datetime]) -> dict[str, Any]:
+    openids = list(times)
+    rows = connection.execute(_contacts_upsert(), {"openids": openids, "times": [times[o] for o in openids]})
+    return {row.openid: row for row in rows}
+
+
+def _contacts(db: Database) -> Coalesced:
+    """This database's contact writes that go together (PostgreSQL)."""
+    kept = db.memo.get("contacts")
+    if kept is None:
+        kept = db.memo["contacts"] = Coalesced(db, _write_contacts, merge=max)
+    return kept
 
 
 def _contact_is_fresh(resident: Resident | ResidentSnapshot, now: dt.datetime) -> bool:
@@ -251,8 +297,13 @@ class ResidentDirectory:
             if _contact_is_fresh(known, now):
                 return known
         # Not cached, or the contact is due: one upsert, which writes only a contact that is due and returns the
-        # row (a thousand new followers at once cost a statement each, not a read and a write).
-        row, created = await _write_contact_row(self.db, openid, now, unless_fresh=True)
+        # row. On PostgreSQL the contacts due at that moment go in one statement (a thousand new followers at
+        # once are a few statements); on SQLite each is one statement of the writer's queued transaction.
+        if self.db.is_sqlite:
+            row, created = await _write_contact_row(self.db, openid, now, unless_fresh=True)
+        else:
+            row = await _contacts(self.db).write(openid, now)
+            created = bool(row is not None and row.created)
         if row is None:  # PostgreSQL: the row was there, contact fresh: nothing written, nothing returned
             row = await find_resident(self.db, openid)
         snapshot = ResidentSnapshot.of(row)

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 from sqlalchemy import event, inspect
-from sqlmodel import select
+from sqlmodel import col, select
 
 from storage import migrate
 from storage.db import Database, ReadOnlySession
@@ -192,6 +192,68 @@ async def test_a_first_contact_reads_once_writes_once_and_holds_no_roles(db, kv,
     assert [s for s in statements if s in ("SELECT", "INSERT", "UPDATE")] == expected
     again = await directory.touch("o_new_follower", clock.now())
     assert not again._first_contact  # the cached copy never says so
+
+
+async def test_new_followers_at_once_each_get_their_own_row_in_a_few_statements(db, kv, clock):
+    # A campaign's new followers all write at once: on PostgreSQL the contacts waiting at one moment go in one
+    # statement each batch (on SQLite each is a statement of the writer's one queued transaction).
+    from sqlalchemy import Engine
+
+    directory = ResidentDirectory(db, kv)
+    openids = [f"o_campaign_{i:04d}" for i in range(300)]
+    inserts: list[str] = []
+    listen = lambda _c, _cur, statement, *_a: inserts.append(statement) if statement.startswith("INSERT") else None  # noqa: E731
+    event.listen(Engine, "before_cursor_execute", listen)
+    try:
+        got = await asyncio.gather(*(directory.touch(o, clock.now()) for o in openids))
+    finally:
+        event.remove(Engine, "before_cursor_execute", listen)
+    assert [r.openid for r in got] == openids and all(r._first_contact for r in got)
+    async with db.read() as s:
+        rows = (await s.exec(select(Resident.id, Resident.openid).where(col(Resident.openid).startswith("o_campaign_"))
+                             )).all()
+    assert sorted(o for _, o in rows) == openids  # each once
+    assert {r.id for r in got} == {i for i, _ in rows}  # each told its own row's id
+    if db.is_sqlite:
+        assert len(inserts) == 300
+    else:
+        assert len(inserts) <= 60  # those waiting together went together: not a statement each
+    clock.advance(seconds=5)
+    again = await asyncio.gather(*(directory.touch(o, clock.now()) for o in openids[:10]))
+    assert not any(r._first_contact for r in again)
+
+
+async def test_coalesced_writes_go_together_fail_together_and_count_a_commit_in_each_callers_task(db):
+    from storage.db import Coalesced, count_commits
+
+    batches: list[dict[str, int]] = []
+
+    def write_many(_connection, values: dict[str, int]) -> dict[str, str]:
+        batches.append(dict(values))
+        if "bad" in values:
+            raise RuntimeError("the statement failed")
+        return {key: f"{key}={value}" for key, value in values.items() if key != "skipped"}
+
+    coalesced = Coalesced(db, write_many, most=3, lanes=1, merge=max)
+
+    async def caller(key: str, value: int) -> tuple[str | None, list[int]]:
+        commits = count_commits()
+        return await coalesced.write(key, value), commits
+
+    got = await asyncio.gather(caller("b", 1), caller("a", 1), caller("a", 7), caller("c", 2), caller("d", 3),
+                               caller("skipped", 0))
+    # One lane, which starts once every caller has queued: the oldest three keys, in key order (a key written
+    # twice with the larger value), then the rest.
+    assert batches == [{"a": 7, "b": 1, "c": 2}, {"d": 3, "skipped": 0}]
+    assert [list(b) for b in batches] == [sorted(b) for b in batches]
+    assert [r for r, _ in got] == ["b=1", "a=7", "a=7", "c=2", "d=3", None]
+    assert all(commits == [1] for _, commits in got)  # each caller's own task counted the commit it waited for
+
+    batches.clear()
+    assert (await caller("x", 1))[0] == "x=1"  # a lone write goes at once
+    failed = await asyncio.gather(caller("bad", 1), caller("y", 1), return_exceptions=True)
+    assert batches == [{"x": 1}, {"bad": 1, "y": 1}]
+    assert all(isinstance(f, RuntimeError) for f in failed)  # everyone in the failed batch is told
 
 
 async def test_a_write_at_once_commits_rolls_back_whole_counts_its_commit_and_takes_turns_with_other_writers(db):
