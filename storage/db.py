@@ -156,8 +156,9 @@ class Database:
         # Called after a write transaction commits, with the watched rows it changed.
         self.on_commit: list[Callable[[Changes], Awaitable[None]]] = []
         self.errors = 0  # sessions that failed to reach or hear from the server (bot/metrics.py reads it)
-        # Per-process copies of rarely changed rows, by the module that keeps them (storage.org's buildings);
-        # each drops what this process commits through `on_commit`.
+        # What the table modules keep with this database in this process, by module: copies of rarely changed
+        # rows (storage.org's buildings; each drops what this process commits through `on_commit`), and writes
+        # that go together (storage.residents' contacts, a `Coalesced`).
         self.memo: dict[str, Any] = {}
         # SQLite takes one writer at a time. Writers of this process queue here, in order, instead of in
         # SQLite's busy handler, which sleeps in growing steps and lets a late writer overtake (p99 of seconds
