@@ -65,7 +65,7 @@ THIS = Path(__file__).resolve()
 REPO = THIS.parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.gateway import TOKEN, _pct, free_port, pin, server, summarise, wait_healthy  # noqa: E402
+from bench.gateway import TOKEN, _pct, free_port, pin, server, summarise, wait_healthy, wait_workers  # noqa: E402
 
 TICKET = re.compile(r"诉求编号：(\d{8}-\d{4,})")
 NEW_ANYWAY = re.compile(r"^(\d+)\. 仍然新建", re.M)
@@ -105,7 +105,7 @@ class Result:
     idle_seats: list[int] = field(default_factory=lambda: [0, 0])  # booking: samples with a seat free while
     # someone waited, of all samples
     readback: str = ""
-    cpu: tuple[float, float] = (0.0, 0.0)  # CPU seconds in the window: the bot's processes, PostgreSQL + Redis
+    cpu: tuple[float, float, float] = (0.0, 0.0, 0.0)  # CPU seconds in the window: bot, PostgreSQL + Redis, client
     replies: Counter = field(default_factory=Counter)  # the first line of each reply, to see where time goes
     by_step: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # latencies by message
 
@@ -114,7 +114,7 @@ class Result:
         return len(self.latencies) / self.seconds if self.seconds else 0.0
 
     def cpu_per_message(self, which: int) -> float:
-        """Milliseconds of CPU per answered message: 0 the bot, 1 PostgreSQL + Redis."""
+        """Milliseconds of CPU per answered message: 0 the bot, 1 PostgreSQL + Redis, 2 this load generator."""
         return 1000 * self.cpu[which] / len(self.latencies) if self.latencies else 0.0
 
     @property
@@ -334,13 +334,13 @@ async def drive(url: str, openids: list[str], seconds: float, flow=None, warmup:
         # Tickets told during the warm-up are not counted: the read-back below only counts rows of this window
         # by ticket, so it matches what was measured.
         measuring = True
-        cpu_before = cpu_seconds(server_pid)
+        cpu_before, client_before = cpu_seconds(server_pid), time.process_time()
         started = time.monotonic()
         until[0] = started + seconds
         await asyncio.gather(*(sender(o, until) for o in openids))
         result.seconds = time.monotonic() - started
-        cpu_after = cpu_seconds(server_pid)
-        result.cpu = (cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1])
+        cpu_after, client_after = cpu_seconds(server_pid), time.process_time()
+        result.cpu = (cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1], client_after - client_before)
     return result
 
 
@@ -749,6 +749,7 @@ async def run_scenario(scenario: str, backend: str, workers: int, args: argparse
     with bot(tag, workers, {**env, "STEWARD_PORT": str(port)}, tmp) as proc:
         url = f"http://127.0.0.1:{port}"
         await wait_healthy(url, proc, timeout=60)
+        await wait_workers(url, workers)
         spy = None
         if args.profile and workers == 1:
             spy = await asyncio.create_subprocess_exec(
@@ -804,9 +805,10 @@ def report(rows: list[tuple[str, Result, list[Result]]], residents: int) -> None
     print(f"\n{residents} senders, one message in flight each, Python client on loopback; latency at the client.")
     print("done/s: reports filed (report), needs triaged (triage), bookings answered, seat or waitlist (booking).")
     print("bot CPU, db CPU: milliseconds of CPU per answered message in the bot's processes, and in PostgreSQL and")
-    print("Redis (every such process on the machine): the cost of a message whatever else shares the cores.\n")
+    print("Redis (every such process on the machine), and in this client: the cost of a message whatever else shares")
+    print("the cores (the client, PostgreSQL and Redis share one core: their sum near 1,000 ms/s is that core full).\n")
     head = (f"{'backend, workers':28} {'scenario':10} {'msgs/s':>8} {'done/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-            f"{'errors':>6} {'vs echo':>8} {'bot CPU':>8} {'db CPU':>7}")
+            f"{'errors':>6} {'vs echo':>8} {'bot CPU':>8} {'db CPU':>7} {'client CPU':>10}")
     print(head)
     print("-" * len(head))
     one_worker: dict[str, float] = {}
@@ -817,7 +819,7 @@ def report(rows: list[tuple[str, Result, list[Result]]], residents: int) -> None
             done = f"{r.done_rate:8.0f}" if r is not echo else f"{'-':>8}"
             print(f"{name:28} {r.name:10} {r.rate:8.0f} {done} {_pct(r.latencies, 0.5):8.1f} "
                   f"{_pct(r.latencies, 0.99):8.1f} {r.errors:6d} {ratio:>8} {r.cpu_per_message(0):8.2f} "
-                  f"{r.cpu_per_message(1):7.2f}")
+                  f"{r.cpu_per_message(1):7.2f} {r.cpu_per_message(2):10.2f}")
         flow = next((r for r in flows if r.name == "report"), None)
         if flow is None:
             continue

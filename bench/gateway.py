@@ -336,6 +336,23 @@ async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30) ->
     raise SystemExit(f"{url} did not become healthy")
 
 
+async def wait_workers(url: str, workers: int, timeout: float = 60) -> None:
+    """Until `workers` processes have answered /healthz, each on a new connection: the bot's first worker listens
+    alone while the rest start, and a load whose keep-alive connections were all opened then would go to it
+    alone for the whole run (the kernel spreads connections over the listening workers as they connect)."""
+    import aiohttp
+
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < workers:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{url}: only {len(seen)} of {workers} workers answered")
+        with contextlib.suppress(aiohttp.ClientError):
+            async with aiohttp.ClientSession() as http, http.get(url + "/healthz") as r:
+                seen.add((await r.json())["worker"])
+        await asyncio.sleep(0.02)
+
+
 @contextlib.contextmanager
 def server(cmd: list[str], env: dict[str, str], cwd: str, log: Path):
     """The server's stderr goes to `log`, never to a pipe nobody reads: the bot logs a line per message, and once

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -106,7 +107,9 @@ class Gateway:
 
         database, redis = await asyncio.gather(self.db.ping(timeout=0.8), _within(redis_ok(), 0.8))
         ok = database and redis is not False
-        body = {"database": "ok" if database else "unreachable", "redis": _redis_word(redis)}
+        # `worker`: which process answered (`serve --workers N`: each is its own; a check that has seen N of
+        # them knows every worker listens).
+        body = {"database": "ok" if database else "unreachable", "redis": _redis_word(redis), "worker": os.getpid()}
         return web.json_response(body, status=200 if ok else 503)
 
     async def receive(self, request: web.Request) -> web.Response:

@@ -4,6 +4,7 @@ the 4-second fallback by customer-service message, hostile bodies, per-resident 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -378,7 +379,8 @@ async def test_healthz_reports_database_and_redis(make_rig, tmp_path):
     gateway = rig.bot.gateway
     async with aiohttp.ClientSession() as http:
         async with http.get(rig.url + "/healthz") as r:
-            assert (r.status, await r.json()) == (200, {"database": "ok", "redis": "not configured (in-memory state)"})
+            assert (r.status, await r.json()) == (200, {"database": "ok", "redis": "not configured (in-memory state)",
+                                                        "worker": os.getpid()})
         gateway.settings = gateway.settings.replace(redis_url="redis://127.0.0.1:6379/0")
         async with http.get(rig.url + "/healthz") as r:
             assert (r.status, (await r.json())["redis"]) == (200, "ok")  # the store in use answers

@@ -232,6 +232,14 @@ async def test_two_workers_share_one_port_and_stop_together(tmp_path):
             workers = _children(proc.pid)
             await asyncio.sleep(0.2)
         assert len(workers) == 2
+        # Both listen: the kernel gives new connections to each (the second starts once the first listens).
+        answered: set[int] = set()
+        while answered != set(workers) and time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/healthz") as r:
+                    answered.add((await r.json())["worker"])
+            await asyncio.sleep(0.05)
+        assert answered == set(workers)
         # Each conversation on its own connection: the kernel spreads them over the workers, and a flow's
         # state (in Redis) follows the resident from one worker to the other.
         answers = []
