@@ -54,7 +54,7 @@ async def test_serve_on_a_fresh_directory_creates_its_database_and_answers(tmp_p
     )
     try:
         health = await _wait_for_health(f"http://127.0.0.1:{port}", proc)
-        assert health == {"database": "ok", "redis": "not configured (in-memory state)"}
+        assert health == {"database": "ok", "redis": "not configured (in-memory state)", "worker": proc.pid}
         assert (tmp_path / "steward.db").exists()
         phone = Phone(f"http://127.0.0.1:{port}", Settings())
         try:

@@ -230,11 +230,13 @@ class NeedEvent(SQLModel, table=True):
 
 class NeedFollower(SQLModel, table=True):
     __tablename__ = "need_follower"
-    __table_args__ = (UniqueConstraint("need_id", "resident_id", name="uq_need_follower"),)
+    # (resident_id, need_id): someone's needs in id order (进度) from the index, however many they follow.
+    __table_args__ = (UniqueConstraint("need_id", "resident_id", name="uq_need_follower"),
+                      Index("ix_need_follower_resident_need", "resident_id", "need_id"))
 
     id: int | None = Field(default=None, primary_key=True)
     need_id: int = Field(foreign_key="need.id", index=True)
-    resident_id: int = Field(foreign_key="resident.id", index=True)
+    resident_id: int = Field(foreign_key="resident.id")
     role: str = Field(max_length=16)  # reporter | filer | seconder
     created_at: dt.datetime
 
