@@ -150,3 +150,35 @@ async def test_the_districts_overdue_walk_can_use_the_open_needs_index(db, clock
                                for v in parameters)
             plan = " ".join(r[0] for r in (await conn.exec_driver_sql(f"EXPLAIN EXECUTE overdue_walk({values})")).all())
     assert "ix_need_open_created" in plan, plan
+
+
+async def test_a_grid_workers_today_counts_read_the_grid_index_alone(db, clock):
+    # 今日 counts each of the actor's places on its own (queries._count_in_scope): a grid's count of each section
+    # must come from ix_need_grid_queues alone, which holds every column the sections filter on — through the
+    # table it read ~11,000 rows a section on 1,000,000 needs (SQLite: a grid worker's 今日 57 ms; with it 23 ms).
+    import datetime as dt
+
+    from sqlalchemy import Column
+    from sqlalchemy.sql.visitors import iterate
+
+    from storage.needs.model import GRID_QUEUE_COLUMNS
+    from storage.needs.queries import _count_in_scope, today_sections
+    from storage.roles import ROLE_SCOPE, Role, RoleGrant
+
+    d = await make_district(db)
+    grant = RoleGrant(id=1, resident_id=1, role=Role.GRID_WORKER.value, scope_type=ROLE_SCOPE[Role.GRID_WORKER],
+                      scope_id=d.grids["G1"].id, granted_by="test", granted_at=clock.now())
+    worker = Actor.resident(1, (grant,))
+    for key, _title, conditions in today_sections(clock.now(), clock.now() + dt.timedelta(hours=12)):
+        compiled = _count_in_scope(worker, conditions, 1000).compile(
+            dialect=db.engine.dialect, compile_kwargs={"render_postcompile": True})
+        params = tuple(compiled.params[name] for name in compiled.positiontup)
+        async with db.engine.connect() as conn:
+            if db.is_sqlite:
+                rows = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", params)
+                plan = " ".join(str(r[-1]) for r in rows.all())
+                assert "COVERING INDEX ix_need_grid_queues" in plan, (key, plan)
+        # Whichever index PostgreSQL's planner takes for a tiny table, the grid's index must hold every column
+        # the section reads, so an index-only count is open to it.
+        read = {e.name for condition in conditions for e in iterate(condition) if isinstance(e, Column)}
+        assert "status" in read and read <= set(GRID_QUEUE_COLUMNS), (key, read)

@@ -124,6 +124,9 @@ STATS_COLUMNS = ("community_id", "created_at", "status", "grid_id", "category", 
                  "ratings_given", "rating", "rework_count")
 
 
+GRID_QUEUE_COLUMNS = ("grid_id", "created_at", "status", "resolve_by", "respond_by", "responded_at")
+
+
 class Need(SQLModel, table=True):
     # The rating-window scan (close_unrated): status = resolved AND rate_by <= now, in rate_by order.
     # The 三率 (storage/stats.py; 0021): a community's month is one range of this index and the district a scan of
@@ -132,13 +135,15 @@ class Need(SQLModel, table=True):
     # assignee index holds assigned rows only, so the planner sees how few match one person. 0025: a community's,
     # a grid's, a building's and an assignee's needs by date, so a staff page walks only its own places' needs in
     # order (queries._first_in_scope), not the district's.
+    # 0028: a grid's needs by date hold what 今日's sections read (status and deadlines), so a grid worker's counts
+    # read the index alone, as a community's read ix_need_stats.
     # The rating-reminder scan (need_clocks.unrated_query; 0024): resolved, not rated, in resolved_at order.
     # 0026: the open needs by date with their deadlines, so "overdue, newest first" over the whole district (the
     # admin's 台账) reads the index alone, skipping the newest needs (not yet late) without fetching them.
     __table_args__ = (Index("ix_need_status_rate_by", "status", "rate_by"),
                       Index("ix_need_stats", *STATS_COLUMNS),
                       Index("ix_need_community_created", "community_id", "created_at"),
-                      Index("ix_need_grid_created", "grid_id", "created_at"),
+                      Index("ix_need_grid_queues", *GRID_QUEUE_COLUMNS),
                       Index("ix_need_building_created", "building_id", "created_at"),
                       Index("ix_need_assigned_created", "assignee_id", "created_at",
                             sqlite_where=sql_text("assignee_id IS NOT NULL"),

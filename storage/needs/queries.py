@@ -531,11 +531,11 @@ class QueueSection:
 QUEUE_COUNT_CAP = 999
 
 
-async def today_queue(db: Database, actor: Actor, now: dt.datetime, day_start: dt.datetime,
-                      day_end: dt.datetime, size: int = 10) -> list[QueueSection]:
-    """今日: what waits on the actor, in the order it should be done, each with its count and first rows."""
+def today_sections(now: dt.datetime, day_end: dt.datetime) -> tuple[tuple[str, str, list], ...]:
+    """今日's sections in the order they should be done: (key, title, conditions). Every column they filter on is
+    in ix_need_stats (a community's counts) and ix_need_grid_queues (a grid's)."""
     open_values = [s.value for s in OPEN_STATUSES]
-    sections = (
+    return (
         ("triage", "待分流", [col(Need.status).in_([s.value for s in NEW_STATUSES])]),
         ("overdue", "已逾期（督办）", overdue(now)),
         ("due_today", "今日到期", [col(Need.status).in_(open_values), Need.resolve_by >= now,
@@ -544,6 +544,11 @@ async def today_queue(db: Database, actor: Actor, now: dt.datetime, day_start: d
         ("awaiting_rating", "已办结待评价", [Need.status == NeedStatus.RESOLVED.value]),
     )
 
+
+async def today_queue(db: Database, actor: Actor, now: dt.datetime, day_start: dt.datetime,
+                      day_end: dt.datetime, size: int = 10) -> list[QueueSection]:
+    """今日: what waits on the actor, in the order it should be done, each with its count and first rows."""
+    sections = today_sections(now, day_end)
     by_place = _places_apart(actor) is not None
 
     async def section(key: str, title: str, conditions: list) -> QueueSection:
