@@ -422,19 +422,14 @@ class Coalesced(Generic[K, V, R]):
                 try:
                     got = await self.db.write_at_once(lambda c, v=values: self.write_many(c, v), one_statement=True)
                 except BaseException as exc:
-                    for _, futures in batch.values():
-                        for future in futures:
-                            if not future.done() and isinstance(exc, Exception):
-                                future.set_exception(exc)
-                            elif not future.done():
-                                future.cancel()
+                    for future in (f for _, futures in batch.values() for f in futures if not f.done()):
+                        future.set_exception(exc) if isinstance(exc, Exception) else future.cancel()
                     if not isinstance(exc, Exception):
                         raise  # cancelled (shutdown): its callers were told; any still waiting go with the next write
                     continue
                 for key, (_, futures) in batch.items():
-                    for future in futures:
-                        if not future.done():
-                            future.set_result(got.get(key))
+                    for future in (f for f in futures if not f.done()):
+                        future.set_result(got.get(key))
         finally:
             self._busy -= 1
 

@@ -109,9 +109,11 @@ async def _write_contact(db: Database, openid: str, now: dt.datetime) -> tuple[R
 
 async def _write_contact_row(db: Database, openid: str, now: dt.datetime, *, unless_fresh: bool = False):
     """The contact as one upsert: on PostgreSQL one statement, its own transaction; on SQLite with the other
-    writes queued at that moment. The row and whether this made it. `unless_fresh` (SQLite, which looks first):
-    a row whose contact is fresh is given back as it is, unwritten. PostgreSQL's hot path, which writes only a
-    contact that is due, is `_contacts`."""
+    writes queued at that moment. The row and whether this made it. `unless_fresh` (SQLite only, which looks
+    first): a row whose contact is fresh is given back as it is, unwritten; PostgreSQL writes only a due contact
+    through `_contacts` (`_write_due_contact` picks)."""
+    if unless_fresh and not db.is_sqlite:
+        raise ValueError("on PostgreSQL a contact written only if due goes through _contacts")
     new = Resident(openid=openid, created_at=now, last_contact_at=now)
     values = {c.name: getattr(new, c.name) for c in _RESIDENT.columns if c.name != "id"}
 
@@ -178,6 +180,16 @@ def _write_contacts(connection, times: dict[str, dt.datetime]) -> dict[str, Any]
     openids = list(times)
     rows = connection.execute(_contacts_upsert(), {"openids": openids, "times": [times[o] for o in openids]})
     return {row.openid: row for row in rows}
+
+
+async def _write_due_contact(db: Database, openid: str, now: dt.datetime):
+    """The contact written only if due (or the row made on first contact): the row and whether this made it. On
+    PostgreSQL the contacts due at one moment go in one statement (`_contacts`), and a row whose contact is fresh
+    comes back as (None, False); on SQLite the one writer looks first and gives that row back unwritten."""
+    if db.is_sqlite:
+        return await _write_contact_row(db, openid, now, unless_fresh=True)
+    row = await _contacts(db).write(openid, now)
+    return row, bool(row is not None and row.created)
 
 
 def _contacts(db: Database) -> Coalesced:
@@ -299,11 +311,7 @@ class ResidentDirectory:
         # Not cached, or the contact is due: one upsert, which writes only a contact that is due and returns the
         # row. On PostgreSQL the contacts due at that moment go in one statement (a thousand new followers at
         # once are a few statements); on SQLite each is one statement of the writer's queued transaction.
-        if self.db.is_sqlite:
-            row, created = await _write_contact_row(self.db, openid, now, unless_fresh=True)
-        else:
-            row = await _contacts(self.db).write(openid, now)
-            created = bool(row is not None and row.created)
+        row, created = await _write_due_contact(self.db, openid, now)
         if row is None:  # PostgreSQL: the row was there, contact fresh: nothing written, nothing returned
             row = await find_resident(self.db, openid)
         snapshot = ResidentSnapshot.of(row)
