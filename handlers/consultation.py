@@ -73,7 +73,7 @@ async def start(ctx: Context) -> str:
     return ctx.ask(f"{text}\n\n{_menu(ctx)}", router.step("menu"), session_id=session_id)
 
 
-@router.state("menu", bound=True)
+@router.state("menu", bound=True, browsing="阳光17议")
 async def menu_choice(ctx: Context) -> str | None:
     choice = ctx.text.strip()
     if choice == "1":

@@ -151,9 +151,16 @@ class Router:
 
         return register
 
-    def state(self, step: str, roles=None, bound: bool = False) -> Callable[[Handler], Handler]:
+    def state(
+        self, step: str, roles=None, bound: bool = False, browsing: str | None = None
+    ) -> Callable[[Handler], Handler]:
+        """A step of a flow. `browsing`: the step only offers choices (a menu), so 取消 there leaves it by that
+        name and says nothing typed was lost."""
+
         def register(fn: Handler) -> Handler:
             self.states[self.step(step)] = self._route(fn, roles, bound, False, step)
+            if browsing:
+                self.browsing[self.step(step)] = browsing
             return fn
 
         return register

@@ -123,6 +123,19 @@ async def test_progress_from_the_menu_lists_numbered_needs_and_a_number_opens_on
     assert not (await phone.text("o_li", "1")).text.startswith(f"诉求 {second.ticket}")  # its numbers pick no more
 
 
+async def test_leaving_a_menu_says_which_menu_and_loses_nothing(db, phone, clock):
+    """A menu only offers numbers: 取消 there names the menu left, not a flow whose typing was "not saved"."""
+    await _town(db)
+    assert "1. 反映问题" in (await phone.text("o_li", "菜单")).text
+    assert (await phone.text("o_li", "取消")).text == "已退出「菜单」。回复「菜单」查看全部服务。"
+    assert "预约座位" in (await phone.text("o_li", "议事")).text
+    assert (await phone.text("o_li", "取消")).text == "已退出「阳光17议」。回复「菜单」查看全部服务。"
+    assert (await phone.text("o_li", "取消")).text == "当前没有进行中的操作。回复「菜单」查看全部服务。"
+    # Within a flow that asked for typing, 取消 still warns that what was typed is gone.
+    await phone.text("o_li", "反映 楼道灯坏了，晚上看不见")
+    assert "没有保存" in (await phone.text("o_li", "取消")).text
+
+
 async def test_a_long_list_numbers_on_across_pages(db, phone, clock):
     _, li, _staff = await _town(db)
     needs = []
