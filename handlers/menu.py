@@ -63,7 +63,7 @@ async def show_menu(ctx: Context) -> str:
     return ctx.ask(staff_menu_text(staff), router.step("pick"), keys=keys)
 
 
-@router.state("pick", browsing="菜单")
+@router.state("pick", browsing="主菜单")
 async def pick(ctx: Context) -> str | None:
     keys = ctx.data.get("keys") or [e.key for e in ctx.menu_entries]
     if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= len(keys):

@@ -6,7 +6,7 @@ import json
 
 from sqlalchemy import event, insert, select, text
 
-from storage.needs import Need, NeedFollower, report_need
+from storage.needs import Need, NeedFollower, NeedStatus, report_need
 from storage.needs.queries import list_needs
 from tests.factories import make_district, make_resident
 
@@ -45,6 +45,22 @@ async def test_a_followers_pages_are_their_needs_in_order_with_the_count(db, clo
     assert [n.id for n in last.needs] == mine[-5:]
     past = await list_needs(db, follower_id=leader.id, size=5, page=21)  # past the end: still counted
     assert (past.needs, past.total) == ([], len(mine))
+
+
+async def test_a_followers_list_filtered_by_state_and_place_is_the_same_rule(db, clock):
+    """The statement built once for 进度 and the one built for a filtered list agree on what is listed."""
+    leader, mine = await _district_with_a_busy_follower(db, clock)
+    closed = set(mine[1::3])
+    async with db.write() as session:
+        s = await session.connection()
+        await s.execute(Need.__table__.update().where(Need.__table__.c.id.in_(closed)).values(status="closed"))
+    open_ = await list_needs(db, follower_id=leader.id, size=5, statuses={NeedStatus.REPORTED})
+    still_open = [i for i in mine if i not in closed]
+    assert ([n.id for n in open_.needs], open_.total) == (still_open[:5], len(still_open))
+    elsewhere = await list_needs(db, follower_id=leader.id, community_ids={-5})
+    assert (elsewhere.needs, elsewhere.total) == ([], 0)
+    everything = await list_needs(db, follower_id=leader.id, size=5, page=2)  # the cached statement, page 2
+    assert [n.id for n in everything.needs] == mine[5:10]
 
 
 async def test_a_followers_list_reads_their_needs_not_the_table(db, clock):

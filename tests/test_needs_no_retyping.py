@@ -127,7 +127,7 @@ async def test_leaving_a_menu_says_which_menu_and_loses_nothing(db, phone, clock
     """A menu only offers numbers: 取消 there names the menu left, not a flow whose typing was "not saved"."""
     await _town(db)
     assert "1. 反映问题" in (await phone.text("o_li", "菜单")).text
-    assert (await phone.text("o_li", "取消")).text == "已退出「菜单」。回复「菜单」查看全部服务。"
+    assert (await phone.text("o_li", "取消")).text == "已退出「主菜单」。回复「菜单」查看全部服务。"
     assert "预约座位" in (await phone.text("o_li", "议事")).text
     assert (await phone.text("o_li", "取消")).text == "已退出「阳光17议」。回复「菜单」查看全部服务。"
     assert (await phone.text("o_li", "取消")).text == "当前没有进行中的操作。回复「菜单」查看全部服务。"

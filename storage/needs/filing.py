@@ -26,6 +26,7 @@ NEED, EVENT, FOLLOWER, MEDIA = (model.__table__ for model in (Need, NeedEvent, N
 COUNTER = NeedTicketCounter.__table__
 
 
+@functools.cache
 def _columns(table, *left_out: str) -> list:
     return [c for c in table.columns if c.name not in ("id", *left_out)]
 

@@ -455,7 +455,7 @@ def _category_words(text: str, category: str) -> set[str]:
     return {w for m in default_classifier().explain(text) if m.item.category == category for w in m.keywords}
 
 
-def _nearness(need: Need, building_id: int | None, grid_id: int | None) -> int:
+def _nearness(need, building_id: int | None, grid_id: int | None) -> int:
     if building_id is not None and need.building_id == building_id:
         return NEAR_BUILDING
     if grid_id is not None and need.grid_id == grid_id:
@@ -480,7 +480,8 @@ async def _place_names(s, needs: list[Need], community_id: int) -> dict[int, str
 def _similar_query(by_building: bool, by_grid: bool, excluding: bool):
     """find_similar's query for one shape of address, built once (building it took ~0.4 ms a report)."""
     item_code = bindparam("item_code", type_=String)
-    query = select(Need).where(
+    # Only what the comparison reads: twenty candidates built as whole Need objects cost more than the query.
+    query = select(Need.id, Need.text, Need.item_code, Need.building_id, Need.grid_id).where(
         Need.community_id == bindparam("community_id"),
         col(Need.status).in_([s.value for s in OPEN_STATUSES]),
         Need.created_at >= bindparam("since"),
@@ -523,23 +524,29 @@ async def find_similar(
               "category": item.category, "building_id": building_id, "grid_id": grid_id,
               "exclude_follower": exclude_follower}
     async with db.read() as s:
-        candidates = list((await s.exec(query, params=params)).all())
-        names = await _place_names(s, candidates, community_id) if candidates else {}
-    pairs, words = _bigrams(_wording(text)), _category_words(text, item.category)
-    found = []
-    for need in candidates:
-        their_pairs, their_words = _bigrams(_wording(need.text)), _category_words(need.text, item.category)
-        dice = 2 * len(pairs & their_pairs) / (len(pairs) + len(their_pairs)) if pairs and their_pairs else 0.0
-        shared = len(words & their_words) / len(words | their_words) if words & their_words else 0.0
-        score = dice + shared
-        if need.item_code == item.code:
-            if dice < SIMILAR_DICE and not shared:
+        candidates = (await s.exec(query, params=params)).all()
+        if not candidates:  # the usual case: the text's words are not even cut
+            return []
+        pairs, words = _bigrams(_wording(text)), _category_words(text, item.category)
+        close = []
+        for c in candidates:
+            their_pairs, their_words = _bigrams(_wording(c.text)), _category_words(c.text, item.category)
+            dice = 2 * len(pairs & their_pairs) / (len(pairs) + len(their_pairs)) if pairs and their_pairs else 0.0
+            shared = len(words & their_words) / len(words | their_words) if words & their_words else 0.0
+            score = dice + shared
+            if c.item_code == item.code:
+                if dice < SIMILAR_DICE and not shared:
+                    continue
+            elif not shared or score < SIBLING_BAR:
                 continue
-        elif not shared or score < SIBLING_BAR:
-            continue
-        found.append(SimilarNeed(need, names[need.id], _nearness(need, building_id, grid_id), round(score, 4)))
-    found.sort(key=lambda f: (f.nearness, -f.score))  # stable: ties stay newest first, as read
-    return found[:limit]
+            close.append((_nearness(c, building_id, grid_id), round(score, 4), c.id))
+        close.sort(key=lambda f: (f[0], -f[1]))  # stable: ties stay newest first, as read
+        close = close[:limit]
+        if not close:
+            return []
+        needs = {n.id: n for n in await s.exec(select(Need).where(col(Need.id).in_([c[2] for c in close])))}
+        names = await _place_names(s, list(needs.values()), community_id)
+    return [SimilarNeed(needs[i], names[i], nearness, score) for nearness, score, i in close if i in needs]
 
 
 def public_summary(need: Need, width: int) -> str:

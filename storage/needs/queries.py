@@ -10,7 +10,7 @@ import operator
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from sqlalchemy import exists, func, literal, literal_column, or_, union
+from sqlalchemy import bindparam, exists, func, literal, literal_column, or_, union
 from sqlmodel import col, select
 
 from storage.actor import Actor
@@ -115,6 +115,25 @@ class Page:
         return (self.page - 1) * self.size
 
 
+def _followed_page(newest_first: bool, offset: int, size: int, conditions: tuple = ()):
+    """One page of the needs someone follows (bound `follower_id`), each row with the count of them all."""
+    followed = NeedFollower.need_id
+    ids = (select(followed, func.count().over().label("total"))
+           .where(NeedFollower.resident_id == bindparam("follower_id")))
+    if conditions:
+        ids = ids.join(Need, Need.id == followed).where(*conditions)
+    # The page's bounds written into the statement: a generic plan that knew only "LIMIT $n" guessed a tenth of
+    # the follower's rows and read the need table whole to join them.
+    page_ids = (ids.order_by(col(followed).desc() if newest_first else followed)
+                .offset(literal_column(str(int(offset)))).limit(literal_column(str(int(size)))).subquery("page_ids"))
+    return (select(Need, page_ids.c.total).join(page_ids, page_ids.c.need_id == Need.id)
+            .order_by(Need.id.desc() if newest_first else Need.id))
+
+
+# Building and keying the statement cost as much CPU as running it (~0.4 ms a 进度); pages past a few are rare.
+_own_page = functools.lru_cache(maxsize=64)(_followed_page)
+
+
 async def list_needs(
     db: Database,
     *,
@@ -152,20 +171,15 @@ async def list_needs(
             # the statistics say, the plan cannot walk the whole need table (a join let PostgreSQL's generic
             # plan merge along its key: 15 ms a list at 6,500 needs). A staff list counts in its own statement:
             # over a community, counting in the page's query would read every matching row whole.
-            followed = NeedFollower.need_id
-            ids = select(followed, func.count().over().label("total")).where(NeedFollower.resident_id == follower_id)
             if conditions:
-                ids = ids.join(Need, Need.id == followed).where(*conditions)
-            # The page's bounds written into the statement: a generic plan that knew only "LIMIT $n" guessed a
-            # tenth of the follower's rows and read the need table whole to join them.
-            page_ids = (ids.order_by(col(followed).desc() if newest_first else followed)
-                        .offset(literal_column(str(int((page - 1) * size))))
-                        .limit(literal_column(str(int(size)))).subquery("page_ids"))
-            rows = (await s.exec(select(Need, page_ids.c.total).join(page_ids, page_ids.c.need_id == Need.id)
-                                 .order_by(Need.id.desc() if newest_first else Need.id))).all()
+                query = _followed_page(newest_first, (page - 1) * size, size, tuple(conditions))
+            else:  # a resident's own 进度 (every report ends there): the statement is built once per page
+                query = _own_page(newest_first, (page - 1) * size, size)
+            rows = (await s.exec(query, params={"follower_id": follower_id})).all()
             if rows or page == 1:
                 return Page([need for need, _ in rows], int(rows[0][1]) if rows else 0, page, size)
-            conditions.append(col(Need.id).in_(select(followed).where(NeedFollower.resident_id == follower_id)))
+            conditions.append(col(Need.id).in_(select(NeedFollower.need_id)
+                                               .where(NeedFollower.resident_id == follower_id)))
         # A staff list goes in date order, which each place's index gives (ix_need_*_created): in id order SQLite
         # sorted a community's 33,000 needs for the 8 shown (80-130 ms on 1,000,000 needs).
         by_date = (Need.created_at.desc(), Need.id.desc()) if newest_first else (Need.created_at, Need.id)
