@@ -176,6 +176,17 @@ class Database:
             self._count(exc)
             raise
 
+    async def rows(self, statement: Any, params: dict[str, Any] | None = None) -> list[Any]:
+        """The rows of one Core statement of columns (not ORM objects), read on a plain connection: the hot path's
+        reads (every report's), where a session's unit of work cost ~0.4 ms of CPU a read on PostgreSQL and a
+        connection ~0.28. Same pool, same reader's rules (no transaction on PostgreSQL, no writes)."""
+        try:
+            async with self._reader.connect() as connection:
+                return list((await connection.execute(statement, params or {})).all())
+        except Exception as exc:
+            self._count(exc)
+            raise
+
     def _count(self, exc: BaseException) -> None:
         # A Redis outage met inside a transaction is Redis's error (storage.kv counts it), not the database's.
         if is_unavailable(exc) and not isinstance(exc, StoreUnavailable):
