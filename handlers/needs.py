@@ -47,6 +47,7 @@ from storage.needs import (
     is_follower,
     list_needs,
     normalise_ticket,
+    own_needs,
     promise_text,
     public_summary,
     rate_need,
@@ -382,13 +383,16 @@ async def progress(ctx: Context) -> str:
         return await _nth(ctx, int(arg))
     page_word = PAGE_WORD.match(arg)
     page = int(page_word.group(1)) if page_word else 1
-    result = await list_needs(ctx.db, follower_id=ctx.resident.id, page=page, size=PAGE_SIZE, newest_first=True)
+    result = await own_needs(ctx.db, ctx.resident.id, page=page, size=PAGE_SIZE)
     if not result.total:
         return NO_NEEDS
-    if result.total == 1:
-        return await public_detail(ctx, result.needs[0])
+    if result.page > result.pages:
+        return f"您的诉求共{result.total}条，只有{result.pages}页。回复「进度」查看列表。"
+    if result.total == 1:  # their one need, at once (a line of their own list: they follow it)
+        need = await find_need(ctx.db, result.lines[0].ticket)
+        return await public_detail(ctx, need) if need else NO_NEEDS
     labels = []
-    for need in result.needs:
+    for need in result.lines:
         note = need.latest_note if need.latest_note != SUBMITTED_NOTE else ""
         label = need.state.label
         note = note_after_state(label, note)
@@ -398,7 +402,7 @@ async def progress(ctx: Context) -> str:
     if result.page < result.pages:
         footer += f"\n回复「进度 第{result.page + 1}页」看下一页。"
     return need_picked.ask(ctx, f"您的诉求（共{result.total}条，第{result.page}/{result.pages}页）：", labels,
-                           [need.ticket for need in result.needs], footer=footer, first=result.offset + 1)
+                           [need.ticket for need in result.lines], footer=footer, first=result.offset + 1)
 
 
 def note_after_state(label: str, note: str) -> str:

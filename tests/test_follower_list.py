@@ -7,7 +7,7 @@ import json
 from sqlalchemy import event, insert, select, text
 
 from storage.needs import Need, NeedFollower, NeedStatus, report_need
-from storage.needs.queries import list_needs
+from storage.needs.queries import list_needs, own_needs
 from tests.factories import make_district, make_resident
 
 NEEDS, EVERY = 1500, 15  # the leader follows every 15th need: 100 of 1,500
@@ -61,6 +61,21 @@ async def test_a_followers_list_filtered_by_state_and_place_is_the_same_rule(db,
     assert (elsewhere.needs, elsewhere.total) == ([], 0)
     everything = await list_needs(db, follower_id=leader.id, size=5, page=2)  # the cached statement, page 2
     assert [n.id for n in everything.needs] == mine[5:10]
+
+
+async def test_a_residents_own_lines_are_the_same_page_as_their_needs(db, clock):
+    """进度 reads its lines as columns (own_needs); they are the very page list_needs gives, newest first."""
+    leader, mine = await _district_with_a_busy_follower(db, clock)
+    for page in (1, 2, 20):
+        lines = await own_needs(db, leader.id, page=page, size=5)
+        needs = await list_needs(db, follower_id=leader.id, page=page, size=5, newest_first=True)
+        assert [(n.id, n.ticket, n.text, n.state) for n in lines.lines] == \
+            [(n.id, n.ticket, n.text, n.state) for n in needs.needs]
+        assert (lines.total, lines.pages, lines.offset) == (needs.total, needs.pages, needs.offset) == \
+            (len(mine), 20, (page - 1) * 5)
+    past = await own_needs(db, leader.id, page=21, size=5)  # past the end: still counted
+    assert (past.lines, past.total, past.pages) == ([], len(mine), 20)
+    assert (await own_needs(db, -1)).total == 0
 
 
 async def test_a_followers_list_reads_their_needs_not_the_table(db, clock):

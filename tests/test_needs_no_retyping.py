@@ -116,6 +116,7 @@ async def test_progress_from_the_menu_lists_numbered_needs_and_a_number_opens_on
     assert detail.startswith(f"诉求 {first.ticket}\n内容：楼道灯坏了，晚上看不见\n状态：已提交，待社区受理")
     assert (await phone.text("o_li", "进度 1")).text.startswith(f"诉求 {second.ticket}\n")
     assert (await phone.text("o_li", "进度 3")).text == "您的诉求共2条，没有第3条。回复「进度」查看列表。"
+    assert (await phone.text("o_li", "进度 第2页")).text == "您的诉求共2条，只有1页。回复「进度」查看列表。"
     assert (await phone.text("o_li", f"进度 {first.ticket}")).text == detail
     # Leaving the list loses nothing typed: it says which list was left, not the 反映问题 flow's "not saved".
     assert (await phone.text("o_li", "进度")).text == listing

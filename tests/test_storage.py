@@ -6,7 +6,7 @@ import asyncio
 import datetime as dt
 
 import pytest
-from sqlalchemy import event, inspect
+from sqlalchemy import bindparam, event, insert, inspect
 from sqlmodel import col, select
 
 from storage import migrate
@@ -161,6 +161,18 @@ async def test_a_read_session_refuses_to_write_and_nothing_is_saved(db, clock):
             await s.exec(select(Resident))  # autoflush first
     assert await find_resident(db, "o_sneaky") is None
     assert (await find_resident(db, "o_reader")).name is None
+
+
+async def test_rows_reads_what_was_committed_and_refuses_to_write(db, clock):
+    # db.rows, the hot path's reads (on SQLite a thread and an engine of their own): same rules as a read session.
+    await touch_resident(db, "o_rows", clock.now())
+    by_openid = select(Resident.id, Resident.openid).where(Resident.openid == bindparam("openid"))
+    assert [r.openid for r in await db.rows(by_openid, {"openid": "o_rows"})] == ["o_rows"]
+    await touch_resident(db, "o_rows_later", clock.now())
+    assert len(await db.rows(by_openid, {"openid": "o_rows_later"})) == 1  # a commit made after the first read
+    with pytest.raises(ReadOnlySession):
+        await db.rows(insert(Resident.__table__).values(openid="o_sneaky", created_at=clock.now()))
+    assert await find_resident(db, "o_sneaky") is None
 
 
 async def test_a_read_sees_what_a_write_committed_meanwhile(db, clock):

@@ -99,9 +99,7 @@ async def timeline(db: Database, need_id: int, *, public_only: bool = True, limi
     return rows[::-1]
 
 
-@dataclass(frozen=True)
-class Page:
-    needs: list[Need]
+class _Paged:
     total: int
     page: int
     size: int
@@ -115,8 +113,17 @@ class Page:
         return (self.page - 1) * self.size
 
 
-def _followed_page(newest_first: bool, offset: int, size: int, conditions: tuple = ()):
-    """One page of the needs someone follows (bound `follower_id`), each row with the count of them all."""
+@dataclass(frozen=True)
+class Page(_Paged):
+    needs: list[Need]
+    total: int
+    page: int
+    size: int
+
+
+def _followed_page(newest_first: bool, offset: int, size: int, conditions: tuple = (), columns: tuple = ()):
+    """One page of the needs someone follows (bound `follower_id`), each row with the count of them all: whole
+    needs, or only `columns` of them."""
     followed = NeedFollower.need_id
     ids = (select(followed, func.count().over().label("total"))
            .where(NeedFollower.resident_id == bindparam("follower_id")))
@@ -126,12 +133,55 @@ def _followed_page(newest_first: bool, offset: int, size: int, conditions: tuple
     # the follower's rows and read the need table whole to join them.
     page_ids = (ids.order_by(col(followed).desc() if newest_first else followed)
                 .offset(literal_column(str(int(offset)))).limit(literal_column(str(int(size)))).subquery("page_ids"))
-    return (select(Need, page_ids.c.total).join(page_ids, page_ids.c.need_id == Need.id)
+    return (select(*(columns or (Need,)), page_ids.c.total).join(page_ids, page_ids.c.need_id == Need.id)
             .order_by(Need.id.desc() if newest_first else Need.id))
 
 
 # Building and keying the statement cost as much CPU as running it (~0.4 ms a 进度); pages past a few are rare.
 _own_page = functools.lru_cache(maxsize=64)(_followed_page)
+
+
+@dataclass(frozen=True)
+class NeedLine:
+    """A line of a resident's own list (进度): what the line shows, not the whole need."""
+
+    id: int
+    ticket: str
+    text: str
+    status: str
+    latest_note: str | None
+
+    @property
+    def state(self) -> NeedStatus:
+        return NeedStatus(self.status)
+
+
+LINE_COLUMNS = (Need.id, Need.ticket, Need.text, Need.status, Need.latest_note)
+
+
+@dataclass(frozen=True)
+class LinePage(_Paged):
+    lines: list[NeedLine]
+    total: int
+    page: int
+    size: int
+
+
+_FOLLOWED_COUNT = select(func.count()).select_from(NeedFollower).where(
+    NeedFollower.resident_id == bindparam("follower_id"))
+
+
+async def own_needs(db: Database, follower_id: int, *, page: int = 1, size: int = PAGE_SIZE) -> LinePage:
+    """A page of the needs a resident follows, newest first, as lines (进度 after every report): the same page
+    `list_needs(follower_id=…, newest_first=True)` gives, read as columns on the hot path's plain connection
+    (whole needs cost ~0.27 ms more a list, and on SQLite three more hops through aiosqlite)."""
+    page = max(1, page)
+    query = _own_page(True, (page - 1) * size, size, (), LINE_COLUMNS)
+    rows = await db.rows(query, {"follower_id": follower_id})
+    if rows or page == 1:
+        return LinePage([NeedLine(*row[:-1]) for row in rows], int(rows[0][-1]) if rows else 0, page, size)
+    total = (await db.rows(_FOLLOWED_COUNT, {"follower_id": follower_id}))[0][0]  # a page past the end
+    return LinePage([], int(total), page, size)
 
 
 async def list_needs(
