@@ -438,18 +438,21 @@ async def clear_redis(url: str, prefix: str) -> None:
     await r.aclose()
 
 
-async def seed(db_url: str, openids: list[str]) -> None:
-    """One community (with one grid and one building) per resident: the 附议 offer compares a report with the
-    open needs of its community, and 50 residents filing the same text in one community all day is not a
-    district; the offer's cost is still paid on every report (the search runs, it finds only the resident's own)."""
+async def seed(db_url: str, openids: list[str], neighbours: int = 1) -> None:
+    """`neighbours` residents to a community (with one grid and one building). The 附议 offer compares a report
+    with the open needs of its community: with one resident each the search runs and finds nothing (their own
+    are left out); with several, as in a busy community, it reads up to 20 open needs like theirs at every
+    report and offers them, and the flow answers 仍然新建 (one more message a report)."""
     from storage.db import Database
     from tests.factories import make_district, make_resident
 
     db = Database(async_url(db_url))
     d = await make_district(db)
     street = d.streets["S1"]
+    building = None
     for i, openid in enumerate(openids):
-        building = await _place(db, street.id, i)
+        if i % neighbours == 0:
+            building = await _place(db, street.id, i // neighbours)
         await make_resident(db, openid, building, room=f"{i + 1}01", phone=f"1380000{i:04d}")
     await db.dispose()
 
@@ -739,7 +742,7 @@ async def run_scenario(scenario: str, backend: str, workers: int, args: argparse
     elif scenario == "booking":
         await seed_booking(db_url, openids)
     else:
-        await seed(db_url, openids)
+        await seed(db_url, openids, args.neighbours)
     # Last month's reports written now, not by the scheduler's first run inside the measured window: in a
     # district they are written once on the 1st, not at every start.
     subprocess.run([sys.executable, "-m", "bot.cli", "report", "--make"], env=env, cwd=tmp,  # noqa: ASYNC221
@@ -868,6 +871,8 @@ def main() -> None:
     parser.add_argument("--residents", type=int, default=50, help="senders: residents, or staff for triage")
     parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
     parser.add_argument("--needs-per-staff", type=int, default=2000, help="triage: untriaged needs seeded per staff")
+    parser.add_argument("--neighbours", type=int, default=1,
+                        help="report: residents to a community (more than 1: the 附议 search finds and offers needs)")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/scale")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/3")
     parser.add_argument("--profile", help="a folder: py-spy samples of the one-worker bot during the measured run")
