@@ -195,6 +195,9 @@ class _Keyword:
     postings: tuple[tuple[int, float], ...]  # (index into taxonomy.items, weight)
 
 
+EXPLAINED_KEPT = 2048  # texts explained and kept, per classifier; past this all are dropped and explained again
+
+
 @dataclass(frozen=True)
 class Match:
     """Why a sub-item scored: the keywords found and the score they add up to."""
@@ -237,6 +240,9 @@ class NeedClassifier:
         self._closing_words = tuple(normalise(w) for w in self.taxonomy.closing_words)
         self._tokenizer: jieba.Tokenizer | None = None
         self._lock = threading.Lock()
+        # A report's text is explained at 反映 and again when its 附议 search compares it (and other residents'
+        # searches compare it while it is open): each text once, while it is recent.
+        self._explained: dict[str, tuple[Match, ...]] = {}
 
     def rank(self, text: str, k: int = 3) -> list[tuple[SubItem, float]]:
         """Up to ``k`` sub-items that scored, best first (ties in taxonomy order)."""
@@ -263,6 +269,15 @@ class NeedClassifier:
         """Every sub-item that scored, best first, with the keywords that matched: those with a
         keyword hit, and those the learned model alone backs with at least ``MODEL_FLOOR``. The
         score is the keyword score plus ``model_weight`` × the model's flattened posterior."""
+        explained = self._explained.get(text)
+        if explained is None:
+            explained = tuple(self._explain(text))
+            if len(self._explained) >= EXPLAINED_KEPT:
+                self._explained.clear()
+            self._explained[text] = explained
+        return list(explained)
+
+    def _explain(self, text: str) -> list[Match]:
         scores, found = self._keyword_scores(normalise(text))
         if self.model_weight:
             posterior = self.learned_model().posterior(text, self.model_temperature)

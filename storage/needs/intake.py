@@ -435,7 +435,8 @@ _MOBILE = re.compile(r"(?<!\d)1\d{10}(?!\d)")
 
 @dataclass(frozen=True)
 class SimilarNeed:
-    """An open need offered for 附议, with where it is: a building's name, else its grid's, else the community's."""
+    """An open need offered for 附议, with where it is: a building's name, else its grid's, else the community's.
+    `need` is a copy as read (not from a session): read it, change needs through this module's operations."""
 
     need: Need
     place: str
@@ -465,19 +466,6 @@ def _nearness(need, building_id: int | None, grid_id: int | None) -> int:
     if grid_id is not None and need.grid_id == grid_id:
         return NEAR_GRID
     return NEAR_COMMUNITY
-
-
-async def _place_names(s, needs: list[Need], community_id: int) -> dict[int, str]:
-    """need id → where it is, as a resident names it."""
-    building_ids = {n.building_id for n in needs if n.building_id is not None}
-    grid_ids = {n.grid_id for n in needs if n.building_id is None and n.grid_id is not None}
-    buildings = dict((await s.exec(select(Building.id, Building.name)
-                                   .where(col(Building.id).in_(building_ids)))).all()) if building_ids else {}
-    grids = dict((await s.exec(select(Grid.id, Grid.name).where(col(Grid.id).in_(grid_ids)))).all()) \
-        if grid_ids else {}
-    community = await s.get(Community, community_id)
-    fallback = community.name if community else "本社区"
-    return {n.id: buildings.get(n.building_id) or grids.get(n.grid_id) or fallback for n in needs}
 
 
 @functools.cache
@@ -548,10 +536,27 @@ async def find_similar(
     close = close[:limit]
     if not close:
         return []
-    async with db.read() as s:
-        needs = {n.id: n for n in await s.exec(select(Need).where(col(Need.id).in_([c[2] for c in close])))}
-        names = await _place_names(s, list(needs.values()), community_id)
-    return [SimilarNeed(needs[i], names[i], nearness, score) for nearness, score, i in close if i in needs]
+    offered = {row.id: row for row in await db.rows(_OFFERED, {"ids": [c[2] for c in close]})}
+    return [SimilarNeed(Need(**{c.name: offered[i]._mapping[c.name] for c in _NEED.columns}), _place_name(offered[i]),
+                        nearness, score) for nearness, score, i in close if i in offered]
+
+
+_NEED = Need.__table__
+# The needs a search offers, each with where it is (one read, however many are offered).
+_OFFERED = (
+    select(*_NEED.columns, Building.name.label("building_name"), Grid.name.label("grid_name"),
+           Community.name.label("community_name"))
+    .select_from(_NEED.outerjoin(Building, col(Building.id) == _NEED.c.building_id)
+                 .outerjoin(Grid, col(Grid.id) == _NEED.c.grid_id)
+                 .outerjoin(Community, col(Community.id) == _NEED.c.community_id))
+    .where(_NEED.c.id.in_(bindparam("ids", expanding=True)))
+)
+
+
+def _place_name(row) -> str:
+    """Where an offered need is, as a resident names it: its building, else its grid, else its community."""
+    return (row.building_name or (row.grid_name if row.building_id is None else None) or row.community_name
+            or "本社区")
 
 
 def public_summary(need: Need, width: int) -> str:
