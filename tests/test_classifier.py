@@ -330,3 +330,15 @@ def test_small_talk_gets_no_ranking_even_from_the_model() -> None:
     for text in ("谢谢", "菜单", "你好", "在吗", "今天天气不错"):
         assert classifier.rank(text) == [], text
         assert classifier.propose(text) is None, text
+
+
+def test_a_text_explained_again_gives_the_same_answer_and_callers_cannot_spoil_it() -> None:
+    classifier = NeedClassifier(segment=False)
+    first = classifier.explain("楼道灯坏了，晚上看不见")
+    assert first and first[0].item.code == "JZ-05"
+    first.clear()  # a caller changing its list changes nothing kept
+    again = classifier.explain("楼道灯坏了，晚上看不见")
+    assert again == classifier._explain("楼道灯坏了，晚上看不见") and again
+    other = NeedClassifier(segment=False, model_weight=0)  # kept per classifier: another one explains afresh
+    assert [m.score for m in other.explain("楼道灯坏了，晚上看不见")] == \
+        [m.score for m in other._explain("楼道灯坏了，晚上看不见")]
