@@ -468,6 +468,16 @@ class _Done:
     value: Any
 
 
+def _sync_sqlite_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """A synchronous engine on the database's SQLite file, its transactions as `Database`'s own (WAL, explicit
+    BEGIN), for threads of its own. Its pool hands a connection to one thread at a time, and closes them from
+    whichever thread disposes it (SQLAlchemy's own choice for a file: sqlite3's same-thread check off)."""
+    engine = create_engine(url.replace("+aiosqlite", ""), hide_parameters=True, pool_size=pool_size,
+                           connect_args={"timeout": 30, "check_same_thread": False})
+    _make_sqlite_transactions_explicit(engine)
+    return engine
+
+
 class _SqliteWriter:
     """A synchronous engine on the same SQLite file and the one thread that uses it (sqlite3 connections stay in
     the thread that made them), for `Database.write_at_once`, with the writes waiting for it."""
@@ -475,8 +485,7 @@ class _SqliteWriter:
     BATCH = 64  # writes per transaction at most: a batch holds the one writer's turn for all of them
 
     def __init__(self, url: str) -> None:
-        self.engine = create_engine(url.replace("+aiosqlite", ""), connect_args={"timeout": 30}, hide_parameters=True)
-        _make_sqlite_transactions_explicit(self.engine)
+        self.engine = _sync_sqlite_engine(url)
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self.queue: list[_Job] = []
         self.drainer: asyncio.Task | None = None
@@ -525,9 +534,7 @@ class _SqliteReader:
     THREADS = 4
 
     def __init__(self, url: str) -> None:
-        self.engine = create_engine(url.replace("+aiosqlite", ""), hide_parameters=True, pool_size=self.THREADS,
-                                    connect_args={"timeout": 30, "check_same_thread": False})
-        _make_sqlite_transactions_explicit(self.engine)
+        self.engine = _sync_sqlite_engine(url, pool_size=self.THREADS)
         _refuse_writes_when_reading(self.engine)
         self.threads = ThreadPoolExecutor(max_workers=self.THREADS, thread_name_prefix="sqlite-reader")
 

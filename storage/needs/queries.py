@@ -215,15 +215,16 @@ async def list_needs(
     page = max(1, page)
     async with db.read() as s:
         if follower_id is not None:
-            # One person's needs (进度, at the end of every report), counted with the page in one statement: the
-            # page's ids first, from their own follower rows in need order (ix_need_follower_resident_need), then
-            # those needs by key. However many they follow (a building leader filing for residents) and whatever
-            # the statistics say, the plan cannot walk the whole need table (a join let PostgreSQL's generic
-            # plan merge along its key: 15 ms a list at 6,500 needs). A staff list counts in its own statement:
-            # over a community, counting in the page's query would read every matching row whole.
+            # One person's needs (进度 <序号>: whole needs; the list itself reads lines, own_needs), counted with
+            # the page in one statement: the page's ids first, from their own follower rows in need order
+            # (ix_need_follower_resident_need), then those needs by key. However many they follow (a building
+            # leader filing for residents) and whatever the statistics say, the plan cannot walk the whole need
+            # table (a join let PostgreSQL's generic plan merge along its key: 15 ms a list at 6,500 needs). A
+            # staff list counts in its own statement: over a community, counting in the page's query would read
+            # every matching row whole.
             if conditions:
                 query = _followed_page(newest_first, (page - 1) * size, size, tuple(conditions))
-            else:  # a resident's own 进度 (every report ends there): the statement is built once per page
+            else:  # a resident's own list: the statement is built once per page
                 query = _own_page(newest_first, (page - 1) * size, size)
             rows = (await s.exec(query, params={"follower_id": follower_id})).all()
             if rows or page == 1:
