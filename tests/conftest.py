@@ -148,6 +148,28 @@ def _no_process_settings_left_behind():
     use_settings(None)
 
 
+@pytest.fixture(autouse=True)
+def _no_test_kept_alive_by_library_caches():
+    """Two libraries keep what they were last called with, bounded, in caches meant for one server's lifetime:
+    aiohttp the last 1,024 (handler, apps) pairs it wrapped in middleware (web_app's `_cached_build_middleware`),
+    SQLAlchemy the last 128 PostgreSQL dialects that asked whether a table exists
+    (`PGDialect._has_multi_table_query`) and, in each ORM mapper, the statements it compiled for the last 100
+    (dialect, query) pairs (`Mapper._compiled_cache`). A server has one app and one engine; a test builds its
+    own, so those caches held every bot and engine of the run — 3.5 million objects by the last test, and full
+    garbage collections of 1–3 s that ran out a test's 1 s Redis connect (seen in CI). Emptied after each test."""
+    yield
+    from aiohttp import web_app
+    from sqlalchemy.dialects.postgresql.base import PGDialect
+    from sqlmodel import SQLModel
+
+    for cache in (getattr(web_app, "_cached_build_middleware", None),
+                  getattr(PGDialect, "_has_multi_table_query", None)):
+        if cache is not None and hasattr(cache, "cache_clear"):
+            cache.cache_clear()
+    for mapper in SQLModel._sa_registry.mappers:
+        mapper.__dict__.pop("_compiled_cache", None)  # a memoized property: built afresh on next use
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
     return request.param
