@@ -360,7 +360,7 @@ async def my_info(ctx: Context) -> str:
 EDITS = {"1": ("room", ASK_ROOM), "2": ("name", ASK_NAME), "3": ("phone", ASK_PHONE)}
 
 
-@router.state("info")
+@router.state("info", browsing="我的信息")
 async def info_choice(ctx: Context) -> str | None:
     if ctx.text in EDITS:
         field, question = EDITS[ctx.text]

@@ -16,6 +16,7 @@ A handler is `async def step(ctx) -> str`: it reads ctx.text, calls storage oper
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -36,6 +37,28 @@ Handler = Callable[["Context"], Awaitable[str | None]]
 AfterReply = Callable[["Context", str], Awaitable[str]]
 
 CANCEL_WORDS = {"取消", "退出", "cancel", "q"}
+_OPTION = re.compile(r"^(\d{1,2})[.、．]\s*(\S.*)$")
+_LABEL_HEAD = re.compile(r"[（(，,：:\s]")
+_SPOKEN_END = "。.!！?？~～ "
+
+
+def chosen_number(question: str, text: str) -> str | None:
+    """The number of the option whose words the resident typed instead of its number ("确认提交" for
+    "1. 确认提交", "是" for "1. 是，帮我登记"; a voice message's words end with "。"), or None: no option, or
+    more than one, reads so. Whole words only — "提交" is in both "确认提交" and "不提交"."""
+    said = text.strip().rstrip(_SPOKEN_END)
+    if not said or said.isdigit() or not question:
+        return None
+    chosen = set()
+    for line in question.splitlines():
+        for part in re.split(r"\s{2,}", line.strip()):  # staff menus put two options on a line
+            option = _OPTION.match(part)
+            if option is None:
+                continue
+            label = option.group(2).strip()
+            if said in (label, _LABEL_HEAD.split(label, 1)[0]):
+                chosen.add(option.group(1))
+    return chosen.pop() if len(chosen) == 1 else None
 UNKNOWN_HINT = "没太明白您的意思。回复「菜单」查看全部服务，或直接描述您要反映的问题。"
 ERROR_REPLY = "抱歉，系统开小差了，您刚才的操作没有保存，请稍后再试一次。"
 # Redis or the database is away: nothing of the message was done.
@@ -519,6 +542,8 @@ class Engine:
         if ctx.state is not None:
             route = self.states_table.get(ctx.state.name)
             if route is not None:
+                if msg.type in ("text", "voice") and (number := chosen_number(ctx.data.get("_q", ""), msg.text)):
+                    ctx.msg = replace(msg, text=number)
                 return await self.run(ctx, route)
             ctx.done("")  # a step that no longer exists (after an upgrade): start afresh
             ctx.state = None

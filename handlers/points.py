@@ -54,7 +54,7 @@ async def home(ctx: Context) -> str:
     return ctx.ask("\n".join(lines) + "\n\n" + HOME_CHOICES, router.step("home"))
 
 
-@router.state("home", bound=True)
+@router.state("home", bound=True, browsing="志愿积分")
 async def home_choice(ctx: Context) -> str:
     choice = ctx.text.strip()
     if choice == "1":
@@ -92,7 +92,7 @@ async def _detail(ctx: Context, page: int) -> str:
     return ctx.done("\n".join(lines) + "\n（已是最后一页）")
 
 
-@router.state("detail", bound=True)
+@router.state("detail", bound=True, browsing="积分明细")
 async def detail_next(ctx: Context) -> str:
     if ctx.text.strip() != "1":
         return await _elsewhere(ctx) if not ctx.text.strip().isdigit() else ctx.retry("回复 1 看下一页。")
@@ -191,7 +191,7 @@ async def _mine(ctx: Context) -> str:
     return ctx.ask("\n".join(lines), router.step("mine"), open=open_ids)
 
 
-@router.state("mine", bound=True)
+@router.state("mine", bound=True, browsing="我的兑换")
 async def mine_pick(ctx: Context) -> str:
     ids = ctx.data.get("open") or []
     if not ctx.text.isdigit():

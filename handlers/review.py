@@ -82,7 +82,7 @@ def _closed(view: ReviewView | None, now: dt.datetime) -> bool:
     return view is None or view.review.status == ReviewStatus.CLOSED or now >= view.review.closes_at
 
 
-@router.state("pick", bound=True)
+@router.state("pick", bound=True, browsing="项目评议")
 async def pick(ctx: Context) -> str:
     view = await review_view(ctx.db, ctx.data["review"])
     if _closed(view, ctx.now):

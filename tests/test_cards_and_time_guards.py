@@ -50,7 +50,10 @@ async def test_the_consultation_card_lets_a_resident_leave_for_a_need_or_points(
     assert points == (await phone.text("o_fresh", "积分")).text.replace(
         await share_code_of(db, fresh.id, clock.now()), await share_code_of(db, res.id, clock.now()))
     assert points.startswith("【志愿积分】余额 0 分")
-    assert (await phone.text("o_res", "取消")).text.startswith("已退出「志愿积分」")
+    # A card only offers choices: leaving it loses nothing typed, and the reply does not say it did.
+    assert (await phone.text("o_res", "取消")).text == "已退出「志愿积分」。回复「菜单」查看全部服务。"
+    assert (await phone.text("o_res", "我的信息")).text.startswith("您的登记信息")
+    assert (await phone.text("o_res", "取消")).text == "已退出「我的信息」。回复「菜单」查看全部服务。"
 
 
 async def test_the_activity_card_lets_a_volunteer_leave_and_staff_leave_the_settings_card(db, clock, phone):

@@ -1,0 +1,65 @@
+"""A resident who answers a numbered question with the option's words instead of its number ("确认提交" under
+"1. 确认提交", "是" under "1. 是，帮我登记") chose that option; words that fit none, or more than one, get the
+question again as before."""
+
+from __future__ import annotations
+
+import pytest
+
+from handlers.framework import chosen_number
+from storage.classifier import default_classifier
+from storage.needs import list_needs
+from tests.factories import make_district, make_resident
+
+CONFIRM = "请确认您要反映的问题：\n内容：楼道灯坏了\n类别：居住环境 · 楼道设施与电梯\n1. 确认提交\n2. 不提交"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm_classifier():
+    default_classifier().warm_up()
+
+
+def test_an_options_words_or_its_head_before_a_comma_name_its_number():
+    assert chosen_number(CONFIRM, "确认提交") == "1"
+    assert chosen_number(CONFIRM, "不提交") == "2"
+    assert chosen_number(CONFIRM, " 确认提交。") == "1"  # a voice message's recognised words end with 。
+    offer = "您是要反映这个问题吗？\n1. 是，帮我登记\n2. 不是"
+    assert (chosen_number(offer, "是"), chosen_number(offer, "不是"), chosen_number(offer, "是，帮我登记")) == (
+        "1", "2", "1")
+    staff = "操作：\n1. 通过  2. 退回（写明原因）\n5. 驳回  6. 改类"  # two options on a line
+    assert [chosen_number(staff, w) for w in ("通过", "退回", "驳回", "改类")] == ["1", "2", "5", "6"]
+
+
+def test_words_that_fit_no_option_or_several_choose_nothing():
+    assert chosen_number(CONFIRM, "提交") is None  # part of both options: whole words only
+    assert chosen_number(CONFIRM, "1") is None  # already a number
+    assert chosen_number(CONFIRM, "内容：楼道灯坏了") is None  # a line of the question, not an option
+    assert chosen_number("", "确认提交") is None
+    twins = "找到两条：\n1. 附议 楼道灯坏了\n2. 附议 电梯停运"
+    assert chosen_number(twins, "附议") is None  # the head of both
+
+
+async def test_a_report_confirmed_in_words_is_filed_and_one_declined_in_words_is_not(db, phone):
+    d = await make_district(db)
+    li = await make_resident(db, "o_li", d.buildings["B1"], room="301")
+
+    proposed = (await phone.text("o_li", "反映 楼道灯坏了，晚上看不见")).text
+    assert "吗？\n1. 是\n2. 不是，我来选" in proposed
+    attach = (await phone.text("o_li", "是")).text  # the proposed sub-item, taken in words
+    assert attach.startswith("如有现场照片")
+    asked = (await phone.text("o_li", "跳过")).text
+    assert asked.startswith("请确认您要反映的问题") and "1. 确认提交" in asked
+    filed = (await phone.text("o_li", "确认提交")).text
+    assert filed.startswith("已提交！诉求编号：")
+    ticket = filed.split("诉求编号：", 1)[1].split("\n", 1)[0]
+
+    await phone.text("o_li", "反映 电梯经常停运，老人上下楼不方便")
+    await phone.text("o_li", "1")
+    await phone.text("o_li", "跳过")
+    unclear = (await phone.text("o_li", "提交")).text  # in both options' words: the question again
+    assert unclear.startswith("请回复 1 提交，或 2 不提交。") and "1. 确认提交" in unclear
+    declined = (await phone.text("o_li", "不提交")).text
+    assert declined.startswith("好的，没有提交")
+
+    page = await list_needs(db, follower_id=li.id)
+    assert [n.ticket for n in page.needs] == [ticket]  # the first filed once, the second not at all
