@@ -320,7 +320,7 @@ def _cancel_question(ctx: Context, preview: act.CancelPreview, reason: str) -> s
     return ctx.ask(question, router.step("cancel_activity"), activity=a.id, reason=reason[:100])
 
 
-@router.state("cancel_activity", roles=STAFF)
+@router.state("cancel_activity", roles=STAFF, kept="已退出，活动照常进行，没有取消。")
 async def cancel_activity_confirm(ctx: Context) -> str:
     if ctx.text == "2":
         return ctx.done("好的，活动照常进行。")

@@ -141,7 +141,8 @@ async def _ask_cancel(ctx: Context) -> str:
                    session_id=session_id)
 
 
-@router.state("cancel", bound=True)
+@router.state("cancel", bound=True,
+              kept="已退出，您的预约仍然保留。如要取消，请回复「取消预约」，再回复 1。")
 async def cancel_confirm(ctx: Context) -> str:
     if ctx.text == "2":
         return ctx.done("好的，预约已保留。")
@@ -479,7 +480,7 @@ async def cancel_session_reason(ctx: Context) -> str:
                    reason=ctx.text.strip())
 
 
-@router.state("cancel_session", roles=STAFF)
+@router.state("cancel_session", roles=STAFF, kept="已退出，议事照常进行，没有取消。")
 async def cancel_session_confirm(ctx: Context) -> str:
     if ctx.text == "2":
         return ctx.done("好的，议事照常进行。")

@@ -45,11 +45,12 @@ _SPOKEN_END = "。.!！?？~～ "
 def chosen_number(question: str, text: str) -> str | None:
     """The number of the option whose words the resident typed instead of its number ("确认提交" for
     "1. 确认提交", "是" for "1. 是，帮我登记"; a voice message's words end with "。"), or None: no option, or
-    more than one, reads so. Whole words only — "提交" is in both "确认提交" and "不提交"."""
+    more than one, reads so. Whole words only — "提交" is in both "确认提交" and "不提交" — and never a vague
+    yes (好的, 可以) for an option's words: a bare 好 must not bind a phone or cancel an activity."""
     said = text.strip().rstrip(_SPOKEN_END)
     if not said or said.isdigit() or not question:
         return None
-    chosen = set()
+    named = set()
     for line in question.splitlines():
         for part in re.split(r"\s{2,}", line.strip()):  # staff menus put two options on a line
             option = _OPTION.match(part)
@@ -57,8 +58,10 @@ def chosen_number(question: str, text: str) -> str | None:
                 continue
             label = option.group(2).strip()
             if said in (label, _LABEL_HEAD.split(label, 1)[0]):
-                chosen.add(option.group(1))
-    return chosen.pop() if len(chosen) == 1 else None
+                named.add(option.group(1))
+    return named.pop() if len(named) == 1 else None
+
+
 UNKNOWN_HINT = "没太明白您的意思。回复「菜单」查看全部服务，或直接描述您要反映的问题。"
 ERROR_REPLY = "抱歉，系统开小差了，您刚才的操作没有保存，请稍后再试一次。"
 # Redis or the database is away: nothing of the message was done.
@@ -134,6 +137,7 @@ class Router:
         # Steps that only show a list to pick from (a resident's own needs): 取消 there loses nothing typed,
         # and leaves the list by its own name, not the flow's.
         self.browsing: dict[str, str] = {}
+        self.kept: dict[str, str] = {}
 
     def _route(self, fn: Handler, roles: Iterable[Role] | Role | None, bound: bool, args: bool, label: str) -> Route:
         if isinstance(roles, Role):
@@ -175,15 +179,18 @@ class Router:
         return register
 
     def state(
-        self, step: str, roles=None, bound: bool = False, browsing: str | None = None
+        self, step: str, roles=None, bound: bool = False, browsing: str | None = None, kept: str | None = None
     ) -> Callable[[Handler], Handler]:
         """A step of a flow. `browsing`: the step only offers choices (a menu), so 取消 there leaves it by that
-        name and says nothing typed was lost."""
+        name and says nothing typed was lost. `kept`: the step asks whether to cancel something (a seat, a
+        redemption), where 取消 could be read as "yes, cancel it": leaving says, in these words, that it stands."""
 
         def register(fn: Handler) -> Handler:
             self.states[self.step(step)] = self._route(fn, roles, bound, False, step)
             if browsing:
                 self.browsing[self.step(step)] = browsing
+            if kept:
+                self.kept[self.step(step)] = kept
             return fn
 
         return register
@@ -406,6 +413,7 @@ class Engine:
         self.help_lines: list[HelpLine] = []
         self.flow_titles: dict[str, str] = {}
         self.browsing: dict[str, str] = {}
+        self.kept: dict[str, str] = {}
         self.unbound: Handler | None = None
         for router in self.routers:
             self._include(router)
@@ -443,6 +451,7 @@ class Engine:
         self.help_lines.extend(router.help_lines)
         self.flow_titles[router.name] = router.title
         self.browsing.update(router.browsing)
+        self.kept.update(router.kept)
         if router.unbound:
             self.unbound = router.unbound
 
@@ -572,6 +581,8 @@ class Engine:
     def _cancel(self, ctx: Context) -> str:
         if ctx.state is None:
             return ctx.done("当前没有进行中的操作。回复「菜单」查看全部服务。")
+        if (kept := self.kept.get(ctx.state.name)) is not None:
+            return ctx.done(kept)
         if (looking := self.browsing.get(ctx.state.name)) is not None:
             return ctx.done(f"已退出「{looking}」。回复「菜单」查看全部服务。")
         title = self.flow_title(ctx.state)

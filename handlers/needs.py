@@ -7,9 +7,9 @@ fall through like any text.
 
 Report flow: text → the proposed sub-item (1 是 / 2 重新选择 → category → sub-item) → similar open needs of the
 community, nearest first and each with where it is, are offered instead (one: 1 附议 / 2 仍然新建; up to three: a
-numbered list ending with 仍然新建) → photos (up to 9), voices, location (optional, 「跳过」/「提交」) → summary
-→ 1 提交. A voice's recognised words join the description as 「（语音）…」; photos and voices are kept as media
-(storage/needs/media.py copies them out of WeChat).
+numbered list ending with 仍然新建) → photos (up to 9), voices, location (optional: 「跳过」, or 「好了」 once
+something is sent) → summary → 1 提交. A voice's recognised words join the description as 「（语音）…」; photos
+and voices are kept as media (storage/needs/media.py copies them out of WeChat).
 The category list ends with 其他/未分类: the need is filed without a code and staff classify it in 待分流.
 """
 
@@ -212,15 +212,15 @@ async def attach_step(ctx: Context) -> str:
 def _got_photo(ctx: Context) -> str:
     photos = list(ctx.data.get("photos", []))
     if len(photos) >= MAX_PHOTOS:
-        return ctx.ask(f"照片最多{MAX_PHOTOS}张，这张没有收下。请回复「提交」。", router.step("attach"))
+        return ctx.ask(f"照片最多{MAX_PHOTOS}张，这张没有收下。请回复「好了」。", router.step("attach"))
     photos.append({"id": ctx.msg.media_id, "url": ctx.msg.pic_url, "at": ctx.now.isoformat()})
     n = len(photos)
     if n == 1:
-        reply = f"已收到照片，可继续发送（最多{MAX_PHOTOS}张）或发送位置，或回复「提交」。"
+        reply = f"已收到照片，可继续发送（最多{MAX_PHOTOS}张）或发送位置；发完请回复「好了」。"
     elif n < MAX_PHOTOS:
-        reply = f"已收到第{n}张照片，可继续发送，或回复「提交」。"
+        reply = f"已收到第{n}张照片，可继续发送；发完请回复「好了」。"
     else:
-        reply = f"已收到第{n}张照片（最多{MAX_PHOTOS}张），请回复「提交」。"
+        reply = f"已收到第{n}张照片（最多{MAX_PHOTOS}张），请回复「好了」。"
     return ctx.ask(reply, router.step("attach"), photos=photos, photo=photos[0]["url"])
 
 
@@ -228,7 +228,8 @@ def _got_voice(ctx: Context) -> str:
     """A voice while attaching: kept for staff to hear; WeChat's recognised words join the description."""
     voices = list(ctx.data.get("voices", []))
     if len(voices) >= MAX_VOICES:
-        return ctx.ask(f"语音最多{MAX_VOICES}段，这段没有收下。可继续发送照片，或回复「提交」。", router.step("attach"))
+        return ctx.ask(f"语音最多{MAX_VOICES}段，这段没有收下。可继续发送照片；发完请回复「好了」。",
+                       router.step("attach"))
     words, text = ctx.text, ctx.data["text"]
     voices.append({"id": ctx.msg.media_id, "words": words, "at": ctx.now.isoformat()})
     added = f"{text}（语音）{words}"
@@ -238,7 +239,7 @@ def _got_voice(ctx: Context) -> str:
         reply = f"已收到语音，但问题描述已满{MAX_TEXT}字，这段的文字没有加上（工作人员会收听）。"
     else:
         reply, text = f"已收到语音，文字已加到问题描述：「{clip(words, 30)}」", added
-    return ctx.ask(reply + "\n可继续发送照片，或回复「提交」。", router.step("attach"), voices=voices, text=text)
+    return ctx.ask(reply + "\n可继续发送照片；发完请回复「好了」。", router.step("attach"), voices=voices, text=text)
 
 
 async def _ask_confirm(ctx: Context) -> str:
@@ -481,7 +482,11 @@ async def rate_start(ctx: Context) -> str:
         return NOT_FOUND.format(ticket=ticket)
     if len(parts) >= 2 and parts[1] in RATINGS:  # one line: 评价 <编号> 不满意 灯还是不亮
         return await _rate(ctx, ticket, parts[1], parts[2] if len(parts) > 2 else None)
-    if need.state.value != "resolved":
+    if need.state == NeedStatus.RATED:
+        return f"诉求 {ticket} 您已评价过（{need.rating}），谢谢！"
+    if need.state == NeedStatus.CLOSED:  # resolved, and the days to rate it went by unrated
+        return f"诉求 {ticket} 已办结，评价期已过，已归档。如问题仍在，请回复「反映」重新提出。"
+    if need.state != NeedStatus.RESOLVED:
         return f"诉求 {ticket} 当前「{need.state.label}」，办结后才能评价。"
     return _ask_rating(ctx, need)
 

@@ -202,7 +202,7 @@ async def mine_pick(ctx: Context) -> str:
                    redemption=ids[int(ctx.text) - 1])
 
 
-@router.state("cancel", bound=True)
+@router.state("cancel", bound=True, kept="已退出，这次兑换仍然保留。如要取消，请在「我的兑换」里选它，再回复 1。")
 async def cancel_confirm(ctx: Context) -> str:
     if ctx.text == "2":
         return ctx.done("好的，兑换已保留。")
@@ -403,7 +403,7 @@ def _staff_cancel_question(ctx: Context, found: rw.Found, reason: str) -> str:
     return ctx.ask(question, router.step("staff_cancel"), code=found.redemption.pickup_code, reason=reason[:60])
 
 
-@router.state("staff_cancel", roles=STAFF)
+@router.state("staff_cancel", roles=STAFF, kept="已退出，这次兑换没有取消。")
 async def staff_cancel_confirm(ctx: Context) -> str:
     if ctx.text == "2":
         return ctx.done("好的，兑换保留。")

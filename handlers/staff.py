@@ -153,9 +153,14 @@ async def inbox(ctx: Context) -> str:
 
 @router.state("pick", roles=MANAGERS)
 async def pick(ctx: Context) -> str:
-    ticket = ctx.data.get("tickets", {}).get(ctx.text)
+    listed = ctx.data.get("tickets", {})
+    ticket = listed.get(ctx.text.strip())
+    if ticket is None and ctx.text.strip().isdigit() and listed:
+        numbers = sorted(int(n) for n in listed)
+        return ctx.retry(f"请回复序号 {numbers[0]}。" if len(numbers) == 1
+                         else f"请回复{numbers[0]}到{numbers[-1]}之间的序号。")
     if ticket is None:
-        # Not a listed number: read it as a fresh message (a one-line form such as 办结 <编号> …).
+        # Not a number: read it as a fresh message (a one-line form such as 办结 <编号> …).
         return await ctx.handle_afresh()
     need = await find_need(ctx.db, ticket)
     if need is None:

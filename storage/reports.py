@@ -201,7 +201,7 @@ async def write_month(db: Database, data_dir: Path, month: Period, now: dt.datet
 
 def notice_text(scope: str, month: Period) -> str:
     return (f"【月度报告】{scope}{month.label}的月度报告已生成（概要和三率统计表，Excel）。\n"
-            f"请在管理后台「统计 › 月度报告」下载，或由管理员运行 steward report --month {month.key} 取得。")
+            "请在管理后台「统计 › 月度报告」下载。")
 
 
 async def _notify(db: Database, month: Period, now: dt.datetime, community: Community | None) -> int:

@@ -365,7 +365,8 @@ def clean_room(text: str) -> str:
     """A room as residents write it: 301, 301室, 2单元301, 1-2-301."""
     room = re.sub(r"\s", "", text or "").replace("－", "-").replace("—", "-")
     room = room.removesuffix("室").removesuffix("号")
-    if not room or len(room) > ROOM_MAX or not _ROOM.fullmatch(room):
+    # A room has a number somewhere (A301, 1-2-301, 301); "abc" is a slip, and every need would carry it.
+    if not room or len(room) > ROOM_MAX or not _ROOM.fullmatch(room) or not any(ch.isdigit() for ch in room):
         raise BindingError("房号格式不对，请按“单元-楼层房号”填写，如 2单元301、1-2-301 或 301。")
     return room.upper()
 
@@ -375,7 +376,8 @@ def clean_name(text: str) -> str:
     name = " ".join((text or "").split())
     if not name or len(name) > NAME_MAX:
         raise BindingError(f"姓名需为1到{NAME_MAX}个字，请重新输入。")
-    if name.isdigit() or any(ch in name for ch in "<>{}[]\\/@#$%^&*=|"):
+    if not any(ch.isalpha() for ch in name) or any(ch in name for ch in "<>{}[]\\/@#$%^&*=|"):
+        # No letter at all (12345, 3-1-101, 。): a room or a slip, not a name; staff would call back "。".
         raise BindingError("姓名里不能只有数字或含特殊符号，请输入您的真实姓名。")
     return name
 

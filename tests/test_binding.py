@@ -201,3 +201,17 @@ async def test_unbound_resident_is_sent_to_binding_and_the_command_resumes_after
     assert done.endswith("请描述问题（吴九，5-101）。")
     assert (await find_resident(db, "o_needy")).is_bound
     assert (await say("测试反映")) == "请描述问题（吴九，5-101）。"  # bound now: straight in
+
+
+def test_a_room_needs_a_number_and_a_name_a_letter():
+    from storage.residents import BindingError, clean_name, clean_room
+
+    assert [clean_room(r) for r in ("2单元301", "1-2-301", "a301", "301室", "1")] == [
+        "2单元301", "1-2-301", "A301", "301", "1"]
+    assert [clean_name(n) for n in ("李秀英", "Anna Li", "李 秀 英")] == ["李秀英", "Anna Li", "李 秀 英"]
+    for room in ("abc", "楼上那家", ""):
+        with pytest.raises(BindingError):
+            clean_room(room)
+    for name in ("。", "3-1-101", "12345", "<b>"):
+        with pytest.raises(BindingError):
+            clean_name(name)

@@ -141,8 +141,14 @@ async def test_resident_books_is_reminded_cancels_and_the_first_waiting_is_promo
     assert len(reminders) == 2 and "议事提醒" in reminders[1].text
     assert len(await outbox_for(db, bo.id, "bc:%")) == 1  # the opening notice only: the waitlist is not reminded
 
+    # 取消 at "确定取消…吗？" could mean "yes, cancel it": it leaves, and says the seat stands.
     assert "确定取消" in (await phone.text("o_ann", "取消预约")).text
-    assert "已取消预约" in (await phone.text("o_ann", "1")).text
+    left = (await phone.text("o_ann", "取消")).text
+    assert left == "已退出，您的预约仍然保留。如要取消，请回复「取消预约」，再回复 1。"
+    assert (await bookings(db, session.id))[0].status == cs.BookingStatus.BOOKED
+    asked = (await phone.text("o_ann", "取消预约")).text
+    assert (await phone.text("o_ann", "是")).text == "请回复1或2。\n\n" + asked  # a vague yes cancels nothing
+    assert "已取消预约" in (await phone.text("o_ann", "确定取消")).text  # the option's own words do
 
     rows = {b.resident_id: b for b in await bookings(db, session.id)}
     assert rows[ann.id].status == cs.BookingStatus.CANCELLED

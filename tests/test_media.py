@@ -61,9 +61,9 @@ async def _report_with_photos(phone, openid: str, photos: list[str]) -> None:
     assert "照片（最多9张）、语音或位置" in (await phone.text(openid, "1")).text
     for n, media_id in enumerate(photos, 1):
         reply = (await phone.image(openid, f"http://mmbiz.qpic.cn/{n}.jpg", media_id=media_id)).text
-        assert reply == ("已收到照片，可继续发送（最多9张）或发送位置，或回复「提交」。" if n == 1
-                         else f"已收到第{n}张照片，可继续发送，或回复「提交」。" if n < 9
-                         else "已收到第9张照片（最多9张），请回复「提交」。")
+        assert reply == ("已收到照片，可继续发送（最多9张）或发送位置；发完请回复「好了」。" if n == 1
+                         else f"已收到第{n}张照片，可继续发送；发完请回复「好了」。" if n < 9
+                         else "已收到第9张照片（最多9张），请回复「好了」。")
 
 
 async def test_three_photos_and_a_voice_are_all_kept_and_the_voice_words_join_the_text(db, phone):
@@ -72,7 +72,7 @@ async def test_three_photos_and_a_voice_are_all_kept_and_the_voice_words_join_th
 
     await _report_with_photos(phone, "o_li", ["m-1", "m-2", "m-3"])
     voice = (await phone.voice("o_li", "灯是上周五开始坏的。", media_id="v-1")).text
-    assert voice == "已收到语音，文字已加到问题描述：「灯是上周五开始坏的」\n可继续发送照片，或回复「提交」。"
+    assert voice == "已收到语音，文字已加到问题描述：「灯是上周五开始坏的」\n可继续发送照片；发完请回复「好了」。"
     summary = (await phone.text("o_li", "提交")).text
     assert "附件：照片3张、语音" in summary and "1. 确认提交" in summary
     assert "已提交" in (await phone.text("o_li", "1")).text
@@ -95,9 +95,9 @@ async def test_a_tenth_photo_is_refused_and_a_voice_without_words_is_still_kept(
     await make_resident(db, "o_wu", d.buildings["B1"])
 
     await _report_with_photos(phone, "o_wu", [f"m-{n}" for n in range(1, 10)])
-    assert (await phone.image("o_wu", media_id="m-10")).text == "照片最多9张，这张没有收下。请回复「提交」。"
+    assert (await phone.image("o_wu", media_id="m-10")).text == "照片最多9张，这张没有收下。请回复「好了」。"
     assert (await phone.voice("o_wu", "", media_id="v-9")).text == (
-        "已收到语音（没能识别成文字，工作人员会收听）。\n可继续发送照片，或回复「提交」。")
+        "已收到语音（没能识别成文字，工作人员会收听）。\n可继续发送照片；发完请回复「好了」。")
     assert "附件：照片9张、语音" in (await phone.text("o_wu", "好了")).text
     await phone.text("o_wu", "1")
     need = await find_need(db, "20261127-0001")

@@ -30,6 +30,12 @@ def test_an_options_words_or_its_head_before_a_comma_name_its_number():
     assert [chosen_number(staff, w) for w in ("通过", "退回", "驳回", "改类")] == ["1", "2", "5", "6"]
 
 
+def test_a_vague_yes_chooses_nothing():
+    # Binding a phone or cancelling a seat is done by the option's number or its own words, never by a bare 好.
+    assert [chosen_number(CONFIRM, w) for w in ("是", "好的", "确认", "可以")] == [None] * 4
+    assert chosen_number("确定取消您的议事座位吗？\n1. 确定取消\n2. 保留预约", "确定取消") == "1"
+
+
 def test_words_that_fit_no_option_or_several_choose_nothing():
     assert chosen_number(CONFIRM, "提交") is None  # part of both options: whole words only
     assert chosen_number(CONFIRM, "1") is None  # already a number
@@ -63,3 +69,4 @@ async def test_a_report_confirmed_in_words_is_filed_and_one_declined_in_words_is
 
     page = await list_needs(db, follower_id=li.id)
     assert [n.ticket for n in page.needs] == [ticket]  # the first filed once, the second not at all
+

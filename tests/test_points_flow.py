@@ -72,6 +72,11 @@ async def test_resident_cancels_before_pickup_and_gets_points_and_stock_back(db,
     mine = (await phone.text("o_me", "我的兑换")).text
     assert "1. 大米一袋" in mine and "待领取" in mine
     assert "确定取消" in (await phone.text("o_me", "1")).text
+    kept = (await phone.text("o_me", "取消")).text
+    assert kept == "已退出，这次兑换仍然保留。如要取消，请在「我的兑换」里选它，再回复 1。"
+    assert await balance_of(db, me.id) == 0
+    await phone.text("o_me", "我的兑换")
+    assert "确定取消" in (await phone.text("o_me", "1")).text
     cancelled = (await phone.text("o_me", "1")).text
     assert "50 分已退回，当前余额 50 分" in cancelled
     assert [r.stock for r in await rw.catalogue(db, rice.community_id) if r.id == rice.id] == [3]

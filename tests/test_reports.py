@@ -83,10 +83,10 @@ async def test_on_the_first_the_job_writes_last_months_files_and_tells_staff_onc
     told = await notices(db)
     assert told == [
         (november["staff"].id, "【月度报告】大海阳社区2026年11月的月度报告已生成（概要和三率统计表，Excel）。\n"
-         "请在管理后台「统计 › 月度报告」下载，或由管理员运行 steward report --month 2026-11 取得。",
+         "请在管理后台「统计 › 月度报告」下载。",
          NoticePriority.DIGEST),
         (november["admin"].id, "【月度报告】全区2026年11月的月度报告已生成（概要和三率统计表，Excel）。\n"
-         "请在管理后台「统计 › 月度报告」下载，或由管理员运行 steward report --month 2026-11 取得。",
+         "请在管理后台「统计 › 月度报告」下载。",
          NoticePriority.DIGEST),
     ]  # 南山社区 has no staff to tell
 

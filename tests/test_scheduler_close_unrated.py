@@ -74,7 +74,7 @@ async def closed_events(db, need_id: int) -> list[NeedEvent]:
 
 
 async def test_an_unrated_need_closes_once_after_its_rating_window_and_its_reporter_is_told_once(
-    db, kv, clock, town, monkeypatch
+    db, kv, clock, town, monkeypatch, phone
 ):
     # The worst case of two schedulers: the first run holds its transaction open (after its scan, before its
     # commit) while the second one scans too.
@@ -129,6 +129,11 @@ async def test_an_unrated_need_closes_once_after_its_rating_window_and_its_repor
                                                           (town["zhao"].id, recent.ticket)]
     with pytest.raises(needs_ops.NeedError):
         await rate_need(db, town["wang"].id, unrated.ticket, "满意", clock.now())
+    # In chat, 评价 <编号> says why there is nothing to rate, not that the need must be resolved first.
+    assert (await phone.text("o_res_wang", f"评价 {unrated.ticket}")).text == (
+        f"诉求 {unrated.ticket} 已办结，评价期已过，已归档。如问题仍在，请回复「反映」重新提出。")
+    already = (await phone.text("o_res_li", f"评价 {rated.ticket}")).text
+    assert already == f"诉求 {rated.ticket} 您已评价过（满意），谢谢！"
 
 
 async def test_a_need_filed_for_an_unbound_resident_tells_the_leader_who_filed_it(db, clock, town):

@@ -105,6 +105,7 @@ async def test_tier_a_then_an_assignee_then_a_summary_in_one_flow(db, phone, clo
 
     await talk(phone, "o_staff", [
         ("待分流", INBOX.format(ticket=t)),
+        ("99", "请回复序号 1。\n\n" + INBOX.format(ticket=t)),  # a number not listed: the list again
         ("1", Card(t)),
         ("1", f"{triaged}\n{_who(t)}"),
         ("9", f"请回复列表中的序号，或对方的手机号、姓名、单位代码。\n\n{triaged}\n{_who(t)}"),
