@@ -64,7 +64,7 @@ async def home_choice(ctx: Context) -> str:
     if choice == "3":
         return await _mine(ctx)
     if choice == "4":
-        return _donate_start(ctx)
+        return await _donate_start(ctx)
     if choice == "5":
         return await list_activities(ctx)
     if not choice.isdigit():
@@ -221,10 +221,17 @@ async def cancel_confirm(ctx: Context) -> str:
 
 @router.command("捐赠积分", "积分捐赠", bound=True)
 async def donate_start(ctx: Context) -> str:
-    return _donate_start(ctx)
+    return await _donate_start(ctx)
 
 
-def _donate_start(ctx: Context) -> str:
+NOTHING_TO_DONATE = "您的积分余额为 0 分，暂时不能捐赠。参加志愿活动可以获得积分，回复「志愿活动」查看。"
+
+
+async def _donate_start(ctx: Context) -> str:
+    # Asked who and how much with nothing to give, the resident met "不超过余额" for every number but 0, which
+    # is not a positive one: a loop with no way through.
+    if await pts.balance_of(ctx.db, ctx.resident.id) <= 0:
+        return ctx.done(NOTHING_TO_DONATE)
     return ctx.ask("把积分捐给谁？\n1. 社区公益基金（用于帮扶困难居民）\n2. 本社区的一位居民（需对方的积分码）",
                    router.step("donate_to"))
 
@@ -259,8 +266,10 @@ async def donate_amount(ctx: Context) -> str:
         return ctx.retry("请输入正整数，如 20。")
     amount = int(ctx.text)
     balance = await pts.balance_of(ctx.db, ctx.resident.id)
+    if balance <= 0:  # spent meanwhile (a redemption on another phone)
+        return ctx.done(NOTHING_TO_DONATE)
     if amount > balance:
-        return ctx.retry(f"您的余额是 {balance} 分，请输入不超过余额的数。")
+        return ctx.retry(f"您的余额是 {balance} 分，请输入不超过余额的数，或回复「取消」。")
     target = "社区公益基金" if ctx.data.get("to") is None else f"积分码 {ctx.data.get('code')} 的居民"
     return ctx.ask(f"确认把 {amount} 积分捐给{target}吗？捐出后不能撤回。\n1. 确认捐赠\n2. 不捐了",
                    router.step("donate_confirm"), amount=amount, token=uuid.uuid4().hex[:16])

@@ -203,6 +203,22 @@ async def test_unbound_resident_is_sent_to_binding_and_the_command_resumes_after
     assert (await say("测试反映")) == "请描述问题（吴九，5-101）。"  # bound now: straight in
 
 
+async def test_a_problem_typed_before_binding_is_not_asked_for_again_after_it(say, district, db):
+    offer = await say("o_new", "楼下垃圾桶满了好几天没人清")
+    assert offer == "您是要反映这个问题吗？\n1. 是，帮我登记\n2. 不是"
+    assert "社区的名称" in await say("o_new", "1")
+    await say("o_new", "大海阳社区")
+    await say("o_new", "1")
+    await say("o_new", "5-101")
+    await say("o_new", "吴九")
+    await say("o_new", "18800001234")
+    done = await say("o_new", "1")
+    assert done.startswith("绑定成功！大海阳社区 1号楼 5-101")
+    resumed = done.split("现在继续您刚才的操作：\n\n", 1)[1]
+    assert "请用一两句话描述" not in resumed  # their words went on: the proposed category, not the blank question
+    assert resumed.endswith("吗？\n1. 是\n2. 不是，我来选") and "「" in resumed
+
+
 def test_a_room_needs_a_number_and_a_name_a_letter():
     from storage.residents import BindingError, clean_name, clean_room
 

@@ -123,11 +123,15 @@ async def test_resident_donates_to_the_community_fund_and_to_a_neighbour_with_co
     me = await make_resident(db, "o_me", d.buildings["B1"], phone="13800000001")
     neighbour = await make_resident(db, "o_nb", d.buildings["B3"], name="赵大爷", phone="13800000002")
     far = await make_resident(db, "o_far", d.buildings["B4"], phone="13800000003")  # another community
+    # Nothing to give: said at once, not after asking who and how much (every amount but 0 was "too much").
+    assert (await phone.text("o_me", "捐赠积分")).text == (
+        "您的积分余额为 0 分，暂时不能捐赠。参加志愿活动可以获得积分，回复「志愿活动」查看。")
     await earn(db, me, 150, clock, "seed")
 
     await phone.text("o_me", "捐赠积分")
     await phone.text("o_me", "1")
-    assert "不超过余额" in (await phone.text("o_me", "500")).text
+    too_much = (await phone.text("o_me", "500")).text
+    assert too_much.startswith("您的余额是 150 分，请输入不超过余额的数，或回复「取消」。")
     confirm = (await phone.text("o_me", "30")).text
     assert "30 积分捐给社区公益基金" in confirm
     assert "已捐出 30 积分，当前余额 120 分" in (await phone.text("o_me", "1")).text
