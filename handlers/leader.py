@@ -25,7 +25,14 @@ from storage.needs import (
     summary_line,
 )
 from storage.org import Building, get_building
-from storage.residents import Resident, bound_residents_in_buildings, get_resident, mask_phone
+from storage.residents import (
+    BindingError,
+    Resident,
+    bound_residents_in_buildings,
+    clean_room,
+    get_resident,
+    mask_phone,
+)
 from storage.roles import Role, buildings_in_reach_of
 from storage.taxonomy import load_taxonomy
 
@@ -33,8 +40,8 @@ router = Router("leader", "代报诉求")
 
 LEADERS = (Role.BUILDING_LEADER, Role.GRID_WORKER)
 PHONE_RE = re.compile(r"1\d{10}")
-ROOM_RE = re.compile(r"^(?:(\S+?号楼)\s*)?(\d{2,5}(?:室)?)$")
-ASK_WHO = "代哪位居民反映？请回复：\n· 房号，如「1号楼 101」\n· 手机号\n· 未绑定的居民：「姓名 手机号」"
+ROOM_RE = re.compile(r"^(?:(\S+?号楼)\s*)?(\S+)$")  # the room as residents write it (storage.residents.clean_room)
+ASK_WHO = "代哪位居民反映？请回复：\n· 房号，如「1号楼 101」「2单元301」\n· 手机号\n· 未绑定的居民：「姓名 手机号」"
 ASK_TEXT = "请粘贴或输入居民反映的问题："
 MAX_MATCHES = 8
 
@@ -55,11 +62,15 @@ async def who_step(ctx: Context) -> str:
         matches = await bound_residents_in_buildings(ctx.db, ids, phone=phone_match.group(), limit=MAX_MATCHES)
     else:
         room = ROOM_RE.match(text)
-        if room is None:
-            return ctx.retry("请回复房号（如 1号楼 101）、手机号，或「姓名 手机号」。")
+        try:
+            number = clean_room(room.group(2)) if room else None
+        except BindingError:
+            number = None
+        if number is None:
+            return ctx.retry("请回复房号（如 1号楼 101、2单元301、1-2-301）、手机号，或「姓名 手机号」。")
         if room.group(1):
             ids = [b.id for b in buildings if b.name == room.group(1)]
-        matches = await bound_residents_in_buildings(ctx.db, ids, room=room.group(2).removesuffix("室"),
+        matches = await bound_residents_in_buildings(ctx.db, ids, room=number,
                                                      limit=MAX_MATCHES)
     if len(matches) == 1:
         return _ask_text(ctx, matches[0], buildings)

@@ -471,6 +471,8 @@ async def bound_residents_in_buildings(
     """Bound residents of these buildings (a 楼片长's / 网格员's reach) with this phone and/or room, in id order.
 
     Only the given buildings are searched, so a leader finds no one outside their own; at most `limit` rows.
+    A room (cleaned: `clean_room`) finds the same room written with its unit as well: 301 finds 301, 2单元301 and
+    1-2-301 (each listed for the leader to pick), never 1301.
     """
     if not building_ids:
         return []
@@ -480,6 +482,8 @@ async def bound_residents_in_buildings(
     if phone is not None:
         query = query.where(Resident.phone == phone)
     if room is not None:
-        query = query.where(Resident.room == room)
+        # clean_room leaves only digits, letters, "-" and 单元: nothing LIKE reads as a wildcard.
+        query = query.where(or_(Resident.room == room, col(Resident.room).like(f"%-{room}"),
+                                col(Resident.room).like(f"%单元{room}")))
     async with db.read() as s:
         return list((await s.exec(query.order_by(Resident.id).limit(limit))).all())

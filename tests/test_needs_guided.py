@@ -174,6 +174,26 @@ async def test_staff_of_another_community_cannot_start_the_guided_steps(db, phon
     assert "当前没有进行中的操作" in (await phone.text("o_south", "取消")).text
 
 
+async def test_a_leader_finds_a_resident_by_the_room_as_residents_write_it(db, phone, clock):
+    d = await make_district(db)
+    await make_resident(db, "o_unit2", d.buildings["B1"], room="2单元301", name="钱阿姨", phone="13900002222")
+    await make_resident(db, "o_dash", d.buildings["B1"], room="1-2-301", name="孙大爷", phone="13900003333")
+    await make_resident(db, "o_far", d.buildings["B1"], room="1301", name="周先生", phone="13900004444")
+    leader = await make_resident(db, "o_leader", d.buildings["B1"], room="101", name="楼长老陈")
+    await grant(db, leader, Role.BUILDING_LEADER, d.buildings["B1"].id)
+
+    assert "2单元301" in (await phone.text("o_leader", "代报")).text
+    both = (await phone.text("o_leader", "301")).text  # the same room in two units: pick one, 1301 is not it
+    assert both.startswith("找到多位居民，请选择：") and "钱" in both and "孙" in both and "周" not in both
+    await phone.text("o_leader", "取消")
+    await phone.text("o_leader", "代报")
+    assert "为 1号楼 2单元301 钱阿姨" in (await phone.text("o_leader", "1号楼 2单元301")).text  # exact: straight on
+    await phone.text("o_leader", "取消")
+    await phone.text("o_leader", "代报")
+    assert (await phone.text("o_leader", "楼上那家")).text.startswith(
+        "请回复房号（如 1号楼 101、2单元301、1-2-301）、手机号，或「姓名 手机号」。")
+
+
 async def test_a_leader_filing_a_duplicate_seconds_it_for_the_resident_instead(db, phone, clock):
     d = await make_district(db)
     first = await make_resident(db, "o_first", d.buildings["B1"], room="301")
