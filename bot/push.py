@@ -301,6 +301,15 @@ class Sender:
 # -- the resident's next message ------------------------------------------------------------------------------
 
 SHOW_AT_ONCE = 3
+PHONE_LINES = 25  # what a phone shows of a reply without scrolling far
+NOTICE_LINES = 5  # a notice's usual length with its number (a progress note, a rating request)
+
+
+def notices_that_fit(reply: str) -> int:
+    """How many waiting notices to add under this reply: three under a short one, fewer under a long one (a
+    points page with three notices under it ran to 31 lines), never none — the rest wait for the next reply."""
+    room = PHONE_LINES - (reply.count("\n") + 1 if reply else 0) - 2  # the header line and the blank line
+    return max(1, min(SHOW_AT_ONCE, room // NOTICE_LINES))
 
 
 async def show_waiting_notices(ctx: Any, reply: str) -> str:
@@ -309,7 +318,7 @@ async def show_waiting_notices(ctx: Any, reply: str) -> str:
     if resident.id is None or ctx.msg.event == "unsubscribe" or made_by_this_message(resident):
         return reply
     texts, total = await take_waiting_cached(ctx.db, ctx.engine.kv, resident.id, resident.openid, ctx.now,
-                                             limit=SHOW_AT_ONCE, known=ctx.held)
+                                             limit=notices_that_fit(reply), known=ctx.held)
     if not texts:
         return reply
     lines = [f"📬 您有 {total} 条新消息："]

@@ -17,6 +17,7 @@ from storage.clock import local
 from storage.policy import Can, allows
 from storage.residents import BindingError, clean_phone, find_residents_by_phone, get_resident, mask_phone
 from storage.roles import Role
+from storage.text import clip
 
 router = Router("points", "志愿积分")
 STAFF = [Role.COMMUNITY_STAFF, Role.ADMIN]
@@ -27,7 +28,7 @@ HOME_CHOICES = "请回复数字：\n1. 积分明细\n2. 兑换礼品\n3. 我的�
 
 def entry_line(entry: pts.PointsEntry) -> str:
     sign = "+" if entry.amount > 0 else ""
-    return f"{local(entry.created_at):%m-%d} {sign}{entry.amount} {entry.reason[:14]}"
+    return f"{local(entry.created_at):%m-%d} {sign}{entry.amount} {clip(entry.reason, 16)}"
 
 
 def masked_name(name: str | None) -> str:
@@ -121,7 +122,7 @@ async def _catalogue(ctx: Context) -> str:
         else:
             mark = ""
         unit = "名额" if item.kind == rw.RewardKind.SERVICE else "剩"
-        labels.append(f"{item.name[:12]} {item.price}分 {unit}{item.stock}{mark}")
+        labels.append(f"{clip(item.name, 12)} {item.price}分 {unit}{item.stock}{mark}")
     return pick.ask(ctx, f"【积分兑换】您有 {balance} 分（✓ 为可兑换）", labels, [r.id for r in items],
                     footer="回复序号兑换。")
 
@@ -182,9 +183,9 @@ async def _mine(ctx: Context) -> str:
         label = rw.STATUS_LABELS.get(redemption.status, redemption.status)
         if redemption.status == rw.RedemptionStatus.RESERVED:
             open_ids.append(redemption.id)
-            lines.append(f"{len(open_ids)}. {reward.name[:10]} 取货码{redemption.pickup_code} {label}")
+            lines.append(f"{len(open_ids)}. {clip(reward.name, 10)} 取货码{redemption.pickup_code} {label}")
         else:
-            lines.append(f"· {reward.name[:10]} {local(redemption.created_at):%m-%d} {label}")
+            lines.append(f"· {clip(reward.name, 10)} {local(redemption.created_at):%m-%d} {label}")
     if not open_ids:
         return ctx.done("\n".join(lines))
     lines.append("回复序号可取消该兑换（积分退回）。")

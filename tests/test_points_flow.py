@@ -196,3 +196,17 @@ async def test_empty_catalogue_and_no_history_read_kindly(db, clock, phone, back
     assert "余额 0 分" in summary and "参加志愿活动" in summary
     assert "还没有积分记录" in (await phone.text("o_new", "积分明细")).text
     assert "还没有兑换记录" in (await phone.text("o_new", "我的兑换")).text
+
+
+def test_a_points_line_cut_short_says_so():
+    import datetime as dt
+    from types import SimpleNamespace
+    from zoneinfo import ZoneInfo
+
+    from handlers.points import entry_line
+
+    at = dt.datetime(2026, 12, 6, 9, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
+    long = SimpleNamespace(created_at=at, amount=40, reason="补录：演示：此前参加社区志愿服务的时长")
+    assert entry_line(long) == "12-06 +40 补录：演示：此前参加社区志愿服…"
+    short = SimpleNamespace(created_at=at, amount=-50, reason="兑换「大米一袋」")
+    assert entry_line(short) == "12-06 -50 兑换「大米一袋」"

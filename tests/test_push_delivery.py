@@ -119,6 +119,15 @@ async def test_a_long_queue_of_waiting_notices_is_shown_three_at_a_time(bot_serv
     assert "您有 2 条新消息" in second.text and "第4条通知" in second.text and "第5条通知" in second.text
 
 
+def test_a_long_reply_takes_fewer_notices_under_it_and_never_none():
+    from bot.push import notices_that_fit
+
+    assert notices_that_fit("") == notices_that_fit("收到") == 3
+    assert notices_that_fit("\n".join(["x"] * 12)) == 2  # a points page: 12 lines, two notices fit under it
+    assert notices_that_fit("\n".join(["x"] * 20)) == 1
+    assert notices_that_fit("\n".join(["x"] * 40)) == 1  # the rest wait for the next reply
+
+
 async def test_an_expired_token_mid_drain_is_refreshed_once_and_nothing_is_lost(db, kv, clock, settings, fake_wechat):
     residents = [await make_resident(db, f"o_tok_{i}") for i in range(10)]
     for i, r in enumerate(residents):
