@@ -371,6 +371,8 @@ async def info_choice(ctx: Context) -> str | None:
         row = await set_notify_consultation(ctx.db, ctx.msg.openid, not ctx.resident.notify_consultation)
         state = "开启，每月议事前会提醒您" if row.notify_consultation else "关闭，不再提醒议事安排"
         return ctx.done(f"议事通知已{state}。")
+    if ctx.text.strip().isdigit():  # a number not offered: the card's hint, as the 议事 and 积分 cards give
+        return ctx.retry("请回复1到5之间的数字。")
     return await ctx.handle_afresh()  # not a choice: a fresh message
 
 

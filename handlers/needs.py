@@ -61,7 +61,7 @@ from storage.needs import (
 from storage.org import Building, get_building
 from storage.policy import Can, allows
 from storage.taxonomy import load_taxonomy
-from storage.text import clip
+from storage.text import PHRASE_ENDS, clip
 
 log = logging.getLogger("steward.needs")
 
@@ -525,7 +525,7 @@ async def _rate_chosen(ctx: Context, need: Need, rating: str | None, comment: st
 
 def _ask_rating(ctx: Context, need: Need) -> str:
     menu = "\n".join(f"{n}. {r}" for n, r in enumerate(RATINGS, 1))
-    return ctx.ask(f"诉求 {need.ticket}「{summary_line(need, 16)}」\n您对办理结果：\n{menu}",
+    return ctx.ask(f"诉求 {need.ticket}「{summary_line(need, 16)}」\n您对办理结果满意吗？\n{menu}",
                    router.step("rating"), ticket=need.ticket, final=need.ratings_given > 0)
 
 
@@ -549,7 +549,9 @@ async def rating_step(ctx: Context) -> str:
 
 @router.state("comment")
 async def comment_step(ctx: Context) -> str:
-    comment = None if ctx.text in SKIP_WORDS else ctx.text
+    said = ctx.text.strip()
+    # Punctuation alone (。, ……) says nothing: staff would read 「不满意（。）」 as a reason given.
+    comment = None if said in SKIP_WORDS or not said.strip(PHRASE_ENDS + "…～~") else said
     return await _rate(ctx, ctx.data["ticket"], ctx.data["rating"], comment)
 
 

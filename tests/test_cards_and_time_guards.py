@@ -52,7 +52,9 @@ async def test_the_consultation_card_lets_a_resident_leave_for_a_need_or_points(
     assert points.startswith("【志愿积分】余额 0 分")
     # A card only offers choices: leaving it loses nothing typed, and the reply does not say it did.
     assert (await phone.text("o_res", "取消")).text == "已退出「志愿积分」。回复「菜单」查看全部服务。"
-    assert (await phone.text("o_res", "我的信息")).text.startswith("您的登记信息")
+    info = (await phone.text("o_res", "我的信息")).text
+    assert info.startswith("您的登记信息")
+    assert (await phone.text("o_res", "99")).text == "请回复1到5之间的数字。\n\n" + info  # not offered: hint, card
     assert (await phone.text("o_res", "取消")).text == "已退出「我的信息」。回复「菜单」查看全部服务。"
 
 

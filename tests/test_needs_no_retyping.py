@@ -91,9 +91,11 @@ async def test_unsatisfied_with_a_comment_and_two_needs_waiting_asks_which_one(d
 
     # A bare 评价 now finds the one left, and asks as 评价 <编号> did.
     menu = (await phone.text("o_li", "评价")).text
-    assert menu == f"诉求 {door.ticket}「单元门禁坏了，门关不上」\n您对办理结果：\n1. 满意\n2. 基本满意\n3. 不满意"
+    assert menu == (f"诉求 {door.ticket}「单元门禁坏了，门关不上」\n您对办理结果满意吗？\n"
+                    "1. 满意\n2. 基本满意\n3. 不满意")
     assert (await phone.text("o_li", "2")).text == "还有什么想说的？直接回复；没有请回复「跳过」。"
-    assert (await phone.text("o_li", "跳过")).text == f"谢谢您的评价（基本满意）！诉求 {door.ticket} 已归档。"
+    assert (await phone.text("o_li", "。")).text == f"谢谢您的评价（基本满意）！诉求 {door.ticket} 已归档。"
+    assert (await find_need(db, door.ticket)).rating_comment is None  # a lone 。 is no comment staff should read
 
 
 async def test_progress_from_the_menu_lists_numbered_needs_and_a_number_opens_one(db, phone, clock):
