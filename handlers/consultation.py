@@ -167,10 +167,10 @@ async def _ask_topic(ctx: Context) -> str:
     if session is None or session.status != cs.SessionStatus.SCHEDULED:
         return ctx.done(NO_SESSION)
     if ctx.now >= session.topic_cutoff_at:
-        return ctx.done(f"本场议题征集已于{cs.when_text(session.topic_cutoff_at)}截止，欢迎下月再提。")
+        return ctx.done(f"本场议题征集已于{cs.deadline_text(session.topic_cutoff_at)}截止，欢迎下月再提。")
     return ctx.ask(
         f"请用一两句话写下想在议事会上讨论的问题（{cs.MAX_TOPIC}字以内），"
-        f"{cs.when_text(session.topic_cutoff_at)}截止：",
+        f"{cs.deadline_text(session.topic_cutoff_at)}截止：",
         router.step("topic"), session_id=session_id,
     )
 

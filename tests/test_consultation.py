@@ -269,7 +269,9 @@ async def test_topics_close_at_the_cut_off_and_bookings_at_the_start(db, clock, 
     d, _session = await setup_session(db, clock)
     await make_resident(db, "o_late", d.buildings["B1"])
     clock.set(dt.datetime(2026, 12, 15, 8, 0, tzinfo=TZ))
-    assert "截止" in (await phone.text("o_late", "提议题")).text
+    # The cut-off is midnight after the 14th: the end of the 14th, not "15日 00:00" (a day more than they had).
+    assert _session.topic_cutoff_at.astimezone(TZ) == dt.datetime(2026, 12, 15, 0, 0, tzinfo=TZ)
+    assert (await phone.text("o_late", "提议题")).text == "本场议题征集已于12月14日（周一）24:00截止，欢迎下月再提。"
     clock.set(dt.datetime(2026, 12, 17, 14, 31, tzinfo=TZ))
     assert "已经开始" in (await phone.text("o_late", "预约议事")).text
     async with db.read() as s:

@@ -99,7 +99,7 @@ async def session_page(request: web.Request, session: cs.ConsultationSession, *,
     return render(request, "c2_session.html", {
         "title": f"{view.community_name} {session.month} 议事", "nav": "consult", "s": session, "view": view,
         "when": cs.when_text(session.starts_at), "status_label": SESSION_STATUS.get(session.status, session.status),
-        "opens": cs.when_text(session.registration_opens_at), "cutoff": cs.when_text(session.topic_cutoff_at),
+        "opens": cs.when_text(session.registration_opens_at), "cutoff": cs.deadline_text(session.topic_cutoff_at),
         "minutes_at": when(session.minutes_at),
         "booked": booked, "waiting": waiting, "scheduled": scheduled,
         "topics": [{"id": t.id, "title": t.title, "agenda": t.on_agenda, "evidence": t.evidence,

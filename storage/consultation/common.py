@@ -53,6 +53,16 @@ def when_text(moment: dt.datetime) -> str:
     return f"{here.month}月{here.day}日（周{week}）{here:%H:%M}"
 
 
+def deadline_text(moment: dt.datetime) -> str:
+    """A deadline as people say it: one at midnight is the end of the day before (12月14日（周一）24:00), not
+    the start of the 15th, which read as a day more than residents have."""
+    here = local(moment)
+    if (here.hour, here.minute) != (0, 0):
+        return when_text(moment)
+    day = here - dt.timedelta(days=1)
+    return f"{day.month}月{day.day}日（周{'一二三四五六日'[day.weekday()]}）24:00"
+
+
 def staff_communities(actor: Actor) -> list[int]:
     """The communities this actor staffs (as 社区工作人员), lowest id first: where the staff commands look."""
     return sorted(actor.ids(Role.COMMUNITY_STAFF))

@@ -8,7 +8,7 @@ import datetime as dt
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from storage.consultation.common import MAX_TOPIC, ConsultationError, _lock_session, when_text
+from storage.consultation.common import MAX_TOPIC, ConsultationError, _lock_session, deadline_text
 from storage.consultation_tables import ConsultationSession, SessionStatus, Topic
 from storage.db import Database
 from storage.needs import OPEN_STATUSES, Need, summary_line
@@ -32,7 +32,7 @@ async def propose_topic(db: Database, session_id: int, resident: Resident, title
         if session.status != SessionStatus.SCHEDULED:
             raise ConsultationError("这场议事已取消或已结束。")
         if now >= session.topic_cutoff_at:
-            raise ConsultationError(f"本场议题征集已于{when_text(session.topic_cutoff_at)}截止，欢迎下月再提。")
+            raise ConsultationError(f"本场议题征集已于{deadline_text(session.topic_cutoff_at)}截止，欢迎下月再提。")
         count = int((await s.exec(select(func.count()).select_from(Topic).where(
             Topic.session_id == session_id, Topic.proposer_id == resident.id))).one())
         if count >= 3:
