@@ -369,8 +369,7 @@ async def _ask_assignee(ctx: Context, need: Need, triaged: str = "") -> str:
         return ctx.done(f"{nobody}，请联系管理员开通。")
     people.sort(key=lambda p: p[1] != Role.GRID_WORKER.label)  # grid workers first
     shown = people[:PEOPLE_MENU]
-    lines = [triaged] if triaged else []
-    lines.append(f"把 {need.ticket}「{summary_line(need, 12)}」指派给谁？")
+    lines = [f"把 {need.ticket}「{summary_line(need, 12)}」指派给谁？"]
     choices: dict[str, list] = {}
     for resident, label in shown:
         choices[str(len(choices) + 1)] = ["person", resident.id]
@@ -381,7 +380,9 @@ async def _ask_assignee(ctx: Context, need: Need, triaged: str = "") -> str:
     lines.append(f"0. 跳过（稍后可「指派 {need.ticket}」）" if triaged else "0. 暂不指派")
     others = f"；其余{len(people) - len(shown)}位请回复手机号或姓名" if len(people) > len(shown) else ""
     lines.append(f"回复序号{others}。")
-    return ctx.ask("\n".join(lines), router.step("assignee"), ticket=need.ticket, choices=choices, triaged=triaged)
+    question = ctx.ask("\n".join(lines), router.step("assignee"), ticket=need.ticket, choices=choices, triaged=triaged)
+    # The 已分流 line is said once: a wrong answer repeats the question, not the news that it was triaged.
+    return f"{triaged}\n{question}" if triaged else question
 
 
 async def _assign(ctx: Context, ticket: str, who: str, choice: list | None = None

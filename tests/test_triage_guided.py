@@ -108,7 +108,7 @@ async def test_tier_a_then_an_assignee_then_a_summary_in_one_flow(db, phone, clo
         ("99", "请回复序号 1。\n\n" + INBOX.format(ticket=t)),  # a number not listed: the list again
         ("1", Card(t)),
         ("1", f"{triaged}\n{_who(t)}"),
-        ("9", f"请回复列表中的序号，或对方的手机号、姓名、单位代码。\n\n{triaged}\n{_who(t)}"),
+        ("9", f"请回复列表中的序号，或对方的手机号、姓名、单位代码。\n\n{_who(t)}"),  # 已分流 said once
         ("1", f"{triaged}\n已指派 {t} 给 网格员小刘（136****0001），已通知对方。"),
         ("取消", "当前没有进行中的操作。回复「菜单」查看全部服务。"),  # the flow ended with the summary
     ])
