@@ -421,7 +421,10 @@ def note_after_state(label: str, note: str) -> str:
 
 @pick_one(router, "pick_need", key="tickets", not_a_number="afresh", browsing="我的诉求")
 async def need_picked(ctx: Context, ticket: str) -> str:
-    return ctx.done(await _detail(ctx, ticket))
+    # The list stays open (neither asked anew nor done): another number opens another need, as residents
+    # tried; a word is handled afresh and 取消 leaves 「我的诉求」.
+    detail = await _detail(ctx, ticket)
+    return detail + ("\n回复其他序号查看另一条。" if len(ctx.data.get("tickets") or []) > 1 else "")
 
 
 async def _nth(ctx: Context, number: int) -> str:

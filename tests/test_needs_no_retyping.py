@@ -114,8 +114,12 @@ async def test_progress_from_the_menu_lists_numbered_needs_and_a_number_opens_on
         f"2. {first.ticket} 楼道灯坏了，晚上看…\n  已提交，待社区受理\n"
         "回复序号看详情。"
     )
-    detail = (await phone.text("o_li", "2")).text
-    assert detail.startswith(f"诉求 {first.ticket}\n内容：楼道灯坏了，晚上看不见\n状态：已提交，待社区受理")
+    opened = (await phone.text("o_li", "2")).text
+    assert opened.startswith(f"诉求 {first.ticket}\n内容：楼道灯坏了，晚上看不见\n状态：已提交，待社区受理")
+    assert opened.endswith("\n回复其他序号查看另一条。")
+    detail = opened.removesuffix("\n回复其他序号查看另一条。")
+    # The list stays open: another number opens the other need, as residents tried.
+    assert (await phone.text("o_li", "1")).text.startswith(f"诉求 {second.ticket}\n")
     assert (await phone.text("o_li", "进度 1")).text.startswith(f"诉求 {second.ticket}\n")
     assert (await phone.text("o_li", "进度 3")).text == "您的诉求共2条，没有第3条。回复「进度」查看列表。"
     assert (await phone.text("o_li", "进度 第2页")).text == "您的诉求共2条，只有1页。回复「进度」查看列表。"
