@@ -81,12 +81,7 @@ def _line(s: cs.ConsultationSession, community: str = "") -> str:
     where = f"{community} " if community else ""
     return (f"#{s.id} {where}{int(year)}年{int(month)}月 {local(s.starts_at):%m-%d %H:%M} {s.venue} "
             f"名额{s.seats}(+预留{s.reserved_seats}) "
-            f"报名{local(s.registration_opens_at):%m-%d} 议题截止{_last_day(s.topic_cutoff_at):%m-%d} {status}")
-
-
-def _last_day(cutoff: dt.datetime) -> dt.datetime:
-    """The last day topics are taken: a midnight cut-off is the end of the day before (cs.deadline_text)."""
-    return local(cutoff - dt.timedelta(minutes=1))
+            f"报名{local(s.registration_opens_at):%m-%d} 议题截止{cs.last_day(s.topic_cutoff_at):%m-%d} {status}")
 
 
 def _run(coro) -> None:

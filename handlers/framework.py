@@ -30,6 +30,7 @@ from storage.residents import Resident, ResidentDirectory, made_by_this_message
 from storage.roles import Role, RoleGrant, active_grants
 from storage.settings import Settings
 from storage.state import FlowState, StateStore
+from storage.text import bare
 
 log = logging.getLogger("steward.engine")
 
@@ -39,15 +40,14 @@ AfterReply = Callable[["Context", str], Awaitable[str]]
 CANCEL_WORDS = {"取消", "退出", "cancel", "q"}
 _OPTION = re.compile(r"^(\d{1,2})[.、．]\s*(\S.*)$")
 _LABEL_HEAD = re.compile(r"[（(，,：:\s]")
-_SPOKEN_END = "。.!！?？~～ "
 
 
 def chosen_number(question: str, text: str) -> str | None:
     """The number of the option whose words the resident typed instead of its number ("确认提交" for
-    "1. 确认提交", "是" for "1. 是，帮我登记"; a voice message's words end with "。"), or None: no option, or
+    "1. 确认提交", "是" for "1. 是，帮我登记", either with a full stop typed after it), or None: no option, or
     more than one, reads so. Whole words only — "提交" is in both "确认提交" and "不提交" — and never a vague
     yes (好的, 可以) for an option's words: a bare 好 must not bind a phone or cancel an activity."""
-    said = text.strip().rstrip(_SPOKEN_END)
+    said = bare(text)
     if not said or said.isdigit() or not question:
         return None
     named = set()

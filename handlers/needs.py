@@ -61,7 +61,7 @@ from storage.needs import (
 from storage.org import Building, get_building
 from storage.policy import Can, allows
 from storage.taxonomy import load_taxonomy
-from storage.text import PHRASE_ENDS, clip
+from storage.text import bare, clip
 
 log = logging.getLogger("steward.needs")
 
@@ -554,7 +554,7 @@ async def rating_step(ctx: Context) -> str:
 async def comment_step(ctx: Context) -> str:
     said = ctx.text.strip()
     # Punctuation alone (。, ……) says nothing: staff would read 「不满意（。）」 as a reason given.
-    comment = None if said in SKIP_WORDS or not said.strip(PHRASE_ENDS + "…～~") else said
+    comment = None if said in SKIP_WORDS or not bare(said) else said
     return await _rate(ctx, ctx.data["ticket"], ctx.data["rating"], comment)
 
 

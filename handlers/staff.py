@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from handlers.framework import Context, Router
-from handlers.steps import pick_subitem
+from handlers.steps import PICK_RANGE_HINT, pick_subitem
 from storage.actor import Actor
 from storage.clock import local
 from storage.needs import (
@@ -158,7 +158,7 @@ async def pick(ctx: Context) -> str:
     if ticket is None and ctx.text.strip().isdigit() and listed:
         numbers = sorted(int(n) for n in listed)
         return ctx.retry(f"请回复序号 {numbers[0]}。" if len(numbers) == 1
-                         else f"请回复{numbers[0]}到{numbers[-1]}之间的序号。")
+                         else PICK_RANGE_HINT.format(first=numbers[0], n=numbers[-1]))
     if ticket is None:
         # Not a number: read it as a fresh message (a one-line form such as 办结 <编号> …).
         return await ctx.handle_afresh()

@@ -11,6 +11,12 @@ def clip(text: str, width: int) -> str:
 PHRASE_ENDS = "，。；：！？、,.;:!? "
 
 
+def bare(text: str) -> str:
+    """The words of a reply without the punctuation around them (a voice message's ends with 。): empty when
+    there were no words at all."""
+    return text.strip().strip(PHRASE_ENDS + "…～~")
+
+
 def clip_phrase(text: str, width: int) -> str:
     """At most `width` characters, cut after the last whole phrase that fits (at punctuation or a space), ending
     with "…"; a text with no such place in its second half is cut like `clip`."""

@@ -22,7 +22,7 @@ def _warm_classifier():
 def test_an_options_words_or_its_head_before_a_comma_name_its_number():
     assert chosen_number(CONFIRM, "确认提交") == "1"
     assert chosen_number(CONFIRM, "不提交") == "2"
-    assert chosen_number(CONFIRM, " 确认提交。") == "1"  # a voice message's recognised words end with 。
+    assert chosen_number(CONFIRM, " 确认提交。") == "1"  # typed with a full stop
     offer = "您是要反映这个问题吗？\n1. 是，帮我登记\n2. 不是"
     assert (chosen_number(offer, "是"), chosen_number(offer, "不是"), chosen_number(offer, "是，帮我登记")) == (
         "1", "2", "1")

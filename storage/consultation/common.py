@@ -47,20 +47,25 @@ class ConsultationError(Exception):
 
 
 
+def _day_text(day: dt.date) -> str:
+    return f"{day.month}月{day.day}日（周{'一二三四五六日'[day.weekday()]}）"
+
+
 def when_text(moment: dt.datetime) -> str:
     here = local(moment)
-    week = "一二三四五六日"[here.weekday()]
-    return f"{here.month}月{here.day}日（周{week}）{here:%H:%M}"
+    return f"{_day_text(here)}{here:%H:%M}"
+
+
+def last_day(deadline: dt.datetime) -> dt.date:
+    """The last calendar day a deadline still leaves: a deadline at midnight ends the day before."""
+    return local(deadline - dt.timedelta(microseconds=1)).date()
 
 
 def deadline_text(moment: dt.datetime) -> str:
     """A deadline as people say it: one at midnight is the end of the day before (12月14日（周一）24:00), not
     the start of the 15th, which read as a day more than residents have."""
     here = local(moment)
-    if (here.hour, here.minute) != (0, 0):
-        return when_text(moment)
-    day = here - dt.timedelta(days=1)
-    return f"{day.month}月{day.day}日（周{'一二三四五六日'[day.weekday()]}）24:00"
+    return when_text(moment) if (here.hour, here.minute) != (0, 0) else f"{_day_text(last_day(moment))}24:00"
 
 
 def staff_communities(actor: Actor) -> list[int]:
