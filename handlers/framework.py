@@ -356,8 +356,11 @@ class Context:
         self.done("")
         return await self.resume(replace(self.msg, type="event", event="click", event_key=key, text=""))
 
-    async def ask_to_bind(self) -> str | None:
-        """Send an unbound resident to the binding flow (which resumes what they asked for afterwards)."""
+    async def ask_to_bind(self, then: str | None = None) -> str | None:
+        """Send an unbound resident to the binding flow, which resumes what they asked for afterwards: this
+        message, or `then` (a command with the words they gave, where this message was only an answer)."""
+        if then is not None:
+            self.msg = replace(self.msg, type="text", text=then)
         if self.engine.unbound is not None:
             return await self.engine.unbound(self)
         return None

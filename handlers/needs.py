@@ -15,7 +15,6 @@ The category list ends with 其他/未分类: the need is filed without a code a
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -335,10 +334,9 @@ async def offer_step(ctx: Context) -> str:
         ctx.done("")
         ctx.start_over()
         if not ctx.resident.is_bound:
-            # Binding resumes the message that sent the resident there: make it the report with their words, not
-            # this "1" (read as the main menu's first entry, it asked them to type the problem again).
-            ctx.msg = dataclasses.replace(ctx.msg, type="text", text=f"反映 {text}")
-            return await ctx.ask_to_bind() or "请先绑定您的住址信息后再反映问题。"
+            # Resumed after binding: the report with their words, not this "1" (read as the main menu's first
+            # entry, it asked them to type the problem again).
+            return await ctx.ask_to_bind(then=f"反映 {text}") or "请先绑定您的住址信息后再反映问题。"
         return await _got_text(ctx, text)
     if ctx.text == "2":
         return ctx.done("好的。回复「菜单」查看全部服务。")
