@@ -321,12 +321,16 @@ async def show_waiting_notices(ctx: Any, reply: str) -> str:
                                              limit=notices_that_fit(reply), known=ctx.held)
     if not texts:
         return reply
+    # Bullets, not numbers: under a question of numbered options, a numbered notice read as one more option.
     lines = [f"📬 您有 {total} 条新消息："]
-    lines += [f"{i}. {text}" for i, text in enumerate(texts, 1)]
+    lines += [f"· {text}" for text in texts]
     if total > len(texts):
         lines.append(f"（还有 {total - len(texts)} 条，下次回复时继续显示）")
     notices = "\n".join(lines)
-    return f"{reply}\n\n{notices}" if reply else notices
+    if not reply:
+        return notices
+    # A question waiting for an answer comes last, where the resident types; a finished reply (已提交！) first.
+    return f"{notices}\n\n{reply}" if ctx.question_stands else f"{reply}\n\n{notices}"
 
 
 # -- a sender on its own: `python -m bot.push` (operations, the crash test, the benchmark) ---------------------

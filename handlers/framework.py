@@ -306,10 +306,13 @@ class Context:
         return question
 
     def retry(self, hint: str) -> str:
-        """A wrong answer: a short hint, then the same question again."""
+        """A wrong answer: a short hint, then the same question again. A command typed mid-flow (进度, 积分) is
+        no answer: the hint then says how to leave the flow for it, rather than only repeating the options."""
         question = self.data.get("_q", "")
         if self.state:
             self._next = self.state
+            if word := self.engine.command_word(self.text):
+                hint = f"您还在「{self.engine.flow_title(self.state)}」中。要发「{word}」，请先回复「取消」退出。"
         return f"{hint}\n\n{question}" if question else hint
 
     def tell_later(self, outcome: Callable[[], Awaitable[str]]) -> None:
@@ -325,6 +328,11 @@ class Context:
         self._next = None
         self._clear = True
         return text
+
+    @property
+    def question_stands(self) -> bool:
+        """Whether the reply leaves a question waiting for the resident's answer (a flow step asked or kept)."""
+        return self._next is not None or (not self._clear and self.state is not None)
 
     def start_over(self) -> None:
         """Forget the flow's saved answers: the next `ask` starts the flow afresh."""
@@ -570,6 +578,11 @@ class Engine:
         if msg.type in ("text", "voice"):
             return UNKNOWN_HINT
         return None
+
+    def command_word(self, text: str) -> str:
+        """The keyword command `text` starts (进度, 反映 …), as typed; empty when it starts none."""
+        route, word = self._match_command(self.commands, text.strip())
+        return word.strip() if route is not None and word.strip() else ""
 
     def _match_command(self, table: dict[str, Route], text: str) -> tuple[Route | None, str]:
         lowered = text.lower()

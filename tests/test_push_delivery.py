@@ -13,7 +13,7 @@ from bot.cli_push import outbox_report, start_scheduler
 from bot.push import PushPolicy, Sender
 from storage.outbox import NoticeKind, OutboxMessage, OutboxStatus, enqueue
 from storage.residents import Resident, find_resident
-from tests.factories import make_resident
+from tests.factories import make_district, make_resident
 
 TEMPLATES = {"need_update": "tpl-progress-0001"}
 
@@ -117,6 +117,27 @@ async def test_a_long_queue_of_waiting_notices_is_shown_three_at_a_time(bot_serv
     assert "第4条通知" not in first.text and "还有 2 条" in first.text
     second = await phone.text("o_many", "在吗")
     assert "您有 2 条新消息" in second.text and "第4条通知" in second.text and "第5条通知" in second.text
+
+
+async def test_notices_come_above_a_standing_question_and_below_a_finished_reply_as_bullets(
+    bot_server, phone, db, clock
+):
+    d = await make_district(db)
+    resident = await make_resident(db, "o_asked", d.buildings["B1"], room="301",
+                                   now=clock.now() - dt.timedelta(days=3))
+    await queue(db, resident, "17日议事会座位已确认。", "n:seat", clock.now(), kind=NoticeKind.CONSULTATION)
+    await queue(db, resident, "路灯问题已修复。", "n:lamp", clock.now())
+    await bot_server[0].services["sender"].drain()
+    asked = (await phone.text("o_asked", "反映 楼道灯坏了，晚上看不见")).text
+    # The question is last, where the resident answers, and no notice reads as a third option.
+    assert asked.startswith("📬 您有 2 条新消息：\n· ") and asked.endswith("1. 是\n2. 不是，我来选")
+    assert "\n1. 17日" not in asked and "\n2. 路灯" not in asked
+    # A reply that asks nothing (here 取消 with no flow running) is read first, the notices under it.
+    other = await make_resident(db, "o_told", now=clock.now() - dt.timedelta(days=3))
+    await queue(db, other, "社区通知：周六停水。", "n:water", clock.now(), kind=NoticeKind.BROADCAST)
+    await bot_server[0].services["sender"].drain()
+    told = (await phone.text("o_told", "取消")).text
+    assert told.endswith("\n\n📬 您有 1 条新消息：\n· 社区通知：周六停水。") and not told.startswith("📬")
 
 
 def test_a_long_reply_takes_fewer_notices_under_it_and_never_none():
