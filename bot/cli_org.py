@@ -113,14 +113,14 @@ def cmd_role_list(args: argparse.Namespace) -> None:
 def cmd_demo_data(args: argparse.Namespace) -> None:
     settings = cli_settings(args)
 
-    async def load() -> None:
+    async def load() -> bool:
         async with database(settings) as db:
             summary = await load_demo(db, cli_clock(settings).now())
         for report in summary.reports:
             print(f"{report.kind}: {report.summary()}")
+        return summary.review_open
 
-    asyncio.run(load())
-    print(demo_guide())
+    print(demo_guide(review_open=asyncio.run(load())))
 
 
 CLAIMS_HELP = """绑定核实（待核实）：居民绑定时用的手机号已被其他微信账号绑定，或花名册中该手机号的住户已关联其他账号，

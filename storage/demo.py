@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 
 from sqlmodel import select
 
-from storage import activities, consultation, points, rewards
+from storage import activities, consultation, points, projects, review, rewards
 from storage.actor import Actor, actor_for
+from storage.clock import local
 from storage.db import Database
 from storage.grants import grant_role
 from storage.imports import ImportReport, import_departments, import_org, import_residents
 from storage.needs import Need, post_progress, rate_need, report_need, resolve_need, triage_need
-from storage.org import Community
+from storage.org import Community, Department
 from storage.outbox import NoticeKind
 from storage.residents import Resident
 from storage.roles import Role
@@ -91,6 +92,7 @@ def residents_csv() -> str:
 class DemoSummary:
     reports: list[ImportReport] = field(default_factory=list)
     grants: int = 0
+    review_open: bool = False  # 大海阳社区's year-end review can be voted in now
 
 
 DEMO_OPERATOR = Actor.operator("cli:demo-data")  # who the audit log says loaded the demo
@@ -112,6 +114,7 @@ async def load_demo(db: Database, now: dt.datetime, actor: Actor = DEMO_OPERATOR
             summary.grants += 1
     await _load_community_life(db, ids, now, actor)
     await _load_needs(db, ids, now)
+    summary.review_open = await _load_projects(db, ids, now)
     return summary
 
 
@@ -186,7 +189,51 @@ async def _load_community_life(db: Database, ids: dict[str, int], now: dt.dateti
     )
 
 
-def demo_guide() -> str:
+# Two of 大海阳社区's service projects this year, each from a resident's need, carried by 阳光物业 and accepted
+# by the community, and the year-end review of them opened, so 项目评议 can be tried at once.
+# (reporter, days ago reported, need, sub-item, project title, what was done, days it took)
+DEMO_PROJECTS = [
+    ("o_demo_leader_1", 150, "小区里没有电动车充电的地方，大家只能飞线充电，很危险", "JZ-05",
+     "小区电动车集中充电棚建设", "在1号楼、3号楼之间建成充电棚1处，安装充电口20个", 40),
+    ("o_demo_resident_2", 120, "小区健身广场地面破损，老人散步容易摔倒", "JZ-04",
+     "健身广场地面修缮", "更换破损地砖约200平方米，增设夜间照明4处", 30),
+]
+DEMO_REVIEW_DAYS = 14
+
+
+async def _load_projects(db: Database, ids: dict[str, int], now: dt.datetime) -> bool:
+    """Through the same operations as chat: a need, its project drafted and published by the community's staff,
+    claimed, reported done and accepted; then the review opened. Loaded once: skipped when the community has
+    projects, and when the projects' year has passed (a demo loaded in January has none this year). Whether
+    the community's review is open now."""
+    async with db.read() as s:
+        home = (await s.exec(select(Community).where(Community.code == "C01"))).one()
+        if (await s.exec(select(projects.Project.id).where(projects.Project.community_id == home.id))).first():
+            view = await review.current_review(db, home.id, now)
+            return view is not None and view.review.status == review.ReviewStatus.OPEN and now < view.review.closes_at
+        unit = (await s.exec(select(Department).where(Department.code == "U-WY"))).one()
+    staff = await actor_for(db, ids["o_demo_staff_1"])
+    member = await actor_for(db, ids["o_demo_unit_1"])
+    year = local(now).year
+    for openid, days, text, item, title, done, took in DEMO_PROJECTS:
+        at = (now - dt.timedelta(days=days)).replace(hour=10, minute=0, second=0, microsecond=0)
+        if local(at).year != year:
+            return False
+        need = await report_need(db, ids[openid], text, item, at)
+        await triage_need(db, staff, need.ticket, "C", at + dt.timedelta(hours=2))
+        project = await projects.create_project(
+            db, community_id=home.id, title=title, content=text, measures=done, need_tickets=[need.ticket],
+            deadline=(at + dt.timedelta(days=took + 15)).date(), actor=staff, now=at + dt.timedelta(days=3))
+        await projects.publish_project(db, project.id, actor=staff, now=at + dt.timedelta(days=3, hours=1))
+        await projects.claim_project(db, project.id, actor=member, unit_id=unit.id, now=at + dt.timedelta(days=4))
+        await projects.complete_project(db, project.id, actor=member, text=done, now=at + dt.timedelta(days=took))
+        await projects.accept_project(db, project.id, actor=staff, now=at + dt.timedelta(days=took + 1))
+    await review.open_review(db, community_id=home.id, year=year, actor=staff, now=now,
+                             closes_at=review.closing_time(now, DEMO_REVIEW_DAYS))
+    return True
+
+
+def demo_guide(review_open: bool = False) -> str:
     """What to print after loading: codes a person can try in `steward chat`."""
     lines = ["演示数据已就绪（可重复运行）。", "", "社区与楼栋编码（扫码关注可在 steward chat 中输入 /follow B0101）："]
     for number, (code, (name, street)) in enumerate(COMMUNITIES.items(), 1):
@@ -198,4 +245,6 @@ def demo_guide() -> str:
         what = f"{role.label}{'·' + scope if scope else ''}" if role else "已绑定居民"
         lines.append(f"  {openid:<20} {name}，{what}，住 {building} {room}")
     lines.append("  o_demo_resident      未绑定（steward chat 的默认身份），可体验绑定流程")
+    if review_open:
+        lines += ["", "大海阳社区的年度项目评议已开启：已绑定居民回复「评议」即可参加，李社工可回复「结束评议」。"]
     return "\n".join(lines)

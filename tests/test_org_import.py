@@ -8,7 +8,7 @@ from sqlmodel import func, select
 
 from bot.cli import main
 from storage.actor import Actor
-from storage.demo import DEMO_NEEDS, PEOPLE, load_demo
+from storage.demo import DEMO_NEEDS, DEMO_PROJECTS, PEOPLE, load_demo
 from storage.imports import import_departments, import_org, import_residents
 from storage.needs import Need, NeedStatus
 from storage.org import Building, Community, Department, Grid, Street, search_communities
@@ -166,7 +166,7 @@ async def test_demo_data_brings_a_month_of_needs_through_the_loop_once(db, clock
     await load_demo(db, clock.now())
     async with db.read() as s:
         needs = (await s.exec(select(Need).order_by(Need.created_at))).all()
-    assert len(needs) == len(DEMO_NEEDS)  # the second load added none
+    assert len(needs) == len(DEMO_NEEDS) + len(DEMO_PROJECTS)  # the second load added none
     states = [n.state for n in needs]
     # Rated, resolved awaiting a rating, in progress, accepted, and one waiting for triage: each page has rows.
     assert {NeedStatus.RATED, NeedStatus.RESOLVED, NeedStatus.IN_PROGRESS, NeedStatus.TRIAGED,
@@ -231,3 +231,13 @@ async def test_a_building_renamed_by_an_import_is_read_afresh_in_this_process_at
     reads.clear()
     assert (await get_building(db, building_id)).name == "1号楼（东）"  # the import's commit dropped the copy
     assert reads == [1]
+
+
+async def test_demo_data_opens_a_review_of_this_years_projects_a_resident_can_vote_in(db, clock, phone):
+    assert (await load_demo(db, clock.now())).review_open
+    assert (await load_demo(db, clock.now())).review_open  # loading again adds no project, opens no second review
+    listing = (await phone.text("o_demo_resident_2", "评议")).text
+    titles = [p[4] for p in DEMO_PROJECTS]
+    assert listing.startswith(f"【大海阳社区{clock.now().year}年度项目评议】")
+    assert all(f"{n}. {t}" in listing for n, t in enumerate(titles, 1)) and f"第1/{len(titles)}项" in listing
+    assert (await phone.text("o_demo_resident_2", "2")).text.startswith(f"已记录：{titles[0]} — 基本满意")
