@@ -38,6 +38,10 @@ Handler = Callable[["Context"], Awaitable[str | None]]
 AfterReply = Callable[["Context", str], Awaitable[str]]
 
 CANCEL_WORDS = {"取消", "退出", "cancel", "q"}
+# Every paged list takes the same word for its next page: its own command (进度 第2页, 待分流 2) still works.
+NEXT_PAGE_WORDS = {"下一页", "下页"}
+NEXT_PAGE_HINT = "回复「下一页」继续看。"
+NO_NEXT_PAGE = "已经是最后一页了。回复「菜单」查看全部服务。"
 _OPTION = re.compile(r"^(\d{1,2})[.、．]\s*(\S.*)$")
 _LABEL_HEAD = re.compile(r"[（(，,：:\s]")
 
@@ -298,21 +302,22 @@ class Context:
     async def has_role(self, *roles: Role) -> bool:
         return (await self.actor()).holds(*roles)
 
-    def ask(self, question: str, step: str, **data: Any) -> str:
-        """Ask a question and wait for the answer at `step` ("flow.step"). Data of the same flow is kept."""
+    def ask(self, question: str, step: str, *, more: str = "", **data: Any) -> str:
+        """Ask a question and wait for the answer at `step` ("flow.step"). Data of the same flow is kept.
+        `more`: a paged list's command for its next page, which 「下一页」 then runs."""
         keep = self.state.data if self.state and self.state.flow == step.split(".", 1)[0] else {}
-        self._next = FlowState(step, {**keep, **data, "_q": question})
+        self._next = FlowState(step, {**keep, **data, "_q": question, "_more": more})
         self._clear = False
         return question
 
     def retry(self, hint: str) -> str:
         """A wrong answer: a short hint, then the same question again. A command typed mid-flow (进度, 积分) is
-        no answer: the hint then says how to leave the flow for it, rather than only repeating the options."""
+        no answer: the hint then also says how to leave the flow for it."""
         question = self.data.get("_q", "")
         if self.state:
             self._next = self.state
             if word := self.engine.command_word(self.text):
-                hint = f"您还在「{self.engine.flow_title(self.state)}」中。要发「{word}」，请先回复「取消」退出。"
+                hint += f"（要发「{word}」，请先回复「取消」退出「{self.engine.flow_title(self.state)}」。）"
         return f"{hint}\n\n{question}" if question else hint
 
     def tell_later(self, outcome: Callable[[], Awaitable[str]]) -> None:
@@ -561,6 +566,9 @@ class Engine:
             return await self._event(ctx)
         if ctx.state is not None:
             route = self.states_table.get(ctx.state.name)
+            if (more := ctx.data.get("_more")) and msg.type in ("text", "voice") and bare(msg.text) in NEXT_PAGE_WORDS:
+                ctx.msg = replace(msg, text=more)  # the list's own command for its next page (asked with more=)
+                return await ctx.handle_afresh()
             if route is not None:
                 if msg.type in ("text", "voice") and (number := chosen_number(ctx.data.get("_q", ""), msg.text)):
                     ctx.msg = replace(msg, text=number)
@@ -576,7 +584,7 @@ class Engine:
             if reply:
                 return reply
         if msg.type in ("text", "voice"):
-            return UNKNOWN_HINT
+            return NO_NEXT_PAGE if bare(msg.text) in NEXT_PAGE_WORDS else UNKNOWN_HINT
         return None
 
     def command_word(self, text: str) -> str:

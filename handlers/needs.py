@@ -20,7 +20,7 @@ import functools
 import logging
 import re
 
-from handlers.framework import Context, Router
+from handlers.framework import NEXT_PAGE_HINT, Context, Router
 from handlers.staff import staff_detail
 from handlers.steps import pick_one, pick_subitem
 from storage.classifier import default_classifier
@@ -401,11 +401,10 @@ async def progress(ctx: Context) -> str:
         note = note_after_state(label, note)
         labels.append(f"{need.ticket} {summary_line(need, 10)}\n  {label}"
                       + (f"：{summary_line_text(note, 16)}" if note else ""))
-    footer = "回复序号看详情。"
-    if result.page < result.pages:
-        footer += f"\n回复「进度 第{result.page + 1}页」看下一页。"
+    more = f"进度 第{result.page + 1}页" if result.page < result.pages else ""
+    footer = "回复序号看详情。" + (NEXT_PAGE_HINT if more else "")
     return need_picked.ask(ctx, f"您的诉求（共{result.total}条，第{result.page}/{result.pages}页）：", labels,
-                           [need.ticket for need in result.lines], footer=footer, first=result.offset + 1)
+                           [need.ticket for need in result.lines], footer=footer, first=result.offset + 1, more=more)
 
 
 def note_after_state(label: str, note: str) -> str:

@@ -9,7 +9,7 @@ import re
 import uuid
 
 from handlers.activities import list_activities
-from handlers.framework import Context, Router
+from handlers.framework import NEXT_PAGE_HINT, NEXT_PAGE_WORDS, Context, Router
 from handlers.steps import pick_one
 from storage import points as pts
 from storage import rewards as rw
@@ -17,7 +17,7 @@ from storage.clock import local
 from storage.policy import Can, allows
 from storage.residents import BindingError, clean_phone, find_residents_by_phone, get_resident, mask_phone
 from storage.roles import Role
-from storage.text import clip
+from storage.text import bare, clip
 
 router = Router("points", "志愿积分")
 STAFF = [Role.COMMUNITY_STAFF, Role.ADMIN]
@@ -89,14 +89,15 @@ async def _detail(ctx: Context, page: int) -> str:
         return ctx.done("还没有积分记录。" if page == 0 else "没有更多记录了。")
     lines = [f"【积分明细】第{page + 1}页"] + [entry_line(e) for e in rows]
     if more:
-        return ctx.ask("\n".join(lines) + "\n\n回复 1 看下一页，回复「取消」结束。", router.step("detail"), page=page)
+        return ctx.ask("\n".join(lines) + f"\n\n{NEXT_PAGE_HINT}回复「取消」结束。", router.step("detail"), page=page)
     return ctx.done("\n".join(lines) + "\n（已是最后一页）")
 
 
 @router.state("detail", bound=True, browsing="积分明细")
 async def detail_next(ctx: Context) -> str:
-    if ctx.text.strip() != "1":
-        return await _elsewhere(ctx) if not ctx.text.strip().isdigit() else ctx.retry("回复 1 看下一页。")
+    said = bare(ctx.text)
+    if said != "1" and said not in NEXT_PAGE_WORDS:  # 1: what this page said before 「下一页」
+        return await _elsewhere(ctx) if not said.isdigit() else ctx.retry(NEXT_PAGE_HINT)
     return await _detail(ctx, int(ctx.data.get("page", 0)) + 1)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from handlers.framework import Context, Router
+from handlers.framework import NEXT_PAGE_HINT, Context, Router
 from handlers.steps import PICK_RANGE_HINT, pick_subitem
 from storage.actor import Actor
 from storage.clock import local
@@ -146,9 +146,10 @@ async def inbox(ctx: Context) -> str:
         return ctx.done("暂无待分流的诉求。")
     lines = [f"待分流 {page.total} 条（第{page.page}/{page.pages}页）："]
     lines += [_line(ctx, page.offset + n, need) for n, need in enumerate(page.needs, 1)]
-    lines.append("回复序号开始分流" + (f"；「待分流 {page.page + 1}」下一页" if page.page < page.pages else "") + "。")
+    more = f"待分流 {page.page + 1}" if page.page < page.pages else ""
+    lines.append("回复序号开始分流。" + (NEXT_PAGE_HINT if more else ""))
     tickets = {str(page.offset + n): need.ticket for n, need in enumerate(page.needs, 1)}
-    return ctx.ask("\n".join(lines), router.step("pick"), tickets=tickets)
+    return ctx.ask("\n".join(lines), router.step("pick"), tickets=tickets, more=more)
 
 
 @router.state("pick", roles=MANAGERS)
@@ -619,9 +620,10 @@ async def unit_inbox(ctx: Context) -> str:
         return ctx.done("暂无派给本单位的诉求。有新派单时会通知您。")
     lines = [f"单位待办 {page.total} 条（第{page.page}/{page.pages}页）："]
     lines += [_line(ctx, page.offset + n, need) for n, need in enumerate(page.needs, 1)]
-    lines.append("回复序号看详情" + (f"；「单位待办 {page.page + 1}」下一页" if page.page < page.pages else "") + "。")
+    more = f"单位待办 {page.page + 1}" if page.page < page.pages else ""
+    lines.append("回复序号看详情。" + (NEXT_PAGE_HINT if more else ""))
     tickets = {str(page.offset + n): need.ticket for n, need in enumerate(page.needs, 1)}
-    return ctx.ask("\n".join(lines), router.step("unit_pick"), tickets=tickets)
+    return ctx.ask("\n".join(lines), router.step("unit_pick"), tickets=tickets, more=more)
 
 
 @router.state("unit_pick", roles=Role.UNIT_MEMBER)

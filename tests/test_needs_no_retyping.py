@@ -151,9 +151,11 @@ async def test_a_long_list_numbers_on_across_pages(db, phone, clock):
         needs.append(await report_need(db, li.id, f"楼道灯坏了第{n}处，晚上看不见", "JZ-05", clock.now()))
     first = (await phone.text("o_li", "我的诉求")).text
     assert first.startswith("您的诉求（共10条，第1/2页）：\n1. ")
-    assert first.endswith("回复序号看详情。\n回复「进度 第2页」看下一页。")
-    second = (await phone.text("o_li", "进度 第2页")).text
+    assert first.endswith("回复序号看详情。回复「下一页」继续看。")
+    second = (await phone.text("o_li", "下一页")).text  # the word every paged list takes
     assert second.startswith(f"您的诉求（共10条，第2/2页）：\n9. {needs[1].ticket}") and "10. " in second
+    assert "下一页" not in second  # the last page offers none
+    assert (await phone.text("o_li", "进度 第2页")).text == second  # the command itself still pages
     assert (await phone.text("o_li", "1")).text.startswith("请回复9到10之间的序号。")
     assert (await phone.text("o_li", "10")).text.startswith(f"诉求 {needs[0].ticket}\n")
     assert (await phone.text("o_li", "进度 9")).text.startswith(f"诉求 {needs[1].ticket}\n")

@@ -77,9 +77,8 @@ async def test_a_command_typed_mid_flow_is_told_how_to_leave_for_it_and_the_ques
     await make_resident(db, "o_li", d.buildings["B1"], room="301")
     await phone.text("o_li", "反映 楼道灯坏了，晚上看不见")
     again = (await phone.text("o_li", "进度")).text
-    assert again.startswith("您还在「反映问题」中。要发「进度」，请先回复「取消」退出。")
+    assert again.startswith("请回复 1 或 2。（要发「进度」，请先回复「取消」退出「反映问题」。）\n\n")
     assert again.endswith("1. 是\n2. 不是，我来选")  # the same question stands
-    wrong = (await phone.text("o_li", "3")).text
-    assert wrong.startswith("请回复 1 或 2。")  # a plain wrong answer keeps its own hint
+    assert (await phone.text("o_li", "3")).text.startswith("请回复 1 或 2。\n\n")  # a plain wrong answer: the hint
     assert (await phone.text("o_li", "取消")).text.startswith("已退出「反映问题」")
     assert (await phone.text("o_li", "进度")).text.startswith(("您的诉求", "您还没有"))

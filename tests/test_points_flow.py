@@ -210,3 +210,17 @@ def test_a_points_line_cut_short_says_so():
     assert entry_line(long) == "12-06 +40 补录：演示：此前参加社区志愿服…"
     short = SimpleNamespace(created_at=at, amount=-50, reason="兑换「大米一袋」")
     assert entry_line(short) == "12-06 -50 兑换「大米一袋」"
+
+
+async def test_points_history_pages_on_by_the_word_every_list_takes(db, clock, phone):
+    d, _staff, _rice, _haircut = await world(db, clock)
+    me = await make_resident(db, "o_me", d.buildings["B1"], phone="13800000001")
+    for i in range(10):  # one page is 8 lines
+        await earn(db, me, 5, clock, f"seed:{i}")
+    first = (await phone.text("o_me", "积分明细")).text
+    assert first.startswith("【积分明细】第1页") and first.endswith("回复「下一页」继续看。回复「取消」结束。")
+    second = (await phone.text("o_me", "下一页")).text
+    assert second.startswith("【积分明细】第2页") and second.endswith("（已是最后一页）")
+    assert (await phone.text("o_me", "积分明细")).text == first
+    assert (await phone.text("o_me", "1")).text == second  # what the page offered before still works
+    assert (await phone.text("o_me", "下一页")).text == "已经是最后一页了。回复「菜单」查看全部服务。"

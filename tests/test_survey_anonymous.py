@@ -77,8 +77,9 @@ async def test_a_comment_stays_anonymous_and_typing_the_keyword_again_files_noth
     second = (await phone.text("o_res", "1")).text
     assert second.startswith("2/2 您对所在网格（第二网格）的服务评价？")
     assert (await phone.text("o_res", "2")).text == COMMENT
-    # 「问卷」 again at the comment question is not a comment: a hint and the same question, no need.
-    assert (await phone.text("o_res", "问卷")).text == "请直接输入您的意见，没有请回复 0 跳过。\n\n" + COMMENT
+    # 「问卷」 again at the comment question is not a comment: a hint (and the way out) and the same question.
+    assert (await phone.text("o_res", "问卷")).text == (
+        "请直接输入您的意见，没有请回复 0 跳过。（要发「问卷」，请先回复「取消」退出「满意度问卷」。）\n\n" + COMMENT)
     assert (await phone.text("o_res", "网格员很少来，楼道灯坏了也没人管")).text == USE
     assert (await phone.text("o_res", "3")).text == "请回复 1 或 2。\n\n" + USE
     done = (await phone.text("o_res", "1")).text

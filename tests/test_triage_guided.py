@@ -343,3 +343,14 @@ async def test_the_one_line_assign_takes_a_unit_code(db, phone, clock):
     row = await find_need(db, t)
     assert (row.unit_id, row.assignee_id) == (None, worker.id)  # one handler at a time
     await talk(phone, "o_wy", [("单位待办", "暂无派给本单位的诉求。有新派单时会通知您。")])
+
+
+async def test_a_long_queue_pages_on_by_the_word_every_list_takes_and_numbers_on(db, phone, clock):
+    _d, resident, _staff, *_ = await _town(db)
+    tickets = [(await report_need(db, resident.id, f"楼道灯坏了第{n}处", "JZ-05", clock.now())).ticket
+               for n in range(10)]  # a page is 8
+    first = (await phone.text("o_staff", "待分流")).text
+    assert first.startswith("待分流 10 条（第1/2页）：") and first.endswith("回复序号开始分流。回复「下一页」继续看。")
+    second = (await phone.text("o_staff", "下一页")).text
+    assert second.startswith("待分流 10 条（第2/2页）：\n9. ") and second.endswith("回复序号开始分流。")
+    Card(tickets[9]).check((await phone.text("o_staff", "10")).text)  # numbered on from the first page
