@@ -99,20 +99,27 @@ class Held(dict):
     ends the hold before the block does, setting `writes` (and, with `value`, the lock's Swap) in the same round
     trip (a flow step's next state and reply with the resident's lock); the block's end then has nothing left
     to do. A failed release with writes raises StoreUnavailable (the writes may be lost); the lock itself is
-    still let go once the store is back. `swapped`: the Swap's value was set."""
+    still let go once the store is back. `swapped`: the Swap's value was set. `cached`: values kept only to
+    save a read later (`cache`), written with the release however it ends, and lost without an error."""
 
     def __init__(self, values: dict[str, str | None],
-                 release: Callable[[Writes, str | None], Awaitable[bool]]) -> None:
+                 release: Callable[[Writes, str | None, Writes], Awaitable[bool]]) -> None:
         super().__init__(values)
         self._release = release
         self.released = False
         self.swapped = False
+        self.cached: Writes = {}
+
+    def cache(self, key: str, value: str, ttl: float | None = None) -> None:
+        """Set `key` when the lock goes, in the same round trip: a copy of what the database holds (a resident's
+        row) that a later message reads instead of the database, and that nothing is lost without."""
+        self.cached[key] = (value, ttl)
 
     async def release(self, writes: Writes | None = None, *, value: str | None = None) -> None:
         if self.released:
             raise RuntimeError("the lock was already released")
         self.released = True
-        self.swapped = await self._release(writes or {}, value)
+        self.swapped = await self._release(writes or {}, value, self.cached)
 
 
 async def fetched(kv: KeyValueStore, key: str, ahead: Mapping[str, str | None] | None, *,
@@ -264,8 +271,8 @@ class MemoryStore:
         ahead = {key: await self.get(key) for key in read}
         ahead.update({key: await self.getdel(key) for key in take})
 
-        async def release(writes: Writes, value: str | None) -> bool:
-            for key, (written, ttl) in writes.items():
+        async def release(writes: Writes, value: str | None, cached: Writes) -> bool:
+            for key, (written, ttl) in {**cached, **writes}.items():
                 await self.set(key, written, ttl)
             swapped = swap is not None and value is not None and await self.get(swap.key) == swap.expected
             if swapped:
@@ -279,6 +286,8 @@ class MemoryStore:
         finally:
             if not held.released:
                 held.released = True
+                for key, (written, ttl) in held.cached.items():
+                    await self.set(key, written, ttl)
                 lock.release()
             # Drop idle locks so one lock per resident ever seen does not pile up.
             if not lock.locked() and not getattr(lock, "_waiters", None):
@@ -532,12 +541,12 @@ class RedisStore:
                 ahead = await self._take(name, key, token, ttl_ms, deadline, read, take, claim)
                 renewer = asyncio.create_task(self._keep(key, token, ttl_ms, timeout / 3))
 
-                async def release(writes: Writes, value: str | None) -> bool:
+                async def release(writes: Writes, value: str | None, cached: Writes) -> bool:
                     nonlocal local_held
                     renewer.cancel()
                     try:
                         return await self._let_go(key, token, writes, (swap, value) if swap and value is not None
-                                                  else None)
+                                                  else None, cached=cached)
                     finally:
                         local_held = False
                         local.release()
@@ -549,7 +558,7 @@ class RedisStore:
                     if not held.released:
                         held.released = True
                         renewer.cancel()
-                        await self._let_go(key, token)
+                        await self._let_go(key, token, cached=held.cached)
             finally:
                 if local_held:
                     local.release()
@@ -613,16 +622,17 @@ class RedisStore:
                     log.warning("lock %s was taken by another holder while held", key)
 
     async def _let_go(self, key: str, token: str, writes: Writes | None = None,
-                      swap: tuple[Swap, str] | None = None) -> bool:
-        """Release the lock, setting `writes` and making `swap` (the Swap, its value) on the way; True if swapped."""
+                      swap: tuple[Swap, str] | None = None, cached: Writes | None = None) -> bool:
+        """Release the lock, setting `writes` (and `cached`, whose loss raises nothing) and making `swap` (the
+        Swap, its value) on the way; True if swapped."""
         try:
-            if writes or swap:
+            if writes or swap or cached:
                 if swap:
                     rule, value = swap
                     keys, args = [key, self.key(rule.key)], [token, "1", rule.expected, value, int(rule.ttl * 1000)]
                 else:
                     keys, args = [key, key], [token, "0", "", "", 0]
-                for k, (written, ttl) in (writes or {}).items():
+                for k, (written, ttl) in {**(cached or {}), **(writes or {})}.items():
                     keys.append(self.key(k))
                     args += [written, int(ttl * 1000) if ttl else 0]
                 return bool(await self._call(lambda: self._set_and_release(keys=keys, args=args)))

@@ -6,6 +6,7 @@ import datetime as dt
 import functools
 import json
 import re
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, col, select
 
 from storage.db import Coalesced, Database, watch
-from storage.kv import KeyValueStore, fetched
+from storage.kv import Held, KeyValueStore, fetched
 
 
 class Resident(SQLModel, table=True):
@@ -278,6 +279,9 @@ class ResidentDirectory:
         self.db = db
         self.kv = kv
         db.on_commit.append(self._forget)
+        # Copies to be written as a resident's lock goes (`_keep`), by key: a commit that changes the row before
+        # then takes its copy back, or the release would put the old row back after the commit dropped it.
+        self._kept: weakref.WeakValueDictionary[str, Held] = weakref.WeakValueDictionary()
 
     @staticmethod
     def key(openid: str) -> str:
@@ -286,7 +290,21 @@ class ResidentDirectory:
     async def _forget(self, changes: dict[str, set[str]]) -> None:
         openids = changes.get("resident")
         if openids:
+            for key in map(self.key, openids):
+                if (held := self._kept.pop(key, None)) is not None:
+                    held.cached.pop(key, None)
             await self.kv.delete(*(self.key(o) for o in openids))
+
+    async def _keep(self, openid: str, snapshot: ResidentSnapshot, ahead: Mapping[str, str | None] | None) -> None:
+        """Copy the row to the store: with the resident's lock as it goes when the caller holds it (no round trip
+        of its own; a first contact, or a contact due, is three round trips otherwise), else now. Another
+        process's commit in between is seen when this copy expires (TTL), as with one written at once."""
+        key, value = self.key(openid), snapshot.to_json()
+        if isinstance(ahead, Held) and not ahead.released:
+            ahead.cache(key, value, ttl=self.TTL)
+            self._kept[key] = ahead
+        else:
+            await self.kv.set(key, value, ttl=self.TTL)
 
     async def get(self, openid: str, ahead: Mapping[str, str | None] | None = None) -> ResidentSnapshot | None:
         """`ahead`: keys already read (storage.kv's `lock(read=...)`), when it holds this one."""
@@ -297,7 +315,7 @@ class ResidentDirectory:
         if row is None:
             return None
         snapshot = ResidentSnapshot.of(row)
-        await self.kv.set(self.key(openid), snapshot.to_json(), ttl=self.TTL)
+        await self._keep(openid, snapshot, ahead)
         return snapshot
 
     async def touch(self, openid: str, now: dt.datetime,
@@ -315,7 +333,7 @@ class ResidentDirectory:
         if row is None:  # PostgreSQL: the row was there, contact fresh: nothing written, nothing returned
             row = await find_resident(self.db, openid)
         snapshot = ResidentSnapshot.of(row)
-        await self.kv.set(self.key(openid), snapshot.to_json(), ttl=self.TTL)
+        await self._keep(openid, snapshot, ahead)
         snapshot._first_contact = created
         return snapshot
 

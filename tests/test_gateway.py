@@ -195,6 +195,11 @@ async def test_a_message_costs_two_store_calls_its_claim_with_the_lock_and_its_r
     assert answer.text == "这是第1次处理。"
     if isinstance(kv, RedisStore):
         assert len(calls) == 2
+        # A first contact too: its new row's copy goes with the release, not in a call of its own.
+        calls.clear()
+        assert "请回复数字" in (await rig.phone.text("o_calls_new", "菜单")).text
+        assert len(calls) == 2
+        assert await kv.get("resident:o_calls_new") is not None
     assert await kv.get("seen:id:900050") == "这是第1次处理。"
     again = await rig.phone.text("o_calls", "计数", msg_id=900050)
     assert again.text == answer.text and rig.probe.calls["count"] == 1

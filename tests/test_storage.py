@@ -11,7 +11,14 @@ from sqlmodel import col, select
 
 from storage import migrate
 from storage.db import Database, ReadOnlySession
-from storage.residents import CONTACT_REFRESH, Resident, ResidentDirectory, find_resident, touch_resident
+from storage.residents import (
+    CONTACT_REFRESH,
+    Resident,
+    ResidentDirectory,
+    ResidentSnapshot,
+    find_resident,
+    touch_resident,
+)
 
 
 async def test_migrations_bring_a_fresh_database_to_every_head(db):
@@ -303,3 +310,31 @@ async def test_a_write_at_once_commits_rolls_back_whole_counts_its_commit_and_ta
         openids = set((await s.exec(select(Resident.openid))).all())
     assert openids == {f"o_at{i}" for i in range(15)} | {f"o_orm{i}" for i in range(15)} | {"o_once"}
     assert commits == [31]
+
+
+async def test_a_row_copied_with_the_lock_goes_with_its_release_unless_a_commit_changed_it_first(db, kv, clock):
+    # A first (or due) contact's copy of the row is written as the resident's lock goes, in its round trip. A
+    # commit changing the row before then (a binding finished by the same message) takes the copy back: the
+    # release must not put the old row back after the commit dropped it.
+    directory = ResidentDirectory(db, kv)
+    key = directory.key("o_copied")
+    async with kv.lock("resident:o_copied", read=[key]) as held:
+        made = await directory.touch("o_copied", clock.now(), held)
+        assert made._first_contact and await kv.get(key) is None  # not yet: with the release
+        await held.release()
+    assert ResidentSnapshot.from_json(await kv.get(key)).id == made.id
+
+    await kv.delete(key)
+    clock.advance(seconds=61)  # the contact is due again: written, and copied with the lock
+    async with kv.lock("resident:o_copied", read=[key]) as held:
+        await directory.touch("o_copied", clock.now(), held)
+        async with db.write() as s:
+            row = (await s.exec(select(Resident).where(Resident.openid == "o_copied"))).one()
+            row.name = "王芳"
+        await held.release()
+    assert await kv.get(key) is None  # dropped, not the copy from before the name
+    assert (await directory.get("o_copied")).name == "王芳"
+
+    async with kv.lock("resident:o_failed", read=[directory.key("o_failed")]) as held:
+        await directory.touch("o_failed", clock.now(), held)  # the step then fails: the block ends unreleased
+    assert ResidentSnapshot.from_json(await kv.get(directory.key("o_failed"))).openid == "o_failed"
