@@ -44,7 +44,7 @@ from storage.residents import (
     find_resident,
     mask_phone,
 )
-from storage.roles import audit_entry
+from storage.roles import audit_entry, staff_resident_ids
 
 
 class ClaimStatus(enum.StrEnum):
@@ -179,7 +179,18 @@ async def open_claim(
     )
     session.add(claim)
     await session.flush()
+    # Staff are told at once (and counted in their morning digest): the resident waits on them.
+    notice = STAFF_TEXT.format(place=await _place(session, claim))
+    staff = await staff_resident_ids(session, community_id)
+    await enqueue(session, NoticeKind.BINDING, notice, [(r, f"claim:{claim.id}:staff:{r}") for r in staff], now)
     return claim
+
+
+async def pending_count(session: AsyncSession, community_id: int) -> int:
+    """The community's claims waiting for staff (the morning digest's 绑定待核实)."""
+    query = select(func.count()).select_from(BindingClaim).where(
+        BindingClaim.community_id == community_id, BindingClaim.status == ClaimStatus.PENDING)
+    return (await session.exec(query)).one()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -418,6 +429,10 @@ async def _place(session: AsyncSession, claim: BindingClaim) -> str:
     return " ".join(x for x in parts if x)
 
 
+STAFF_TEXT = (
+    "【绑定待核实】{place}有居民申请绑定，所填手机号或住户已关联其他微信账号，需与居民本人核实。\n"
+    "回复「待核实」处理。"
+)
 CONFIRMED_TEXT = "您的住址绑定已由社区工作人员核实确认：{place}。\n回复「菜单」查看全部服务。"
 RELEASED_TEXT = (
     "社区工作人员已核实：手机号 {phone} 的住址绑定已转给机主本人的微信账号，您的账号已解除绑定。\n"

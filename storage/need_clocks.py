@@ -25,7 +25,7 @@ import datetime as dt
 from sqlalchemy import UniqueConstraint, exists, func, update
 from sqlmodel import Field, SQLModel, and_, col, select
 
-from storage import workdays
+from storage import claims, workdays
 from storage.clock import local
 from storage.db import Database, insert_for
 from storage.needs import (
@@ -314,7 +314,8 @@ async def remind_unrated(db: Database, now: dt.datetime, limit: int = 200) -> in
 
 
 async def community_digest(db: Database, community_id: int, now: dt.datetime) -> dict[str, int]:
-    """New to triage, due today, overdue, failed deliveries (to this community's residents)."""
+    """New to triage, due today, overdue, failed deliveries (to this community's residents), bindings waiting
+    for staff to check (待核实)."""
     end_of_today = dt.datetime.combine(_day(now), dt.time(23, 59, 59), tzinfo=local(now).tzinfo)
     open_here = and_(Need.community_id == community_id, col(Need.status).in_(OPEN))
 
@@ -336,6 +337,7 @@ async def community_digest(db: Database, community_id: int, now: dt.datetime) ->
                                    .join(Resident, Resident.id == OutboxMessage.resident_id)
                                    .where(Resident.community_id == community_id, needs_staff(),
                                           OutboxMessage.status == OutboxStatus.WAITING)),
+            "claims": await claims.pending_count(s, community_id),
         }
 
 
@@ -345,7 +347,8 @@ def digest_text(name: str, day: dt.date, c: dict[str, int]) -> str:
             f"1. 待分流的新诉求：{c['new']}件\n2. 今天到期：{c['due_today']}件\n"
             f"3. 已超期：{c['overdue']}件\n4. 消息发送失败：{c['failed']}条"
             + (f"，紧急通知待送达：{waiting}条" if waiting else "")
-            + ("（回复「投递失败」查看）" if c["failed"] or waiting else ""))
+            + ("（回复「投递失败」查看）" if c["failed"] or waiting else "")
+            + (f"\n5. 绑定待核实：{c['claims']}条（回复「待核实」处理）" if c.get("claims") else ""))
 
 
 async def morning_digest(db: Database, now: dt.datetime, after: dt.time = DIGEST_AFTER, limit: int = 100) -> int:

@@ -27,7 +27,7 @@ from storage.db import Database
 from storage.org import Community, Department
 from storage.outbox import NoticeKind, enqueue
 from storage.policy import Can, allows
-from storage.roles import Role, RoleGrant, audit_entry
+from storage.roles import Role, RoleGrant, audit_entry, staff_resident_ids
 
 
 class ProjectStatus:
@@ -148,15 +148,6 @@ class ProjectError(Exception):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Shared helpers (also used by storage/review.py and storage/survey.py)
-
-
-async def staff_resident_ids(session: AsyncSession, community_id: int) -> list[int]:
-    query = select(RoleGrant.resident_id).where(
-        RoleGrant.role == Role.COMMUNITY_STAFF.value,
-        RoleGrant.scope_id == community_id,
-        RoleGrant.revoked_at.is_(None),
-    )
-    return sorted(set((await session.exec(query)).all()))
 
 
 def parse_number(text: str) -> int | None:

@@ -29,8 +29,7 @@ from storage.db import Database
 from storage.exports import safe_cell
 from storage.org import Community
 from storage.outbox import NoticeKind, enqueue
-from storage.projects import staff_resident_ids
-from storage.roles import Role, RoleGrant
+from storage.roles import Role, RoleGrant, staff_resident_ids
 from storage.stats import Period, Rates, Report, month_period, percent, rates, table
 from storage.workdays import TZ
 

@@ -25,9 +25,9 @@ from storage.exports import csv_text
 from storage.org import Community
 from storage.outbox import NoticeKind, drop_unsent, enqueue
 from storage.policy import Can, allows
-from storage.projects import Project, ProjectStatus, staff_resident_ids
+from storage.projects import Project, ProjectStatus
 from storage.residents import Resident
-from storage.roles import audit_entry
+from storage.roles import audit_entry, staff_resident_ids
 
 CHOICES = {"satisfied": "满意", "basic": "基本满意", "unsatisfied": "不满意"}
 CHOICE_BY_NUMBER = {"1": "satisfied", "2": "basic", "3": "unsatisfied"}

@@ -87,6 +87,16 @@ def audit_entry(
     )
 
 
+async def staff_resident_ids(session, community_id: int) -> list[int]:
+    """The residents who staff this community now (inside the caller's transaction: whom it tells)."""
+    query = select(RoleGrant.resident_id).where(
+        RoleGrant.role == Role.COMMUNITY_STAFF.value,
+        RoleGrant.scope_id == community_id,
+        col(RoleGrant.revoked_at).is_(None),
+    )
+    return sorted(set((await session.exec(query)).all()))
+
+
 async def active_grants(db: Database, resident_id: int) -> list[RoleGrant]:
     async with db.read() as session:
         query = select(RoleGrant).where(RoleGrant.resident_id == resident_id, RoleGrant.revoked_at.is_(None))

@@ -366,3 +366,26 @@ async def test_giving_points_by_points_code_reveals_nothing_about_whose_a_phone_
         assert "赵" not in reply and "138****0002" not in reply and "0002" not in reply
     assert await balance_of(db, neighbour.id) == 40 and await balance_of(db, me.id) == 110
     assert await queued(db, neighbour.id) == ["有居民向您捐赠了 40 志愿积分，愿这份心意帮到您。"]
+
+
+async def test_the_communitys_staff_are_told_of_a_new_claim_at_once_and_in_the_morning_digest(
+    db, phone, world, clock
+):
+    from storage import need_clocks
+
+    d, staff, other = world
+    await bind_as_zhou(phone, "o_fake", PENDING_ZHOU)
+    told = ("【绑定待核实】大海阳社区 1号楼 2单元301有居民申请绑定，所填手机号或住户已关联其他微信账号，"
+            "需与居民本人核实。\n回复「待核实」处理。")
+    assert await queued(db, staff.id) == [told]
+    assert await queued(db, other.id) == []  # another community's staff are not told
+    assert "13511112222" not in told and "135****" not in told
+
+    counts = await need_clocks.community_digest(db, d.communities["C1"].id, clock.now())
+    assert counts["claims"] == 1  # the one still waiting
+    digest = need_clocks.digest_text("大海阳社区", clock.now().date(), counts)
+    assert digest.endswith("\n5. 绑定待核实：1条（回复「待核实」处理）")
+    await talk(phone, "o_staff", [("待核实", LIST_ONE), ("1", CARD_ONE)])
+    await phone.text("o_staff", "2")  # 驳回
+    counts = await need_clocks.community_digest(db, d.communities["C1"].id, clock.now())
+    assert counts["claims"] == 0 and "待核实" not in need_clocks.digest_text("大海阳社区", clock.now().date(), counts)
