@@ -18,7 +18,7 @@ import pytest
 from scheduler.runner import SchedulerRunner, job_context
 from storage.actor import actor_for
 from storage.console_auth import issue_link
-from storage.needs import NeedStatus, find_need, report_need
+from storage.needs import NeedStatus, find_need, report_need, resolve_need
 from storage.roles import Role
 from tests.browser import ARTIFACTS, LINK
 from tests.factories import grant, make_district, make_resident
@@ -103,9 +103,24 @@ async def _story(db, clock, phone, url, fake_wechat, chromium) -> None:
     await page.fill("#form-progress textarea", "已联系物业，明天上午维修。")
     await page.click("#form-progress button")
     await page.wait_for_selector("#done >> text=已登记进展")
-    await page.fill("#form-resolve textarea", "已更换楼道灯。")
+    # Refused (a colleague resolved it in chat meanwhile): the reason shows, and what was typed is still there.
+    typed = "已联系电工师傅，约好周六上午上门更换灯具。"
+    await page.fill("#form-resolve textarea", typed)
+    await resolve_need(db, await actor_for(db, staff.id), need.ticket, "已更换楼道灯。", clock.now())
     await page.click("#form-resolve button")
-    await page.wait_for_selector("#done >> text=已办结")
+    await page.wait_for_selector("#error")
+    # Its form is gone with the resolution: the words are shown under the reason, to copy.
+    assert typed in await page.inner_text("#typed")
+    await page.screenshot(path=ARTIFACTS / "05a-refused-keeps-typed.png", full_page=True)
+    await page.goto(f"{url}/console/needs/{need.ticket}")
+    assert await page.query_selector("#typed") is None  # once only
+    # A refused form still on the page gets back what was typed into it, to mend rather than retype.
+    await page.goto(f"{url}/console/points")
+    await page.fill("#form-lookup input[name=phone]", "139123")
+    await page.click("#form-lookup button")
+    await page.wait_for_selector("#error")
+    assert await page.input_value("#form-lookup input[name=phone]") == "139123"
+    await page.goto(f"{url}/console/needs/{need.ticket}")
     assert "已办结" in await page.inner_text("#timeline")
     await page.screenshot(path=ARTIFACTS / "05-need-resolved.png", full_page=True)
     assert (await find_need(db, need.ticket)).status == NeedStatus.RESOLVED.value
