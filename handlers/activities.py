@@ -8,7 +8,7 @@ import re
 
 from handlers.deliveries import delivery_report, send_now
 from handlers.framework import Context, Router
-from handlers.steps import pick_one
+from handlers.steps import ASK_COMMUNITY, pick_one, staffed_communities
 from storage import activities as act
 from storage import points as pts
 from storage.clock import local
@@ -162,10 +162,18 @@ def parse_hours(text: str) -> int | None:
 @router.staff_menu(160, "发布活动", key="STAFF_ACTIVITY", roles=STAFF)
 @router.command("发布活动", roles=STAFF, help="发布活动")
 async def publish(ctx: Context) -> str:
-    communities = sorted((await ctx.actor()).ids(Role.COMMUNITY_STAFF))
+    communities = await staffed_communities(ctx)
     if not communities:
         return ctx.done("发布活动需以社区工作人员身份进行，请联系社区开通。")
-    return ctx.ask("【发布志愿活动】第1步/共5步\n请输入活动名称：", router.step("title"), community=communities[0])
+    if len(communities) > 1:
+        return publish_for.ask(ctx, ASK_COMMUNITY.format(n=len(communities), question="为哪个社区发布活动？"),
+                               [name for _, name in communities], [cid for cid, _ in communities])
+    return await publish_for.then(ctx, communities[0][0])
+
+
+@pick_one(router, "community", key="communities", roles=STAFF)
+async def publish_for(ctx: Context, community_id: int) -> str:
+    return ctx.ask("【发布志愿活动】第1步/共5步\n请输入活动名称：", router.step("title"), community=community_id)
 
 
 @router.state("title", roles=STAFF)

@@ -11,7 +11,7 @@ import datetime as dt
 import re
 
 from handlers.framework import Context, Router
-from handlers.steps import pick_one
+from handlers.steps import ASK_COMMUNITY, pick_one, staffed_communities
 from storage.clock import local
 from storage.policy import Can, allows
 from storage.projects import (
@@ -51,9 +51,8 @@ async def _units(ctx: Context) -> list[int]:
     return sorted(g.scope_id for g in await ctx.roles() if g.role == Role.UNIT_MEMBER.value and g.scope_id)
 
 
-async def _staff_community(ctx: Context) -> int | None:
-    ids = sorted(g.scope_id for g in await ctx.roles() if g.role == Role.COMMUNITY_STAFF.value and g.scope_id)
-    return ids[0] if ids else None
+async def _staffed(ctx: Context) -> set[int]:
+    return {cid for cid, _ in await staffed_communities(ctx)}
 
 
 def _number_and_text(args: str) -> tuple[int | None, str]:
@@ -70,9 +69,8 @@ async def list_or_show(ctx: Context) -> str:
     number = parse_number(ctx.args) if ctx.args else None
     if number is not None:
         return await _show(ctx, number)
-    staff_of = await _staff_community(ctx)
     community_id = ctx.resident.community_id
-    rows, total = await community_projects(ctx.db, community_id, include_drafts=staff_of == community_id)
+    rows, total = await community_projects(ctx.db, community_id, include_drafts=community_id in await _staffed(ctx))
     if not rows:
         return "本社区暂时还没有服务项目。您反映的问题被立项后，我们会第一时间告诉您。"
     names = await unit_names(ctx.db, [p.unit_id for p in rows if p.unit_id])
@@ -94,7 +92,7 @@ async def _show(ctx: Context, number: int) -> str:
         or project.unit_id in units
         or (project.status == ProjectStatus.PUBLISHED and units)
     )
-    if not visible or (project.status == ProjectStatus.DRAFT and await _staff_community(ctx) != project.community_id):
+    if not visible or (project.status == ProjectStatus.DRAFT and project.community_id not in await _staffed(ctx)):
         return f"没有找到编号为 {number} 的服务项目。回复「项目」查看本社区的项目。"
     names = await unit_names(ctx.db, [project.unit_id] if project.unit_id else [])
     lines = [project_card(project, names.get(project.unit_id))]
@@ -184,9 +182,18 @@ async def complete(ctx: Context) -> str:
 @router.staff_menu(150, "新建项目", key="STAFF_NEW_PROJECT", roles=Role.COMMUNITY_STAFF)
 @router.command("新建项目", roles=Role.COMMUNITY_STAFF, help="新建项目：从议题立项")
 async def new_project(ctx: Context) -> str:
+    communities = await staffed_communities(ctx)
+    if len(communities) > 1:
+        return new_project_for.ask(ctx, ASK_COMMUNITY.format(n=len(communities), question="为哪个社区新建项目？"),
+                                   [name for _, name in communities], [cid for cid, _ in communities])
+    return await new_project_for.then(ctx, communities[0][0])
+
+
+@pick_one(router, "community", key="communities", roles=Role.COMMUNITY_STAFF)
+async def new_project_for(ctx: Context, community_id: int) -> str:
     return ctx.ask(
         "新建服务项目（第1/5步）\n请输入项目来源的诉求编号，多个用空格分隔；\n来自议事议题请回复「议题 编号」。",
-        router.step("source"),
+        router.step("source"), community=community_id,
     )
 
 
@@ -246,7 +253,7 @@ async def confirm(ctx: Context) -> str:
     d = ctx.data
     try:
         project = await create_project(
-            ctx.db, community_id=await _staff_community(ctx), title=d["title"], content=d["content"],
+            ctx.db, community_id=d["community"], title=d["title"], content=d["content"],
             measures=d["measures"], deadline=dt.date.fromisoformat(d["deadline"]), actor=await ctx.actor(),
             now=ctx.now, need_tickets=d["tickets"], topic_id=d.get("topic"),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from handlers.framework import Context, Router
-from handlers.steps import pick_one
+from handlers.steps import ASK_COMMUNITY, pick_one, staffed_communities
 from storage.review import (
     CHOICE_BY_NUMBER,
     CHOICES,
@@ -152,17 +152,24 @@ async def verify(ctx: Context) -> str:
     return "\n".join(lines)
 
 
-async def _staff_community(ctx: Context) -> int | None:
-    ids = sorted((await ctx.actor()).ids(Role.COMMUNITY_STAFF))
-    return ids[0] if ids else None
-
-
 @router.command("开启评议", roles=Role.COMMUNITY_STAFF, args=True, help="开启评议 [天数] / 结束评议")
 async def staff_open(ctx: Context) -> str:
-    community_id = await _staff_community(ctx)
     days = int(ctx.args) if ctx.args.isdigit() else DEFAULT_DAYS
     if days not in REVIEW_DAYS:
         return "评议天数请在1到60之间，如「开启评议 7」。"
+    communities = await staffed_communities(ctx)
+    if len(communities) > 1:
+        return open_for.ask(ctx, ASK_COMMUNITY.format(n=len(communities), question="开启哪个社区的项目评议？"),
+                            [name for _, name in communities], [cid for cid, _ in communities], days=days)
+    return await _open(ctx, communities[0][0], days)
+
+
+@pick_one(router, "open_community", key="communities", roles=Role.COMMUNITY_STAFF)
+async def open_for(ctx: Context, community_id: int) -> str:
+    return await _open(ctx, community_id, int(ctx.data["days"]))
+
+
+async def _open(ctx: Context, community_id: int, days: int) -> str:
     openable = await openable_years(ctx.db, community_id, ctx.now)
     if not openable.years:
         return ctx.done(openable.reason)
@@ -209,16 +216,24 @@ async def confirm_open(ctx: Context) -> str:
 
 @router.command("结束评议", roles=Role.COMMUNITY_STAFF)
 async def staff_close(ctx: Context) -> str:
-    community_id = await _staff_community(ctx)
+    communities = await staffed_communities(ctx)
+    if len(communities) > 1:
+        return close_for.ask(ctx, ASK_COMMUNITY.format(n=len(communities), question="结束哪个社区的项目评议？"),
+                             [name for _, name in communities], [cid for cid, _ in communities])
+    return await close_for.then(ctx, communities[0][0])
+
+
+@pick_one(router, "close_community", key="communities", roles=Role.COMMUNITY_STAFF)
+async def close_for(ctx: Context, community_id: int) -> str:
     view = await current_review(ctx.db, community_id, ctx.now)
     if view is None:
-        return "本社区没有评议。"
+        return ctx.done("本社区没有评议。")
     review = view.review
     if review.status == ReviewStatus.OPEN and ctx.now < review.closes_at:
         heading = (f"{view.community}{review.year}年度评议原定{time_text(review.closes_at)}截止，已告知居民。\n"
                    f"现在结束将提前截止、不再接受投票，并通知参评居民评议已提前结束。")
         return confirm_close.ask(ctx, heading, ["确认结束", "不结束"], [True, False], review=review.id)
-    return await _close(ctx, review.id, early=False)
+    return ctx.done(await _close(ctx, review.id, early=False))
 
 
 @pick_one(router, "confirm_close", key="answers", roles=Role.COMMUNITY_STAFF)

@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from handlers.framework import Context, Router
+from storage.org import unit_names
+from storage.roles import Role
 from storage.taxonomy import load_taxonomy
 
 Then = Callable[[Context, Any], Awaitable[str | None]]
@@ -165,3 +167,17 @@ def pick_subitem(router: Router, step: str = "pick_category", **options: Any) ->
         return SubItemPicker(router, step, then, **options)
 
     return register
+
+
+# ------------------------------------------------------------------------------------- 为哪个社区
+
+
+async def staffed_communities(ctx: Context) -> list[tuple[int, str]]:
+    """The communities the sender staffs (社区工作人员), as (id, name) by id. A flow that acts for one community
+    (发布活动, 新建项目, 开启评议) asks which when there are several (`ASK_COMMUNITY`), and carries the answer."""
+    ids = sorted((await ctx.actor()).ids(Role.COMMUNITY_STAFF))
+    names = await unit_names(ctx.db, "community", set(ids))
+    return [(i, names[i][1] if i in names else f"社区{i}") for i in ids]
+
+
+ASK_COMMUNITY = "您在{n}个社区任职，{question}"  # question: 为哪个社区发布活动？

@@ -374,7 +374,7 @@ async def openable_years(db: Database, community_id: int, now: dt.datetime) -> O
         r = reviews[this_year]
         state = "已结束" if r.status == ReviewStatus.CLOSED else "正在进行"
         return OpenableYears([], f"{community.name}{this_year}年度的评议{state}（编号{r.id}），暂无可开启评议的年度。")
-    return OpenableYears([], f"本社区{this_year}年还没有已完成的服务项目，无需评议。")
+    return OpenableYears([], f"{community.name}{this_year}年还没有已完成的服务项目，无需评议。")
 
 
 async def reviewable_projects(db: Database, community_id: int, year: int) -> list[Project]:
