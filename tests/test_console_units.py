@@ -15,6 +15,7 @@ from storage.actor import actor_for
 from storage.console_auth import ConsoleAuthError, issue_link
 from storage.needs import NeedStatus, assign_unit, find_need, report_need, triage_need
 from storage.org import Department
+from storage.residents import find_resident
 from storage.roles import AuditLog, Role
 from tests.console_client import sign_in
 from tests.factories import grant, make_district, make_resident
@@ -153,3 +154,30 @@ async def test_a_unit_member_gets_a_link_in_chat_and_a_building_leader_still_doe
     with pytest.raises(ConsoleAuthError, match="只对社区、网格、区级工作人员和承办单位成员开放"):
         await issue_link(db, await actor_for(db, leader.id), leader.id, dt.datetime.now(dt.UTC))
     assert [a.actor for a in await _audits(db, "console.link")] == [f"resident:{town['member'].id}"]
+
+
+async def test_staff_hand_a_need_to_a_unit_from_the_console_as_from_chat(
+    db, phone, browser, bot_server, fake_wechat, clock, town
+):
+    bot, _url = bot_server
+    kept = town["kept"]
+    await triage_need(db, await actor_for(db, (await find_resident(db, "o_staff")).id), kept.ticket, "B", clock.now())
+    await sign_in(phone, browser, "o_staff")
+    csrf = await browser.csrf()
+    _status, page = await browser.get(f"/console/needs/{kept.ticket}")
+    assert f'<option value="unit:{town["unit"].id}">海阳物业（单位）</option>' in page  # beside the people, as chat
+
+    status, page = await browser.post(f"/console/needs/{kept.ticket}/assign",
+                                      {"csrf": csrf, "person": f"unit:{town['unit'].id}"})
+    assert status == 200 and "已指派。" in page and "已交由海阳物业办理" in page
+    need = await find_need(db, kept.ticket)
+    assert (need.unit_id, need.assignee_id) == (town["unit"].id, None)
+    [row] = [a for a in await _audits(db, "need.assign") if kept.ticket in (a.target_id or "")]
+    assert "U-WY" in (row.detail or "")
+    await bot.services["sender"].drain()
+    assert any("【新派单】" in t and kept.ticket in t for t in fake_wechat.texts_to("o_wy"))
+
+    # A made-up value is refused with the sentence, and nothing changes.
+    status, page = await browser.post(f"/console/needs/{kept.ticket}/assign", {"csrf": csrf, "person": "team:1"})
+    assert status == 400 and "请选择负责人或单位。" in page
+    assert (await find_need(db, kept.ticket)).unit_id == town["unit"].id

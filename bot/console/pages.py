@@ -33,7 +33,9 @@ from storage.needs import (
     NeedError,
     NeedStatus,
     assign_need,
+    assign_unit,
     assignable_people,
+    assignable_units,
     escalate_need,
     find_need,
     follower_counts,
@@ -357,6 +359,7 @@ async def need_page(request: web.Request, need: Need, *, error: str = "", phone:
     if allowed["assign"]:
         context["people"] = [(r.id, f"{label} {r.name or '未留名'}（{mask_phone(r.phone)}）")
                              for r, label in await assignable_people(d.db, need.community_id)]
+        context["units"] = [(f"unit:{u.id}", u.name) for u in await assignable_units(d.db)]
     if allowed["escalate"]:
         context["departments"] = [(x.code, x.name) for x in await district_departments(d.db)]
     if allowed["merge"]:
@@ -393,10 +396,15 @@ async def _do(request: web.Request, need: Need, action: str, form: MultiDictProx
     elif action == "reclassify":
         await reclassify_need(d.db, me, ticket, str(form.get("item", "")), now)
     elif action == "assign":
-        person = _int(str(form.get("person", "")))
-        if person is None:
-            raise NeedError("请选择负责人。")
-        await assign_need(d.db, me, ticket, "所选人员", now, person_id=person)
+        # "unit:<id>" or a person's id, as chat's numbered 指派给谁 list: the same operations decide.
+        kind, _, number = str(form.get("person", "")).rpartition(":")
+        chosen = _int(number)
+        if chosen is None or kind not in ("", "unit"):
+            raise NeedError("请选择负责人或单位。")
+        if kind == "unit":
+            await assign_unit(d.db, me, ticket, chosen, now)
+        else:
+            await assign_need(d.db, me, ticket, "所选人员", now, person_id=chosen)
     elif action == "escalate":
         await escalate_need(d.db, me, ticket, str(form.get("department", "")), now)
     elif action == "merge":
