@@ -29,7 +29,8 @@ from storage.db import Database
 from storage.exports import safe_cell
 from storage.org import Community
 from storage.outbox import NoticeKind, enqueue
-from storage.roles import Role, RoleGrant, staff_resident_ids
+from storage.policy import Can, allows
+from storage.roles import Role, RoleGrant, audit_entry, staff_resident_ids
 from storage.stats import Period, Rates, Report, month_period, percent, rates, table
 from storage.workdays import TZ
 
@@ -193,6 +194,37 @@ async def write_month(db: Database, data_dir: Path, month: Period, now: dt.datet
         communities = list((await s.exec(select(Community).order_by(Community.code))).all())
     paths = [await write_report(db, data_dir, month, now, c) for c in communities]
     return [await write_report(db, data_dir, month, now, None), *paths]
+
+
+class ReportError(ValueError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+MAKE_MONTHS = 2  # this month so far, and last month: older months' figures are settled, their files stand
+
+
+async def make_reports(db: Database, data_dir: Path, month: Period, actor: Actor, now: dt.datetime) -> list[Path]:
+    """生成报告 on demand (the console's button, `steward report --make`): the files of `month` the person runs,
+    written again now, no notices. Whoever assesses the district (district staff, admins, the CLI's operator) makes
+    every community's file and the district's; community staff their own communities'. Audited."""
+    current = month_period(None, now)
+    if month.start > current.start or month.start < previous_month(current.start).start:
+        raise ReportError("只能生成本月（截至现在）或上个月的报告。")
+    if allows(actor, Can.ENTER_INDICATORS):
+        paths = await write_month(db, data_dir, month, now)
+    else:
+        ids = sorted(actor.ids(Role.COMMUNITY_STAFF))
+        if not ids:
+            raise ReportError("月度报告只对社区工作人员、区级工作人员和管理员开放。")
+        async with db.read() as s:
+            communities = (await s.exec(select(Community).where(col(Community.id).in_(ids))
+                                        .order_by(Community.code))).all()
+        paths = [await write_report(db, data_dir, month, now, c) for c in communities]
+    async with db.write() as s:
+        s.add(audit_entry(now, actor.name, "report.make", "report", month.key, files=[p.name for p in paths]))
+    return paths
 
 
 # ---------------------------------------------------------------------------------------------- the job

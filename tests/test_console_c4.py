@@ -295,3 +295,32 @@ async def test_district_staff_assess_and_take_a_report_in_a_browser(db, phone, b
         await small.screenshot(path=ARTIFACTS / f"c4-{name}-phone.png", full_page=True)
     await mobile.close()
     await office.close()
+
+
+async def test_staff_make_this_months_report_for_their_community_and_the_district_every_file(
+    db, phone, browser, town, clock
+):
+    # The clock is 2026-11-28: this month so far, or October again; never an older or a later month.
+    await sign_in(phone, browser, "o_staff")
+    _status, page = await browser.get("/console/reports")
+    assert '<option value="2026-11">2026年11月（截至现在）</option>' in page and '<option value="2026-10">' in page
+    assert "2026-09" not in page.split('id="form-make"')[1].split("</form>")[0]
+    status, page = await browser.post("/console/reports/make", {"csrf": _csrf(page), "month": "2026-11"})
+    assert status == 200 and "报告已生成" in page
+    names = re.findall(r'href="/console/reports/2026-11/([^"]+)"', page)
+    assert names == ["C1.xlsx"]  # their community's file only
+    status, body, _headers = await browser.raw("/console/reports/2026-11/C1.xlsx")
+    summary = list(openpyxl.load_workbook(io.BytesIO(body))["概要"].iter_rows(values_only=True))
+    assert status == 200 and summary[0][0] == "大海阳社区 2026年11月 月度报告"
+    [made] = await _audits(db, "report.make")
+    assert made.actor == f"resident:{town['staff'].id}" and made.target_id == "2026-11" and "C2" not in made.detail
+    for month in ("2026-09", "2026-12", "2026-13", "x"):
+        status, page = await browser.post("/console/reports/make", {"csrf": _csrf(page), "month": month})
+        assert status == 400 and ("只能生成本月" in page or "请选择月份" in page), month
+    assert len(await _audits(db, "report.make")) == 1
+
+    await sign_in(phone, browser, "o_clerk")
+    _status, page = await browser.get("/console/reports")
+    status, page = await browser.post("/console/reports/make", {"csrf": _csrf(page), "month": "2026-10"})
+    names = re.findall(r'href="/console/reports/2026-10/([^"]+)"', page)
+    assert status == 200 and names == ["district.xlsx", "C1.xlsx", "C2.xlsx"]
