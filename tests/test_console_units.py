@@ -181,3 +181,56 @@ async def test_staff_hand_a_need_to_a_unit_from_the_console_as_from_chat(
     status, page = await browser.post(f"/console/needs/{kept.ticket}/assign", {"csrf": csrf, "person": "team:1"})
     assert status == 400 and "请选择负责人或单位。" in page
     assert (await find_need(db, kept.ticket)).unit_id == town["unit"].id
+
+
+async def test_a_unit_member_takes_a_project_reports_progress_and_submits_it_from_the_console(
+    db, phone, browser, bot_server, fake_wechat, clock, town
+):
+    from storage.projects import ProjectStatus, create_project, get_project, publish_project
+
+    bot, _url = bot_server
+    office = await actor_for(db, (await find_resident(db, "o_staff")).id)
+    project = await create_project(
+        db, community_id=town["d"].communities["C1"].id, title="楼道照明改造", content="为1号楼更换楼道灯",
+        measures="采购LED声控灯并安装", deadline=clock.now().date() + dt.timedelta(days=30), actor=office,
+        now=clock.now(), need_tickets=[town["kept"].ticket])
+    await publish_project(db, project.id, actor=office, now=clock.now())
+    await sign_in(phone, browser, "o_wy")
+    status, page = await browser.get("/console/unit/projects")
+    assert status == 200 and 'href="/console/unit/projects" class="on">单位项目<' in page
+    assert f'id="open-{project.id}"' in page and "楼道照明改造" in page and "共 1 个" in page
+    csrf = await browser.csrf()
+
+    status, page = await browser.post(f"/console/unit/projects/{project.id}/claim", {"csrf": csrf})
+    assert status == 200 and "接单成功" in page and f'id="project-{project.id}"' in page
+    assert f'id="open-{project.id}"' not in page  # taken: no longer offered
+    status, page = await browser.post(f"/console/unit/projects/{project.id}/progress",
+                                      {"csrf": csrf, "text": "已完成材料采购，下周开工。"})
+    assert status == 200 and "进展已登记" in page and "已完成材料采购，下周开工。" in page
+    status, page = await browser.post(f"/console/unit/projects/{project.id}/complete",
+                                      {"csrf": csrf, "text": "10盏灯已全部安装。"})
+    assert status == 200 and "已提交社区验收" in page and "等待社区验收" in page
+    assert (await get_project(db, project.id)).status == ProjectStatus.AWAITING_ACCEPTANCE
+    assert [a.action for a in await _audits(db, "project.")][-3:] == [
+        "project.claim", "project.progress", "project.complete"]
+    assert all(a.actor == f"resident:{town['member'].id}" for a in (await _audits(db, "project."))[-3:])
+    await bot.services["sender"].drain()
+    assert any("已完成材料采购" in t for t in fake_wechat.texts_to("o_res"))  # the reporter of the linked need
+
+    # Refused as chat refuses: again, or empty; the sentence shows and nothing changes.
+    status, page = await browser.post(f"/console/unit/projects/{project.id}/progress", {"csrf": csrf, "text": "再看"})
+    assert status == 400 and "不能再报告进展" in page
+    status, page = await browser.post("/console/unit/projects/99999/claim", {"csrf": csrf})
+    assert status == 400 and "没有编号为 99999 的服务项目" in page
+
+    # Staff have no unit: the page says it is not theirs, and their nav does not offer it.
+    other = type(browser)(browser.base)
+    try:
+        await sign_in(phone, other, "o_staff")
+        status, page = await other.get("/console/unit/projects")
+        assert status == 403 and "单位项目只对单位成员开放。" in page and "楼道照明改造" not in page
+        assert 'href="/console/unit/projects"' not in _nav(page)
+        assert (await other.post(f"/console/unit/projects/{project.id}/complete",
+                                 {"csrf": await other.csrf(), "text": "x"}))[0] == 404
+    finally:
+        await other.close()

@@ -17,7 +17,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from bot.console import auth, c2, c3, c4, pages
+from bot.console import auth, c2, c3, c4, pages, unit_projects
 from bot.console import stats as stats_pages
 from bot.console.common import COOKIE, DEPS_KEY, PREFIX, ConsoleDeps
 
@@ -36,6 +36,7 @@ def console_app(deps: ConsoleDeps) -> web.Application:
     app.add_routes(c2.routes)
     app.add_routes(c3.routes)
     app.add_routes(c4.routes)
+    app.add_routes(unit_projects.routes)
     app.add_routes(stats_pages.routes)
     app.router.add_static("/static", HERE / "static", name="static")
     return app

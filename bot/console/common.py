@@ -17,6 +17,7 @@ from storage.db import Database
 from storage.kv import KeyValueStore
 from storage.media import MediaStore
 from storage.policy import Can, allows
+from storage.roles import Role
 
 PREFIX = "/console"
 COOKIE = "steward_console"
@@ -58,7 +59,8 @@ def url(path: str) -> str:
 def nav_allowed(me: Actor | None) -> frozenset[str]:
     """The nav entries whose pages hold something for this person, by the scopes those pages ask storage for:
     阳光17议, 积分与居民 and 统计 are the communities one runs (`Actor.communities`, as Can.RUN_COMMUNITY), 广播
-    those or the whole district (Can.REACH_DISTRICT), 考核评价 and 月度报告 (under 统计) Can.ENTER_INDICATORS.
+    those or the whole district (Can.REACH_DISTRICT), 考核评价 and 月度报告 (under 统计) Can.ENTER_INDICATORS,
+    单位项目 a unit's members.
     今日 and 台账 are everyone's: they list the needs policy lets the person see, maybe none."""
     if me is None:
         return frozenset()
@@ -69,6 +71,8 @@ def nav_allowed(me: Actor | None) -> frozenset[str]:
         allowed.add("broadcast")
     if allows(me, Can.ENTER_INDICATORS):
         allowed.add("stats")
+    if me.ids(Role.UNIT_MEMBER):  # 单位项目: the projects a unit takes and carries
+        allowed.add("unit")
     return frozenset(allowed)
 
 
