@@ -8,7 +8,7 @@ import re
 
 from handlers.deliveries import delivery_report, send_now
 from handlers.framework import Context, Router
-from handlers.steps import ASK_COMMUNITY, pick_one, staffed_communities
+from handlers.steps import community_or_ask, pick_one
 from storage import activities as act
 from storage import points as pts
 from storage.clock import local
@@ -162,13 +162,10 @@ def parse_hours(text: str) -> int | None:
 @router.staff_menu(160, "发布活动", key="STAFF_ACTIVITY", roles=STAFF)
 @router.command("发布活动", roles=STAFF, help="发布活动")
 async def publish(ctx: Context) -> str:
-    communities = await staffed_communities(ctx)
-    if not communities:
+    chosen = await community_or_ask(ctx, publish_for, "为哪个社区发布活动？")
+    if chosen is None:
         return ctx.done("发布活动需以社区工作人员身份进行，请联系社区开通。")
-    if len(communities) > 1:
-        return publish_for.ask(ctx, ASK_COMMUNITY.format(n=len(communities), question="为哪个社区发布活动？"),
-                               [name for _, name in communities], [cid for cid, _ in communities])
-    return await publish_for.then(ctx, communities[0][0])
+    return chosen if isinstance(chosen, str) else await publish_for.then(ctx, chosen)
 
 
 @pick_one(router, "community", key="communities", roles=STAFF)

@@ -11,7 +11,7 @@ import datetime as dt
 import re
 
 from handlers.framework import Context, Router
-from handlers.steps import ASK_COMMUNITY, pick_one, staffed_communities
+from handlers.steps import community_or_ask, pick_one, staffed_communities
 from storage.clock import local
 from storage.policy import Can, allows
 from storage.projects import (
@@ -182,11 +182,8 @@ async def complete(ctx: Context) -> str:
 @router.staff_menu(150, "新建项目", key="STAFF_NEW_PROJECT", roles=Role.COMMUNITY_STAFF)
 @router.command("新建项目", roles=Role.COMMUNITY_STAFF, help="新建项目：从议题立项")
 async def new_project(ctx: Context) -> str:
-    communities = await staffed_communities(ctx)
-    if len(communities) > 1:
-        return new_project_for.ask(ctx, ASK_COMMUNITY.format(n=len(communities), question="为哪个社区新建项目？"),
-                                   [name for _, name in communities], [cid for cid, _ in communities])
-    return await new_project_for.then(ctx, communities[0][0])
+    chosen = await community_or_ask(ctx, new_project_for, "为哪个社区新建项目？")
+    return chosen if isinstance(chosen, str) else await new_project_for.then(ctx, chosen)
 
 
 @pick_one(router, "community", key="communities", roles=Role.COMMUNITY_STAFF)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from handlers.framework import Context, Router
-from handlers.steps import ASK_COMMUNITY, pick_one, staffed_communities
+from handlers.steps import community_or_ask, pick_one
 from storage.review import (
     CHOICE_BY_NUMBER,
     CHOICES,
@@ -157,11 +157,8 @@ async def staff_open(ctx: Context) -> str:
     days = int(ctx.args) if ctx.args.isdigit() else DEFAULT_DAYS
     if days not in REVIEW_DAYS:
         return "评议天数请在1到60之间，如「开启评议 7」。"
-    communities = await staffed_communities(ctx)
-    if len(communities) > 1:
-        return open_for.ask(ctx, ASK_COMMUNITY.format(n=len(communities), question="开启哪个社区的项目评议？"),
-                            [name for _, name in communities], [cid for cid, _ in communities], days=days)
-    return await _open(ctx, communities[0][0], days)
+    chosen = await community_or_ask(ctx, open_for, "开启哪个社区的项目评议？", days=days)
+    return chosen if isinstance(chosen, str) else await _open(ctx, chosen, days)
 
 
 @pick_one(router, "open_community", key="communities", roles=Role.COMMUNITY_STAFF)
@@ -216,11 +213,8 @@ async def confirm_open(ctx: Context) -> str:
 
 @router.command("结束评议", roles=Role.COMMUNITY_STAFF)
 async def staff_close(ctx: Context) -> str:
-    communities = await staffed_communities(ctx)
-    if len(communities) > 1:
-        return close_for.ask(ctx, ASK_COMMUNITY.format(n=len(communities), question="结束哪个社区的项目评议？"),
-                             [name for _, name in communities], [cid for cid, _ in communities])
-    return await close_for.then(ctx, communities[0][0])
+    chosen = await community_or_ask(ctx, close_for, "结束哪个社区的项目评议？")
+    return chosen if isinstance(chosen, str) else await close_for.then(ctx, chosen)
 
 
 @pick_one(router, "close_community", key="communities", roles=Role.COMMUNITY_STAFF)

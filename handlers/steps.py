@@ -180,4 +180,11 @@ async def staffed_communities(ctx: Context) -> list[tuple[int, str]]:
     return [(i, names[i][1] if i in names else f"社区{i}") for i in ids]
 
 
-ASK_COMMUNITY = "您在{n}个社区任职，{question}"  # question: 为哪个社区发布活动？
+async def community_or_ask(ctx: Context, picker: PickOne, question: str, **data: Any) -> int | str | None:
+    """The one community the sender staffs; or, when they staff several, `picker` asks which (「您在2个社区任职，
+    为哪个社区发布活动？」, its continuation gets the id, `data` kept); None when they staff none."""
+    communities = await staffed_communities(ctx)
+    if len(communities) > 1:
+        return picker.ask(ctx, f"您在{len(communities)}个社区任职，{question}", [name for _, name in communities],
+                          [cid for cid, _ in communities], **data)
+    return communities[0][0] if communities else None
