@@ -42,6 +42,10 @@ CANCEL_WORDS = {"取消", "退出", "cancel", "q"}
 NEXT_PAGE_WORDS = {"下一页", "下页"}
 NEXT_PAGE_HINT = "回复「下一页」继续看。"
 NO_NEXT_PAGE = "已经是最后一页了。回复「菜单」查看全部服务。"
+LAST_PAGE = "已经是最后一页了。"
+# A list shown with no question of its own (楼栋诉求, 命令): its only answer is 「下一页」; anything else is a fresh
+# message. A step of no router, so nothing else ever lands on it.
+LISTING_STEP = "_listing.page"
 _OPTION = re.compile(r"^(\d{1,2})[.、．]\s*(\S.*)$")
 _LABEL_HEAD = re.compile(r"[（(，,：:\s]")
 
@@ -302,13 +306,25 @@ class Context:
     async def has_role(self, *roles: Role) -> bool:
         return (await self.actor()).holds(*roles)
 
-    def ask(self, question: str, step: str, *, more: str = "", **data: Any) -> str:
+    def ask(self, question: str, step: str, *, more: str | None = None, **data: Any) -> str:
         """Ask a question and wait for the answer at `step` ("flow.step"). Data of the same flow is kept.
-        `more`: a paged list's command for its next page, which 「下一页」 then runs."""
+        `more`: the question is a page of a list, and this its next page's command, which 「下一页」 then runs
+        ("" on the last page: 「下一页」 says so)."""
         keep = self.state.data if self.state and self.state.flow == step.split(".", 1)[0] else {}
-        self._next = FlowState(step, {**keep, **data, "_q": question, "_more": more})
+        data = {**keep, **data, "_q": question}
+        data.pop("_more", None)
+        if more is not None:
+            data["_more"] = more
+        self._next = FlowState(step, data)
         self._clear = False
         return question
+
+    def listing(self, text: str, more: str) -> str:
+        """A page of a list that asks nothing (楼栋诉求, 命令): 「下一页」 next runs `more`, its next page's command
+        ("" on the last page); any other message is handled as if no list were open."""
+        self._next = FlowState(LISTING_STEP, {"_more": more})
+        self._clear = False
+        return text
 
     def retry(self, hint: str) -> str:
         """A wrong answer: a short hint, then the same question again. A command typed mid-flow (进度, 积分) is
@@ -497,7 +513,8 @@ class Engine:
         state = await self.states.take(msg.openid, held)
         notice = ""
         if state and state.expired(self.states.now()):
-            notice = f"（您在「{self.flow_title(state)}」中停留超过30分钟，已自动退出。）\n"
+            if state.name != LISTING_STEP:  # a list left open is nothing to have left
+                notice = f"（您在「{self.flow_title(state)}」中停留超过30分钟，已自动退出。）\n"
             state = None
         ctx = Context(msg, resident, state, self)
         ctx.held = held
@@ -566,8 +583,11 @@ class Engine:
             return await self._event(ctx)
         if ctx.state is not None:
             route = self.states_table.get(ctx.state.name)
-            if (more := ctx.data.get("_more")) and msg.type in ("text", "voice") and bare(msg.text) in NEXT_PAGE_WORDS:
-                ctx.msg = replace(msg, text=more)  # the list's own command for its next page (asked with more=)
+            if "_more" in ctx.data and msg.type in ("text", "voice") and bare(msg.text) in NEXT_PAGE_WORDS:
+                if not ctx.data["_more"]:  # the last page: the list stays open
+                    ctx._next = ctx.state
+                    return LAST_PAGE
+                ctx.msg = replace(msg, text=ctx.data["_more"])  # the list's own command for its next page
                 return await ctx.handle_afresh()
             if route is not None:
                 if msg.type in ("text", "voice") and (number := chosen_number(ctx.data.get("_q", ""), msg.text)):
@@ -607,6 +627,8 @@ class Engine:
             return ctx.done("当前没有进行中的操作。回复「菜单」查看全部服务。")
         if (kept := self.kept.get(ctx.state.name)) is not None:
             return ctx.done(kept)
+        if ctx.state.name == LISTING_STEP:
+            return ctx.done("已退出列表。回复「菜单」查看全部服务。")
         if (looking := self.browsing.get(ctx.state.name)) is not None:
             return ctx.done(f"已退出「{looking}」。回复「菜单」查看全部服务。")
         title = self.flow_title(ctx.state)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from handlers.framework import Context, Router
+from handlers.framework import NEXT_PAGE_HINT, Context, Router
 from handlers.needs import SIMILAR_HEAD, lone_twin, summary_line_text, twin_labels
 from handlers.steps import pick_one, pick_subitem
 from storage.classifier import default_classifier
@@ -243,7 +243,6 @@ async def area_needs(ctx: Context) -> str:
     lines = [f"未办结诉求 {page.total} 条（第{page.page}/{page.pages}页）："]
     for need in page.needs:
         lines.append(f"{need.ticket} {summary_line(need, 10)}｜{need.state.label}")
-    lines.append("回复「进度 编号」看详情。")
-    if page.page < page.pages:
-        lines.append(f"回复「楼栋诉求 {page.page + 1}」看下一页。")
-    return "\n".join(lines)
+    more = f"楼栋诉求 {page.page + 1}" if page.page < page.pages else ""
+    lines.append("回复「进度 编号」看详情。" + (NEXT_PAGE_HINT if more else ""))
+    return ctx.listing("\n".join(lines), more)

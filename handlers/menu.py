@@ -8,7 +8,7 @@ to its handler with `@router.staff_menu`), then one entry leading to the residen
 
 from __future__ import annotations
 
-from handlers.framework import Context, HelpLine, MenuEntry, Router
+from handlers.framework import NEXT_PAGE_HINT, Context, HelpLine, MenuEntry, Router
 
 router = Router("menu", "主菜单")
 
@@ -31,7 +31,7 @@ HELP_PAGES = 3
 STAFF_HELP_HEADING = "工作人员口令（编号见各列表）："
 RESIDENT_HELP_HEADING = "常用口令（也可回复「菜单」按数字选择）："
 HELP_CONTINUED = "口令（续）："
-HELP_MORE = "回复「命令 2」查看下一页。"  # on page n, 「命令 n+1」
+HELP_MORE = NEXT_PAGE_HINT
 HELP_TAIL = "居民服务请回复「菜单」。"
 
 
@@ -86,7 +86,7 @@ def help_pages(lines: list[HelpLine], staff: bool) -> list[str]:
 
 
 @router.command("命令", "帮助", "help", *(f"{w}{sp}{n}" for w in ("命令", "帮助") for sp in ("", " ")
-                                        for n in range(2, HELP_PAGES + 1)), everywhere=True)
+                                        for n in range(2, HELP_PAGES + 2)), everywhere=True)
 async def show_help(ctx: Context) -> str:
     lines = await ctx.help_lines()
     staff = [h for h in lines if h.roles]
@@ -94,6 +94,7 @@ async def show_help(ctx: Context) -> str:
         return await show_menu(ctx)
     pages = help_pages(staff or lines, staff=bool(staff))[:HELP_PAGES]
     wanted = int(ctx.command_word[-1]) if ctx.command_word[-1].isdigit() else 1
-    n = min(wanted, len(pages))
-    more = "\n" + HELP_MORE.replace("2", str(n + 1)) if n < len(pages) else ""
-    return ctx.done(pages[n - 1] + more)
+    if wanted > len(pages):
+        return ctx.done(f"口令只有{len(pages)}页。回复「命令」从第一页看。")
+    more = f"命令 {wanted + 1}" if wanted < len(pages) else ""
+    return ctx.listing(pages[wanted - 1] + ("\n" + HELP_MORE if more else ""), more)

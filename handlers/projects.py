@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from handlers.framework import Context, Router
+from handlers.framework import NEXT_PAGE_HINT, Context, Router
 from handlers.steps import community_or_ask, pick_one, staffed_communities
 from storage.clock import local
 from storage.policy import Can, allows
@@ -114,10 +114,9 @@ async def claimable(ctx: Context) -> str:
         return "目前没有待接单的服务项目。有新项目发布时会通知您。"
     parts = [f"待接单项目（第{page}页，共{total}个）："]
     parts += [project_card(p) for p in rows]
-    if page * 3 < total:
-        parts.append(f"回复「可接项目 {page + 1}」看下一页。")
-    parts.append("回复「接单 编号」承接项目。")
-    return "\n".join(parts)
+    more = f"可接项目 {page + 1}" if page * 3 < total else ""
+    parts.append("回复「接单 编号」承接项目。" + (NEXT_PAGE_HINT if more else ""))
+    return ctx.listing("\n".join(parts), more)
 
 
 @router.command("接单", roles=Role.UNIT_MEMBER, args=True, help="接单 项目编号")

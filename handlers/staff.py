@@ -604,9 +604,10 @@ async def department_inbox(ctx: Context) -> str:
     lines = [f"区级待办 {page.total} 条（第{page.page}/{page.pages}页）："]
     lines += [_line(ctx, page.offset + n, need) for n, need in enumerate(page.needs, 1)]
     lines.append("回复「进度 编号」看详情，「进展/办结 编号 内容」办理。")
-    if page.page < page.pages:
-        lines.append(f"回复「区级待办 {page.page + 1}」看下一页。")
-    return "\n".join(lines)
+    more = f"区级待办 {page.page + 1}" if page.page < page.pages else ""
+    if more:
+        lines.append(NEXT_PAGE_HINT)
+    return ctx.listing("\n".join(lines), more)
 
 
 @router.staff_menu(151, "单位待办", key="UNIT_NEEDS", roles=Role.UNIT_MEMBER)

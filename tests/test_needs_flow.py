@@ -325,3 +325,23 @@ async def test_a_submit_whose_commit_is_unknown_and_did_not_save_is_told_so_once
     assert len(tries) == 3  # asked again while the database was away, then once it answered
     async with db.read() as s:
         assert (await s.exec(select(Need))).all() == []
+
+
+async def test_a_leaders_long_list_pages_on_by_the_word_and_another_message_leaves_it(db, phone, clock):
+    from storage.needs import report_need
+
+    d = await make_district(db)
+    resident = await make_resident(db, "o_res", d.buildings["B1"], room="301")
+    leader = await make_resident(db, "o_leader", d.buildings["B1"])
+    await grant(db, leader, Role.BUILDING_LEADER, d.buildings["B1"].id)
+    for n in range(12):
+        await report_need(db, resident.id, f"楼道灯坏了第{n}处", "JZ-05", clock.now())
+    first = (await phone.text("o_leader", "楼栋诉求")).text
+    assert first.startswith("未办结诉求 12 条（第1/2页）：") and first.endswith("回复「下一页」继续看。")
+    second = (await phone.text("o_leader", "下一页")).text
+    assert second.startswith("未办结诉求 12 条（第2/2页）：") and "下一页" not in second
+    assert (await phone.text("o_leader", "下一页")).text == "已经是最后一页了。"
+    assert (await phone.text("o_leader", "楼栋诉求 2")).text == second  # the command still pages
+    # Anything else is a fresh message: the open list does not swallow it.
+    assert (await phone.text("o_leader", "代报")).text.startswith("代哪位居民反映？")
+    assert (await phone.text("o_leader", "取消")).text.startswith("已退出")

@@ -147,11 +147,13 @@ async def test_help_for_every_role_at_once_fits_three_phone_sized_pages(phone, d
                         (Role.GRID_WORKER, d.grids["G1"].id), (Role.BUILDING_LEADER, d.buildings["B1"].id)):
         await grant(db, boss, role, scope)
     first = (await phone.text("o_all", "命令")).text
-    second = (await phone.text("o_all", "命令 2")).text
+    second = (await phone.text("o_all", "下一页")).text  # the word every list takes
     third = (await phone.text("o_all", "命令 3")).text
-    assert first.startswith(menu.STAFF_HELP_HEADING + "\n") and first.endswith("\n" + menu.HELP_MORE)
-    assert second.startswith(menu.HELP_CONTINUED + "\n") and second.endswith("\n回复「命令 3」查看下一页。")
+    assert first.startswith(menu.STAFF_HELP_HEADING + "\n") and first.endswith("\n回复「下一页」继续看。")
+    assert second.startswith(menu.HELP_CONTINUED + "\n") and second.endswith("\n回复「下一页」继续看。")
     assert third.startswith(menu.HELP_CONTINUED + "\n") and "下一页" not in third
+    assert (await phone.text("o_all", "下一页")).text == "已经是最后一页了。"
+    assert (await phone.text("o_all", "命令 4")).text == "口令只有3页。回复「命令」从第一页看。"
     for page in (first, second, third):
         assert len(page.encode()) <= 2048  # one passive text reply
         assert len(page.splitlines()) <= menu.HELP_PAGE_LINES + 2  # a screenful: heading, lines, "next page"

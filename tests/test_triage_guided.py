@@ -353,4 +353,5 @@ async def test_a_long_queue_pages_on_by_the_word_every_list_takes_and_numbers_on
     assert first.startswith("待分流 10 条（第1/2页）：") and first.endswith("回复序号开始分流。回复「下一页」继续看。")
     second = (await phone.text("o_staff", "下一页")).text
     assert second.startswith("待分流 10 条（第2/2页）：\n9. ") and second.endswith("回复序号开始分流。")
+    assert (await phone.text("o_staff", "下一页")).text == "已经是最后一页了。"  # and the list stays open:
     Card(tickets[9]).check((await phone.text("o_staff", "10")).text)  # numbered on from the first page
