@@ -566,7 +566,11 @@ class Engine:
         word = msg.text.lower()
         if msg.type in ("text", "voice") and word in CANCEL_WORDS:
             return self._cancel(ctx)
-        if msg.type in ("text", "voice") and msg.text:
+        # An option's own words answer the question, even where they are also a command that works everywhere
+        # (「驳回」 under 「2. 驳回（保持原样）」 is that option, not staff's one-line 驳回 of a need).
+        answer = (chosen_number(ctx.data.get("_q", ""), msg.text)
+                  if ctx.state is not None and msg.type in ("text", "voice") else None)
+        if msg.type in ("text", "voice") and msg.text and answer is None:
             route, command_word = self._match_command(self.global_commands, msg.text)
             if route is not None and len(self._match_command(self.commands, msg.text)[1]) > len(command_word):
                 route = None  # a longer keyword names another command: "指派项目 …" is not "指派 …"
@@ -590,8 +594,8 @@ class Engine:
                 ctx.msg = replace(msg, text=ctx.data["_more"])  # the list's own command for its next page
                 return await ctx.handle_afresh()
             if route is not None:
-                if msg.type in ("text", "voice") and (number := chosen_number(ctx.data.get("_q", ""), msg.text)):
-                    ctx.msg = replace(msg, text=number)
+                if answer is not None:
+                    ctx.msg = replace(msg, text=answer)
                 return await self.run(ctx, route)
             ctx.done("")  # a step that no longer exists (after an upgrade): start afresh
             ctx.state = None

@@ -191,7 +191,8 @@ async def test_staff_reject_a_claim_nothing_changes_and_the_claimant_is_told(
     await talk(phone, "o_staff", [
         ("待核实", LIST_ONE),
         ("1", CARD_ONE),
-        ("2", "已驳回第 1 条，登记信息未变，已通知申请人。\n" + NONE_LEFT),
+        # 「驳回」 (the option's words) is that option here, not staff's one-line 驳回 of a need.
+        ("驳回", "已驳回第 1 条，登记信息未变，已通知申请人。\n" + NONE_LEFT),
     ])
 
     after = await find_resident(db, "o_zhou")
