@@ -146,6 +146,7 @@ class Router:
         # and leaves the list by its own name, not the flow's.
         self.browsing: dict[str, str] = {}
         self.kept: dict[str, str] = {}
+        self.step_titles: dict[str, str] = {}
 
     def _route(self, fn: Handler, roles: Iterable[Role] | Role | None, bound: bool, args: bool, label: str) -> Route:
         if isinstance(roles, Role):
@@ -187,11 +188,13 @@ class Router:
         return register
 
     def state(
-        self, step: str, roles=None, bound: bool = False, browsing: str | None = None, kept: str | None = None
+        self, step: str, roles=None, bound: bool = False, browsing: str | None = None, kept: str | None = None,
+        title: str | None = None,
     ) -> Callable[[Handler], Handler]:
         """A step of a flow. `browsing`: the step only offers choices (a menu), so 取消 there leaves it by that
         name and says nothing typed was lost. `kept`: the step asks whether to cancel something (a seat, a
-        redemption), where 取消 could be read as "yes, cancel it": leaving says, in these words, that it stands."""
+        redemption), where 取消 could be read as "yes, cancel it": leaving says, in these words, that it stands.
+        `title`: the flow's name at this step when it is not the router's (评价 among 反映问题's steps)."""
 
         def register(fn: Handler) -> Handler:
             self.states[self.step(step)] = self._route(fn, roles, bound, False, step)
@@ -199,6 +202,8 @@ class Router:
                 self.browsing[self.step(step)] = browsing
             if kept:
                 self.kept[self.step(step)] = kept
+            if title:
+                self.step_titles[self.step(step)] = title
             return fn
 
         return register
@@ -446,6 +451,7 @@ class Engine:
         self.flow_titles: dict[str, str] = {}
         self.browsing: dict[str, str] = {}
         self.kept: dict[str, str] = {}
+        self.step_titles: dict[str, str] = {}
         self.unbound: Handler | None = None
         for router in self.routers:
             self._include(router)
@@ -484,11 +490,12 @@ class Engine:
         self.flow_titles[router.name] = router.title
         self.browsing.update(router.browsing)
         self.kept.update(router.kept)
+        self.step_titles.update(router.step_titles)
         if router.unbound:
             self.unbound = router.unbound
 
     def flow_title(self, state: FlowState) -> str:
-        return self.flow_titles.get(state.flow, state.flow)
+        return self.step_titles.get(state.name) or self.flow_titles.get(state.flow, state.flow)
 
     def read_ahead(self, openid: str) -> tuple[list[str], list[str]]:
         """The store keys `handle` reads and takes first, for the caller's lock to fetch as it is taken."""
@@ -612,9 +619,13 @@ class Engine:
         return None
 
     def command_word(self, text: str) -> str:
-        """The keyword command `text` starts (进度, 反映 …), as typed; empty when it starts none."""
-        route, word = self._match_command(self.commands, text.strip())
-        return word.strip() if route is not None and word.strip() else ""
+        """The keyword command `text` is (进度), or starts before a space (进度 20261206-0002), as typed; empty when
+        none ("反映的问题没解决" is words, not 反映)."""
+        text = text.strip()
+        route, word = self._match_command(self.commands, text)
+        if route is None or not word or (len(text) > len(word) and not text[len(word)].isspace()):
+            return ""
+        return word
 
     def _match_command(self, table: dict[str, Route], text: str) -> tuple[Route | None, str]:
         lowered = text.lower()

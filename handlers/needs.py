@@ -505,7 +505,7 @@ async def _rate_one_of(ctx: Context, needs: list[Need], rating: str | None, comm
     return rate_picked.ask(ctx, heading, labels, [need.ticket for need in needs], rating=rating, comment=comment)
 
 
-@pick_one(router, "pick_rate", key="rate_tickets", not_a_number="afresh")
+@pick_one(router, "pick_rate", key="rate_tickets", not_a_number="afresh", title="评价")
 async def rate_picked(ctx: Context, ticket: str) -> str:
     need = await find_need(ctx.db, ticket)
     if need is None:
@@ -537,7 +537,7 @@ def _comment_hint(rating: str, final: bool) -> str:
     return "请简单说说哪里不满意，我们会转给工作人员重新办理（或回复「跳过」）。"
 
 
-@router.state("rating")
+@router.state("rating", title="评价")
 async def rating_step(ctx: Context) -> str:
     choice = ctx.text
     if choice.isdigit() and 1 <= int(choice) <= len(RATINGS):
@@ -547,11 +547,15 @@ async def rating_step(ctx: Context) -> str:
     return ctx.ask(_comment_hint(choice, bool(ctx.data.get("final"))), router.step("comment"), rating=choice)
 
 
-@router.state("comment")
+@router.state("comment", title="评价")
 async def comment_step(ctx: Context) -> str:
     said = ctx.text.strip()
-    # Punctuation alone (。, ……) says nothing: staff would read 「不满意（。）」 as a reason given.
-    comment = None if said in SKIP_WORDS or not bare(said) else said
+    # A bare number (still choosing?) or a command (代报, 进度) is no comment: staff would read 「基本满意（2）」 as
+    # a reason given. The question again, with the way out for a command (ctx.retry).
+    if (said.isdigit() and said != "0") or ctx.engine.command_word(said):
+        return ctx.retry("请直接写下您的意见，没有请回复「跳过」。")
+    # Punctuation alone (。, ……) says nothing either; 0 skips, as elsewhere.
+    comment = None if said in SKIP_WORDS or said == "0" or not bare(said) else said
     return await _rate(ctx, ctx.data["ticket"], ctx.data["rating"], comment)
 
 

@@ -93,7 +93,12 @@ async def test_unsatisfied_with_a_comment_and_two_needs_waiting_asks_which_one(d
     menu = (await phone.text("o_li", "评价")).text
     assert menu == (f"诉求 {door.ticket}「单元门禁坏了，门关不上」\n您对办理结果满意吗？\n"
                     "1. 满意\n2. 基本满意\n3. 不满意")
-    assert (await phone.text("o_li", "2")).text == "还有什么想说的？直接回复；没有请回复「跳过」。"
+    asked = "还有什么想说的？直接回复；没有请回复「跳过」。"
+    assert (await phone.text("o_li", "2")).text == asked
+    # A stray number, or a command, is not taken for a comment: the question again (with the way out).
+    assert (await phone.text("o_li", "2")).text == "请直接写下您的意见，没有请回复「跳过」。\n\n" + asked
+    assert (await phone.text("o_li", "进度")).text == (
+        "请直接写下您的意见，没有请回复「跳过」。（要发「进度」，请先回复「取消」退出「评价」。）\n\n" + asked)
     assert (await phone.text("o_li", "。")).text == f"谢谢您的评价（基本满意）！诉求 {door.ticket} 已归档。"
     assert (await find_need(db, door.ticket)).rating_comment is None  # a lone 。 is no comment staff should read
 
