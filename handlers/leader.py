@@ -119,8 +119,13 @@ async def building_step(ctx: Context) -> str:
 
 @router.state("room", roles=LEADERS)
 async def room_step(ctx: Context) -> str:
-    room = None if ctx.text in ("跳过", "不清楚") else ctx.text.strip()[:16]
-    who = f"{ctx.data['contact_name']}（{mask_phone(ctx.data['contact_phone'])}）"
+    room = None
+    if ctx.text.strip() not in ("跳过", "不清楚"):
+        try:  # a room as residents write it; words (a problem typed here) are no room, on every need after
+            room = clean_room(ctx.text)
+        except BindingError as exc:
+            return ctx.retry(exc.reason)
+    who = f"{ctx.data['contact_name']}（{mask_phone(ctx.data['contact_phone'])}）{room or '房号不详'}"
     return ctx.ask(f"为 {who} 代报。\n{ASK_TEXT}", router.step("text"), room=room, who=who)
 
 

@@ -217,9 +217,12 @@ async def test_a_leader_files_for_someone_not_yet_bound_by_name_and_phone(db, ph
     await grant(db, leader, Role.BUILDING_LEADER, d.buildings["B2"].id)
     await phone.text("o_leader3", "代报")
     assert "住几室" in (await phone.text("o_leader3", "孙奶奶 13511112222")).text
-    assert "135****2222" in (await phone.text("o_leader3", "302")).text
+    # The problem typed where the room was asked is no room: the hint and the question again.
+    assert (await phone.text("o_leader3", "下水道堵了")).text.startswith("房号格式不对")
+    assert "135****2222" in (await phone.text("o_leader3", "302室")).text
     await phone.text("o_leader3", "家里楼道灯坏了，老人看不清台阶")
-    await phone.text("o_leader3", "1")
+    card = (await phone.text("o_leader3", "1")).text
+    assert "居民：孙奶奶（135****2222）302" in card  # the room is on the card to check
     assert "已代报" in (await phone.text("o_leader3", "1")).text
     need = await find_need(db, "20261127-0001")
     assert (need.reporter_id, need.contact_name, need.room) == (None, "孙奶奶", "302")
