@@ -22,6 +22,7 @@ from storage.projects import (
     accept_project,
     assign_project,
     awaiting_acceptance,
+    check_sources,
     claim_project,
     community_projects,
     complete_project,
@@ -196,15 +197,20 @@ async def new_project_for(ctx: Context, community_id: int) -> str:
 @router.state("source", roles=Role.COMMUNITY_STAFF)
 async def source(ctx: Context) -> str:
     text = ctx.text.strip()
+    tickets, topic = [], None
     if text.startswith("议题"):
         topic = parse_number(text.removeprefix("议题"))
         if topic is None:
             return ctx.retry("议题编号应为数字，如「议题 3」。")
-        return ctx.ask("第2/5步：请输入项目名称（64字以内）：", router.step("title"), tickets=[], topic=topic)
-    tickets = [t for t in SPLIT.split(text) if t]
-    if not tickets:
-        return ctx.retry("请输入诉求编号，如 20261127-0001。")
-    return ctx.ask("第2/5步：请输入项目名称（64字以内）：", router.step("title"), tickets=tickets, topic=None)
+    else:
+        tickets = [t for t in SPLIT.split(text) if t]
+        if not tickets:
+            return ctx.retry("请输入诉求编号，如 20261127-0001。")
+    try:  # refused now, before four more steps are typed for nothing
+        await check_sources(ctx.db, ctx.data["community"], need_tickets=tickets, topic_id=topic)
+    except ProjectError as exc:
+        return ctx.retry(exc.reason)
+    return ctx.ask("第2/5步：请输入项目名称（64字以内）：", router.step("title"), tickets=tickets, topic=topic)
 
 
 @router.state("title", roles=Role.COMMUNITY_STAFF)

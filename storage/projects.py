@@ -331,6 +331,18 @@ def parse_deadline(text: str, today: dt.date) -> dt.date | None:
 # Changing
 
 
+async def check_sources(db: Database, community_id: int, *, need_tickets: Sequence[str] = (),
+                        topic_id: int | None = None) -> None:
+    """Whether a project could come from these needs or this topic (create_project's own checks, read only): a
+    flow asks this at its first step, not after the name, content, measures and deadline were typed."""
+    if len(need_tickets) > MAX_NEEDS_PER_PROJECT:
+        raise ProjectError(f"一个项目最多关联{MAX_NEEDS_PER_PROJECT}条诉求。")
+    async with db.read() as s:
+        await _linked_needs(s, community_id, need_tickets)
+        if topic_id is not None:
+            await _accepted_topic(s, community_id, topic_id)
+
+
 async def create_project(
     db: Database,
     *,
