@@ -356,8 +356,11 @@ async def progress(db: Database, broadcast_id: int) -> Progress | None:
     cancelled = counts.get(OutboxStatus.CANCELLED, 0)
     pending = sum(counts.values()) - sent - failed - cancelled
     total = row.recipient_count if row.enqueued_at is None else row.enqueued_count
-    if row.status == BroadcastStatus.CANCELLED:
-        total = row.enqueued_count
+    if row.status == BroadcastStatus.CANCELLED and row.enqueued_at is None:
+        # Stopped before every row was written: those never written are not sent either. Counted as cancelled,
+        # so sent + failed + cancelled + pending is the audience (a stop before any row said 「共 0」).
+        never = max(0, row.recipient_count - row.enqueued_count)
+        total, cancelled = row.enqueued_count + never, cancelled + never
     return Progress(row.id, row.status, total, sent, failed, cancelled, pending)
 
 

@@ -149,15 +149,23 @@ async def test_stopping_a_broadcast_midway_cancels_what_is_still_waiting(db, clo
         await s.exec(update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(status=OutboxStatus.SENT))
 
     stopped = await phone.text("o_staff", f"停止广播 {draft.id}")
-    assert "已停止" in stopped.text and "400 条不再发送" in stopped.text and "已发送 100 / 共 500" in stopped.text
+    # 400 written and waiting, 700 never written: none of the 1,100 goes out, of the 1,200 it was for.
+    assert "已停止" in stopped.text and "1100 条不再发送" in stopped.text and "已发送 100 / 共 1200" in stopped.text
     assert await bc.run_enqueue(db, clock.now()) == 0
     assert len(await rows_for(db, draft.id)) == 500
     assert await bc.report_progress(db, clock.now()) == 1
     async with db.read() as s:
         final = (await s.exec(select(OutboxMessage).where(OutboxMessage.resident_id == staff.id))).all()
-    assert len(final) == 1 and "已停止" in final[0].text and "已取消 400" in final[0].text
+    assert len(final) == 1 and "已停止" in final[0].text and "已取消 1100" in final[0].text
     assert await bc.report_progress(db, clock.now()) == 0  # the final report goes once
     assert "已经结束" in (await phone.text("o_staff", f"停止广播 {draft.id}")).text
+
+    # Stopped before any row was written (confirmed, the enqueue not yet run): the whole audience is not sent.
+    early = await bc.save_draft(db, actor, "2号楼停水通知。", audience, clock.now())
+    await bc.confirm(db, early.id, actor, clock.now())
+    stopped = (await phone.text("o_staff", f"停止广播 {early.id}")).text
+    assert "1200 条不再发送" in stopped and "已发送 0 / 共 1200，失败 0" in stopped
+    assert await bc.run_enqueue(db, clock.now()) == 0 and await rows_for(db, early.id) == []
 
 
 async def test_progress_reports_reach_the_author_and_a_final_one_when_done(db, clock):
