@@ -227,6 +227,7 @@ class Router:
             route = self._route(fn, roles, bound, False, label)
             self.menu_entries.append(MenuEntry(order, label, route, key))
             self.clicks[key] = route
+            self._label_typed(label, route)
             return fn
 
         return register
@@ -243,9 +244,16 @@ class Router:
                 raise ValueError(f"staff menu entry {label!r} names no role")
             self.staff_entries.append(MenuEntry(order, label, route, key))
             self.clicks[key] = route
+            self._label_typed(label, route)
             return fn
 
         return register
+
+    def _label_typed(self, label: str, route: Route) -> None:
+        """A menu entry's label, typed as it reads (「兑换核销」, 「本单位项目」), starts it as its number does."""
+        word = label.lower()
+        if word not in self.commands and word not in self.global_commands:
+            self.commands[word] = route
 
     def on_unbound(self, fn: Handler) -> Handler:
         """The handler that takes over when an unbound resident starts a flow that needs binding."""

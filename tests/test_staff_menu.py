@@ -188,3 +188,17 @@ async def test_a_first_message_reads_no_role_grants_and_the_next_one_does(phone,
     finally:
         event.remove(db.engine.sync_engine, "before_cursor_execute", listen)
     assert first == [] and len(second) == 1
+
+
+async def test_a_menu_entry_typed_as_it_reads_starts_it_as_its_number_does(phone, db):
+    d = await make_district(db)
+    staff = await make_resident(db, "o_typed", d.buildings["B1"], phone="13900000011")
+    await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
+    member = await make_resident(db, "o_typed_unit", d.buildings["B2"], phone="13900000012")
+    await grant(db, member, Role.UNIT_MEMBER, d.departments["D-RS"].id)
+    assert (await phone.text("o_typed", "兑换核销")).text == "请输入居民出示的取货码："  # the staff menu's words
+    assert (await phone.text("o_typed", "取消")).text.startswith("已退出")
+    assert (await phone.text("o_typed_unit", "本单位项目")).text.startswith("本单位目前没有实施中的项目")
+    resident = await make_resident(db, "o_typed_res", d.buildings["B1"], room="301")
+    assert resident.is_bound
+    assert "余额 0 分" in (await phone.text("o_typed_res", "志愿积分")).text  # the resident menu's words too
