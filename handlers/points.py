@@ -319,7 +319,8 @@ async def _fulfil(ctx: Context, code: str) -> str:
     try:
         done = await rw.fulfil_by_code(ctx.db, await ctx.actor(), code, ctx.now)
     except pts.PointsRefused as exc:
-        return ctx.done(exc.reason)
+        # Asked for the code: a mistyped one is asked for again (取消 leaves), not the end of the flow.
+        return ctx.retry(exc.reason) if ctx.state is not None else ctx.done(exc.reason)
     return ctx.done(
         f"核销成功：「{done.reward.name}」\n居民：{masked_name(done.resident.name)}（{mask_phone(done.resident.phone)}）\n"
         "请把物品交给居民（服务类请登记预约时间）。"

@@ -224,3 +224,16 @@ async def test_points_history_pages_on_by_the_word_every_list_takes(db, clock, p
     assert (await phone.text("o_me", "积分明细")).text == first
     assert (await phone.text("o_me", "1")).text == second  # what the page offered before still works
     assert (await phone.text("o_me", "下一页")).text == "已经是最后一页了。回复「菜单」查看全部服务。"
+
+
+async def test_a_mistyped_pickup_code_is_asked_for_again_and_the_right_one_then_fulfils(db, clock, phone):
+    d, _staff, rice, _haircut = await world(db, clock)
+    me = await make_resident(db, "o_me", d.buildings["B1"], phone="13800000001")
+    await earn(db, me, 60, clock, "seed")
+    await phone.text("o_me", "兑换")
+    await phone.text("o_me", "1")
+    code = re.search(r"取货码[：:]\s*(\w+)", (await phone.text("o_me", "1")).text).group(1)
+    assert (await phone.text("o_staff", "核销")).text == "请输入居民出示的取货码："
+    wrong = (await phone.text("o_staff", "ZZZZ99")).text
+    assert wrong == "没有找到这个取货码，请核对后重试。\n\n请输入居民出示的取货码："
+    assert (await phone.text("o_staff", code)).text.startswith(f"核销成功：「{rice.name}」")
