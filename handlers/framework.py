@@ -346,7 +346,12 @@ class Context:
         if self.state:
             self._next = self.state
             if word := self.engine.command_word(self.text):
-                hint += f"（要发「{word}」，请先回复「取消」退出「{self.engine.flow_title(self.state)}」。）"
+                title = self.engine.flow_title(self.state)
+                route = self.engine._match_command(self.engine.commands, word)[0]
+                if word == title or (route is not None and route.label == title):  # 投递失败 inside 投递失败
+                    hint += f"（要从头重来，请先回复「取消」，再发「{word}」。）"
+                else:
+                    hint += f"（要发「{word}」，请先回复「取消」退出「{title}」。）"
         return f"{hint}\n\n{question}" if question else hint
 
     def tell_later(self, outcome: Callable[[], Awaitable[str]]) -> None:

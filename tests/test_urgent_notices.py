@@ -112,6 +112,9 @@ async def test_without_a_template_staff_are_told_who_waits_and_see_them_in_the_f
     chosen = (await phone.text("o_staff", "1")).text
     assert "急事请电话告知后选「放弃」" in chosen and "1. 重发" in chosen and "2. 放弃" in chosen
     assert "请回复 1 重发，或 2 放弃" in (await phone.text("o_staff", "好的")).text
+    again = (await phone.text("o_staff", "投递失败")).text  # its own command, typed inside it
+    assert again.startswith("请回复 1 重发，或 2 放弃；「取消」退出。"
+                            "（要从头重来，请先回复「取消」，再发「投递失败」。）")
     assert "已退出「投递失败」" in (await phone.text("o_staff", "取消")).text  # the row stays listed
     assert "共 1 条" in (await phone.text("o_staff", "投递失败")).text
     await phone.text("o_staff", "取消")
