@@ -257,7 +257,17 @@ async def reason_step(ctx: Context) -> str:
         need = await reject_need(ctx.db, await ctx.actor(), ctx.data["ticket"], ctx.text, ctx.now)
     except NeedError as exc:
         return ctx.retry(exc.reason)
-    return ctx.done(f"已驳回 {need.ticket}，理由已告知居民。")
+    return ctx.done(_rejected_reply(need))
+
+
+def _rejected_reply(need: Need) -> str:
+    """Who heard the reason: the reporter in WeChat; for someone filed for by name and phone (no WeChat), only
+    whoever filed it — staff are told to phone them rather than believe they were told."""
+    if need.reporter_id:
+        return f"已驳回 {need.ticket}，理由已告知居民。"
+    told = "已告知代报人；" if need.filed_by_id else ""
+    return (f"已驳回 {need.ticket}，理由{told}居民{need.contact_name or ''}未绑定微信，没有收到通知，"
+            f"请电话告知（{mask_phone(need.contact_phone)}）。")
 
 
 def _triaged_line(need: Need) -> str:
@@ -558,7 +568,7 @@ async def reject_line(ctx: Context) -> str:
     return await _one_line(
         ctx, "驳回 <编号> <理由>",
         lambda actor, ticket, reason: reject_need(ctx.db, actor, ticket, reason, ctx.now),
-        lambda need, _reason: f"已驳回 {need.ticket}，理由已告知居民。",
+        lambda need, _reason: _rejected_reply(need),
     )
 
 

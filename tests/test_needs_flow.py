@@ -348,3 +348,19 @@ async def test_a_leaders_long_list_pages_on_by_the_word_and_another_message_leav
     # Anything else is a fresh message: the open list does not swallow it.
     assert (await phone.text("o_leader", "代报")).text.startswith("代哪位居民反映？")
     assert (await phone.text("o_leader", "取消")).text.startswith("已退出")
+
+
+async def test_rejecting_a_need_filed_for_someone_without_wechat_says_they_were_not_told(db, phone, clock):
+    from storage.actor import actor_for
+    from storage.needs import file_on_behalf
+
+    d = await make_district(db)
+    leader = await make_resident(db, "o_leader4", d.buildings["B2"], room="101")
+    await grant(db, leader, Role.BUILDING_LEADER, d.buildings["B2"].id)
+    staff = await make_resident(db, "o_staff4", d.buildings["B1"], name="社工小周")
+    await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
+    need = await file_on_behalf(db, await actor_for(db, leader.id), "想咨询社保卡补办", "JZ-05", clock.now(),
+                                contact_name="孙奶奶", contact_phone="13511112222", building_id=d.buildings["B2"].id)
+    reply = (await phone.text("o_staff4", f"驳回 {need.ticket} 社保卡请到区政务服务中心办理")).text
+    assert reply == (f"已驳回 {need.ticket}，理由已告知代报人；居民孙奶奶未绑定微信，没有收到通知，"
+                     "请电话告知（135****2222）。")
