@@ -613,11 +613,15 @@ async def department_inbox(ctx: Context) -> str:
         return "暂无上报到本部门的待办诉求。"
     lines = [f"区级待办 {page.total} 条（第{page.page}/{page.pages}页）："]
     lines += [_line(ctx, page.offset + n, need) for n, need in enumerate(page.needs, 1)]
-    lines.append("回复「进度 编号」看详情，「进展/办结 编号 内容」办理。")
     more = f"区级待办 {page.page + 1}" if page.page < page.pages else ""
-    if more:
-        lines.append(NEXT_PAGE_HINT)
-    return ctx.listing("\n".join(lines), more)
+    lines.append("回复序号看详情。" + (NEXT_PAGE_HINT if more else ""))
+    tickets = {str(page.offset + n): need.ticket for n, need in enumerate(page.needs, 1)}
+    return ctx.ask("\n".join(lines), router.step("dept_pick"), tickets=tickets, more=more)
+
+
+@router.state("dept_pick", roles=Role.DISTRICT_STAFF, browsing="区级待办")
+async def dept_pick(ctx: Context) -> str:
+    return await _open_listed(ctx)
 
 
 @router.staff_menu(151, "单位待办", key="UNIT_NEEDS", roles=Role.UNIT_MEMBER)
@@ -637,8 +641,13 @@ async def unit_inbox(ctx: Context) -> str:
     return ctx.ask("\n".join(lines), router.step("unit_pick"), tickets=tickets, more=more)
 
 
-@router.state("unit_pick", roles=Role.UNIT_MEMBER)
+@router.state("unit_pick", roles=Role.UNIT_MEMBER, browsing="单位待办")
 async def unit_pick(ctx: Context) -> str:
+    return await _open_listed(ctx)
+
+
+async def _open_listed(ctx: Context) -> str:
+    """A number of 区级待办's or 单位待办's list opens that need, with how to handle it."""
     ticket = ctx.data.get("tickets", {}).get(ctx.text)
     if ticket is None:
         return await ctx.handle_afresh()  # not a listed number: 进展/办结 … or anything else, as a fresh message

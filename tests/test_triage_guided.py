@@ -243,8 +243,9 @@ async def test_escalation_lists_the_departments_with_members_and_the_officer_is_
     assert [m.kind for m in await _outbox(db, officer.id)] == ["need_escalated"]
     assert [m.kind for m in await _outbox(db, other.id)] == ["need_escalated"]
     await talk(phone, "o_dept", [
-        ("区级待办", f"区级待办 1 条（第1/1页）：\n1. {roof.ticket} 顶楼屋顶漏水（刚刚）\n"
-                     "回复「进度 编号」看详情，「进展/办结 编号 内容」办理。"),
+        ("区级待办", f"区级待办 1 条（第1/1页）：\n1. {roof.ticket} 顶楼屋顶漏水（刚刚）\n回复序号看详情。"),
+        # The number opens the need, as 单位待办's does (it had answered 没太明白).
+        ("1", Has(f"诉求 {roof.ticket}", f"回复「进展 {roof.ticket} 内容」登记进展")),
     ])
     told = [m.text for m in await _outbox(db, resident.id)]
     assert any("已上报区住建局" in text for text in told) and any("已上报区城管局" in text for text in told)
