@@ -77,6 +77,11 @@ async def start(ctx: Context) -> str:
 CLOSED_MIDWAY = "本次评议已经结束，不能再投票或修改。回复「评议」查看结果。"
 
 
+# Longest first: 不满意 and 基本满意 before the 满意 inside them.
+_CHOICE_WORDS = sorted([*((word, n) for n, key in CHOICE_BY_NUMBER.items() for k, word in CHOICES.items() if k == key),
+                        ("跳过", "0")], key=lambda pair: -len(pair[0]))
+
+
 def _closed(view: ReviewView | None, now: dt.datetime) -> bool:
     """The review this flow was answering closed meanwhile: its list must not be offered again."""
     return view is None or view.review.status == ReviewStatus.CLOSED or now >= view.review.closes_at
@@ -102,7 +107,12 @@ async def choice(ctx: Context) -> str:
     if _closed(view, ctx.now):
         return ctx.done(CLOSED_MIDWAY)
     text = ctx.text.strip()
-    number, comment = text[:1], text[1:].strip(" ，,。:：")
+    # The choice's own words (满意, 基本满意, 不满意, 跳过), as 评价 takes them, or its number; a comment may follow.
+    worded = next(((n, len(w)) for w, n in _CHOICE_WORDS if text.startswith(w)), None)
+    if worded is not None:
+        number, comment = worded[0], text[worded[1]:].strip(" ，,。:：")
+    else:
+        number, comment = text[:1], text[1:].strip(" ，,。:：")
     if number not in ("0", *CHOICE_BY_NUMBER):
         return ctx.retry("请回复 1、2、3 或 0。")
     project = view.projects[index]
