@@ -132,6 +132,8 @@ async def room_step(ctx: Context) -> str:
 @router.state("text", roles=LEADERS)
 async def text_step(ctx: Context) -> str:
     text = ctx.text.strip()
+    if ctx.engine.command_word(text) == text:  # 楼栋诉求 typed here is a command, not the resident's problem
+        return ctx.retry("请输入居民反映的问题。")
     if len(text) < 4:
         return ctx.retry("再多写几个字：在哪里、什么问题。")
     if len(text) > 500:

@@ -364,3 +364,15 @@ async def test_rejecting_a_need_filed_for_someone_without_wechat_says_they_were_
     reply = (await phone.text("o_staff4", f"驳回 {need.ticket} 社保卡请到区政务服务中心办理")).text
     assert reply == (f"已驳回 {need.ticket}，理由已告知代报人；居民孙奶奶未绑定微信，没有收到通知，"
                      "请电话告知（135****2222）。")
+
+
+async def test_a_command_typed_where_a_leader_writes_the_problem_is_not_filed(db, phone):
+    d = await make_district(db)
+    leader = await make_resident(db, "o_leader5", d.buildings["B2"], room="101")
+    await grant(db, leader, Role.BUILDING_LEADER, d.buildings["B2"].id)
+    await phone.text("o_leader5", "代报")
+    await phone.text("o_leader5", "孙奶奶 13511112222")
+    await phone.text("o_leader5", "302")
+    reply = (await phone.text("o_leader5", "楼栋诉求")).text
+    assert reply.startswith("请输入居民反映的问题。（要发「楼栋诉求」，请先回复「取消」退出「代报诉求」。）")
+    assert "家里楼道灯坏了" not in reply and "为 孙奶奶" in reply  # the same question stands
