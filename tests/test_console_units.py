@@ -234,3 +234,19 @@ async def test_a_unit_member_takes_a_project_reports_progress_and_submits_it_fro
                                  {"csrf": await other.csrf(), "text": "x"}))[0] == 404
     finally:
         await other.close()
+
+
+async def test_a_need_taken_from_the_unit_is_said_so_to_its_members(db, clock, town):
+    from storage.needs import assign_need
+    from storage.outbox import OutboxMessage
+
+    staff = await find_resident(db, "o_staff")
+    office = await actor_for(db, staff.id)
+    handed = town["handed"]
+    await assign_need(db, office, handed.ticket, "", clock.now(), person_id=staff.id)
+    async with db.read() as s:
+        told = (await s.exec(select(OutboxMessage.text).where(OutboxMessage.resident_id == town["member"].id,
+                                                               OutboxMessage.text.contains("派单变更")))).all()
+    assert told == [f"【派单变更】{handed.ticket}「楼道灯坏了，好几天了」已改由社区工作人员社工小周办理，"
+                    "您无需再处理。"]
+    assert (await find_need(db, handed.ticket)).unit_id is None

@@ -15,7 +15,7 @@ from storage.clock import local
 from storage.db import Database
 from storage.needs.deadlines import default_resolve_by, feedback_due, format_date
 from storage.needs.model import AWAITING_TRIAGE, NOT_TRIAGED, DeadlineError, Need, NeedError, NeedFollower, NeedStatus
-from storage.needs.notices import _clip, _followers, _holders, _outbox, summary_line
+from storage.needs.notices import _clip, _followers, _holders, _outbox, _tell_handed_away, summary_line
 from storage.needs.permissions import actor_label, load_for, load_need
 from storage.needs.queries import assignable_people
 from storage.needs.transitions import TRANSITIONS, apply_transition, check, refusal
@@ -146,10 +146,12 @@ async def assign_need(
         if need.state is NeedStatus.REPORTED:
             raise NeedError(NOT_TRIAGED.format(ticket=need.ticket))
         check(need, "assign")
+        before = (need.assignee_id, need.unit_id)
         need.assignee_id, need.unit_id = person.id, None  # one handler at a time: a person replaces a unit
         event = await apply_transition(s, need, "assign", now, actor_id=actor.resident_id,
                                        actor_label=await actor_label(s, actor, need), note=f"已安排{label}负责办理",
                                        assignee=person.id)
+        await _tell_handed_away(s, need, event, before, actor.resident_id, now, f"{label}{person.name or ''}")
         if person.id != actor.resident_id and person.id not in await _followers(s, need.id):
             text = (f"【新派单】{need.ticket}\n{summary_line(need, 30)}\n"
                     f"请尽快处理，回复「进展 {need.ticket} 内容」登记进展，「办结 {need.ticket} 内容」办结。")
@@ -175,10 +177,12 @@ async def assign_unit(db: Database, actor: Actor, ticket: str, unit_id: int, now
         members = await _holders(s, Role.UNIT_MEMBER, unit.id)
         if not members:
             raise NeedError(f"{unit.name}还没有开通成员账号，指派后无人接收。请选其他单位，或联系管理员为其开通。")
+        before = (need.assignee_id, need.unit_id)
         need.unit_id, need.assignee_id = unit.id, None  # one handler at a time: the unit replaces a person
         event = await apply_transition(s, need, "assign", now, actor_id=actor.resident_id,
                                        actor_label=await actor_label(s, actor, need), note=f"已交由{unit.name}办理",
                                        unit=unit.code)
+        await _tell_handed_away(s, need, event, before, actor.resident_id, now, unit.name)
         text = (f"【新派单】{need.ticket}\n{summary_line(need, 30)}\n社区交由{unit.name}办理。回复「单位待办」查看，"
                 f"「进展 {need.ticket} 内容」登记进展，「办结 {need.ticket} 内容」办结。")
         followers = set(await _followers(s, need.id))

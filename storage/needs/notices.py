@@ -71,3 +71,19 @@ async def _department_staff(s, department_id: int | None) -> list[int]:
 
 async def _staff_of(s, community_id: int) -> list[int]:
     return await _holders(s, Role.COMMUNITY_STAFF, community_id)
+
+
+async def _tell_handed_away(s, need: Need, event: NeedEvent, before: tuple[int | None, int | None],
+                            actor_id: int | None, now: dt.datetime, to: str) -> int:
+    """指派 moved the need from whoever had it (`before`: the assignee, the unit): they are told it is no longer
+    theirs, or a unit's 单位待办 silently loses it while its members still mean to go."""
+    person, unit = before
+    if unit is not None and unit != need.unit_id:
+        told = await _holders(s, Role.UNIT_MEMBER, unit)
+    elif person is not None and person != need.assignee_id:
+        told = [person]
+    else:
+        return 0
+    told = [rid for rid in told if rid != actor_id]
+    text = f"【派单变更】{need.ticket}「{summary_line(need, 20)}」已改由{to}办理，您无需再处理。"
+    return await _outbox(s, need, event, told, NoticeKind.NEED_ASSIGNED, text, now) if told else 0
