@@ -484,14 +484,17 @@ async def rate_start(ctx: Context) -> str:
     need = await find_need(ctx.db, ticket)
     if need is None or not await is_follower(ctx.db, need.id, ctx.resident.id):
         return NOT_FOUND.format(ticket=ticket)
-    if len(parts) >= 2 and parts[1] in RATINGS:  # one line: 评价 <编号> 不满意 灯还是不亮
-        return await _rate(ctx, ticket, parts[1], parts[2] if len(parts) > 2 else None)
     if need.state == NeedStatus.RATED:
         return f"诉求 {ticket} 您已评价过（{need.rating}），谢谢！"
     if need.state == NeedStatus.CLOSED:  # resolved, and the days to rate it went by unrated
         return f"诉求 {ticket} 已办结，评价期已过，已归档。如问题仍在，请回复「反映」重新提出。"
     if need.state != NeedStatus.RESOLVED:
         return f"诉求 {ticket} 当前「{need.state.label}」，办结后才能评价。"
+    if len(parts) >= 2 and parts[1] in RATINGS:  # one line: 评价 <编号> 满意 / 不满意 灯还是不亮
+        comment = parts[2] if len(parts) > 2 else None
+        if parts[1] == "不满意" and not comment:  # it reopens the need: staff need the why, so it is asked for
+            return await _rate_chosen(ctx, need, parts[1], None)
+        return await _rate(ctx, ticket, parts[1], comment)
     return _ask_rating(ctx, need)
 
 

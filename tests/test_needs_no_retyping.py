@@ -211,3 +211,13 @@ async def test_a_final_unsatisfied_goes_to_district_oversight_with_the_comment(d
     assert (await find_need(db, need.ticket)).status == "supervised"
     assert "已办结" in (await phone.text("o_staff", f"办结 {need.ticket} 已更换整条线路")).text
     assert (await find_need(db, need.ticket)).status == "resolved"
+
+
+async def test_a_one_line_unsatisfied_without_a_reason_asks_why_before_reopening(db, phone, clock):
+    _d, li, staff = await _town(db)
+    need = await _resolved(db, clock, li, staff, "楼道灯坏了，晚上看不见", "已更换楼道灯")
+    asked = (await phone.text("o_li", f"评价 {need.ticket} 不满意")).text
+    assert asked.endswith("请简单说说哪里不满意，我们会转给工作人员重新办理（或回复「跳过」）。")
+    assert (await find_need(db, need.ticket)).status == "resolved"  # not reopened yet
+    assert "已重新交办" in (await phone.text("o_li", "灯还是一闪一闪的")).text
+    assert (await find_need(db, need.ticket)).rating_comment == "灯还是一闪一闪的"
