@@ -63,8 +63,9 @@ def plain_reason(status: str, error: str | None) -> str:
     return error[:20] or "原因未记录"
 
 
-def _excerpt(text: str, width: int = 16) -> str:
-    flat = " ".join(text.split())
+def _excerpt(text: str, kind: str, width: int = 16) -> str:
+    # Without a head that only repeats the kind on the line above (【诉求进展】), so the ticket and words fit.
+    flat = " ".join(text.split()).removeprefix(f"【{kind}】")
     return clip(flat, width)
 
 
@@ -77,7 +78,7 @@ def _item_lines(number: int, item: ob.ReviewItem) -> list[str]:
     head = HEADS.get(m.status, "未确认送达")
     return [
         f"{number}. {who}｜{label_of(m.kind)}｜{local(m.created_at):%m-%d %H:%M}",
-        f"   「{_excerpt(m.text)}」",
+        f"   「{_excerpt(m.text, label_of(m.kind))}」",
         f"   {head}：{plain_reason(m.status, m.last_error)}",
     ]
 
@@ -123,7 +124,7 @@ def _choice_question(number: int, item: ob.ReviewItem) -> str:
     _head, _quote, reason = _item_lines(number, item)
     who = f"{item.resident_name or '居民'} {mask_phone(item.resident_phone)}"
     lines = [f"第 {number} 条：{who}｜{label_of(m.kind)}｜{local(m.created_at):%m-%d %H:%M}",
-             f"「{_excerpt(m.text, 60)}」", reason.strip()]
+             f"「{_excerpt(m.text, label_of(m.kind), 60)}」", reason.strip()]
     if m.status == ob.OutboxStatus.UNKNOWN:
         lines.append("注意：这条可能已经送达，重发后居民可能收到两次。")
     if m.status == ob.OutboxStatus.WAITING:

@@ -67,7 +67,7 @@ async def test_staff_see_only_their_own_communitys_failed_deliveries(db, clock, 
     assert "共 2 条" in listing
     assert "1. 王五 139****5678｜议事通知" in listing and "未确认送达：发送中断" in listing  # newest first
     assert "2. 王五 139****5678｜诉求进展" in listing and "微信接口多次无响应，重试5次后放弃" in listing
-    assert "「【诉求进展】D-0001 楼道…」" in listing
+    assert "「D-0001 楼道灯已修好，请…」" in listing
     assert "赵六" not in listing and "南山" not in listing and "13912345678" not in listing
     assert "正常送达" not in listing
 
