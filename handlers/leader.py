@@ -61,7 +61,7 @@ async def who_step(ctx: Context) -> str:
     if phone_match:
         matches = await bound_residents_in_buildings(ctx.db, ids, phone=phone_match.group(), limit=MAX_MATCHES)
     else:
-        room = ROOM_RE.match(text)
+        room = ROOM_RE.match(re.sub(r"(?<!楼)\s+", "", text))  # 「2单元 301」 as 「2单元301」; 「1号楼 101」 kept
         try:
             number = clean_room(room.group(2)) if room else None
         except BindingError:

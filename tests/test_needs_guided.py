@@ -190,6 +190,9 @@ async def test_a_leader_finds_a_resident_by_the_room_as_residents_write_it(db, p
     assert "为 1号楼 2单元301 钱阿姨" in (await phone.text("o_leader", "1号楼 2单元301")).text  # exact: straight on
     await phone.text("o_leader", "取消")
     await phone.text("o_leader", "代报")
+    assert "为 1号楼 2单元301 钱阿姨" in (await phone.text("o_leader", "2单元 301")).text  # typed with a space
+    await phone.text("o_leader", "取消")
+    await phone.text("o_leader", "代报")
     assert (await phone.text("o_leader", "楼上那家")).text.startswith(
         "请回复房号（如 1号楼 101、2单元301、1-2-301）、手机号，或「姓名 手机号」。")
 
