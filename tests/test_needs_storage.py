@@ -113,6 +113,11 @@ async def test_merge_moves_followers_and_tells_them_where_to_look(db, clock):
     assert keep.ticket in b_notices[0].text and "合并" in b_notices[0].text
     assert len(b_notices) == 2  # the merge notice, then the kept need's triage
 
+    # The same resident's second report of it, merged in: one person, still counted once.
+    again = await report_need(db, a.id, "门口垃圾桶还是满的", "JZ-02", clock.now())
+    await merge_need(db, await actor_for(db, staff.id), again.ticket, keep.ticket, clock.now())
+    assert (await find_need(db, keep.ticket)).supporters == 2
+
 
 async def test_a_grid_worker_files_for_an_unbound_resident_and_rates_for_them(db, clock):
     d, staff = await _town(db)

@@ -244,11 +244,14 @@ async def merge_need(db: Database, actor: Actor, ticket: str, target_ticket: str
         if not target.is_open:
             raise NeedError(f"目标诉求 {target.ticket} 当前状态是「{target.state.label}」，请合并到仍在办理的诉求。")
         existing = set(await _followers(s, target.id))
+        counted_twice = 0
         for follower in (await s.exec(select(NeedFollower).where(NeedFollower.need_id == need.id))).all():
             if follower.resident_id not in existing:
                 s.add(NeedFollower(need_id=target.id, resident_id=follower.resident_id, role="seconder",
                                    created_at=now))
-        target.supporters += need.supporters
+            elif follower.role != "filer":  # the same resident reported both: one person, counted once
+                counted_twice += 1
+        target.supporters += max(0, need.supporters - counted_twice)
         target.updated_at = now
         s.add(target)
         need.merged_into_id = target.id
