@@ -306,7 +306,9 @@ async def settings_value(ctx: Context) -> str:
                                         QuietHours.parse(ctx.settings.quiet_hours), **{name: value})
     except cs.ConsultationError as exc:
         return ctx.retry(exc.reason)
-    return ctx.done(f"已修改。地点：{session.venue}；可预约名额{session.seats}个。")
+    # The whole sum: 总名额 50 and 「可预约名额40个」 alone read as a slip (10 are reserved).
+    return ctx.done(f"已修改。地点：{session.venue}；总名额{session.capacity}，预留{session.reserved_seats}，"
+                    f"居民可预约{session.seats}个。")
 
 
 @router.command("议程草稿", roles=STAFF, help="议程草稿 / 议事纪要")

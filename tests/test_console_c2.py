@@ -248,7 +248,10 @@ async def test_session_settings_as_chats_settings(db, phone, browser, clock, tow
 
     await phone.text("o_staff", "议事设置")
     await phone.text("o_staff", "1")
-    assert "已修改。地点：社区二楼会议室" in (await phone.text("o_staff", "社区二楼会议室")).text
+    session = await cs.get_session(db, sid)
+    assert (await phone.text("o_staff", "社区二楼会议室")).text == (
+        f"已修改。地点：社区二楼会议室；总名额13，预留{session.reserved_seats}，"
+        f"居民可预约{13 - session.reserved_seats}个。")
     audits = await _audits(db, "consultation.edit")
     assert [(a.actor, a.target_type, a.target_id, a.detail) for a in audits] == [
         (f"resident:{town['staff'].id}", "consultation_session", str(sid), '{"capacity": 13}'),
