@@ -611,12 +611,7 @@ async def department_inbox(ctx: Context) -> str:
                             page=page_no, size=PAGE)
     if not page.total:
         return "暂无上报到本部门的待办诉求。"
-    lines = [f"区级待办 {page.total} 条（第{page.page}/{page.pages}页）："]
-    lines += [_line(ctx, page.offset + n, need) for n, need in enumerate(page.needs, 1)]
-    more = f"区级待办 {page.page + 1}" if page.page < page.pages else ""
-    lines.append("回复序号看详情。" + (NEXT_PAGE_HINT if more else ""))
-    tickets = {str(page.offset + n): need.ticket for n, need in enumerate(page.needs, 1)}
-    return ctx.ask("\n".join(lines), router.step("dept_pick"), tickets=tickets, more=more)
+    return _listed(ctx, "区级待办", page, "dept_pick")
 
 
 @router.state("dept_pick", roles=Role.DISTRICT_STAFF, browsing="区级待办")
@@ -633,17 +628,23 @@ async def unit_inbox(ctx: Context) -> str:
     page = await unit_needs(ctx.db, await ctx.actor(), OPEN_STATUSES, page=page_no, size=PAGE)
     if not page.total:
         return ctx.done("暂无派给本单位的诉求。有新派单时会通知您。")
-    lines = [f"单位待办 {page.total} 条（第{page.page}/{page.pages}页）："]
-    lines += [_line(ctx, page.offset + n, need) for n, need in enumerate(page.needs, 1)]
-    more = f"单位待办 {page.page + 1}" if page.page < page.pages else ""
-    lines.append("回复序号看详情。" + (NEXT_PAGE_HINT if more else ""))
-    tickets = {str(page.offset + n): need.ticket for n, need in enumerate(page.needs, 1)}
-    return ctx.ask("\n".join(lines), router.step("unit_pick"), tickets=tickets, more=more)
+    return _listed(ctx, "单位待办", page, "unit_pick")
 
 
 @router.state("unit_pick", roles=Role.UNIT_MEMBER, browsing="单位待办")
 async def unit_pick(ctx: Context) -> str:
     return await _open_listed(ctx)
+
+
+def _listed(ctx: Context, name: str, page, step: str) -> str:
+    """A page of 区级待办 or 单位待办 (`name`, also its command): numbered on from page to page, a number opens
+    the need (`step`), 「下一页」 pages on."""
+    lines = [f"{name} {page.total} 条（第{page.page}/{page.pages}页）："]
+    lines += [_line(ctx, page.offset + n, need) for n, need in enumerate(page.needs, 1)]
+    more = f"{name} {page.page + 1}" if page.page < page.pages else ""
+    lines.append("回复序号看详情。" + (NEXT_PAGE_HINT if more else ""))
+    tickets = {str(page.offset + n): need.ticket for n, need in enumerate(page.needs, 1)}
+    return ctx.ask("\n".join(lines), router.step(step), tickets=tickets, more=more)
 
 
 async def _open_listed(ctx: Context) -> str:
