@@ -347,6 +347,12 @@ def _info_text(ctx: Context, where: str) -> str:
 @router.command("我的信息", "绑定", "绑定住址", "修改信息", help="我的信息：住址与手机")
 async def my_info(ctx: Context) -> str:
     if not ctx.resident.is_bound:
+        # Looking (我的信息, the menu) while a binding waits for staff: its state, and how to redo it — not a new
+        # binding begun at once, whose community question then took 「不用了」 for a community's name.
+        view = await pending_claim_of(ctx.db, ctx.resident.id) if ctx.resident.id else None
+        if view is not None and ctx.command_word not in ("绑定", "绑定住址"):
+            where = f"{view.community_name} {view.building_name} {view.claim.room}"
+            return ctx.done(WAITING.format(where=where) + "\n如需重新填写（将替代这次申请），请回复「绑定」。")
         return await _start(ctx, await _waiting(ctx, "您还没有绑定住址。"))
     ctx.start_over()
     text = _info_text(ctx, await _where(ctx))

@@ -390,3 +390,12 @@ async def test_the_communitys_staff_are_told_of_a_new_claim_at_once_and_in_the_m
     await phone.text("o_staff", "2")  # 驳回
     counts = await need_clocks.community_digest(db, d.communities["C1"].id, clock.now())
     assert counts["claims"] == 0 and "待核实" not in need_clocks.digest_text("大海阳社区", clock.now().date(), counts)
+
+
+async def test_looking_at_my_info_while_a_binding_waits_shows_it_and_begins_nothing(db, phone, world):
+    await bind_as_zhou(phone, "o_fake", PENDING_ZHOU)
+    waiting = "您提交的绑定（大海阳社区 1号楼 2单元301）正在等待社区工作人员核实，结果会通知您。"
+    looked = (await phone.text("o_fake", "我的信息")).text
+    assert looked == waiting + "\n如需重新填写（将替代这次申请），请回复「绑定」。"
+    assert (await phone.text("o_fake", "取消")).text.startswith("当前没有进行中的操作")  # nothing was begun
+    assert (await phone.text("o_fake", "绑定")).text.startswith(waiting + "\n重新填写将替代这次申请。")
