@@ -46,6 +46,7 @@ from storage.workdays import TZ
 GROUPINGS = {"community": "社区", "grid": "网格", "category": "大类", "month": "月份"}
 SATISFIED = ("满意", "基本满意")
 MONTH_RE = re.compile(r"^\s*(\d{4})\s*(?:[-/.年]\s*)?(\d{1,2})\s*月?\s*$")
+BARE_MONTH_RE = re.compile(r"^\s*(\d{1,2})\s*月\s*$")
 NO_GRID = "未定网格"
 TREND_MONTHS = 12  # by month: the twelve months ending with the chosen one
 
@@ -81,9 +82,16 @@ def month_period(text: str | None, now: dt.datetime) -> Period:
         year, month = today.year, today.month
     else:
         match = MONTH_RE.match(text)
-        if match is None or not 1 <= int(match.group(2)) <= 12:
-            raise StatsError(f"看不懂「{text.strip()[:8]}」，月份请写成2026-11。")
-        year, month = int(match.group(1)), int(match.group(2))
+        bare_month = BARE_MONTH_RE.match(text)
+        if bare_month is not None and 1 <= int(bare_month.group(1)) <= 12:
+            # 「11月」: the latest such month, this year's or, when it is still to come, last year's
+            today = now.astimezone(TZ)
+            month = int(bare_month.group(1))
+            year = today.year if month <= today.month else today.year - 1
+        elif match is None or not 1 <= int(match.group(2)) <= 12:
+            raise StatsError(f"看不懂「{text.strip()[:8]}」，请写2026-11或11月。")
+        else:
+            year, month = int(match.group(1)), int(match.group(2))
     start = _month_start(year, month)
     return Period(start, _next_month(start), f"{year}-{month:02d}", f"{year}年{month}月")
 

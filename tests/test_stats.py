@@ -151,9 +151,13 @@ def test_months_are_read_the_ways_staff_write_them():
         "2026-11", "2026-11", "2026-11", "2026-01"]
     assert stats.month_period("2026-12", now).end == dt.datetime(2027, 1, 1, tzinfo=stats.TZ)
     assert stats.trend_period(stats.month_period("2026-03", now)).key == "2025-04~2026-03"
+    # A month alone is the latest such: this year's, or last year's when it is still to come.
+    assert [stats.month_period(text, now).key for text in ("11月", "12月", " 1 月")] == [
+        "2026-11", "2026-12", "2026-01"]
+    assert stats.month_period("12月", dt.datetime(2027, 1, 5, tzinfo=stats.TZ)).key == "2026-12"
     with pytest.raises(stats.StatsError) as bad:
         stats.month_period("十一月", now)
-    assert bad.value.reason == "看不懂「十一月」，月份请写成2026-11。"
+    assert bad.value.reason == "看不懂「十一月」，请写2026-11或11月。"
 
 
 NOVEMBER_C1 = (
@@ -169,7 +173,7 @@ async def test_staff_ask_for_this_months_numbers_in_chat(phone, db, clock):
     exchange = [
         ("本月统计", DECEMBER_C1),
         ("统计 2026-11", NOVEMBER_C1),
-        ("统计 十一月", "看不懂「十一月」，月份请写成2026-11。"),
+        ("统计 十一月", "看不懂「十一月」，请写2026-11或11月。"),
         ("菜单", None),
         ("9", DECEMBER_C1),
     ]
@@ -215,4 +219,4 @@ async def test_steward_stats_prints_text_json_csv_and_writes_xlsx(db, clock, tmp
     assert sheet["C3"].number_format == "0.0%"
     with pytest.raises(SystemExit) as bad:
         await cli_stats.run_command(db, now, _args(month="13月"))
-    assert str(bad.value) == "看不懂「13月」，月份请写成2026-11。"
+    assert str(bad.value) == "看不懂「13月」，请写2026-11或11月。"
