@@ -262,8 +262,10 @@ async def confirm_hours(ctx: Context) -> str:
     if len(ready) > 10:
         lines.append(f"……等 {len(ready)} 人")
     lines.append(f"未签到或未签退：{missing} 人；已确认过：{done} 人")
+    # Someone who served but missed the sign-in or sign-out gets their hours another way: say which.
+    make_up = "\n确实到场的，可用「补录积分 手机号 小时 理由」补录。" if missing else ""
     if not ready:
-        return ctx.done("\n".join(lines) + "\n目前没有待确认的志愿者。")
+        return ctx.done("\n".join(lines) + "\n目前没有待确认的志愿者。" + make_up)
     lines.append(f"1. 确认，每人记 {pts.hours_text(activity.half_hours)} 小时（{points} 积分）\n2. 暂不确认")
     return ctx.ask("\n".join(lines), router.step("confirm"), activity=activity.id)
 

@@ -64,7 +64,7 @@ async def test_volunteer_signs_up_checks_in_and_out_and_gets_points_when_the_org
     confirmed = (await phone.text("o_staff", "1")).text
     assert "已确认 1 人，每人 +20 积分" in confirmed
     again = (await phone.text("o_staff", f"确认时长 {activity_id}")).text
-    assert "没有待确认" in again
+    assert "没有待确认" in again and "补录积分" not in again  # nobody missed signing: nothing to make up
 
     points = (await phone.text("o_vol", "积分")).text
     assert "余额 20 分" in points and "今年服务 2 小时" in points and "+20 志愿活动「清扫楼道」" in points
@@ -188,3 +188,13 @@ async def test_publishing_asks_again_after_a_wrong_answer_and_only_the_community
     )
     assert "没有找到这个活动" in (await phone.text("o_other_staff", f"确认时长 {activity.id}")).text
     assert "本社区近期没有志愿活动" in (await phone.text("o_other_staff", "志愿活动")).text
+
+
+async def test_confirming_hours_with_a_no_show_points_to_making_them_up(db, clock, phone):
+    d, _staff = await world(db)
+    late = await make_resident(db, "o_late", d.buildings["B1"], name="赵六", phone="13800000002")
+    activity_id, _checkin, _checkout = await publish_by_chat(phone, clock)
+    await act.sign_up(db, activity_id, late, clock.now())  # signed up, never signed in
+    summary = (await phone.text("o_staff", f"确认时长 {activity_id}")).text
+    assert "未签到或未签退：1 人" in summary
+    assert summary.endswith("目前没有待确认的志愿者。\n确实到场的，可用「补录积分 手机号 小时 理由」补录。")
