@@ -208,7 +208,7 @@ async def test_reject_merge_and_escalate_through_their_forms(db, phone, browser,
     assert status == 200 and "已上报区级部门。" in page
     states = [(await find_need(db, n.ticket)).status for n in (twin, third, fourth)]
     assert states == ["merged", "rejected", "escalated"]
-    assert (await find_need(db, town["need"].ticket)).supporters == 2
+    assert (await find_need(db, town["need"].ticket)).supporters == 1  # the same resident reported both: one person
 
 
 async def test_a_revoked_role_or_logout_ends_the_session(db, phone, browser, clock, town):
