@@ -155,6 +155,7 @@ async def test_staff_progress_reaches_the_chatting_resident_as_a_push_within_sec
         yield "菜单"
         await screen.wait_for("随时回复「取消」")
         await screen.wait_for(f"【诉求进展】{ticket}")  # 受理 and 指派 were queued before the chat: sent now
+        await screen.wait_for("已安排")  # the second of them too (on a slow machine it printed after the first)
         screen.read()
         seen = len(screen.lines)
         # Staff write progress (as from their own phone or the CLI): nobody in the chat asks for it.
