@@ -345,10 +345,10 @@ class Context:
         question = self.data.get("_q", "")
         if self.state:
             self._next = self.state
-            if word := self.engine.command_word(self.text):
+            route, word = self.engine.command_of(self.text)
+            if route is not None:
                 title = self.engine.flow_title(self.state)
-                route = self.engine._match_command(self.engine.commands, word)[0]
-                if word == title or (route is not None and route.label == title):  # 投递失败 inside 投递失败
+                if title in (word, route.label):  # 投递失败 inside 投递失败
                     hint += f"（要从头重来，请先回复「取消」，再发「{word}」。）"
                 else:
                     hint += f"（要发「{word}」，请先回复「取消」退出「{title}」。）"
@@ -631,14 +631,18 @@ class Engine:
             return NO_NEXT_PAGE if bare(msg.text) in NEXT_PAGE_WORDS else UNKNOWN_HINT
         return None
 
-    def command_word(self, text: str) -> str:
-        """The keyword command `text` is (进度), or starts before a space (进度 20261206-0002), as typed; empty when
-        none ("反映的问题没解决" is words, not 反映)."""
+    def command_of(self, text: str) -> tuple[Route | None, str]:
+        """The keyword command `text` is (进度), or starts before a space (进度 20261206-0002), and its word as
+        typed; (None, "") when none ("反映的问题没解决" is words, not 反映)."""
         text = text.strip()
         route, word = self._match_command(self.commands, text)
         if route is None or not word or (len(text) > len(word) and not text[len(word)].isspace()):
-            return ""
-        return word
+            return None, ""
+        return route, word
+
+    def command_word(self, text: str) -> str:
+        """command_of's word alone."""
+        return self.command_of(text)[1]
 
     def _match_command(self, table: dict[str, Route], text: str) -> tuple[Route | None, str]:
         lowered = text.lower()
