@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import re
-import uuid
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -70,7 +70,7 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("steward
 
 def new_request_id() -> str:
     """A fresh id for the message being handled in this context (and the tasks it starts)."""
-    value = uuid.uuid4().hex[:12]
+    value = os.urandom(6).hex()  # the 12 hex characters a uuid4 gave, without the uuid's cost per message
     request_id.set(value)
     return value
 

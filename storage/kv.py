@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -300,6 +301,7 @@ class MemoryStore:
         self._data.clear()
 
 
+WATCH_EVERY = 0.25  # seconds between looks for a Redis call past its bound (see RedisStore._watch)
 RELEASE_GRACE = 2.0  # seconds a failed release keeps being retried after Redis answers it (see _retry_releases)
 
 
@@ -389,6 +391,28 @@ class RedisLimits:
     cooldown: float = 0.5  # after a failure, calls fail at once this long (one probe goes through)
 
 
+# A lock's token: this process's random part, then a count (unique without a uuid4 per message).
+_PROCESS_TOKEN = os.urandom(8).hex() + ":"
+_holds = itertools.count(1)
+
+
+class _Renewer:
+    """Keeps a held lock's key alive while a step runs long. Its first beat is a timer; only a hold that outlives it
+    gets a task (most holds end in milliseconds, and a task per hold cost more than the beat it never made)."""
+
+    def __init__(self, store: RedisStore, key: str, token: str, ttl_ms: int, every: float) -> None:
+        self._task: asyncio.Task | None = None
+        self._timer = asyncio.get_running_loop().call_later(every, self._start, store, key, token, ttl_ms, every)
+
+    def _start(self, store: RedisStore, key: str, token: str, ttl_ms: int, every: float) -> None:
+        self._task = asyncio.create_task(store._keep(key, token, ttl_ms, every))
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+
 class RedisStore:
     """Redis-backed store; every key is prefixed so several deployments (or test runs) can share a server.
 
@@ -430,6 +454,9 @@ class RedisStore:
         # (lock key, token) whose release failed → when Redis first answered its retry (None: not yet); retried
         self._pending_releases: dict[tuple[str, str], float | None] = {}
         self._release_retry: asyncio.Task | None = None
+        self._in_flight: dict[asyncio.Task, float] = {}  # a call's task → when it must have ended (see _watch)
+        self._overdue: set[asyncio.Task] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
 
     @property
     def client(self):  # the raw client, for Lua scripts and pipelines in storage/
@@ -452,9 +479,20 @@ class RedisStore:
                 self.errors += 1
                 raise StoreUnavailable("redis is unavailable", sent=False)
             self._probing = probe = True
+        task = asyncio.current_task()
+        self._in_flight[task] = time.monotonic() + self.limits.pool_wait + self.limits.timeout + 0.5
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().call_later(WATCH_EVERY, self._watch)
         try:
-            async with asyncio.timeout(self.limits.pool_wait + self.limits.timeout + 0.5):
+            try:
                 result = await make()
+            except asyncio.CancelledError:
+                if task in self._overdue and task.uncancel() == 0:
+                    raise TimeoutError("redis call outlived every bound") from None
+                raise
+            finally:
+                self._in_flight.pop(task, None)
+                self._overdue.discard(task)
         except (RedisError, OSError, TimeoutError) as exc:
             # "No connection available" is a burst, not an outage: it must not stop the other calls.
             if "No connection available" not in str(exc):
@@ -500,6 +538,18 @@ class RedisStore:
 
         return await self._call(run)
 
+    def _watch(self) -> None:
+        """The last bound on a call (redis-py's own timeouts come first): cancels one that outlived pool wait,
+        command and slack together. One timer for every call in flight, not one per call: a timer per call cost
+        the report flow a tenth of its Redis time (bench/flow.py)."""
+        now = time.monotonic()
+        for task, due in self._in_flight.items():
+            if due <= now and task not in self._overdue:
+                self._overdue.add(task)
+                task.cancel()
+        self._watchdog = (asyncio.get_running_loop().call_later(WATCH_EVERY, self._watch)
+                          if self._in_flight else None)
+
     async def ttl(self, key: str) -> float | None:
         ms = await self._call(lambda: self._redis.pttl(self.key(key)))
         return ms / 1000 if ms and ms > 0 else None
@@ -536,10 +586,10 @@ class RedisStore:
                 await local.acquire()
             local_held = True
             try:
-                key, token = self.key("lock:" + name), uuid.uuid4().hex
+                key, token = self.key("lock:" + name), f"{_PROCESS_TOKEN}{next(_holds):x}"
                 ttl_ms = int(timeout * 1000)
                 ahead = await self._take(name, key, token, ttl_ms, deadline, read, take, claim)
-                renewer = asyncio.create_task(self._keep(key, token, ttl_ms, timeout / 3))
+                renewer = _Renewer(self, key, token, ttl_ms, timeout / 3)
 
                 async def release(writes: Writes, value: str | None, cached: Writes) -> bool:
                     nonlocal local_held
@@ -614,12 +664,12 @@ class RedisStore:
 
     async def _keep(self, key: str, token: str, ttl_ms: int, every: float) -> None:
         while True:
-            await asyncio.sleep(every)
             # Re-takes the key if it vanished (Redis restarted empty) and nobody else holds it. While Redis is away
             # (StoreUnavailable) nobody else can take the lock either: the next beat tries again.
             with contextlib.suppress(StoreUnavailable):
                 if not await self._call(lambda: self._renew(keys=[key], args=[token, ttl_ms])):
                     log.warning("lock %s was taken by another holder while held", key)
+            await asyncio.sleep(every)
 
     async def _let_go(self, key: str, token: str, writes: Writes | None = None,
                       swap: tuple[Swap, str] | None = None, cached: Writes | None = None) -> bool:
@@ -680,6 +730,9 @@ class RedisStore:
     async def close(self) -> None:
         if self._release_retry is not None:
             self._release_retry.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         await self._redis.aclose()
 
 

@@ -7,7 +7,18 @@ import time
 
 import pytest
 
-from storage.kv import Claim, Guard, LockTimeout, MemoryStore, NotClaimed, RedisStore, Swap
+from storage.kv import (
+    WATCH_EVERY,
+    Claim,
+    Guard,
+    LockTimeout,
+    MemoryStore,
+    NotClaimed,
+    RedisLimits,
+    RedisStore,
+    StoreUnavailable,
+    Swap,
+)
 from storage.state import IDLE_LIMIT, FlowState, StateStore
 from tests.conftest import REDIS_URL
 
@@ -241,3 +252,24 @@ async def test_state_is_per_resident(kv):
     await states.save("o_b", FlowState("points.pick"))
     assert (await states.load("o_a")).name == "needs.text"
     assert (await states.load("o_b")).name == "points.pick"
+
+
+async def test_a_redis_call_that_outlives_every_bound_is_given_up_and_a_callers_own_cancel_still_cancels():
+    # redis-py's socket timeouts come first; this is the last bound, for whatever hangs past them.
+    kv = RedisStore("redis://127.0.0.1:1/0", limits=RedisLimits(pool_wait=0.1, timeout=0.1, cooldown=0.0))
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await kv._call(lambda: asyncio.sleep(30))
+        assert time.monotonic() - started < 0.7 + WATCH_EVERY + 0.5
+        await asyncio.sleep(0)  # the task that made the call is not left cancelled
+        assert await kv._call(lambda: asyncio.sleep(0, "ok")) == "ok"
+
+        caller = asyncio.create_task(kv._call(lambda: asyncio.sleep(30)))
+        await asyncio.sleep(0.05)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        assert not kv._in_flight  # nothing left for the watchdog to look at
+    finally:
+        await kv.close()
