@@ -28,6 +28,7 @@ from storage.projects import (
     complete_project,
     create_project,
     deadline_text,
+    drafts,
     get_project,
     open_projects,
     parse_deadline,
@@ -267,16 +268,41 @@ async def confirm(ctx: Context) -> str:
     )
 
 
-@router.command("发布项目", roles=Role.COMMUNITY_STAFF, args=True, help="发布项目 编号")
+NO_DRAFTS = "目前没有待发布的项目草稿。回复「新建项目」起草一个。"
+
+
+@router.command("发布项目", roles=Role.COMMUNITY_STAFF, args=True, help="发布项目 [编号]：草稿发给各单位")
 async def publish(ctx: Context) -> str:
+    if not ctx.args.strip():
+        return await _draft_list(ctx)
     number = parse_number(ctx.args)
     if number is None:
-        return "请在「发布项目」后附上项目编号，如「发布项目 12」。"
+        return "请在「发布项目」后附上项目编号，如「发布项目 12」；只回复「发布项目」可从草稿中选。"
+    return await _publish(ctx, number)
+
+
+async def _draft_list(ctx: Context) -> str:
+    rows, total = await drafts(ctx.db, await ctx.actor())
+    if not rows:
+        return ctx.done(NO_DRAFTS)
+    labels = [f"【{p.id}】{p.title[:16]}（{local(p.created_at):%m-%d}起草）" for p in rows]
+    more = f"仅显示最早的{PAGE}个。\n" if total > len(rows) else ""
+    return picked_draft.ask(ctx, f"【待发布项目】共{total}个：", labels, [p.id for p in rows],
+                            footer=f"{more}回复序号发布（将通知各单位成员和反映该问题的居民）。")
+
+
+@pick_one(router, "publish_pick", key="draft_ids", not_a_number="afresh", roles=Role.COMMUNITY_STAFF,
+          browsing="待发布项目")
+async def picked_draft(ctx: Context, project_id: int) -> str:
+    return await _publish(ctx, project_id)
+
+
+async def _publish(ctx: Context, number: int) -> str:
     try:
         project, count = await publish_project(ctx.db, number, actor=await ctx.actor(), now=ctx.now)
     except ProjectError as exc:
-        return exc.reason
-    return f"项目「{project.title}」已发布，已通知{count}人（各单位成员和反映该问题的居民）。"
+        return ctx.done(exc.reason)
+    return ctx.done(f"项目「{project.title}」已发布，已通知{count}人（各单位成员和反映该问题的居民）。")
 
 
 @router.command("指派项目", roles=Role.COMMUNITY_STAFF, args=True, help="指派项目 编号 单位代码")

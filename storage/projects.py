@@ -281,6 +281,17 @@ async def awaiting_acceptance(db: Database, actor: Actor, *, offset: int = 0,
         return list((await s.exec(query.offset(offset).limit(limit))).all()), total
 
 
+async def drafts(db: Database, actor: Actor, *, limit: int = PAGE) -> tuple[list[Project], int]:
+    """The oldest drafts not yet published (待发布) in the communities the actor runs, and how many there are."""
+    where = [Project.status == ProjectStatus.DRAFT]
+    if actor.communities is not None:
+        where.append(col(Project.community_id).in_(sorted(actor.communities)))
+    async with db.read() as s:
+        total = (await s.exec(select(func.count()).select_from(Project).where(*where))).one()
+        query = select(Project).where(*where).order_by(col(Project.id))
+        return list((await s.exec(query.limit(limit))).all()), total
+
+
 async def projects_of(db: Database, community_id: int, *, status: str | None = None,
                       limit: int = 200) -> list[Project]:
     """A community's projects (of one status), oldest first: the CLI's list."""

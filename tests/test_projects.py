@@ -233,3 +233,34 @@ async def test_staff_turn_a_topic_the_consultation_accepted_into_a_project_in_ch
         await create_project(db, community_id=d.communities["C1"].id, title="再来", content="重复", measures="重复",
                              deadline=dt.date(2027, 1, 1), actor=Actor.operator("x"), now=clock.now(),
                              topic_id=accepted.id)
+
+
+async def test_publish_without_a_number_lists_the_drafts_of_the_staffs_communities_and_a_number_publishes_one(
+        db, clock, world, phone):
+    d, staff, _wuye, _yigong, m1, _m2 = world
+    assert "没有待发布的项目草稿" in (await phone.text("o_staff", "发布项目")).text
+
+    async def draft(community, title):
+        building = d.buildings["B2" if community == "C1" else "B4"]
+        reporter = await make_resident(db, f"o_rep_{title}", building)
+        need = await needs.report_need(db, reporter.id, f"{title}的问题", "JZ-05", clock.now())
+        return await create_project(db, community_id=d.communities[community].id, title=title, content="内容",
+                                    measures="措施", deadline=dt.date(2026, 12, 31), actor=CLI, now=clock.now(),
+                                    need_tickets=[need.ticket])
+
+    first, second = await draft("C1", "楼道照明改造"), await draft("C1", "小区健身器材维修")
+    await draft("C2", "别的社区的项目")  # not this staff's community: not listed
+    listing = (await phone.text("o_staff", "发布项目")).text
+    assert "【待发布项目】共2个" in listing and f"【{first.id}】楼道照明改造" in listing
+    assert f"【{second.id}】小区健身器材维修" in listing and "别的社区" not in listing
+    assert "请回复" in (await phone.text("o_staff", "9")).text  # a number not on the list: the question again
+
+    published = (await phone.text("o_staff", "2")).text
+    assert "「小区健身器材维修」已发布" in published
+    assert any("小区健身器材维修" in t for t in await outbox_for(db, m1.id, "project_published"))
+    async with db.read() as s:
+        assert (await s.get(Project, second.id)).status == ProjectStatus.PUBLISHED
+        assert (await s.get(Project, first.id)).status == ProjectStatus.DRAFT
+    listing = (await phone.text("o_staff", "发布项目")).text
+    assert "共1个" in listing and "小区健身器材维修" not in listing
+    assert "已退出" in (await phone.text("o_staff", "取消")).text
