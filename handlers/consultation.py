@@ -498,8 +498,8 @@ async def cancel_session_confirm(ctx: Context) -> str:
 
 async def _told(ctx: Context, session_id: int, moved_to: dt.datetime | None = None) -> str:
     """What became of the notices of a move or a cancellation, counted after their first attempt."""
-    prefix = await cs.queue_change_notices(ctx.db, session_id, ctx.now, moved_to=moved_to)
-    if prefix is None:
+    broadcast_id = await cs.queue_change_notices(ctx.db, session_id, ctx.now, moved_to=moved_to)
+    if broadcast_id is None:
         return "正在通知所有预约和候补居民。"
     await send_now(ctx)
-    return delivery_report(await delivery_counts(ctx.db, prefix=prefix), "预约和候补的居民")
+    return delivery_report(await delivery_counts(ctx.db, broadcast_id=broadcast_id), "预约和候补的居民")

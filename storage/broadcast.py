@@ -7,7 +7,7 @@ same transaction. A crash mid-way rolls back only the batch in flight; the next 
 even a lost cursor cannot send anyone a second copy — the key is unique.
 
 Quiet hours (default 21:00–08:00) push next_attempt_at to the end of the quiet window unless the broadcast is
-urgent. Progress counts come from the outbox rows themselves.
+urgent. Progress counts come from the outbox rows themselves, found by their `broadcast_id` (indexed).
 
 System broadcasts (author_id None) carry the consultation's reminders and notices; they have a unique
 ``dedup_key`` so a job that creates one twice creates it once.
@@ -30,7 +30,7 @@ from storage.clock import DEFAULT_QUIET, QuietHours  # noqa: F401  (handlers and
 from storage.consultation_tables import ConsultationSession
 from storage.db import Database
 from storage.org import Building, Community, Grid, Street
-from storage.outbox import NoticeKind, NoticePriority, OutboxMessage, OutboxStatus, enqueue
+from storage.outbox import NoticeKind, NoticePriority, OutboxMessage, OutboxStatus, enqueue, enqueue_each
 from storage.policy import Can, allows
 from storage.residents import Resident
 from storage.roles import Role, audit_entry
@@ -267,22 +267,20 @@ async def enqueue_batch(db: Database, broadcast_id: int, now: dt.datetime, quiet
             return 0
         if row.enqueued_at is not None:
             return 0
-        query = (
-            _audience_query(row.audience_kind, _ids(row))
-            .where(Resident.id > row.cursor)
-            .order_by(Resident.id)
-            .limit(batch_size)
-        )
-        resident_ids = list((await s.exec(query)).all())
-        written = await enqueue(
-            s, NoticeKind(row.kind), row.text, [(rid, f"bc:{row.id}:{rid}") for rid in resident_ids], now,
-            priority=_priority(row.urgent), quiet=quiet,
-        )
-        row.status = BroadcastStatus.SENDING
-        if resident_ids:
-            row.cursor = resident_ids[-1]
+        audience = _audience_query(row.audience_kind, _ids(row))
+        page = audience.where(Resident.id > row.cursor).order_by(Resident.id).limit(batch_size).subquery()
+        last, count = (await s.exec(select(func.max(page.c.id), func.count()).select_from(page))).one()
+        written = 0
+        if count:
+            # The page again, as a range: the rows are written from it by the database, not sent from here.
+            written = await enqueue_each(
+                s, NoticeKind(row.kind), row.text, audience.where(Resident.id > row.cursor, Resident.id <= last),
+                f"bc:{row.id}:", now, priority=_priority(row.urgent), quiet=quiet, broadcast_id=row.id,
+            )
+            row.cursor = last
             row.enqueued_count += written
-        if len(resident_ids) < batch_size:
+        row.status = BroadcastStatus.SENDING
+        if count < batch_size:
             row.enqueued_at = now
         s.add(row)
         return written
@@ -347,7 +345,7 @@ async def progress(db: Database, broadcast_id: int) -> Progress | None:
             return None
         q = (
             select(OutboxMessage.status, func.count())
-            .where(col(OutboxMessage.idempotency_key).like(f"bc:{broadcast_id}:%"))
+            .where(OutboxMessage.broadcast_id == broadcast_id)
             .group_by(OutboxMessage.status)
         )
         counts = dict((await s.exec(q)).all())
@@ -375,7 +373,7 @@ async def cancel(db: Database, broadcast_id: int, actor: Actor, now: dt.datetime
             raise BroadcastError("这条广播已经结束，无法停止。")
         stopped = await s.exec(
             update(OutboxMessage)
-            .where(col(OutboxMessage.idempotency_key).like(f"bc:{broadcast_id}:%"),
+            .where(OutboxMessage.broadcast_id == broadcast_id,
                    col(OutboxMessage.status).in_([OutboxStatus.PENDING, OutboxStatus.WAITING]))
             .values(status=OutboxStatus.CANCELLED)
         )

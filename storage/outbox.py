@@ -27,7 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Index, and_, event, func, or_, update
+from sqlalchemy import Index, Integer, Select, String, and_, cast, event, func, literal, or_, true, update
+from sqlalchemy import text as sql_text
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -131,6 +132,10 @@ class OutboxMessage(SQLModel, table=True):
         Index("ix_outbox_due", "status", "next_attempt_at"),
         Index("ix_outbox_resident_status", "resident_id", "status"),  # 0004_push
         Index("ix_outbox_claim", "status", "priority", "next_attempt_at", "id"),  # 0012_notice_priority
+        # A broadcast's rows by state (0029_outbox_broadcast): its progress and 停止广播 read the index, not the
+        # whole outbox as a key prefix did. Only broadcasts' rows are in it.
+        Index("ix_outbox_broadcast_status", "broadcast_id", "status",
+              sqlite_where=sql_text("broadcast_id IS NOT NULL"), postgresql_where=sql_text("broadcast_id IS NOT NULL")),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -150,6 +155,7 @@ class OutboxMessage(SQLModel, table=True):
     claimed_by: str | None = Field(default=None, max_length=32)  # the sender holding a sending row (0004_push)
     # NoticePriority: claimed lowest first (0012_notice_priority; rows from before it are normal)
     priority: int = Field(default=int(NoticePriority.NORMAL), sa_column_kwargs={"server_default": "1"})
+    broadcast_id: int | None = None  # the broadcast the row is one of (storage.broadcast; a plain id, no FK)
 
 
 def needs_staff():
@@ -227,6 +233,7 @@ async def enqueue(
     payload: dict[str, Any] | None = None,
     priority: NoticePriority | None = None,
     quiet: QuietHours | None = None,
+    broadcast_id: int | None = None,
 ) -> int:
     """Queue one notice for each (resident_id, idempotency key) in `recipients`, inside the caller's transaction
     (one row: `[(resident_id, key)]`). Returns how many rows are new: a key queued before is skipped (INSERT …
@@ -256,6 +263,7 @@ async def enqueue(
             "priority": int(priority),
             "next_attempt_at": due,
             "created_at": now,
+            "broadcast_id": broadcast_id,
         }
         for key, resident_id in keys.items()
     ]
@@ -265,6 +273,51 @@ async def enqueue(
         .returning(OutboxMessage.id)  # the rows actually written (batched into multi-row INSERTs)
     )
     written = len((await session.exec(stmt, params=rows)).all())
+    if written and due <= now:
+        _wake_after_commit(session)
+    return written
+
+
+async def enqueue_each(
+    session: AsyncSession,
+    kind: NoticeKind,
+    text: str,
+    resident_ids: Select,
+    key_prefix: str,
+    now: dt.datetime,
+    *,
+    priority: NoticePriority | None = None,
+    quiet: QuietHours | None = None,
+    broadcast_id: int | None = None,
+) -> int:
+    """`enqueue` for every resident id `resident_ids` selects (a select of one column), keyed `key_prefix` + id:
+    the database writes the rows from the select itself (INSERT … SELECT), so nothing crosses the wire per row —
+    a broadcast's batch of 2,000 was 2,000 rows of 12 values encoded, sent and parsed. A key queued before is
+    skipped, as in `enqueue`. Returns how many rows are new."""
+    kind = NoticeKind(kind)
+    priority = NoticePriority(kind.priority if priority is None else priority)
+    due = now if priority is NoticePriority.URGENT else (quiet or current_quiet_hours()).release(now)
+    table = OutboxMessage.__table__
+    ids = resident_ids.subquery()
+    resident_id = ids.c[0]
+    values = {
+        "idempotency_key": literal(key_prefix, String) + cast(resident_id, String),
+        "resident_id": resident_id,
+        "kind": literal(kind.value, String),
+        "text": literal(text, table.c.text.type),
+        "payload": literal("{}", table.c.payload.type),
+        "status": literal(str(OutboxStatus.PENDING), String),
+        "attempts": literal(0, Integer),
+        "priority": literal(int(priority), Integer),
+        "next_attempt_at": literal(due, table.c.next_attempt_at.type),
+        "created_at": literal(now, table.c.created_at.type),
+        "broadcast_id": literal(broadcast_id, Integer),
+    }
+    # `WHERE true`: SQLite reads an ON CONFLICT after a bare SELECT as a join's ON.
+    source = select(*(value.label(name) for name, value in values.items())).where(true())
+    stmt = (insert_for(session, OutboxMessage).from_select(list(values), source)
+            .on_conflict_do_nothing(index_elements=["idempotency_key"]))
+    written = (await session.exec(stmt)).rowcount
     if written and due <= now:
         _wake_after_commit(session)
     return written
@@ -533,17 +586,19 @@ _SENDING = (OutboxStatus.PENDING, OutboxStatus.SENDING)
 
 
 async def delivery_counts(
-    db: Database, *, keys: Iterable[str] = (), prefix: str | None = None
+    db: Database, *, keys: Iterable[str] = (), prefix: str | None = None, broadcast_id: int | None = None
 ) -> DeliveryCounts:
     """The delivery states of the rows with these idempotency keys, or whose key starts with `prefix` (one
-    action's notices share it: `activity:7:cancelled:`, a broadcast's `bc:12:`)."""
+    action's notices share it: `activity:7:cancelled:`), or of one broadcast's rows."""
     wanted = [key[:128] for key in keys]
-    if prefix is None and not wanted:
+    if prefix is None and broadcast_id is None and not wanted:
         return DeliveryCounts()
     counts: dict[str, int] = defaultdict(int)
     async with db.read() as session:
         for start in range(0, max(len(wanted), 1), 500):
             query = select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
+            if broadcast_id is not None:
+                query = query.where(OutboxMessage.broadcast_id == broadcast_id)
             if prefix is not None:
                 query = query.where(col(OutboxMessage.idempotency_key).startswith(prefix, autoescape=True))
             if wanted:

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     DateTime,
+    Index,
     String,
     UniqueConstraint,
     bindparam,
@@ -32,12 +33,17 @@ from storage.kv import Held, KeyValueStore, fetched
 
 
 class Resident(SQLModel, table=True):
+    # A place's residents in id order (0030_resident_place_ids): a broadcast's batches go on from their cursor by
+    # reading the index from there, not the whole community again for each batch of 500 (storage.broadcast).
+    __table_args__ = (Index("ix_resident_community_ids", "community_id", "id"),
+                      Index("ix_resident_building_ids", "building_id", "id"))
+
     id: int | None = Field(default=None, primary_key=True)
     openid: str = Field(max_length=64, unique=True)
     name: str | None = Field(default=None, max_length=32)
     phone: str | None = Field(default=None, max_length=20, index=True)
-    community_id: int | None = Field(default=None, foreign_key="community.id", index=True)
-    building_id: int | None = Field(default=None, foreign_key="building.id", index=True)
+    community_id: int | None = Field(default=None, foreign_key="community.id")
+    building_id: int | None = Field(default=None, foreign_key="building.id")
     room: str | None = Field(default=None, max_length=16)
     subscribed: bool = Field(default=True)
     # Opt-in to consultation (阳光17议) notices; residents switch it in 我的信息. Column added by 0003_org, with

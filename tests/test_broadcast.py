@@ -86,16 +86,16 @@ async def test_a_broadcast_to_five_thousand_killed_midway_reaches_each_exactly_o
     assert await bc.run_enqueue(db, clock.now(), max_batches=3) == 1500
 
     # The process dies in the middle of the fourth batch: the rows of that batch were written, then it crashed.
-    real = bc.enqueue
+    real = bc.enqueue_each
 
     async def crash_after_write(*args, **kwargs):
         await real(*args, **kwargs)
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(bc, "enqueue", crash_after_write)
+    monkeypatch.setattr(bc, "enqueue_each", crash_after_write)
     with pytest.raises(RuntimeError):
         await bc.run_enqueue(db, clock.now())
-    monkeypatch.setattr(bc, "enqueue", real)
+    monkeypatch.setattr(bc, "enqueue_each", real)
     assert len(await rows_for(db, draft.id)) == 1500  # the batch in flight rolled back whole
 
     # Worse: the cursor itself is lost (say, restored from an older backup): the keys still allow one copy each.
@@ -252,3 +252,27 @@ async def test_staff_broadcast_to_a_session_offers_the_upcoming_sessions_nearest
     assert (await phone.text("o_staff", "1")).text.startswith("已确认，广播#1开始发送，共 1 人。")
     assert await bc.run_enqueue(db, clock.now()) == 1
     assert {r.resident_id for r in await rows_for(db, 1)} == {booked.id}
+
+
+async def test_a_broadcasts_rows_are_stored_as_any_notice_is_and_carry_their_broadcast(db, clock):
+    """The rows a broadcast's batch writes in the database (INSERT … SELECT) hold what `enqueue` would have written,
+    down to the stored text of their times (SQLite compares them as text when a sender claims what is due)."""
+    from storage.outbox import NoticeKind, enqueue
+
+    d = await make_district(db)
+    staff = await staff_of_c1(db, d)
+    resident = await make_resident(db, "o_one", d.buildings["B1"])
+    actor = await actor_for(db, staff.id)
+    audience = bc.Audience(bc.AudienceKind.BUILDINGS, (d.buildings["B1"].id,), "大海阳社区1号楼")
+    draft = await bc.save_draft(db, actor, "周六停水检修。", audience, clock.now(), urgent=True)
+    await bc.confirm(db, draft.id, actor, clock.now())
+    assert await bc.run_enqueue(db, clock.now()) == 1
+    async with db.write() as s:
+        await enqueue(s, NoticeKind.BROADCAST, "周六停水检修。", [(resident.id, "plain:1")], clock.now(),
+                      priority=bc.NoticePriority.URGENT)
+    columns = "resident_id, kind, text, payload, status, attempts, priority, next_attempt_at, created_at"
+    async with db.engine.connect() as conn:
+        raw = {key: (tuple(rest), broadcast) for key, broadcast, *rest in (await conn.exec_driver_sql(
+            f"SELECT idempotency_key, broadcast_id, {columns} FROM outbox")).all()}
+    assert raw[f"bc:{draft.id}:{resident.id}"] == (raw["plain:1"][0], draft.id)
+    assert raw["plain:1"][1] is None

@@ -237,7 +237,7 @@ async def test_staff_turn_a_topic_the_consultation_accepted_into_a_project_in_ch
 
 async def test_publish_without_a_number_lists_the_drafts_of_the_staffs_communities_and_a_number_publishes_one(
         db, clock, world, phone):
-    d, staff, _wuye, _yigong, m1, _m2 = world
+    d, _staff, _wuye, _yigong, m1, _m2 = world
     assert "没有待发布的项目草稿" in (await phone.text("o_staff", "发布项目")).text
 
     async def draft(community, title):

@@ -74,3 +74,38 @@ async def test_a_revision_standing_for_its_dependency_still_leaves_other_heads_t
         assert "0013_need_rating_window" in versions and "0002_needs" not in versions
     finally:
         await partial.dispose()
+
+
+async def test_outbox_rows_written_before_0029_get_their_broadcast_from_their_key(db):
+    """0029_outbox_broadcast finds a broadcast's rows by a column; the rows already there take it from their key."""
+    import importlib.util
+    from pathlib import Path
+
+    from alembic.operations import Operations
+
+    from tests.factories import make_resident
+
+    path = Path(migrate.__file__).parent / "migrations" / "versions" / "0029_outbox_broadcast.py"
+    spec = importlib.util.spec_from_file_location("revision_0029", path)
+    revision = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(revision)
+    resident = await make_resident(db, "o_before_0029")
+    rows = {"bc:12:7": 12, "bc:3:7": 3, "activity:12:cancelled:7": None, "bcx:9": None}
+
+    def before_and_after(sync_conn) -> dict[str, int | None]:
+        with Operations.context(MigrationContext.configure(sync_conn)):
+            revision.downgrade()
+            try:
+                for key in rows:
+                    sync_conn.execute(sa.text(
+                        "INSERT INTO outbox (idempotency_key, resident_id, kind, text, payload, status, attempts, "
+                        "next_attempt_at, created_at, priority) VALUES (:key, :rid, 'broadcast', 't', '{}', 'sent', "
+                        "1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 1)"), {"key": key, "rid": resident.id})
+            finally:
+                revision.upgrade()
+        found = sync_conn.execute(sa.text("SELECT idempotency_key, broadcast_id FROM outbox"))
+        return dict(found.all())
+
+    async with db.engine.begin() as conn:
+        assert await conn.run_sync(before_and_after) == rows
+    assert await differences(db, metadata) == []  # the column and its index are back as the models have them

@@ -232,8 +232,8 @@ async def _after_change(request: web.Request, session: cs.ConsultationSession, d
     """What became of the move's or cancellation's notices, counted from the outbox rows as chat's reply does.
     The commit woke this process's sender; the rows not yet tried count as 正在发送."""
     d = deps(request)
-    prefix = await cs.queue_change_notices(d.db, session.id, d.clock.now(), moved_to=moved_to)
-    counts = await delivery_counts(d.db, prefix=prefix) if prefix else None
+    broadcast_id = await cs.queue_change_notices(d.db, session.id, d.clock.now(), moved_to=moved_to)
+    counts = await delivery_counts(d.db, broadcast_id=broadcast_id) if broadcast_id is not None else None
     told = {"total": counts.total, "delivered": counts.delivered, "waiting": counts.waiting,
             "sending": counts.sending, "failed": counts.failed} if counts else None
     return await session_page(request, session, done=done, told=told)

@@ -246,10 +246,10 @@ NOTICE_BATCHES = 10  # a session's audience is at most its capacity (≤1000): t
 
 async def queue_change_notices(
     db: Database, session_id: int, now: dt.datetime, *, moved_to: dt.datetime | None = None
-) -> str | None:
+) -> int | None:
     """Write the outbox rows of a move (`moved_to`: the new start) or a cancellation now, rather than at the
-    broadcast job's next run, so the staff who made it can be told how many were reached. Returns the prefix
-    of those rows' keys (storage.outbox.delivery_counts), None if there is no such notice. Safe beside the job:
+    broadcast job's next run, so the staff who made it can be told how many were reached. Returns the broadcast
+    whose rows they are (storage.outbox.delivery_counts), None if there is no such notice. Safe beside the job:
     each batch locks the broadcast and goes on from its cursor."""
     key = _move_key(session_id, moved_to) if moved_to is not None else _cancel_key(session_id)
     async with db.read() as s:
@@ -262,4 +262,4 @@ async def queue_change_notices(
             row = await s.get(Broadcast, broadcast_id)
         if row is None or row.enqueued_at is not None or row.status == BroadcastStatus.CANCELLED:
             break
-    return f"bc:{broadcast_id}:"
+    return broadcast_id
