@@ -37,6 +37,7 @@ class Can(enum.StrEnum):
     READ_AUDIT = "audit.read"  # the audit log of every staff action
     USE_CONSOLE = "console.use"  # sign in to the staff web console (what it shows is still scoped by the rules above)
     ENTER_INDICATORS = "assess.enter"  # enter a community's yearly indicator values (the district's assessment)
+    RUN_SURVEY = "survey.run"  # draw the district's satisfaction survey sample and invite it
 
 
 def runs_community(actor: Actor, community_id: int | None) -> bool:
@@ -114,6 +115,11 @@ RULES: dict[Can, Rule] = {
         "区级部门工作人员；管理员（社区不能给自己打分）",
         lambda a, _t: a.is_admin or a.holds(Role.DISTRICT_STAFF),
         "只有区级工作人员可以录入社区的评价指标。",
+    ),
+    Can.RUN_SURVEY: Rule(
+        "区级部门工作人员；管理员（问卷给社区打分，社区不发起）",
+        lambda a, _t: a.is_admin or a.holds(Role.DISTRICT_STAFF),
+        "只有区级工作人员可以发起满意度问卷。",
     ),
     Can.FILE_PARTNER: Rule(
         "有 API 密钥的对接系统（如12345热线）；管理员",

@@ -21,14 +21,16 @@ import random
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, UniqueConstraint, func, or_, update
+from sqlalchemy import BigInteger, UniqueConstraint, func, or_, text, update
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.actor import Actor
+from storage.clock import local
 from storage.db import Database
 from storage.org import Building, Community, Grid
 from storage.outbox import NoticeKind, enqueue
+from storage.policy import Can, refusal
 from storage.residents import Resident
 from storage.roles import RoleGrant, audit_entry
 
@@ -153,10 +155,23 @@ async def _draw(s: AsyncSession, seed: int, per_community: int, as_of: dt.dateti
 async def start_survey(
     db: Database, *, per_community: int, seed: int, actor: Actor, now: dt.datetime
 ) -> tuple[Survey, int]:
-    """Draw the sample, record it with its seed and invite everyone in it. Returns (survey, sample size)."""
+    """Draw the sample, record it with its seed and invite everyone in it. Returns (survey, sample size).
+
+    One survey at a time: a new one waits until the last one's answer window has closed, so two surveys' answers
+    never mix in one period's scores, and a form sent twice (a double click, a retry) starts one survey."""
+    if (why := refusal(actor, Can.RUN_SURVEY)) is not None:
+        raise SurveyError(why)
     if not 1 <= per_community <= MAX_PER_COMMUNITY:
         raise SurveyError(f"每个社区抽样人数需在1到{MAX_PER_COMMUNITY}之间。")
     async with db.write() as s:
+        if s.get_bind().dialect.name == "postgresql":  # SQLite's writers are serial already
+            await s.exec(text("SELECT pg_advisory_xact_lock(hashtext('survey.start'))"))
+        last = (await s.exec(select(Survey).order_by(col(Survey.id).desc()).limit(1))).first()
+        if last is not None and last.created_at > now - ANSWER_WINDOW:
+            sent, ends = local(last.created_at), local(last.created_at + ANSWER_WINDOW)
+            year = f"{ends.year}年" if ends.year != local(now).year else ""
+            raise SurveyError(f"问卷 {last.id}（{sent:%m月%d日}发出）还在答题期内，"
+                              f"{year}{ends:%m月%d日 %H:%M}后才能发起新的问卷。")
         survey = Survey(seed=seed, per_community=per_community, created_by=actor.name, created_at=now)
         s.add(survey)
         await s.flush()

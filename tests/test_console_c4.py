@@ -14,15 +14,17 @@ import pytest
 from sqlmodel import select
 from yarl import URL
 
-from storage.actor import actor_for
+from storage.actor import Actor, actor_for
 from storage.assess import IndicatorValue, assess, load_system
 from storage.needs import rate_need, report_need, resolve_need, triage_need
+from storage.outbox import OutboxMessage
 from storage.reports import previous_month, write_report
 from storage.roles import AuditLog
 from storage.stats import month_period
+from storage.survey import Survey, start_survey
 from tests.browser import ARTIFACTS
 from tests.console_client import sign_in
-from tests.factories import make_cast, make_district
+from tests.factories import make_cast, make_district, make_resident
 
 H = dt.timedelta(hours=1)
 
@@ -120,7 +122,7 @@ async def test_a_communitys_staff_see_only_their_row_and_enter_nothing(db, phone
 
 async def test_a_grid_worker_is_told_the_pages_are_not_theirs(db, phone, browser, town):
     await sign_in(phone, browser, "o_worker")
-    for path in ("/console/assess", "/console/reports"):
+    for path in ("/console/assess", "/console/reports", "/console/surveys"):
         status, page = await browser.get(path)
         assert status == 403 and "只对社区工作人员、区级工作人员和管理员开放" in page and "大海阳社区" not in page
     assert (await browser.get(f"/console/assess/{town['c1'].id}"))[0] == 404
@@ -283,11 +285,19 @@ async def test_district_staff_assess_and_take_a_report_in_a_browser(db, phone, b
     [export] = await _audits(db, "console.export")
     assert export.target_type == "report" and f"{month.key}/C1.xlsx" in export.detail
 
+    await page.click("#tabs >> text=满意度问卷")
+    await page.fill("#form-survey input[name=per_community]", "5")
+    await page.click("#form-survey button")
+    await page.wait_for_selector("#done >> text=问卷已发出")
+    [survey] = await _surveys(db)
+    assert f"随机种子 {survey.seed}" in await page.inner_text(f"#survey-{survey.id}")
+    await page.screenshot(path=ARTIFACTS / "c4-surveys.png", full_page=True)
+
     # On a phone the ranking scrolls inside its own box; the page itself does not scroll sideways.
     mobile = await chromium.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     small = await mobile.new_page()
     await enter(small)
-    for name, path in (("assess", "/assess"), ("assess-detail", f"/assess/{c1}")):
+    for name, path in (("assess", "/assess"), ("assess-detail", f"/assess/{c1}"), ("surveys", "/surveys")):
         await small.goto(f"{url}/console{path}")
         await small.wait_for_selector("#tabs")
         width, inner = await small.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
@@ -324,3 +334,49 @@ async def test_staff_make_this_months_report_for_their_community_and_the_distric
     status, page = await browser.post("/console/reports/make", {"csrf": _csrf(page), "month": "2026-10"})
     names = re.findall(r'href="/console/reports/2026-10/([^"]+)"', page)
     assert status == 200 and names == ["district.xlsx", "C1.xlsx", "C2.xlsx"]
+
+
+
+async def _surveys(db):
+    async with db.read() as s:
+        return list((await s.exec(select(Survey).order_by(Survey.id))).all())
+
+
+async def test_district_staff_start_the_survey_once_and_see_its_sample_and_seed(db, phone, browser, town):
+    await sign_in(phone, browser, "o_clerk")
+    status, page = await browser.get("/console/stats")
+    assert 'href="/console/surveys" id="link-surveys">满意度问卷<' in page
+    status, page = await browser.get("/console/surveys")
+    assert status == 200 and 'id="form-survey"' in page and 'id="no-surveys"' in page
+    for typed, words in (("abc", "请填1到500的整数"), ("0", "需在1到500之间"), ("501", "需在1到500之间")):
+        status, page = await browser.post("/console/surveys/start", {"csrf": _csrf(page), "per_community": typed})
+        assert status == 400 and words in page and f'value="{typed}"' in page, typed
+    assert await _surveys(db) == []
+
+    form = {"csrf": _csrf(page), "per_community": "5"}
+    status, page = await browser.post("/console/surveys/start", form)
+    [survey] = await _surveys(db)
+    assert status == 200 and "问卷已发出" in page and f'id="survey-{survey.id}"' in page
+    assert 'id="form-survey"' not in page and f"问卷 {survey.id} 答题至2026-12-28" in _text(page)
+    words = _text(page)
+    assert f"随机种子 {survey.seed}" in words and "每社区抽5人" in words and "大海阳社区" in words
+    [started] = await _audits(db, "survey.start")
+    assert started.actor == f"resident:{town['clerk'].id}" and started.target_id == str(survey.id)
+    async with db.read() as s:
+        invited = (await s.exec(select(OutboxMessage).where(OutboxMessage.kind == "survey_invite"))).all()
+    assert invited and f"已答 0/{len(invited)}" in words
+
+    # The same form sent again (a double click, a retry): one survey, and why.
+    status, page = await browser.post("/console/surveys/start", form)
+    assert status == 400 and "还在答题期内" in page and len(await _surveys(db)) == 1
+
+
+async def test_community_staff_see_their_communitys_survey_and_cannot_start_one(db, phone, browser, town, clock):
+    await make_resident(db, "o_nanshan", town["d"].buildings["B4"])  # someone 南山社区's sample can draw
+    await start_survey(db, per_community=5, seed=11, actor=Actor.operator("cli:test"), now=clock.now())
+    await sign_in(phone, browser, "o_other")  # 南山社区's staff
+    status, page = await browser.get("/console/surveys")
+    assert status == 200 and 'id="form-survey"' not in page and "随机种子 11" in page
+    assert "南山社区" in page and "大海阳社区" not in page
+    status, page = await browser.post("/console/surveys/start", {"csrf": _csrf(page), "per_community": "5"})
+    assert status == 403 and "只有区级工作人员可以发起满意度问卷" in page and len(await _surveys(db)) == 1

@@ -55,6 +55,7 @@ CASES = [
     (Can.USE_CONSOLE, None, [STAFF, WORKER, DEPT, UNIT, ADMIN, OPERATOR], [RESIDENT, LEADER, ASSIGNEE,
                                                                            Actor.partner("x")]),
     (Can.ENTER_INDICATORS, C1, [DEPT, ADMIN, OPERATOR], [RESIDENT, STAFF, LEADER, WORKER, UNIT]),
+    (Can.RUN_SURVEY, None, [DEPT, ADMIN, OPERATOR], [RESIDENT, STAFF, LEADER, WORKER, UNIT]),
     (Can.FILE_PARTNER, None, [Actor.partner("hotline"), ADMIN, OPERATOR], [RESIDENT, STAFF, LEADER, DEPT]),
 ]
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlmodel import select
 
 from storage import needs
-from storage.actor import Actor
+from storage.actor import Actor, actor_for
 from storage.classifier import default_classifier
 from storage.outbox import OutboxMessage
+from storage.roles import Role
 from storage.survey import (
+    Survey,
     SurveyAnswer,
     SurveyError,
     SurveySample,
@@ -20,7 +24,7 @@ from storage.survey import (
     survey_report,
     verify_sample,
 )
-from tests.factories import make_district, make_resident
+from tests.factories import grant, make_district, make_resident
 
 CLI = Actor.operator("cli:test")
 
@@ -133,3 +137,28 @@ async def test_sampled_resident_answers_in_chat_and_turns_the_comment_into_a_nee
     assert (c1.invited, c1.answered, c1.overall, c1.grid) == (18, 2, 3.5, 4.5)
     g2 = next(g for g in grids["大海阳社区"] if g.name == "第二网格")
     assert (g2.answered, g2.overall, g2.grid) == (1, 2.0, 4.0)
+
+
+async def test_one_survey_at_a_time_and_only_district_staff_start_one(db, clock, district):
+    d, _people = district
+    staff = await make_resident(db, "o_c1_staff", d.buildings["B1"])
+    await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
+    with pytest.raises(SurveyError, match="只有区级工作人员"):
+        await start_survey(db, per_community=3, seed=1, actor=await actor_for(db, staff.id), now=clock.now())
+
+    first, _ = await start_survey(db, per_community=3, seed=1, actor=CLI, now=clock.now())
+    clock.advance(days=29, hours=23)
+    with pytest.raises(SurveyError, match=rf"问卷 {first.id}（11月27日发出）还在答题期内，12月27日 09:30后"):
+        await start_survey(db, per_community=3, seed=2, actor=CLI, now=clock.now())
+    clock.advance(hours=1)
+    second, _ = await start_survey(db, per_community=3, seed=2, actor=CLI, now=clock.now())
+    assert second.id != first.id
+
+
+async def test_two_starts_at_once_make_one_survey(db, clock, district):
+    results = await asyncio.gather(*(start_survey(db, per_community=3, seed=s, actor=CLI, now=clock.now())
+                                     for s in (1, 2, 3)), return_exceptions=True)
+    assert sum(isinstance(r, tuple) for r in results) == 1
+    assert all("还在答题期内" in r.reason for r in results if isinstance(r, SurveyError))
+    async with db.read() as s:
+        assert len((await s.exec(select(Survey))).all()) == 1

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from bot.console.common import actor, day, deps, render, url, when
+from bot.console.common import actor, day, deps, render, survey_results, url, when
 from storage import activities as act
 from storage import rewards as rw
 from storage.claims import ClaimError, claim_view, confirm_claim, pending_claims, reject_claim
@@ -50,7 +50,6 @@ from storage.review import (
     time_text,
 )
 from storage.roles import ROLE_LABELS, AuditLog, Role, RoleError, audit_page, describe_grants, list_active_grants
-from storage.survey import recent_surveys, survey_comments, survey_report
 
 routes = web.RouteTableDef()
 
@@ -242,7 +241,7 @@ async def projects(request: web.Request, *, error: str = "", status: int = 200) 
         })
     return _page(request, "c3_projects.html", "projects", "项目与评议", {
         "rows": [_project_row(p, units) for p in rows], "statuses": list(PROJECT_LABELS.items()),
-        "status": wanted, "reviews": reviews, "surveys": await _surveys(request),
+        "status": wanted, "reviews": reviews, "surveys": await survey_results(deps(request).db, me.communities),
         "openable": await _openable(request, staffed), "error": error, "days": DEFAULT_REVIEW_DAYS,
         "days_range": (REVIEW_DAYS.start, REVIEW_DAYS.stop - 1),
         "closes": time_text(closing_time(now, DEFAULT_REVIEW_DAYS)),
@@ -304,25 +303,6 @@ async def review_close(request: web.Request) -> web.Response:
     except ReviewError as exc:
         return await projects(request, error=exc.reason, status=400)
     raise _see_other("/projects", "review_close")
-
-
-async def _surveys(request: web.Request) -> list[dict]:
-    """The latest surveys' scores, of the communities the person runs only (an admin: all of them)."""
-    d, me = deps(request), actor(request)
-    mine = None
-    if me.communities is not None:
-        mine = {name for _code, name in (await unit_names(d.db, "community", me.communities)).values()}
-    surveys = []
-    for survey in await recent_surveys(d.db, limit=3):
-        per_community, per_grid = await survey_report(d.db, survey.id)
-        comments = await survey_comments(d.db, survey.id)
-        shown = [c for c in per_community if mine is None or c.name in mine]
-        if not shown:
-            continue
-        surveys.append({"id": survey.id, "created": day(survey.created_at), "rows": [
-            {"name": c.name, "invited": c.invited, "answered": c.answered, "overall": c.overall, "grid": c.grid,
-             "grids": per_grid.get(c.name, []), "comments": comments.get(c.name, [])[:20]} for c in shown]})
-    return surveys
 
 
 async def _visible_project(request: web.Request):

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import secrets
 
 from aiohttp import web
 
-from bot.console.common import actor, deps, render, url
+from bot.console.common import actor, deps, render, survey_results, url, when
 from storage.actor import Actor
 from storage.assess import (
     MAX_ID,
@@ -38,17 +39,22 @@ from storage.policy import Can, allows, refusal
 from storage.reports import MAKE_MONTHS, ReportError, make_reports, previous_month, report_files
 from storage.roles import Role
 from storage.stats import Period, month_period
+from storage.survey import ANSWER_WINDOW, MAX_PER_COMMUNITY, SurveyError, recent_surveys, start_survey
 from storage.workdays import TZ
 
 routes = web.RouteTableDef()
 
-TABS = (("stats", "/stats", "统计"), ("assess", "/assess", "考核评价"), ("reports", "/reports", "月度报告"))
+TABS = (("stats", "/stats", "统计"), ("assess", "/assess", "考核评价"), ("reports", "/reports", "月度报告"),
+        ("surveys", "/surveys", "满意度问卷"))
+SURVEYS_SHOWN = 6
+DEFAULT_PER_COMMUNITY = 30
 REPORT_MONTHS = 12  # this month and the twelve before: a year of reports to compare with
 MONTH_KEY = re.compile(r"^20\d\d-(0[1-9]|1[0-2])$")
 NUMBER = re.compile(r"^-?\d{1,12}(\.\d{1,6})?$")  # what a person types; float() would also take nan, inf, 1_0
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-NOT_OPEN = "考核评价和月度报告只对社区工作人员、区级工作人员和管理员开放。"
-DONE = {"enter": "已录入，得分已按新值重算（已记入审计）。", "make": "报告已生成，可在下方下载（已记入审计）。"}
+NOT_OPEN = "考核评价、月度报告和满意度问卷只对社区工作人员、区级工作人员和管理员开放。"
+DONE = {"enter": "已录入，得分已按新值重算（已记入审计）。", "make": "报告已生成，可在下方下载（已记入审计）。",
+        "survey": "问卷已发出，抽中的居民会收到邀请（已记入审计）。抽样和随机种子见下方。"}
 
 
 def _scope(me: Actor) -> set[int] | None:
@@ -297,3 +303,41 @@ async def report_file(request: web.Request) -> web.Response:
     await record_export(d.db, me, "xlsx", 1, f"{month.key}/{name}", now, what="report")
     return web.Response(body=body, content_type=XLSX,
                         headers={"Content-Disposition": f'attachment; filename="report-{month.key}-{name}"'})
+
+
+# ---------------------------------------------------------------------------------------------- 满意度问卷
+
+
+@routes.get("/surveys", name="c4_surveys")
+async def surveys_page(request: web.Request, *, error: str = "", typed: str = "", status: int = 200) -> web.Response:
+    """The latest surveys' answers and scores (the person's communities, or all for the district), and, for those
+    who may (policy RUN_SURVEY), 发起问卷 as `steward survey start` does it."""
+    d, me = deps(request), actor(request)
+    scope = _scope(me)
+    if scope is not None and not scope:
+        return _page(request, "c4_surveys.html", "surveys", "满意度问卷", {"error": NOT_OPEN, "surveys": []},
+                     status=403)
+    latest = next(iter(await recent_surveys(d.db, limit=1)), None)
+    running = latest is not None and latest.created_at + ANSWER_WINDOW > d.clock.now()
+    return _page(request, "c4_surveys.html", "surveys", "满意度问卷", {
+        "surveys": await survey_results(d.db, scope, limit=SURVEYS_SHOWN), "may_start": allows(me, Can.RUN_SURVEY),
+        "running": {"id": latest.id, "until": when(latest.created_at + ANSWER_WINDOW)} if running else None,
+        "per_community": typed or DEFAULT_PER_COMMUNITY, "most": MAX_PER_COMMUNITY, "start_error": error,
+        "window_days": ANSWER_WINDOW.days, "whole": scope is None,
+    }, status=status)
+
+
+@routes.post("/surveys/start", name="c4_survey_start")
+async def survey_start(request: web.Request) -> web.Response:
+    """发起问卷: start_survey's rule (district staff, one survey at a time), its draw, invitations and audit row; the
+    seed is drawn here as the CLI draws it, and shown with the survey so anyone can redraw the sample."""
+    d, me = deps(request), actor(request)
+    typed = str((await request.post()).get("per_community", "")).strip()
+    try:
+        if not typed.isdigit() or len(typed) > 4:
+            raise SurveyError(f"每个社区抽样人数请填1到{MAX_PER_COMMUNITY}的整数。")
+        await start_survey(d.db, per_community=int(typed), seed=secrets.randbits(32), actor=me, now=d.clock.now())
+    except SurveyError as exc:
+        status = 403 if not allows(me, Can.RUN_SURVEY) else 400
+        return await surveys_page(request, error=exc.reason, typed=typed[:4], status=status)
+    raise web.HTTPSeeOther(url("/surveys?done=survey"))

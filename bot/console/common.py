@@ -16,8 +16,10 @@ from storage.console_auth import ConsoleSession
 from storage.db import Database
 from storage.kv import KeyValueStore
 from storage.media import MediaStore
+from storage.org import unit_names
 from storage.policy import Can, allows
 from storage.roles import Role
+from storage.survey import ANSWER_WINDOW, recent_surveys, survey_comments, survey_report
 
 PREFIX = "/console"
 COOKIE = "steward_console"
@@ -94,3 +96,25 @@ def when(moment: dt.datetime | None) -> str:
 
 def day(moment: dt.datetime | None) -> str:
     return when(moment)[:10]
+
+
+async def survey_results(db: Database, scope: set[int] | None, limit: int = 3) -> list[dict]:
+    """The latest surveys' scores per community and grid, with their anonymous comments, of the communities in
+    `scope` only (None: every community); a survey that reached none of them is left out."""
+    mine = None if scope is None else {name for _code, name in (await unit_names(db, "community", scope)).values()}
+    surveys = []
+    for survey in await recent_surveys(db, limit=limit):
+        per_community, per_grid = await survey_report(db, survey.id)
+        comments = await survey_comments(db, survey.id)
+        shown = [c for c in per_community if mine is None or c.name in mine]
+        if not shown:
+            continue
+        surveys.append({
+            "id": survey.id, "created": day(survey.created_at), "closes": when(survey.created_at + ANSWER_WINDOW),
+            "seed": survey.seed, "per_community": survey.per_community,
+            "invited": sum(c.invited for c in shown), "answered": sum(c.answered for c in shown),
+            "rows": [{"name": c.name, "invited": c.invited, "answered": c.answered, "overall": c.overall,
+                      "grid": c.grid, "grids": per_grid.get(c.name, []), "comments": comments.get(c.name, [])[:20]}
+                     for c in shown],
+        })
+    return surveys
