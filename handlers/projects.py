@@ -13,6 +13,7 @@ import re
 from handlers.framework import NEXT_PAGE_HINT, Context, Router
 from handlers.steps import community_or_ask, pick_one, staffed_communities
 from storage.clock import local
+from storage.org import unit_names as place_names
 from storage.policy import Can, allows
 from storage.projects import (
     PAGE,
@@ -71,15 +72,24 @@ async def list_or_show(ctx: Context) -> str:
     number = parse_number(ctx.args) if ctx.args else None
     if number is not None:
         return await _show(ctx, number)
-    community_id = ctx.resident.community_id
-    rows, total = await community_projects(ctx.db, community_id, include_drafts=community_id in await _staffed(ctx))
+    # Where they live, and the communities they staff (staff of several see each one's projects, drafts too).
+    staffed = await staffed_communities(ctx)
+    communities = {ctx.resident.community_id, *(cid for cid, _ in staffed)}
+    rows, total = await community_projects(ctx.db, communities, drafts_of=[cid for cid, _ in staffed])
     if not rows:
         return "本社区暂时还没有服务项目。您反映的问题被立项后，我们会第一时间告诉您。"
     names = await unit_names(ctx.db, [p.unit_id for p in rows if p.unit_id])
-    lines = [f"本社区服务项目（共{total}个）："]
+    several = len(communities) > 1
+    places = dict(staffed) if several else {}
+    if several and ctx.resident.community_id not in places:
+        home = await place_names(ctx.db, "community", {ctx.resident.community_id})
+        places.update({cid: name for cid, (_code, name) in home.items()})
+    lines = [f"您所在和负责的{len(communities)}个社区的服务项目（共{total}个）：" if several
+             else f"本社区服务项目（共{total}个）："]
     for p in rows:
         unit = f"·{names[p.unit_id]}" if p.unit_id else ""
-        lines.append(f"【{p.id}】{p.title[:14]}（{p.status_label}{unit}）")
+        place = f"·{places.get(p.community_id, '')}" if several else ""
+        lines.append(f"【{p.id}】{p.title[:14]}（{p.status_label}{unit}{place}）")
     if total > len(rows):
         lines.append(f"仅显示最新{PAGE}个。")
     lines.append("回复「项目 编号」查看详情和进展。")
@@ -89,12 +99,14 @@ async def list_or_show(ctx: Context) -> str:
 async def _show(ctx: Context, number: int) -> str:
     project = await get_project(ctx.db, number)
     units = await _units(ctx)
+    staffed = await _staffed(ctx)
     visible = project is not None and (
         project.community_id == ctx.resident.community_id
+        or project.community_id in staffed
         or project.unit_id in units
         or (project.status == ProjectStatus.PUBLISHED and units)
     )
-    if not visible or (project.status == ProjectStatus.DRAFT and project.community_id not in await _staffed(ctx)):
+    if not visible or (project.status == ProjectStatus.DRAFT and project.community_id not in staffed):
         return f"没有找到编号为 {number} 的服务项目。回复「项目」查看本社区的项目。"
     names = await unit_names(ctx.db, [project.unit_id] if project.unit_id else [])
     lines = [project_card(project, names.get(project.unit_id))]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import UniqueConstraint, case, func, update
+from sqlalchemy import UniqueConstraint, case, func, or_, update
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -216,13 +216,16 @@ async def project_need_ids(db: Database, project_id: int) -> list[int]:
 
 
 async def community_projects(
-    db: Database, community_id: int, *, include_drafts: bool = False, offset: int = 0, limit: int = PAGE
+    db: Database, community_ids: Iterable[int], *, drafts_of: Iterable[int] = (), offset: int = 0,
+    limit: int = PAGE,
 ) -> tuple[list[Project], int]:
-    """A page of a community's projects, newest first, and how many there are."""
+    """A page of these communities' projects, newest first, and how many there are; drafts only of `drafts_of`
+    (the communities the reader staffs)."""
+    drafts_of = sorted(set(drafts_of))
     async with db.read() as s:
-        where = [Project.community_id == community_id]
-        if not include_drafts:
-            where.append(Project.status != ProjectStatus.DRAFT)
+        where = [col(Project.community_id).in_(sorted(set(community_ids)))]
+        not_draft = Project.status != ProjectStatus.DRAFT
+        where.append(or_(not_draft, col(Project.community_id).in_(drafts_of)) if drafts_of else not_draft)
         total = (await s.exec(select(func.count()).select_from(Project).where(*where))).one()
         query = select(Project).where(*where).order_by(col(Project.id).desc()).offset(offset).limit(limit)
         return list((await s.exec(query)).all()), total

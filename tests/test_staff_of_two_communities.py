@@ -1,15 +1,18 @@
 """A staff member who serves two communities is asked which one a community's action is for (发布活动, 新建项目,
-开启评议 and 结束评议), and the action lands there; one who serves a single community is not asked."""
+开启评议 and 结束评议), and the action lands there; one who serves a single community is not asked. 项目 lists
+the projects of where they live and of each community they staff."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 from sqlmodel import select
 
 from storage import activities as act
+from storage.actor import Actor
 from storage.needs import report_need
-from storage.projects import Project
+from storage.projects import Project, create_project, publish_project
 from storage.roles import Role
 from tests.factories import grant, make_district, make_resident
 
@@ -74,3 +77,28 @@ async def test_staff_of_one_community_are_not_asked(db, phone):
     assert "请输入活动名称" in (await phone.text("o_one", "发布活动")).text
     await phone.text("o_one", "取消")
     assert "第1/5步" in (await phone.text("o_one", "新建项目")).text
+
+
+async def test_项目_lists_each_community_they_staff_with_its_drafts_and_shows_their_cards(db, phone, clock):
+    d, _staff = await _staff_of_both(db)
+    neighbour = await make_resident(db, "o_neighbour", d.buildings["B1"])  # lives in 大海阳社区, staffs nothing
+    made = {}
+    for code, building, title in (("C1", "B1", "北区照明改造"), ("C2", "B4", "南山健身器材")):
+        reporter = await make_resident(db, f"o_rep_{code}", d.buildings[building])
+        need = await report_need(db, reporter.id, f"{title}的问题", "JZ-05", clock.now())
+        made[code] = await create_project(db, community_id=d.communities[code].id, title=title, content="内容",
+                                          measures="措施", deadline=dt.date(2026, 12, 31), actor=Actor.operator("t"),
+                                          now=clock.now(), need_tickets=[need.ticket])
+    await publish_project(db, made["C1"].id, actor=Actor.operator("t"), now=clock.now())  # C2's stays a draft
+
+    listing = (await phone.text("o_both", "项目")).text
+    assert listing.startswith("您所在和负责的2个社区的服务项目（共2个）")
+    assert f"【{made['C1'].id}】北区照明改造（待接单·大海阳社区）" in listing
+    assert f"【{made['C2'].id}】南山健身器材（待发布·南山社区）" in listing
+    assert "南山健身器材" in (await phone.text("o_both", f"项目 {made['C2'].id}")).text  # a card of theirs
+
+    # A resident of 大海阳社区 sees their own community's published projects only, as before.
+    listing = (await phone.text("o_neighbour", "项目")).text
+    assert listing.startswith("本社区服务项目（共1个）") and "南山" not in listing
+    assert "没有找到" in (await phone.text("o_neighbour", f"项目 {made['C2'].id}")).text
+    assert neighbour.community_id == d.communities["C1"].id
