@@ -223,6 +223,15 @@ def _parse_quiet(spec: str) -> QuietHours:
     return QuietHours.parse(spec)
 
 
+def _scheduled(kind: NoticeKind | str, priority: NoticePriority | None, quiet: QuietHours | None,
+               now: dt.datetime) -> tuple[NoticeKind, NoticePriority, dt.datetime]:
+    """A notice's kind (a free string is refused here: every kind has a label and a priority), its priority (the
+    kind's unless given) and when it is due: at once if urgent, else once the quiet hours it falls in are over."""
+    kind = NoticeKind(kind)
+    priority = NoticePriority(kind.priority if priority is None else priority)
+    return kind, priority, now if priority is NoticePriority.URGENT else (quiet or current_quiet_hours()).release(now)
+
+
 async def enqueue(
     session: AsyncSession,
     kind: NoticeKind,
@@ -244,9 +253,7 @@ async def enqueue(
     are woken, so a due notice leaves within moments, not at the next tick.
     `payload` may carry `template` (WeChat template fields, e.g. {"first": .., "keyword1": ..}) and `url`.
     """
-    kind = NoticeKind(kind)  # a free string is refused here: every kind has a label and a priority
-    priority = NoticePriority(kind.priority if priority is None else priority)
-    due = now if priority is NoticePriority.URGENT else (quiet or current_quiet_hours()).release(now)
+    kind, priority, due = _scheduled(kind, priority, quiet, now)
     body = json.dumps(payload or {}, ensure_ascii=False)
     keys = {key[:128]: resident_id for resident_id, key in recipients}  # a key twice in one call: one row
     if not keys:
@@ -294,9 +301,7 @@ async def enqueue_each(
     the database writes the rows from the select itself (INSERT … SELECT), so nothing crosses the wire per row —
     a broadcast's batch of 2,000 was 2,000 rows of 12 values encoded, sent and parsed. A key queued before is
     skipped, as in `enqueue`. Returns how many rows are new."""
-    kind = NoticeKind(kind)
-    priority = NoticePriority(kind.priority if priority is None else priority)
-    due = now if priority is NoticePriority.URGENT else (quiet or current_quiet_hours()).release(now)
+    kind, priority, due = _scheduled(kind, priority, quiet, now)
     table = OutboxMessage.__table__
     ids = resident_ids.subquery()
     resident_id = ids.c[0]
