@@ -62,9 +62,30 @@ def check_request(token: str, query, now: float | None = None) -> None:
         raise Forbidden("stale timestamp")
 
 
+_NUMERALS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8,
+             "九": 9}
+
+
+def spoken_number(text: str) -> int | None:
+    """A whole reply that is a number in Chinese numerals, 零 to 九十九 (「一」, 「十二」, 「五十」; a voice message's
+    「二。」), or None: asked to reply with a number, residents type or say 「一」 as often as 「1」."""
+    said = text.strip().rstrip("。！？!?.")
+    if said in _NUMERALS:
+        return _NUMERALS[said]
+    tens, ten, ones = said.partition("十")
+    if not ten or len(said) > 3 or (tens and (tens not in _NUMERALS or _NUMERALS[tens] < 2)):
+        return None  # 「一十」 and 「零十」 are nobody's way of saying 10
+    if ones and (ones not in _NUMERALS or _NUMERALS[ones] == 0):
+        return None
+    return (_NUMERALS[tens] if tens else 1) * 10 + (_NUMERALS[ones] if ones else 0)
+
+
 def normalise_text(text: str) -> str:
-    """Residents type full-width digits and spaces on Chinese keyboards; treat them as ASCII."""
-    return text.translate(_FULLWIDTH).strip()
+    """Residents type full-width digits and spaces on Chinese keyboards, and answer a number in Chinese numerals
+    (typed, or spoken and recognised): treat them as ASCII digits."""
+    text = text.translate(_FULLWIDTH).strip()
+    number = spoken_number(text)
+    return text if number is None else str(number)
 
 
 def read_xml(body: bytes) -> dict:

@@ -82,3 +82,14 @@ async def test_a_command_typed_mid_flow_is_told_how_to_leave_for_it_and_the_ques
     assert (await phone.text("o_li", "3")).text.startswith("请回复 1 或 2。\n\n")  # a plain wrong answer: the hint
     assert (await phone.text("o_li", "取消")).text.startswith("已退出「反映问题」")
     assert (await phone.text("o_li", "进度")).text.startswith(("您的诉求", "您还没有"))
+
+
+async def test_a_number_answered_in_chinese_numerals_typed_or_spoken_chooses_that_option(db, phone, clock):
+    d = await make_district(db)
+    await make_resident(db, "o_elder", d.buildings["B1"], room="301")
+    await phone.text("o_elder", "菜单")
+    assert "请用一两句话描述" in (await phone.text("o_elder", "一")).text  # 1. 反映问题
+    await phone.text("o_elder", "取消")
+    await phone.text("o_elder", "菜单")
+    mine = (await phone.voice("o_elder", "二。")).text  # 2. 我的诉求, said aloud
+    assert mine == (await phone.text("o_elder", "进度")).text and "没太明白" not in mine

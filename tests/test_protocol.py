@@ -148,6 +148,20 @@ def test_text_is_parsed_with_full_width_digits_normalised():
     assert normalise_text("反映 １２３４５６７８９０") == "反映 1234567890"
 
 
+@pytest.mark.parametrize(("said", "number"), [
+    ("一", "1"), ("两", "2"), ("七。", "7"), ("零", "0"), ("十", "10"), ("十二", "12"), ("五十", "50"),
+    ("九十九", "99"),
+])
+def test_a_whole_reply_in_chinese_numerals_is_read_as_its_number(said, number):
+    assert parse_inbound(xml("text", Content=said, MsgId=7)).text == number
+    assert parse_inbound(xml("voice", MediaId="v", Format="amr", Recognition=said, MsgId=8)).text == number
+
+
+@pytest.mark.parametrize("words", ["一十", "十零", "一二", "第一", "王五", "一百", "三单元", "十一二", "五十块"])
+def test_numerals_inside_words_or_not_read_that_way_are_left_as_typed(words):
+    assert normalise_text(words) == words
+
+
 def test_image_keeps_its_picture_url():
     msg = parse_inbound(xml("image", PicUrl="http://mmbiz.qpic.cn/x.jpg", MediaId="m1", MsgId=5))
     assert (msg.type, msg.pic_url, msg.media_id) == ("image", "http://mmbiz.qpic.cn/x.jpg", "m1")
