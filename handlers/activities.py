@@ -162,10 +162,8 @@ def parse_hours(text: str) -> int | None:
 @router.staff_menu(160, "发布活动", key="STAFF_ACTIVITY", roles=STAFF)
 @router.command("发布活动", roles=STAFF, help="发布活动")
 async def publish(ctx: Context) -> str:
-    chosen = await community_or_ask(ctx, publish_for, "为哪个社区发布活动？")
-    if chosen is None:
-        return ctx.done("发布活动需以社区工作人员身份进行，请联系社区开通。")
-    return chosen if isinstance(chosen, str) else await publish_for.then(ctx, chosen)
+    asked = await community_or_ask(ctx, publish_for, "为哪个社区发布活动？")
+    return asked if asked is not None else ctx.done("发布活动需以社区工作人员身份进行，请联系社区开通。")
 
 
 @pick_one(router, "community", key="communities", roles=STAFF)

@@ -11,7 +11,7 @@ import datetime as dt
 import re
 
 from handlers.framework import NEXT_PAGE_HINT, Context, Router
-from handlers.steps import community_or_ask, pick_one, staffed_communities
+from handlers.steps import NOT_COMMUNITY_STAFF, community_or_ask, pick_one, staffed_communities
 from storage.clock import local
 from storage.org import unit_names as place_names
 from storage.policy import Can, allows
@@ -80,15 +80,12 @@ async def list_or_show(ctx: Context) -> str:
         return "本社区暂时还没有服务项目。您反映的问题被立项后，我们会第一时间告诉您。"
     names = await unit_names(ctx.db, [p.unit_id for p in rows if p.unit_id])
     several = len(communities) > 1
-    places = dict(staffed) if several else {}
-    if several and ctx.resident.community_id not in places:
-        home = await place_names(ctx.db, "community", {ctx.resident.community_id})
-        places.update({cid: name for cid, (_code, name) in home.items()})
+    places = await place_names(ctx.db, "community", communities) if several else {}
     lines = [f"您所在和负责的{len(communities)}个社区的服务项目（共{total}个）：" if several
              else f"本社区服务项目（共{total}个）："]
     for p in rows:
         unit = f"·{names[p.unit_id]}" if p.unit_id else ""
-        place = f"·{places.get(p.community_id, '')}" if several else ""
+        place = f"·{places[p.community_id][1]}" if p.community_id in places else ""
         lines.append(f"【{p.id}】{p.title[:14]}（{p.status_label}{unit}{place}）")
     if total > len(rows):
         lines.append(f"仅显示最新{PAGE}个。")
@@ -195,8 +192,7 @@ async def complete(ctx: Context) -> str:
 @router.staff_menu(150, "新建项目", key="STAFF_NEW_PROJECT", roles=Role.COMMUNITY_STAFF)
 @router.command("新建项目", roles=Role.COMMUNITY_STAFF, help="新建项目：从议题立项")
 async def new_project(ctx: Context) -> str:
-    chosen = await community_or_ask(ctx, new_project_for, "为哪个社区新建项目？")
-    return chosen if isinstance(chosen, str) else await new_project_for.then(ctx, chosen)
+    return await community_or_ask(ctx, new_project_for, "为哪个社区新建项目？") or NOT_COMMUNITY_STAFF
 
 
 @pick_one(router, "community", key="communities", roles=Role.COMMUNITY_STAFF)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from handlers.framework import Context, Router
-from handlers.steps import community_or_ask, pick_one
+from handlers.steps import NOT_COMMUNITY_STAFF, community_or_ask, pick_one
 from storage.review import (
     CHOICE_BY_NUMBER,
     CHOICES,
@@ -78,8 +78,8 @@ CLOSED_MIDWAY = "本次评议已经结束，不能再投票或修改。回复「
 
 
 # Longest first: 不满意 and 基本满意 before the 满意 inside them.
-_CHOICE_WORDS = sorted([*((word, n) for n, key in CHOICE_BY_NUMBER.items() for k, word in CHOICES.items() if k == key),
-                        ("跳过", "0")], key=lambda pair: -len(pair[0]))
+_CHOICE_WORDS = sorted([*((CHOICES[key], n) for n, key in CHOICE_BY_NUMBER.items()), ("跳过", "0")],
+                       key=lambda pair: -len(pair[0]))
 
 
 def _closed(view: ReviewView | None, now: dt.datetime) -> bool:
@@ -167,8 +167,8 @@ async def staff_open(ctx: Context) -> str:
     days = int(ctx.args) if ctx.args.isdigit() else DEFAULT_DAYS
     if days not in REVIEW_DAYS:
         return "评议天数请在1到60之间，如「开启评议 7」。"
-    chosen = await community_or_ask(ctx, open_for, "开启哪个社区的项目评议？", days=days)
-    return chosen if isinstance(chosen, str) else await _open(ctx, chosen, days)
+    return await community_or_ask(ctx, open_for, "开启哪个社区的项目评议？",
+                                  lambda community_id: _open(ctx, community_id, days), days=days) or NOT_COMMUNITY_STAFF
 
 
 @pick_one(router, "open_community", key="communities", roles=Role.COMMUNITY_STAFF)
@@ -223,8 +223,7 @@ async def confirm_open(ctx: Context) -> str:
 
 @router.command("结束评议", roles=Role.COMMUNITY_STAFF)
 async def staff_close(ctx: Context) -> str:
-    chosen = await community_or_ask(ctx, close_for, "结束哪个社区的项目评议？")
-    return chosen if isinstance(chosen, str) else await close_for.then(ctx, chosen)
+    return await community_or_ask(ctx, close_for, "结束哪个社区的项目评议？") or NOT_COMMUNITY_STAFF
 
 
 @pick_one(router, "close_community", key="communities", roles=Role.COMMUNITY_STAFF)

@@ -174,19 +174,25 @@ def pick_subitem(router: Router, step: str = "pick_category", **options: Any) ->
 # ------------------------------------------------------------------------------------- 为哪个社区
 
 
+NOT_COMMUNITY_STAFF = "这项操作需以社区工作人员身份进行，请联系社区开通。"
+
+
 async def staffed_communities(ctx: Context) -> list[tuple[int, str]]:
-    """The communities the sender staffs (社区工作人员), as (id, name) by id. A flow that acts for one community
-    (发布活动, 新建项目, 开启评议) asks which when there are several (`ASK_COMMUNITY`), and carries the answer."""
+    """The communities the sender staffs (社区工作人员), as (id, name) by id."""
     ids = sorted((await ctx.actor()).ids(Role.COMMUNITY_STAFF))
     names = await unit_names(ctx.db, "community", set(ids))
     return [(i, names[i][1] if i in names else f"社区{i}") for i in ids]
 
 
-async def community_or_ask(ctx: Context, picker: PickOne, question: str, **data: Any) -> int | str | None:
-    """The one community the sender staffs; or, when they staff several, `picker` asks which (「您在2个社区任职，
-    为哪个社区发布活动？」, its continuation gets the id, `data` kept); None when they staff none."""
+async def community_or_ask(ctx: Context, picker: PickOne, question: str,
+                           one: Callable[[int], Awaitable[str]] | None = None, **data: Any) -> str | None:
+    """A flow that acts for one community (发布活动, 新建项目, 开启评议): for staff of several, `picker` asks which
+    (「您在2个社区任职，为哪个社区发布活动？」, `data` kept for its continuation); for staff of one, that community
+    goes on at once — to `one` if given, else to the picker's own continuation. None when they staff none."""
     communities = await staffed_communities(ctx)
+    if not communities:
+        return None
     if len(communities) > 1:
         return picker.ask(ctx, f"您在{len(communities)}个社区任职，{question}", [name for _, name in communities],
                           [cid for cid, _ in communities], **data)
-    return communities[0][0] if communities else None
+    return await (one or (lambda cid: picker.then(ctx, cid)))(communities[0][0])

@@ -261,38 +261,47 @@ async def agreement_of(db: Database, project_id: int) -> ProjectAgreement | None
 
 async def updates_of(db: Database, project_id: int, limit: int = 5) -> list[ProjectUpdate]:
     """The latest updates, newest first."""
+    return (await latest_updates(db, [project_id], limit)).get(project_id, [])
+
+
+async def latest_updates(db: Database, project_ids: Iterable[int], per: int = 5) -> dict[int, list[ProjectUpdate]]:
+    """Each project's latest `per` updates, newest first, in one query (a page of projects, not a query each)."""
+    ids = sorted(set(project_ids))
+    if not ids:
+        return {}
+    rank = func.row_number().over(partition_by=ProjectUpdate.project_id, order_by=col(ProjectUpdate.id).desc())
+    ranked = select(ProjectUpdate.id, rank.label("n")).where(col(ProjectUpdate.project_id).in_(ids)).subquery()
+    query = (select(ProjectUpdate).join(ranked, col(ranked.c.id) == col(ProjectUpdate.id))
+             .where(ranked.c.n <= per).order_by(col(ProjectUpdate.id).desc()))
+    found: dict[int, list[ProjectUpdate]] = {}
     async with db.read() as s:
-        query = (
-            select(ProjectUpdate)
-            .where(ProjectUpdate.project_id == project_id)
-            .order_by(col(ProjectUpdate.id).desc())
-            .limit(limit)
-        )
-        return list((await s.exec(query)).all())
+        for update_row in (await s.exec(query)).all():
+            found.setdefault(update_row.project_id, []).append(update_row)
+    return found
 
 
 async def awaiting_acceptance(db: Database, actor: Actor, *, offset: int = 0,
                               limit: int = PAGE) -> tuple[list[Project], int]:
     """A page of the projects waiting for 验收 in the communities the actor runs, longest waiting first, and how
     many there are."""
-    where = [Project.status == ProjectStatus.AWAITING_ACCEPTANCE]
-    if actor.communities is not None:
-        where.append(col(Project.community_id).in_(sorted(actor.communities)))
-    async with db.read() as s:
-        total = (await s.exec(select(func.count()).select_from(Project).where(*where))).one()
-        query = select(Project).where(*where).order_by(col(Project.submitted_at), col(Project.id))
-        return list((await s.exec(query.offset(offset).limit(limit))).all()), total
+    return await _in_reach(db, actor, ProjectStatus.AWAITING_ACCEPTANCE,
+                           (col(Project.submitted_at), col(Project.id)), offset, limit)
 
 
 async def drafts(db: Database, actor: Actor, *, limit: int = PAGE) -> tuple[list[Project], int]:
     """The oldest drafts not yet published (待发布) in the communities the actor runs, and how many there are."""
-    where = [Project.status == ProjectStatus.DRAFT]
+    return await _in_reach(db, actor, ProjectStatus.DRAFT, (col(Project.id),), 0, limit)
+
+
+async def _in_reach(db: Database, actor: Actor, status: str, order: tuple, offset: int,
+                    limit: int) -> tuple[list[Project], int]:
+    where = [Project.status == status]
     if actor.communities is not None:
         where.append(col(Project.community_id).in_(sorted(actor.communities)))
     async with db.read() as s:
         total = (await s.exec(select(func.count()).select_from(Project).where(*where))).one()
-        query = select(Project).where(*where).order_by(col(Project.id))
-        return list((await s.exec(query.limit(limit))).all()), total
+        query = select(Project).where(*where).order_by(*order)
+        return list((await s.exec(query.offset(offset).limit(limit))).all()), total
 
 
 async def projects_of(db: Database, community_id: int, *, status: str | None = None,

@@ -17,9 +17,12 @@ from storage.projects import (
     ProjectAgreement,
     ProjectError,
     ProjectStatus,
+    ProjectUpdate,
     claim_project,
     create_project,
+    latest_updates,
     publish_project,
+    updates_of,
 )
 from storage.roles import AuditLog, Role
 from tests.factories import grant, make_district, make_resident
@@ -264,3 +267,19 @@ async def test_publish_without_a_number_lists_the_drafts_of_the_staffs_communiti
     listing = (await phone.text("o_staff", "发布项目")).text
     assert "共1个" in listing and "小区健身器材维修" not in listing
     assert "已退出" in (await phone.text("o_staff", "取消")).text
+
+
+async def test_each_projects_latest_updates_come_in_one_read_newest_first_and_capped(db, clock, world):
+    d, staff, *_ = world
+    busy = await a_published_project(db, clock, d, staff)
+    other_need = await needs.report_need(db, (await make_resident(db, "o_rep_q", d.buildings["B2"])).id,
+                                         "1号楼门禁坏了", "JZ-05", clock.now())
+    quiet = await a_published_project(db, clock, d, staff, tickets=[other_need.ticket])
+    async with db.write() as s:
+        for n in range(5):
+            s.add(ProjectUpdate(project_id=busy.id, kind="progress", text=f"第{n}次", actor="t", at=clock.now()))
+        s.add(ProjectUpdate(project_id=quiet.id, kind="progress", text="开工", actor="t", at=clock.now()))
+    latest = await latest_updates(db, [busy.id, quiet.id, 999_999], per=3)
+    assert [u.text for u in latest[busy.id]] == ["第4次", "第3次", "第2次"]
+    assert [u.text for u in latest[quiet.id]] == ["开工"] and 999_999 not in latest
+    assert [u.text for u in await updates_of(db, busy.id, limit=2)] == ["第4次", "第3次"]

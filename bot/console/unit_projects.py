@@ -18,11 +18,11 @@ from storage.projects import (
     complete_project,
     deadline_text,
     get_project,
+    latest_updates,
     open_projects,
     post_progress,
     unit_names,
     unit_projects,
-    updates_of,
 )
 from storage.roles import Role
 
@@ -55,15 +55,15 @@ async def projects_page(request: web.Request, *, error: str = "", status: int = 
     published, total = await open_projects(d.db, offset=(page - 1) * OPEN_PAGE, limit=OPEN_PAGE)
     own = await unit_projects(d.db, units, limit=OWN_LIMIT)
     names = await unit_names(d.db, set(units) | {p.unit_id for p in own if p.unit_id})
+    latest = await latest_updates(d.db, [p.id for p in own], per=3)
     carried = []
     for p in own:
-        latest = await updates_of(d.db, p.id, limit=3)
         carried.append({
             "id": p.id, "title": p.title, "status": p.status_label, "unit": names.get(p.unit_id, ""),
             "deadline": deadline_text(p.deadline), "content": p.content, "measures": p.measures,
             "working": p.status in ("claimed", "in_progress"),
             "updates": [{"when": when(u.at), "kind": UPDATE_LABELS.get(u.kind, u.kind), "text": u.text}
-                        for u in latest],
+                        for u in latest.get(p.id, [])],
         })
     pages = max(1, -(-total // OPEN_PAGE))
     return render(request, "unit_projects.html", {
