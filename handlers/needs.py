@@ -40,6 +40,7 @@ from storage.needs import (
     NeedError,
     NeedStatus,
     SimilarNeed,
+    add_rating_comment,
     awaiting_rating,
     find_need,
     find_similar,
@@ -466,6 +467,7 @@ async def public_detail(ctx: Context, need: Need) -> str:
 # ---------------------------------------------------------------------------------------------- rating
 
 
+RATED_BY_REPORTER = "诉求 {ticket} 由反映人本人评价，您会继续收到进展通知。"
 NOTHING_TO_RATE = "您目前没有待评价的诉求。回复「进度」查看您的诉求。"
 
 
@@ -484,6 +486,8 @@ async def rate_start(ctx: Context) -> str:
     need = await find_need(ctx.db, ticket)
     if need is None or not await is_follower(ctx.db, need.id, ctx.resident.id):
         return NOT_FOUND.format(ticket=ticket)
+    if need.rater_id != ctx.resident.id:  # a 附议 follower: told before the questions, not after them
+        return RATED_BY_REPORTER.format(ticket=ticket)
     if need.state == NeedStatus.RATED:
         return f"诉求 {ticket} 您已评价过（{need.rating}），谢谢！"
     if need.state == NeedStatus.CLOSED:  # resolved, and the days to rate it went by unrated
@@ -491,10 +495,7 @@ async def rate_start(ctx: Context) -> str:
     if need.state != NeedStatus.RESOLVED:
         return f"诉求 {ticket} 当前「{need.state.label}」，办结后才能评价。"
     if len(parts) >= 2 and parts[1] in RATINGS:  # one line: 评价 <编号> 满意 / 不满意 灯还是不亮
-        comment = parts[2] if len(parts) > 2 else None
-        if parts[1] == "不满意" and not comment:  # it reopens the need: staff need the why, so it is asked for
-            return await _rate_chosen(ctx, need, parts[1], None)
-        return await _rate(ctx, ticket, parts[1], comment)
+        return await _rate(ctx, ticket, parts[1], parts[2] if len(parts) > 2 else None)
     return _ask_rating(ctx, need)
 
 
@@ -519,25 +520,13 @@ async def rate_picked(ctx: Context, ticket: str) -> str:
 async def _rate_chosen(ctx: Context, need: Need, rating: str | None, comment: str | None) -> str:
     if rating is None:
         return _ask_rating(ctx, need)
-    if comment:
-        return await _rate(ctx, need.ticket, rating, comment)
-    return ctx.ask(f"诉求 {need.ticket}「{summary_line(need, 16)}」，您的评价：{rating}。\n"
-                   + _comment_hint(rating, need.ratings_given > 0),
-                   router.step("comment"), ticket=need.ticket, rating=rating)
+    return await _rate(ctx, need.ticket, rating, comment)
 
 
 def _ask_rating(ctx: Context, need: Need) -> str:
     menu = "\n".join(f"{n}. {r}" for n, r in enumerate(RATINGS, 1))
     return ctx.ask(f"诉求 {need.ticket}「{summary_line(need, 16)}」\n您对办理结果满意吗？\n{menu}",
-                   router.step("rating"), ticket=need.ticket, final=need.ratings_given > 0)
-
-
-def _comment_hint(rating: str, final: bool) -> str:
-    if rating != "不满意":
-        return "还有什么想说的？直接回复；没有请回复「跳过」。"
-    if final:  # after the rework: the need goes to 区级督办 (storage/needs/rating.py)
-        return "请简单说说哪里不满意，您的意见会随诉求转区级督办（或回复「跳过」）。"
-    return "请简单说说哪里不满意，我们会转给工作人员重新办理（或回复「跳过」）。"
+                   router.step("rating"), ticket=need.ticket)
 
 
 @router.state("rating", title="评价")
@@ -547,31 +536,50 @@ async def rating_step(ctx: Context) -> str:
         choice = RATINGS[int(choice) - 1]
     if choice not in RATINGS:
         return ctx.retry("请回复 1、2 或 3。")
-    return ctx.ask(_comment_hint(choice, bool(ctx.data.get("final"))), router.step("comment"), rating=choice)
-
-
-@router.state("comment", title="评价")
-async def comment_step(ctx: Context) -> str:
-    said = ctx.text.strip()
-    # A bare number (still choosing?) or a command (代报, 进度) is no comment: staff would read 「基本满意（2）」 as
-    # a reason given. The question again, with the way out for a command (ctx.retry).
-    if (said.isdigit() and said != "0") or ctx.engine.command_word(said):
-        return ctx.retry("请直接写下您的意见，没有请回复「跳过」。")
-    # Punctuation alone (。, ……) says nothing either; 0 skips, as elsewhere.
-    comment = None if said in SKIP_WORDS or said == "0" or not bare(said) else said
-    return await _rate(ctx, ctx.data["ticket"], ctx.data["rating"], comment)
+    return await _rate(ctx, ctx.data["ticket"], choice, None)
 
 
 async def _rate(ctx: Context, ticket: str, rating: str, comment: str | None) -> str:
+    """The rating is saved the moment it is chosen — a resident who stops at the thanks must not lose it; the
+    comment, when it did not come with it, is asked for afterwards and added (`add_rating_comment`)."""
     try:
         need = await rate_need(ctx.db, ctx.resident.id, ticket, rating, ctx.now, comment)
     except NeedError as exc:
         return ctx.done(exc.reason)
     if need.state.value == "reopened":
         due = f"，新的办理期限：{format_time(need.resolve_by)}前" if need.resolve_by else ""
-        return ctx.done(f"收到您的评价。诉求 {need.ticket} 已重新交办{due}。\n办结后会再请您评价。")
-    if need.state is NeedStatus.SUPERVISED:
-        return ctx.done(f"收到您的评价。诉求 {need.ticket} 重新办理后您仍不满意，已按规定转区级督办，"
-                        "您的意见已随件转交。\n督办有进展会通知您，也可回复「进度」查看。")
-    return ctx.done(f"谢谢您的评价（{rating}）！诉求 {need.ticket} 已归档。")
+        told = f"收到您的评价（不满意）。诉求 {need.ticket} 已重新交办{due}，办结后会再请您评价。"
+        ask = "请简单说说哪里不满意，我们会转给办理人员（没有请回复「跳过」）。"
+        handler = "办理人员"
+    elif need.state is NeedStatus.SUPERVISED:
+        told = (f"收到您的评价（不满意）。诉求 {need.ticket} 重新办理后您仍不满意，已按规定转区级督办。"
+                "督办有进展会通知您，也可回复「进度」查看。")
+        ask = "请简单说说哪里不满意，您的意见会转给督办人员（没有请回复「跳过」）。"
+        handler = "督办人员"
+    else:
+        told = f"谢谢您的评价（{rating}）！诉求 {need.ticket}「{summary_line(need, 16)}」已归档。"
+        ask = "还有什么想说的？直接回复；没有请回复「跳过」。"
+        handler = ""
+    if comment:
+        return ctx.done(told + (f"\n您的意见已转给{handler}。" if handler else ""))
+    return ctx.ask(f"{told}\n{ask}", router.step("comment"), ticket=need.ticket, handler=handler)
+
+
+@router.state("comment", title="评价意见")
+async def comment_step(ctx: Context) -> str:
+    said = ctx.text.strip()
+    if ctx.engine.command_word(said):  # the rating is saved: a command (进度, 菜单) simply goes ahead
+        return await ctx.handle_afresh()
+    # A bare number (still choosing?) is no comment: staff would read 「基本满意（2）」 as a reason given.
+    if said.isdigit() and said != "0":
+        return ctx.retry("您的评价已记录。有意见请直接写下，没有请回复「跳过」。")
+    if said in SKIP_WORDS or said == "0" or not bare(said):  # punctuation alone (。, ……) says nothing either
+        return ctx.done("好的，您的评价已记录。")
+    try:
+        await add_rating_comment(ctx.db, ctx.resident.id, ctx.data["ticket"], said, ctx.now)
+    except NeedError as exc:
+        return ctx.done(exc.reason)
+    if handler := ctx.data.get("handler"):
+        return ctx.done(f"已收到，您的意见已转给{handler}。")
+    return ctx.done("已收到您的意见，谢谢！")
 

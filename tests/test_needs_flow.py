@@ -133,13 +133,13 @@ async def test_staff_triage_to_b_post_progress_resolve_and_the_resident_reopens_
     assert "已联系电工" in timeline and "已办结，待评价" in timeline
 
     assert "3. 不满意" in (await phone.text("o_res", f"评价 {need.ticket}")).text
-    assert "哪里不满意" in (await phone.text("o_res", "3")).text
-    reopened = (await phone.text("o_res", "灯还是一闪一闪的")).text
-    assert "重新交办" in reopened
+    reopened = (await phone.text("o_res", "3")).text
+    assert "重新交办" in reopened and "哪里不满意" in reopened
+    assert "转给办理人员" in (await phone.text("o_res", "灯还是一闪一闪的")).text
     row = await find_need(db, need.ticket)
     assert (row.status, row.rework_count, row.rating) == ("reopened", 1, "不满意")
     rework = [m for m in await _outbox(db, staff.id) if m.kind == "need_rework"]
-    assert len(rework) == 1 and "一闪一闪" in rework[0].text
+    assert len(rework) == 2 and "一闪一闪" in rework[1].text  # the rework at once, then its reason
     assert "重办" in (await phone.text("o_staff", "待分流")).text
 
     assert "已办结" in (await phone.text("o_staff", f"办结 {need.ticket} 已更换整套灯具")).text

@@ -9,7 +9,16 @@ from sqlmodel import select
 from bot.cli_needs import show_text
 from storage.actor import actor_for
 from storage.classifier import default_classifier
-from storage.needs import find_need, report_need, resolve_need, triage_need
+from storage.needs import (
+    NeedError,
+    add_rating_comment,
+    find_need,
+    rate_need,
+    report_need,
+    resolve_need,
+    second_need,
+    triage_need,
+)
 from storage.outbox import OutboxMessage
 from storage.roles import Role
 from tests.factories import grant, make_district, make_resident
@@ -49,10 +58,12 @@ async def test_satisfied_in_answer_to_the_rating_push_rates_the_one_need_waiting
     assert f"评价 {need.ticket}" in push and "满意/基本满意/不满意" in push
 
     asked = (await phone.text("o_li", "满意")).text
-    assert asked == (f"诉求 {need.ticket}「楼道灯坏了，晚上看不见」，您的评价：满意。\n"
+    assert asked == (f"谢谢您的评价（满意）！诉求 {need.ticket}「楼道灯坏了，晚上看不见」已归档。\n"
                      "还有什么想说的？直接回复；没有请回复「跳过」。")
+    # Saved as it was chosen: a resident who stops reading here has rated.
+    assert ((await find_need(db, need.ticket)).status, (await find_need(db, need.ticket)).rating) == ("rated", "满意")
     thanked = (await phone.text("o_li", "师傅很快就来了")).text
-    assert thanked == f"谢谢您的评价（满意）！诉求 {need.ticket} 已归档。"
+    assert thanked == "已收到您的意见，谢谢！"
     row = await find_need(db, need.ticket)
     assert (row.status, row.rating, row.rating_comment) == ("rated", "满意", "师傅很快就来了")
 
@@ -83,8 +94,8 @@ async def test_unsatisfied_with_a_comment_and_two_needs_waiting_asks_which_one(d
     wrong = (await phone.text("o_li", "5")).text
     assert wrong.startswith("请回复1到2之间的序号。\n\n您有2条诉求待评价")
     reopened = (await phone.text("o_li", "2")).text
-    assert reopened.startswith(f"收到您的评价。诉求 {light.ticket} 已重新交办，新的办理期限：")
-    assert reopened.endswith("办结后会再请您评价。")
+    assert reopened.startswith(f"收到您的评价（不满意）。诉求 {light.ticket} 已重新交办，新的办理期限：")
+    assert reopened.endswith("办结后会再请您评价。\n您的意见已转给办理人员。")
     row = await find_need(db, light.ticket)
     assert (row.status, row.rating_comment) == ("reopened", "灯还是一闪一闪的")
     assert (await find_need(db, door.ticket)).status == "resolved"
@@ -93,14 +104,31 @@ async def test_unsatisfied_with_a_comment_and_two_needs_waiting_asks_which_one(d
     menu = (await phone.text("o_li", "评价")).text
     assert menu == (f"诉求 {door.ticket}「单元门禁坏了，门关不上」\n您对办理结果满意吗？\n"
                     "1. 满意\n2. 基本满意\n3. 不满意")
-    asked = "还有什么想说的？直接回复；没有请回复「跳过」。"
+    asked = (f"谢谢您的评价（基本满意）！诉求 {door.ticket}「单元门禁坏了，门关不上」已归档。\n"
+             "还有什么想说的？直接回复；没有请回复「跳过」。")
     assert (await phone.text("o_li", "2")).text == asked
-    # A stray number, or a command, is not taken for a comment: the question again (with the way out).
-    assert (await phone.text("o_li", "2")).text == "请直接写下您的意见，没有请回复「跳过」。\n\n" + asked
-    assert (await phone.text("o_li", "进度")).text == (
-        "请直接写下您的意见，没有请回复「跳过」。（要发「进度」，请先回复「取消」退出「评价」。）\n\n" + asked)
-    assert (await phone.text("o_li", "。")).text == f"谢谢您的评价（基本满意）！诉求 {door.ticket} 已归档。"
-    assert (await find_need(db, door.ticket)).rating_comment is None  # a lone 。 is no comment staff should read
+    # A stray number is not taken for a comment: the question again.
+    assert (await phone.text("o_li", "2")).text == "您的评价已记录。有意见请直接写下，没有请回复「跳过」。\n\n" + asked
+    assert (await phone.text("o_li", "。")).text == "好的，您的评价已记录。"
+    row = await find_need(db, door.ticket)
+    assert (row.status, row.rating, row.rating_comment) == ("rated", "基本满意", None)  # a lone 。 says nothing
+
+
+async def test_a_rating_chosen_stands_whatever_follows_it(db, phone, clock):
+    """The rating is saved when chosen: 取消, a command or silence at the comment question loses nothing."""
+    _, li, staff = await _town(db)
+    light = await _resolved(db, clock, li, staff, "楼道灯坏了，晚上看不见", "已更换楼道灯")
+    clock.advance(hours=1)
+    door = await _resolved(db, clock, li, staff, "单元门禁坏了，门关不上", "已修好门禁")
+    assert "还有什么想说的" in (await phone.text("o_li", f"评价 {light.ticket} 满意")).text
+    assert "已退出" in (await phone.text("o_li", "取消")).text
+    assert "还有什么想说的" in (await phone.text("o_li", f"评价 {door.ticket} 基本满意")).text
+    # A command at the comment question simply goes ahead: there is nothing left to lose.
+    assert (await phone.text("o_li", "进度")).text.startswith("您的诉求（共2条")
+    assert [(n.status, n.rating) for n in (await find_need(db, light.ticket), await find_need(db, door.ticket))] == [
+        ("rated", "满意"), ("rated", "基本满意")]
+    # A comment after the question is gone cannot be attached by 评价 again: it is rated.
+    assert "您已评价过（满意）" in (await phone.text("o_li", f"评价 {light.ticket}")).text
 
 
 async def test_progress_from_the_menu_lists_numbered_needs_and_a_number_opens_one(db, phone, clock):
@@ -172,28 +200,31 @@ async def test_a_final_unsatisfied_goes_to_district_oversight_with_the_comment(d
     await grant(db, admin, Role.ADMIN)
     need = await _resolved(db, clock, li, staff, "楼道灯坏了，晚上看不见", "已更换楼道灯")
 
-    assert (await phone.text("o_li", "不满意")).text == (
-        f"诉求 {need.ticket}「楼道灯坏了，晚上看不见」，您的评价：不满意。\n"
-        "请简单说说哪里不满意，我们会转给工作人员重新办理（或回复「跳过」）。")
-    assert "已重新交办" in (await phone.text("o_li", "灯还是一闪一闪的")).text
+    reopened = (await phone.text("o_li", "不满意")).text
+    assert reopened.startswith(f"收到您的评价（不满意）。诉求 {need.ticket} 已重新交办")
+    assert reopened.endswith("请简单说说哪里不满意，我们会转给办理人员（没有请回复「跳过」）。")
+    assert (await phone.text("o_li", "灯还是一闪一闪的")).text == "已收到，您的意见已转给办理人员。"
+    rework = [m.text for m in await _outbox(db, staff.id) if m.kind == "need_rework"]
+    assert len(rework) == 2 and "（未留言）" in rework[0] and "灯还是一闪一闪的" in rework[1]
     clock.advance(hours=2)
     assert "已办结" in (await phone.text("o_staff", f"办结 {need.ticket} 已更换整套灯具")).text
 
     asked = (await phone.text("o_li", "评价")).text
     assert asked.startswith(f"诉求 {need.ticket}「") and "3. 不满意" in asked
-    hint = (await phone.text("o_li", "3")).text
-    assert hint == "请简单说说哪里不满意，您的意见会随诉求转区级督办（或回复「跳过」）。"
-    told = (await phone.text("o_li", "换了还是闪，晚上根本没法走")).text
-    assert told == (f"收到您的评价。诉求 {need.ticket} 重新办理后您仍不满意，已按规定转区级督办，您的意见已随件转交。\n"
-                    "督办有进展会通知您，也可回复「进度」查看。")
+    told = (await phone.text("o_li", "3")).text
+    assert told == (f"收到您的评价（不满意）。诉求 {need.ticket} 重新办理后您仍不满意，已按规定转区级督办。"
+                    "督办有进展会通知您，也可回复「进度」查看。\n"
+                    "请简单说说哪里不满意，您的意见会转给督办人员（没有请回复「跳过」）。")
+    assert (await find_need(db, need.ticket)).status == "supervised"  # at once, before any comment
+    assert (await phone.text("o_li", "换了还是闪，晚上根本没法走")).text == "已收到，您的意见已转给督办人员。"
     row = await find_need(db, need.ticket)
     assert (row.status, row.rating, row.ratings_given, row.rating_comment) == (
         "supervised", "不满意", 2, "换了还是闪，晚上根本没法走")
     assert row.district_reported_at is not None and row.rate_by is None
 
-    for person in (staff, admin):
-        notices = [m for m in await _outbox(db, person.id) if m.kind == "report"]
-        assert len(notices) == 1 and "【区级督办】" in notices[0].text and "换了还是闪" in notices[0].text
+    for person in (staff, admin):  # told at once, then the reason as it came
+        notices = [m.text for m in await _outbox(db, person.id) if m.kind == "report"]
+        assert len(notices) == 2 and all("【区级督办】" in n for n in notices) and "换了还是闪" in notices[1]
 
     queue = (await phone.text("o_staff", "待分流")).text
     assert f"1. 【督办】{need.ticket}" in queue
@@ -213,11 +244,47 @@ async def test_a_final_unsatisfied_goes_to_district_oversight_with_the_comment(d
     assert (await find_need(db, need.ticket)).status == "resolved"
 
 
-async def test_a_one_line_unsatisfied_without_a_reason_asks_why_before_reopening(db, phone, clock):
+async def test_a_one_line_unsatisfied_without_a_reason_reopens_and_asks_why(db, phone, clock):
     _d, li, staff = await _town(db)
     need = await _resolved(db, clock, li, staff, "楼道灯坏了，晚上看不见", "已更换楼道灯")
     asked = (await phone.text("o_li", f"评价 {need.ticket} 不满意")).text
-    assert asked.endswith("请简单说说哪里不满意，我们会转给工作人员重新办理（或回复「跳过」）。")
-    assert (await find_need(db, need.ticket)).status == "resolved"  # not reopened yet
-    assert "已重新交办" in (await phone.text("o_li", "灯还是一闪一闪的")).text
+    assert asked.endswith("请简单说说哪里不满意，我们会转给办理人员（没有请回复「跳过」）。")
+    assert (await find_need(db, need.ticket)).status == "reopened"  # a resident who stops here has still said it
+    assert "已转给办理人员" in (await phone.text("o_li", "灯还是一闪一闪的")).text
     assert (await find_need(db, need.ticket)).rating_comment == "灯还是一闪一闪的"
+
+
+async def test_a_seconder_hears_the_result_but_is_not_asked_to_rate(db, phone, clock):
+    d, li, staff = await _town(db)
+    wang = await make_resident(db, "o_wang", d.buildings["B1"], room="302")
+    need = await report_need(db, li.id, "楼道灯坏了，晚上看不见", "JZ-05", clock.now())
+    await second_need(db, need.ticket, wang.id, clock.now())
+    await triage_need(db, await actor_for(db, staff.id), need.ticket, "A", clock.now())
+    await resolve_need(db, await actor_for(db, staff.id), need.ticket, "已更换楼道灯", clock.now())
+    to_li, to_wang = (await _outbox(db, li.id))[-1].text, (await _outbox(db, wang.id))[-1].text
+    assert "已更换楼道灯" in to_wang and "回复「评价" not in to_wang and f"进度 {need.ticket}" in to_wang
+    assert f"评价 {need.ticket}" in to_li
+    # Asked anyway: told at once, not after the questions.
+    assert (await phone.text("o_wang", f"评价 {need.ticket}")).text == (
+        f"诉求 {need.ticket} 由反映人本人评价，您会继续收到进展通知。")
+    assert (await find_need(db, need.ticket)).status == "resolved"
+
+
+async def test_a_rating_comment_comes_from_its_rater_once_and_soon(db, clock):
+    d, li, staff = await _town(db)
+    wang = await make_resident(db, "o_wang", d.buildings["B1"], room="302")
+    need = await _resolved(db, clock, li, staff, "楼道灯坏了，晚上看不见", "已更换楼道灯")
+    await rate_need(db, li.id, need.ticket, "满意", clock.now())
+    with pytest.raises(NeedError):  # not theirs to comment on
+        await add_rating_comment(db, wang.id, need.ticket, "我也觉得好", clock.now())
+    clock.advance(minutes=20)
+    await add_rating_comment(db, li.id, need.ticket, "师傅很快就来了", clock.now())
+    with pytest.raises(NeedError):  # one comment: the first is what staff read
+        await add_rating_comment(db, li.id, need.ticket, "再补一句", clock.now())
+    assert (await find_need(db, need.ticket)).rating_comment == "师傅很快就来了"
+
+    other = await _resolved(db, clock, li, staff, "单元门禁坏了，门关不上", "已修好门禁")
+    await rate_need(db, li.id, other.ticket, "基本满意", clock.now())
+    clock.advance(hours=2)  # long after the question: not a comment on this rating any more
+    with pytest.raises(NeedError):
+        await add_rating_comment(db, li.id, other.ticket, "门还是有点响", clock.now())

@@ -171,7 +171,15 @@ from storage.needs.queries import (
     unit_named,
     unit_needs,
 )
-from storage.needs.rating import CLOSE_BATCH, CLOSED_NOTE, SUPERVISED_NOTE, close_unrated, closed_query, rate_need
+from storage.needs.rating import (
+    CLOSE_BATCH,
+    CLOSED_NOTE,
+    SUPERVISED_NOTE,
+    add_rating_comment,
+    close_unrated,
+    closed_query,
+    rate_need,
+)
 from storage.needs.transitions import TRANSITIONS, Transition, apply_transition, check, refusal
 
 __all__ = [
@@ -229,6 +237,7 @@ __all__ = [
     "SimilarNeed",
     "Transition",
     "_record",
+    "add_rating_comment",
     "add_span",
     "apply_transition",
     "assign_need",

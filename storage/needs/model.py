@@ -216,6 +216,12 @@ class Need(SQLModel, table=True):
     def is_open(self) -> bool:
         return self.state in OPEN_STATUSES
 
+    @property
+    def rater_id(self) -> int | None:
+        """Who rates it: its reporter, or — 代报 for someone unbound — the leader who filed it. Other followers
+        (附议) hear every step but do not rate."""
+        return self.reporter_id or self.filed_by_id
+
 
 class NeedEvent(SQLModel, table=True):
     __tablename__ = "need_event"

@@ -8,6 +8,7 @@ import datetime as dt
 from sqlmodel import select
 
 from storage.db import Database
+from storage.needs.events import _record
 from storage.needs.model import RATINGS, Need, NeedError, NeedStatus
 from storage.needs.notices import (
     _admins,
@@ -40,8 +41,7 @@ async def rate_need(
     comment = _clip(comment) if comment and comment.strip() else None
     async with db.write() as s:
         need = await load_need(s, ticket)
-        rater = need.reporter_id or need.filed_by_id  # 代报 for someone unbound: the leader rates for them
-        if resident_id != rater:
+        if resident_id != need.rater_id:
             if resident_id in await _followers(s, need.id):
                 raise NeedError(f"诉求 {need.ticket} 由反映人本人评价，您会继续收到进展通知。")
             raise NeedError(f"没有找到编号为 {need.ticket} 的诉求，请核对编号。")
@@ -52,28 +52,68 @@ async def rate_need(
         if rating == "不满意" and need.ratings_given == 1:
             event = await apply_transition(s, need, "reopen", now, actor_id=resident_id, actor_label="居民",
                                            note=note + "，重新办理", rating=rating)
-            staff = [need.assignee_id] if need.assignee_id else await _staff_of(s, need.community_id)
             text = (f"【重办】{need.ticket} 居民评价不满意\n{_clip(comment or '（未留言）', 40)}\n"
                     f"请重新办理，回复「进度 {need.ticket}」查看。")
-            followers = set(await _followers(s, need.id))
-            told = [rid for rid in staff if rid is not None and rid not in followers]
-            await _outbox(s, need, event, told, NoticeKind.NEED_REWORK, text, now)
+            await _outbox(s, need, event, await _told_of_rework(s, need), NoticeKind.NEED_REWORK, text, now)
         elif rating == "不满意":
             event = await apply_transition(s, need, "supervise", now, actor_id=resident_id, actor_label="居民",
                                            note=note + "，" + SUPERVISED_NOTE, rating=rating)
-            staff = [need.assignee_id, *await _staff_of(s, need.community_id),
-                     *await _department_staff(s, need.department_id), *await _admins(s)]
             text = (f"【区级督办】{need.ticket} 重新办理后居民仍不满意\n内容：{summary_line(need, 30)}\n"
                     f"居民意见：{_clip(comment or '（未留言）', 60)}\n"
                     f"请督促办理，「进展/办结 {need.ticket} 内容」登记；回复「进度 {need.ticket}」查看。")
-            followers = set(await _followers(s, need.id))
-            told = [rid for rid in dict.fromkeys(staff) if rid is not None and rid not in followers]
-            await _outbox(s, need, event, told, NoticeKind.REPORT, text, now)
+            await _outbox(s, need, event, await _told_of_supervision(s, need), NoticeKind.REPORT, text, now)
             s.add(audit_entry(now, f"resident:{resident_id}", "need.supervise", "need", need.ticket, rating=rating))
         else:
             await apply_transition(s, need, "rate", now, actor_id=resident_id, actor_label="居民", note=note,
                                    rating=rating)
     return need
+
+
+COMMENT_WINDOW = dt.timedelta(hours=1)  # a rating's comment comes right after it (the flow's 30 minutes, and some)
+
+
+async def add_rating_comment(db: Database, resident_id: int, ticket: str, comment: str, now: dt.datetime) -> Need:
+    """What the rater says after their rating, which was saved the moment they chose it (a resident who stops at
+    the thanks must not lose it): kept as the rating's comment, on the timeline, and — after a 不满意 — sent
+    to whoever was told of the rework or the 督办, as the reason they were waiting for."""
+    comment = _clip(comment)
+    if not comment:
+        raise NeedError("请写下您的意见。")
+    async with db.write() as s:
+        need = await load_need(s, ticket)
+        if (resident_id != need.rater_id or need.rated_at is None or need.rating_comment
+                or now - need.rated_at > COMMENT_WINDOW):
+            raise NeedError(f"诉求 {need.ticket} 的评价已经记录，补充意见请回复「进度 {need.ticket}」查看后联系社区。")
+        need.rating_comment = comment
+        state = need.state
+        event = await _record(s, need, now, "rating_comment", actor_id=resident_id, actor_label="居民",
+                              from_status=need.status, note=f"居民补充评价意见：{comment}", public=False)
+        if state is NeedStatus.REOPENED:
+            text = (f"【重办】{need.ticket} 居民说明不满意的原因\n{_clip(comment, 60)}\n"
+                    f"回复「进度 {need.ticket}」查看。")
+            await _outbox(s, need, event, await _told_of_rework(s, need), NoticeKind.NEED_REWORK, text, now)
+        elif state is NeedStatus.SUPERVISED:
+            text = (f"【区级督办】{need.ticket} 居民补充意见\n{_clip(comment, 60)}\n"
+                    f"回复「进度 {need.ticket}」查看。")
+            await _outbox(s, need, event, await _told_of_supervision(s, need), NoticeKind.REPORT, text, now)
+        s.add(audit_entry(now, f"resident:{resident_id}", "need.rating_comment", "need", need.ticket))
+    return need
+
+
+async def _told_of_rework(s, need: Need) -> list[int]:
+    """Who hears that a 不满意 sent the need back: its handler, or the community's staff (followers hear anyway)."""
+    staff = [need.assignee_id] if need.assignee_id else await _staff_of(s, need.community_id)
+    followers = set(await _followers(s, need.id))
+    return [rid for rid in staff if rid is not None and rid not in followers]
+
+
+async def _told_of_supervision(s, need: Need) -> list[int]:
+    """Who hears that a final 不满意 sent it to 区级督办: the handler, the community's staff, the department, the
+    district's admins."""
+    staff = [need.assignee_id, *await _staff_of(s, need.community_id),
+             *await _department_staff(s, need.department_id), *await _admins(s)]
+    followers = set(await _followers(s, need.id))
+    return [rid for rid in dict.fromkeys(staff) if rid is not None and rid not in followers]
 
 
 def closed_query(now: dt.datetime, limit: int = CLOSE_BATCH):
@@ -100,8 +140,7 @@ async def close_unrated(db: Database, now: dt.datetime, limit: int = CLOSE_BATCH
         for need in due:
             event = await apply_transition(s, need, "close", now, actor_id=None, actor_label="系统",
                                            note=CLOSED_NOTE, notify=False)
-            rater = need.reporter_id or need.filed_by_id
-            if rater is not None:
-                await _outbox(s, need, event, rater, NoticeKind.NEED_UPDATE, follower_notice(need, event), now)
+            if (rater := need.rater_id) is not None:
+                await _outbox(s, need, event, rater, NoticeKind.NEED_UPDATE, follower_notice(need, event, rater), now)
             s.add(audit_entry(now, "system", "need.close", "need", need.ticket, reason="rating window over"))
     return len(due)
