@@ -319,15 +319,20 @@ class Context:
     async def has_role(self, *roles: Role) -> bool:
         return (await self.actor()).holds(*roles)
 
-    def ask(self, question: str, step: str, *, more: str | None = None, **data: Any) -> str:
+    def ask(self, question: str, step: str, *, more: str | None = None, left: str | None = None,
+            **data: Any) -> str:
         """Ask a question and wait for the answer at `step` ("flow.step"). Data of the same flow is kept.
         `more`: the question is a page of a list, and this its next page's command, which 「下一页」 then runs
-        ("" on the last page: 「下一页」 says so)."""
+        ("" on the last page: 「下一页」 says so). `left`: what 取消 at this question says, where part of the flow
+        is already saved (a tier set before 指派, a rating before its comment): not "nothing was saved"."""
         keep = self.state.data if self.state and self.state.flow == step.split(".", 1)[0] else {}
         data = {**keep, **data, "_q": question}
         data.pop("_more", None)
+        data.pop("_left", None)
         if more is not None:
             data["_more"] = more
+        if left is not None:
+            data["_left"] = left
         self._next = FlowState(step, data)
         self._clear = False
         return question
@@ -659,6 +664,8 @@ class Engine:
             return ctx.done("当前没有进行中的操作。回复「菜单」查看全部服务。")
         if (kept := self.kept.get(ctx.state.name)) is not None:
             return ctx.done(kept)
+        if left := ctx.state.data.get("_left"):
+            return ctx.done(left)
         if ctx.state.name == LISTING_STEP:
             return ctx.done("已退出列表。回复「菜单」查看全部服务。")
         if (looking := self.browsing.get(ctx.state.name)) is not None:

@@ -562,7 +562,8 @@ async def _rate(ctx: Context, ticket: str, rating: str, comment: str | None) -> 
         handler = ""
     if comment:
         return ctx.done(told + (f"\n您的意见已转给{handler}。" if handler else ""))
-    return ctx.ask(f"{told}\n{ask}", router.step("comment"), ticket=need.ticket, handler=handler)
+    return ctx.ask(f"{told}\n{ask}", router.step("comment"), ticket=need.ticket, handler=handler,
+                   left="好的，您的评价已记录。")
 
 
 @router.state("comment", title="评价意见")

@@ -364,7 +364,8 @@ async def re_item_picked(ctx: Context, code: str) -> str:
         return ctx.done(exc.reason)
     done = f"已将 {need.ticket} 改为「{item.category} · {item.name}」。"
     if ctx.data.get("back") and need.state in NEW_STATUSES:  # 改类 before 分流: carry on triaging
-        return ctx.ask(f"{done}\n接着分流{need.ticket}，{TIER_CHOICES}", router.step("tier"), ticket=need.ticket)
+        return ctx.ask(f"{done}\n接着分流{need.ticket}，{TIER_CHOICES}", router.step("tier"), ticket=need.ticket,
+                       left=f"已退出「诉求分流」。{done}尚未分流。")
     return ctx.done(done)
 
 
@@ -391,7 +392,9 @@ async def _ask_assignee(ctx: Context, need: Need, triaged: str = "") -> str:
     lines.append(f"0. 跳过（稍后可「指派 {need.ticket}」）" if triaged else "0. 暂不指派")
     others = f"；其余{len(people) - len(shown)}位请回复手机号或姓名" if len(people) > len(shown) else ""
     lines.append(f"回复序号{others}。")
-    question = ctx.ask("\n".join(lines), router.step("assignee"), ticket=need.ticket, choices=choices, triaged=triaged)
+    left = f"已退出「诉求分流」。{triaged}\n暂未指派，稍后可回复「指派 {need.ticket}」。" if triaged else None
+    question = ctx.ask("\n".join(lines), router.step("assignee"), ticket=need.ticket, choices=choices, triaged=triaged,
+                       left=left)
     # The 已分流 line is said once: a wrong answer repeats the question, not the news that it was triaged.
     return f"{triaged}\n{question}" if triaged else question
 

@@ -144,6 +144,32 @@ async def test_tier_b_keeps_the_default_deadline_and_skips_the_assignee(db, phon
     assert await _audit(db, t) == ["need.triage"]
 
 
+async def test_leaving_at_the_assignee_question_says_the_tier_stands(db, phone, clock):
+    """取消 after the tier was set (or the need reclassified) said 「刚才填写的内容没有保存」 while the tier was
+    saved and the resident told: staff would triage it again, and the resident hear it twice."""
+    _d, resident, *_ = await _town(db)
+    need = await report_need(db, resident.id, "楼道灯坏了好几天", "JZ-05", clock.now())
+    t = need.ticket
+    triaged = f"已分流 {t}：立行立办，办结期限 11月30日17:30。"
+    await talk(phone, "o_staff", [
+        ("待分流", INBOX.format(ticket=t)),
+        ("1", Card(t)),
+        ("1", f"{triaged}\n{_who(t)}"),
+        ("取消", f"已退出「诉求分流」。{triaged}\n暂未指派，稍后可回复「指派 {t}」。"),
+    ])
+    assert (await find_need(db, t)).tier == "A"
+
+    other = await report_need(db, resident.id, "单元门禁坏了", "JZ-05", clock.now())
+    await phone.text("o_staff", "待分流")
+    await phone.text("o_staff", "1")
+    await phone.text("o_staff", "6")  # 改类
+    await phone.text("o_staff", "1")  # a category
+    moved = (await phone.text("o_staff", "1")).text  # its first sub-item
+    assert moved.startswith(f"已将 {other.ticket} 改为「") and "接着分流" in moved
+    left = (await phone.text("o_staff", "取消")).text
+    assert left.startswith(f"已退出「诉求分流」。已将 {other.ticket} 改为「") and left.endswith("尚未分流。")
+
+
 async def test_two_staff_picking_one_need_from_the_queue_triage_it_once(db, phone, clock):
     """bench/flow.py --scenario triage: two staff clearing one queue picked the same need and both were told
     已分流, the second silently re-tiering the first's decision. The second now learns it was taken; the tier,
