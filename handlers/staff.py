@@ -453,17 +453,34 @@ async def target_step(ctx: Context) -> str:
     need, target = await find_need(ctx.db, ticket), await find_need(ctx.db, target_ticket)
     if need is None:
         return ctx.done("这条诉求找不到了。")
+    if (wrong := _merge_target_refusal(need, target, target_ticket)) is not None:
+        return ctx.retry(wrong)
+    return _ask_merge(ctx, need, target)
+
+
+def _merge_target_refusal(need: Need, target: Need | None, target_ticket: str) -> str | None:
     if target is None or target.community_id != need.community_id:
-        return ctx.retry(f"本社区没有编号为 {target_ticket} 的诉求，请核对。")
+        return f"本社区没有编号为 {target_ticket} 的诉求，请核对。"
     if target.id == need.id:
-        return ctx.retry("不能把诉求合并到它自己，请换一条。")
+        return "不能把诉求合并到它自己，请换一条。"
     if not target.is_open:
-        return ctx.retry(f"{target.ticket} 当前状态是「{target.state.label}」，请合并到仍在办理的诉求。")
+        return f"{target.ticket} 当前状态是「{target.state.label}」，请合并到仍在办理的诉求。"
+    return None
+
+
+def _ask_merge(ctx: Context, need: Need, target: Need) -> str:
+    """A merge ends a need for its followers: always asked first, with its two texts side by side, and a warning
+    when they are not even of one sub-item (合并 <编号> <目标编号> typed with a wrong digit)."""
+    taxonomy = load_taxonomy()
+    names = [(item.name if (item := taxonomy.get(n.item_code)) else "未分类") for n in (need, target)]
+    warning = ""
+    if names[0] != names[1]:
+        warning = f"注意：两条诉求类别不同（{names[0]} / {names[1]}），请核对是否同一问题。\n"
     question = (
         f"确认合并？\n{need.ticket}「{summary_line(need, 16)}」\n→ 并入 {target.ticket}「{summary_line(target, 16)}」\n"
-        f"关注 {need.ticket} 的居民将改为接收 {target.ticket} 的进展。\n1. 确认合并\n2. 不合并"
+        f"{warning}关注 {need.ticket} 的居民将改为接收 {target.ticket} 的进展。\n1. 确认合并\n2. 不合并"
     )
-    return ctx.ask(question, router.step("merge_confirm"), target=target.ticket)
+    return ctx.ask(question, router.step("merge_confirm"), ticket=need.ticket, target=target.ticket)
 
 
 @router.state("merge_confirm", roles=MANAGERS)
@@ -557,13 +574,19 @@ async def escalate_line(ctx: Context) -> str:
 
 @router.command("合并", roles=MANAGERS, args=True, everywhere=True, help="合并 编号 [目标编号]")
 async def merge_line(ctx: Context) -> str:
-    if len(ctx.args.split()) == 1:
+    tickets = ctx.args.split()
+    if len(tickets) == 1:
         return await _start_guided(ctx, ctx.args, "merge")
-    return await _one_line(
-        ctx, "合并 <编号> <目标编号>（只写编号可从同类诉求中选）",
-        lambda actor, ticket, target: merge_need(ctx.db, actor, ticket, target, ctx.now),
-        lambda need, target: f"已将 {need.ticket} 合并到 {target}，其关注居民会一并收到后续进展。",
-    )
+    if len(tickets) != 2 or not all(normalise_ticket(t) for t in tickets):
+        return ctx.done("格式：合并 <编号> <目标编号>（只写编号可从同类诉求中选）")
+    need, target = await find_need(ctx.db, tickets[0]), await find_need(ctx.db, tickets[1])
+    if need is None:
+        return ctx.done(f"没有找到编号为 {normalise_ticket(tickets[0])} 的诉求，请核对编号。")
+    if (refusal := management_refusal(await ctx.actor(), need, "merge")) is not None:
+        return ctx.done(refusal)
+    if (wrong := _merge_target_refusal(need, target, normalise_ticket(tickets[1]))) is not None:
+        return ctx.done(wrong)
+    return _ask_merge(ctx, need, target)  # asked like the guided one: merging ends the need for its followers
 
 
 @router.command("驳回", roles=MANAGERS, args=True, everywhere=True, help="驳回 编号 理由")

@@ -163,6 +163,29 @@ async def test_staff_merge_a_duplicate_into_a_listed_open_need_after_confirming(
     assert "need.merge" in await _audit(db, duplicate.ticket)
 
 
+async def test_the_one_line_merge_asks_first_and_warns_of_two_sub_items(db, phone, clock):
+    """合并 <编号> <目标编号> merged at once: one wrong digit ended a resident's 居家养老 request into a street lamp's."""
+    d = await make_district(db)
+    first = await make_resident(db, "o_first", d.buildings["B1"], room="301")
+    second = await make_resident(db, "o_second", d.buildings["B3"], room="402")
+    await _staff(db, d)
+    lamp = await report_need(db, first.id, "小区里的路灯不亮了", "JZ-05", clock.now())
+    care = await report_need(db, second.id, "想给老母亲申请居家养老服务", "JZ-02", clock.now())
+
+    asked = (await phone.text("o_staff", f"合并 {care.ticket} {lamp.ticket}")).text
+    assert asked.startswith("确认合并？") and "注意：两条诉求类别不同" in asked and asked.endswith("1. 确认合并\n2. 不合并")
+    assert (await phone.text("o_staff", "2")).text == "好的，没有合并。"
+    assert (await find_need(db, care.ticket)).status == "reported"
+    assert await _outbox(db, second.id) == []
+
+    assert "不能把诉求合并到它自己" in (await phone.text("o_staff", f"合并 {care.ticket} {care.ticket}")).text
+    assert "格式：合并" in (await phone.text("o_staff", f"合并 {care.ticket} 路灯那条")).text
+    asked = (await phone.text("o_staff", f"合并 {care.ticket} {lamp.ticket}")).text
+    assert "确认合并" in asked
+    assert f"已将 {care.ticket} 合并到 {lamp.ticket}" in (await phone.text("o_staff", "1")).text
+    assert (await find_need(db, care.ticket)).status == "merged"
+
+
 async def test_staff_of_another_community_cannot_start_the_guided_steps(db, phone, clock):
     d = await make_district(db)
     resident = await make_resident(db, "o_res", d.buildings["B1"])
