@@ -52,13 +52,14 @@ _LABEL_HEAD = re.compile(r"[（(，,：:\s]")
 
 def chosen_number(question: str, text: str) -> str | None:
     """The number of the option whose words the resident typed instead of its number ("确认提交" for
-    "1. 确认提交", "是" for "1. 是，帮我登记", either with a full stop typed after it), or None: no option, or
-    more than one, reads so. Whole words only — "提交" is in both "确认提交" and "不提交" — and never a vague
-    yes (好的, 可以) for an option's words: a bare 好 must not bind a phone or cancel an activity."""
+    "1. 确认提交", "是" for "1. 是，帮我登记", either with a full stop typed after it; or the first words of
+    one option alone, two characters at least: "确认" for "1. 确认提交"), or None: no option, or more than one,
+    reads so. Words the option begins with — "提交" is in both "确认提交" and "不提交" — and never a vague yes
+    (好的, 可以) for an option's words: a bare 好 must not bind a phone or cancel an activity."""
     said = bare(text)
     if not said or said.isdigit() or not question:
         return None
-    named = set()
+    named, begun = set(), set()
     for line in question.splitlines():
         for part in re.split(r"\s{2,}", line.strip()):  # staff menus put two options on a line
             option = _OPTION.match(part)
@@ -67,7 +68,11 @@ def chosen_number(question: str, text: str) -> str | None:
             label = option.group(2).strip()
             if said in (label, _LABEL_HEAD.split(label, 1)[0]):
                 named.add(option.group(1))
-    return named.pop() if len(named) == 1 else None
+            elif len(said) >= 2 and label.startswith(said):  # 确认 for 确认提交, 确定 for 确定取消, 预约 for 预约座位
+                begun.add(option.group(1))
+    if named:
+        return named.pop() if len(named) == 1 else None
+    return begun.pop() if len(begun) == 1 else None
 
 
 UNKNOWN_HINT = "没太明白您的意思。回复「菜单」查看全部服务，或直接描述您要反映的问题。"

@@ -32,8 +32,21 @@ def test_an_options_words_or_its_head_before_a_comma_name_its_number():
 
 def test_a_vague_yes_chooses_nothing():
     # Binding a phone or cancelling a seat is done by the option's number or its own words, never by a bare 好.
-    assert [chosen_number(CONFIRM, w) for w in ("是", "好的", "确认", "可以")] == [None] * 4
+    assert [chosen_number(CONFIRM, w) for w in ("是", "好的", "好", "可以", "对")] == [None] * 5
     assert chosen_number("确定取消您的议事座位吗？\n1. 确定取消\n2. 保留预约", "确定取消") == "1"
+
+
+def test_the_first_words_of_one_option_choose_it():
+    # Residents typed 确认 under 「1. 确认提交」 (and the donation's hint itself says 「回复 1 确认」), 确定 under
+    # 「1. 确定取消」, 预约 under 「1. 预约座位」: each begins one option only.
+    assert chosen_number(CONFIRM, "确认") == "1"
+    seat = "确定取消您的议事座位吗？\n1. 确定取消\n2. 保留预约"
+    assert (chosen_number(seat, "确定"), chosen_number(seat, "保留")) == ("1", "2")
+    menu = "阳光17议\n1. 预约座位\n2. 提议题\n3. 我的预约"
+    assert (chosen_number(menu, "预约"), chosen_number(menu, "提议")) == ("1", "2")
+    assert chosen_number(menu, "我") is None  # one character begins too much to be a choice
+    both = "1. 确认修改\n2. 确认删除\n3. 返回"
+    assert chosen_number(both, "确认") is None  # the first words of two options
 
 
 def test_words_that_fit_no_option_or_several_choose_nothing():
