@@ -53,7 +53,7 @@ async def pick(ctx: Context, activity_id: int) -> str:
         f"时间：{act.when_text(a)}",
         f"地点：{a.place}",
         f"记录时长：{pts.hours_text(a.half_hours)} 小时（{points} 积分）",
-        f"名额：{item.signed}/{a.capacity}",
+        f"名额：已报名 {item.signed} 人，共 {a.capacity} 人",
     ]
     if item.mine:
         lines += [f"您：{MINE[item.mine]}", "1. 取消报名\n2. 返回"]
@@ -71,10 +71,9 @@ async def act_choice(ctx: Context) -> str | None:
     if ctx.text != "1":
         return ctx.retry("请回复 1 或 2。")
     activity_id = int(ctx.data["activity"])
+    if ctx.data.get("signed"):  # the card's 1 was 报名 a moment ago: cancelling is asked, as a seat's is
+        return ctx.ask("确定取消报名吗？\n1. 确定取消\n2. 保留报名", router.step("unsign"), activity=activity_id)
     try:
-        if ctx.data.get("signed"):
-            await act.cancel_signup(ctx.db, activity_id, ctx.resident, ctx.now)
-            return ctx.done("已取消报名。如有候补居民，名额会自动递补给他们。")
         result = await act.sign_up(ctx.db, activity_id, ctx.resident, ctx.now)
     except pts.PointsRefused as exc:
         return ctx.done(exc.reason)
@@ -85,6 +84,19 @@ async def act_choice(ctx: Context) -> str | None:
         f"报名成功！「{a.title}」\n时间：{act.when_text(a)}\n地点：{a.place}\n"
         "到场后回复「签到 签到码」，结束时回复「签退 签退码」（码由组织者出示）。"
     )
+
+
+@router.state("unsign", bound=True, kept="已退出，您的报名仍然保留。")
+async def unsign_confirm(ctx: Context) -> str:
+    if ctx.text == "2":
+        return ctx.done("好的，报名已保留。")
+    if ctx.text != "1":
+        return ctx.retry("请回复 1 取消报名，或 2 保留。")
+    try:
+        await act.cancel_signup(ctx.db, int(ctx.data["activity"]), ctx.resident, ctx.now)
+    except pts.PointsRefused as exc:
+        return ctx.done(exc.reason)
+    return ctx.done("已取消报名。如有候补居民，名额会自动递补给他们。")
 
 
 @router.command("签到", bound=True, args=True, help="签到 / 签退 [签到码]")

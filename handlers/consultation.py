@@ -136,16 +136,17 @@ async def _ask_cancel(ctx: Context) -> str:
     booking, _ = await cs.my_booking(ctx.db, session_id, ctx.resident.id) if session_id else (None, 0)
     if booking is None:
         return ctx.done("您目前没有议事预约。")
-    what = "座位" if booking.status == cs.BookingStatus.BOOKED else "候补"
-    return ctx.ask(f"确定取消您的议事{what}吗？\n1. 确定取消\n2. 保留预约", router.step("cancel"),
-                   session_id=session_id)
+    seat = booking.status == cs.BookingStatus.BOOKED
+    what, keep = ("座位", "预约") if seat else ("候补", "候补")
+    return ctx.ask(f"确定取消您的议事{what}吗？\n1. 确定取消\n2. 保留{keep}", router.step("cancel"),
+                   session_id=session_id, seat=seat)
 
 
 @router.state("cancel", bound=True,
               kept="已退出，您的预约仍然保留。如要取消，请回复「取消预约」，再回复 1。")
 async def cancel_confirm(ctx: Context) -> str:
     if ctx.text == "2":
-        return ctx.done("好的，预约已保留。")
+        return ctx.done("好的，预约已保留。" if ctx.data.get("seat", True) else "好的，候补已保留。")
     if ctx.text != "1":
         return ctx.retry("请回复1或2。")
     try:
@@ -153,7 +154,9 @@ async def cancel_confirm(ctx: Context) -> str:
                                 QuietHours.parse(ctx.settings.quiet_hours))
     except cs.ConsultationError as exc:
         return ctx.done(exc.reason)
-    return ctx.done("已取消预约，座位将让给候补的居民。欢迎下次参加！")
+    if ctx.data.get("seat", True):
+        return ctx.done("已取消预约，座位将让给候补的居民。欢迎下次参加！")
+    return ctx.done("已取消候补，不再为您递补座位。欢迎下次参加！")
 
 
 @router.command("提议题", bound=True, help="提议题 / 我的议题")

@@ -96,7 +96,14 @@ async def test_a_full_activity_puts_the_next_volunteer_on_the_waitlist_and_a_can
 
     await phone.text("o_first", "志愿活动")
     assert "已报名" in (await phone.text("o_first", "1")).text
-    assert "已取消报名" in (await phone.text("o_first", "1")).text
+    # The card's 1 was 报名 a moment ago: the same key now asks before it cancels.
+    assert (await phone.text("o_first", "1")).text == "确定取消报名吗？\n1. 确定取消\n2. 保留报名"
+    assert (await phone.text("o_first", "取消")).text == "已退出，您的报名仍然保留。"
+    assert [p.resident.id for p in await act.attendance(db, activity.id)] == [first.id]
+    await phone.text("o_first", "志愿活动")
+    await phone.text("o_first", "1")
+    await phone.text("o_first", "1")
+    assert "已取消报名" in (await phone.text("o_first", "确定")).text
 
     people = await act.attendance(db, activity.id)
     assert [p.resident.id for p in people] == [second.id]

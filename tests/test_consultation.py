@@ -157,6 +157,9 @@ async def test_resident_books_is_reminded_cancels_and_the_first_waiting_is_promo
     told = await outbox_for(db, bo.id, "cs:%")
     assert len(told) == 1 and "候补转为正式预约" in told[0].text and rows[bo.id].code in told[0].text
     assert "候补第1位" in (await phone.text("o_cy", "议事")).text
+    # Someone waiting cancels a waiting place, not a seat they never had.
+    assert (await phone.text("o_cy", "取消预约")).text == "确定取消您的议事候补吗？\n1. 确定取消\n2. 保留候补"
+    assert (await phone.text("o_cy", "1")).text == "已取消候补，不再为您递补座位。欢迎下次参加！"
 
     clock.set(dt.datetime(2026, 12, 17, 8, 10, tzinfo=TZ))  # the morning of the 17th
     assert await cs.due_reminders(db, clock.now()) == 1
