@@ -70,7 +70,8 @@ router = Router("need", "反映问题")
 ASK_TEXT = "请用一两句话描述您要反映的问题，例如：3单元楼道灯坏了好几天。"
 UNCLASSIFIED_LABEL = "其他/未分类（由工作人员分类）"
 SKIP_WORDS = {"跳过", "没有", "不用", "好了", "完成", "无", "继续"}
-DONE_WORDS = SKIP_WORDS | {"提交", "发完了", "就这些"}  # the attachment step: on to the summary
+# The attachment step: on to the summary (a plain 好的 here can only mean "that's all").
+DONE_WORDS = SKIP_WORDS | {"提交", "发完了", "就这些", "好的", "好", "没了", "没有了", "不用了", "不发了"}
 NOT_FOUND = "没有找到编号为 {ticket} 的诉求，请核对编号。回复「进度」查看您的诉求。"
 # A reply to a rating push: the word, then (optionally) what the resident wants to add. 「满意」 needs a separator
 # before a comment so that 「满意度…」 is not read as a rating.
@@ -92,12 +93,18 @@ async def start(ctx: Context) -> str:
 async def text_step(ctx: Context) -> str:
     if ctx.msg.type not in ("text", "voice") or not ctx.text:
         return ctx.retry("请先用文字（或语音）描述问题，照片和位置下一步再发。")
+    if ctx.engine.command_word(ctx.text):  # 进度, 积分: not a problem to file (the hint says how to leave for it)
+        return ctx.retry("请先描述您要反映的问题。")
     return await _got_text(ctx, ctx.text)
+
+
+# Words that say someone has a problem but not which: 「我要投诉」 alone was filed as a need staff could not act on.
+_NO_CONTENT = re.compile(r"我要|我想|想要|投诉|举报|反映|反应|问题|一下|求助|建议|有个|有|[\s\W_]")
 
 
 async def _got_text(ctx: Context, text: str) -> str:
     text = text.strip()
-    if len(text) < 4:
+    if len(text) < 4 or len(_NO_CONTENT.sub("", text)) < 2:
         return ctx.ask("再多说几个字吧，比如在哪里、什么问题。\n\n" + ASK_TEXT, router.step("text"))
     if len(text) > 500:
         return ctx.ask("内容太长了，请精简到500字以内。\n\n" + ASK_TEXT, router.step("text"))
@@ -205,9 +212,21 @@ async def attach_step(ctx: Context) -> str:
             "已收到位置。还可以发送照片，或回复「好了」继续。", router.step("attach"),
             lat=loc.latitude, lng=loc.longitude, place=loc.label[:128],
         )
-    if ctx.text in DONE_WORDS:
+    if ctx.text in DONE_WORDS or ctx.text == "0":
         return await _ask_confirm(ctx)
+    said = ctx.text.strip()
+    if msg.type == "text" and len(bare(said)) >= 4 and not ctx.engine.command_word(said):
+        return _more_text(ctx, said)  # 「还有楼下也是」: more about the problem, kept as a voice's words are
     return ctx.retry("请发送照片或位置，没有请回复「跳过」。")
+
+
+def _more_text(ctx: Context, words: str) -> str:
+    text = ctx.data["text"]
+    added = f"{text}（补充）{words}"
+    if len(added) > MAX_TEXT:
+        return ctx.retry(f"问题描述已满{MAX_TEXT}字，这段没有加上。请发送照片或位置，没有请回复「跳过」。")
+    return ctx.ask(f"已加到问题描述：「{clip(words, 30)}」\n还可以发送照片、语音或位置；发完请回复「好了」。",
+                   router.step("attach"), text=added)
 
 
 def _got_photo(ctx: Context) -> str:

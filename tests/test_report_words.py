@@ -1,0 +1,47 @@
+"""What residents typed while reporting, as they typed it: a complaint with no content, a command before any
+description, more words at the photo step (kept, as a voice's words are), and 好的 / 0 for "no photos"."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage.classifier import default_classifier
+from storage.needs import list_needs
+from tests.factories import make_district, make_resident
+
+ATTACH = "如有现场照片（最多9张）、语音或位置，请现在发送。\n发完或没有，请回复「跳过」。"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm_classifier():
+    default_classifier().warm_up()
+
+
+async def test_a_complaint_with_nothing_in_it_is_asked_for_more_and_a_command_is_told_how_to_leave(db, phone):
+    d = await make_district(db)
+    await make_resident(db, "o_li", d.buildings["B1"], room="301")
+    assert (await phone.text("o_li", "反映")).text.startswith("请用一两句话描述")
+    for empty in ("我要投诉", "我要反映问题", "投诉一下！"):
+        assert (await phone.text("o_li", empty)).text.startswith("再多说几个字吧"), empty
+    again = (await phone.text("o_li", "进度")).text
+    assert again.startswith("请先描述您要反映的问题。（要发「进度」，请先回复「取消」退出「反映问题」。）")
+    assert "吗？\n1. 是" in (await phone.text("o_li", "投诉楼上装修太吵")).text  # content: on to its category
+
+
+async def test_words_at_the_photo_step_join_the_description_and_a_plain_yes_goes_on(db, phone):
+    d = await make_district(db)
+    li = await make_resident(db, "o_li", d.buildings["B1"], room="301")
+    await phone.text("o_li", "反映 楼道灯坏了，晚上看不见")
+    assert (await phone.text("o_li", "1")).text == ATTACH
+    added = (await phone.text("o_li", "还有楼下也是")).text
+    assert added == "已加到问题描述：「还有楼下也是」\n还可以发送照片、语音或位置；发完请回复「好了」。"
+    assert (await phone.text("o_li", "嗯")).text.startswith("请发送照片或位置")  # too short to be a description
+    summary = (await phone.text("o_li", "好的")).text
+    assert summary.startswith("请确认您要反映的问题") and "楼道灯坏了，晚上看不见（补充）还有楼下也是" in summary
+    assert (await phone.text("o_li", "1")).text.startswith("已提交！")
+    page = await list_needs(db, follower_id=li.id)
+    assert page.needs[0].text == "楼道灯坏了，晚上看不见（补充）还有楼下也是"
+
+    await phone.text("o_li", "反映 单元门禁坏了，门关不上")
+    await phone.text("o_li", "1")
+    assert (await phone.text("o_li", "0")).text.startswith("请确认您要反映的问题")  # 0 skips, as elsewhere
