@@ -11,7 +11,7 @@ from handlers.framework import Context, Router
 from handlers.steps import community_or_ask, pick_one
 from storage import activities as act
 from storage import points as pts
-from storage.clock import local
+from storage.clock import day_text, local, meant_day
 from storage.outbox import delivery_counts
 from storage.policy import Can, allows
 from storage.roles import Role
@@ -145,20 +145,19 @@ _WHEN = re.compile(
 
 
 def parse_when(text: str, now: dt.datetime) -> tuple[dt.datetime, dt.datetime] | None:
-    """"12-05 09:00-11:00", "12月5日 9:00-11:30", "2026-12-05 09:00-11:00" → local start and end."""
+    """"12-05 09:00-11:00", "12月5日 9:00-11:30", "2026-12-05 09:00-11:00" → local start and end, on the day
+    storage.clock.meant_day reads (a day just past stays past: the step refuses it by name)."""
     match = _WHEN.search(text.replace(" ", " "))
     if not match:
         return None
     year, month, day, h1, m1, h2, m2 = match.groups()
-    today = local(now)
+    here = local(now)
     try:
-        start = today.replace(year=int(year) if year else today.year, month=int(month), day=int(day),
-                              hour=int(h1), minute=int(m1), second=0, microsecond=0)
-        end = start.replace(hour=int(h2), minute=int(m2))
+        date = meant_day(here.date(), int(month), int(day), int(year) if year else None)
+        start = dt.datetime.combine(date, dt.time(int(h1), int(m1)), tzinfo=here.tzinfo)
+        end = dt.datetime.combine(date, dt.time(int(h2), int(m2)), tzinfo=here.tzinfo)
     except ValueError:
         return None
-    if not year and start < today - dt.timedelta(days=1):
-        start, end = start.replace(year=start.year + 1), end.replace(year=end.year + 1)
     return start, end
 
 
@@ -187,7 +186,10 @@ async def publish_for(ctx: Context, community_id: int) -> str:
 async def publish_title(ctx: Context) -> str:
     if not 2 <= len(ctx.text.strip()) <= 30:
         return ctx.retry("名称请写 2 到 30 个字。")
-    return ctx.ask("第2步：请输入时间，如 12-05 09:00-11:00：", router.step("when"), title=ctx.text.strip())
+    # The example is tomorrow: a fixed one (12-05) is just past in December, and would be refused.
+    tomorrow = local(ctx.now).date() + dt.timedelta(days=1)
+    return ctx.ask(f"第2步：请输入时间，如 {tomorrow:%m-%d} 09:00-11:00：", router.step("when"),
+                   title=ctx.text.strip())
 
 
 @router.state("when", roles=STAFF)
@@ -196,6 +198,9 @@ async def publish_when(ctx: Context) -> str:
     if parsed is None:
         return ctx.retry("没看懂时间，请按「月-日 开始-结束」填写。")
     start, end = parsed
+    today = local(ctx.now).date()
+    if start.date() < today:
+        return ctx.retry(f"{day_text(start.date(), today)}已经过去了，请填今天以后的日期。")
     if start <= ctx.now or end <= start:
         return ctx.retry("开始时间须在现在之后，结束须晚于开始。")
     return ctx.ask("第3步：请输入活动地点：", router.step("place"), starts=start.isoformat(), ends=end.isoformat())
@@ -224,7 +229,8 @@ async def publish_hours(ctx: Context) -> str:
     start, end = dt.datetime.fromisoformat(d["starts"]), dt.datetime.fromisoformat(d["ends"])
     points = ctx.settings.points_policy.points_for(half)
     summary = (
-        f"请确认：\n{d['title']}\n时间：{start:%m月%d日 %H:%M}-{end:%H:%M}\n地点：{d['place']}\n"
+        f"请确认：\n{d['title']}\n时间：{day_text(start.date(), local(ctx.now).date())} {start:%H:%M}-{end:%H:%M}\n"
+        f"地点：{d['place']}\n"
         f"人数：{d['capacity']}，每人 {pts.hours_text(half)} 小时（{points} 积分）\n1. 发布\n2. 不发布"
     )
     return ctx.ask(summary, router.step("publish"), half=half)

@@ -10,7 +10,7 @@ from handlers.deliveries import delivery_report, send_now
 from handlers.framework import Context, Router
 from storage import consultation as cs
 from storage.broadcast import QuietHours
-from storage.clock import local
+from storage.clock import day_text, local, meant_day
 from storage.outbox import delivery_counts
 from storage.residents import mask_phone, set_notify_consultation
 from storage.roles import Role
@@ -416,23 +416,27 @@ async def minutes_text(ctx: Context) -> str:
     return ctx.done(f"纪要已发布，将发给所有预约居民；{told}位提议人会收到各自议题的结果。")
 
 
-WHEN_RE = re.compile(r"^(?:(\d{1,2})[-/月.](\d{1,2})日?)\s*(\d{1,2})[:：点](\d{2})?分?$")
+WHEN_RE = re.compile(r"^(?:(\d{4})[-/.年])?(\d{1,2})[-/月.](\d{1,2})日?\s*(\d{1,2})[:：点](\d{2})?分?$")
 
 
 def parse_when(text: str, now: dt.datetime) -> dt.datetime | None:
-    """'12-18 14:30' / '12月18日 14:30' → an aware datetime in the coming year."""
+    """'12-18 14:30' / '12月18日 14:30' / '2027-01-05 14:30' → an aware datetime on the day storage.clock.meant_day
+    reads (a day just past stays past: the step refuses it by name)."""
     m = WHEN_RE.match(text.strip())
     if not m:
         return None
-    month, day, hour, minute = int(m[1]), int(m[2]), int(m[3]), int(m[4] or 0)
     here = local(now)
     try:
-        moment = dt.datetime(here.year, month, day, hour, minute, tzinfo=here.tzinfo)
-        if moment < here - dt.timedelta(days=1):
-            moment = moment.replace(year=here.year + 1)
+        day = meant_day(here.date(), int(m[2]), int(m[3]), int(m[1]) if m[1] else None)
+        return dt.datetime.combine(day, dt.time(int(m[4]), int(m[5] or 0)), tzinfo=here.tzinfo)
     except ValueError:
         return None
-    return moment
+
+
+def _move_question(ctx: Context) -> str:
+    # The example is tomorrow: a fixed one (12-18) is just past from late December into February, and refused.
+    tomorrow = local(ctx.now).date() + dt.timedelta(days=1)
+    return f"请输入新的时间，如 {tomorrow:%m-%d} 14:30："
 
 
 @router.command("改期", "议事改期", roles=STAFF, help="改期 / 取消议事")
@@ -440,23 +444,26 @@ async def move_start(ctx: Context) -> str:
     session, why = await _staff_session(ctx)
     if session is None or session.status != cs.SessionStatus.SCHEDULED:
         return ctx.done(why or "没有可改期的议事。")
-    return ctx.ask(f"当前时间：{cs.when_text(session.starts_at)}\n请输入新的时间，如 12-18 14:30：",
+    return ctx.ask(f"当前时间：{cs.when_text(session.starts_at, ctx.now)}\n{_move_question(ctx)}",
                    router.step("move_when"), session_id=session.id)
 
 
 @router.state("move_when", roles=STAFF)
 async def move_when(ctx: Context) -> str:
     moment = parse_when(ctx.text, ctx.now)
+    today = local(ctx.now).date()
+    if moment is not None and moment.date() < today:
+        return ctx.retry(f"{day_text(moment.date(), today)}已经过去了，请写今天以后的时间。")
     if moment is None or moment <= ctx.now:
-        return ctx.retry("时间格式不对或已过去，请写成 12-18 14:30。")
-    return ctx.ask(f"改到{cs.when_text(moment)}，并通知所有预约和候补居民？\n1. 确认改期\n2. 重新输入",
+        return ctx.retry("时间格式不对或已过去，请写成「月-日 时:分」。")
+    return ctx.ask(f"改到{cs.when_text(moment, ctx.now)}，并通知所有预约和候补居民？\n1. 确认改期\n2. 重新输入",
                    router.step("move_confirm"), when=moment.isoformat())
 
 
 @router.state("move_confirm", roles=STAFF)
 async def move_confirm(ctx: Context) -> str:
     if ctx.text == "2":
-        return ctx.ask("请输入新的时间，如 12-18 14:30：", router.step("move_when"))
+        return ctx.ask(_move_question(ctx), router.step("move_when"))
     if ctx.text != "1":
         return ctx.retry("请回复1或2。")
     try:
@@ -465,7 +472,7 @@ async def move_confirm(ctx: Context) -> str:
     except cs.ConsultationError as exc:
         return ctx.done(exc.reason)
     told = await _told(ctx, session.id, moved_to=session.starts_at)
-    return ctx.done(f"已改期到{cs.when_text(session.starts_at)}。\n{told}")
+    return ctx.done(f"已改期到{cs.when_text(session.starts_at, ctx.now)}。\n{told}")
 
 
 @router.command("取消议事", roles=STAFF)

@@ -12,7 +12,7 @@ import re
 
 from handlers.framework import NEXT_PAGE_HINT, Context, Router
 from handlers.steps import NOT_COMMUNITY_STAFF, community_or_ask, pick_one, staffed_communities
-from storage.clock import local
+from storage.clock import day_text, local
 from storage.org import unit_names as place_names
 from storage.policy import Can, allows
 from storage.projects import (
@@ -240,14 +240,23 @@ async def content(ctx: Context) -> str:
 async def measures(ctx: Context) -> str:
     if not 2 <= len(ctx.text.strip()) <= 1000:
         return ctx.retry("实施措施需在2到1000字之间。")
-    return ctx.ask("第5/5步：请输入完成期限，如 12-31：", router.step("deadline"), measures=ctx.text.strip())
+    return ctx.ask(f"第5/5步：请输入完成期限，如 {_example_day(ctx):%m-%d}：", router.step("deadline"),
+                   measures=ctx.text.strip())
+
+
+def _example_day(ctx: Context) -> dt.date:
+    """A month from today: a fixed example (12-31) is just past in January and February, and would be refused."""
+    return local(ctx.now).date() + dt.timedelta(days=30)
 
 
 @router.state("deadline", roles=Role.COMMUNITY_STAFF)
 async def deadline(ctx: Context) -> str:
-    day = parse_deadline(ctx.text, local(ctx.now).date())
+    today, example = local(ctx.now).date(), _example_day(ctx)
+    day = parse_deadline(ctx.text, today)
     if day is None:
-        return ctx.retry("日期格式不对或已过去，请输入如 12-31 或 2027-03-31。")
+        return ctx.retry(f"日期格式不对，请输入如 {example:%m-%d} 或 {example:%Y-%m-%d}。")
+    if day < today:
+        return ctx.retry(f"{day_text(day, today)}已经过去了，完成期限请写今天以后的日期，如 {example:%m-%d}。")
     d = ctx.data
     source_text = f"议题 {d['topic']}" if d.get("topic") else "诉求 " + "、".join(d["tickets"][:5])
     summary = (

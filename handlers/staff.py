@@ -16,12 +16,13 @@ One-line forms (编号 = ticket number):
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable
 
 from handlers.framework import NEXT_PAGE_HINT, Context, Router
 from handlers.steps import PICK_RANGE_HINT, pick_subitem
 from storage.actor import Actor
-from storage.clock import local
+from storage.clock import day_text, local
 from storage.needs import (
     OPEN_STATUSES,
     UNCLASSIFIED,
@@ -190,10 +191,10 @@ async def tier_step(ctx: Context) -> str:
                                      first=True)
         except NeedError as exc:
             return ctx.done(exc.reason)
-        return await _ask_assignee(ctx, need, _triaged_line(need))
+        return await _ask_assignee(ctx, need, _triaged_line(need, ctx.now))
     if ctx.text == "2":
         default = default_resolve_by(load_taxonomy(), "B", ctx.now)
-        return ctx.ask(f"请回复办结期限（月-日，如 12-10；超过7个工作日请在日期后写延期理由）。\n"
+        return ctx.ask(f"请回复办结期限（月-日，如 {local(default):%m-%d}；超过7个工作日请在日期后写延期理由）。\n"
                        f"回复 0 或「跳过」用默认期限 {format_time(default)}（7个工作日）。", router.step("deadline"))
     if ctx.text == "4":
         need = await find_need(ctx.db, ticket)
@@ -223,7 +224,7 @@ async def deadline_step(ctx: Context) -> str:
         return ctx.retry(exc.reason + "\n（格式：月-日 延期理由）")
     except NeedError as exc:  # not the date's fault (a colleague triaged it meanwhile…)
         return ctx.done(exc.reason)
-    return await _ask_assignee(ctx, need, _triaged_line(need))
+    return await _ask_assignee(ctx, need, _triaged_line(need, ctx.now))
 
 
 async def _ask_department(ctx: Context, need: Need, from_triage: bool = False) -> str:
@@ -270,15 +271,16 @@ def _rejected_reply(need: Need) -> str:
             f"请电话告知（{mask_phone(need.contact_phone)}）。")
 
 
-def _triaged_line(need: Need) -> str:
+def _triaged_line(need: Need, now: dt.datetime) -> str:
     text = f"已分流 {need.ticket}：{Tier(need.tier).label}"
     if need.resolve_by:
-        text += f"，办结期限 {format_time(need.resolve_by)}"
+        due = local(need.resolve_by)
+        text += f"，办结期限 {day_text(due.date(), local(now).date())}{due:%H:%M}"
     return text + "。"
 
 
-def _triaged_reply(need: Need) -> str:
-    return _triaged_line(need) + f"\n可继续：「指派 {need.ticket}」从名单中选人"
+def _triaged_reply(need: Need, now: dt.datetime) -> str:
+    return _triaged_line(need, now) + f"\n可继续：「指派 {need.ticket}」从名单中选人"
 
 
 def _escalated_reply(need: Need) -> str:
@@ -302,7 +304,7 @@ async def _do(ctx: Context, action) -> str:
     if need.state is NeedStatus.ESCALATED:
         return ctx.done(_escalated_reply(need))
     if need.state is NeedStatus.TRIAGED:
-        return ctx.done(_triaged_reply(need))
+        return ctx.done(_triaged_reply(need, ctx.now))
     return ctx.done(f"已完成：{need.ticket} 当前「{need.state.label}」。")
 
 
@@ -536,7 +538,7 @@ async def triage_line(ctx: Context) -> str:
         return f"{exc.reason}\n（格式：{usage}）"
     except NeedError as exc:
         return exc.reason
-    return _triaged_reply(need)
+    return _triaged_reply(need, ctx.now)
 
 
 @router.command("改类", roles=MANAGERS, args=True, everywhere=True, help="改类 编号 [子项代码]")

@@ -95,6 +95,50 @@ def local(moment: dt.datetime, tz: str = DEFAULT_TZ) -> dt.datetime:
     return moment.astimezone(ZoneInfo(tz))
 
 
+# How far back a month-day typed without its year is still read as the one just past. Staff typing 12-01 on 12-06
+# slipped (or copied last week's date): taking it as next December moved a session and published an activity a
+# year ahead with nobody noticing. Further back than this, the same month-day next year is what anyone means.
+RECENT_PAST = dt.timedelta(days=60)
+
+_DAY = re.compile(r"(?:(\d{4})\s*[-/.年]\s*)?(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?")
+
+
+def meant_day(today: dt.date, month: int, day: int, year: int | None = None) -> dt.date:
+    """The date staff mean by a month-day: the nearest one from today on — but one that fell within RECENT_PAST
+    is that day, in the past, for the caller to refuse by name (day_text), not the same day a year on. With its
+    year, as typed. ValueError if there is no such date (2-30)."""
+    if year is not None:
+        return dt.date(year, month, day)
+    candidates = []
+    for y in (today.year - 1, today.year, today.year + 1):  # 2-29 with no leap year among them: no date
+        try:
+            candidates.append(dt.date(y, month, day))
+        except ValueError:
+            continue
+    past = [c for c in candidates if c < today]
+    if past and today - past[-1] <= RECENT_PAST:
+        return past[-1]
+    coming = next((c for c in candidates if c >= today), None)
+    if coming is None:
+        raise ValueError(f"no {month}-{day}")
+    return coming
+
+
+def parse_day(text: str, today: dt.date) -> dt.date:
+    """'12-31', '12/31', '12.31', '12月31日', '2026-12-31', '2026年12月31日' (the whole text) → meant_day.
+    ValueError for anything else."""
+    match = _DAY.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(text)
+    year, month, day = match.groups()
+    return meant_day(today, int(month), int(day), int(year) if year else None)
+
+
+def day_text(day: dt.date, today: dt.date) -> str:
+    """12月1日; with its year (2027年1月5日) when that is not this year's, so nobody misses the year."""
+    return f"{day.month}月{day.day}日" if day.year == today.year else f"{day.year}年{day.month}月{day.day}日"
+
+
 @dataclass(frozen=True)
 class QuietHours:
     """The night window (STEWARD_QUIET_HOURS, default 21:00–08:00): notices that are not urgent, written inside

@@ -22,7 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage import consultation, needs
 from storage.actor import Actor
-from storage.clock import local
+from storage.clock import local, parse_day
 from storage.db import Database
 from storage.org import Community, Department
 from storage.outbox import NoticeKind, enqueue
@@ -333,21 +333,12 @@ def deadline_text(day: dt.date) -> str:
 
 
 def parse_deadline(text: str, today: dt.date) -> dt.date | None:
-    """"12-31", "2026-12-31", "12月31日" → a date not in the past (a bare month-day rolls to next year)."""
-    t = text.strip().replace("月", "-").replace("日", "").replace("/", "-").replace(".", "-").replace("年", "-")
-    parts = [p for p in t.split("-") if p]
+    """"12-31", "2026-12-31", "12月31日" as storage.clock.parse_day reads them (a date just past stays past: the
+    flow refuses it by name); None if not a date."""
     try:
-        if len(parts) == 3:
-            day = dt.date(int(parts[0]), int(parts[1]), int(parts[2]))
-        elif len(parts) == 2:
-            day = dt.date(today.year, int(parts[0]), int(parts[1]))
-            if day < today:
-                day = day.replace(year=today.year + 1)
-        else:
-            return None
+        return parse_day(text, today)
     except ValueError:
         return None
-    return day if day >= today else None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ async def test_the_activity_card_lets_a_volunteer_leave_and_staff_leave_the_sett
     assert settings_card.endswith("4. 时长（分钟）\n（改时间请回复「改期」）")
     assert (await phone.text("o_staff", "7")).text == f"请回复1到4之间的数字。\n\n{settings_card}"
     moved = (await phone.text("o_staff", "改期")).text
-    assert moved == f"当前时间：{cs.when_text(session.starts_at)}\n请输入新的时间，如 12-18 14:30："
+    assert moved == f"当前时间：{cs.when_text(session.starts_at)}\n请输入新的时间，如 11-28 14:30："  # tomorrow
     assert (await phone.text("o_staff", "取消")).text.startswith("已退出「阳光17议」")
 
 

@@ -126,7 +126,7 @@ async def test_tier_b_keeps_the_default_deadline_and_skips_the_assignee(db, phon
     _d, resident, *_ = await _town(db)
     need = await report_need(db, resident.id, "楼道灯坏了好几天", "JZ-05", clock.now())
     t = need.ticket
-    deadline = ("请回复办结期限（月-日，如 12-10；超过7个工作日请在日期后写延期理由）。\n"
+    deadline = ("请回复办结期限（月-日，如 12-08；超过7个工作日请在日期后写延期理由）。\n"  # the default's day
                 "回复 0 或「跳过」用默认期限 12月8日17:30（7个工作日）。")
     triaged = f"已分流 {t}：限时办理，办结期限 12月8日17:30。"
 
@@ -134,7 +134,7 @@ async def test_tier_b_keeps_the_default_deadline_and_skips_the_assignee(db, phon
         ("待分流", INBOX.format(ticket=t)),
         ("1", Card(t)),
         ("2", deadline),
-        ("12-40", f"「12-40」不是有效日期，请写成 月-日，例如 12-10。\n\n{deadline}"),
+        ("12-40", f"「12-40」不是有效日期，请写成 月-日，例如 12-08。\n\n{deadline}"),
         ("0", f"{triaged}\n{_who(t)}"),
         ("跳过", f"{triaged}\n暂未指派，稍后可回复「指派 {t}」。"),
         ("取消", "当前没有进行中的操作。回复「菜单」查看全部服务。"),

@@ -210,7 +210,8 @@ async def session_action(request: web.Request) -> web.Response:
                 f"纪要已发布，将发给所有预约居民；{told}位提议人会收到各自议题的结果。"))
         elif action == "move":
             moved = await cs.move_session(d.db, session.id, _move_time(form, d.clock.tz), me, now)
-            return await _after_change(request, moved, f"已改期到{cs.when_text(moved.starts_at)}。", moved.starts_at)
+            said = f"已改期到{cs.when_text(moved.starts_at, now)}。"
+            return await _after_change(request, moved, said, moved.starts_at)
         elif action == "cancel":
             cancelled = await cs.cancel_session(d.db, session.id, str(form.get("reason", "")), me, now)
             return await _after_change(request, cancelled, "议事已取消。", None)

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.actor import Actor
-from storage.clock import DEFAULT_TZ, local
+from storage.clock import DEFAULT_TZ, day_text, local
 from storage.consultation_tables import ConsultationSession
 from storage.policy import Can, allows
 from storage.roles import Role
@@ -47,13 +47,15 @@ class ConsultationError(Exception):
 
 
 
-def _day_text(day: dt.date) -> str:
-    return f"{day.month}月{day.day}日（周{'一二三四五六日'[day.weekday()]}）"
+def _day_text(day: dt.date, now: dt.datetime | None = None) -> str:
+    named = f"{day.month}月{day.day}日" if now is None else day_text(day, local(now).date())
+    return f"{named}（周{'一二三四五六日'[day.weekday()]}）"
 
 
-def when_text(moment: dt.datetime) -> str:
+def when_text(moment: dt.datetime, now: dt.datetime | None = None) -> str:
+    """12月18日（周五）14:30; given `now`, a moment in another year names its year (2027年1月5日…)."""
     here = local(moment)
-    return f"{_day_text(here)}{here:%H:%M}"
+    return f"{_day_text(here.date(), now)}{here:%H:%M}"
 
 
 def last_day(deadline: dt.datetime) -> dt.date:

@@ -209,8 +209,8 @@ async def move_session(db: Database, session_id: int, starts_at: dt.datetime, ac
         s.add(session)
         s.add(audit_entry(now, actor.name, "consultation.move", "consultation_session", session_id,
                           old=local(old).isoformat(), new=local(starts_at).isoformat()))
-        text = (f"【议事改期】原定{when_text(old)}的社区议事改到{when_text(starts_at)}，地点：{session.venue}。\n"
-                "您的预约和签到码不变。如不能参加，请回复「议事」取消预约。")
+        text = (f"【议事改期】原定{when_text(old, now)}的社区议事改到{when_text(starts_at, now)}，"
+                f"地点：{session.venue}。\n您的预约和签到码不变。如不能参加，请回复「议事」取消预约。")
         await create_system_broadcast(
             s, _move_key(session_id, starts_at), NoticeKind.CONSULTATION,
             AudienceKind.SESSION_ALL, [session_id], "议事预约居民（改期通知）", text, now, urgent=True,

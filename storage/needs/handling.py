@@ -11,7 +11,7 @@ from sqlmodel import select
 from storage import workdays
 from storage.actor import Actor
 from storage.classifier import labelled_example
-from storage.clock import local
+from storage.clock import day_text, local, parse_day
 from storage.db import Database
 from storage.needs.deadlines import default_resolve_by, feedback_due, format_date
 from storage.needs.model import AWAITING_TRIAGE, NOT_TRIAGED, DeadlineError, Need, NeedError, NeedFollower, NeedStatus
@@ -30,20 +30,14 @@ PROJECT_RESOLVABLE = frozenset(TRANSITIONS["resolve_by_project"].moves)  # the o
 
 
 def parse_deadline(text: str, now: dt.datetime) -> dt.date:
-    """MM-DD (or YYYY-MM-DD, M月D日) as the next such date from today."""
-    value = text.strip().replace("月", "-").replace("日", "").replace("/", "-").replace(".", "-")
-    parts = value.split("-")
+    """MM-DD (or YYYY-MM-DD, M月D日) as storage.clock.parse_day reads it: a date just past stays past, and
+    triage_need refuses it by name."""
     today = local(now).date()
-    invalid = NeedError(f"「{text}」不是有效日期，请写成 月-日，例如 12-10。")
-    if len(parts) not in (2, 3):
-        raise invalid
     try:
-        if len(parts) == 3:
-            return dt.date(int(parts[0]), int(parts[1]), int(parts[2]))
-        day = dt.date(today.year, int(parts[0]), int(parts[1]))
-    except ValueError as exc:
-        raise invalid from exc
-    return day if day >= today else day.replace(year=today.year + 1)
+        return parse_day(text, today)
+    except ValueError:
+        example = workdays.add_working_days(today, 7)  # the default deadline: an example never in the past
+        raise NeedError(f"「{text}」不是有效日期，请写成 月-日，例如 {example:%m-%d}。") from None
 
 
 async def triage_need(
@@ -78,13 +72,15 @@ async def triage_need(
         reason = (extension_reason or "").strip() or None
         if wanted is Tier.B and deadline is not None:
             today = local(now).date()
-            if deadline <= today:
+            if deadline < today:
+                raise DeadlineError(f"{day_text(deadline, today)}已经过去了，办结期限要晚于今天。")
+            if deadline == today:
                 raise DeadlineError("办结期限要晚于今天。")
             days = workdays.working_days_between(today, deadline)
             default_days = clock.deadline_default.amount if clock.deadline_default else 7
             max_days = clock.deadline_max.amount if clock.deadline_max else 15
             if days > max_days:
-                raise DeadlineError(f"限时办理最长{max_days}个工作日，{deadline.month}-{deadline.day} 超出了。")
+                raise DeadlineError(f"限时办理最长{max_days}个工作日，{day_text(deadline, today)}超出了。")
             if days > default_days and not reason:
                 raise DeadlineError(f"办结期限超过{default_days}个工作日，需要写明延期理由。")
             resolve_by = workdays.end_of_working_day(deadline)
