@@ -17,6 +17,7 @@ from storage.needs.notices import (
     _outbox,
     _staff_of,
     follower_notice,
+    shown_text,
     summary_line,
 )
 from storage.needs.permissions import load_need
@@ -53,7 +54,7 @@ async def rate_need(
             event = await apply_transition(s, need, "reopen", now, actor_id=resident_id, actor_label="居民",
                                            note=note + "，重新办理", rating=rating)
             staff = [need.assignee_id] if need.assignee_id else await _staff_of(s, need.community_id)
-            text = (f"【重办】{need.ticket} 居民评价不满意\n{_clip(comment or '（未留言）', 40)}\n"
+            text = (f"【重办】{need.ticket} 居民评价不满意\n{shown_text(comment or '（未留言）', 40)}\n"
                     f"请重新办理，回复「进度 {need.ticket}」查看。")
             followers = set(await _followers(s, need.id))
             told = [rid for rid in staff if rid is not None and rid not in followers]
@@ -64,7 +65,7 @@ async def rate_need(
             staff = [need.assignee_id, *await _staff_of(s, need.community_id),
                      *await _department_staff(s, need.department_id), *await _admins(s)]
             text = (f"【区级督办】{need.ticket} 重新办理后居民仍不满意\n内容：{summary_line(need, 30)}\n"
-                    f"居民意见：{_clip(comment or '（未留言）', 60)}\n"
+                    f"居民意见：{shown_text(comment or '（未留言）', 60)}\n"
                     f"请督促办理，「进展/办结 {need.ticket} 内容」登记；回复「进度 {need.ticket}」查看。")
             followers = set(await _followers(s, need.id))
             told = [rid for rid in dict.fromkeys(staff) if rid is not None and rid not in followers]
