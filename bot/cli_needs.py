@@ -32,6 +32,7 @@ from storage.needs import (
 from storage.needs.queries import LedgerFilter, ledger_batches
 from storage.residents import mask_phone
 from storage.taxonomy import Tier
+from storage.text import mask_phones
 
 COLUMNS = ("编号", "状态", "社区", "楼栋", "分类", "分级", "内容", "联系人", "反映人数", "负责人", "承办部门",
            "受理时间", "答复期限", "办结期限", "已办天数", "逾期", "评价")
@@ -87,7 +88,8 @@ async def ledger_rows(
                 "楼栋": " ".join(x for x in (names["building"].get(need.building_id or 0, ""), need.room or "") if x),
                 "分类": need.item_code,
                 "分级": Tier(need.tier).label + ("" if need.triaged_at else "(建议)"),
-                "内容": need.text,
+                # The words as typed only where the number was revealed (audited): the numbers in them too.
+                "内容": need.text if need.id in full else mask_phones(need.text),
                 "联系人": f"{need.contact_name or ''} {full.get(need.id) or mask_phone(need.contact_phone)}".strip(),
                 "反映人数": str(need.supporters),
                 "负责人": names["resident"].get(need.assignee_id or 0, ""),
@@ -122,9 +124,10 @@ async def show_text(db: Database, ticket: str, now: dt.datetime, public_base: st
     need = await find_need(db, ticket)
     if need is None:
         return f"没有找到编号为 {ticket} 的诉求。"
-    shown = mask_phone(need.contact_phone)
+    shown, text = mask_phone(need.contact_phone), mask_phones(need.text)
     if phone and need.contact_phone:
         _need, shown = await reveal_phone(db, cli_operator(), need.ticket, now)
+        text = need.text  # the reveal (audited) shows the numbers the words hold too
     names = await names_for(db, [need])
     lines = [
         f"编号：{need.ticket}",
@@ -133,14 +136,14 @@ async def show_text(db: Database, ticket: str, now: dt.datetime, public_base: st
         f" {names['building'].get(need.building_id or 0, '')} {need.room or ''}".rstrip(),
         f"分类：{need.item_code} {need.category}",
         f"分级：{Tier(need.tier).label}{'' if need.triaged_at else '（建议）'}",
-        f"内容：{need.text}",
+        f"内容：{text}",
         f"联系人：{need.contact_name or ''} {shown}",
         f"反映人数：{need.supporters}",
         f"负责人：{names['resident'].get(need.assignee_id or 0, '')}",
         f"承办部门：{names['department'].get(need.department_id or 0, '')}",
         f"受理：{_fmt(need.created_at)}  答复期限：{_fmt(need.respond_by)}  首次答复：{_fmt(need.responded_at)}",
         f"办结期限：{_fmt(need.resolve_by)}  办结：{_fmt(need.resolved_at)}",
-        f"评价：{need.rating or ''} {need.rating_comment or ''}".rstrip(),
+        f"评价：{need.rating or ''} {mask_phones(need.rating_comment or '')}".rstrip(),
         f"重办次数：{need.rework_count}",
         *media_lines(await need_media(db, need.id), public_base),
         "时间线：",
@@ -148,7 +151,7 @@ async def show_text(db: Database, ticket: str, now: dt.datetime, public_base: st
     for event in await timeline(db, need.id, public_only=False, limit=200):
         flag = "" if event.public else "（内部）"
         what = EVENT_LABELS.get(event.kind, event.kind)
-        lines.append(f"  {_fmt(event.at)} {event.actor_label} {what}{flag} {event.note}".rstrip())
+        lines.append(f"  {_fmt(event.at)} {event.actor_label} {what}{flag} {mask_phones(event.note)}".rstrip())
     return "\n".join(lines)
 
 

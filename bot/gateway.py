@@ -39,7 +39,7 @@ from bot.protocol import (
 from handlers.framework import BUSY_REPLY, Engine, NotDone, failure_reply
 from storage.db import Database
 from storage.kv import Claim, Guard, KeyValueStore, LockTimeout, NotClaimed, StoreUnavailable, Swap, claim_alone
-from storage.text import clip
+from storage.text import clip, mask_phones
 
 log = logging.getLogger("steward.gateway")
 
@@ -279,7 +279,7 @@ class Gateway:
         text = task.result()  # _handle never raises
         if isinstance(text, NotDone):
             # The resident was answered `success`: they believe it went through. Say it did not.
-            snippet = clip(msg.text, 20)
+            snippet = clip(mask_phones(msg.text), 20)  # every reply masks numbers, an echo too
             text = LATE_FAILED.format(text=snippet) if snippet else str(text)
         if text:
             late = asyncio.create_task(self.late_reply(msg.openid, text))

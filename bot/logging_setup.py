@@ -3,7 +3,7 @@
 `configure_logging()` is what `steward …` runs first; `install_phone_mask(handler)` puts the mask on any other
 handler (a test's, a log shipper's). The mask works on the record itself — the message merged with its args,
 the exception text (every chained exception's message included) and the stack — so whatever fails, with
-whatever in its message, reaches the handler as 138****5678.
+whatever in its message, reaches the handler as 138****5678 (`storage.text.mask_phones`, the rule replies use).
 """
 
 from __future__ import annotations
@@ -12,19 +12,12 @@ import contextvars
 import json
 import logging
 import os
-import re
+
+from storage.text import mask_phones  # the one rule: what a reply masks, a log line masks
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-# A mainland mobile (1[3-9] and 9 more digits, optionally written 3-4-4 with spaces or hyphens, optionally after
-# +86/0086/86) that is not part of a longer run of digits: a 13-digit timestamp or a message id stays whole.
-_PHONE = re.compile(r"(?<![0-9])((?:(?:\+|00)?86[ -]?)?1[3-9][0-9])[ -]?[0-9]{4}[ -]?([0-9]{4})(?![0-9])")
 _EXCEPTION_FORMATTER = logging.Formatter()
-
-
-def mask_phones(text: str) -> str:
-    """Every mobile number in `text` as 138****5678 (the same shape as storage.residents.mask_phone)."""
-    return _PHONE.sub(r"\1****\2", text)
 
 
 class PhoneMaskFilter(logging.Filter):

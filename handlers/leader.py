@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from handlers.framework import NEXT_PAGE_HINT, Context, Router
-from handlers.needs import SIMILAR_HEAD, lone_twin, summary_line_text, twin_labels
+from handlers.needs import SIMILAR_HEAD, lone_twin, twin_labels
 from handlers.steps import pick_one, pick_subitem
 from storage.classifier import default_classifier
 from storage.needs import (
@@ -22,6 +22,7 @@ from storage.needs import (
     list_needs,
     promise_text,
     second_on_behalf,
+    shown_text,
     summary_line,
 )
 from storage.org import Building, get_building
@@ -213,7 +214,7 @@ async def _second(ctx: Context, ticket: str) -> str:
 
 def _ask_confirm(ctx: Context, code: str) -> str:
     item = load_taxonomy().item(code)
-    text = (f"请确认代报：\n居民：{ctx.data['who']}\n内容：{summary_line_text(ctx.data['text'], 60)}\n"
+    text = (f"请确认代报：\n居民：{ctx.data['who']}\n内容：{shown_text(ctx.data['text'], 60)}\n"
             f"类别：{item.category} · {item.name}\n1. 确认提交\n2. 不提交")
     return ctx.ask(text, router.step("confirm"), code=code)
 

@@ -55,13 +55,14 @@ from storage.needs import (
     report_need,
     reported_ticket,
     second_need,
+    shown_text,
     summary_line,
     timeline,
 )
 from storage.org import Building, get_building
 from storage.policy import Can, allows
 from storage.taxonomy import load_taxonomy
-from storage.text import bare, clip
+from storage.text import bare
 
 log = logging.getLogger("steward.needs")
 
@@ -225,7 +226,7 @@ def _more_text(ctx: Context, words: str) -> str:
     added = f"{text}（补充）{words}"
     if len(added) > MAX_TEXT:
         return ctx.retry(f"问题描述已满{MAX_TEXT}字，这段没有加上。请发送照片或位置，没有请回复「跳过」。")
-    return ctx.ask(f"已加到问题描述：「{clip(words, 30)}」\n还可以发送照片、语音或位置；发完请回复「好了」。",
+    return ctx.ask(f"已加到问题描述：「{shown_text(words, 30)}」\n还可以发送照片、语音或位置；发完请回复「好了」。",
                    router.step("attach"), text=added)
 
 
@@ -258,7 +259,7 @@ def _got_voice(ctx: Context) -> str:
     elif len(added) > MAX_TEXT:
         reply = f"已收到语音，但问题描述已满{MAX_TEXT}字，这段的文字没有加上（工作人员会收听）。"
     else:
-        reply, text = f"已收到语音，文字已加到问题描述：「{clip(words, 30)}」", added
+        reply, text = f"已收到语音，文字已加到问题描述：「{shown_text(words, 30)}」", added
     return ctx.ask(reply + "\n可继续发送照片；发完请回复「好了」。", router.step("attach"), voices=voices, text=text)
 
 
@@ -270,7 +271,7 @@ async def _ask_confirm(ctx: Context) -> str:
     where = f"{building.name if building else ''} {resident.room or ''}".strip() or "未填写"
     lines = [
         "请确认您要反映的问题：",
-        f"内容：{summary_line_text(data['text'], 60)}",
+        f"内容：{shown_text(data['text'], 60)}",
         f"类别：{item.category} · {item.name}" if item else f"类别：{UNCLASSIFIED_LABEL}",
         f"地址：{where}",
         f"附件：{_attachment_words(data)}",
@@ -290,10 +291,6 @@ def _attachment_words(data: dict) -> str:
     if data.get("lat") is not None:
         words.append("位置")
     return "、".join(words) or "无"
-
-
-def summary_line_text(text: str, width: int) -> str:
-    return clip(text, width)
 
 
 @router.state("confirm")
@@ -420,7 +417,7 @@ async def progress(ctx: Context) -> str:
         label = need.state.label
         note = note_after_state(label, note)
         labels.append(f"{need.ticket} {summary_line(need, 10)}\n  {label}"
-                      + (f"：{summary_line_text(note, 16)}" if note else ""))
+                      + (f"：{shown_text(note, 16)}" if note else ""))
     more = f"进度 第{result.page + 1}页" if result.page < result.pages else ""
     footer = "回复序号看详情。" + (NEXT_PAGE_HINT if more else "")
     return need_picked.ask(ctx, f"您的诉求（共{result.total}条，第{result.page}/{result.pages}页）：", labels,
@@ -477,7 +474,7 @@ async def public_detail(ctx: Context, need: Need) -> str:
     lines.append("办理记录：")
     for event in await timeline(ctx.db, need.id, limit=8):
         at = local(event.at)
-        lines.append(f"{at.month}-{at.day:02d} {at.hour:02d}:{at.minute:02d} {summary_line_text(event.note, 40)}")
+        lines.append(f"{at.month}-{at.day:02d} {at.hour:02d}:{at.minute:02d} {shown_text(event.note, 40)}")
     if need.state.value == "resolved" and need.reporter_id == ctx.resident.id:
         lines.append(f"请回复「评价 {need.ticket}」评价办理结果。")
     return "\n".join(lines)

@@ -48,11 +48,13 @@ from storage.needs import (
     need_media,
     normalise_ticket,
     parse_deadline,
+    phones_in_text,
     post_progress,
     reclassify_need,
     reject_need,
     resolve_need,
     reveal_phone,
+    shown_text,
     summary_line,
     timeline,
     triage_need,
@@ -64,6 +66,7 @@ from storage.policy import Can, allows
 from storage.residents import Resident, mask_phone
 from storage.roles import Role
 from storage.taxonomy import Tier, load_taxonomy
+from storage.text import mask_phones
 
 router = Router("staff", "诉求分流")
 
@@ -103,7 +106,7 @@ async def staff_detail(ctx: Context, need: Need) -> str:
     if need.contact_phone and allows(await ctx.actor(), Can.SEE_PHONE, need):
         lines.append(f"完整号码：回复「号码 {need.ticket}」")
     if need.rating_comment and need.state in (NeedStatus.REOPENED, NeedStatus.SUPERVISED):
-        lines.append(f"居民意见：{need.rating}（{need.rating_comment}）")
+        lines.append(f"居民意见：{need.rating}（{mask_phones(need.rating_comment)}）")
     if need.assignee_id:
         lines.append(f"负责人：{names['resident'].get(need.assignee_id, '')}")
     if need.unit_id:
@@ -118,8 +121,8 @@ async def staff_detail(ctx: Context, need: Need) -> str:
     if photo or need.latitude is not None:
         lines.append("附件：" + "、".join(x for x, ok in (("照片", photo), ("位置", need.latitude)) if ok))
     for event in await timeline(ctx.db, need.id, public_only=False, limit=5):
-        at = local(event.at)
-        lines.append(f"{at.month}-{at.day:02d} {at.hour:02d}:{at.minute:02d} {event.actor_label} {event.note[:30]}")
+        at, note = local(event.at), shown_text(event.note, 30)
+        lines.append(f"{at.month}-{at.day:02d} {at.hour:02d}:{at.minute:02d} {event.actor_label} {note}")
     return "\n".join(lines)
 
 
@@ -618,7 +621,9 @@ async def phone_line(ctx: Context) -> str:
         need, phone = await reveal_phone(ctx.db, await ctx.actor(), ctx.args.split()[0], ctx.now)
     except NeedError as exc:
         return exc.reason
-    return f"诉求 {need.ticket} 联系人：{need.contact_name or '未留名'} {phone}\n（仅供回访联系，本次查看已记录）"
+    written = phones_in_text(need)  # cards mask them; the one who may call back may need the one written down
+    more = f"\n内容中的号码：{'、'.join(written)}" if written else ""
+    return f"诉求 {need.ticket} 联系人：{need.contact_name or '未留名'} {phone}{more}\n（仅供回访联系，本次查看已记录）"
 
 
 @router.command("办结", roles=HANDLERS, args=True, everywhere=True, help="办结 编号 办理结果")

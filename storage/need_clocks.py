@@ -43,6 +43,7 @@ from storage.outbox import NEEDS_REVIEW, NoticeKind, OutboxMessage, OutboxStatus
 from storage.residents import Resident
 from storage.roles import Role, RoleGrant
 from storage.taxonomy import Tier, load_taxonomy
+from storage.text import mask_phones
 
 RECIPIENT_LIMIT = 20  # staff told about one need
 OPEN = [s.value for s in OPEN_STATUSES]
@@ -258,7 +259,7 @@ async def flag_late_response(db: Database, now: dt.datetime, limit: int = 200) -
 
 
 def _still_working(need: Need) -> str:
-    note = f"\n最新进展：{need.latest_note}" if need.latest_note else ""
+    note = f"\n最新进展：{mask_phones(need.latest_note)}" if need.latest_note else ""
     if need.tier == Tier.C.value:
         head = "您反映的问题已纳入社区定期办理计划，本月阳光17议后仍在按计划推进。"
     elif need.status == NeedStatus.ESCALATED.value or need.tier == Tier.DISTRICT.value:

@@ -164,7 +164,8 @@ async def test_staff_merge_a_duplicate_into_a_listed_open_need_after_confirming(
 
 
 async def test_the_one_line_merge_asks_first_and_warns_of_two_sub_items(db, phone, clock):
-    """合并 <编号> <目标编号> merged at once: one wrong digit ended a resident's 居家养老 request into a street lamp's."""
+    """合并 <编号> <目标编号> merged at once: one wrong digit ended a resident's 居家养老 request into a street
+    lamp's."""
     d = await make_district(db)
     first = await make_resident(db, "o_first", d.buildings["B1"], room="301")
     second = await make_resident(db, "o_second", d.buildings["B3"], room="402")
@@ -173,7 +174,8 @@ async def test_the_one_line_merge_asks_first_and_warns_of_two_sub_items(db, phon
     care = await report_need(db, second.id, "想给老母亲申请居家养老服务", "JZ-02", clock.now())
 
     asked = (await phone.text("o_staff", f"合并 {care.ticket} {lamp.ticket}")).text
-    assert asked.startswith("确认合并？") and "注意：两条诉求类别不同" in asked and asked.endswith("1. 确认合并\n2. 不合并")
+    assert asked.startswith("确认合并？") and "注意：两条诉求类别不同" in asked
+    assert asked.endswith("1. 确认合并\n2. 不合并")
     assert (await phone.text("o_staff", "2")).text == "好的，没有合并。"
     assert (await find_need(db, care.ticket)).status == "reported"
     assert await _outbox(db, second.id) == []

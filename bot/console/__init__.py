@@ -20,6 +20,7 @@ from aiohttp import web
 from bot.console import auth, c2, c3, c4, pages, unit_projects
 from bot.console import stats as stats_pages
 from bot.console.common import COOKIE, DEPS_KEY, PREFIX, ConsoleDeps
+from storage.text import mask_phones
 
 HERE = Path(__file__).parent
 
@@ -30,7 +31,9 @@ def console_app(deps: ConsoleDeps) -> web.Application:
     """The console as a sub-application: mount it with `app.add_subapp(PREFIX, console_app(deps))`."""
     app = web.Application(middlewares=[auth.gate], client_max_size=64 * 1024)
     app[DEPS_KEY] = deps
-    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+    # `|masked`: what residents typed, with the phone numbers in it masked, as chat shows it.
+    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                         filters={"masked": mask_phones})
     app.add_routes(auth.routes)
     app.add_routes(pages.routes)
     app.add_routes(c2.routes)

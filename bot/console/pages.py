@@ -65,6 +65,7 @@ from storage.org import district_departments
 from storage.policy import Can, allows
 from storage.residents import mask_phone
 from storage.taxonomy import Tier, load_taxonomy
+from storage.text import mask_phones
 
 routes = web.RouteTableDef()
 
@@ -231,7 +232,7 @@ def _export_row(n: Need, names: dict, taxonomy) -> list:
     return [
         n.ticket, n.state.label, when(n.created_at), n.category, item.name if item else "", _tier_label(n),
         names["community"].get(n.community_id, ""), names["building"].get(n.building_id or 0, ""), n.room or "",
-        n.text, n.contact_name or "", mask_phone(n.contact_phone), n.supporters,
+        mask_phones(n.text), n.contact_name or "", mask_phone(n.contact_phone), n.supporters,  # no reveal here
         names["resident"].get(n.assignee_id or 0, ""), names["department"].get(n.department_id or 0, ""),
         when(n.resolve_by), when(n.resolved_at), n.rating or "",
     ]

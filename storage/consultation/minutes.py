@@ -31,7 +31,7 @@ from storage.db import Database
 from storage.needs import OPEN_STATUSES, Need
 from storage.outbox import NoticeKind, enqueue
 from storage.roles import audit_entry
-from storage.text import clip_phrase
+from storage.text import clip_phrase, mask_phones
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ async def need_candidates(db: Database, community_id: int, now: dt.datetime, lim
         if need.id in seen:
             continue
         seen.add(need.id)
-        title = clip_phrase(need.text.replace("\n", " "), 30)
+        title = clip_phrase(mask_phones(need.text.replace("\n", " ")), 30)
         out.append(Candidate(title=title, evidence=need.supporters, need_id=need.id, note=f"{note} {need.ticket}"))
     return out
 

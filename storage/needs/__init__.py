@@ -56,7 +56,7 @@ Clock columns for the scheduler (all UTC-aware; None = nothing due)
 
 from __future__ import annotations
 
-from storage.needs.contact import reveal_phone, reveal_phones
+from storage.needs.contact import phones_in_text, reveal_phone, reveal_phones
 from storage.needs.deadlines import (
     add_span,
     default_resolve_by,
@@ -138,7 +138,7 @@ from storage.needs.model import (
     normalise_ticket,
     status_from_word,
 )
-from storage.needs.notices import URGENT_EVENTS, follower_notice, summary_line
+from storage.needs.notices import URGENT_EVENTS, follower_notice, shown_text, summary_line
 from storage.needs.permissions import management_refusal
 from storage.needs.queries import (
     LEDGER_EXPORT_LIMIT,
@@ -280,6 +280,7 @@ __all__ = [
     "own_needs",
     "parse_deadline",
     "people_names",
+    "phones_in_text",
     "post_progress",
     "promise_text",
     "public_summary",
@@ -299,6 +300,7 @@ __all__ = [
     "second_need",
     "second_on_behalf",
     "seen_by",
+    "shown_text",
     "similar",
     "status_from_word",
     "stored_media",

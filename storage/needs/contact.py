@@ -1,7 +1,9 @@
 """The reporter's full phone number, for the people who may call them back (storage/policy.py: SEE_PHONE).
 
-Everywhere else a phone is masked (138****5678). Binding promises residents that only staff see their number, so
-every reveal is a staff action with its audit row — one per need shown, one per ledger export."""
+Everywhere else a phone is masked (138****5678), the numbers people type into a need's words included
+(storage.text.mask_phones). Binding promises residents that only staff see their number, so every reveal is a
+staff action with its audit row — one per need shown, one per ledger export — and a reveal is also the one way to
+read the numbers in the words (「请打我女儿电话139…」 is often the number to call)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from storage.needs.permissions import load_need
 from storage.policy import Can, allows, refusal
 from storage.residents import mask_phone
 from storage.roles import audit_entry
+from storage.text import phones_in
 
 
 async def reveal_phone(db: Database, actor: Actor, ticket: str, now: dt.datetime) -> tuple[Need, str]:
@@ -26,9 +29,15 @@ async def reveal_phone(db: Database, actor: Actor, ticket: str, now: dt.datetime
             raise NeedError(why)
         if not need.contact_phone:
             raise NeedError(f"诉求 {need.ticket} 没有留联系电话。")
+        more = {"in_text": len(numbers)} if (numbers := phones_in_text(need)) else {}
         s.add(audit_entry(now, actor.name, "need.reveal_phone", "need", need.ticket,
-                          phone=mask_phone(need.contact_phone)))
+                          phone=mask_phone(need.contact_phone), **more))
     return need, need.contact_phone
+
+
+def phones_in_text(need: Need) -> list[str]:
+    """The numbers the need's words hold besides the contact's own: what a reveal shows beside it."""
+    return [number for number in phones_in(need.text) if number != need.contact_phone]
 
 
 async def reveal_phones(db: Database, actor: Actor, needs: Sequence[Need], now: dt.datetime,

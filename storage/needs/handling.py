@@ -25,6 +25,7 @@ from storage.policy import Can, allows
 from storage.residents import Resident
 from storage.roles import Role, audit_entry
 from storage.taxonomy import Tier, load_taxonomy
+from storage.text import mask_phones
 
 PROJECT_RESOLVABLE = frozenset(TRANSITIONS["resolve_by_project"].moves)  # the open needs
 
@@ -132,10 +133,10 @@ async def assign_need(
     who = who.strip()
     people = [(r, label) for r, label in await assignable_people(db, peek.community_id)
               if (r.id == person_id if person_id is not None else who and (r.phone == who or r.name == who))]
-    if not people:
-        raise NeedError(f"本社区没有叫「{who}」的网格员或工作人员，请核对姓名或手机号。")
+    if not people:  # who may be a phone number: the refusal says it masked, as every reply does
+        raise NeedError(f"本社区没有叫「{mask_phones(who)}」的网格员或工作人员，请核对姓名或手机号。")
     if len(people) > 1:
-        raise NeedError(f"本社区有{len(people)}位「{who}」，请改用手机号指派。")
+        raise NeedError(f"本社区有{len(people)}位「{mask_phones(who)}」，请改用手机号指派。")
     person, label = people[0]
     async with db.write() as s:
         need = await load_need(s, ticket)

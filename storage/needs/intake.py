@@ -49,7 +49,7 @@ from storage.policy import Can, refusal
 from storage.residents import BindingError, Resident, clean_name, clean_phone, clean_room, mask_phone
 from storage.roles import Role, audit_entry
 from storage.taxonomy import load_taxonomy
-from storage.text import clip
+from storage.text import clip, mask_phones
 
 SUBMITTED_NOTE = "诉求已提交"  # the first timeline note; it only repeats the state
 SURVEY_FALLBACK_ITEM = "PB-04"  # when the classifier finds nothing; staff correct it at triage
@@ -430,7 +430,6 @@ NEAR_BUILDING, NEAR_GRID, NEAR_COMMUNITY = 0, 1, 2
 _SPOKEN_NUMBER = re.compile(r"(?<![一二三四五六七八九十])([一二三四五六七八九])(?=单元|号楼|栋|幢|层|号)")
 _CHINESE_DIGITS = str.maketrans("一二三四五六七八九", "123456789")
 _BUILDING_WORDS = re.compile(r"\d+(?:号楼|栋|幢)")
-_MOBILE = re.compile(r"(?<!\d)1\d{10}(?!\d)")
 
 
 @dataclass(frozen=True)
@@ -560,11 +559,9 @@ def _place_name(row) -> str:
 
 
 def public_summary(need: Need, width: int) -> str:
-    """A need's text as another resident may read it (offered for 附议): mobile numbers masked, the reporter's
-    name, room and phone hidden where their own words repeat them; cut to `width`."""
-    text = _MOBILE.sub(lambda m: mask_phone(m.group()), need.text.replace("\n", " "))
-    if need.contact_phone and len(need.contact_phone) >= 7:
-        text = text.replace(need.contact_phone, mask_phone(need.contact_phone))
+    """A need's text as another resident may read it (offered for 附议): phone numbers masked (the reporter's
+    among them), the reporter's name and room hidden where their own words repeat them; cut to `width`."""
+    text = mask_phones(need.text.replace("\n", " "))
     for private in (need.room, need.contact_name):
         if private and len(private) >= 2:  # one character would blank out ordinary words
             text = text.replace(private, "*" * len(private))

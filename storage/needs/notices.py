@@ -11,7 +11,7 @@ from sqlmodel import select
 from storage.needs.model import MAX_NOTE, STAFF_NOTICE_LIMIT, Need, NeedEvent, NeedFollower, NeedStatus
 from storage.outbox import NoticeKind, NoticePriority, enqueue
 from storage.roles import Role, RoleGrant
-from storage.text import clip
+from storage.text import clip, mask_phones
 
 URGENT_EVENTS = frozenset({"reopened", "supervised"})  # followers hear of these at once, even in the quiet hours
 
@@ -20,15 +20,22 @@ def _clip(text: str, limit: int = MAX_NOTE) -> str:
     return clip(text.strip(), limit)
 
 
+def shown_text(text: str, width: int) -> str:
+    """What residents and staff typed (a need's words, a note) as any reply, notice or page shows it: on one line,
+    phone numbers masked, cut to `width`. The row keeps the words as typed; only an audited reveal shows the
+    numbers in them (storage/needs/contact.py)."""
+    return clip(mask_phones(text.replace("\n", " ")), width)  # masked before the cut: no half-number survives
+
+
 def summary_line(need: Need, width: int = 14) -> str:
-    return clip(need.text.replace("\n", " "), width)
+    return shown_text(need.text, width)
 
 
 def follower_notice(need: Need, event: NeedEvent, recipient: int | None = None) -> str:
     """What a follower reads of an event; only the one who rates (`Need.rater_id`) is asked to rate it."""
     lines = [f"【诉求进展】{need.ticket}", f"内容：{summary_line(need)}", f"状态：{need.state.label}"]
     if event.note:
-        lines.append(f"说明：{_clip(event.note, 80)}")
+        lines.append(f"说明：{shown_text(event.note.strip(), 80)}")
     if need.state is NeedStatus.RESOLVED and recipient == need.rater_id:
         lines.append(f"请回复「评价 {need.ticket}」评价办理结果（满意/基本满意/不满意）。")
     else:

@@ -18,6 +18,7 @@ from storage.needs.notices import (
     _outbox,
     _staff_of,
     follower_notice,
+    shown_text,
     summary_line,
 )
 from storage.needs.permissions import load_need
@@ -52,14 +53,14 @@ async def rate_need(
         if rating == "不满意" and need.ratings_given == 1:
             event = await apply_transition(s, need, "reopen", now, actor_id=resident_id, actor_label="居民",
                                            note=note + "，重新办理", rating=rating)
-            text = (f"【重办】{need.ticket} 居民评价不满意\n{_clip(comment or '（未留言）', 40)}\n"
+            text = (f"【重办】{need.ticket} 居民评价不满意\n{shown_text(comment or '（未留言）', 40)}\n"
                     f"请重新办理，回复「进度 {need.ticket}」查看。")
             await _outbox(s, need, event, await _told_of_rework(s, need), NoticeKind.NEED_REWORK, text, now)
         elif rating == "不满意":
             event = await apply_transition(s, need, "supervise", now, actor_id=resident_id, actor_label="居民",
                                            note=note + "，" + SUPERVISED_NOTE, rating=rating)
             text = (f"【区级督办】{need.ticket} 重新办理后居民仍不满意\n内容：{summary_line(need, 30)}\n"
-                    f"居民意见：{_clip(comment or '（未留言）', 60)}\n"
+                    f"居民意见：{shown_text(comment or '（未留言）', 60)}\n"
                     f"请督促办理，「进展/办结 {need.ticket} 内容」登记；回复「进度 {need.ticket}」查看。")
             await _outbox(s, need, event, await _told_of_supervision(s, need), NoticeKind.REPORT, text, now)
             s.add(audit_entry(now, f"resident:{resident_id}", "need.supervise", "need", need.ticket, rating=rating))
@@ -89,11 +90,11 @@ async def add_rating_comment(db: Database, resident_id: int, ticket: str, commen
         event = await _record(s, need, now, "rating_comment", actor_id=resident_id, actor_label="居民",
                               from_status=need.status, note=f"居民补充评价意见：{comment}", public=False)
         if state is NeedStatus.REOPENED:
-            text = (f"【重办】{need.ticket} 居民说明不满意的原因\n{_clip(comment, 60)}\n"
+            text = (f"【重办】{need.ticket} 居民说明不满意的原因\n{shown_text(comment, 60)}\n"
                     f"回复「进度 {need.ticket}」查看。")
             await _outbox(s, need, event, await _told_of_rework(s, need), NoticeKind.NEED_REWORK, text, now)
         elif state is NeedStatus.SUPERVISED:
-            text = (f"【区级督办】{need.ticket} 居民补充意见\n{_clip(comment, 60)}\n"
+            text = (f"【区级督办】{need.ticket} 居民补充意见\n{shown_text(comment, 60)}\n"
                     f"回复「进度 {need.ticket}」查看。")
             await _outbox(s, need, event, await _told_of_supervision(s, need), NoticeKind.REPORT, text, now)
         s.add(audit_entry(now, f"resident:{resident_id}", "need.rating_comment", "need", need.ticket))
