@@ -300,6 +300,8 @@ async def settings_field(ctx: Context) -> str | None:
 async def settings_value(ctx: Context) -> str:
     name = ctx.data["field"]
     value: str | int = ctx.text.strip()
+    if name == "venue" and ctx.engine.command_word(value):  # 「待分流」 was saved as the venue
+        return ctx.retry("请输入新的地点，如「社区党群服务中心会议室」。")
     if name != "venue":
         if not str(value).isdigit():
             return ctx.retry("请输入数字。")

@@ -75,6 +75,13 @@ def chosen_number(question: str, text: str) -> str | None:
     return begun.pop() if len(begun) == 1 else None
 
 
+def past_the_last_page(what: str, command: str, page) -> str | None:
+    """A page number typed past a list's end (待分流 5 with 2 pages) showed an empty page: say how many there are."""
+    if page.total and page.page > page.pages:
+        return f"{what}共{page.total}条，只有{page.pages}页。回复「{command}」从第一页看。"
+    return None
+
+
 UNKNOWN_HINT = "没太明白您的意思。回复「菜单」查看全部服务，或直接描述您要反映的问题。"
 ERROR_REPLY = "抱歉，系统开小差了，您刚才的操作没有保存，请稍后再试一次。"
 # Redis or the database is away: nothing of the message was done.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from handlers.framework import NEXT_PAGE_HINT, Context, Router
+from handlers.framework import NEXT_PAGE_HINT, Context, Router, past_the_last_page
 from handlers.needs import SIMILAR_HEAD, lone_twin, twin_labels
 from handlers.steps import pick_one, pick_subitem
 from storage.classifier import default_classifier
@@ -248,6 +248,8 @@ async def area_needs(ctx: Context) -> str:
                             grid_ids=actor.ids(Role.GRID_WORKER), page=page_no, newest_first=True)
     if not page.total:
         return "您负责的楼栋目前没有未办结的诉求。"
+    if (beyond := past_the_last_page("未办结诉求", "楼栋诉求", page)) is not None:
+        return beyond
     lines = [f"未办结诉求 {page.total} 条（第{page.page}/{page.pages}页）："]
     for need in page.needs:
         lines.append(f"{need.ticket} {summary_line(need, 10)}｜{need.state.label}")

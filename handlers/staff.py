@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable
 
-from handlers.framework import NEXT_PAGE_HINT, Context, Router
+from handlers.framework import NEXT_PAGE_HINT, Context, Router, past_the_last_page
 from handlers.steps import PICK_RANGE_HINT, pick_subitem
 from storage.actor import Actor
 from storage.clock import day_text, local
@@ -148,6 +148,8 @@ async def inbox(ctx: Context) -> str:
     page = await list_needs(ctx.db, statuses=NEW_STATUSES, community_ids=communities, page=page_no, size=PAGE)
     if not page.total:
         return ctx.done("暂无待分流的诉求。")
+    if (beyond := past_the_last_page("待分流", "待分流", page)) is not None:
+        return ctx.done(beyond)
     lines = [f"待分流 {page.total} 条（第{page.page}/{page.pages}页）："]
     lines += [_line(ctx, page.offset + n, need) for n, need in enumerate(page.needs, 1)]
     more = f"待分流 {page.page + 1}" if page.page < page.pages else ""
@@ -672,6 +674,8 @@ async def unit_pick(ctx: Context) -> str:
 def _listed(ctx: Context, name: str, page, step: str) -> str:
     """A page of 区级待办 or 单位待办 (`name`, also its command): numbered on from page to page, a number opens
     the need (`step`), 「下一页」 pages on."""
+    if (beyond := past_the_last_page(name, name, page)) is not None:
+        return ctx.done(beyond)
     lines = [f"{name} {page.total} 条（第{page.page}/{page.pages}页）："]
     lines += [_line(ctx, page.offset + n, need) for n, need in enumerate(page.needs, 1)]
     more = f"{name} {page.page + 1}" if page.page < page.pages else ""

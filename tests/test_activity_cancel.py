@@ -73,6 +73,8 @@ async def test_staff_cancel_an_activity_and_every_signed_up_and_waitlisted_resid
     asked = (await phone.text("o_staff", f"取消活动 {activity.id}")).text
     assert "请说明原因" in asked
     assert "请写明取消原因" in (await phone.text("o_staff", "雨")).text
+    # The command retyped (取消活动 2 天气原因) is not a reason: asked again, with the way out.
+    assert "请写明取消原因" in (await phone.text("o_staff", f"取消活动 {activity.id} 天气原因")).text
     preview = (await phone.text("o_staff", "暴雨预警")).text
     assert "「清扫楼道」" in preview and "已报名 2 人、候补 1 人" in preview and "1. 确认取消" in preview
     assert "照常进行" in (await phone.text("o_staff", "2")).text

@@ -85,6 +85,13 @@ async def test_the_activity_card_lets_a_volunteer_leave_and_staff_leave_the_sett
     assert moved == f"当前时间：{cs.when_text(session.starts_at)}\n请输入新的时间，如 11-28 14:30："  # tomorrow
     assert (await phone.text("o_staff", "取消")).text.startswith("已退出「阳光17议」")
 
+    # A command typed where the new venue is asked is not saved as the venue.
+    await phone.text("o_staff", "议事设置")
+    assert (await phone.text("o_staff", "1")).text.startswith("请输入新的地点")
+    refused = (await phone.text("o_staff", "待分流")).text
+    assert refused.startswith("请输入新的地点，如") and "请先回复「取消」" in refused
+    assert (await cs.list_sessions(db, d.communities["C1"].id))[0].venue == "大海阳社区党群服务中心"
+
 
 async def _session_for(db, clock, d):
     await cs.set_defaults(db, d.communities["C1"].id, clock.now(), Actor.operator("cli:test"), capacity=30,

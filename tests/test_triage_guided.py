@@ -382,3 +382,6 @@ async def test_a_long_queue_pages_on_by_the_word_every_list_takes_and_numbers_on
     assert second.startswith("待分流 10 条（第2/2页）：\n9. ") and second.endswith("回复序号开始分流。")
     assert (await phone.text("o_staff", "下一页")).text == "已经是最后一页了。"  # and the list stays open:
     Card(tickets[9]).check((await phone.text("o_staff", "10")).text)  # numbered on from the first page
+    # A page typed past the end said 「第5/2页」 over nothing: it says how many pages there are.
+    await phone.text("o_staff", "取消")
+    assert (await phone.text("o_staff", "待分流 5")).text == "待分流共10条，只有2页。回复「待分流」从第一页看。"
