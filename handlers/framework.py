@@ -292,6 +292,8 @@ class Context:
         self.settings: Settings = engine.settings
         self.services: dict[str, Any] = engine.services
         self.command_word: str = ""
+        # The flow a command that works everywhere left (its open card: 进展 <内容> after 单位待办 → 1).
+        self.left_state: FlowState | None = None
         self._actor: Actor | None = None
         self._next: FlowState | None = None
         self._clear = False
@@ -617,7 +619,7 @@ class Engine:
             if route is not None and (allowed or ctx.state is None):
                 if ctx.state is not None:
                     ctx.done("")
-                    ctx.state = None
+                    ctx.left_state, ctx.state = ctx.state, None
                 ctx.command_word = command_word
                 return await self.run(ctx, route)
         if msg.type == "event":

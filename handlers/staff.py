@@ -506,8 +506,16 @@ async def merge_confirm_step(ctx: Context) -> str:
 # ---------------------------------------------------------------------------------------------- one-liners
 
 
+def _open_card(ctx: Context) -> str | None:
+    """The need whose card 单位待办 or 区级待办 opened, if the message came while it was open."""
+    return ctx.left_state.data.get("card") if ctx.left_state else None
+
+
 def _split(ctx: Context, usage: str, parts: int) -> list[str]:
     pieces = ctx.args.split(maxsplit=parts - 1)
+    card = _open_card(ctx)
+    if card and not (pieces and normalise_ticket(pieces[0])):  # 进展 <内容> on the card just opened
+        pieces = [card, *ctx.args.split(maxsplit=parts - 2)] if parts > 1 and ctx.args else [card]
     if len(pieces) < parts:
         raise NeedError(f"格式：{usage}")
     return pieces
@@ -525,6 +533,8 @@ async def _one_line(
         need = await act(await ctx.actor(), ticket, rest)
     except NeedError as exc:
         return exc.reason
+    if ticket == _open_card(ctx):  # the card stays open: 进展 then 办结, neither with its number
+        return ctx.ask(reply(need, rest), ctx.left_state.name, card=ticket)
     return reply(need, rest)
 
 
@@ -692,5 +702,6 @@ async def _open_listed(ctx: Context) -> str:
     need = await find_need(ctx.db, ticket)
     if need is None or not allows(await ctx.actor(), Can.SEE_NEED, need):
         return ctx.retry("这条诉求找不到了，请换一条。")
-    hint = f"回复「进展 {need.ticket} 内容」登记进展，办好后「办结 {need.ticket} 办理结果」。"
-    return ctx.done(f"{await staff_detail(ctx, need)}\n{hint}")
+    hint = "回复「进展 内容」登记这条的进展，办好后回复「办结 办理结果」。"
+    # The list stays open on this card: another number opens another, and 进展/办结 without a number mean this one.
+    return ctx.ask(f"{await staff_detail(ctx, need)}\n{hint}", ctx.state.name, card=need.ticket)

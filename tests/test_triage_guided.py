@@ -271,7 +271,7 @@ async def test_escalation_lists_the_departments_with_members_and_the_officer_is_
     await talk(phone, "o_dept", [
         ("区级待办", f"区级待办 1 条（第1/1页）：\n1. {roof.ticket} 顶楼屋顶漏水（刚刚）\n回复序号看详情。"),
         # The number opens the need, as 单位待办's does (it had answered 没太明白).
-        ("1", Has(f"诉求 {roof.ticket}", f"回复「进展 {roof.ticket} 内容」登记进展")),
+        ("1", Has(f"诉求 {roof.ticket}", "回复「进展 内容」登记这条的进展")),
     ])
     told = [m.text for m in await _outbox(db, resident.id)]
     assert any("已上报区住建局" in text for text in told) and any("已上报区城管局" in text for text in told)
@@ -328,8 +328,12 @@ async def test_a_need_assigned_to_a_unit_is_found_in_its_inbox_and_resolved_by_i
                  "回复「命令」查看口令，「取消」退出当前操作。"),
         ("1", f"单位待办 1 条（第1/1页）：\n1. {t} 楼道灯坏了好几天（2小时前）\n回复序号看详情。"),
         ("1", Has(f"诉求 {t}（已派专人办理）", "联系人：张三 138****8000", "承办单位：海阳物业",
-                  f"回复「进展 {t} 内容」登记进展，办好后「办结 {t} 办理结果」。")),
-        (f"进展 {t} 电工下午上门更换", f"已登记 {t} 的进展，已通知关注的居民。"),
+                  "回复「进展 内容」登记这条的进展，办好后回复「办结 办理结果」。")),
+        # On the card just opened, 进展 needs no number (retyping 13 digits on a phone), and the card stays open.
+        ("进展 电工下午上门更换", f"已登记 {t} 的进展，已通知关注的居民。"),
+        ("进展 已买好灯具", f"已登记 {t} 的进展，已通知关注的居民。"),
+        ("单位待办", f"单位待办 1 条（第1/1页）：\n1. {t} 楼道灯坏了好几天（2小时前）\n回复序号看详情。"),
+        ("进展 明天上午到", "格式：进展 <编号> <进展内容>"),  # no card open: the number again
     ])
     # Another unit's member neither sees nor handles it.
     await talk(phone, "o_other_unit", [
@@ -343,16 +347,17 @@ async def test_a_need_assigned_to_a_unit_is_found_in_its_inbox_and_resolved_by_i
     ])
 
     told = [m.text for m in await _outbox(db, resident.id)]
-    assert len(told) == 4  # triaged, handed to the unit, progress, resolved
+    assert len(told) == 5  # triaged, handed to the unit, two progress notes, resolved
     assert "说明：已交由海阳物业办理" in told[1]
-    assert "电工下午上门更换" in told[2] and f"评价 {t}" in told[3]
+    assert "电工下午上门更换" in told[2] and "已买好灯具" in told[3] and f"评价 {t}" in told[4]
     timeline = (await phone.text("o_res", f"进度 {t}")).text
     assert "已交由海阳物业办理" in timeline and "已办结：已更换楼道灯" in timeline
     async with db.read() as s:
         rows = (await s.exec(select(AuditLog).where(AuditLog.target_id == t).order_by(AuditLog.id))).all()
     assert [(r.action, r.actor) for r in rows] == [
         ("need.triage", f"resident:{staff.id}"), ("need.assign", f"resident:{staff.id}"),
-        ("need.progress", f"resident:{member.id}"), ("need.resolve", f"resident:{member.id}"),
+        ("need.progress", f"resident:{member.id}"), ("need.progress", f"resident:{member.id}"),
+        ("need.resolve", f"resident:{member.id}"),
     ]
     assert '"unit": "U-WY"' in rows[1].detail
 
