@@ -71,6 +71,8 @@ PENDING_PHONE = (
     "在此之前仍使用原手机号 {old}。"
 )
 WAITING = "您提交的绑定（{where}）正在等待社区工作人员核实，结果会通知您。"
+WAITING_FOR_SERVICE = ("核实通过后即可使用反映问题、议事预约等服务；有疑问可到社区办事大厅询问。\n"
+                       "如需重新填写（将替代这次申请），请回复「绑定」。")
 BOUND_NEXT = "回复「菜单」查看全部服务。"
 RESUMING = "现在继续您刚才的操作："
 PICK_NUMBER = "请回复列表中的数字。"
@@ -152,7 +154,13 @@ def _resume_of(ctx: Context) -> dict | None:
 
 @router.on_unbound
 async def needs_binding(ctx: Context) -> str:
-    return await _start(ctx, await _waiting(ctx, NEEDS_BINDING), resume=_resume_of(ctx))
+    # A binding already waits for staff: say what it waits for and what it will open, instead of starting a new
+    # binding at once (反映 led back into the community question, and 取消 there read as "your application is gone").
+    view = await pending_claim_of(ctx.db, ctx.resident.id) if ctx.resident.id else None
+    if view is not None:
+        where = f"{view.community_name} {view.building_name} {view.claim.room}"
+        return ctx.done(WAITING.format(where=where) + "\n" + WAITING_FOR_SERVICE)
+    return await _start(ctx, NEEDS_BINDING, resume=_resume_of(ctx))
 
 
 async def _waiting(ctx: Context, intro: str) -> str:

@@ -50,16 +50,17 @@ _OPTION = re.compile(r"^(\d{1,2})[.、．]\s*(\S.*)$")
 _LABEL_HEAD = re.compile(r"[（(，,：:\s]")
 
 
-def chosen_number(question: str, text: str) -> str | None:
+def chosen_number(question: str, text: str, begun: bool = True) -> str | None:
     """The number of the option whose words the resident typed instead of its number ("确认提交" for
     "1. 确认提交", "是" for "1. 是，帮我登记", either with a full stop typed after it; or the first words of
     one option alone, two characters at least: "确认" for "1. 确认提交"), or None: no option, or more than one,
     reads so. Words the option begins with — "提交" is in both "确认提交" and "不提交" — and never a vague yes
-    (好的, 可以) for an option's words: a bare 好 must not bind a phone or cancel an activity."""
+    (好的, 可以) for an option's words: a bare 好 must not bind a phone or cancel an activity. `begun=False`: whole
+    words only (the text is a command: 「积分」 typed again on the 积分 page is that page, not 「1. 积分明细」)."""
     said = bare(text)
     if not said or said.isdigit() or not question:
         return None
-    named, begun = set(), set()
+    named, starts = set(), set()
     for line in question.splitlines():
         for part in re.split(r"\s{2,}", line.strip()):  # staff menus put two options on a line
             option = _OPTION.match(part)
@@ -68,11 +69,11 @@ def chosen_number(question: str, text: str) -> str | None:
             label = option.group(2).strip()
             if said in (label, _LABEL_HEAD.split(label, 1)[0]):
                 named.add(option.group(1))
-            elif len(said) >= 2 and label.startswith(said):  # 确认 for 确认提交, 确定 for 确定取消, 预约 for 预约座位
-                begun.add(option.group(1))
+            elif begun and len(said) >= 2 and label.startswith(said):  # 确认 for 确认提交, 预约 for 预约座位
+                starts.add(option.group(1))
     if named:
         return named.pop() if len(named) == 1 else None
-    return begun.pop() if len(begun) == 1 else None
+    return starts.pop() if len(starts) == 1 else None
 
 
 def past_the_last_page(what: str, command: str, page) -> str | None:
@@ -607,7 +608,7 @@ class Engine:
             return self._cancel(ctx)
         # An option's own words answer the question, even where they are also a command that works everywhere
         # (「驳回」 under 「2. 驳回（保持原样）」 is that option, not staff's one-line 驳回 of a need).
-        answer = (chosen_number(ctx.data.get("_q", ""), msg.text)
+        answer = (chosen_number(ctx.data.get("_q", ""), msg.text, begun=not self.command_word(msg.text))
                   if ctx.state is not None and msg.type in ("text", "voice") else None)
         if msg.type in ("text", "voice") and msg.text and answer is None:
             route, command_word = self._match_command(self.global_commands, msg.text)

@@ -130,11 +130,14 @@ async def test_an_impostor_with_a_neighbours_phone_and_room_waits_for_staff_and_
     assert (claim.resident_id, claim.status, claim.holder_id) == (fake.id, ClaimStatus.PENDING, zhou.id)
     assert (claim.room, claim.name, claim.phone) == ("2单元301", "周大爷", "13511112222")  # nothing typed is lost
     # A service that needs binding reminds the impostor the claim is waiting; nothing of 周大爷's is shown.
+    # It says what the binding waits for and opens, and starts no new binding (反映 led back into one, whose
+    # 取消 then read as "your application is gone").
     await talk(phone, "o_fake", [(
         "积分",
         "您提交的绑定（大海阳社区 1号楼 2单元301）正在等待社区工作人员核实，结果会通知您。\n"
-        "重新填写将替代这次申请。\n请输入您所在社区的名称（几个字即可，如“大海阳”）：",
-    ), ("取消", "已退出「绑定住址」，刚才填写的内容没有保存。回复「菜单」查看全部服务。")])
+        "核实通过后即可使用反映问题、议事预约等服务；有疑问可到社区办事大厅询问。\n"
+        "如需重新填写（将替代这次申请），请回复「绑定」。",
+    ), ("取消", "当前没有进行中的操作。回复「菜单」查看全部服务。")])
     # A resident cannot list claims.
     await talk(phone, "o_fake", [("待核实", "抱歉，「待核实」仅限社区工作人员、管理员使用。如需开通请联系社区。")])
 

@@ -45,6 +45,8 @@ def test_the_first_words_of_one_option_choose_it():
     menu = "阳光17议\n1. 预约座位\n2. 提议题\n3. 我的预约"
     assert (chosen_number(menu, "预约"), chosen_number(menu, "提议")) == ("1", "2")
     assert chosen_number(menu, "我") is None  # one character begins too much to be a choice
+    page = "【志愿积分】余额 0 分\n1. 积分明细\n2. 兑换"
+    assert (chosen_number(page, "积分"), chosen_number(page, "积分", begun=False)) == ("1", None)  # a command
     both = "1. 确认修改\n2. 确认删除\n3. 返回"
     assert chosen_number(both, "确认") is None  # the first words of two options
 
