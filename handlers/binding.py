@@ -20,12 +20,15 @@ from storage.claims import bind_resident, pending_claim_of, update_resident_deta
 from storage.grants import lookup_residents
 from storage.org import (
     SEARCH_LIMIT,
+    STREET_LIST,
     building_by_code,
     find_building_in_community,
     get_building,
     get_community,
     list_buildings,
+    list_streets,
     search_communities,
+    street_communities,
     unit_names,
 )
 from storage.residents import (
@@ -37,6 +40,7 @@ from storage.residents import (
     set_notify_consultation,
 )
 from storage.roles import Role, describe_grants
+from storage.text import bare
 
 router = Router("bind", "绑定住址")
 
@@ -47,11 +51,13 @@ GREETING = (
 OFFER = "回复 1 立即绑定住址（约1分钟），绑定后即可使用全部服务；\n回复「菜单」先看看。"
 WELCOME_BACK = "欢迎回来！您已绑定 {where}。\n回复「菜单」查看全部服务，「我的信息」查看或修改登记信息。"
 NEEDS_BINDING = "这项服务需要先绑定您的住址（只需一次）。"
-ASK_COMMUNITY = "请输入您所在社区的名称（几个字即可，如“大海阳”）："
+ASK_COMMUNITY = "请输入您所在社区的名称（几个字即可，如“大海阳”；不知道请回复「街道」）："
 ASK_ROOM = "请输入您的房号（如 2单元301、1-2-301 或 301）："
 ASK_NAME = "请输入您的姓名："
 ASK_PHONE = "请输入您的手机号（仅社区工作人员可见，用于联系您）："
-NO_COMMUNITY = "没有找到名称含“{text}”的社区，请换几个字试试。"
+NO_COMMUNITY = "没有找到名称含“{text}”的社区，请换几个字试试，或回复「街道」按街道查找。"
+# Someone who does not know their community's name: the streets, then the street's communities.
+BROWSE_WORDS = {"街道", "列表", "全部", "不知道", "不清楚", "不确定", "不记得"}
 TOO_MANY = "找到的社区较多，请输入更完整的社区名称。"
 NO_BUILDINGS = "{community}暂未登记楼栋，请联系社区工作人员。"
 CONFIRM = (
@@ -213,6 +219,8 @@ async def community(ctx: Context) -> str:
     text = ctx.text.strip()
     if not text or ctx.msg.type not in ("text", "voice"):
         return ctx.retry("请用文字输入社区名称。")
+    if bare(text) in BROWSE_WORDS:
+        return await _ask_street(ctx)
     matches = await search_communities(ctx.db, text)
     if not matches:
         return ctx.retry(NO_COMMUNITY.format(text=text[:10]))
@@ -223,6 +231,39 @@ async def community(ctx: Context) -> str:
     lines = ["找到以下社区，请回复数字："] + [f"{n}. {c.name}" for n, c in enumerate(matches, 1)]
     lines.append("（都不是？请直接输入其他名称）")
     return ctx.ask("\n".join(lines), STEP_PICK, matches=[[c.id, c.name] for c in matches])
+
+
+async def _ask_street(ctx: Context) -> str:
+    streets = await list_streets(ctx.db)
+    if len(streets) == 1:
+        return await _street_chosen(ctx, streets[0].id)
+    shown = streets[:STREET_LIST]
+    lines = ["您住在哪个街道？请回复数字："] + [f"{n}. {street.name}" for n, street in enumerate(shown, 1)]
+    if len(streets) > len(shown):
+        lines.append("（没有列出的，请直接输入社区名称）")
+    return ctx.ask("\n".join(lines), router.step("street"), streets=[street.id for street in shown])
+
+
+@router.state("street")
+async def pick_street(ctx: Context) -> str:
+    streets = ctx.data.get("streets") or []
+    if not ctx.text.isdigit():
+        return await community(ctx)  # a name after all: search it
+    if not 1 <= int(ctx.text) <= len(streets):
+        return ctx.retry(PICK_NUMBER)
+    return await _street_chosen(ctx, streets[int(ctx.text) - 1])
+
+
+async def _street_chosen(ctx: Context, street_id: int) -> str:
+    found = await street_communities(ctx.db, street_id)
+    if not found:
+        return ctx.retry("这个街道暂未登记社区，请选其他街道，或直接输入社区名称。")
+    if len(found) == 1:
+        return await _choose_community(ctx, found[0].id, found[0].name)
+    shown = found[:STREET_LIST]
+    lines = ["请选择您的社区，回复数字："] + [f"{n}. {c.name}" for n, c in enumerate(shown, 1)]
+    lines.append("（没有列出的，请直接输入社区名称）" if len(found) > len(shown) else "（都不是？请直接输入社区名称）")
+    return ctx.ask("\n".join(lines), STEP_PICK, matches=[[c.id, c.name] for c in shown])
 
 
 @router.state("pick")

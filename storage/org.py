@@ -87,12 +87,31 @@ async def search_communities(db: Database, text: str, limit: int = SEARCH_LIMIT)
     if not core:
         return []
     pattern = f"%{_like_escape(core)}%"
+    # A street's name finds its communities too: residents know 向阳街道 better than their community's name.
+    streets = select(Street.id).where(col(Street.name).like(pattern, escape="\\"))
     query = (
         select(Community)
-        .where(col(Community.name).like(pattern, escape="\\") | (Community.code == words.upper()))
+        .where(col(Community.name).like(pattern, escape="\\") | (Community.code == words.upper())
+               | col(Community.street_id).in_(streets))
         .order_by((Community.name != words), func.length(Community.name), Community.code)
         .limit(limit + 1)
     )
+    async with db.read() as s:
+        return list((await s.exec(query)).all())
+
+
+STREET_LIST = 15  # streets, or a street's communities, listed for someone who does not know their community's name
+
+
+async def list_streets(db: Database, limit: int = STREET_LIST) -> list[Street]:
+    """The district's streets in code order, at most `limit` + 1 (so a caller can tell there are more)."""
+    async with db.read() as s:
+        return list((await s.exec(select(Street).order_by(Street.code).limit(limit + 1))).all())
+
+
+async def street_communities(db: Database, street_id: int, limit: int = STREET_LIST) -> list[Community]:
+    """A street's communities by name, at most `limit` + 1."""
+    query = select(Community).where(Community.street_id == street_id).order_by(Community.name).limit(limit + 1)
     async with db.read() as s:
         return list((await s.exec(query)).all())
 

@@ -115,7 +115,22 @@ async def test_several_communities_match_and_a_long_list_of_buildings_is_paged(s
 async def test_a_community_that_is_not_found_is_asked_again(say, district):
     await say("o_typo", "绑定")
     reply = await say("o_typo", "火星")
-    assert reply.startswith("没有找到名称含“火星”的社区") and reply.endswith("“大海阳”）：")
+    assert reply.startswith("没有找到名称含“火星”的社区") and "回复「街道」按街道查找" in reply
+    assert reply.endswith("不知道请回复「街道」）：")
+
+
+async def test_someone_who_does_not_know_their_community_finds_it_by_street(say, district):
+    """A new resident typed 不知道, then their street's name (向阳), and was told nothing matched."""
+    await say("o_new", "绑定")
+    streets = await say("o_new", "不知道")
+    assert streets == "您住在哪个街道？请回复数字：\n1. 向阳街道\n2. 东山街道"
+    assert (await say("o_new", "3")).startswith("请回复列表中的数字。")
+    # 东山街道 has one community: chosen at once, its buildings asked.
+    assert await say("o_new", "2") == "南山社区：请选择您的楼栋，回复数字：\n1. 8号楼"
+    await say("o_new", "取消")
+    await say("o_new", "绑定")
+    # The street's own name finds its communities (the one here is chosen at once).
+    assert (await say("o_new", "向阳")).startswith("大海阳社区：请选择您的楼栋")
 
 
 async def test_bound_resident_changes_room_name_and_phone_through_my_info(phone, say, district, db):
