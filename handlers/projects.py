@@ -89,8 +89,19 @@ async def list_or_show(ctx: Context) -> str:
         lines.append(f"【{p.id}】{p.title[:14]}（{p.status_label}{unit}{place}）")
     if total > len(rows):
         lines.append(f"仅显示最新{PAGE}个。")
-    lines.append("回复「项目 编号」查看详情和进展。")
-    return "\n".join(lines)
+    lines.append("回复【】里的编号查看详情和进展。")
+    return ctx.ask("\n".join(lines), router.step("list"), shown=[p.id for p in rows])
+
+
+@router.state("list", bound=True, browsing="服务项目")
+async def list_pick(ctx: Context) -> str | None:
+    """A number typed under the list is a project's 【编号】 (residents typed 1, as under every other list); the
+    list stays open for another; anything else is a fresh message."""
+    number = parse_number(ctx.text)
+    if number is None:
+        return await ctx.handle_afresh()
+    ctx.ask(ctx.data.get("_q", ""), router.step("list"))  # the list stays open
+    return await _show(ctx, number)
 
 
 async def _show(ctx: Context, number: int) -> str:

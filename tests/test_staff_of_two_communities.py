@@ -101,4 +101,10 @@ async def test_项目_lists_each_community_they_staff_with_its_drafts_and_shows_
     listing = (await phone.text("o_neighbour", "项目")).text
     assert listing.startswith("本社区服务项目（共1个）") and "南山" not in listing
     assert "没有找到" in (await phone.text("o_neighbour", f"项目 {made['C2'].id}")).text
+    # Under the list, the bare 【编号】 opens the card (residents typed 1, as under every list), and the list stays
+    # open for another; a word is a fresh message.
+    await phone.text("o_neighbour", "项目")
+    assert "北区照明改造" in (await phone.text("o_neighbour", str(made["C1"].id))).text
+    assert "没有找到" in (await phone.text("o_neighbour", str(made["C2"].id))).text
+    assert (await phone.text("o_neighbour", "取消")).text == "已退出「服务项目」。回复「菜单」查看全部服务。"
     assert neighbour.community_id == d.communities["C1"].id
