@@ -126,7 +126,7 @@ async def _book(ctx: Context) -> str:
     return ctx.done(book_reply(result))
 
 
-@router.command("取消预约", bound=True)
+@router.command("取消预约", bound=True, help="取消预约：议事座位或候补")
 async def cancel_command(ctx: Context) -> str:
     return await _ask_cancel(ctx)
 

@@ -221,7 +221,7 @@ async def cancel_confirm(ctx: Context) -> str:
 # ---------------------------------------------------------------- donating
 
 
-@router.command("捐赠积分", "积分捐赠", bound=True)
+@router.command("捐赠积分", "积分捐赠", bound=True, help="捐赠积分：捐给社区或邻居")
 async def donate_start(ctx: Context) -> str:
     return await _donate_start(ctx)
 

@@ -67,7 +67,7 @@ def _number_and_text(args: str) -> tuple[int | None, str]:
 
 
 @router.menu(50, "服务项目", key="PROJECTS", bound=True)
-@router.command("项目", "服务项目", bound=True, args=True)
+@router.command("项目", "服务项目", bound=True, args=True, help="项目 [编号]：社区服务项目")
 async def list_or_show(ctx: Context) -> str:
     number = parse_number(ctx.args) if ctx.args else None
     if number is not None:

@@ -41,7 +41,7 @@ def _project_question(n: int, total: int, title: str, content: str) -> str:
 
 
 @router.menu(55, "项目评议", key="REVIEW", bound=True)
-@router.command("评议", "项目评议", bound=True)
+@router.command("评议", "项目评议", bound=True, help="评议：年度项目评议投票")
 async def start(ctx: Context) -> str:
     view = await current_review(ctx.db, ctx.resident.community_id, ctx.now)
     if view is None:
@@ -142,7 +142,7 @@ async def choice(ctx: Context) -> str:
     )
 
 
-@router.command("查验", args=True)
+@router.command("查验", args=True, help="查验 回执码：核对评议投票")
 async def verify(ctx: Context) -> str:
     code = ctx.args.strip()
     if not code:

@@ -18,7 +18,7 @@ SURVEY_WORDS = ("问卷", "满意度问卷", "评社区")
 USE_QUESTION = "这条意见怎么处理？\n1. 仅作匿名意见\n2. 转为诉求（将记录您的姓名和电话，便于回访）"
 
 
-@router.command(*SURVEY_WORDS)
+@router.command(*SURVEY_WORDS, help="问卷：满意度问卷（抽到时）")
 async def start(ctx: Context) -> str:
     invitation = await pending_invitation(ctx.db, ctx.resident.id, ctx.now)
     if invitation is None:
