@@ -276,16 +276,17 @@ def _rejected_reply(need: Need) -> str:
             f"请电话告知（{mask_phone(need.contact_phone)}）。")
 
 
-def _triaged_line(need: Need, now: dt.datetime) -> str:
-    text = f"已分流 {need.ticket}：{Tier(need.tier).label}"
+def _triaged_line(need: Need, now: dt.datetime, was: str = "") -> str:
+    text = (f"已调整 {need.ticket}：{Tier(need.tier).label}（原为{was}）" if was
+            else f"已分流 {need.ticket}：{Tier(need.tier).label}")
     if need.resolve_by:
         due = local(need.resolve_by)
         text += f"，办结期限 {day_text(due.date(), local(now).date())}{due:%H:%M}"
     return text + "。"
 
 
-def _triaged_reply(need: Need, now: dt.datetime) -> str:
-    return _triaged_line(need, now) + f"\n可继续：「指派 {need.ticket}」从名单中选人"
+def _triaged_reply(need: Need, now: dt.datetime, was: str = "") -> str:
+    return _triaged_line(need, now, was) + f"\n可继续：「指派 {need.ticket}」从名单中选人"
 
 
 def _escalated_reply(need: Need) -> str:
@@ -547,13 +548,15 @@ async def triage_line(ctx: Context) -> str:
         tier = pieces[0]
         deadline = parse_deadline(pieces[1], ctx.now) if len(pieces) > 1 else None
         reason = pieces[2] if len(pieces) > 2 else None
+        before = await find_need(ctx.db, ticket)
         need = await triage_need(ctx.db, await ctx.actor(), ticket, tier, ctx.now, deadline, reason)
     except DeadlineError as exc:
         # The sentence is shared with the console's form; here the command's syntax shows where a date and reason go.
         return f"{exc.reason}\n（格式：{usage}）"
     except NeedError as exc:
         return exc.reason
-    return _triaged_reply(need, ctx.now)
+    again = before is not None and before.triaged_at is not None and before.state not in NEW_STATUSES
+    return _triaged_reply(need, ctx.now, Tier(before.tier).label if again else "")
 
 
 @router.command("改类", roles=MANAGERS, args=True, everywhere=True, help="改类 编号 [子项代码]")

@@ -205,7 +205,7 @@ async def test_two_staff_picking_one_need_from_the_queue_triage_it_once(db, phon
     assert events == [(row.id, staff.id), (second.id, staff.id)]
     assert await _audit(db, t) == ["need.triage"]
 
-    await talk(phone, "o_staff2", [("分流 " + t + " C", Has(f"已分流 {t}：定期办理"))])
+    await talk(phone, "o_staff2", [("分流 " + t + " C", Has(f"已调整 {t}：定期办理（原为立行立办）"))])
     assert (await find_need(db, t)).tier == "C"
 
 
@@ -390,3 +390,20 @@ async def test_a_long_queue_pages_on_by_the_word_every_list_takes_and_numbers_on
     # A page typed past the end said 「第5/2页」 over nothing: it says how many pages there are.
     await phone.text("o_staff", "取消")
     assert (await phone.text("o_staff", "待分流 5")).text == "待分流共10条，只有2页。回复「待分流」从第一页看。"
+
+
+async def test_triaging_again_says_what_changed_and_a_repeat_tells_nobody(db, phone, clock):
+    """分流 A, then C, then A again had each answered 「已分流」 alike and sent the resident three 「社区已受理」; a date
+    typed after A (分流 <编号> A 12-10) was dropped without a word."""
+    _d, resident, *_ = await _town(db)
+    t = (await report_need(db, resident.id, "楼道灯坏了好几天", "JZ-05", clock.now())).ticket
+    refused = (await phone.text("o_staff", f"分流 {t} A 12-01")).text
+    assert refused.startswith("「立行立办」按规定期限办理，不能另定日期；要定日期请选 B（限时办理）。")
+    assert (await find_need(db, t)).status == "reported"
+    assert (await phone.text("o_staff", f"分流 {t} A")).text.startswith(f"已分流 {t}：立行立办")
+    assert (await phone.text("o_staff", f"分流 {t} A")).text == f"{t} 已经是「立行立办」，办结期限没有变化。"
+    changed = (await phone.text("o_staff", f"分流 {t} C")).text
+    assert changed.startswith(f"已调整 {t}：定期办理（原为立行立办）")
+    told = [m.text for m in await _outbox(db, resident.id)]
+    assert len(told) == 2 and "社区已受理" in told[0] and "办理方式调整为「定期办理」" in told[1]
+    assert await _audit(db, t) == ["need.triage", "need.triage"]

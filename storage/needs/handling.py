@@ -86,11 +86,18 @@ async def triage_need(
                 raise DeadlineError(f"办结期限超过{default_days}个工作日，需要写明延期理由。")
             resolve_by = workdays.end_of_working_day(deadline)
         elif wanted is not Tier.B:
+            if deadline is not None:  # 分流 <编号> A 12-10: the date was dropped without a word
+                raise DeadlineError(f"「{wanted.label}」按规定期限办理，不能另定日期；要定日期请选 B（限时办理）。")
             reason = None
+        again = need.triaged_at is not None and need.state not in AWAITING_TRIAGE
+        if again and (need.tier, need.resolve_by) == (wanted.value, resolve_by):
+            # The same tier and limit again: nothing changed, so nobody is told again (three 分流 had sent the
+            # resident three 「社区已受理」).
+            raise NeedError(f"{need.ticket} 已经是「{wanted.label}」，办结期限没有变化。")
         need.tier = wanted.value
         need.resolve_by = resolve_by
         need.extension_reason = reason
-        note = f"社区已受理，按「{wanted.label}」办理"
+        note = f"办理方式调整为「{wanted.label}」" if again else f"社区已受理，按「{wanted.label}」办理"
         if resolve_by is not None:
             note += f"，预计{format_date(resolve_by)}前办结"
         await apply_transition(s, need, "triage", now, actor_id=actor.resident_id,
