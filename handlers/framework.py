@@ -83,6 +83,18 @@ def past_the_last_page(what: str, command: str, page) -> str | None:
     return None
 
 
+def option_containing(question: str, text: str) -> str | None:
+    """The number of the one option of a list of names (people, units, departments) whose label holds the words
+    typed (「物业」 for 「3. 阳光物业服务有限公司（单位）」, 「小刘」 for 「1. 网格员小刘（网格员）」); None for none or
+    several, a number, or one character."""
+    said = bare(text)
+    if len(said) < 2 or said.isdigit():
+        return None
+    found = {option.group(1) for line in question.splitlines() if (option := _OPTION.match(line.strip()))
+             and said in option.group(2)}
+    return found.pop() if len(found) == 1 else None
+
+
 UNKNOWN_HINT = "没太明白您的意思。回复「菜单」查看全部服务，或直接描述您要反映的问题。"
 ERROR_REPLY = "抱歉，系统开小差了，您刚才的操作没有保存，请稍后再试一次。"
 # Redis or the database is away: nothing of the message was done.

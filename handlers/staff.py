@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable
 
-from handlers.framework import NEXT_PAGE_HINT, Context, Router, past_the_last_page
+from handlers.framework import NEXT_PAGE_HINT, Context, Router, option_containing, past_the_last_page
 from handlers.steps import PICK_RANGE_HINT, pick_subitem
 from storage.actor import Actor
 from storage.clock import day_text, local
@@ -247,9 +247,10 @@ async def _ask_department(ctx: Context, need: Need, from_triage: bool = False) -
 
 @router.state("department", roles=MANAGERS)
 async def department_step(ctx: Context) -> str:
-    code = ctx.data.get("depts", {}).get(ctx.text)
+    depts = ctx.data.get("depts", {})
+    code = depts.get(ctx.text) or depts.get(option_containing(ctx.data.get("_q", ""), ctx.text) or "")
     if code is None:
-        return ctx.retry("请回复列表中的序号。")
+        return ctx.retry("请回复列表中的序号，或部门名称。")
     try:
         need = await escalate_need(ctx.db, await ctx.actor(), ctx.data["ticket"], code, ctx.now)
     except NeedError as exc:
@@ -428,7 +429,8 @@ async def assignee_step(ctx: Context) -> str:
         if triaged:
             return ctx.done(f"{triaged}\n暂未指派，稍后可回复「指派 {ticket}」。")
         return ctx.done(f"好的，{ticket} 暂不指派。")
-    choice = ctx.data.get("choices", {}).get(ctx.text)
+    choices = ctx.data.get("choices", {})
+    choice = choices.get(ctx.text) or choices.get(option_containing(ctx.data.get("_q", ""), ctx.text) or "")
     if choice is None and ((ctx.text.isdigit() and len(ctx.text) < 11) or not ctx.text.strip()):
         return ctx.retry("请回复列表中的序号，或对方的手机号、姓名、单位代码。")
     try:

@@ -257,11 +257,11 @@ async def test_escalation_lists_the_departments_with_members_and_the_officer_is_
                    f"2. {wall.ticket} 外墙皮脱落（刚刚）\n回复序号开始分流。"),
         ("1", Card(roof.ticket)),
         ("4", f"把 {roof.ticket}「顶楼屋顶漏水」上报到哪个区级部门？\n{departments}"),
-        ("3", f"请回复列表中的序号。\n\n把 {roof.ticket}「顶楼屋顶漏水」上报到哪个区级部门？\n{departments}"),
+        ("3", f"请回复列表中的序号，或部门名称。\n\n把 {roof.ticket}「顶楼屋顶漏水」上报到哪个区级部门？\n{departments}"),
         ("1", f"已上报区级：{roof.ticket}，区级部门会收到待办。"),
         # The one-line form without a code lists the same departments.
         (f"上报区级 {wall.ticket}", f"把 {wall.ticket}「外墙皮脱落」上报到哪个区级部门？\n{departments}"),
-        ("2", f"已上报区级：{wall.ticket}，区级部门会收到待办。"),
+        ("城管", f"已上报区级：{wall.ticket}，区级部门会收到待办。"),  # a listed department by its name
     ])
 
     assert (await find_need(db, roof.ticket)).department_id == d.departments["D-JS"].id
@@ -390,6 +390,21 @@ async def test_a_long_queue_pages_on_by_the_word_every_list_takes_and_numbers_on
     # A page typed past the end said 「第5/2页」 over nothing: it says how many pages there are.
     await phone.text("o_staff", "取消")
     assert (await phone.text("o_staff", "待分流 5")).text == "待分流共10条，只有2页。回复「待分流」从第一页看。"
+
+
+async def test_the_assignee_and_the_department_are_chosen_by_their_words_too(db, phone, clock):
+    """Staff typed 「物业」 for 「3. 海阳物业（单位）」 and 「区城管局」 after 上报区级 <编号>, and were refused."""
+    d, resident, _staff, _worker, unit, _member = await _town(db)
+    lamp = await report_need(db, resident.id, "楼道灯坏了好几天", "JZ-05", clock.now())
+    await phone.text("o_staff", f"分流 {lamp.ticket} A")
+    assert "指派给谁" in (await phone.text("o_staff", f"指派 {lamp.ticket}")).text
+    assert "已指派" in (await phone.text("o_staff", "物业")).text
+    assert (await find_need(db, lamp.ticket)).unit_id == unit.id
+    officer = await make_resident(db, "o_dept", None, name="住建李科")
+    await grant(db, officer, Role.DISTRICT_STAFF, d.departments["D-JS"].id)
+    roof = await report_need(db, resident.id, "顶楼屋顶漏水", "CJ-05", clock.now())
+    assert "已上报区级" in (await phone.text("o_staff", f"上报区级 {roof.ticket} 区住建局")).text
+    assert (await find_need(db, roof.ticket)).department_id == d.departments["D-JS"].id
 
 
 async def test_triaging_again_says_what_changed_and_a_repeat_tells_nobody(db, phone, clock):

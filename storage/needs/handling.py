@@ -200,9 +200,11 @@ async def escalate_need(db: Database, actor: Actor, ticket: str, department_code
     """上报区级: hand the need to a district department; its staff then see it in 区级待办."""
     async with db.write() as s:
         need = await load_for(s, actor, Can.MANAGE_NEED, ticket, "escalate")
-        dept = (await s.exec(select(Department).where(Department.code == department_code.strip().upper()))).first()
-        if dept is None or dept.kind != "district":
-            raise NeedError(f"没有代码为 {department_code} 的区级部门。")
+        words = department_code.strip()
+        named = (Department.code == words.upper()) | (Department.name == words)  # a code, or its name as staff say it
+        dept = (await s.exec(select(Department).where(named, Department.kind == "district").limit(1))).first()
+        if dept is None:
+            raise NeedError(f"没有名称或代码为「{words}」的区级部门。只写编号可从部门列表选择。")
         staff = await _holders(s, Role.DISTRICT_STAFF, dept.id)
         if not staff:
             # Nobody would see it in 区级待办: refused, so the need stays with the community instead of orphaned.
