@@ -536,29 +536,38 @@ async def take_waiting_cached(
     return await take_waiting(db, resident_id, now, limit)
 
 
+WAITING_SCAN = 200  # waiting notices read at once to find those a newer one about the same need replaces
+
+
+def _need_of(key: str) -> str | None:
+    """The need a notice is about (its key `need:{id}:ev:…`), or None for any other notice."""
+    return key.split(":ev:", 1)[0] if key.startswith("need:") else None
+
+
 async def take_waiting(db: Database, resident_id: int, now: dt.datetime, limit: int = 3) -> tuple[list[str], int]:
-    """The oldest `limit` waiting notices, marked shown (so they are shown once), and how many were waiting."""
+    """The oldest `limit` waiting notices, marked shown (so they are shown once), and how many were waiting.
+
+    Of several waiting about one need only the newest is shown: it says where the need stands now, and a backlog
+    of a need's every step (受理, 派单, 办结, a rating request for a need since closed) had run to 17 notices shown
+    three at a time. The older ones are marked shown by channel "superseded"; the timeline (进度) keeps them all."""
+    waiting = (OutboxMessage.resident_id == resident_id, OutboxMessage.status == OutboxStatus.WAITING)
     async with db.write() as session:
-        total = (
-            await session.exec(
-                select(func.count())
-                .select_from(OutboxMessage)
-                .where(OutboxMessage.resident_id == resident_id, OutboxMessage.status == OutboxStatus.WAITING)
-            )
-        ).one()
-        if not total:
-            return [], 0
-        query = (
-            select(OutboxMessage)
-            .where(OutboxMessage.resident_id == resident_id, OutboxMessage.status == OutboxStatus.WAITING)
-            .order_by(OutboxMessage.created_at, OutboxMessage.id)
-            .limit(limit)
-        )
+        query = select(OutboxMessage).where(*waiting).order_by(OutboxMessage.created_at, OutboxMessage.id)
         if not db.is_sqlite:
             query = query.with_for_update(skip_locked=True)
-        rows = list((await session.exec(query)).all())
+        rows = list((await session.exec(query.limit(WAITING_SCAN))).all())
+        if not rows:
+            return [], 0
+        newest = {need: row.id for row in rows if (need := _need_of(row.idempotency_key))}
+        replaced = {row.id for row in rows if (need := _need_of(row.idempotency_key)) and newest[need] != row.id}
+        if replaced:
+            await session.exec(
+                update(OutboxMessage).where(col(OutboxMessage.id).in_(replaced), *waiting)
+                .values(status=OutboxStatus.SHOWN, channel="superseded", sent_at=now)
+            )
+        total = (await session.exec(select(func.count()).select_from(OutboxMessage).where(*waiting))).one()
         texts = []
-        for row in rows:
+        for row in [r for r in rows if r.id not in replaced][:limit]:
             result = await session.exec(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == row.id, OutboxMessage.status == OutboxStatus.WAITING)

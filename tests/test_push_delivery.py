@@ -119,6 +119,24 @@ async def test_a_long_queue_of_waiting_notices_is_shown_three_at_a_time(bot_serv
     assert "您有 2 条新消息" in second.text and "第4条通知" in second.text and "第5条通知" in second.text
 
 
+async def test_of_several_waiting_notices_about_one_need_only_the_newest_is_shown(bot_server, phone, db, clock):
+    """A backlog of one need's every step (受理, 进展, 办结) ran to pages of notices, the oldest first: where the
+    need stands now is its newest notice; the timeline (进度) keeps every step."""
+    resident = await make_resident(db, "o_back", now=clock.now() - dt.timedelta(days=5))
+    for n, step in enumerate(("社区已受理", "已派网格员", "已办结，请评价")):
+        clock.advance(minutes=1)
+        await queue(db, resident, f"诉求A：{step}", f"need:7:ev:{n}:r:{resident.id}", clock.now())
+    await queue(db, resident, "社区通知：周六停水。", "bc:1:r:1", clock.now(), kind=NoticeKind.BROADCAST)
+    await bot_server[0].services["sender"].drain()
+    shown = (await phone.text("o_back", "在吗")).text
+    assert "您有 2 条新消息" in shown and "诉求A：已办结，请评价" in shown and "周六停水" in shown
+    assert "社区已受理" not in shown and "已派网格员" not in shown
+    by_key = {r.idempotency_key: (r.status, r.channel) for r in await rows(db)}
+    assert by_key[f"need:7:ev:0:r:{resident.id}"] == (OutboxStatus.SHOWN, "superseded")
+    assert by_key[f"need:7:ev:2:r:{resident.id}"] == (OutboxStatus.SHOWN, "reply")
+    assert "新消息" not in (await phone.text("o_back", "在吗")).text
+
+
 async def test_notices_come_above_a_standing_question_and_below_a_finished_reply_as_bullets(
     bot_server, phone, db, clock
 ):
