@@ -39,6 +39,7 @@ from storage.projects import (
     project_need_ids,
     publish_project,
     return_project,
+    topic_source,
     unit_names,
     unit_projects,
     updates_of,
@@ -269,7 +270,16 @@ async def deadline(ctx: Context) -> str:
     if day < today:
         return ctx.retry(f"{day_text(day, today)}已经过去了，完成期限请写今天以后的日期，如 {example:%m-%d}。")
     d = ctx.data
-    source_text = f"议题 {d['topic']}" if d.get("topic") else "诉求 " + "、".join(d["tickets"][:5])
+    # What acceptance will resolve, said before saving: a topic's need was closed with no one having seen the link.
+    tickets = list(d.get("tickets") or [])
+    if d.get("topic"):
+        title, ticket = await topic_source(ctx.db, int(d["topic"]))
+        source_text = f"议题 {d['topic']}「{title[:12]}」"
+        tickets += [ticket] if ticket and ticket not in tickets else []
+    else:
+        source_text = "诉求"
+    if tickets:
+        source_text += f"\n关联诉求：{'、'.join(tickets[:5])}{'等' if len(tickets) > 5 else ''}（验收通过后一并办结）"
     summary = (
         f"请确认：\n名称：{d['title']}\n来源：{source_text}\n内容：{d['content'][:40]}\n"
         f"措施：{d['measures'][:40]}\n期限：{deadline_text(day)}\n回复 1 保存为草稿，回复「取消」放弃。"

@@ -174,6 +174,17 @@ async def _linked_needs(session: AsyncSession, community_id: int, tickets: Seque
     return sorted(set(ids))
 
 
+async def topic_source(db: Database, topic_id: int) -> tuple[str, str | None]:
+    """A topic's title and the ticket of the need it came from (if any): what a project from it will resolve when
+    accepted, said before the draft is saved."""
+    async with db.read() as session:
+        topic = await session.get(consultation.Topic, topic_id)
+        if topic is None:
+            return "", None
+        need = await session.get(needs.Need, topic.need_id) if topic.need_id else None
+        return topic.title, need.ticket if need else None
+
+
 async def _accepted_topic(session: AsyncSession, community_id: int, topic_id: int) -> consultation.Topic:
     topic = await session.get(consultation.Topic, topic_id)
     meeting = await session.get(consultation.ConsultationSession, topic.session_id) if topic else None

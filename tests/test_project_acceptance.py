@@ -12,7 +12,7 @@ from sqlmodel import select
 from bot.cli import build_parser
 from bot.cli_review import run_command
 from storage import needs
-from storage.actor import Actor
+from storage.actor import Actor, actor_for
 from storage.consultation import ConsultationSession, Outcome, Topic
 from storage.org import Department
 from storage.outbox import OutboxMessage
@@ -126,6 +126,12 @@ def listing(pid: int) -> str:
 async def test_the_units_done_waits_for_acceptance_and_the_proposer_hears_every_step(db, clock, phone, world):
     d, staff, member, proposer, neighbour, project, tickets = world
     pid = project.id
+    # The topic's need had been handed to a grid worker, whose queue still held it with 「请尽快处理」.
+    worker = await make_resident(db, "o_grid", d.buildings["B3"], name="孙网格员", phone="13600000009")
+    await grant(db, worker, Role.GRID_WORKER, d.grids["G2"].id)
+    staff_actor = await actor_for(db, staff.id)
+    await needs.triage_need(db, staff_actor, tickets[0], "C", clock.now())
+    await needs.assign_need(db, staff_actor, tickets[0], "孙网格员", clock.now())
     await assigned_and_done(phone, project)
 
     row = await project_row(db, pid)
@@ -168,6 +174,8 @@ async def test_the_units_done_waits_for_acceptance_and_the_proposer_hears_every_
               "已通知承接单位和关注该项目的居民。"),
         ("验收", NONE_AWAITING),
     ])
+    assert (await told(db, worker.id, "need_assigned"))[-1] == (
+        f"【派单已办结】{tickets[0]}「小区没有老年人活动的地方」已随服务项目验收办结，您无需再处理。")
 
     row = await project_row(db, pid)
     assert row.status == ProjectStatus.COMPLETED and row.completed_at == clock.now()

@@ -225,8 +225,11 @@ async def test_staff_turn_a_topic_the_consultation_accepted_into_a_project_in_ch
     assert refused.startswith("议题「增设快递柜」尚未被议事会采纳为服务项目。") and "第1/5步" in refused
     assert "诉求" in (await phone.text("o_staff", "20991231-0001")).text.split("\n")[0]  # no such need: refused too
     await phone.text("o_staff", f"议题 {accepted.id}")
-    for answer in ("老年活动室", "改造闲置用房为老年活动室", "社会组织运营", "2027-03-31"):
+    for answer in ("老年活动室", "改造闲置用房为老年活动室", "社会组织运营"):
         await phone.text("o_staff", answer)
+    # The summary names the need acceptance will resolve (a topic's need had been closed with no one seeing the link).
+    summary = (await phone.text("o_staff", "2027-03-31")).text
+    assert f"来源：议题 {accepted.id}「建设老年活动室」\n关联诉求：{need.ticket}（验收通过后一并办结）" in summary
     reply = (await phone.text("o_staff", "1")).text
     number = int(reply.split("编号 ")[1].split("。")[0])
     await phone.text("o_staff", f"发布项目 {number}")

@@ -301,7 +301,15 @@ async def resolve_from_project(s, need_id: int, actor: Actor, note: str, now: dt
     need = (await s.exec(select(Need).where(Need.id == need_id).with_for_update())).first()
     if need is None or refusal(need, "resolve_by_project") is not None:
         return None
-    await apply_transition(s, need, "resolve_by_project", now, actor_id=None, actor_label="服务项目",
-                           note=f"已办结：{note}", project_actor=actor.name)
+    event = await apply_transition(s, need, "resolve_by_project", now, actor_id=None, actor_label="服务项目",
+                                   note=f"已办结：{note}", project_actor=actor.name)
+    # Its handler (a grid worker, a unit) still had it in their queue and a 【新派单】 saying to hurry: told it is done.
+    handlers = (await _holders(s, Role.UNIT_MEMBER, need.unit_id) if need.unit_id
+                else [need.assignee_id] if need.assignee_id else [])
+    followers = set(await _followers(s, need.id))
+    told = [rid for rid in handlers if rid is not None and rid not in followers]
+    if told:
+        text = f"【派单已办结】{need.ticket}「{summary_line(need, 20)}」已随服务项目验收办结，您无需再处理。"
+        await _outbox(s, need, event, told, NoticeKind.NEED_ASSIGNED, text, now)
     s.add(audit_entry(now, actor.name, "need.resolve", "need", need.ticket, note=_clip(note), via="project"))
     return need
