@@ -7,7 +7,7 @@ import datetime as dt
 import re
 
 from handlers.deliveries import delivery_report, send_now
-from handlers.framework import Context, Router
+from handlers.framework import Context, Router, numbers_hint
 from storage import consultation as cs
 from storage.broadcast import QuietHours
 from storage.clock import day_text, local, meant_day
@@ -197,7 +197,7 @@ async def topic_text(ctx: Context) -> str:
 async def topic_need(ctx: Context) -> str:
     needs = ctx.data.get("needs", [])
     if not ctx.text.isdigit() or not 0 <= int(ctx.text) <= len(needs):
-        return ctx.retry(f"请回复0到{len(needs)}之间的数字。")
+        return ctx.retry(numbers_hint(0, len(needs), "数字"))
     need_id = needs[int(ctx.text) - 1] if int(ctx.text) else None
     return await _save_topic(ctx, ctx.data["title"], need_id)
 
@@ -380,7 +380,7 @@ async def minutes_pick(ctx: Context) -> str | None:
     if not ctx.text.strip().isdigit():  # a keyword, not a pick: handled afresh
         return await ctx.handle_afresh()
     if not 1 <= int(ctx.text) <= len(topics):
-        return ctx.retry(f"请回复0到{len(topics)}之间的数字。")
+        return ctx.retry(numbers_hint(0, len(topics), "数字"))
     options = "\n".join(f"{i}. {cs.OUTCOME_LABELS[o]}" for i, o in enumerate(OUTCOME_CHOICES, 1))
     return ctx.ask(f"这个议题的结果是：\n{options}", router.step("outcome"), topic_id=topics[int(ctx.text) - 1])
 

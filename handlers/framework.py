@@ -76,6 +76,16 @@ def chosen_number(question: str, text: str, begun: bool = True) -> str | None:
     return starts.pop() if len(starts) == 1 else None
 
 
+def numbers_hint(first: int, last: int, word: str = "序号") -> str:
+    """「请回复1到8之间的序号。」, but 「请回复序号 1。」 for one line and 「请回复 0 或 1。」 for two
+    (「请回复1到1之间的序号」 read oddly)."""
+    if first == last:
+        return f"请回复{word} {first}。"
+    if last == first + 1:
+        return f"请回复 {first} 或 {last}。"
+    return f"请回复{first}到{last}之间的{word}。"
+
+
 def past_the_last_page(what: str, command: str, page) -> str | None:
     """A page number typed past a list's end (待分流 5 with 2 pages) showed an empty page: say how many there are."""
     if page.total and page.page > page.pages:

@@ -19,8 +19,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable
 
-from handlers.framework import NEXT_PAGE_HINT, Context, Router, option_containing, past_the_last_page
-from handlers.steps import PICK_RANGE_HINT, pick_subitem
+from handlers.framework import (
+    NEXT_PAGE_HINT,
+    Context,
+    Router,
+    numbers_hint,
+    option_containing,
+    past_the_last_page,
+)
+from handlers.steps import pick_subitem
 from storage.actor import Actor
 from storage.clock import day_text, local
 from storage.needs import (
@@ -164,8 +171,7 @@ async def pick(ctx: Context) -> str:
     ticket = listed.get(ctx.text.strip())
     if ticket is None and ctx.text.strip().isdigit() and listed:
         numbers = sorted(int(n) for n in listed)
-        return ctx.retry(f"请回复序号 {numbers[0]}。" if len(numbers) == 1
-                         else PICK_RANGE_HINT.format(first=numbers[0], n=numbers[-1]))
+        return ctx.retry(numbers_hint(numbers[0], numbers[-1]))
     if ticket is None:
         # Not a number: read it as a fresh message (a one-line form such as 办结 <编号> …).
         return await ctx.handle_afresh()

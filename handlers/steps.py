@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from handlers.framework import Context, Router
+from handlers.framework import Context, Router, numbers_hint
 from storage.org import unit_names
 from storage.roles import Role
 from storage.taxonomy import load_taxonomy
@@ -30,7 +30,6 @@ Then = Callable[[Context, Any], Awaitable[str | None]]
 Back = Callable[[Context], Awaitable[str | None]]
 
 PICK_HINT = "请回复1到{n}之间的序号。"
-PICK_RANGE_HINT = "请回复{first}到{n}之间的序号。"  # a later page of a list numbered on from page to page
 
 
 class PickOne:
@@ -88,8 +87,7 @@ class PickOne:
         values = ctx.data.get(self.key) or []
         first = ctx.data.get(f"{self.key}_first", 1)
         last = first + len(values) - 1
-        hint = PICK_RANGE_HINT.format(first=first, n=last) if first != 1 and self.hint == PICK_HINT \
-            else self.hint.format(n=last)
+        hint = numbers_hint(first, last) if self.hint == PICK_HINT else self.hint.format(n=last)
         text = ctx.text.strip()
         if self.back and text == "0":
             return await self.on_back(ctx)

@@ -179,7 +179,8 @@ async def test_staff_confirm_a_claim_the_claimant_is_bound_audited_and_both_are_
     info = (await phone.text("o_new", "我的信息")).text
     assert info.startswith("您的登记信息：\n住址：大海阳社区 1号楼 2单元301\n姓名：周大爷\n手机：135****2222\n")
     await talk(phone, "o_zhou", [(
-        "积分", "这项服务需要先绑定您的住址（只需一次）。\n请输入您所在社区的名称（几个字即可，如“大海阳”；不知道请回复「街道」）：",
+        "积分",
+        "这项服务需要先绑定您的住址（只需一次）。\n请输入您所在社区的名称（几个字即可，如“大海阳”；不知道请回复「街道」）：",
     )])
 
 

@@ -92,7 +92,7 @@ async def test_unsatisfied_with_a_comment_and_two_needs_waiting_asks_which_one(d
                        f"1. {door.ticket} 单元门禁坏了，门关不上\n"
                        f"2. {light.ticket} 楼道灯坏了，晚上看不见")
     wrong = (await phone.text("o_li", "5")).text
-    assert wrong.startswith("请回复1到2之间的序号。\n\n您有2条诉求待评价")
+    assert wrong.startswith("请回复 1 或 2。\n\n您有2条诉求待评价")
     reopened = (await phone.text("o_li", "2")).text
     assert reopened.startswith(f"收到您的评价（不满意）。诉求 {light.ticket} 已重新交办，新的办理期限：")
     assert reopened.endswith("办结后会再请您评价。\n您的意见已转给办理人员。")
@@ -189,7 +189,7 @@ async def test_a_long_list_numbers_on_across_pages(db, phone, clock):
     assert second.startswith(f"您的诉求（共10条，第2/2页）：\n9. {needs[1].ticket}") and "10. " in second
     assert "下一页" not in second  # the last page offers none
     assert (await phone.text("o_li", "进度 第2页")).text == second  # the command itself still pages
-    assert (await phone.text("o_li", "1")).text.startswith("请回复9到10之间的序号。")
+    assert (await phone.text("o_li", "1")).text.startswith("请回复 9 或 10。")
     assert (await phone.text("o_li", "10")).text.startswith(f"诉求 {needs[0].ticket}\n")
     assert (await phone.text("o_li", "进度 9")).text.startswith(f"诉求 {needs[1].ticket}\n")
 

@@ -167,7 +167,7 @@ async def test_the_units_done_waits_for_acceptance_and_the_proposer_hears_every_
     clock.advance(days=2)
     await talk(phone, "o_staff", [
         ("验收", listing(pid)),
-        ("9", "请回复1到1之间的序号。\n\n" + listing(pid)),
+        ("9", "请回复序号 1。\n\n" + listing(pid)),
         ("1", f"{card(pid)}\n\n{CHOICES}"),
         ("好的", f"请回复 1 通过，或 2 退回。\n\n{card(pid)}\n\n{CHOICES}"),
         ("1", "项目「老年活动室」验收通过，已完成。相关诉求已办结，居民将对结果进行评价；"

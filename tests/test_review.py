@@ -243,7 +243,7 @@ async def test_closing_before_the_promised_deadline_asks_first_and_tells_voters_
     clock.advance(days=2)
 
     assert (await phone.text("o_staff", "结束评议")).text == CLOSE_QUESTION
-    assert (await phone.text("o_staff", "3")).text == "请回复1到2之间的序号。\n\n" + CLOSE_QUESTION
+    assert (await phone.text("o_staff", "3")).text == "请回复 1 或 2。\n\n" + CLOSE_QUESTION
     assert (await phone.text("o_staff", "2")).text == "好的，评议继续进行，12月4日09:30截止。"
     assert (await phone.text("o_staff", "结束评议")).text == CLOSE_QUESTION
     assert (await phone.text("o_staff", "取消")).text == LEFT

@@ -30,7 +30,7 @@ async def _staff_of_both(db):
 async def test_an_activity_is_published_for_the_community_chosen(db, phone):
     d, _staff = await _staff_of_both(db)
     assert (await phone.text("o_both", "发布活动")).text == WHICH.format(question="为哪个社区发布活动？")
-    assert (await phone.text("o_both", "3")).text.startswith("请回复1到2之间的序号。")
+    assert (await phone.text("o_both", "3")).text.startswith("请回复 1 或 2。")
     assert "请输入活动名称" in (await phone.text("o_both", "南山社区")).text  # by number or by name
     for text in ["清扫楼道", "11月28日 9:00-11:00", "8号楼楼下", "2", "2"]:
         await phone.text("o_both", text)

@@ -257,7 +257,8 @@ async def test_escalation_lists_the_departments_with_members_and_the_officer_is_
                    f"2. {wall.ticket} 外墙皮脱落（刚刚）\n回复序号开始分流。"),
         ("1", Card(roof.ticket)),
         ("4", f"把 {roof.ticket}「顶楼屋顶漏水」上报到哪个区级部门？\n{departments}"),
-        ("3", f"请回复列表中的序号，或部门名称。\n\n把 {roof.ticket}「顶楼屋顶漏水」上报到哪个区级部门？\n{departments}"),
+        ("3", f"请回复列表中的序号，或部门名称。\n\n把 {roof.ticket}「顶楼屋顶漏水」上报到哪个区级部门？\n"
+              f"{departments}"),
         ("1", f"已上报区级：{roof.ticket}，区级部门会收到待办。"),
         # The one-line form without a code lists the same departments.
         (f"上报区级 {wall.ticket}", f"把 {wall.ticket}「外墙皮脱落」上报到哪个区级部门？\n{departments}"),
@@ -408,8 +409,8 @@ async def test_the_assignee_and_the_department_are_chosen_by_their_words_too(db,
 
 
 async def test_triaging_again_says_what_changed_and_a_repeat_tells_nobody(db, phone, clock):
-    """分流 A, then C, then A again had each answered 「已分流」 alike and sent the resident three 「社区已受理」; a date
-    typed after A (分流 <编号> A 12-10) was dropped without a word."""
+    """分流 A, then C, then A again had each answered 「已分流」 alike and sent the resident three 「社区已受理」;
+    a date typed after A (分流 <编号> A 12-10) was dropped without a word."""
     _d, resident, *_ = await _town(db)
     t = (await report_need(db, resident.id, "楼道灯坏了好几天", "JZ-05", clock.now())).ticket
     refused = (await phone.text("o_staff", f"分流 {t} A 12-01")).text
