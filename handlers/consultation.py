@@ -410,12 +410,13 @@ async def outcome_note(ctx: Context) -> str:
 @router.state("minutes_text", roles=STAFF)
 async def minutes_text(ctx: Context) -> str:
     try:
-        told = await cs.publish_minutes(ctx.db, int(ctx.data["session_id"]), ctx.text, await ctx.actor(), ctx.now)
+        published = await cs.publish_minutes(ctx.db, int(ctx.data["session_id"]), ctx.text, await ctx.actor(),
+                                             ctx.now)
     except cs.ConsultationError as exc:
         if "至少" in exc.reason or "以内" in exc.reason:
             return ctx.retry(exc.reason)
         return ctx.done(exc.reason)
-    return ctx.done(f"纪要已发布，将发给所有预约居民；{told}位提议人会收到各自议题的结果。")
+    return ctx.done(published.summary)
 
 
 WHEN_RE = re.compile(r"^(?:(\d{4})[-/.年])?(\d{1,2})[-/月.](\d{1,2})日?\s*(\d{1,2})[:：点](\d{2})?分?$")

@@ -6,10 +6,12 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from sqlmodel import select
 
 from storage import activities as act
 from storage import consultation as cs
 from storage.actor import Actor, actor_for
+from storage.broadcast import Broadcast
 from storage.classifier import default_classifier
 from storage.points import PointsRefused, share_code_of
 from storage.roles import Role
@@ -152,3 +154,24 @@ async def test_staff_cannot_record_outcomes_or_minutes_before_the_meeting(db, cl
     assert (await phone.text("o_staff", "1")).text == "请补充说明（如责任单位、时限），没有请回复「无」："
     recorded = (await phone.text("o_staff", "无")).text
     assert recorded == f"已登记。\n议程各项结果：\n1. 希望在小区空地增设健身器材：立项为服务项目\n{footer}"
+
+
+async def test_minutes_published_again_go_out_as_a_correction_and_the_first_text_is_kept(db, clock, phone):
+    """A second 议事纪要 overwrote the first and its broadcast's key swallowed it: nobody heard the correction."""
+    d, session = await setup_session(db, clock)
+    staff = await make_resident(db, "o_staff", d.buildings["B3"], name="王主任")
+    await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
+    actor = await actor_for(db, staff.id)
+    clock.set(session.starts_at + dt.timedelta(hours=2))
+    first = await cs.publish_minutes(db, session.id, "会议议定：增设健身器材一处。", actor, clock.now())
+    assert not first.correction and first.summary.startswith("纪要已发布")
+    clock.advance(hours=1)
+    await phone.text("o_staff", "议事纪要")
+    await phone.text("o_staff", "0")
+    said = (await phone.text("o_staff", "补充说明：器材选址在3号楼前空地，物业负责维护。")).text
+    assert said.startswith("更正已发布，将发给所有预约居民；原纪要保留在记录中。")
+    kept = (await cs.get_session(db, session.id)).minutes
+    assert kept.startswith("会议议定：增设健身器材一处。\n【更正 ") and kept.endswith("物业负责维护。")
+    async with db.read() as s:
+        texts = list((await s.exec(select(Broadcast.text).order_by(Broadcast.id))).all())
+    assert len([t for t in texts if "社区议事纪要" in t]) == 2 and "社区议事纪要·更正】" in texts[-1]

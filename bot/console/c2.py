@@ -204,10 +204,9 @@ async def session_action(request: web.Request) -> web.Response:
             await cs.record_outcome(d.db, int(topic_id), str(form.get("outcome", "")), str(form.get("note", "")),
                                     me, now)
         elif action == "minutes":
-            told = await cs.publish_minutes(d.db, session.id, str(form.get("text", "")), me, now)
+            published = await cs.publish_minutes(d.db, session.id, str(form.get("text", "")), me, now)
             fresh = await cs.get_session(d.db, session.id) or session
-            return await session_page(request, fresh, done=(
-                f"纪要已发布，将发给所有预约居民；{told}位提议人会收到各自议题的结果。"))
+            return await session_page(request, fresh, done=published.summary)
         elif action == "move":
             moved = await cs.move_session(d.db, session.id, _move_time(form, d.clock.tz), me, now)
             said = f"已改期到{cs.when_text(moved.starts_at, now)}。"

@@ -161,9 +161,28 @@ async def record_outcome(db: Database, topic_id: int, outcome: str, note: str, a
         return topic
 
 
-async def publish_minutes(db: Database, session_id: int, minutes: str, actor: Actor, now: dt.datetime) -> int:
+@dataclass(frozen=True)
+class MinutesPublished:
+    told: int  # proposers told of an outcome (a correction tells only those whose outcome changed)
+    correction: bool  # minutes had been published: these went out as a correction
+
+    @property
+    def summary(self) -> str:
+        """What staff are told, in chat and in the console."""
+        if self.correction:
+            return (f"更正已发布，将发给所有预约居民；原纪要保留在记录中。"
+                    f"{self.told}位提议人的议题结果有变化，会收到通知。")
+        return f"纪要已发布，将发给所有预约居民；{self.told}位提议人会收到各自议题的结果。"
+
+
+CORRECTION_MARK = "【更正 "  # the kept minutes: the first text, then each correction under 【更正 MM-DD】
+
+
+async def publish_minutes(db: Database, session_id: int, minutes: str, actor: Actor, now: dt.datetime
+                          ) -> MinutesPublished:
     """议事纪要: saved, the session is held; the minutes go to those booked, each decided topic's outcome to
-    its proposer. Returns how many proposers were told."""
+    its proposer. Published again, they are a correction: sent as one (the first broadcast's key had swallowed it,
+    so nobody heard) and added under the earlier text, which is kept (it had been overwritten)."""
     minutes = minutes.strip()
     if len(minutes) < 10:
         raise ConsultationError("纪要请写得完整一些（至少10个字）。")
@@ -175,20 +194,25 @@ async def publish_minutes(db: Database, session_id: int, minutes: str, actor: Ac
         why = minutes_refusal(session, now)
         if why:
             raise ConsultationError(why)
-        session.status, session.minutes, session.minutes_at, session.updated_at = SessionStatus.HELD, minutes, now, now
+        earlier = session.minutes
+        corrections = earlier.count(CORRECTION_MARK) if earlier else 0
+        kept = f"{earlier}\n{CORRECTION_MARK}{local(now):%m-%d}】{minutes}" if earlier else minutes
+        session.status, session.minutes, session.minutes_at, session.updated_at = SessionStatus.HELD, kept, now, now
         s.add(session)
         topics = list((await s.exec(select(Topic).where(Topic.session_id == session_id).limit(200))).all())
         decided = [t for t in topics if t.outcome]
-        lines = [f"【{local(session.starts_at).month}月社区议事纪要】", minutes[:600]]
+        head = f"【{local(session.starts_at).month}月社区议事纪要{'·更正' if earlier else ''}】"
+        lines = [head, minutes[:600]]
         for t in decided[:AGENDA_LIMIT]:
             lines.append(f"· {t.title[:20]}：{OUTCOME_LABELS[t.outcome or '']}")
-        await create_system_broadcast(s, f"cs:{session_id}:minutes", NoticeKind.CONSULTATION, AudienceKind.SESSION,
-                                      [session_id], "议事预约居民（会议纪要）", "\n".join(lines), now)
+        key = f"cs:{session_id}:minutes" + (f":{corrections + 1}" if earlier else "")
+        await create_system_broadcast(s, key, NoticeKind.CONSULTATION, AudienceKind.SESSION, [session_id],
+                                      "议事预约居民（会议纪要）" + ("更正" if earlier else ""), "\n".join(lines), now)
         told = 0
         for t in decided:
             if t.proposer_id:
                 told += await enqueue(s, NoticeKind.CONSULTATION, outcome_text(session, t),
                                       [(t.proposer_id, f"ct:{t.id}:outcome:{t.outcome}")], now)
         s.add(audit_entry(now, actor.name, "consultation.minutes", "consultation_session", session_id,
-                          decided=len(decided), topics=len(topics)))
-        return told
+                          decided=len(decided), topics=len(topics), correction=bool(earlier)))
+        return MinutesPublished(told, bool(earlier))
