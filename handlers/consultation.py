@@ -367,7 +367,11 @@ async def _topic_list(ctx: Context, session_id: int, head: str = "") -> str:
     for i, t in enumerate(topics, 1):
         state = cs.OUTCOME_LABELS[t.outcome] if t.outcome else "未登记"
         lines.append(f"{i}. {t.title[:16]}：{state}")
-    lines.append("回复编号登记结果；回复0填写会议纪要并发布。")
+    if not topics:  # 「议程各项结果：」 over nothing, then 「回复编号」 for no numbers
+        lines.append("（议程还没有议题：可回复「议程草稿」从诉求和议题中选）")
+        lines.append("回复0填写会议纪要并发布。")
+    else:
+        lines.append("回复编号登记结果；回复0填写会议纪要并发布。")
     return ctx.ask("\n".join(lines), router.step("minutes_pick"), session_id=session_id,
                    topics=[t.id for t in topics])
 
@@ -377,8 +381,11 @@ async def minutes_pick(ctx: Context) -> str | None:
     topics = ctx.data.get("topics", [])
     if ctx.text == "0":
         return ctx.ask("请输入会议纪要（议定事项、责任单位、时限）：", router.step("minutes_text"))
-    if not ctx.text.strip().isdigit():  # a keyword, not a pick: handled afresh
-        return await ctx.handle_afresh()
+    if not ctx.text.strip().isdigit():
+        if ctx.engine.command_word(ctx.text):  # a keyword, not a pick: handled afresh
+            return await ctx.handle_afresh()
+        # Text typed here is the minutes or an outcome typed early, not a resident's problem to 反映.
+        return ctx.retry("请回复编号登记议题结果，或回复 0 再输入会议纪要。")
     if not 1 <= int(ctx.text) <= len(topics):
         return ctx.retry(numbers_hint(0, len(topics), "数字"))
     options = "\n".join(f"{i}. {cs.OUTCOME_LABELS[o]}" for i, o in enumerate(OUTCOME_CHOICES, 1))
@@ -396,7 +403,7 @@ async def outcome_pick(ctx: Context) -> str:
 
 @router.state("outcome_note", roles=STAFF)
 async def outcome_note(ctx: Context) -> str:
-    note = "" if ctx.text.strip() in ("无", "没有") else ctx.text
+    note = "" if ctx.text.strip() in ("无", "没有", "0", "跳过") else ctx.text  # 0 skips, as elsewhere
     try:
         await cs.record_outcome(ctx.db, int(ctx.data["topic_id"]), ctx.data["outcome"], note, await ctx.actor(),
                                 ctx.now)

@@ -166,7 +166,10 @@ async def test_minutes_published_again_go_out_as_a_correction_and_the_first_text
     first = await cs.publish_minutes(db, session.id, "会议议定：增设健身器材一处。", actor, clock.now())
     assert not first.correction and first.summary.startswith("纪要已发布")
     clock.advance(hours=1)
-    await phone.text("o_staff", "议事纪要")
+    listing = (await phone.text("o_staff", "议事纪要")).text
+    assert "议程还没有议题" in listing and "回复编号" not in listing  # no agenda: no numbers offered
+    # Text typed at the list is not a resident's problem to 反映: the question again.
+    assert (await phone.text("o_staff", "补充说明器材选址")).text.startswith("请回复编号登记议题结果，或回复 0")
     await phone.text("o_staff", "0")
     said = (await phone.text("o_staff", "补充说明：器材选址在3号楼前空地，物业负责维护。")).text
     assert said.startswith("更正已发布，将发给所有预约居民；原纪要保留在记录中。")
