@@ -32,7 +32,7 @@ STAFF_HELP_HEADING = "工作人员口令（编号见各列表）："
 RESIDENT_HELP_HEADING = "常用口令（也可回复「菜单」按数字选择）："
 HELP_CONTINUED = "口令（续）："
 HELP_MORE = NEXT_PAGE_HINT
-HELP_TAIL = "居民服务请回复「菜单」。"
+HELP_TAIL = "居民服务（反映问题等）在「菜单」的最后一项。"
 
 
 def menu_text(ctx: Context) -> str:

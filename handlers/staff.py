@@ -362,7 +362,7 @@ async def _still_allowed(ctx: Context, ticket: str, action: str, reason: str) ->
 def _ask_category(ctx: Context, need: Need, from_triage: bool) -> str:
     item = load_taxonomy().get(need.item_code)
     now_as = f"{item.category} · {item.name}" if item else "未分类"
-    return re_item_picked.ask(ctx, f"{need.ticket} 现为「{now_as}」。\n改为哪一大类？", ticket=need.ticket,
+    return re_item_picked.ask(ctx, f"{need.ticket} 现为「{now_as}」。\n改为哪一大类？请回复序号：", ticket=need.ticket,
                               back=from_triage)
 
 

@@ -53,6 +53,15 @@ def test_the_table_is_the_documented_machine():
     assert all(t.target(state) is None for t in TRANSITIONS.values() for state in finals)
 
 
+def _refused(ticket: str, state: S, action: str) -> str:
+    """The refusal: its state and action, and — for what a tier would allow (进展, 办结, 指派) on a need nobody has
+    triaged yet — the step before it."""
+    why = f"诉求 {ticket} 当前状态是「{state.label}」，不能{NAMES[action]}。"
+    if state is S.REPORTED and S.TRIAGED in EXPECTED[action]:
+        why += f"请先分流（「分流 {ticket} A」，或回复「待分流」）。"
+    return why
+
+
 @pytest.mark.parametrize("action", sorted(TRANSITIONS))
 def test_each_action_is_refused_from_every_state_it_does_not_name(action):
     need = Need(ticket="20261127-0001", text="x", item_code="JZ-05", category="c", tier="A", community_id=1,
@@ -62,7 +71,7 @@ def test_each_action_is_refused_from_every_state_it_does_not_name(action):
         if state in EXPECTED[action]:
             assert refusal(need, action) is None
         else:
-            assert refusal(need, action) == f"诉求 20261127-0001 当前状态是「{state.label}」，不能{NAMES[action]}。"
+            assert refusal(need, action) == _refused("20261127-0001", state, action)
 
 
 async def test_applying_every_action_from_every_state_moves_or_refuses_and_records_one_event(db, clock):
@@ -86,7 +95,7 @@ async def test_applying_every_action_from_every_state_moves_or_refuses_and_recor
                                                    note="测试")
             except NeedError as refused:
                 assert state not in EXPECTED[action], (action, state)
-                assert refused.reason == f"诉求 {need.ticket} 当前状态是「{state.label}」，不能{NAMES[action]}。"
+                assert refused.reason == _refused(need.ticket, state, action)
                 assert await events() == before_events  # nothing written: the transaction rolled back
                 continue
             target = EXPECTED[action].get(state)

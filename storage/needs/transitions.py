@@ -126,7 +126,10 @@ def refusal(need: Need, action: str) -> str | None:
     """Why the need's state refuses `action`, or None."""
     transition = TRANSITIONS[action]
     if transition.target(need.state) is None:
-        return f"诉求 {need.ticket} 当前状态是「{need.state.label}」，不能{transition.name}。"
+        why = f"诉求 {need.ticket} 当前状态是「{need.state.label}」，不能{transition.name}。"
+        if need.state is S.REPORTED and transition.target(S.TRIAGED) is not None:  # 进展/办结 before a tier
+            why += f"请先分流（「分流 {need.ticket} A」，或回复「待分流」）。"
+        return why
     return None
 
 
