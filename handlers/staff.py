@@ -433,7 +433,7 @@ async def assignee_step(ctx: Context) -> str:
     ticket, triaged = ctx.data["ticket"], ctx.data.get("triaged", "")
     if ctx.text in ("0", "跳过"):
         if triaged:
-            return ctx.done(f"{triaged}\n暂未指派，稍后可回复「指派 {ticket}」。")
+            return ctx.done(f"{triaged}\n暂未指派，稍后可回复「指派 {ticket}」。" + await _queue_left(ctx))
         return ctx.done(f"好的，{ticket} 暂不指派。")
     choices = ctx.data.get("choices", {})
     choice = choices.get(ctx.text) or choices.get(option_containing(ctx.data.get("_q", ""), ctx.text) or "")
@@ -443,7 +443,14 @@ async def assignee_step(ctx: Context) -> str:
         need, target = await _assign(ctx, ticket, ctx.text, choice)
     except NeedError as exc:
         return await _still_allowed(ctx, ticket, "assign", exc.reason)
-    return ctx.done("\n".join(x for x in (triaged, _assigned_reply(need, target)) if x))
+    done = "\n".join(x for x in (triaged, _assigned_reply(need, target)) if x)
+    return ctx.done(done + (await _queue_left(ctx) if triaged else ""))
+
+
+async def _queue_left(ctx: Context) -> str:
+    """After one need is triaged to the end: how many still wait, so the queue goes on without looking it up."""
+    page = await list_needs(ctx.db, statuses=NEW_STATUSES, community_ids=(await ctx.actor()).communities, size=1)
+    return f"\n还有 {page.total} 条待分流，回复「待分流」继续。" if page.total else "\n待分流已全部处理完。"
 
 
 async def _ask_target(ctx: Context, need: Need) -> str:

@@ -109,7 +109,7 @@ async def test_tier_a_then_an_assignee_then_a_summary_in_one_flow(db, phone, clo
         ("1", Card(t)),
         ("1", f"{triaged}\n{_who(t)}"),
         ("9", f"请回复列表中的序号，或对方的手机号、姓名、单位代码。\n\n{_who(t)}"),  # 已分流 said once
-        ("1", f"{triaged}\n已指派 {t} 给 网格员小刘（136****0001），已通知对方。"),
+        ("1", f"{triaged}\n已指派 {t} 给 网格员小刘（136****0001），已通知对方。\n待分流已全部处理完。"),
         ("取消", "当前没有进行中的操作。回复「菜单」查看全部服务。"),  # the flow ended with the summary
     ])
 
@@ -136,7 +136,7 @@ async def test_tier_b_keeps_the_default_deadline_and_skips_the_assignee(db, phon
         ("2", deadline),
         ("12-40", f"「12-40」不是有效日期，请写成 月-日，例如 12-08。\n\n{deadline}"),
         ("0", f"{triaged}\n{_who(t)}"),
-        ("跳过", f"{triaged}\n暂未指派，稍后可回复「指派 {t}」。"),
+        ("跳过", f"{triaged}\n暂未指派，稍后可回复「指派 {t}」。\n待分流已全部处理完。"),
         ("取消", "当前没有进行中的操作。回复「菜单」查看全部服务。"),
     ])
     row = await find_need(db, t)
@@ -223,13 +223,16 @@ async def test_assign_before_a_tier_shows_the_tier_choice_first_and_then_asks_th
         ("1", Card(t1)),
         ("7", Card(t1, first=not_yet.format(t=t1) + "\n")),
         ("3", f"已分流 {t1}：定期办理。\n{_who(t1)}"),
-        ("2", f"已分流 {t1}：定期办理。\n已指派 {t1} 给 社工小周（137****0000），已通知对方。"),
+        # The queue goes on: how many still wait is said with the summary.
+        ("2", f"已分流 {t1}：定期办理。\n已指派 {t1} 给 社工小周（137****0000），已通知对方。\n"
+              "还有 1 条待分流，回复「待分流」继续。"),
     ])
     # The one-line 指派 with only a ticket: the same, without the 待分流 list.
     await talk(phone, "o_staff", [
         (f"指派 {t2}", Card(t2, first=not_yet.format(t=t2))),
         ("1", f"已分流 {t2}：立行立办，办结期限 11月30日17:30。\n{_who(t2)}"),
-        ("0", f"已分流 {t2}：立行立办，办结期限 11月30日17:30。\n暂未指派，稍后可回复「指派 {t2}」。"),
+        ("0", f"已分流 {t2}：立行立办，办结期限 11月30日17:30。\n暂未指派，稍后可回复「指派 {t2}」。\n"
+              "待分流已全部处理完。"),
         # Once triaged, 指派 goes straight to the list; 0 leaves it unassigned.
         (f"指派 {t2}", _who(t2, skip="0. 暂不指派")),
         ("0", f"好的，{t2} 暂不指派。"),
@@ -315,7 +318,8 @@ async def test_a_need_assigned_to_a_unit_is_found_in_its_inbox_and_resolved_by_i
         ("待分流", INBOX.format(ticket=t)),
         ("1", Card(t)),
         ("1", triaged + "\n" + _who(t).replace("3. 海阳物业（单位）\n", units)),
-        ("3", f"{triaged}\n已指派 {t} 给海阳物业，已通知该单位，居民会收到「已交由海阳物业办理」。"),
+        ("3", f"{triaged}\n已指派 {t} 给海阳物业，已通知该单位，居民会收到「已交由海阳物业办理」。\n"
+              "待分流已全部处理完。"),
     ])
     row = await find_need(db, t)
     assert (row.status, row.unit_id, row.assignee_id) == ("assigned", unit.id, None)
