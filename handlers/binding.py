@@ -465,13 +465,24 @@ LOOKUP_USAGE = "请发送「居民查询 手机号」，如：居民查询 13800
 
 @router.command("居民查询", roles=(Role.COMMUNITY_STAFF, Role.ADMIN), args=True, help="居民查询 手机号")
 async def lookup(ctx: Context) -> str:
-    if not ctx.args:
-        return LOOKUP_USAGE
+    if not ctx.args:  # the number asked for, not only the format (a bare number then got 没太明白)
+        return ctx.ask("请发送要查询的居民手机号：", router.step("lookup"))
+    return await _lookup(ctx, ctx.args)
+
+
+@router.state("lookup", roles=(Role.COMMUNITY_STAFF, Role.ADMIN))
+async def lookup_phone(ctx: Context) -> str:
+    if not any(ch.isdigit() for ch in ctx.text):
+        return ctx.retry("请发送11位手机号。")
+    return ctx.done(await _lookup(ctx, ctx.text))
+
+
+async def _lookup(ctx: Context, phone: str) -> str:
     try:
-        found = await lookup_residents(ctx.db, await ctx.actor(), ctx.args, ctx.now)
+        found = await lookup_residents(ctx.db, await ctx.actor(), phone, ctx.now)
     except BindingError as exc:
         return f"{exc.reason}\n{LOOKUP_USAGE}"
-    masked = mask_phone(clean_phone(ctx.args))
+    masked = mask_phone(clean_phone(phone))
     if not found:
         return f"在您负责的社区中没有手机号为 {masked} 的居民。"
     communities = await unit_names(ctx.db, "community", {r.community_id for r in found})

@@ -104,9 +104,14 @@ async def test_community_staff_find_residents_of_their_own_community_only(phone,
     assert "王五" not in elsewhere
     usage = (await phone.text("o_c1_staff", "居民查询 12")).text
     assert usage.startswith("手机号格式不对")
+    # 居民查询 alone asks for the number (a bare number then got 没太明白), checked and audited the same way.
+    assert (await phone.text("o_c1_staff", "居民查询")).text == "请发送要查询的居民手机号："
+    assert (await phone.text("o_c1_staff", "李四")).text.startswith("请发送11位手机号。")
+    assert "李四 · 大海阳社区" in (await phone.text("o_c1_staff", "138 1111 2222")).text
     lookups = await audit_rows(db, "resident_lookup")
     assert [(r.actor, r.target_id) for r in lookups] == [(f"resident:{staff.id}", "138****2222"),
-                                                         (f"resident:{staff.id}", "138****4444")]
+                                                         (f"resident:{staff.id}", "138****4444"),
+                                                         (f"resident:{staff.id}", "138****2222")]
 
 
 async def test_my_roles_names_each_role_with_its_part_of_the_district(phone, db, district, clock):
