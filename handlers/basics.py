@@ -28,6 +28,22 @@ async def unfollowed(ctx: Context) -> None:
     return None
 
 
+# Polite words and asking for a person are not a need to file: they got 「没太明白」 (a walk found it).
+THANKS = "不客气！有需要随时回复「菜单」。"
+A_PERSON = ("消息由社区工作人员在后台跟进：回复「反映」写下您的问题，工作人员会按时答复并联系您。"
+            "急事请直接到社区党群服务中心办理；遇到危险请拨打110。")
+
+
+@router.command("谢谢", "谢谢你", "谢谢您", "感谢", "多谢", "好的谢谢", "好的，谢谢")
+async def thanks(ctx: Context) -> str:
+    return THANKS
+
+
+@router.command("人工", "人工服务", "转人工", "客服", "在线客服", "联系社区", "社区电话", "电话", "社区电话多少")
+async def a_person(ctx: Context) -> str:
+    return A_PERSON
+
+
 @router.fallback()
 async def media_outside_a_flow(ctx: Context) -> str | None:
     if ctx.msg.type == "image":

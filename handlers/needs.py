@@ -77,6 +77,20 @@ NOT_FOUND = "没有找到编号为 {ticket} 的诉求，请核对编号。回复
 # A reply to a rating push: the word, then (optionally) what the resident wants to add. 「满意」 needs a separator
 # before a comment so that 「满意度…」 is not read as a rating.
 RATING_WORDS = re.compile(r"^(?:(基本满意|不满意)[\s,，。.:：!！;；]*|(满意)(?:$|[\s,，。.:：!！;；]+))(.*)$", re.S)
+# How residents say it (很满意！, 不太满意, 还算满意): the word it means, with what follows kept as the comment.
+RATING_SAID = re.compile(r"^(?:很|非常|特别|十分|挺|真)?(?:(不太满意|很不满意|不满意)|(比较满意|还算满意))")
+RATING_MEANS = {"不太满意": "不满意", "很不满意": "不满意", "比较满意": "基本满意", "还算满意": "基本满意"}
+
+
+def rating_words(text: str) -> re.Match | None:
+    """RATING_WORDS on what the resident typed, read as the rating word it means."""
+    said = RATING_SAID.match(text)
+    if said is not None:
+        word = said.group(1) or said.group(2)
+        text = RATING_MEANS.get(word, word) + text[said.end():]
+    elif re.match(r"^(?:很|非常|特别|十分|挺|真)满意", text):
+        text = text[text.index("满意"):]
+    return RATING_WORDS.match(text)
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -365,7 +379,7 @@ async def rating_word(ctx: Context) -> str | None:
     """满意 / 基本满意 / 不满意 [意见] while a need awaits the resident's rating: rate it (or ask which one)."""
     if ctx.msg.type not in ("text", "voice") or not ctx.text:
         return None
-    match = RATING_WORDS.match(ctx.text.strip())
+    match = rating_words(ctx.text.strip())
     if match is None:
         return None
     needs = await awaiting_rating(ctx.db, ctx.resident.id)
@@ -547,12 +561,14 @@ def _ask_rating(ctx: Context, need: Need) -> str:
 
 @router.state("rating", title="评价")
 async def rating_step(ctx: Context) -> str:
-    choice = ctx.text
+    choice, comment = ctx.text, None
     if choice.isdigit() and 1 <= int(choice) <= len(RATINGS):
         choice = RATINGS[int(choice) - 1]
+    elif (said := rating_words(choice.strip())) is not None:  # 很满意！, 不太满意 灯还闪
+        choice, comment = said.group(1) or said.group(2), said.group(3).strip() or None
     if choice not in RATINGS:
         return ctx.retry("请回复 1、2 或 3。")
-    return await _rate(ctx, ctx.data["ticket"], choice, None)
+    return await _rate(ctx, ctx.data["ticket"], choice, comment)
 
 
 async def _rate(ctx: Context, ticket: str, rating: str, comment: str | None) -> str:

@@ -288,3 +288,26 @@ async def test_a_rating_comment_comes_from_its_rater_once_and_soon(db, clock):
     clock.advance(hours=2)  # long after the question: not a comment on this rating any more
     with pytest.raises(NeedError):
         await add_rating_comment(db, li.id, other.ticket, "门还是有点响", clock.now())
+
+
+@pytest.mark.parametrize(("said", "rating", "comment"), [
+    ("很满意！", "满意", None),
+    ("非常满意，师傅很负责", "满意", "师傅很负责"),
+    ("还算满意", "基本满意", None),
+    ("不太满意 灯还是闪", "不满意", "灯还是闪"),
+])
+async def test_a_rating_said_as_residents_say_it_is_read_as_the_word_it_means(db, phone, clock, said, rating,
+                                                                              comment):
+    _, li, staff = await _town(db)
+    need = await _resolved(db, clock, li, staff, "楼道灯坏了，晚上看不见", "已更换楼道灯")
+    await phone.text("o_li", said)
+    row = await find_need(db, need.ticket)
+    assert (row.rating, row.rating_comment) == (rating, comment)
+
+
+async def test_words_that_only_mention_satisfaction_rate_nothing(db, phone, clock):
+    _, li, staff = await _town(db)
+    need = await _resolved(db, clock, li, staff, "楼道灯坏了，晚上看不见", "已更换楼道灯")
+    for words in ("满意度怎么算", "挺好"):
+        await phone.text("o_li", words)
+    assert (await find_need(db, need.ticket)).rating is None
