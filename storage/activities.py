@@ -82,7 +82,7 @@ class ActivitySignup(SQLModel, table=True):
 
 def when_text(activity: Activity) -> str:
     start, end = local(activity.starts_at), local(activity.ends_at)
-    return f"{start:%m月%d日 %H:%M}-{end:%H:%M}"
+    return f"{start.month}月{start.day}日 {start:%H:%M}-{end:%H:%M}"  # 12月7日, as every other date reads
 
 
 # ---------------------------------------------------------------------------------------------- publishing

@@ -440,4 +440,5 @@ async def expire_unclaimed(db: Database, now: dt.datetime, *, batch: int = 200) 
 def pickup_deadline(redemption: Redemption) -> str:
     if redemption.expires_at is None:
         return "长期有效"
-    return local(redemption.expires_at).strftime("%m月%d日前")
+    expires = local(redemption.expires_at)
+    return f"{expires.month}月{expires.day}日前"

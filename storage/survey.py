@@ -170,8 +170,8 @@ async def start_survey(
         if last is not None and last.created_at > now - ANSWER_WINDOW:
             sent, ends = local(last.created_at), local(last.created_at + ANSWER_WINDOW)
             year = f"{ends.year}年" if ends.year != local(now).year else ""
-            raise SurveyError(f"问卷 {last.id}（{sent:%m月%d日}发出）还在答题期内，"
-                              f"{year}{ends:%m月%d日 %H:%M}后才能发起新的问卷。")
+            raise SurveyError(f"问卷 {last.id}（{sent.month}月{sent.day}日发出）还在答题期内，"
+                              f"{year}{ends.month}月{ends.day}日 {ends:%H:%M}后才能发起新的问卷。")
         survey = Survey(seed=seed, per_community=per_community, created_by=actor.name, created_at=now)
         s.add(survey)
         await s.flush()
