@@ -264,9 +264,10 @@ async def donate_code(ctx: Context) -> str:
 
 @router.state("donate_amount", bound=True)
 async def donate_amount(ctx: Context) -> str:
-    if not ctx.text.isdigit() or int(ctx.text) <= 0:
-        return ctx.retry("请输入正整数，如 20。")
-    amount = int(ctx.text)
+    typed = re.sub(r"\s*(?:积分|分)$", "", ctx.text.strip())  # 「10分」, 「10 积分」: the number they mean
+    if not typed.isdigit() or int(typed) <= 0:
+        return ctx.retry("请输入积分数，如 20。")
+    amount = int(typed)
     balance = await pts.balance_of(ctx.db, ctx.resident.id)
     if balance <= 0:  # spent meanwhile (a redemption on another phone)
         return ctx.done(NOTHING_TO_DONATE)
