@@ -57,6 +57,7 @@ ASK_NAME = "请输入您的姓名："
 ASK_PHONE = "请输入您的手机号（仅社区工作人员可见，用于联系您）："
 NO_COMMUNITY = "没有找到名称含“{text}”的社区，请换几个字试试，或回复「街道」按街道查找。"
 # Someone who does not know their community's name: the streets, then the street's communities.
+BACK_WORDS = {"返回", "上一步", "重选", "选错了", "返回上一步"}
 BROWSE_WORDS = {"街道", "列表", "全部", "不知道", "不清楚", "不确定", "不记得"}
 TOO_MANY = "找到的社区较多，请输入更完整的社区名称。"
 NO_BUILDINGS = "{community}暂未登记楼栋，请联系社区工作人员。"
@@ -284,6 +285,8 @@ async def building(ctx: Context) -> str:
     community_id, name = ctx.data["community_id"], ctx.data["community_name"]
     if ctx.text == "0":
         return await _ask_building(ctx, community_id, name, ctx.data.get("page", 0) + 1)
+    if bare(ctx.text) in BACK_WORDS:  # the wrong community: its question again, nothing else lost
+        return await _start(ctx, resume=ctx.data.get("resume"), keep_person=bool(ctx.data.get("keep_person")))
     chosen = None
     if ctx.text.isdigit():
         number = int(ctx.text)
@@ -313,6 +316,8 @@ def _confirmation(ctx: Context, **extra) -> str:
 
 @router.state("room")
 async def room(ctx: Context) -> str:
+    if bare(ctx.text) in BACK_WORDS and ctx.data.get("community_id"):  # the wrong building: the list again
+        return await _ask_building(ctx, ctx.data["community_id"], ctx.data["community_name"], 0)
     try:
         value = clean_room(ctx.text)
     except BindingError as exc:

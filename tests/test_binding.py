@@ -246,3 +246,14 @@ def test_a_room_needs_a_number_and_a_name_a_letter():
     for name in ("。", "3-1-101", "12345", "<b>"):
         with pytest.raises(BindingError):
             clean_name(name)
+
+
+async def test_a_building_by_its_first_words_and_back_to_the_step_before(say, district):
+    """「3号」 for 「3号楼」 was refused, and a resident who picked the wrong building or community could only 取消."""
+    await say("o_back", "绑定")
+    buildings = await say("o_back", "大海阳")
+    assert buildings.startswith("大海阳社区：请选择您的楼栋")
+    assert (await say("o_back", "2号")).startswith("请输入您的房号")
+    assert await say("o_back", "返回") == buildings  # the building list again
+    assert (await say("o_back", "上一步")).startswith("请输入您所在社区的名称")  # and the community question
+    assert (await say("o_back", "南山")).startswith("南山社区：请选择您的楼栋")
