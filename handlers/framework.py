@@ -381,10 +381,11 @@ class Context:
         self._clear = False
         return text
 
-    def retry(self, hint: str) -> str:
+    def retry(self, hint: str, question: str | None = None) -> str:
         """A wrong answer: a short hint, then the same question again. A command typed mid-flow (进度, 积分) is
-        no answer: the hint then also says how to leave the flow for it."""
-        question = self.data.get("_q", "")
+        no answer: the hint then also says how to leave the flow for it. `question`: a shorter form of the
+        question to repeat (a need's whole card is ~20 lines; its choices are what the answer needs)."""
+        question = self.data.get("_q", "") if question is None else question
         if self.state:
             self._next = self.state
             route, word = self.engine.command_of(self.text)

@@ -216,7 +216,7 @@ async def tier_step(ctx: Context) -> str:
         return ctx.ask("请写明驳回理由，以及居民可以去哪里办理：", router.step("reason"))
     if ctx.text in GUIDED:
         return await _start_guided(ctx, ticket, GUIDED[ctx.text], from_triage=True)
-    return ctx.retry("请回复 1-8。")
+    return ctx.retry("请回复 1-8。", question=f"{ticket} 的分流方式：\n{TIER_CHOICES}")  # the card is just above
 
 
 @router.state("deadline", roles=MANAGERS)

@@ -107,6 +107,8 @@ async def test_tier_a_then_an_assignee_then_a_summary_in_one_flow(db, phone, clo
         ("待分流", INBOX.format(ticket=t)),
         ("99", "请回复序号 1。\n\n" + INBOX.format(ticket=t)),  # a number not listed: the list again
         ("1", Card(t)),
+        # A wrong answer repeats the choices, not the ~20 lines of the card just above.
+        ("9", f"请回复 1-8。\n\n{t} 的分流方式：\n{TIER_CHOICES}"),
         ("1", f"{triaged}\n{_who(t)}"),
         ("9", f"请回复列表中的序号，或对方的手机号、姓名、单位代码。\n\n{_who(t)}"),  # 已分流 said once
         ("1", f"{triaged}\n已指派 {t} 给 网格员小刘（136****0001），已通知对方。\n待分流已全部处理完。"),
