@@ -265,9 +265,25 @@ async def publish_confirm(ctx: Context) -> str:
 
 @router.command("确认时长", roles=STAFF, args=True, help="确认时长 活动编号")
 async def confirm_hours(ctx: Context) -> str:
+    if not ctx.args:  # the activities that may need it, as the console lists them (only the format was shown)
+        listed = await act.activities_to_confirm(ctx.db, await ctx.actor(), ctx.now)
+        if not listed:
+            return ctx.done("近30天没有待确认时长的活动。")
+        labels = [f"{local(t.activity.starts_at).month}月{local(t.activity.starts_at).day}日 {t.activity.title[:12]}"
+                  f"（待确认 {t.ready} 人）" for t in listed]
+        return confirm_pick.ask(ctx, "近30天的活动，回复序号确认时长：", labels, [t.activity.id for t in listed])
     if not ctx.args.isdigit():
-        return ctx.done("格式：确认时长 活动编号（发布活动时告知的编号）")
-    activity = await act.get_activity(ctx.db, int(ctx.args))
+        return ctx.done("格式：确认时长 活动编号（发布活动时告知的编号），或只回复「确认时长」从列表选。")
+    return await _confirm_activity(ctx, int(ctx.args))
+
+
+@pick_one(router, "confirm_pick", key="acts", not_a_number="afresh", roles=STAFF)
+async def confirm_pick(ctx: Context, activity_id: int) -> str:
+    return await _confirm_activity(ctx, activity_id)
+
+
+async def _confirm_activity(ctx: Context, activity_id: int) -> str:
+    activity = await act.get_activity(ctx.db, activity_id)
     if activity is None or not allows(await ctx.actor(), Can.RUN_COMMUNITY, activity.community_id):
         return ctx.done("没有找到这个活动（只能确认本社区的活动）。")
     people = await act.attendance(ctx.db, activity.id)

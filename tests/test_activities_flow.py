@@ -59,8 +59,13 @@ async def test_volunteer_signs_up_checks_in_and_out_and_gets_points_when_the_org
     assert "签退成功" in (await phone.text("o_vol", "签退")).text + (await phone.text("o_vol", checkout)).text
 
     assert await balance_of(db, volunteer.id) == 0  # hours count only once the organiser confirms
+    # 确认时长 alone lists the activities that may need it (it had shown only the command's format).
+    listed = (await phone.text("o_staff", "确认时长")).text
+    assert listed.startswith("近30天的活动，回复序号确认时长：\n1. 11月28日 清扫楼道（待确认 1 人）")
+    picked = (await phone.text("o_staff", "1")).text
+    await phone.text("o_staff", "取消")
     summary = (await phone.text("o_staff", f"确认时长 {activity_id}")).text
-    assert "待确认：1 人" in summary and "王芳" in summary
+    assert picked == summary and "待确认：1 人" in summary and "王芳" in summary
     confirmed = (await phone.text("o_staff", "1")).text
     assert "已确认 1 人，每人 +20 积分" in confirmed
     again = (await phone.text("o_staff", f"确认时长 {activity_id}")).text
