@@ -178,3 +178,16 @@ async def test_minutes_published_again_go_out_as_a_correction_and_the_first_text
     async with db.read() as s:
         texts = list((await s.exec(select(Broadcast.text).order_by(Broadcast.id))).all())
     assert len([t for t in texts if "社区议事纪要" in t]) == 2 and "社区议事纪要·更正】" in texts[-1]
+
+
+async def test_seats_below_the_reserved_ones_are_refused_with_both_numbers(db, clock, phone):
+    """总名额 五 answered 「名额不合理：总名额1到1000…」 without the reason: 10 seats were reserved."""
+    d = await make_district(db)
+    staff = await make_resident(db, "o_staff", d.buildings["B2"])
+    await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
+    _d, session = await _session_for(db, clock, d)
+    await phone.text("o_staff", "议事设置")
+    assert (await phone.text("o_staff", "2")).text.startswith("请输入新的总名额")
+    refused = (await phone.text("o_staff", "五")).text
+    assert refused.startswith("预留名额（10）不能超过总名额（5），请先调小预留名额。")
+    assert (await cs.list_sessions(db, d.communities["C1"].id))[0].capacity == 30

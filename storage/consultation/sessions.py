@@ -166,8 +166,11 @@ async def edit_session(db: Database, session_id: int, actor: Actor, now: dt.date
             setattr(session, name, value)
         if not session.venue.strip():
             raise ConsultationError("地点不能为空。")
-        if not 1 <= session.capacity <= 1000 or not 0 <= session.reserved_seats <= session.capacity:
-            raise ConsultationError("名额不合理：总名额1到1000，预留名额不超过总名额。")
+        if not 1 <= session.capacity <= 1000:
+            raise ConsultationError("总名额请填1到1000之间的数。")
+        if not 0 <= session.reserved_seats <= session.capacity:  # say the numbers: 总名额 5 under 预留 10 read odd
+            raise ConsultationError(f"预留名额（{session.reserved_seats}）不能超过总名额（{session.capacity}），"
+                                    "请先调小预留名额。")
         booked = await _booked_count(s, session_id)
         if booked > session.seats:
             raise ConsultationError(f"已有{booked}人预约，可预约名额不能少于{booked}。")
