@@ -51,7 +51,7 @@ async def _ask_kind(ctx: Context, **data) -> str:
     kinds = list(dict.fromkeys(a.kind for a in await _choices(ctx)))
     if not kinds:
         return ctx.done("您的账号没有可发送的范围，请联系管理员。")
-    return pick_kind.ask(ctx, "发送给谁？", [KIND_LABELS[k] for k in kinds], kinds, **data)
+    return pick_kind.ask(ctx, "发送给谁？请回复序号：", [KIND_LABELS[k] for k in kinds], kinds, **data)
 
 
 @pick_one(router, "kind", key="kinds", hint="请回复1到{n}之间的数字。", roles=STAFF)

@@ -241,7 +241,7 @@ async def test_staff_broadcast_to_a_session_offers_the_upcoming_sessions_nearest
 
     assert (await phone.text("o_staff", "广播")).text == f"请输入要发送的通知内容（{bc.MAX_TEXT}字以内）："
     kinds = (await phone.text("o_staff", "本周三议事请带好身份证，提前十分钟到场签到。")).text
-    assert kinds == "发送给谁？\n1. 全社区居民\n2. 按网格\n3. 按楼栋\n4. 议事已预约居民"
+    assert kinds == "发送给谁？请回复序号：\n1. 全社区居民\n2. 按网格\n3. 按楼栋\n4. 议事已预约居民"
     listing = (await phone.text("o_staff", "4")).text
     assert listing == ("请选择哪一场议事的已预约居民：\n1. 大海阳社区12月17日议事已预约居民\n"
                        "2. 大海阳社区1月17日议事已预约居民\n3. 大海阳社区2月17日议事已预约居民")
