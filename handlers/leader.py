@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from handlers.framework import NEXT_PAGE_HINT, Context, Router, past_the_last_page
-from handlers.needs import SIMILAR_HEAD, lone_twin, twin_labels
+from handlers.needs import SIMILAR_HEAD, lone_twin, need_detail, twin_labels
 from handlers.steps import pick_one, pick_subitem
 from storage.classifier import default_classifier
 from storage.needs import (
@@ -251,8 +251,21 @@ async def area_needs(ctx: Context) -> str:
     if (beyond := past_the_last_page("未办结诉求", "楼栋诉求", page)) is not None:
         return beyond
     lines = [f"未办结诉求 {page.total} 条（第{page.page}/{page.pages}页）："]
-    for need in page.needs:
-        lines.append(f"{need.ticket} {summary_line(need, 10)}｜{need.state.label}")
+    tickets = {}
+    for n, need in enumerate(page.needs, page.offset + 1):  # numbered on from page to page, as 进度's list
+        tickets[str(n)] = need.ticket
+        lines.append(f"{n}. {need.ticket} {summary_line(need, 10)}｜{need.state.label}")
     more = f"楼栋诉求 {page.page + 1}" if page.page < page.pages else ""
-    lines.append("回复「进度 编号」看详情。" + (NEXT_PAGE_HINT if more else ""))
-    return ctx.listing("\n".join(lines), more)
+    lines.append("回复序号看详情。" + (NEXT_PAGE_HINT if more else ""))
+    return ctx.ask("\n".join(lines), router.step("area_pick"), tickets=tickets, more=more)
+
+
+@router.state("area_pick", roles=LEADERS, browsing="楼栋诉求")
+async def area_pick(ctx: Context) -> str | None:
+    """A number of the list opens that need (residents and leaders typed 1 and got 没太明白); the list stays open
+    for another; anything else is a fresh message."""
+    ticket = ctx.data.get("tickets", {}).get(ctx.text.strip())
+    if ticket is None:
+        return await ctx.handle_afresh()
+    ctx.ask(ctx.data.get("_q", ""), router.step("area_pick"))
+    return await need_detail(ctx, ticket)

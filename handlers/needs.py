@@ -412,7 +412,7 @@ async def progress(ctx: Context) -> str:
     with one need sees it at once)."""
     arg = ctx.args.replace(" ", "")
     if arg and normalise_ticket(arg):
-        return await _detail(ctx, arg)
+        return await need_detail(ctx, arg)
     if arg.isdigit():
         return await _nth(ctx, int(arg))
     page_word = PAGE_WORD.match(arg)
@@ -451,7 +451,7 @@ def note_after_state(label: str, note: str) -> str:
 async def need_picked(ctx: Context, ticket: str) -> str:
     # The list stays open (neither asked anew nor done): another number opens another need, as residents
     # tried; a word is handled afresh and 取消 leaves 「我的诉求」.
-    detail = await _detail(ctx, ticket)
+    detail = await need_detail(ctx, ticket)
     return detail + ("\n回复其他序号查看另一条。" if len(ctx.data.get("tickets") or []) > 1 else "")
 
 
@@ -467,7 +467,8 @@ async def _nth(ctx: Context, number: int) -> str:
     return await public_detail(ctx, result.needs[index])
 
 
-async def _detail(ctx: Context, ticket: str) -> str:
+async def need_detail(ctx: Context, ticket: str) -> str:
+    """A need as this person may see it: staff's card where their roles reach it, a follower's view, else 没有找到."""
     need = await find_need(ctx.db, ticket)
     normal = normalise_ticket(ticket)
     if need is None:

@@ -345,6 +345,9 @@ async def test_a_leaders_long_list_pages_on_by_the_word_and_another_message_leav
     assert second.startswith("未办结诉求 12 条（第2/2页）：") and "下一页" not in second
     assert (await phone.text("o_leader", "下一页")).text == "已经是最后一页了。"
     assert (await phone.text("o_leader", "楼栋诉求 2")).text == second  # the command still pages
+    # A number opens that need (it got 没太明白), numbered on from the first page; the list stays open.
+    assert "9. " in second and (await phone.text("o_leader", "9")).text.startswith("诉求 ")
+    assert (await phone.text("o_leader", "12")).text.startswith("诉求 ")
     # Anything else is a fresh message: the open list does not swallow it.
     assert (await phone.text("o_leader", "代报")).text.startswith("代哪位居民反映？")
     assert (await phone.text("o_leader", "取消")).text.startswith("已退出")
