@@ -391,7 +391,7 @@ def clean_room(text: str) -> str:
     room = room.removesuffix("室").removesuffix("号")
     # A room has a number somewhere (A301, 1-2-301, 301); "abc" is a slip, and every need would carry it.
     if not room or len(room) > ROOM_MAX or not _ROOM.fullmatch(room) or not any(ch.isdigit() for ch in room):
-        raise BindingError("房号格式不对，请按“单元-楼层房号”填写，如 2单元301、1-2-301 或 301。")
+        raise BindingError("房号格式不对，请照这样写：2单元301、1-2-301 或 301。")
     return room.upper()
 
 
