@@ -30,7 +30,7 @@ from storage.residents import Resident, ResidentDirectory, made_by_this_message
 from storage.roles import Role, RoleGrant, active_grants
 from storage.settings import Settings
 from storage.state import FlowState, StateStore
-from storage.text import bare
+from storage.text import bare, clip
 
 log = logging.getLogger("steward.engine")
 
@@ -576,8 +576,12 @@ class Engine:
         state = await self.states.take(msg.openid, held)
         notice = ""
         if state and state.expired(self.states.now()):
-            if state.name != LISTING_STEP:  # a list left open is nothing to have left
+            # A list or a menu left open is nothing to have left; a flow is, and a described problem most of all.
+            if state.name != LISTING_STEP and state.name not in self.browsing:
                 notice = f"（您在「{self.flow_title(state)}」中停留超过30分钟，已自动退出。）\n"
+                if state.flow == "need" and (draft := str(state.data.get("text") or "")):
+                    notice = (f"（您在「反映问题」中停留超过30分钟，已自动退出，问题没有提交：「{clip(draft, 20)}」。"
+                              "回复「反映」可重新提交。）\n")
             state = None
         ctx = Context(msg, resident, state, self)
         ctx.held = held
@@ -594,6 +598,8 @@ class Engine:
             if not commits[0] and state is not None and not isinstance(exc, CommitUnknown):
                 await self._put_back(msg.openid, state)
             return failure_reply(exc, committed=bool(commits[0]))
+        if notice and reply == UNKNOWN_HINT:  # an answer to the question that expired: the notice says it all
+            reply = "回复「菜单」查看全部服务。"
         reply = notice + (reply or "") if (reply or notice) else ""
         for hook in self.after_reply:
             try:

@@ -102,9 +102,8 @@ async def test_after_30_idle_minutes_the_flow_expires_and_the_resident_is_told(r
     await resident("o_idle", "1")
     clock.advance(minutes=31)
     reply = await resident("o_idle", "2")
-    assert reply.startswith("（您在「议事预约」中停留超过30分钟，已自动退出。）")
-    assert UNKNOWN_HINT in reply  # "2" is not taken as the number of people
-    assert "已为您预约" not in reply
+    # "2" is not taken as the number of people, nor met with 「没太明白」 under the notice that says why.
+    assert reply == "（您在「议事预约」中停留超过30分钟，已自动退出。）\n回复「菜单」查看全部服务。"
 
 
 async def test_a_flow_step_within_30_minutes_continues(resident, clock):

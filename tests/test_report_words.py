@@ -45,3 +45,14 @@ async def test_words_at_the_photo_step_join_the_description_and_a_plain_yes_goes
     await phone.text("o_li", "反映 单元门禁坏了，门关不上")
     await phone.text("o_li", "1")
     assert (await phone.text("o_li", "0")).text.startswith("请确认您要反映的问题")  # 0 skips, as elsewhere
+
+
+async def test_a_report_left_half_done_for_30_minutes_says_what_was_not_filed(db, phone, clock):
+    d = await make_district(db)
+    await make_resident(db, "o_li", d.buildings["B1"], room="301")
+    await phone.text("o_li", "反映 楼道灯坏了，晚上看不见")
+    await phone.text("o_li", "1")
+    clock.advance(minutes=31)
+    told = (await phone.text("o_li", "跳过")).text
+    assert told.startswith("（您在「反映问题」中停留超过30分钟，已自动退出，问题没有提交：「楼道灯坏了，晚上看不见」。"
+                           "回复「反映」可重新提交。）")
