@@ -572,8 +572,10 @@ def _lost_contact(exc: BaseException) -> bool:
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             return True
         name = type(exc).__name__
+        # TooManyConnectionsError: the server is at max_connections (a freeze leaves the hung connections open on
+        # its side while the pools open new ones): it did not answer this step, as surely as a timeout.
         if name in ("QueryCanceledError", "ConnectionDoesNotExistError", "InterfaceError", "CannotConnectNowError",
-                    "ConnectionFailureError", "AdminShutdownError", "InternalClientError"):
+                    "ConnectionFailureError", "AdminShutdownError", "InternalClientError", "TooManyConnectionsError"):
             return True
         exc = exc.__cause__ or exc.__context__
     return False
