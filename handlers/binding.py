@@ -369,6 +369,8 @@ async def confirm(ctx: Context) -> str | None:
     lines = [BOUND.format(community=data["community_name"], building=data["building_name"], room=result.resident.room)]
     if result.on_roster:
         lines.append(ON_ROSTER)
+    if result.adopted:
+        lines.append(f"楼片长代您反映的{result.adopted}条诉求已转到您名下，进展会直接告诉您，回复「进度」查看。")
     resume = data.get("resume")
     ctx.done("")
     if not resume:

@@ -30,6 +30,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.actor import Actor
 from storage.db import Database
+from storage.needs import adopt_filed_for
 from storage.org import Building, Community
 from storage.outbox import NoticeKind, enqueue
 from storage.policy import Can, allows
@@ -238,7 +239,8 @@ async def bind_resident(
         s.add(row)
         await s.flush()
         on_roster = await _link_roster(s, row, now)
-    return BindResult(row, on_roster)
+        adopted = await adopt_filed_for(s, row, now)
+    return BindResult(row, on_roster, adopted=adopted)
 
 
 async def _link_roster(session, resident: Resident, now: dt.datetime) -> bool:
@@ -303,7 +305,8 @@ async def update_resident_details(
         s.add(row)
         await s.flush()
         on_roster = await _link_roster(s, row, now)
-    return BindResult(row, on_roster)
+        adopted = await adopt_filed_for(s, row, now)
+    return BindResult(row, on_roster, adopted=adopted)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -490,6 +493,7 @@ async def confirm_claim(db: Database, claim_id: int, actor: Actor, now: dt.datet
         claim.status, claim.decided_at, claim.decided_by = ClaimStatus.CONFIRMED, now, actor.name[:64]
         s.add(claim)
         await s.flush()
+        await adopt_filed_for(s, claimant, now)
         phone = mask_phone(claim.phone)
         s.add(audit_entry(now, actor.name, "binding_claim.confirm", "binding_claim", claim.id,
                           claimant=claimant.id, released=[r.id for r in released], roster_unlinked=unlinked,

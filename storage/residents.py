@@ -413,6 +413,7 @@ class BindResult:
     # Set when the binding would take over another account's phone or roster entry: nothing changed, the claim
     # (待核实, storage/claims.py) waits for the community's staff.
     claim: object | None = None
+    adopted: int = 0  # needs a leader had filed for this phone, now theirs (storage.needs.adopt_filed_for)
 
     @property
     def pending(self) -> bool:

@@ -4,10 +4,15 @@ description, more words at the photo step (kept, as a voice's words are), and �
 from __future__ import annotations
 
 import pytest
+from sqlmodel import select
 
+from storage.actor import actor_for
 from storage.classifier import default_classifier
-from storage.needs import list_needs
-from tests.factories import make_district, make_resident
+from storage.needs import file_on_behalf, find_need, list_needs, resolve_need, triage_need
+from storage.outbox import OutboxMessage
+from storage.residents import find_resident
+from storage.roles import Role
+from tests.factories import grant, make_district, make_resident
 
 ATTACH = "如有现场照片（最多9张）、语音或位置，请现在发送。\n发完或没有，请回复「跳过」。"
 
@@ -56,3 +61,36 @@ async def test_a_report_left_half_done_for_30_minutes_says_what_was_not_filed(db
     told = (await phone.text("o_li", "跳过")).text
     assert told.startswith("（您在「反映问题」中停留超过30分钟，已自动退出，问题没有提交：「楼道灯坏了，晚上看不见」。"
                            "回复「反映」可重新提交。）")
+
+
+async def test_someone_a_leader_filed_for_takes_the_need_over_when_they_bind_with_that_phone(db, phone, clock):
+    """代报 for a resident not on file: she bound with the same phone and 进度 said 您还没有反映过问题; every
+    notice and the rating request went to the leader, who rated it for her."""
+    d = await make_district(db)
+    leader = await make_resident(db, "o_leader", d.buildings["B1"], name="周楼长")
+    await grant(db, leader, Role.BUILDING_LEADER, d.buildings["B1"].id)
+    need = await file_on_behalf(db, await actor_for(db, leader.id), "下水道堵了，厨房返水", "JZ-05", clock.now(),
+                                contact_name="王奶奶", contact_phone="13812345678",
+                                building_id=d.buildings["B1"].id, room="601")
+    await phone.text("o_wang", "绑定")
+    await phone.text("o_wang", "大海阳")
+    await phone.text("o_wang", "1")
+    await phone.text("o_wang", "601")
+    await phone.text("o_wang", "王奶奶")
+    await phone.text("o_wang", "13812345678")
+    bound = (await phone.text("o_wang", "1")).text
+    assert bound.startswith("绑定成功！") and "楼片长代您反映的1条诉求已转到您名下" in bound
+    assert (await phone.text("o_wang", "进度")).text.startswith(f"诉求 {need.ticket}\n")
+    row = await find_need(db, need.ticket)
+    wang = await find_resident(db, "o_wang")
+    assert (row.reporter_id, row.filed_by_id, row.rater_id) == (wang.id, leader.id, wang.id)
+    # Both hear what happens next; only she is asked to rate.
+    staff = await make_resident(db, "o_staff", d.buildings["B2"], name="社工小周")
+    await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
+    await triage_need(db, await actor_for(db, staff.id), need.ticket, "A", clock.now())
+    await resolve_need(db, await actor_for(db, staff.id), need.ticket, "已疏通", clock.now())
+    async with db.read() as s:
+        told = {rid: text for rid, text in (await s.exec(
+            select(OutboxMessage.resident_id, OutboxMessage.text).where(OutboxMessage.kind == "need_update")
+            .order_by(OutboxMessage.id))).all()}
+    assert f"评价 {need.ticket}" in told[wang.id] and f"评价 {need.ticket}" not in told[leader.id]

@@ -237,6 +237,31 @@ async def report_need(
     return need
 
 
+ADOPT_LIMIT = 50  # needs filed for someone, taken over by them as they bind
+
+
+async def adopt_filed_for(s, resident, now: dt.datetime) -> int:
+    """A resident binds with the phone a leader gave when filing for them (代报 for someone not on file): those
+    needs become theirs — they follow them, hear every step and rate them (the leader still follows). Without
+    this the loop never reached the person who asked: every notice and the rating request went to the leader.
+    Inside the binding's transaction; returns how many were taken over."""
+    if not resident.phone or resident.community_id is None:
+        return 0
+    query = select(Need).where(
+        Need.reporter_id.is_(None), col(Need.filed_by_id).is_not(None), Need.contact_phone == resident.phone,
+        Need.community_id == resident.community_id,
+    ).order_by(Need.id).limit(ADOPT_LIMIT)
+    needs = list((await s.exec(query.with_for_update())).all())
+    for need in needs:
+        need.reporter_id = resident.id
+        if resident.id not in await _followers(s, need.id):
+            s.add(NeedFollower(need_id=need.id, resident_id=resident.id, role="reporter", created_at=now))
+        await _record(s, need, now, "adopted", actor_id=resident.id, actor_label="居民", from_status=need.status,
+                      note="反映人已绑定，今后由本人接收进展", public=False)
+        s.add(audit_entry(now, f"resident:{resident.id}", "need.adopt", "need", need.ticket))
+    return len(needs)
+
+
 async def reported_ticket(db: Database, reporter_id: int, text: str, at: dt.datetime) -> str | None:
     """The ticket of the need this resident reported at `at` with this text, or None if there is none: what became
     of a report whose COMMIT went unanswered (`report_need` gives a need its `created_at` = the message's time)."""

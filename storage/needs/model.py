@@ -58,7 +58,7 @@ EVENT_LABELS = {
     "reported": "提交", "triaged": "分流定级", "reclassified": "改类", "assigned": "指派", "escalated": "上报区级",
     "progress": "登记进展", "resolved": "办结", "rejected": "驳回", "merged": "合并", "seconded": "附议",
     "rated": "评价", "reopened": "重新办理", "closed": "关闭",
-    "supervised": "转区级督办",
+    "supervised": "转区级督办", "rating_comment": "评价意见", "adopted": "反映人绑定",
 }
 
 
