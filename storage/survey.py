@@ -33,6 +33,7 @@ from storage.outbox import NoticeKind, enqueue
 from storage.policy import Can, refusal
 from storage.residents import Resident
 from storage.roles import RoleGrant, audit_entry
+from storage.text import mask_phones
 
 RECENT = dt.timedelta(days=90)
 ANSWER_WINDOW = dt.timedelta(days=30)  # an invitation can be answered for this long
@@ -250,7 +251,8 @@ async def answer_survey(db: Database, sample_id: int, *, resident_id: int, overa
 
 
 async def survey_comments(db: Database, survey_id: int) -> dict[str, list[str]]:
-    """The anonymous comments per community name, in text order (never in the order they came)."""
+    """The anonymous comments per community name, in text order (never in the order they came), phone numbers in
+    them masked: an anonymous comment naming a neighbour's number is read by every staff member who opens it."""
     async with db.read() as s:
         rows = (await s.exec(
             select(Community.name, SurveyAnswer.comment)
@@ -260,7 +262,7 @@ async def survey_comments(db: Database, survey_id: int) -> dict[str, list[str]]:
         )).all()
     comments: dict[str, list[str]] = {}
     for name, comment in rows:
-        comments.setdefault(name, []).append(comment)
+        comments.setdefault(name, []).append(mask_phones(comment))
     return comments
 
 

@@ -103,6 +103,12 @@ async def test_a_comment_stays_anonymous_and_typing_the_keyword_again_files_noth
     communities, _grids = await survey_report(db, survey.id)
     c1 = next(c for c in communities if c.name == "大海阳社区")
     assert (c1.answered, c1.overall, c1.grid) == (1, 1.0, 2.0)
+    # A neighbour's number written into an anonymous comment is masked for every staff member who reads it.
+    async with db.write() as s:
+        s.add(SurveyAnswer(survey_id=survey.id, community_id=answers[0].community_id, grid_id=answers[0].grid_id,
+                           overall=3, grid_score=3, comment="楼下王某某电话13698765432总在楼道堆杂物"))
+    shown = (await survey_comments(db, survey.id))["大海阳社区"]
+    assert "楼下王某某电话136****5432总在楼道堆杂物" in shown and not any("13698765432" in t for t in shown)
     assert (await phone.text("o_res", "问卷")).text == "您目前没有待填写的问卷。感谢关注社区工作！"
 
 
