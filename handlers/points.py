@@ -310,7 +310,7 @@ async def fulfil(ctx: Context) -> str:
 
 @router.state("fulfil", roles=STAFF)
 async def fulfil_code(ctx: Context) -> str:
-    code = rw.normalise_code(ctx.text)
+    code = rw.normalise_code(re.sub(r"^\s*核销", "", ctx.text))  # 「核销 q3pvvh」 retyped here is that code
     if not 4 <= len(code) <= 8:
         return ctx.retry("取货码是6位字母数字，如 K7M2QX。")
     return await _fulfil(ctx, code)
@@ -320,8 +320,10 @@ async def _fulfil(ctx: Context, code: str) -> str:
     try:
         done = await rw.fulfil_by_code(ctx.db, await ctx.actor(), code, ctx.now)
     except pts.PointsRefused as exc:
-        # Asked for the code: a mistyped one is asked for again (取消 leaves), not the end of the flow.
-        return ctx.retry(exc.reason) if ctx.state is not None else ctx.done(exc.reason)
+        # Asked for the code: a mistyped one is asked for again (取消 leaves), not the end of the flow — but a code
+        # already picked up or cancelled is an answer, not a typo.
+        final = "不能再核销" in exc.reason
+        return ctx.retry(exc.reason) if ctx.state is not None and not final else ctx.done(exc.reason)
     return ctx.done(
         f"核销成功：「{done.reward.name}」\n居民：{masked_name(done.resident.name)}（{mask_phone(done.resident.phone)}）\n"
         "请把物品交给居民（服务类请登记预约时间）。"
@@ -397,7 +399,7 @@ async def staff_cancel(ctx: Context) -> str:
 
 @router.state("staff_cancel_reason", roles=STAFF)
 async def staff_cancel_reason(ctx: Context) -> str:
-    if len(ctx.text.strip()) < 2:
+    if len(ctx.text.strip()) < 2 or ctx.engine.command_word(ctx.text.strip()):  # 「取消兑换」 retyped is no reason
         return ctx.retry("请写明取消原因，如「物品已损坏」。")
     try:
         found = await rw.find_by_code(ctx.db, await ctx.actor(), ctx.data["code"])

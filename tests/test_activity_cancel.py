@@ -184,6 +184,8 @@ async def test_staff_cancel_a_redemption_by_code_and_the_resident_is_refunded_an
     assert "没有找到这个取货码" in (await phone.text("o_other_staff", f"取消兑换 {code} 库存错误")).text
     asked = (await phone.text("o_staff", f"取消兑换 {code.lower()}")).text
     assert "请说明原因" in asked
+    # The command retyped is no reason the resident should be sent.
+    assert (await phone.text("o_staff", "取消兑换")).text.startswith("请写明取消原因")
     preview = (await phone.text("o_staff", "大米受潮，无法发放")).text
     assert "「大米一袋」" in preview and "王*" in preview and "138****0001" in preview and "13800000001" not in preview
     assert "50 积分将退回" in preview and "1. 确认取消" in preview
