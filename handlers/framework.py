@@ -689,6 +689,11 @@ class Engine:
             return None, ""
         return route, word
 
+    def leaves_something(self, state: FlowState) -> bool:
+        """Whether leaving `state` leaves a question half-answered (not a menu, a list or a card only looked at)."""
+        return (state.name != LISTING_STEP and state.name not in self.browsing and "_more" not in state.data
+                and "tickets" not in state.data)
+
     def command_word(self, text: str) -> str:
         """command_of's word alone."""
         return self.command_of(text)[1]

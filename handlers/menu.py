@@ -56,11 +56,21 @@ async def resident_menu(ctx: Context) -> str:
 @router.command("菜单", "menu", "?", "？", "你好", "您好", everywhere=True)
 @router.click(STAFF_MENU_KEY)
 async def show_menu(ctx: Context) -> str:
+    left = _left_note(ctx)
     staff = await ctx.staff_menu_entries()
     if not staff:
-        return await resident_menu(ctx)
+        return left + await resident_menu(ctx)
     keys = [e.key for e in staff] + [RESIDENT_MENU_KEY]
-    return ctx.ask(staff_menu_text(staff), router.step("pick"), keys=keys)
+    return left + ctx.ask(staff_menu_text(staff), router.step("pick"), keys=keys)
+
+
+def _left_note(ctx: Context) -> str:
+    """菜单 (or 你好) in the middle of a flow leaves it: say so (it had gone silently, and the next answer to the
+    old question got 没太明白). Nothing to say for a menu or a list left open."""
+    left = ctx.left_state
+    if left is None or not ctx.engine.leaves_something(left):
+        return ""
+    return f"（已退出「{ctx.engine.flow_title(left)}」。）\n"
 
 
 @router.state("pick", browsing="主菜单")

@@ -76,11 +76,12 @@ async def test_resident_leaves_a_flow_halfway_with_quxiao_and_is_told_which(resi
 
 async def test_the_menu_shows_anywhere_and_a_number_starts_that_flow(resident):
     await resident("o_menu", "预约")
-    shown = await resident("o_menu", "菜单")  # mid-flow
+    left, shown = (await resident("o_menu", "菜单")).split("\n", 1)  # mid-flow: it says the flow was left
+    assert left == "（已退出「议事预约」。）"
     assert shown.splitlines()[1:3] == ["1. 议事预约", "2. 审核议题"]
     assert "取消" in shown
     assert await resident("o_menu", "１") == SLOT_QUESTION  # full-width digit from a Chinese keyboard
-    assert await resident("o_menu", "帮助") == shown
+    assert await resident("o_menu", "帮助") == "（已退出「议事预约」。）\n" + shown
     assert await resident("o_menu", "预约") == SLOT_QUESTION  # not a number: read as a fresh message
 
 

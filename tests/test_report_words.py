@@ -94,3 +94,12 @@ async def test_someone_a_leader_filed_for_takes_the_need_over_when_they_bind_wit
             select(OutboxMessage.resident_id, OutboxMessage.text).where(OutboxMessage.kind == "need_update")
             .order_by(OutboxMessage.id))).all()}
     assert f"评价 {need.ticket}" in told[wang.id] and f"评价 {need.ticket}" not in told[leader.id]
+
+
+async def test_the_menu_in_the_middle_of_a_report_says_the_report_was_left(db, phone):
+    d = await make_district(db)
+    await make_resident(db, "o_li", d.buildings["B1"], room="301")
+    await phone.text("o_li", "反映")
+    left = (await phone.text("o_li", "你好")).text
+    assert left.startswith("（已退出「反映问题」。）\n") and "1. 反映问题" in left
+    assert not (await phone.text("o_li", "菜单")).text.startswith("（已退出")  # a menu left open: nothing left
