@@ -530,6 +530,9 @@ def _open_card(ctx: Context) -> str | None:
 def _split(ctx: Context, usage: str, parts: int) -> list[str]:
     pieces = ctx.args.split(maxsplit=parts - 1)
     card = _open_card(ctx)
+    if card and not ctx.args:  # 「进展」 alone on the card just opened: the content is what is missing
+        word = ctx.command_word
+        raise NeedError(f"请在「{word}」后面接着写内容，如「{word} 已联系施工队」（这条诉求已打开，不用写编号）。")
     if card and not (pieces and normalise_ticket(pieces[0])):  # 进展 <内容> on the card just opened
         pieces = [card, *ctx.args.split(maxsplit=parts - 2)] if parts > 1 and ctx.args else [card]
     if len(pieces) < parts:
@@ -548,6 +551,8 @@ async def _one_line(
         ticket, rest = _split(ctx, usage, 2)
         need = await act(await ctx.actor(), ticket, rest)
     except NeedError as exc:
+        if card := _open_card(ctx):  # the card stays open for the corrected line
+            return ctx.ask(exc.reason, ctx.left_state.name, card=card)
         return exc.reason
     if ticket == _open_card(ctx):  # the card stays open: 进展 then 办结, neither with its number
         return ctx.ask(reply(need, rest), ctx.left_state.name, card=ticket)

@@ -339,6 +339,8 @@ async def test_a_need_assigned_to_a_unit_is_found_in_its_inbox_and_resolved_by_i
         # On the card just opened, 进展 needs no number (retyping 13 digits on a phone), and the card stays open.
         ("进展 电工下午上门更换", f"已登记 {t} 的进展，已通知关注的居民。"),
         ("进展 已买好灯具", f"已登记 {t} 的进展，已通知关注的居民。"),
+        ("进展", "请在「进展」后面接着写内容，如「进展 已联系施工队」（这条诉求已打开，不用写编号）。"),
+        ("进展 灯具周三到货", f"已登记 {t} 的进展，已通知关注的居民。"),  # still on the card
         ("单位待办", f"单位待办 1 条（第1/1页）：\n1. {t} 楼道灯坏了好几天（2小时前）\n回复序号看详情。"),
         ("进展 明天上午到", "格式：进展 <编号> <进展内容>"),  # no card open: the number again
     ])
@@ -354,9 +356,9 @@ async def test_a_need_assigned_to_a_unit_is_found_in_its_inbox_and_resolved_by_i
     ])
 
     told = [m.text for m in await _outbox(db, resident.id)]
-    assert len(told) == 5  # triaged, handed to the unit, two progress notes, resolved
+    assert len(told) == 6  # triaged, handed to the unit, three progress notes, resolved
     assert "说明：已交由海阳物业办理" in told[1]
-    assert "电工下午上门更换" in told[2] and "已买好灯具" in told[3] and f"评价 {t}" in told[4]
+    assert "电工下午上门更换" in told[2] and "已买好灯具" in told[3] and f"评价 {t}" in told[5]
     timeline = (await phone.text("o_res", f"进度 {t}")).text
     assert "已交由海阳物业办理" in timeline and "已办结：已更换楼道灯" in timeline
     async with db.read() as s:
@@ -364,7 +366,7 @@ async def test_a_need_assigned_to_a_unit_is_found_in_its_inbox_and_resolved_by_i
     assert [(r.action, r.actor) for r in rows] == [
         ("need.triage", f"resident:{staff.id}"), ("need.assign", f"resident:{staff.id}"),
         ("need.progress", f"resident:{member.id}"), ("need.progress", f"resident:{member.id}"),
-        ("need.resolve", f"resident:{member.id}"),
+        ("need.progress", f"resident:{member.id}"), ("need.resolve", f"resident:{member.id}"),
     ]
     assert '"unit": "U-WY"' in rows[1].detail
 
