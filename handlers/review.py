@@ -239,7 +239,8 @@ async def close_for(ctx: Context, community_id: int) -> str:
     return ctx.done(await _close(ctx, review.id, early=False))
 
 
-@pick_one(router, "confirm_close", key="answers", roles=Role.COMMUNITY_STAFF)
+@pick_one(router, "confirm_close", key="answers", roles=Role.COMMUNITY_STAFF,
+          kept="已退出，评议继续进行，没有结束。")
 async def confirm_close(ctx: Context, confirmed: bool) -> str:
     if not confirmed:
         view = await review_view(ctx.db, ctx.data["review"])

@@ -44,7 +44,7 @@ class PickOne:
     def __init__(
         self, router: Router, step: str, then: Then, *, hint: str = PICK_HINT, not_a_number: str = "retry",
         key: str = "_pick", back: str | None = None, on_back: Back | None = None, roles=None, bound: bool = False,
-        browsing: str | None = None, title: str | None = None,
+        browsing: str | None = None, title: str | None = None, kept: str | None = None,
     ) -> None:
         if not_a_number not in ("retry", "afresh"):
             raise ValueError(f"not_a_number must be 'retry' or 'afresh', not {not_a_number!r}")
@@ -55,6 +55,8 @@ class PickOne:
             router.browsing[self.step] = browsing
         if title:
             router.step_titles[self.step] = title
+        if kept:  # a question whether to end or cancel something: 取消 says it stands
+            router.kept[self.step] = kept
         self.then = then
         self.hint = hint
         self.afresh = not_a_number == "afresh"

@@ -246,7 +246,8 @@ async def test_closing_before_the_promised_deadline_asks_first_and_tells_voters_
     assert (await phone.text("o_staff", "3")).text == "请回复 1 或 2。\n\n" + CLOSE_QUESTION
     assert (await phone.text("o_staff", "2")).text == "好的，评议继续进行，12月4日09:30截止。"
     assert (await phone.text("o_staff", "结束评议")).text == CLOSE_QUESTION
-    assert (await phone.text("o_staff", "取消")).text == LEFT
+    # 取消 at "end it early?" could read as "yes, end it": it leaves, and says the review goes on.
+    assert (await phone.text("o_staff", "取消")).text == "已退出，评议继续进行，没有结束。"
     async with db.read() as s:
         assert (await s.get(Review, review.id)).status == "open"  # neither 不结束 nor 取消 closed it
         assert (await s.exec(select(func.count()).select_from(ReviewTally))).one() == 0
