@@ -100,6 +100,9 @@ async def pick(ctx: Context) -> str:
     return ctx.ask(_project_question(index + 1, total, p.title, p.content), router.step("choice"), index=index)
 
 
+_NUMERALS = {"零": "0", "一": "1", "二": "2", "三": "3"}
+
+
 @router.state("choice", bound=True)
 async def choice(ctx: Context) -> str:
     review_id, index = ctx.data["review"], ctx.data["index"]
@@ -113,6 +116,9 @@ async def choice(ctx: Context) -> str:
         number, comment = worded[0], text[worded[1]:].strip(" ，,。:：")
     else:
         number, comment = text[:1], text[1:].strip(" ，,。:：")
+        # 「一 很好」: a numeral then a comment (a whole 「一」 is read as 1 before it gets here); not 「一般」.
+        if number in _NUMERALS and (len(text) == 1 or text[1] in " ，,。:：　"):
+            number = _NUMERALS[number]
     if number not in ("0", *CHOICE_BY_NUMBER):
         return ctx.retry("请回复 1、2、3 或 0。")
     project = view.projects[index]

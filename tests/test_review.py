@@ -159,7 +159,8 @@ async def test_staff_open_residents_vote_in_chat_check_the_receipt_and_read_the_
     reply = (await phone.text("o_alice", "评议")).text
     assert "您已全部评完" in reply and receipt in reply
     assert "第2/2项" in (await phone.text("o_alice", "2")).text
-    assert receipt in (await phone.text("o_alice", "2")).text
+    assert "请回复 1、2、3 或 0" in (await phone.text("o_alice", "一般")).text  # a word, not the numeral 一
+    assert receipt in (await phone.text("o_alice", "二 还行")).text  # a numeral, then a comment
 
     await phone.text("o_bob", "评议")
     await phone.text("o_bob", "1")
