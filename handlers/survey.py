@@ -24,22 +24,27 @@ async def start(ctx: Context) -> str:
     if invitation is None:
         return ctx.done("您目前没有待填写的问卷。感谢关注社区工作！")
     return ctx.ask(
-        f"【满意度问卷】共2题，匿名填写\n1/2 您对{invitation.community}的社区服务总体评价？\n{SCORES}",
+        f"【满意度问卷】共2题和一句意见，匿名填写\n1/2 您对{invitation.community}的社区服务总体评价？\n{SCORES}",
         router.step("overall"),
         sample=invitation.sample.id,
         grid=invitation.grid,
     )
 
 
+# The scale's own words (a resident who types 满意 means 4, whatever number 评议 gives 满意), 非常满意 before 满意.
+SCORE_WORDS = {"非常满意": 5, "很满意": 5, "满意": 4, "一般": 3, "不满意": 2, "很不满意": 1, "非常不满意": 1}
+
+
 def _score(text: str) -> int | None:
-    return int(text) if text in {"1", "2", "3", "4", "5"} else None
+    text = text.strip(" 。.!！")
+    return int(text) if text in {"1", "2", "3", "4", "5"} else SCORE_WORDS.get(text)
 
 
 @router.state("overall")
 async def overall(ctx: Context) -> str:
     score = _score(ctx.text)
     if score is None:
-        return ctx.retry("请回复1到5的数字。")
+        return ctx.retry("请回复1到5的数字（5 最满意），或「满意」「一般」等字。")
     return ctx.ask(f"2/2 您对所在网格（{ctx.data['grid']}）的服务评价？\n{SCORES}", router.step("grid"), overall=score)
 
 
@@ -47,7 +52,7 @@ async def overall(ctx: Context) -> str:
 async def grid(ctx: Context) -> str:
     score = _score(ctx.text)
     if score is None:
-        return ctx.retry("请回复1到5的数字。")
+        return ctx.retry("请回复1到5的数字（5 最满意），或「满意」「一般」等字。")
     return ctx.ask("还有什么想对社区说的吗？直接输入，回复 0 跳过。", router.step("comment"), grid_score=score)
 
 

@@ -104,7 +104,7 @@ async def test_sampled_resident_answers_in_chat_and_turns_the_comment_into_a_nee
     resident = people["g2_1"]
     reply = (await phone.text(resident.openid, "问卷")).text
     assert "1/2" in reply and "大海阳社区" in reply and "匿名" in reply
-    assert "请回复1到5的数字" in (await phone.text(resident.openid, "很好")).text
+    assert "请回复1到5的数字（5 最满意）" in (await phone.text(resident.openid, "很好")).text
     assert "2/2 您对所在网格（第二网格）" in (await phone.text(resident.openid, "2")).text
     assert "回复 0 跳过" in (await phone.text(resident.openid, "4")).text
     choice = (await phone.text(resident.openid, "小区垃圾桶经常满了没人清运")).text

@@ -72,11 +72,11 @@ async def test_a_comment_stays_anonymous_and_typing_the_keyword_again_files_noth
     survey, _ = await start_survey(db, per_community=5, seed=1, actor=OPERATOR, now=clock.now())
 
     first = (await phone.text("o_res", "问卷")).text
-    assert first == ("【满意度问卷】共2题，匿名填写\n1/2 您对大海阳社区的社区服务总体评价？\n"
+    assert first == ("【满意度问卷】共2题和一句意见，匿名填写\n1/2 您对大海阳社区的社区服务总体评价？\n"
                      "5 非常满意  4 满意  3 一般  2 不满意  1 很不满意")
     second = (await phone.text("o_res", "1")).text
     assert second.startswith("2/2 您对所在网格（第二网格）的服务评价？")
-    assert (await phone.text("o_res", "2")).text == COMMENT
+    assert (await phone.text("o_res", "不满意")).text == COMMENT  # the scale's own word: 2
     # 「问卷」 again at the comment question is not a comment: a hint (and the way out) and the same question.
     assert (await phone.text("o_res", "问卷")).text == (
         "请直接输入您的意见，没有请回复 0 跳过。（要发「问卷」，请先回复「取消」退出「满意度问卷」。）\n\n" + COMMENT)
