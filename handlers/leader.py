@@ -41,6 +41,7 @@ router = Router("leader", "代报诉求")
 
 LEADERS = (Role.BUILDING_LEADER, Role.GRID_WORKER)
 PHONE_RE = re.compile(r"1\d{10}")
+SPACED_PHONE = re.compile(r"1\d{2}[\s\-－]\d{4}[\s\-－]\d{4}")
 ROOM_RE = re.compile(r"^(?:(\S+?号楼)\s*)?(\S+)$")  # the room as residents write it (storage.residents.clean_room)
 ASK_WHO = "代哪位居民反映？请回复：\n· 房号，如「1号楼 101」「2单元301」\n· 手机号\n· 未绑定的居民：「姓名 手机号」"
 ASK_TEXT = "请粘贴或输入居民反映的问题："
@@ -57,7 +58,8 @@ async def start(ctx: Context) -> str:
 async def who_step(ctx: Context) -> str:
     buildings = await buildings_in_reach_of(ctx.db, ctx.resident.id)
     ids = [b.id for b in buildings]
-    text = ctx.text.strip()
+    # A phone written in groups (「139 0000 0009」, 「139-0000-0009」) is that phone; a room (1-2-301) is left alone.
+    text = SPACED_PHONE.sub(lambda m: re.sub(r"\D", "", m.group()), ctx.text.strip())
     phone_match = PHONE_RE.search(text)
     if phone_match:
         matches = await bound_residents_in_buildings(ctx.db, ids, phone=phone_match.group(), limit=MAX_MATCHES)
@@ -92,7 +94,7 @@ async def who_step(ctx: Context) -> str:
         menu = "\n".join(f"{n}. {b.name}" for n, b in enumerate(buildings[:20], 1))
         return ctx.ask(f"居民住哪栋楼？\n{menu}", router.step("building"),
                        buildings={str(n): b.id for n, b in enumerate(buildings[:20], 1)}, **data)
-    return ctx.retry("您负责的楼栋里没有找到这个房号的已绑定居民。")
+    return ctx.retry("您负责的楼栋里没有找到这个房号的已绑定居民。未绑定的居民请回复「姓名 手机号」。")
 
 
 def _ask_text(ctx: Context, resident: Resident, buildings: list[Building]) -> str:

@@ -220,6 +220,13 @@ async def test_a_leader_finds_a_resident_by_the_room_as_residents_write_it(db, p
     await phone.text("o_leader", "代报")
     assert (await phone.text("o_leader", "楼上那家")).text.startswith(
         "请回复房号（如 1号楼 101、2单元301、1-2-301）、手机号，或「姓名 手机号」。")
+    # A phone written in groups is that phone; the room 1-2-301 is still a room.
+    await phone.text("o_leader", "取消")
+    await phone.text("o_leader", "代报")
+    assert "孙大爷" in (await phone.text("o_leader", "139-0000-3333")).text
+    await phone.text("o_leader", "取消")
+    await phone.text("o_leader", "代报")
+    assert "孙大爷" in (await phone.text("o_leader", "1-2-301")).text
 
 
 async def test_a_leader_filing_a_duplicate_seconds_it_for_the_resident_instead(db, phone, clock):
