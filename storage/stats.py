@@ -46,7 +46,9 @@ from storage.workdays import TZ
 GROUPINGS = {"community": "社区", "grid": "网格", "category": "大类", "month": "月份"}
 SATISFIED = ("满意", "基本满意")
 MONTH_RE = re.compile(r"^\s*(\d{4})\s*(?:[-/.年]\s*)?(\d{1,2})\s*月?\s*$")
-BARE_MONTH_RE = re.compile(r"^\s*(\d{1,2})\s*月\s*$")
+BARE_MONTH_RE = re.compile(r"^\s*(\d{1,2}|[一二三四五六七八九十]{1,3})\s*月?\s*$")  # 11月, 11, 十一月
+_MONTH_NAMES = {name: n for n, name in enumerate(
+    ("一", "二", "三", "四", "五", "六", "七", "八", "九", "十", "十一", "十二"), 1)}
 NO_GRID = "未定网格"
 TREND_MONTHS = 12  # by month: the twelve months ending with the chosen one
 
@@ -83,13 +85,14 @@ def month_period(text: str | None, now: dt.datetime) -> Period:
     else:
         match = MONTH_RE.match(text)
         bare_month = BARE_MONTH_RE.match(text)
-        if bare_month is not None and 1 <= int(bare_month.group(1)) <= 12:
+        said = bare_month.group(1) if bare_month else ""
+        month = int(said) if said.isdigit() else _MONTH_NAMES.get(said, 0)
+        if bare_month is not None and 1 <= month <= 12:
             # 「11月」: the latest such month, this year's or, when it is still to come, last year's
             today = now.astimezone(TZ)
-            month = int(bare_month.group(1))
             year = today.year if month <= today.month else today.year - 1
         elif match is None or not 1 <= int(match.group(2)) <= 12:
-            raise StatsError(f"看不懂「{text.strip()[:8]}」，请写2026-11或11月。")
+            raise StatsError(f"看不懂「{text.strip()[:8]}」，请写11月或2026-11。")
         else:
             year, month = int(match.group(1)), int(match.group(2))
     start = _month_start(year, month)

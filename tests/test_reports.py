@@ -119,5 +119,5 @@ async def test_steward_report_prints_where_the_files_are(db, clock, november, tm
     assert said.splitlines() == ["2026年11月的月度报告：", str((folder / "district.xlsx").resolve()),
                                  str((folder / "C1.xlsx").resolve()), str((folder / "C2.xlsx").resolve())]
     assert await notices(db) == []  # making them by hand tells nobody
-    with pytest.raises(SystemExit, match="请写2026-11或11月"):
-        await steward("report", "--month", "十一月")
+    with pytest.raises(SystemExit, match="请写11月或2026-11"):
+        await steward("report", "--month", "十三月")

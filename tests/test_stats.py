@@ -155,9 +155,12 @@ def test_months_are_read_the_ways_staff_write_them():
     assert [stats.month_period(text, now).key for text in ("11月", "12月", " 1 月")] == [
         "2026-11", "2026-12", "2026-01"]
     assert stats.month_period("12月", dt.datetime(2027, 1, 5, tzinfo=stats.TZ)).key == "2026-12"
+    # As staff also write them: the number alone, or in Chinese numerals (「统计 十一月」 was refused).
+    assert [stats.month_period(text, now).key for text in ("11", "十一月", "十二", "一月")] == [
+        "2026-11", "2026-11", "2026-12", "2026-01"]
     with pytest.raises(stats.StatsError) as bad:
-        stats.month_period("十一月", now)
-    assert bad.value.reason == "看不懂「十一月」，请写2026-11或11月。"
+        stats.month_period("13", now)
+    assert bad.value.reason == "看不懂「13」，请写11月或2026-11。"
 
 
 NOVEMBER_C1 = (
@@ -173,7 +176,8 @@ async def test_staff_ask_for_this_months_numbers_in_chat(phone, db, clock):
     exchange = [
         ("本月统计", DECEMBER_C1),
         ("统计 2026-11", NOVEMBER_C1),
-        ("统计 十一月", "看不懂「十一月」，请写2026-11或11月。"),
+        ("统计 十一月", NOVEMBER_C1),
+        ("统计 十三月", "看不懂「十三月」，请写11月或2026-11。"),
         ("菜单", None),
         ("9", DECEMBER_C1),
     ]
@@ -219,4 +223,4 @@ async def test_steward_stats_prints_text_json_csv_and_writes_xlsx(db, clock, tmp
     assert sheet["C3"].number_format == "0.0%"
     with pytest.raises(SystemExit) as bad:
         await cli_stats.run_command(db, now, _args(month="13月"))
-    assert str(bad.value) == "看不懂「13月」，请写2026-11或11月。"
+    assert str(bad.value) == "看不懂「13月」，请写11月或2026-11。"
