@@ -451,6 +451,9 @@ async def publish_project(db: Database, project_id: int, *, actor: Actor, now: d
             f"您反映的问题已列入社区服务项目「{project.title}」，"
             f"正在征集承接单位，计划{deadline_text(project.deadline)}前完成。我们会持续告诉您进展。"
         )
+        need_ids = (await s.exec(select(ProjectNeed.need_id).where(ProjectNeed.project_id == project.id))).all()
+        for need_id in need_ids:  # needs nobody triaged: the project is the community's answer to them
+            await needs.plan_for_project(s, need_id, actor, project.title, project.deadline, now)
         count = await enqueue(s, NoticeKind.PROJECT_PUBLISHED, units_text,
                               [(r, f"project:{project.id}:published:unit:{r}") for r in members], now)
         count += await enqueue(s, NoticeKind.PROJECT_PUBLISHED, residents_text,

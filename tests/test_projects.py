@@ -286,3 +286,24 @@ async def test_each_projects_latest_updates_come_in_one_read_newest_first_and_ca
     assert [u.text for u in latest[busy.id]] == ["第4次", "第3次", "第2次"]
     assert [u.text for u in latest[quiet.id]] == ["开工"] and 999_999 not in latest
     assert [u.text for u in await updates_of(db, busy.id, limit=2)] == ["第4次", "第3次"]
+
+
+async def test_a_published_project_is_the_answer_to_the_untriaged_needs_it_takes_in(db, clock, world, phone):
+    """Needs put into a project stayed 「待社区受理」 in 待分流 (to be triaged twice), their residents' 进度 said
+    nothing of the project, and 三率 counted them answered on time while nobody had answered them."""
+    d, staff, *_ = world
+    reporter = await make_resident(db, "o_rep_lamp", d.buildings["B2"])
+    need = await needs.report_need(db, reporter.id, "2号楼楼道灯坏了好几天了", "JZ-05", clock.now())
+    assert need.ticket in (await phone.text("o_staff", "待分流")).text
+    await phone.text("o_staff", "取消")
+    clock.advance(hours=2)
+    await a_published_project(db, clock, d, staff, tickets=[need.ticket])
+    row = await needs.find_need(db, need.ticket)
+    assert (row.status, row.tier, row.responded_at) == ("triaged", "C", clock.now())
+    assert row.resolve_by is not None and row.resolve_by.astimezone(dt.timezone.utc).date() >= dt.date(2026, 12, 30)
+    assert "暂无待分流的诉求" in (await phone.text("o_staff", "待分流")).text
+    progress = (await phone.text("o_rep_lamp", f"进度 {need.ticket}")).text
+    assert "已列入社区服务项目「楼道照明改造」" in progress
+    async with db.read() as s:
+        kinds = list((await s.exec(select(OutboxMessage.kind).where(OutboxMessage.resident_id == reporter.id))).all())
+    assert kinds == ["project_published"]  # told once, by the project's own notice

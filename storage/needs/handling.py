@@ -294,6 +294,25 @@ async def resolve_need(db: Database, actor: Actor, ticket: str, note: str, now: 
     return need
 
 
+async def plan_for_project(s, need_id: int, actor: Actor, title: str, deadline: dt.date, now: dt.datetime
+                           ) -> Need | None:
+    """A published service project answers this need, which nobody had triaged yet: it is triaged by that decision
+    — 定期办理, due by the project's deadline — so it leaves 待分流 (where it would be triaged twice), its
+    resident's 进度 says what is being done instead of 「待社区受理」, and its response is the project's
+    publication. Its residents are told by the project's own notice (storage/projects.py), not a second time here.
+    A need already triaged or beyond is left as it is → None."""
+    need = (await s.exec(select(Need).where(Need.id == need_id).with_for_update())).first()
+    if need is None or need.state not in (NeedStatus.REPORTED, NeedStatus.REOPENED):
+        return None
+    need.tier = Tier.C.value
+    need.resolve_by = workdays.end_of_working_day(deadline)
+    await apply_transition(s, need, "triage", now, actor_id=actor.resident_id, actor_label="社区",
+                           note=f"已列入社区服务项目「{_clip(title, 20)}」，计划{format_date(need.resolve_by)}前完成",
+                           tier=need.tier, notify=False)
+    s.add(audit_entry(now, actor.name, "need.triage", "need", need.ticket, tier=need.tier, via="project"))
+    return need
+
+
 async def resolve_from_project(s, need_id: int, actor: Actor, note: str, now: dt.datetime) -> Need | None:
     """A service project answering this need was completed (storage/projects.py, inside its transaction): the
     need is resolved (its residents are asked to rate it). A need that is no longer open (merged, rejected,
