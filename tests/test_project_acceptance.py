@@ -235,7 +235,10 @@ async def test_a_returned_project_goes_back_to_the_unit_with_the_reason(db, cloc
         (f"项目完成 {pid} 活动室已装修完毕并开放", DONE_REPLY),
     ])
     assert len(await told(db, staff.id, "project_acceptance")) == 2
-    assert (await project_row(db, pid)).status == ProjectStatus.AWAITING_ACCEPTANCE
+    row = await project_row(db, pid)
+    assert row.status == ProjectStatus.AWAITING_ACCEPTANCE
+    # The first report still says what was done; the second what was fixed (the needs are resolved with it).
+    assert row.completion_note == "活动室已装修完毕并开放；整改：活动室已装修完毕并开放"
     # The resident's view of the project shows the return among its latest updates.
     await talk(phone, "o_proposer", [(f"项目 {pid}", "\n".join([
         card(pid).split("\n完成报告")[0],
