@@ -25,6 +25,7 @@ from storage.projects import (
     awaiting_acceptance,
     check_sources,
     claim_project,
+    claim_refusal,
     community_projects,
     complete_project,
     create_project,
@@ -138,8 +139,16 @@ async def claimable(ctx: Context) -> str:
     parts = [f"待接单项目（第{page}页，共{total}个）："]
     parts += [project_card(p) for p in rows]
     more = f"可接项目 {page + 1}" if page * 3 < total else ""
-    parts.append("回复「接单 编号」承接项目。" + (NEXT_PAGE_HINT if more else ""))
-    return ctx.listing("\n".join(parts), more)
+    parts.append("回复【】里的编号承接项目。" + (NEXT_PAGE_HINT if more else ""))
+    return ctx.ask("\n".join(parts), router.step("claimable"), more=more)
+
+
+@router.state("claimable", roles=Role.UNIT_MEMBER, browsing="可接项目")
+async def claimable_pick(ctx: Context) -> str | None:
+    number = parse_number(ctx.text)
+    if number is None:  # a word: a fresh message
+        return await ctx.handle_afresh()
+    return await _ask_claim(ctx, number)
 
 
 @router.command("接单", roles=Role.UNIT_MEMBER, args=True, help="接单 项目编号")
@@ -147,13 +156,34 @@ async def claim(ctx: Context) -> str:
     number = parse_number(ctx.args)
     if number is None:
         return "请在「接单」后附上项目编号，如「接单 12」。回复「可接项目」查看。"
+    return await _ask_claim(ctx, number)
+
+
+async def _ask_claim(ctx: Context, number: int) -> str:
+    """接单 binds the unit to the project's terms: asked first, with the project named (a typo in the number
+    claimed another project at once)."""
+    project = await get_project(ctx.db, number)
+    units = await _units(ctx)
+    if (why := claim_refusal(project, units[0] if units else None)) is not None:
+        return ctx.done(why)
+    return ctx.ask(f"确认由本单位承接「{project.title}」，{deadline_text(project.deadline)}前完成？\n"
+                   "1. 确认接单\n2. 不接", router.step("claim_confirm"), project=number)
+
+
+@router.state("claim_confirm", roles=Role.UNIT_MEMBER, kept="已退出，没有接单。")
+async def claim_confirm(ctx: Context) -> str:
+    if ctx.text == "2":
+        return ctx.done("好的，没有接单。")
+    if ctx.text != "1":
+        return ctx.retry("请回复 1 确认接单，或 2 不接。")
+    number = int(ctx.data["project"])
     units = await _units(ctx)
     try:
         agreement = await claim_project(ctx.db, number, actor=await ctx.actor(), unit_id=units[0], now=ctx.now)
     except ProjectError as exc:
-        return exc.reason
+        return ctx.done(exc.reason)
     project = await get_project(ctx.db, number)
-    return (
+    return ctx.done(
         f"接单成功！【服务项目书】\n项目：{project.title}\n内容：{agreement.content[:60]}\n"
         f"措施：{agreement.measures[:60]}\n期限：{deadline_text(agreement.deadline)}\n"
         f"请按期实施，回复「项目进展 {number} 内容」报告进展，完成后回复「项目完成 {number} 情况」。"

@@ -463,6 +463,20 @@ async def publish_project(db: Database, project_id: int, *, actor: Actor, now: d
     return project, count
 
 
+def claim_refusal(project: Project | None, unit_id: int | None) -> str | None:
+    """Why this unit cannot claim the project now (None: it is published and free): asked before 接单's question
+    and again by the claim itself, which alone decides between two units at once."""
+    if project is None:
+        return "没有找到这个项目。"
+    if project.status == ProjectStatus.PUBLISHED:
+        return None
+    if project.unit_id is not None and project.unit_id == unit_id:
+        return "该项目已由贵单位承接，回复「我的项目」查看。"
+    if project.unit_id is not None:
+        return "手慢了，该项目已由其他单位承接。回复「可接项目」看看别的项目。"
+    return f"项目当前状态为「{project.status_label}」，暂不能承接。"
+
+
 async def _take(
     session: AsyncSession, project_id: int, unit_id: int, actor: str, via: str, now: dt.datetime,
     allowed: Sequence[str],
@@ -475,13 +489,7 @@ async def _take(
     )
     if result.rowcount != 1:
         current = await session.get(Project, project_id)
-        if current is None:
-            raise ProjectError("没有找到这个项目。")
-        if current.unit_id == unit_id:
-            raise ProjectError("该项目已由贵单位承接，回复「我的项目」查看。")
-        if current.unit_id is not None:
-            raise ProjectError("手慢了，该项目已由其他单位承接。回复「可接项目」看看别的项目。")
-        raise ProjectError(f"项目当前状态为「{current.status_label}」，暂不能承接。")
+        raise ProjectError(claim_refusal(current, unit_id) or f"项目当前状态为「{current.status_label}」，暂不能承接。")
     project = await session.get(Project, project_id, populate_existing=True)
     session.add(
         ProjectAgreement(

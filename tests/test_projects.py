@@ -99,8 +99,9 @@ async def test_a_claim_race_between_two_units_has_exactly_one_winner(db, clock, 
 async def test_two_units_send_the_claim_at_once_through_chat_one_is_told_it_is_taken(db, clock, world, phone):
     d, staff, *_ = world
     project = await a_published_project(db, clock, d, staff)
-    replies = await asyncio.gather(phone.text("o_wuye", f"接单 {project.id}"),
-                                   phone.text("o_yigong", f"接单 {project.id}"))
+    for member in ("o_wuye", "o_yigong"):  # each is asked first, naming the project
+        assert (await phone.text(member, f"接单 {project.id}")).text.startswith("确认由本单位承接「楼道照明改造」")
+    replies = await asyncio.gather(phone.text("o_wuye", "1"), phone.text("o_yigong", "1"))
     texts = sorted(r.text for r in replies)
     assert sum("接单成功" in t for t in texts) == 1
     assert sum("已由其他单位承接" in t for t in texts) == 1
@@ -130,7 +131,11 @@ async def test_from_a_residents_need_to_a_completed_project_the_resident_hears_e
 
     listing = (await phone.text("o_wuye", "可接项目")).text
     assert f"【{number}】楼道照明改造" in listing
-    claimed = (await phone.text("o_wuye", f"接单 {number}")).text
+    # Under the list the bare 【编号】 picks it (it got 没太明白); 接单 is asked first, and 2 claims nothing.
+    assert (await phone.text("o_wuye", str(number))).text.startswith("确认由本单位承接「楼道照明改造」")
+    assert (await phone.text("o_wuye", "2")).text == "好的，没有接单。"
+    assert (await phone.text("o_wuye", f"接单 {number}")).text.startswith("确认由本单位承接")
+    claimed = (await phone.text("o_wuye", "确认接单")).text
     assert "服务项目书" in claimed and "采购LED声控灯并安装" in claimed
     assert "已由其他单位承接" in (await phone.text("o_yigong", f"接单 {number}")).text
     assert any("安居物业公司" in t for t in await outbox_for(db, resident.id, "project_claimed"))
