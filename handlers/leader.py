@@ -128,7 +128,9 @@ async def room_step(ctx: Context) -> str:
             room = clean_room(ctx.text)
         except BindingError as exc:
             return ctx.retry(exc.reason)
-    who = f"{ctx.data['contact_name']}（{mask_phone(ctx.data['contact_phone'])}）{room or '房号不详'}"
+    building = await get_building(ctx.db, int(ctx.data["building"]))
+    where = f"{building.name if building else ''} {room or '房号不详'}".strip()  # as a bound resident's reads
+    who = f"{ctx.data['contact_name']}（{mask_phone(ctx.data['contact_phone'])}）{where}"
     return ctx.ask(f"为 {who} 代报。\n{ASK_TEXT}", router.step("text"), room=room, who=who)
 
 

@@ -271,7 +271,8 @@ async def test_a_leader_may_still_file_a_new_ticket_for_someone_not_bound(db, ph
 
     await phone.text("o_leader3", "代报")
     await phone.text("o_leader3", "孙奶奶 13511112222")
-    await phone.text("o_leader3", "302")
+    # The building is named, as it is for a bound resident.
+    assert (await phone.text("o_leader3", "302")).text.startswith("为 孙奶奶（135****2222）2号楼 302 代报。")
     await phone.text("o_leader3", "家里楼道灯坏了，老人看不清台阶")
     offer = (await phone.text("o_leader3", "1")).text
     assert need.ticket in offer
