@@ -244,7 +244,7 @@ ASK_SHARE_CODE = "请输入对方的积分码（6位，对方在「积分」页�
 @router.state("donate_to", bound=True)
 async def donate_to(ctx: Context) -> str:
     if ctx.text == "1":
-        return ctx.ask("请输入捐赠的积分数：", router.step("donate_amount"), to=None, code=None)
+        return ctx.ask(await _ask_amount(ctx), router.step("donate_amount"), to=None, code=None)
     if ctx.text == "2":
         return ctx.ask(ASK_SHARE_CODE, router.step("donate_code"))
     return ctx.retry("请回复 1 或 2。")
@@ -259,7 +259,13 @@ async def donate_code(ctx: Context) -> str:
     except pts.PointsRefused as exc:
         return ctx.retry(exc.reason)
     code = pts.normalise_share_code(ctx.text)
-    return ctx.ask(f"积分码 {code} 有效。\n请输入捐赠的积分数：", router.step("donate_amount"), to=who.id, code=code)
+    return ctx.ask(f"积分码 {code} 有效。\n{await _ask_amount(ctx)}", router.step("donate_amount"), to=who.id,
+                   code=code)
+
+
+async def _ask_amount(ctx: Context) -> str:
+    """How many points: with the balance, so the giver need not leave the flow to look it up."""
+    return f"请输入捐赠的积分数（您的余额 {await pts.balance_of(ctx.db, ctx.resident.id)} 分）："
 
 
 @router.state("donate_amount", bound=True)

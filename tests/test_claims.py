@@ -363,8 +363,8 @@ async def test_giving_points_by_points_code_reveals_nothing_about_whose_a_phone_
     await say(unknown, NO_CODE)
     await say(far_code, NO_CODE)  # another community's code reads exactly like an unknown one
     await say(mine, "这是您自己的积分码，不能捐给自己。\n\n" + ASK_CODE)
-    await say(f" {code[:3].lower()} {code[3:]} ", f"积分码 {code} 有效。\n请输入捐赠的积分数：")
-    await say("很多", f"请输入积分数，如 20。\n\n积分码 {code} 有效。\n请输入捐赠的积分数：")
+    await say(f" {code[:3].lower()} {code[3:]} ", f"积分码 {code} 有效。\n请输入捐赠的积分数（您的余额 150 分）：")
+    await say("很多", f"请输入积分数，如 20。\n\n积分码 {code} 有效。\n请输入捐赠的积分数（您的余额 150 分）：")
     # The points written as residents write them (「40分」) are the number they mean.
     await say("40分", f"确认把 40 积分捐给积分码 {code} 的居民吗？捐出后不能撤回。\n1. 确认捐赠\n2. 不捐了")
     await say("1", "感谢您的爱心！已捐出 40 积分，当前余额 110 分。")
