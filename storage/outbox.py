@@ -539,9 +539,16 @@ async def take_waiting_cached(
 WAITING_SCAN = 200  # waiting notices read at once to find those a newer one about the same need replaces
 
 
-def _need_of(key: str) -> str | None:
-    """The need a notice is about (its key `need:{id}:ev:…`), or None for any other notice."""
-    return key.split(":ev:", 1)[0] if key.startswith("need:") else None
+def _need_of(row: OutboxMessage) -> int | None:
+    """The need a notice is about (its payload's need_id: a step's notice, a rating reminder, a 督办 chase), or
+    None for any other notice."""
+    if '"need_id"' not in row.payload:
+        return None
+    try:
+        need_id = json.loads(row.payload).get("need_id")
+    except (ValueError, AttributeError):
+        return None
+    return need_id if isinstance(need_id, int) else None
 
 
 async def take_waiting(db: Database, resident_id: int, now: dt.datetime, limit: int = 3) -> tuple[list[str], int]:
@@ -558,8 +565,8 @@ async def take_waiting(db: Database, resident_id: int, now: dt.datetime, limit: 
         rows = list((await session.exec(query.limit(WAITING_SCAN))).all())
         if not rows:
             return [], 0
-        newest = {need: row.id for row in rows if (need := _need_of(row.idempotency_key))}
-        replaced = {row.id for row in rows if (need := _need_of(row.idempotency_key)) and newest[need] != row.id}
+        newest = {need: row.id for row in rows if (need := _need_of(row)) is not None}
+        replaced = {row.id for row in rows if (need := _need_of(row)) is not None and newest[need] != row.id}
         if replaced:
             await session.exec(
                 update(OutboxMessage).where(col(OutboxMessage.id).in_(replaced), *waiting)

@@ -125,15 +125,23 @@ async def test_of_several_waiting_notices_about_one_need_only_the_newest_is_show
     resident = await make_resident(db, "o_back", now=clock.now() - dt.timedelta(days=5))
     for n, step in enumerate(("社区已受理", "已派网格员", "已办结，请评价")):
         clock.advance(minutes=1)
-        await queue(db, resident, f"诉求A：{step}", f"need:7:ev:{n}:r:{resident.id}", clock.now())
+        await queue(db, resident, f"诉求A：{step}", f"need:7:ev:{n}:r:{resident.id}", clock.now(),
+                    payload={"need_id": 7, "ticket": "A", "event": step})
+    # A rating reminder for the same need (a scheduler job's key, the need in its payload) is one of them too.
+    await queue(db, resident, "【评价提醒】诉求A已办结", f"clock:rate:7:1:r:{resident.id}", clock.now(),
+                kind=NoticeKind.RATING, payload={"need_id": 7, "ticket": "A"})
+    clock.advance(minutes=1)
+    await queue(db, resident, "诉求A：评价期已过，已归档", f"need:7:ev:9:r:{resident.id}", clock.now(),
+                payload={"need_id": 7, "ticket": "A", "event": "closed"})
     await queue(db, resident, "社区通知：周六停水。", "bc:1:r:1", clock.now(), kind=NoticeKind.BROADCAST)
     await bot_server[0].services["sender"].drain()
     shown = (await phone.text("o_back", "在吗")).text
-    assert "您有 2 条新消息" in shown and "诉求A：已办结，请评价" in shown and "周六停水" in shown
-    assert "社区已受理" not in shown and "已派网格员" not in shown
+    assert "您有 2 条新消息" in shown and "诉求A：评价期已过，已归档" in shown and "周六停水" in shown
+    assert "社区已受理" not in shown and "已派网格员" not in shown and "评价提醒" not in shown
     by_key = {r.idempotency_key: (r.status, r.channel) for r in await rows(db)}
     assert by_key[f"need:7:ev:0:r:{resident.id}"] == (OutboxStatus.SHOWN, "superseded")
-    assert by_key[f"need:7:ev:2:r:{resident.id}"] == (OutboxStatus.SHOWN, "reply")
+    assert by_key[f"clock:rate:7:1:r:{resident.id}"] == (OutboxStatus.SHOWN, "superseded")
+    assert by_key[f"need:7:ev:9:r:{resident.id}"] == (OutboxStatus.SHOWN, "reply")
     assert "新消息" not in (await phone.text("o_back", "在吗")).text
 
 

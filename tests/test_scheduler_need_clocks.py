@@ -14,7 +14,7 @@ from scheduler.registry import JOBS, JobContext
 from scheduler.runner import SchedulerRunner
 from storage import need_clocks
 from storage.actor import actor_for
-from storage.needs import assign_need, post_progress, report_need, resolve_need, triage_need
+from storage.needs import assign_need, post_progress, report_need, resolve_need, second_need, triage_need
 from storage.outbox import OutboxMessage, OutboxStatus
 from storage.roles import Role
 from tests.factories import grant, make_district, make_resident
@@ -117,6 +117,9 @@ async def test_a_c_need_gets_feedback_after_the_17th_consultation(db, clock, tow
 
 async def test_a_resolved_need_unrated_for_a_day_gets_exactly_one_reminder(db, clock, town):
     need = await b_need(db, town, clock, dt.date(2026, 12, 8))
+    # A neighbour who seconded it is not asked to rate it (the reporter rates; they would be refused).
+    neighbour = await make_resident(db, "o_neighbour", town["d"].buildings["B1"], room="402")
+    await second_need(db, need.ticket, neighbour.id, clock.now())
     await resolve_need(db, await actor_for(db, town["worker"].id), need.ticket, "杂物已清理完毕", clock.now())
     clock.advance(hours=23)
     assert await need_clocks.remind_unrated(db, clock.now()) == 0
