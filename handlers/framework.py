@@ -689,6 +689,15 @@ class Engine:
             return None, ""
         return route, word
 
+    def command_before_words(self, text: str) -> str | None:
+        """The command a text begins with when that command takes nothing after it (「发布活动 12-01 清扫楼道」):
+        the words were meant for its questions. None when the text does not begin so."""
+        head = text.strip().split(maxsplit=1)
+        if len(head) != 2:
+            return None
+        word = head[0]
+        return word if word in self.commands and not self.commands[word].args else None
+
     def leaves_something(self, state: FlowState) -> bool:
         """Whether leaving `state` leaves a question half-answered (not a menu, a list or a card only looked at)."""
         return (state.name != LISTING_STEP and state.name not in self.browsing and "_more" not in state.data

@@ -371,6 +371,8 @@ async def offer_step(ctx: Context) -> str:
         return await _got_text(ctx, text)
     if ctx.text == "2":
         return ctx.done("好的。回复「菜单」查看全部服务。")
+    if ctx.engine.command_word(ctx.text):  # only an offer, nothing typed to lose: the command goes ahead
+        return await ctx.handle_afresh()
     return ctx.retry("请回复 1 或 2。")
 
 
@@ -393,6 +395,9 @@ async def looks_like_a_need(ctx: Context) -> str | None:
     """Free text that reads like a need: offer to file it."""
     if ctx.msg.type not in ("text", "voice") or not ctx.text:
         return None
+    if (word := ctx.engine.command_before_words(ctx.text)) is not None:
+        # 「发布活动 12-01 清扫楼道」: a command that asks its details step by step, typed with them on one line.
+        return f"「{word}」后面不用带内容：请只回复「{word}」，再按提示一步步填写。"
     if not default_classifier().looks_like_need(ctx.text):
         return None
     return ctx.ask("您是要反映这个问题吗？\n1. 是，帮我登记\n2. 不是", router.step("offer"), text=ctx.text[:500])

@@ -103,3 +103,15 @@ async def test_the_menu_in_the_middle_of_a_report_says_the_report_was_left(db, p
     left = (await phone.text("o_li", "你好")).text
     assert left.startswith("（已退出「反映问题」。）\n") and "1. 反映问题" in left
     assert not (await phone.text("o_li", "菜单")).text.startswith("（已退出")  # a menu left open: nothing left
+
+
+async def test_a_command_typed_with_its_details_is_told_to_come_alone_and_an_offer_lets_commands_through(db, phone):
+    """Staff typed 「发布活动 12-01 清扫楼道」 and were offered to 反映 it, then held there: 「待分流」 got
+    「请回复 1 或 2」."""
+    d = await make_district(db)
+    staff = await make_resident(db, "o_staff", d.buildings["B2"], name="社工小周")
+    await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
+    assert (await phone.text("o_staff", "发布活动 12-01 清扫楼道")).text == (
+        "「发布活动」后面不用带内容：请只回复「发布活动」，再按提示一步步填写。")
+    assert (await phone.text("o_staff", "楼道灯坏了好几天没人修")).text.startswith("您是要反映这个问题吗？")
+    assert (await phone.text("o_staff", "待分流")).text.startswith("暂无待分流的诉求")  # the offer let it through
