@@ -409,6 +409,10 @@ async def test_the_assignee_and_the_department_are_chosen_by_their_words_too(db,
     assert "指派给谁" in (await phone.text("o_staff", f"指派 {lamp.ticket}")).text
     assert "已指派" in (await phone.text("o_staff", "物业")).text
     assert (await find_need(db, lamp.ticket)).unit_id == unit.id
+    door = await report_need(db, resident.id, "单元门禁坏了", "JZ-05", clock.now())
+    await phone.text("o_staff", f"分流 {door.ticket} A")
+    assert "已指派" in (await phone.text("o_staff", f"指派 {door.ticket} 物业")).text  # the one-line form too
+    assert (await find_need(db, door.ticket)).unit_id == unit.id
     officer = await make_resident(db, "o_dept", None, name="住建李科")
     await grant(db, officer, Role.DISTRICT_STAFF, d.departments["D-JS"].id)
     roof = await report_need(db, resident.id, "顶楼屋顶漏水", "CJ-05", clock.now())

@@ -328,15 +328,19 @@ async def assignable_units(db: Database, limit: int = UNIT_CHOICES) -> list[Depa
 
 
 async def unit_named(db: Database, words: str) -> Department | None:
-    """The unit (not a district department) whose code or name is `words`; None when there is none."""
+    """The unit (not a district department) whose code or name is `words`, or else the one unit whose name holds
+    them (「物业」 for 阳光物业服务有限公司, as the guided list takes it); None when there is none or several."""
     words = words.strip()
     if not words:
         return None
-    query = select(Department).where(
-        Department.kind != "district", (Department.code == words.upper()) | (Department.name == words)
-    )
+    units = select(Department).where(Department.kind != "district")
     async with db.read() as s:
-        return (await s.exec(query.order_by(Department.id).limit(1))).first()
+        exact = (await s.exec(units.where((Department.code == words.upper()) | (Department.name == words))
+                              .order_by(Department.id).limit(1))).first()
+        if exact is not None or len(words) < 2:
+            return exact
+        held = list((await s.exec(units.where(col(Department.name).contains(words, autoescape=True)).limit(2))).all())
+    return held[0] if len(held) == 1 else None
 
 
 async def unit_needs(db: Database, actor: Actor, statuses: frozenset[NeedStatus], *, page: int = 1,
