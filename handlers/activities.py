@@ -217,9 +217,10 @@ async def publish_place(ctx: Context) -> str:
 
 @router.state("capacity", roles=STAFF)
 async def publish_capacity(ctx: Context) -> str:
-    if not ctx.text.isdigit() or not 1 <= int(ctx.text) <= act.MAX_CAPACITY:
+    typed = re.sub(r"\s*(?:人|名|个)$", "", ctx.text.strip())  # 「10人」, as 「2小时」 is taken at the next step
+    if not typed.isdigit() or not 1 <= int(typed) <= act.MAX_CAPACITY:
         return ctx.retry(f"请输入 1 到 {act.MAX_CAPACITY} 之间的数字。")
-    return ctx.ask("第5步：每人记录几小时？（按半小时计，如 2 或 1.5）", router.step("hours"), capacity=int(ctx.text))
+    return ctx.ask("第5步：每人记录几小时？（按半小时计，如 2 或 1.5）", router.step("hours"), capacity=int(typed))
 
 
 @router.state("hours", roles=STAFF)

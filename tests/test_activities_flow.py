@@ -26,7 +26,7 @@ async def world(db):
 
 
 async def publish_by_chat(phone, clock) -> tuple[int, str, str]:
-    steps = ["发布活动", "清扫楼道", "11月28日 9:00-11:00", "1号楼楼下", "2", "2"]
+    steps = ["发布活动", "清扫楼道", "11月28日 9:00-11:00", "1号楼楼下", "2人", "2"]  # 「2人」 as staff write it
     for text in steps:
         await phone.text("o_staff", text)
     reply = (await phone.text("o_staff", "1")).text
