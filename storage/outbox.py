@@ -539,24 +539,30 @@ async def take_waiting_cached(
 WAITING_SCAN = 200  # waiting notices read at once to find those a newer one about the same need replaces
 
 
-def _need_of(row: OutboxMessage) -> int | None:
-    """The need a notice is about (its payload's need_id: a step's notice, a rating reminder, a 督办 chase), or
-    None for any other notice."""
-    if '"need_id"' not in row.payload:
-        return None
-    try:
-        need_id = json.loads(row.payload).get("need_id")
-    except (ValueError, AttributeError):
-        return None
-    return need_id if isinstance(need_id, int) else None
+def _subject_of(row: OutboxMessage) -> tuple[str, int] | None:
+    """What a notice is about, when a newer notice about it replaces it: a need (its payload's need_id: a step's
+    notice, a rating reminder, a 督办 chase) or a service project (its key, project:<id>:…: 待接单 beside
+    验收通过); None for any other notice (a broadcast, a points notice: each stands alone)."""
+    if '"need_id"' in row.payload:
+        try:
+            need_id = json.loads(row.payload).get("need_id")
+        except (ValueError, AttributeError):
+            need_id = None
+        if isinstance(need_id, int):
+            return "need", need_id
+    parts = row.idempotency_key.split(":", 2)
+    if parts[0] == "project" and len(parts) > 1 and parts[1].isdigit():
+        return "project", int(parts[1])
+    return None
 
 
 async def take_waiting(db: Database, resident_id: int, now: dt.datetime, limit: int = 3) -> tuple[list[str], int]:
     """The oldest `limit` waiting notices, marked shown (so they are shown once), and how many were waiting.
 
-    Of several waiting about one need only the newest is shown: it says where the need stands now, and a backlog
-    of a need's every step (受理, 派单, 办结, a rating request for a need since closed) had run to 17 notices shown
-    three at a time. The older ones are marked shown by channel "superseded"; the timeline (进度) keeps them all."""
+    Of several waiting about one need (or one project) only the newest is shown: it says where it stands now, and
+    a backlog of a need's every step (受理, 派单, 办结, a rating request for a need since closed) had run to 17
+    notices shown three at a time. The older ones are marked shown by channel "superseded"; the timeline (进度)
+    keeps them all."""
     waiting = (OutboxMessage.resident_id == resident_id, OutboxMessage.status == OutboxStatus.WAITING)
     async with db.write() as session:
         query = select(OutboxMessage).where(*waiting).order_by(OutboxMessage.created_at, OutboxMessage.id)
@@ -565,8 +571,8 @@ async def take_waiting(db: Database, resident_id: int, now: dt.datetime, limit: 
         rows = list((await session.exec(query.limit(WAITING_SCAN))).all())
         if not rows:
             return [], 0
-        newest = {need: row.id for row in rows if (need := _need_of(row)) is not None}
-        replaced = {row.id for row in rows if (need := _need_of(row)) is not None and newest[need] != row.id}
+        newest = {about: row.id for row in rows if (about := _subject_of(row)) is not None}
+        replaced = {row.id for row in rows if (about := _subject_of(row)) is not None and newest[about] != row.id}
         if replaced:
             await session.exec(
                 update(OutboxMessage).where(col(OutboxMessage.id).in_(replaced), *waiting)

@@ -145,6 +145,23 @@ async def test_of_several_waiting_notices_about_one_need_only_the_newest_is_show
     assert "新消息" not in (await phone.text("o_back", "在吗")).text
 
 
+async def test_a_units_old_project_notice_is_replaced_by_the_newer_one_of_the_same_project(
+        bot_server, phone, db, clock):
+    """A unit member away for days read 「回复「接单 1」承接」 beside 「【验收通过】…（编号1）」."""
+    member = await make_resident(db, "o_unit_away", now=clock.now() - dt.timedelta(days=5))
+    await queue(db, member, "【新服务项目待接单】回复「接单 1」承接", f"project:1:published:unit:{member.id}",
+                clock.now(), kind=NoticeKind.PROJECT_PUBLISHED)
+    clock.advance(days=3)
+    await queue(db, member, "【验收通过】（编号1）", f"project:1:accepted:unit:{member.id}", clock.now(),
+                kind=NoticeKind.PROJECT_ACCEPTANCE)
+    await queue(db, member, "【新服务项目待接单】回复「接单 2」承接", f"project:2:published:unit:{member.id}",
+                clock.now(), kind=NoticeKind.PROJECT_PUBLISHED)
+    await bot_server[0].services["sender"].drain()
+    shown = (await phone.text("o_unit_away", "在吗")).text
+    assert "您有 2 条新消息" in shown and "【验收通过】（编号1）" in shown and "接单 2" in shown
+    assert "接单 1" not in shown
+
+
 async def test_notices_come_above_a_standing_question_and_below_a_finished_reply_as_bullets(
     bot_server, phone, db, clock
 ):
