@@ -185,7 +185,7 @@ async def test_seats_below_the_reserved_ones_are_refused_with_both_numbers(db, c
     d = await make_district(db)
     staff = await make_resident(db, "o_staff", d.buildings["B2"])
     await grant(db, staff, Role.COMMUNITY_STAFF, d.communities["C1"].id)
-    _d, session = await _session_for(db, clock, d)
+    _d, _session = await _session_for(db, clock, d)
     await phone.text("o_staff", "议事设置")
     assert (await phone.text("o_staff", "2")).text.startswith("请输入新的总名额")
     refused = (await phone.text("o_staff", "五")).text

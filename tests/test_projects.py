@@ -305,7 +305,7 @@ async def test_a_published_project_is_the_answer_to_the_untriaged_needs_it_takes
     await a_published_project(db, clock, d, staff, tickets=[need.ticket])
     row = await needs.find_need(db, need.ticket)
     assert (row.status, row.tier, row.responded_at) == ("triaged", "C", clock.now())
-    assert row.resolve_by is not None and row.resolve_by.astimezone(dt.timezone.utc).date() >= dt.date(2026, 12, 30)
+    assert row.resolve_by is not None and row.resolve_by.astimezone(dt.UTC).date() >= dt.date(2026, 12, 30)
     assert "暂无待分流的诉求" in (await phone.text("o_staff", "待分流")).text
     progress = (await phone.text("o_rep_lamp", f"进度 {need.ticket}")).text
     assert "已列入社区服务项目「楼道照明改造」" in progress
