@@ -185,7 +185,7 @@ async def _start(ctx: Context, intro: str = "", resume: dict | None = None, keep
     return f"{intro}\n{question}" if intro else question
 
 
-@router.state("offer")
+@router.state("offer", browsing="绑定住址")  # only an offer: leaving it (菜单) loses nothing
 async def offer(ctx: Context) -> str | None:
     if ctx.text in ("1", "绑定"):
         return await _start(ctx)
