@@ -304,7 +304,7 @@ async def remind_unrated(db: Database, now: dt.datetime, limit: int = 200) -> in
             if not await _mark(s, need, "rate", need.resolved_at, now):
                 continue
             text = (f"【评价提醒】{need.ticket}已办结。\n内容：{summary_line(need)}\n"
-                    f"办得怎么样？请回复「评价 {need.ticket}」：满意 / 基本满意 / 不满意。")
+                    "办得怎么样？请直接回复：满意 / 基本满意 / 不满意（可接着写意见）。")
             key = f"clock:rate:{need.id}:{need.resolved_at.timestamp():.0f}"
             # Only the one who rates is asked (a neighbour who 附议'd was reminded to rate and then refused).
             await _tell(s, [need.rater_id] if need.rater_id else [], NoticeKind.RATING, text, key, need, now)

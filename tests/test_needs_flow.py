@@ -222,7 +222,7 @@ async def test_a_leader_files_for_someone_not_yet_bound_by_name_and_phone(db, ph
     assert "135****2222" in (await phone.text("o_leader3", "302室")).text
     await phone.text("o_leader3", "家里楼道灯坏了，老人看不清台阶")
     card = (await phone.text("o_leader3", "1")).text
-    assert "居民：孙奶奶（135****2222）302" in card  # the room is on the card to check
+    assert "居民：孙奶奶（135****2222）2号楼 302" in card  # the room is on the card to check
     assert "已代报" in (await phone.text("o_leader3", "1")).text
     need = await find_need(db, "20261127-0001")
     assert (need.reporter_id, need.contact_name, need.room) == (None, "孙奶奶", "302")

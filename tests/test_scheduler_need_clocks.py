@@ -128,7 +128,7 @@ async def test_a_resolved_need_unrated_for_a_day_gets_exactly_one_reminder(db, c
     clock.advance(hours=30)
     assert await need_clocks.remind_unrated(db, clock.now()) == 0
     [(to, text)] = await notices(db, "rating")
-    assert to == town["resident"].id and f"评价 {need.ticket}" in text
+    assert to == town["resident"].id and need.ticket in text and "请直接回复：满意 / 基本满意 / 不满意" in text
 
 
 async def test_a_need_nobody_triaged_is_flagged_to_the_community_once(db, clock, town):
