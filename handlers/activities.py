@@ -182,12 +182,10 @@ async def publish_for(ctx: Context, community_id: int) -> str:
     return ctx.ask("【发布志愿活动】第1步/共5步\n请输入活动名称：", router.step("title"), community=community_id)
 
 
-@router.state("title", roles=STAFF)
+@router.state("title", roles=STAFF, typed="请输入活动名称，如「敬老院陪伴志愿服务」。")
 async def publish_title(ctx: Context) -> str:
     if not 2 <= len(ctx.text.strip()) <= 30:
         return ctx.retry("名称请写 2 到 30 个字。")
-    if ctx.engine.command_word(ctx.text.strip()):  # 「待分流」 typed here is a command, not a name
-        return ctx.retry("请输入活动名称，如「敬老院陪伴志愿服务」。")
     # The example is tomorrow: a fixed one (12-05) is just past in December, and would be refused.
     tomorrow = local(ctx.now).date() + dt.timedelta(days=1)
     return ctx.ask(f"第2步：请输入时间，如 {tomorrow:%m-%d} 09:00-11:00：", router.step("when"),
@@ -342,9 +340,9 @@ async def cancel_activity(ctx: Context) -> str:
     return _cancel_question(ctx, preview, reason.strip())
 
 
-@router.state("cancel_reason", roles=STAFF)
+@router.state("cancel_reason", roles=STAFF, typed="请写明取消原因，如「暴雨预警」。")  # not 取消活动 retyped
 async def cancel_activity_reason(ctx: Context) -> str:
-    if len(ctx.text.strip()) < 2 or ctx.engine.command_word(ctx.text.strip()):  # 「取消活动 2 天气原因」 retyped
+    if len(ctx.text.strip()) < 2:
         return ctx.retry("请写明取消原因，如「暴雨预警」。")
     try:
         preview = await act.cancel_preview(ctx.db, await ctx.actor(), int(ctx.data["activity"]), ctx.now)

@@ -30,7 +30,7 @@ from storage.residents import Resident, ResidentDirectory, made_by_this_message
 from storage.roles import Role, RoleGrant, active_grants
 from storage.settings import Settings
 from storage.state import FlowState, StateStore
-from storage.text import bare, clip
+from storage.text import bare
 
 log = logging.getLogger("steward.engine")
 
@@ -182,6 +182,10 @@ class Router:
         self.browsing: dict[str, str] = {}
         self.kept: dict[str, str] = {}
         self.step_titles: dict[str, str] = {}
+        # What a flow of this router left unfinished says when it expires (a report's words not filed), from its
+        # saved answers; None: the plain notice.
+        self.unfinished: Callable[[dict], str | None] | None = None
+        self.typed: dict[str, str] = {}
 
     def _route(self, fn: Handler, roles: Iterable[Role] | Role | None, bound: bool, args: bool, label: str) -> Route:
         if isinstance(roles, Role):
@@ -224,12 +228,14 @@ class Router:
 
     def state(
         self, step: str, roles=None, bound: bool = False, browsing: str | None = None, kept: str | None = None,
-        title: str | None = None,
+        title: str | None = None, typed: str | None = None,
     ) -> Callable[[Handler], Handler]:
         """A step of a flow. `browsing`: the step only offers choices (a menu), so 取消 there leaves it by that
         name and says nothing typed was lost. `kept`: the step asks whether to cancel something (a seat, a
         redemption), where 取消 could be read as "yes, cancel it": leaving says, in these words, that it stands.
-        `title`: the flow's name at this step when it is not the router's (评价 among 反映问题's steps)."""
+        `title`: the flow's name at this step when it is not the router's (评价 among 反映问题's steps).
+        `typed`: the step takes words as typed (a description, a name, a reason), where a command typed instead
+        (「待分流」) would be saved as the answer: it gets this hint and the question again, with the way out."""
 
         def register(fn: Handler) -> Handler:
             self.states[self.step(step)] = self._route(fn, roles, bound, False, step)
@@ -239,6 +245,8 @@ class Router:
                 self.kept[self.step(step)] = kept
             if title:
                 self.step_titles[self.step(step)] = title
+            if typed:
+                self.typed[self.step(step)] = typed
             return fn
 
         return register
@@ -405,6 +413,12 @@ class Context:
         if later is not None:
             later(self.msg.openid, outcome)
 
+    def stay(self) -> None:
+        """The question stands as it was asked (a list stays open while one of its lines is shown)."""
+        if self.state:
+            self._next = self.state
+            self._clear = False
+
     def done(self, text: str) -> str:
         """The flow is finished (or left): forget the state."""
         self._next = None
@@ -508,6 +522,8 @@ class Engine:
         self.browsing: dict[str, str] = {}
         self.kept: dict[str, str] = {}
         self.step_titles: dict[str, str] = {}
+        self.unfinished: dict[str, Callable[[dict], str | None]] = {}
+        self.typed: dict[str, str] = {}
         self.unbound: Handler | None = None
         for router in self.routers:
             self._include(router)
@@ -547,6 +563,9 @@ class Engine:
         self.browsing.update(router.browsing)
         self.kept.update(router.kept)
         self.step_titles.update(router.step_titles)
+        self.typed.update(router.typed)
+        if router.unfinished:
+            self.unfinished[router.name] = router.unfinished
         if router.unbound:
             self.unbound = router.unbound
 
@@ -576,12 +595,10 @@ class Engine:
         state = await self.states.take(msg.openid, held)
         notice = ""
         if state and state.expired(self.states.now()):
-            # A list or a menu left open is nothing to have left; a flow is, and a described problem most of all.
-            if state.name != LISTING_STEP and state.name not in self.browsing:
-                notice = f"（您在「{self.flow_title(state)}」中停留超过30分钟，已自动退出。）\n"
-                if state.flow == "need" and (draft := str(state.data.get("text") or "")):
-                    notice = (f"（您在「反映问题」中停留超过30分钟，已自动退出，问题没有提交：「{clip(draft, 20)}」。"
-                              "回复「反映」可重新提交。）\n")
+            if self.leaves_something(state):  # a list or a menu left open is nothing to have left
+                describe = self.unfinished.get(state.flow)
+                unsaid = describe(state.data) if describe else None
+                notice = f"（您在「{self.flow_title(state)}」中停留超过30分钟，已自动退出{unsaid or ''}。）\n"
             state = None
         ctx = Context(msg, resident, state, self)
         ctx.held = held
@@ -658,13 +675,15 @@ class Engine:
             route = self.states_table.get(ctx.state.name)
             if "_more" in ctx.data and msg.type in ("text", "voice") and bare(msg.text) in NEXT_PAGE_WORDS:
                 if not ctx.data["_more"]:  # the last page: the list stays open
-                    ctx._next = ctx.state
+                    ctx.stay()
                     return LAST_PAGE
                 ctx.msg = replace(msg, text=ctx.data["_more"])  # the list's own command for its next page
                 return await ctx.handle_afresh()
             if route is not None:
                 if answer is not None:
                     ctx.msg = replace(msg, text=answer)
+                elif (hint := self.typed.get(ctx.state.name)) and msg.type == "text" and self.command_word(msg.text):
+                    return ctx.retry(hint)
                 return await self.run(ctx, route)
             ctx.done("")  # a step that no longer exists (after an upgrade): start afresh
             ctx.state = None

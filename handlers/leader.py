@@ -271,5 +271,5 @@ async def area_pick(ctx: Context) -> str | None:
     ticket = ctx.data.get("tickets", {}).get(ctx.text.strip())
     if ticket is None:
         return await ctx.handle_afresh()
-    ctx.ask(ctx.data.get("_q", ""), router.step("area_pick"))
+    ctx.stay()
     return await need_detail(ctx, ticket)

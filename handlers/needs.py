@@ -31,6 +31,7 @@ from storage.needs import (
     MAX_TEXT,
     MAX_VOICES,
     PAGE_SIZE,
+    RATED_BY_REPORTER,
     RATINGS,
     SUBMITTED_NOTE,
     UNCLASSIFIED,
@@ -68,6 +69,15 @@ log = logging.getLogger("steward.needs")
 
 router = Router("need", "反映问题")
 
+
+def _unfiled(data: dict) -> str | None:
+    """A report left half-done for 30 minutes: its words were not filed, and the resident is told so."""
+    words = str(data.get("text") or "")
+    return f"，问题没有提交：「{shown_text(words, 20)}」。回复「反映」可重新提交" if words else None
+
+
+router.unfinished = _unfiled
+
 ASK_TEXT = "请用一两句话描述您要反映的问题，例如：3单元楼道灯坏了好几天。"
 UNCLASSIFIED_LABEL = "其他/未分类（由工作人员分类）"
 SKIP_WORDS = {"跳过", "没有", "不用", "好了", "完成", "无", "继续"}
@@ -104,12 +114,10 @@ async def start(ctx: Context) -> str:
     return ctx.ask(ASK_TEXT, router.step("text"))
 
 
-@router.state("text")
+@router.state("text", typed="请先描述您要反映的问题。")  # 进度, 积分 typed here: not a problem to file
 async def text_step(ctx: Context) -> str:
     if ctx.msg.type not in ("text", "voice") or not ctx.text:
         return ctx.retry("请先用文字（或语音）描述问题，照片和位置下一步再发。")
-    if ctx.engine.command_word(ctx.text):  # 进度, 积分: not a problem to file (the hint says how to leave for it)
-        return ctx.retry("请先描述您要反映的问题。")
     return await _got_text(ctx, ctx.text)
 
 
@@ -495,7 +503,7 @@ async def public_detail(ctx: Context, need: Need) -> str:
     for event in await timeline(ctx.db, need.id, limit=8):
         at = local(event.at)
         lines.append(f"{at.month}-{at.day:02d} {at.hour:02d}:{at.minute:02d} {shown_text(event.note, 40)}")
-    if need.state.value == "resolved" and need.reporter_id == ctx.resident.id:
+    if need.state.value == "resolved" and need.rater_id == ctx.resident.id:
         lines.append(f"请回复「评价 {need.ticket}」评价办理结果。")
     return "\n".join(lines)
 
@@ -503,7 +511,6 @@ async def public_detail(ctx: Context, need: Need) -> str:
 # ---------------------------------------------------------------------------------------------- rating
 
 
-RATED_BY_REPORTER = "诉求 {ticket} 由反映人本人评价，您会继续收到进展通知。"
 NOTHING_TO_RATE = "您目前没有待评价的诉求。回复「进度」查看您的诉求。"
 
 

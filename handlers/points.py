@@ -403,9 +403,9 @@ async def staff_cancel(ctx: Context) -> str:
     return _staff_cancel_question(ctx, found, reason.strip())
 
 
-@router.state("staff_cancel_reason", roles=STAFF)
+@router.state("staff_cancel_reason", roles=STAFF, typed="请写明取消原因，如「物品已损坏」。")  # not 取消兑换 again
 async def staff_cancel_reason(ctx: Context) -> str:
-    if len(ctx.text.strip()) < 2 or ctx.engine.command_word(ctx.text.strip()):  # 「取消兑换」 retyped is no reason
+    if len(ctx.text.strip()) < 2:
         return ctx.retry("请写明取消原因，如「物品已损坏」。")
     try:
         found = await rw.find_by_code(ctx.db, await ctx.actor(), ctx.data["code"])

@@ -92,7 +92,7 @@ async def list_or_show(ctx: Context) -> str:
     if total > len(rows):
         lines.append(f"仅显示最新{PAGE}个。")
     lines.append("回复【】里的编号查看详情和进展。")
-    return ctx.ask("\n".join(lines), router.step("list"), shown=[p.id for p in rows])
+    return ctx.ask("\n".join(lines), router.step("list"))
 
 
 @router.state("list", bound=True, browsing="服务项目")
@@ -102,7 +102,7 @@ async def list_pick(ctx: Context) -> str | None:
     number = parse_number(ctx.text)
     if number is None:
         return await ctx.handle_afresh()
-    ctx.ask(ctx.data.get("_q", ""), router.step("list"))  # the list stays open
+    ctx.stay()
     return await _show(ctx, number)
 
 

@@ -65,6 +65,7 @@ from storage.needs import (
     summary_line,
     timeline,
     triage_need,
+    triaged_before,
     unit_named,
     unit_needs,
 )
@@ -575,7 +576,7 @@ async def triage_line(ctx: Context) -> str:
         return f"{exc.reason}\n（格式：{usage}）"
     except NeedError as exc:
         return exc.reason
-    again = before is not None and before.triaged_at is not None and before.state not in NEW_STATUSES
+    again = before is not None and triaged_before(before)
     return _triaged_reply(need, ctx.now, Tier(before.tier).label if again else "")
 
 

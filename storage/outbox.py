@@ -571,8 +571,9 @@ async def take_waiting(db: Database, resident_id: int, now: dt.datetime, limit: 
         rows = list((await session.exec(query.limit(WAITING_SCAN))).all())
         if not rows:
             return [], 0
-        newest = {about: row.id for row in rows if (about := _subject_of(row)) is not None}
-        replaced = {row.id for row in rows if (about := _subject_of(row)) is not None and newest[about] != row.id}
+        about = {row.id: _subject_of(row) for row in rows}
+        newest = {subject: row_id for row_id, subject in about.items() if subject is not None}  # rows come oldest first
+        replaced = {row_id for row_id, subject in about.items() if subject is not None and newest[subject] != row_id}
         if replaced:
             await session.exec(
                 update(OutboxMessage).where(col(OutboxMessage.id).in_(replaced), *waiting)

@@ -82,6 +82,7 @@ from storage.needs.handling import (
     resolve_from_project,
     resolve_need,
     triage_need,
+    triaged_before,
 )
 from storage.needs.intake import (
     SIMILAR_OFFERED,
@@ -176,6 +177,7 @@ from storage.needs.queries import (
 from storage.needs.rating import (
     CLOSE_BATCH,
     CLOSED_NOTE,
+    RATED_BY_REPORTER,
     SUPERVISED_NOTE,
     add_rating_comment,
     close_unrated,
@@ -202,6 +204,7 @@ __all__ = [
     "OPEN_STATUSES",
     "PAGE_SIZE",
     "PROJECT_RESOLVABLE",
+    "RATED_BY_REPORTER",
     "RATE_WINDOW",
     "RATINGS",
     "SIMILAR_OFFERED",
@@ -312,6 +315,7 @@ __all__ = [
     "timeline",
     "today_queue",
     "triage_need",
+    "triaged_before",
     "unit_named",
     "unit_needs",
 ]

@@ -57,9 +57,8 @@ async def _record(s, need: Need, now: dt.datetime, kind: str, *, notify: bool = 
     await s.flush()
     if row.public and notify:
         told = [rid for rid in await _followers(s, need.id) if rid != row.actor_id]
-        rater = [rid for rid in told if rid == need.rater_id]
-        others = [rid for rid in told if rid != need.rater_id]
-        for group in (rater, others):  # the notice asks only its rater to rate
-            if group:
-                await _outbox(s, need, row, group, NoticeKind.NEED_UPDATE, follower_notice(need, row, group[0]), now)
+        for rater in (True, False):  # the notice asks only its rater to rate
+            if group := [rid for rid in told if (rid == need.rater_id) == rater]:
+                notice = follower_notice(need, row, asks_rating=rater)
+                await _outbox(s, need, row, group, NoticeKind.NEED_UPDATE, notice, now)
     return row

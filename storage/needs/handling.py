@@ -41,6 +41,11 @@ def parse_deadline(text: str, now: dt.datetime) -> dt.date:
         raise NeedError(f"「{text}」不是有效日期，请写成 月-日，例如 {example:%m-%d}。") from None
 
 
+def triaged_before(need: Need) -> bool:
+    """Whether a tier set now changes one staff had set (分流 again), rather than setting the first."""
+    return need.triaged_at is not None and need.state not in AWAITING_TRIAGE
+
+
 async def triage_need(
     db: Database,
     actor: Actor,
@@ -89,7 +94,7 @@ async def triage_need(
             if deadline is not None:  # 分流 <编号> A 12-10: the date was dropped without a word
                 raise DeadlineError(f"「{wanted.label}」按规定期限办理，不能另定日期；要定日期请选 B（限时办理）。")
             reason = None
-        again = need.triaged_at is not None and need.state not in AWAITING_TRIAGE
+        again = triaged_before(need)
         if again and (need.tier, need.resolve_by) == (wanted.value, resolve_by):
             # The same tier and limit again: nothing changed, so nobody is told again (three 分流 had sent the
             # resident three 「社区已受理」).

@@ -252,9 +252,13 @@ async def adopt_filed_for(s, resident, now: dt.datetime) -> int:
         Need.community_id == resident.community_id,
     ).order_by(Need.id).limit(ADOPT_LIMIT)
     needs = list((await s.exec(query.with_for_update())).all())
+    if not needs:
+        return 0
+    followed = set((await s.exec(select(NeedFollower.need_id).where(
+        NeedFollower.resident_id == resident.id, col(NeedFollower.need_id).in_([n.id for n in needs])))).all())
     for need in needs:
         need.reporter_id = resident.id
-        if resident.id not in await _followers(s, need.id):
+        if need.id not in followed:  # a neighbour who had 附议'd it already follows it
             s.add(NeedFollower(need_id=need.id, resident_id=resident.id, role="reporter", created_at=now))
         await _record(s, need, now, "adopted", actor_id=resident.id, actor_label="居民", from_status=need.status,
                       note="反映人已绑定，今后由本人接收进展", public=False)

@@ -31,12 +31,12 @@ def summary_line(need: Need, width: int = 14) -> str:
     return shown_text(need.text, width)
 
 
-def follower_notice(need: Need, event: NeedEvent, recipient: int | None = None) -> str:
-    """What a follower reads of an event; only the one who rates (`Need.rater_id`) is asked to rate it."""
+def follower_notice(need: Need, event: NeedEvent, *, asks_rating: bool = False) -> str:
+    """What a follower reads of an event; `asks_rating` for the one who rates (`Need.rater_id`) alone."""
     lines = [f"【诉求进展】{need.ticket}", f"内容：{summary_line(need)}", f"状态：{need.state.label}"]
     if event.note:
         lines.append(f"说明：{shown_text(event.note.strip(), 80)}")
-    if need.state is NeedStatus.RESOLVED and recipient == need.rater_id:
+    if need.state is NeedStatus.RESOLVED and asks_rating:
         lines.append(f"请回复「评价 {need.ticket}」评价办理结果（满意/基本满意/不满意）。")
     else:
         lines.append(f"回复「进度 {need.ticket}」查看详情。")

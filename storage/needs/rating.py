@@ -28,6 +28,7 @@ from storage.roles import audit_entry
 
 CLOSE_BATCH = 200  # needs closed per run of the scheduler job (needs.close_unrated)
 CLOSED_NOTE = "评价期已过，未收到评价，诉求已归档"
+RATED_BY_REPORTER = "诉求 {ticket} 由反映人本人评价，您会继续收到进展通知。"  # to a follower who is not the rater
 SUPERVISED_NOTE = "重新办理后居民仍不满意，已转区级督办"
 
 
@@ -44,7 +45,7 @@ async def rate_need(
         need = await load_need(s, ticket)
         if resident_id != need.rater_id:
             if resident_id in await _followers(s, need.id):
-                raise NeedError(f"诉求 {need.ticket} 由反映人本人评价，您会继续收到进展通知。")
+                raise NeedError(RATED_BY_REPORTER.format(ticket=need.ticket))
             raise NeedError(f"没有找到编号为 {need.ticket} 的诉求，请核对编号。")
         check(need, "rate")
         need.rating, need.rating_comment, need.rated_at = rating, comment, now
@@ -142,6 +143,6 @@ async def close_unrated(db: Database, now: dt.datetime, limit: int = CLOSE_BATCH
             event = await apply_transition(s, need, "close", now, actor_id=None, actor_label="系统",
                                            note=CLOSED_NOTE, notify=False)
             if (rater := need.rater_id) is not None:
-                await _outbox(s, need, event, rater, NoticeKind.NEED_UPDATE, follower_notice(need, event, rater), now)
+                await _outbox(s, need, event, rater, NoticeKind.NEED_UPDATE, follower_notice(need, event), now)
             s.add(audit_entry(now, "system", "need.close", "need", need.ticket, reason="rating window over"))
     return len(due)
